@@ -1,0 +1,20 @@
+//! The Trellis app file.
+//!
+//! An app is one WebAssembly component file (`name.wasm`). Its manifest (TOML)
+//! travels inside it in the custom section [`MANIFEST_SECTION`], and an optional
+//! ed25519 signature in the custom section [`SIGNATURE_SECTION`], which must be
+//! the file's last section and covers every byte before it. So an app and its
+//! manifest are replaced in one rename and can never be mismatched.
+
+mod container;
+mod keys;
+mod manifest;
+
+pub use container::{AppFile, component_code, FormatError, SignatureInfo, interface_imports, pack, sign};
+pub use keys::{KeyError, KeyId, SigningKey, TrustList, generate_key, load_signing_key, write_key_pair};
+pub use manifest::{I2cGrant, Limits, Manifest, ManifestError, Permissions, pattern_covers, topic_matches, valid_name, valid_topic_pattern};
+
+/// Custom section holding the manifest (UTF-8 TOML).
+pub const MANIFEST_SECTION: &str = "trellis-manifest";
+/// Custom section holding the signature: 32-byte public key then 64-byte signature.
+pub const SIGNATURE_SECTION: &str = "trellis-signature";

@@ -1,0 +1,350 @@
+//! The app manifest: identity, permissions and limits.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a manifest is not acceptable. Every message names the field.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// Not valid TOML or an unknown/mistyped field.
+    #[error("manifest is not valid: {0}")]
+    Parse(String),
+    /// A field has a value outside what is allowed.
+    #[error("manifest field `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// An I2C device an app may talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct I2cGrant {
+    /// Bus number (`/dev/i2c-N`).
+    pub bus: u32,
+    /// 7-bit address.
+    pub address: u8,
+}
+
+/// What an app asks to use. Anything not listed is denied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Permissions {
+    /// GPIO lines the app may drive.
+    #[serde(default)]
+    pub gpio_outputs: Vec<u32>,
+    /// GPIO lines the app may read and watch.
+    #[serde(default)]
+    pub gpio_inputs: Vec<u32>,
+    /// I2C devices.
+    #[serde(default)]
+    pub i2c: Vec<I2cGrant>,
+    /// SPI devices (`spidev0.0`).
+    #[serde(default)]
+    pub spi: Vec<String>,
+    /// Topic patterns the app may publish to.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Topic patterns the app may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+    /// Hot-plug subsystems the app may follow (`usb`, `gpio`, `i2c`, `tty`).
+    #[serde(default)]
+    pub hotplug: Vec<String>,
+}
+
+/// Resource limits; the runtime enforces them per app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Limits {
+    /// Linear memory, in KiB.
+    #[serde(default = "Limits::default_memory_kib")]
+    pub memory_kib: u32,
+    /// Time one call into the app (start, an event) may take, in milliseconds.
+    #[serde(default = "Limits::default_call_ms")]
+    pub call_ms: u32,
+    /// Key-value store quota (keys plus values), in KiB.
+    #[serde(default = "Limits::default_kv_kib")]
+    pub kv_kib: u32,
+}
+
+impl Limits {
+    /// Largest memory an app may ask for (256 MiB).
+    pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+    /// Longest call deadline (60 s).
+    pub const MAX_CALL_MS: u32 = 60_000;
+    /// Largest key-value quota (64 MiB).
+    pub const MAX_KV_KIB: u32 = 64 * 1024;
+
+    const fn default_memory_kib() -> u32 {
+        16 * 1024
+    }
+    const fn default_call_ms() -> u32 {
+        100
+    }
+    const fn default_kv_kib() -> u32 {
+        64
+    }
+
+    /// Linear memory limit in bytes.
+    #[must_use]
+    pub fn memory_bytes(&self) -> usize {
+        self.memory_kib as usize * 1024
+    }
+
+    /// Key-value quota in bytes.
+    #[must_use]
+    pub fn kv_bytes(&self) -> u64 {
+        u64::from(self.kv_kib) * 1024
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_kib: Self::default_memory_kib(),
+            call_ms: Self::default_call_ms(),
+            kv_kib: Self::default_kv_kib(),
+        }
+    }
+}
+
+/// An app's manifest, as written in `trellis.toml` and embedded in the app file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The app's name: `[a-z0-9][a-z0-9_-]*`, at most 64 characters; the file is `<name>.wasm`.
+    pub name: String,
+    /// The app's version (semantic version).
+    pub version: String,
+    /// One line saying what the app does.
+    #[serde(default)]
+    pub description: String,
+    /// What the app may use.
+    #[serde(default)]
+    pub permissions: Permissions,
+    /// What the app may consume.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Settings handed to the app's `start`.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
+    ManifestError::Invalid { field, reason: reason.into() }
+}
+
+/// Whether `name` is a valid app name.
+#[must_use]
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
+}
+
+/// Whether `pattern` is a valid topic pattern: non-empty `/`-separated levels of
+/// printable ASCII, where `+` stands alone for one level and `#` only as the last.
+#[must_use]
+pub fn valid_topic_pattern(pattern: &str) -> bool {
+    if pattern.is_empty() || pattern.len() > 256 {
+        return false;
+    }
+    let levels: Vec<&str> = pattern.split('/').collect();
+    levels.iter().enumerate().all(|(i, level)| {
+        let wild_ok = match *level {
+            "#" => i + 1 == levels.len(),
+            "+" => true,
+            l => !l.contains(['+', '#']),
+        };
+        wild_ok && !level.is_empty() && level.bytes().all(|c| c.is_ascii_graphic())
+    })
+}
+
+/// Whether `topic` (no wildcards) matches `pattern`.
+#[must_use]
+pub fn topic_matches(pattern: &str, topic: &str) -> bool {
+    let mut p = pattern.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (p.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether every topic `pattern` matches is also matched by `granted`.
+#[must_use]
+pub fn pattern_covers(granted: &str, pattern: &str) -> bool {
+    let mut g = granted.split('/');
+    let mut p = pattern.split('/');
+    loop {
+        match (g.next(), p.next()) {
+            (Some("#"), _) | (None, None) => return true,
+            (Some("+"), Some(level)) if level != "#" => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+impl Manifest {
+    /// Parse and validate a manifest.
+    ///
+    /// # Errors
+    /// Invalid TOML, unknown fields, or a value out of range (named in the error).
+    pub fn from_toml(text: &str) -> Result<Self, ManifestError> {
+        let manifest: Self = toml::from_str(text).map_err(|e| ManifestError::Parse(e.to_string()))?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The manifest as TOML.
+    #[must_use]
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Check every field.
+    ///
+    /// # Errors
+    /// The first field out of range, named.
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        if !valid_name(&self.name) {
+            return Err(invalid(
+                "name",
+                format!("{:?} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit", self.name),
+            ));
+        }
+        if !valid_version(&self.version) {
+            return Err(invalid("version", format!("{:?} is not a semantic version (like 1.2.3)", self.version)));
+        }
+        let l = &self.limits;
+        if l.memory_kib < 64 || l.memory_kib > Limits::MAX_MEMORY_KIB {
+            return Err(invalid("limits.memory-kib", format!("{} is outside 64..={}", l.memory_kib, Limits::MAX_MEMORY_KIB)));
+        }
+        if l.call_ms == 0 || l.call_ms > Limits::MAX_CALL_MS {
+            return Err(invalid("limits.call-ms", format!("{} is outside 1..={}", l.call_ms, Limits::MAX_CALL_MS)));
+        }
+        if l.kv_kib > Limits::MAX_KV_KIB {
+            return Err(invalid("limits.kv-kib", format!("{} is above {}", l.kv_kib, Limits::MAX_KV_KIB)));
+        }
+        let p = &self.permissions;
+        if let Some(line) = p.gpio_outputs.iter().find(|l| p.gpio_inputs.contains(l)) {
+            return Err(invalid("permissions", format!("GPIO line {line} is listed as both input and output")));
+        }
+        if let Some(g) = p.i2c.iter().find(|g| g.address > 0x7f) {
+            return Err(invalid("permissions.i2c", format!("address {:#04x} is not a 7-bit address", g.address)));
+        }
+        if let Some(d) = p.spi.iter().find(|d| !valid_spi_name(d)) {
+            return Err(invalid("permissions.spi", format!("{d:?} is not a device name like spidev0.0")));
+        }
+        for (field, list) in [("permissions.publish", &p.publish), ("permissions.subscribe", &p.subscribe)] {
+            if let Some(t) = list.iter().find(|t| !valid_topic_pattern(t)) {
+                return Err(invalid(field, format!("{t:?} is not a valid topic pattern")));
+            }
+        }
+        if let Some(s) = p.hotplug.iter().find(|s| !valid_name(s)) {
+            return Err(invalid("permissions.hotplug", format!("{s:?} is not a subsystem name")));
+        }
+        Ok(())
+    }
+}
+
+fn valid_spi_name(device: &str) -> bool {
+    device
+        .strip_prefix("spidev")
+        .and_then(|rest| rest.split_once('.'))
+        .is_some_and(|(bus, cs)| {
+            !bus.is_empty() && !cs.is_empty() && (bus.to_owned() + cs).bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
+fn valid_version(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const FULL: &str = r#"
+name = "thermostat"
+version = "1.2.0"
+description = "keeps it warm"
+[permissions]
+gpio-outputs = [22]
+i2c = [{ bus = 1, address = 0x48 }]
+publish = ["sensors/temperature"]
+[limits]
+memory-kib = 2048
+call-ms = 50
+[config]
+setpoint = "21.0"
+"#;
+
+    #[test]
+    fn parses_and_defaults() {
+        let m = Manifest::from_toml(FULL).unwrap();
+        assert_eq!(m.permissions.i2c, vec![I2cGrant { bus: 1, address: 0x48 }]);
+        assert_eq!(m.limits.kv_kib, 64);
+        assert_eq!(m.limits.memory_bytes(), 2048 * 1024);
+        assert_eq!(m.config["setpoint"], "21.0");
+        assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = Manifest::from_toml("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio = [1]\n").unwrap_err();
+        assert!(err.to_string().contains("gpio"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let cases = [
+            ("name = \"../x\"\nversion = \"1.0.0\"", "`name`"),
+            ("name = \"a\"\nversion = \"one\"", "`version`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\nmemory-kib = 1", "`limits.memory-kib`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncall-ms = 0", "`limits.call-ms`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\nspi = [\"/dev/sda\"]", "`permissions.spi`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\npublish = [\"a/#/b\"]", "`permissions.publish`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ni2c = [{bus = 1, address = 200}]", "`permissions.i2c`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio-inputs = [4]\ngpio-outputs = [4]", "`permissions`"),
+        ];
+        for (text, field) in cases {
+            let err = Manifest::from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn topics() {
+        assert!(topic_matches("sensors/#", "sensors/a/b"));
+        assert!(topic_matches("sensors/+/t", "sensors/a/t"));
+        assert!(!topic_matches("sensors/+/t", "sensors/a/b/t"));
+        assert!(topic_matches("a/b", "a/b"));
+        assert!(!topic_matches("a/b", "a/b/c"));
+        assert!(!topic_matches("a/b/c", "a/b"));
+        assert!(pattern_covers("a/#", "a/+/c"));
+        assert!(pattern_covers("a/+", "a/b"));
+        assert!(!pattern_covers("a/+", "a/#"));
+        assert!(!pattern_covers("a/b", "a/+"));
+        assert!(valid_topic_pattern("a/+/#"));
+        assert!(!valid_topic_pattern("a//b"));
+        assert!(!valid_topic_pattern("a/b#"));
+        assert!(!valid_topic_pattern(""));
+    }
+}

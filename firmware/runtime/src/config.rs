@@ -1,0 +1,186 @@
+//! The runtime's typed configuration (`/etc/trellis/runtime.toml` on a device).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use trellis_appfmt::I2cGrant;
+
+use crate::paths;
+
+/// Which hardware apps may be granted at all. `None` means anything the board has.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HardwarePolicy {
+    /// GPIO lines apps may be granted.
+    pub gpio_lines: Option<Vec<u32>>,
+    /// I2C devices apps may be granted.
+    pub i2c: Option<Vec<I2cGrant>>,
+    /// SPI devices apps may be granted.
+    pub spi: Option<Vec<String>>,
+}
+
+/// When a crashing app is restarted, and when it is given up on.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CrashPolicy {
+    /// Crashes within `window-ms` that make a crash loop.
+    #[serde(default = "CrashPolicy::default_max_crashes")]
+    pub max_crashes: u32,
+    /// The crash-loop window.
+    #[serde(default = "CrashPolicy::default_window_ms")]
+    pub window_ms: u64,
+    /// Delay before the first restart; doubles per crash in the window.
+    #[serde(default = "CrashPolicy::default_backoff_ms")]
+    pub backoff_ms: u64,
+    /// How long a version must run without crashing to become the last good one.
+    #[serde(default = "CrashPolicy::default_good_after_ms")]
+    pub good_after_ms: u64,
+}
+
+impl CrashPolicy {
+    const fn default_max_crashes() -> u32 {
+        3
+    }
+    const fn default_window_ms() -> u64 {
+        60_000
+    }
+    const fn default_backoff_ms() -> u64 {
+        100
+    }
+    const fn default_good_after_ms() -> u64 {
+        10_000
+    }
+
+    /// The crash-loop window.
+    #[must_use]
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// Time before the restart after the `n`th crash in the window (n >= 1).
+    #[must_use]
+    pub fn backoff(&self, n: u32) -> Duration {
+        Duration::from_millis(self.backoff_ms.saturating_mul(1 << n.saturating_sub(1).min(10)))
+    }
+}
+
+impl Default for CrashPolicy {
+    fn default() -> Self {
+        Self {
+            max_crashes: Self::default_max_crashes(),
+            window_ms: Self::default_window_ms(),
+            backoff_ms: Self::default_backoff_ms(),
+            good_after_ms: Self::default_good_after_ms(),
+        }
+    }
+}
+
+/// Everything the runtime needs to know.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RuntimeConfig {
+    /// Where apps live.
+    #[serde(default = "RuntimeConfig::default_apps_dir")]
+    pub apps_dir: PathBuf,
+    /// Compile cache, key-value stores, last-good copies.
+    #[serde(default = "RuntimeConfig::default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Refuse apps that are not signed by a trusted key.
+    #[serde(default)]
+    pub require_signatures: bool,
+    /// `.pub` files or directories of them.
+    #[serde(default = "RuntimeConfig::default_trust")]
+    pub trust: Vec<PathBuf>,
+    /// Watch `apps_dir` and swap apps when files change.
+    #[serde(default = "RuntimeConfig::default_true")]
+    pub watch: bool,
+    /// Epoch tick: the granularity of call deadlines.
+    #[serde(default = "RuntimeConfig::default_epoch_tick_ms")]
+    pub epoch_tick_ms: u64,
+    /// How many apps may run at once (sizes the pooling allocator).
+    #[serde(default = "RuntimeConfig::default_max_apps")]
+    pub max_apps: u32,
+    /// Crash handling.
+    #[serde(default)]
+    pub crash: CrashPolicy,
+    /// Hardware apps may be granted.
+    #[serde(default)]
+    pub hardware: HardwarePolicy,
+}
+
+impl RuntimeConfig {
+    fn default_apps_dir() -> PathBuf {
+        PathBuf::from(paths::APPS_DIR)
+    }
+    fn default_state_dir() -> PathBuf {
+        PathBuf::from(paths::STATE_DIR)
+    }
+    fn default_trust() -> Vec<PathBuf> {
+        vec![PathBuf::from(paths::TRUST_DIR)]
+    }
+    const fn default_true() -> bool {
+        true
+    }
+    const fn default_epoch_tick_ms() -> u64 {
+        5
+    }
+    const fn default_max_apps() -> u32 {
+        32
+    }
+
+    /// A configuration for apps in `apps_dir` with state in `state_dir`, all else default.
+    #[must_use]
+    pub fn new(apps_dir: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            apps_dir: apps_dir.into(),
+            state_dir: state_dir.into(),
+            require_signatures: false,
+            trust: Vec::new(),
+            watch: true,
+            epoch_tick_ms: Self::default_epoch_tick_ms(),
+            max_apps: Self::default_max_apps(),
+            crash: CrashPolicy::default(),
+            hardware: HardwarePolicy::default(),
+        }
+    }
+
+    /// Parse a configuration file.
+    ///
+    /// # Errors
+    /// The file cannot be read or is not a valid configuration (the error names the file).
+    pub fn load(path: &Path) -> Result<Self, crate::RuntimeError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// The epoch tick.
+    #[must_use]
+    pub fn epoch_tick(&self) -> Duration {
+        Duration::from_millis(self.epoch_tick_ms.max(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn file_defaults_are_device_paths() {
+        let c: RuntimeConfig = toml::from_str("require-signatures = true\n[hardware]\ngpio-lines = [17]\n").unwrap();
+        assert_eq!(c.apps_dir, Path::new(paths::APPS_DIR));
+        assert!(c.require_signatures);
+        assert_eq!(c.hardware.gpio_lines, Some(vec![17]));
+        assert_eq!(c.crash.max_crashes, 3);
+        assert!(toml::from_str::<RuntimeConfig>("apps = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn backoff_doubles() {
+        let p = CrashPolicy { backoff_ms: 100, ..CrashPolicy::default() };
+        assert_eq!(p.backoff(1), Duration::from_millis(100));
+        assert_eq!(p.backoff(3), Duration::from_millis(400));
+    }
+}

@@ -1,0 +1,85 @@
+//! The wasmtime engine (pooling allocator, epoch interruption) and the linker
+//! holding every host import.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use trellis_appfmt::Limits;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::RuntimeError;
+use crate::bindings::App;
+use crate::host::HostState;
+
+/// Build the engine: one per runtime.
+///
+/// The pool holds twice `max_apps` component instances (old and new version
+/// side by side during a swap). Linear memories reserve only the largest
+/// memory an app may ask for (256 MiB) instead of wasmtime's 4 GiB default, so
+/// the pool fits a 39-bit address space; bounds checks are explicit.
+pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
+    let instances = max_apps.max(1) * 2;
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(instances)
+        .total_core_instances(instances * 16)
+        .total_memories(instances * 4)
+        .total_tables(instances * 8)
+        .total_stacks(instances)
+        .max_memory_size(Limits::MAX_MEMORY_KIB as usize * 1024)
+        .max_unused_warm_slots(4);
+    let mut config = Config::new();
+    config
+        .epoch_interruption(true)
+        .wasm_component_model(true)
+        .memory_reservation(u64::from(Limits::MAX_MEMORY_KIB) * 1024)
+        .memory_guard_size(64 * 1024)
+        .memory_reservation_for_growth(0)
+        .max_wasm_stack(512 * 1024)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+/// The linker: WASI 0.2 (clocks, random; no files, sockets or environment are
+/// granted in the context) plus the `trellis:app` imports.
+pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>, RuntimeError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    Ok(linker)
+}
+
+/// Advances the engine's epoch every `tick` until dropped; call deadlines are
+/// counted in these ticks.
+pub(crate) struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: Engine, tick: Duration) -> Result<Self, RuntimeError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("epoch".into())
+            .spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(Self { stop, thread: Some(thread) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

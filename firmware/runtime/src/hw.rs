@@ -1,0 +1,127 @@
+//! GPIO lines held on behalf of apps.
+//!
+//! Lines are held per app *name*, with the set of versions (generations) that
+//! claimed them: during a swap the new version re-claims the old version's
+//! lines without releasing them, so the pin never glitches, and a line is
+//! released only when no version of the app holds it any more.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use trellis_hal::Board;
+use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, OutputLine};
+
+enum Line {
+    Output(Box<dyn OutputLine>),
+    Input(Box<dyn InputLine>, Edge),
+}
+
+struct Held {
+    app: String,
+    generations: BTreeSet<u64>,
+    line: Line,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HwError {
+    #[error("GPIO line {line} is held by app {holder}")]
+    HeldByOther { line: u32, holder: String },
+    #[error("GPIO line {line} is not claimed by this app as {what} (call claim-{what} first)")]
+    NotClaimed { line: u32, what: &'static str },
+    #[error(transparent)]
+    Gpio(#[from] GpioError),
+}
+
+pub(crate) struct Hardware {
+    pub board: Board,
+    lines: Mutex<HashMap<u32, Held>>,
+}
+
+impl std::fmt::Debug for Hardware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hardware").field("board", &self.board).finish_non_exhaustive()
+    }
+}
+
+impl Hardware {
+    pub fn new(board: Board) -> Arc<Self> {
+        Arc::new(Self { board, lines: Mutex::new(HashMap::new()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Held>> {
+        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn claim_output(&self, app: &str, generation: u64, line: u32, level: Level) -> Result<(), HwError> {
+        let mut lines = self.lock();
+        if let Some(held) = lines.get_mut(&line) {
+            if held.app != app {
+                return Err(HwError::HeldByOther { line, holder: held.app.clone() });
+            }
+            if let Line::Output(pin) = &mut held.line {
+                gpio::write(pin.as_mut(), level)?;
+                held.generations.insert(generation);
+                return Ok(());
+            }
+            lines.remove(&line);
+        }
+        let pin = self.board.gpio.request_output(line, level, app)?;
+        lines.insert(line, Held { app: app.to_owned(), generations: [generation].into(), line: Line::Output(pin) });
+        Ok(())
+    }
+
+    pub fn claim_input(&self, app: &str, generation: u64, line: u32, edges: Edge, sink: EdgeSink) -> Result<(), HwError> {
+        let mut lines = self.lock();
+        if let Some(held) = lines.get_mut(&line) {
+            if held.app != app {
+                return Err(HwError::HeldByOther { line, holder: held.app.clone() });
+            }
+            if matches!(held.line, Line::Input(_, e) if e == edges) {
+                held.generations.insert(generation);
+                return Ok(());
+            }
+            lines.remove(&line);
+        }
+        let pin = self.board.gpio.request_input(line, edges, app, sink)?;
+        lines.insert(line, Held { app: app.to_owned(), generations: [generation].into(), line: Line::Input(pin, edges) });
+        Ok(())
+    }
+
+    pub fn write(&self, app: &str, line: u32, level: Level) -> Result<(), HwError> {
+        match self.lock().get_mut(&line) {
+            Some(Held { app: a, line: Line::Output(pin), .. }) if a == app => Ok(gpio::write(pin.as_mut(), level)?),
+            _ => Err(HwError::NotClaimed { line, what: "output" }),
+        }
+    }
+
+    pub fn read(&self, app: &str, line: u32) -> Result<Level, HwError> {
+        match self.lock().get_mut(&line) {
+            Some(Held { app: a, line: Line::Output(pin), .. }) if a == app => Ok(gpio::read_output(pin.as_mut())?),
+            Some(Held { app: a, line: Line::Input(pin, _), .. }) if a == app => Ok(gpio::read_input(pin.as_mut())?),
+            _ => Err(HwError::NotClaimed { line, what: "input" }),
+        }
+    }
+
+    pub fn release(&self, app: &str, line: u32) -> Result<(), HwError> {
+        let mut lines = self.lock();
+        match lines.get(&line) {
+            Some(held) if held.app == app => {
+                lines.remove(&line);
+                Ok(())
+            }
+            _ => Err(HwError::NotClaimed { line, what: "output" }),
+        }
+    }
+
+    /// A version of `app` is gone: release the lines no other version holds.
+    pub fn release_generation(&self, app: &str, generation: u64) {
+        self.lock().retain(|_, held| {
+            if held.app == app {
+                held.generations.remove(&generation);
+                !held.generations.is_empty()
+            } else {
+                true
+            }
+        });
+    }
+}

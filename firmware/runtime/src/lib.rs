@@ -1,0 +1,36 @@
+//! The Trellis app host.
+//!
+//! Runs WebAssembly component apps (the `trellis:app` world in `wit/`), one
+//! wasmtime `Store` per app on its own thread, and swaps an app in place as a
+//! transaction when its file changes: validate, compile (or load the
+//! precompiled cache), instantiate and start the new version, then retire the
+//! old one. Any failure leaves the old version running. See `docs/runtime.md`.
+
+mod bindings;
+mod broker;
+mod cache;
+pub mod config;
+mod engine;
+mod error;
+mod host;
+mod hw;
+mod kv;
+pub mod paths;
+mod supervisor;
+mod worker;
+
+pub use broker::Message;
+pub use config::{CrashPolicy, HardwarePolicy, RuntimeConfig};
+pub use error::{Fault, LoadError, RuntimeError};
+pub use cache::CompileSource;
+pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
+
+/// A stream of [`RuntimeEvent`]s.
+pub type EventReceiver = crossbeam_channel::Receiver<RuntimeEvent>;
+/// A stream of published [`Message`]s.
+pub type MessageReceiver = crossbeam_channel::Receiver<Message>;
+
+/// The version of the `trellis:app` WIT package this runtime provides.
+pub const INTERFACE_VERSION: &str = "0.1.0";
+/// The WIT package name apps import.
+pub const INTERFACE_PACKAGE: &str = "trellis:app";

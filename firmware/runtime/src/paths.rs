@@ -1,0 +1,22 @@
+//! Every on-device path, in one place.
+
+/// Mount point of the writable data partition.
+pub const DATA_DIR: &str = "/data";
+/// Where apps live; a new or replaced `NAME.wasm` here is swapped in.
+pub const APPS_DIR: &str = "/data/apps";
+/// The runtime's own state: compile cache, key-value stores, last-good apps.
+pub const STATE_DIR: &str = "/data/trellis";
+/// The runtime's configuration file (in the read-only root filesystem).
+pub const CONFIG_FILE: &str = "/etc/trellis/runtime.toml";
+/// Public keys trusted to sign apps (`*.pub`).
+pub const TRUST_DIR: &str = "/etc/trellis/trust";
+
+/// Sub-directories of the state directory.
+pub mod state {
+    /// Precompiled components, named by content and engine hash.
+    pub const CACHE: &str = "cache";
+    /// One key-value file per app.
+    pub const KV: &str = "kv";
+    /// The last version of each app that ran healthy.
+    pub const LAST_GOOD: &str = "last-good";
+}

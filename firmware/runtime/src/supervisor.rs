@@ -1,0 +1,865 @@
+//! The runtime: loads apps, swaps them as transactions, restarts crashed ones,
+//! falls back to the last good version after a crash loop, and watches the
+//! apps directory.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+use trellis_appfmt::{AppFile, Manifest, TrustList, component_code, interface_imports};
+use trellis_hal::Board;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
+use crate::broker::{Broker, Message};
+use crate::cache::{CompileCache, CompileSource};
+use crate::engine::EpochTicker;
+use crate::host::{HostState, Services};
+use crate::hw::Hardware;
+use crate::kv::{KvStore, write_atomic};
+use crate::paths;
+use crate::worker::{self, Exit, Instance, WorkerMsg};
+use crate::{Fault, LoadError, RuntimeConfig, RuntimeError};
+
+const MAILBOX: usize = 1024;
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Something that happened, for logs, tests and the CLI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// A version is running (first load, swap, restart or fallback).
+    Started {
+        /// App name.
+        app: String,
+        /// Its version.
+        version: String,
+        /// The version it replaced, if any.
+        replaced: Option<String>,
+    },
+    /// A file was not loaded; whatever ran before keeps running.
+    Refused {
+        /// App name (from the file name), if it has one.
+        app: Option<String>,
+        /// Why.
+        reason: String,
+    },
+    /// A call into the app faulted.
+    Crashed {
+        /// App name.
+        app: String,
+        /// What happened.
+        fault: Fault,
+    },
+    /// A crash loop made the runtime go back to the last good version.
+    FellBack {
+        /// App name.
+        app: String,
+        /// The version now running.
+        version: String,
+    },
+    /// The app is not running any more.
+    Stopped {
+        /// App name.
+        app: String,
+        /// Why.
+        reason: String,
+    },
+    /// A host call was refused for lack of a permission.
+    Denied {
+        /// App name.
+        app: String,
+        /// What was refused.
+        reason: String,
+    },
+    /// The app logged a line.
+    Log {
+        /// App name.
+        app: String,
+        /// `trace`..`error`.
+        level: &'static str,
+        /// The line.
+        message: String,
+    },
+}
+
+/// Fan-out of [`RuntimeEvent`]s.
+#[derive(Default)]
+pub(crate) struct EventBus(Mutex<Vec<Sender<RuntimeEvent>>>);
+
+impl EventBus {
+    pub fn emit(&self, event: RuntimeEvent) {
+        lock(&self.0).retain(|tx| tx.send(event.clone()).is_ok());
+    }
+    fn subscribe(&self) -> Receiver<RuntimeEvent> {
+        let (tx, rx) = unbounded();
+        lock(&self.0).push(tx);
+        rx
+    }
+}
+
+/// Whether an app is running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppState {
+    /// Handling events.
+    Running,
+    /// Crashed; restarts at the back-off.
+    Restarting,
+    /// Given up on (crash loop with no good version to go back to).
+    Failed(String),
+}
+
+/// What `status` reports per app.
+#[derive(Debug, Clone)]
+pub struct AppStatus {
+    /// Name.
+    pub name: String,
+    /// Running version.
+    pub version: String,
+    /// State.
+    pub state: AppState,
+    /// Restarts after crashes since the version was loaded.
+    pub restarts: u32,
+    /// SHA-256 of the app file.
+    pub sha256: String,
+    /// The most recent refusal or fault.
+    pub last_error: Option<String>,
+    /// Events dropped because the app's mailbox was full.
+    pub dropped_events: u64,
+}
+
+/// The result of a successful load.
+#[derive(Debug, Clone)]
+pub struct SwapOutcome {
+    /// App name.
+    pub app: String,
+    /// Version now running.
+    pub version: String,
+    /// Version it replaced.
+    pub replaced: Option<String>,
+    /// Where the compiled code came from.
+    pub compile: CompileSource,
+    /// Whether state was handed over from the old version.
+    pub state_handed_over: bool,
+    /// File read to new version running.
+    pub elapsed: Duration,
+}
+
+/// A hot-plug change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HotplugAction {
+    /// A device appeared.
+    Add,
+    /// A device went away.
+    Remove,
+}
+
+/// A device appearing or going away.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HotplugEvent {
+    /// Add or remove.
+    pub action: HotplugAction,
+    /// Subsystem (`usb`, `gpio`, `i2c`, `tty`).
+    pub subsystem: String,
+    /// Device name (`ttyUSB0`, `gpiochip1`).
+    pub device: String,
+}
+
+enum Control {
+    Load { path: PathBuf, reply: Option<Sender<Result<SwapOutcome, String>>> },
+    Remove { path: PathBuf },
+    Exited { app: String, generation: u64, fault: Option<Fault> },
+    Shutdown,
+}
+
+struct Version {
+    manifest: Arc<Manifest>,
+    component: Component,
+    bytes: Arc<Vec<u8>>,
+    sha256: [u8; 32],
+}
+
+struct Worker {
+    generation: u64,
+    tx: Sender<WorkerMsg>,
+    thread: std::thread::JoinHandle<()>,
+    started: Instant,
+}
+
+struct Slot {
+    kv: Arc<Mutex<KvStore>>,
+    version: Option<Arc<Version>>,
+    worker: Option<Worker>,
+    crashes: VecDeque<Instant>,
+    restarts: u32,
+    restart_at: Option<Instant>,
+    good: bool,
+    failed: Option<String>,
+    last_error: Option<String>,
+}
+
+/// A running Trellis runtime. Dropping it stops every app.
+pub struct Runtime {
+    control: Sender<Control>,
+    services: Arc<Services>,
+    status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+fn app_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file.strip_suffix(".wasm")?;
+    (!file.starts_with('.') && trellis_appfmt::valid_name(stem)).then(|| stem.to_owned())
+}
+
+impl Runtime {
+    /// Start: load every app in `config.apps_dir`, then watch it.
+    ///
+    /// # Errors
+    /// Directories, trust list, engine or watcher cannot be set up. Apps that
+    /// fail to load do not make this fail; they are reported as refused.
+    pub fn start(config: RuntimeConfig, board: Board) -> Result<Self, RuntimeError> {
+        for dir in [&config.apps_dir, &config.state_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+        }
+        let trust = if config.require_signatures || !config.trust.is_empty() {
+            TrustList::load(&config.trust.iter().filter(|p| p.exists() || config.require_signatures).cloned().collect::<Vec<_>>())?
+        } else {
+            TrustList::default()
+        };
+        if config.require_signatures && trust.is_empty() {
+            tracing::warn!("signatures are required but no key is trusted: every app will be refused");
+        }
+        let engine = crate::engine::engine(config.max_apps)?;
+        let linker = crate::engine::linker(&engine)?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick())?;
+        let services = Arc::new(Services {
+            hw: Hardware::new(board),
+            broker: Arc::new(Broker::default()),
+            events: EventBus::default(),
+            epoch: Instant::now(),
+        });
+        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        let (control_tx, control_rx) = unbounded();
+
+        let watcher = if config.watch { Some(watch(&config.apps_dir, control_tx.clone())?) } else { None };
+        let mut sup = Supervisor {
+            cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
+            engine,
+            linker,
+            trust,
+            services: services.clone(),
+            status: status.clone(),
+            control: control_tx.clone(),
+            slots: HashMap::new(),
+            next_generation: 1,
+            config,
+        };
+        sup.load_all();
+        let thread = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || sup.run(&control_rx))
+            .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
+        Ok(Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker })
+    }
+
+    /// Follow what happens (loads, refusals, crashes, app logs).
+    #[must_use]
+    pub fn events(&self) -> Receiver<RuntimeEvent> {
+        self.services.events.subscribe()
+    }
+
+    /// Receive messages published on topics matching `pattern`.
+    #[must_use]
+    pub fn subscribe(&self, pattern: &str) -> Receiver<Message> {
+        let (tx, rx) = unbounded();
+        self.services.broker.subscribe_host(pattern, tx);
+        rx
+    }
+
+    /// Publish a message to apps from the host.
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        self.services.broker.publish("host", topic, payload);
+    }
+
+    /// Tell subscribed apps about a device appearing or going away.
+    pub fn hotplug(&self, event: &HotplugEvent) {
+        for app in self.services.broker.hotplug_subscribers(&event.subsystem) {
+            let wit = WitHotplugEvent {
+                action: match event.action {
+                    HotplugAction::Add => WitHotplugAction::Add,
+                    HotplugAction::Remove => WitHotplugAction::Remove,
+                },
+                subsystem: event.subsystem.clone(),
+                device: event.device.clone(),
+            };
+            self.services.broker.deliver(&app, Event::Hotplug(wit));
+        }
+    }
+
+    /// Load (or swap in) the app file at `path` now, as the watcher would.
+    ///
+    /// # Errors
+    /// Why it was refused; the previous version keeps running.
+    pub fn load(&self, path: &Path) -> Result<SwapOutcome, String> {
+        let (tx, rx) = bounded(1);
+        self.control
+            .send(Control::Load { path: path.to_owned(), reply: Some(tx) })
+            .map_err(|_| RuntimeError::Stopped.to_string())?;
+        rx.recv().map_err(|_| RuntimeError::Stopped.to_string())?
+    }
+
+    /// Every app's status.
+    #[must_use]
+    pub fn status(&self) -> Vec<AppStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    /// One app's status.
+    #[must_use]
+    pub fn app_status(&self, name: &str) -> Option<AppStatus> {
+        lock(&self.status).get(name).cloned()
+    }
+
+    /// Stop every app (each gets its shutdown event) and the runtime.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.control.send(Control::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn watch(dir: &Path, control: Sender<Control>) -> Result<notify::RecommendedWatcher, RuntimeError> {
+    let err = |e: notify::Error| RuntimeError::Watch { path: dir.to_owned(), reason: e.to_string() };
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        let wasm = |p: &PathBuf| app_name(p).is_some();
+        let msgs: Vec<Control> = match event.kind {
+            // A writer finished (cp, a direct write) or a file was renamed into place.
+            EventKind::Access(AccessKind::Close(AccessMode::Write))
+            | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
+                event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Load { path: p.clone(), reply: None }).collect()
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
+                let mut m = Vec::new();
+                if let Some(from) = event.paths.first().filter(|p| wasm(p)) {
+                    m.push(Control::Remove { path: from.clone() });
+                }
+                if let Some(to) = event.paths.get(1).filter(|p| wasm(p)) {
+                    m.push(Control::Load { path: to.clone(), reply: None });
+                }
+                m
+            }
+            EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
+                event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Remove { path: p.clone() }).collect()
+            }
+            _ => Vec::new(),
+        };
+        for m in msgs {
+            let _ = control.send(m);
+        }
+    })
+    .map_err(err)?;
+    watcher.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
+    Ok(watcher)
+}
+
+struct Supervisor {
+    config: RuntimeConfig,
+    engine: Engine,
+    linker: Linker<HostState>,
+    cache: CompileCache,
+    trust: TrustList,
+    services: Arc<Services>,
+    status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
+    control: Sender<Control>,
+    slots: HashMap<String, Slot>,
+    next_generation: u64,
+}
+
+impl Supervisor {
+    fn run(&mut self, rx: &Receiver<Control>) {
+        loop {
+            let next_restart = self.slots.values().filter_map(|s| s.restart_at).min();
+            let wake = next_restart.unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+            match rx.recv_deadline(wake.min(Instant::now() + Duration::from_millis(500))) {
+                Ok(Control::Load { path, reply }) => {
+                    let result = self.load_path(&path);
+                    match (&result, reply) {
+                        (_, Some(reply)) => {
+                            let _ = reply.send(result.map_err(|e| e.to_string()));
+                        }
+                        (Err(LoadError::Unchanged { .. }), None) => {}
+                        (Err(e), None) => tracing::warn!("{e}"),
+                        (Ok(_), None) => {}
+                    }
+                }
+                Ok(Control::Remove { path }) => self.remove(&path),
+                Ok(Control::Exited { app, generation, fault }) => self.exited(&app, generation, fault),
+                Ok(Control::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.shutdown();
+                    return;
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+            self.restart_due();
+            self.mark_good();
+        }
+    }
+
+    fn last_good_path(&self, app: &str) -> PathBuf {
+        self.config.state_dir.join(paths::state::LAST_GOOD).join(format!("{app}.wasm"))
+    }
+
+    fn load_all(&mut self) {
+        let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.config.apps_dir) {
+            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| app_name(p).is_some()).collect(),
+            Err(e) => {
+                tracing::error!(dir = %self.config.apps_dir.display(), "cannot list apps: {e}");
+                Vec::new()
+            }
+        };
+        files.sort();
+        for path in files {
+            if let Err(e) = self.load_path(&path) {
+                tracing::warn!("{e}");
+                // A broken file (a power cut mid-copy, a bad update): run the last good copy.
+                let Some(app) = app_name(&path) else { continue };
+                let good = self.last_good_path(&app);
+                if good.exists() {
+                    match self.load_file(&good, &app) {
+                        Ok(o) => {
+                            tracing::warn!(app, version = %o.version, "running the last good version instead");
+                            self.services.events.emit(RuntimeEvent::FellBack { app, version: o.version });
+                        }
+                        Err(e) => tracing::error!("last good copy: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    fn load_path(&mut self, path: &Path) -> Result<SwapOutcome, LoadError> {
+        let Some(app) = app_name(path) else {
+            return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: String::new() });
+        };
+        let result = self.load_file(path, &app);
+        if let Err(e) = &result
+            && !matches!(e, LoadError::Unchanged { .. })
+        {
+            self.services.events.emit(RuntimeEvent::Refused { app: Some(app.clone()), reason: e.to_string() });
+            if let Some(slot) = self.slots.get_mut(&app) {
+                slot.last_error = Some(e.to_string());
+            }
+            self.publish_status(&app);
+        }
+        result
+    }
+
+    /// Validate and compile `path` as app `app`, then swap it in.
+    fn load_file(&mut self, path: &Path, app: &str) -> Result<SwapOutcome, LoadError> {
+        let t0 = Instant::now();
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let fmt = |source| LoadError::Format { path: path.to_owned(), source };
+        let file = AppFile::parse(&bytes).map_err(fmt)?;
+        if let Some(v) = self.slots.get(app).and_then(|s| s.version.as_ref())
+            && v.sha256 == file.sha256
+            && self.slots.get(app).is_some_and(|s| s.worker.is_some())
+        {
+            return Err(LoadError::Unchanged { path: path.to_owned() });
+        }
+        if file.manifest.name != app {
+            return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name });
+        }
+        if self.config.require_signatures {
+            let key = file.verify(&bytes, &self.trust).map_err(fmt)?;
+            tracing::debug!(app, %key, "signature verified");
+        }
+        self.check_interface(path, &bytes)?;
+        self.check_permissions(path, &file.manifest)?;
+        let code = component_code(&bytes).map_err(fmt)?;
+        let (component, source) = self
+            .cache
+            .get(&self.engine, &code)
+            .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })?;
+        let version = Arc::new(Version {
+            manifest: Arc::new(file.manifest),
+            component,
+            bytes: Arc::new(bytes),
+            sha256: file.sha256,
+        });
+        let (replaced, handed_over) = self.swap(path, app, version.clone(), true)?;
+        tracing::info!(
+            app,
+            version = %version.manifest.version,
+            replaced = replaced.as_deref().unwrap_or("-"),
+            compile = ?source,
+            ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "app running"
+        );
+        Ok(SwapOutcome {
+            app: app.to_owned(),
+            version: version.manifest.version.clone(),
+            replaced,
+            compile: source,
+            state_handed_over: handed_over,
+            elapsed: t0.elapsed(),
+        })
+    }
+
+    /// Refuse apps built against another `trellis:app` version.
+    fn check_interface(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
+        let provided = semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+        let imports = interface_imports(bytes).map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
+        for import in imports {
+            let Some(rest) = import.strip_prefix(&format!("{}/", crate::INTERFACE_PACKAGE)) else { continue };
+            let found = rest.split_once('@').and_then(|(_, v)| semver::Version::parse(v).ok());
+            let compatible = found.as_ref().is_some_and(|v| {
+                // Same major (same minor below 1.0), and no newer than what we provide.
+                v.major == provided.major && (v.major > 0 || v.minor == provided.minor) && *v <= provided
+            });
+            if !compatible {
+                return Err(LoadError::Interface {
+                    path: path.to_owned(),
+                    found: import.clone(),
+                    provided: format!("{}@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The manifest may only ask for hardware the device policy allows, that
+    /// exists, and (for outputs) that no other app is granted.
+    fn check_permissions(&self, path: &Path, m: &Manifest) -> Result<(), LoadError> {
+        let refuse = |reason: String| Err(LoadError::Permission { path: path.to_owned(), reason });
+        let p = &m.permissions;
+        let policy = &self.config.hardware;
+        let lines = self.services.hw.board.gpio.lines();
+        for &line in p.gpio_outputs.iter().chain(&p.gpio_inputs) {
+            if line >= lines {
+                return refuse(format!("GPIO line {line} does not exist ({} has {lines} lines)", self.services.hw.board.gpio.name()));
+            }
+            if policy.gpio_lines.as_ref().is_some_and(|allowed| !allowed.contains(&line)) {
+                return refuse(format!("GPIO line {line} is not available to apps on this device (hardware.gpio-lines)"));
+            }
+        }
+        if let Some(g) = p.i2c.iter().find(|g| policy.i2c.as_ref().is_some_and(|a| !a.contains(g))) {
+            return refuse(format!("I2C bus {} address {:#04x} is not available to apps on this device", g.bus, g.address));
+        }
+        if let Some(d) = p.spi.iter().find(|d| policy.spi.as_ref().is_some_and(|a| !a.contains(d))) {
+            return refuse(format!("SPI device {d} is not available to apps on this device"));
+        }
+        for (other, slot) in &self.slots {
+            if other == &m.name || slot.worker.is_none() {
+                continue;
+            }
+            let Some(v) = &slot.version else { continue };
+            if let Some(line) = p.gpio_outputs.iter().find(|l| v.manifest.permissions.gpio_outputs.contains(l)) {
+                return refuse(format!("GPIO line {line} is already granted as an output to app {other}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, app: &str, manifest: &Manifest) -> Result<&mut Slot, LoadError> {
+        if !self.slots.contains_key(app) {
+            let path = self.config.state_dir.join(paths::state::KV).join(format!("{app}.db"));
+            let (kv, warning) = KvStore::open(path.clone(), manifest.limits.kv_bytes())
+                .map_err(|e| LoadError::Instantiate { path: path.clone(), reason: e.to_string() })?;
+            if let Some(w) = warning {
+                tracing::error!(app, "{w}");
+            }
+            self.slots.insert(
+                app.to_owned(),
+                Slot {
+                    kv: Arc::new(Mutex::new(kv)),
+                    version: None,
+                    worker: None,
+                    crashes: VecDeque::new(),
+                    restarts: 0,
+                    restart_at: None,
+                    good: false,
+                    failed: None,
+                    last_error: None,
+                },
+            );
+        }
+        self.slots.get_mut(app).ok_or(LoadError::Unchanged { path: PathBuf::new() })
+    }
+
+    /// The transaction: instantiate, hand over state, start; only then retire
+    /// the old version. On any failure the old version carries on.
+    fn swap(&mut self, path: &Path, app: &str, version: Arc<Version>, handover: bool) -> Result<(Option<String>, bool), LoadError> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let services = self.services.clone();
+        let tick = self.config.epoch_tick();
+        let kv = self.slot(app, &version.manifest)?.kv.clone();
+        let host = HostState::new(app, generation, version.manifest.clone(), services.clone(), kv);
+        let mut instance = Instance::new(&self.linker, &version.component, host, tick)
+            .map_err(|reason| LoadError::Instantiate { path: path.to_owned(), reason })?;
+
+        let slot = self.slot(app, &version.manifest)?;
+        let old_tx = slot.worker.as_ref().map(|w| w.tx.clone());
+        let mut paused = false;
+        let mut handed_over = false;
+        let result = (|| {
+            if handover && instance.has_state() && let Some(tx) = &old_tx {
+                let (reply_tx, reply_rx) = bounded(1);
+                if tx.send(WorkerMsg::SaveState(reply_tx)).is_ok() {
+                    let wait = Duration::from_millis(u64::from(version.manifest.limits.call_ms) + 2000);
+                    match reply_rx.recv_timeout(wait) {
+                        Ok(Ok(saved)) => {
+                            paused = true;
+                            if let Some(data) = saved {
+                                instance.restore(data)?;
+                                handed_over = true;
+                            }
+                        }
+                        Ok(Err(fault)) => tracing::warn!(app, "old version could not save its state: {fault}"),
+                        Err(_) => tracing::warn!(app, "old version did not hand over its state in time"),
+                    }
+                }
+            }
+            instance.start()
+        })();
+        if let Err(fault) = result {
+            if paused && let Some(tx) = &old_tx {
+                let _ = tx.send(WorkerMsg::Resume);
+            }
+            drop(instance);
+            services.hw.release_generation(app, generation);
+            return Err(LoadError::Start { path: path.to_owned(), fault });
+        }
+
+        // Commit.
+        let data = instance.store.data_mut();
+        data.live = true;
+        services.broker.set_subscriptions(app, data.subs.clone());
+        let slot = self.slot(app, &version.manifest)?;
+        lock(&slot.kv).set_quota(version.manifest.limits.kv_bytes());
+        let (tx, rx) = bounded(MAILBOX);
+        services.broker.set_route(app, tx.clone());
+        let control = self.control.clone();
+        let name = app.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("app-{app}"))
+            .spawn(move || {
+                let exit = worker::run(instance, &rx);
+                let services = services.clone();
+                services.hw.release_generation(&name, generation);
+                let fault = match exit {
+                    Exit::Stopped => None,
+                    Exit::Faulted(f) => Some(f),
+                };
+                let _ = control.send(Control::Exited { app: name, generation, fault });
+            })
+            .map_err(|e| LoadError::Instantiate { path: path.to_owned(), reason: format!("cannot start a thread: {e}") })?;
+        let slot = self.slot(app, &version.manifest)?;
+        let replaced = slot.version.as_ref().filter(|_| slot.worker.is_some()).map(|v| v.manifest.version.clone());
+        if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started: Instant::now() }) {
+            let _ = old.tx.send(WorkerMsg::Stop);
+        }
+        let same_version = slot.version.as_ref().is_some_and(|v| v.sha256 == version.sha256);
+        if !same_version {
+            slot.good = false;
+            slot.crashes.clear();
+            slot.restarts = 0;
+        }
+        slot.version = Some(version.clone());
+        slot.failed = None;
+        slot.restart_at = None;
+        self.services.events.emit(RuntimeEvent::Started {
+            app: app.to_owned(),
+            version: version.manifest.version.clone(),
+            replaced: replaced.clone(),
+        });
+        self.publish_status(app);
+        Ok((replaced, handed_over))
+    }
+
+    fn exited(&mut self, app: &str, generation: u64, fault: Option<Fault>) {
+        let Some(slot) = self.slots.get_mut(app) else { return };
+        let current = slot.worker.as_ref().is_some_and(|w| w.generation == generation);
+        if !current {
+            return; // a retired version finished
+        }
+        let Some(worker) = slot.worker.take() else { return };
+        let _ = worker.thread.join();
+        let Some(fault) = fault else {
+            return;
+        };
+        tracing::error!(app, "crashed: {fault}");
+        self.services.events.emit(RuntimeEvent::Crashed { app: app.to_owned(), fault: fault.clone() });
+        let now = Instant::now();
+        let window = self.config.crash.window();
+        slot.crashes.push_back(now);
+        while slot.crashes.front().is_some_and(|&t| now.duration_since(t) > window) {
+            slot.crashes.pop_front();
+        }
+        slot.last_error = Some(fault.to_string());
+        let n = u32::try_from(slot.crashes.len()).unwrap_or(u32::MAX);
+        if n >= self.config.crash.max_crashes {
+            self.crash_loop(app);
+        } else {
+            slot.restart_at = Some(now + self.config.crash.backoff(n));
+        }
+        self.publish_status(app);
+    }
+
+    fn crash_loop(&mut self, app: &str) {
+        let good_path = self.last_good_path(app);
+        let current_sha = self.slots.get(app).and_then(|s| s.version.as_ref()).map(|v| v.sha256);
+        let good_differs = std::fs::read(&good_path)
+            .ok()
+            .and_then(|b| AppFile::parse(&b).ok())
+            .is_some_and(|f| Some(f.sha256) != current_sha);
+        if good_differs {
+            if let Some(slot) = self.slots.get_mut(app) {
+                slot.crashes.clear();
+            }
+            match self.load_file(&good_path, app) {
+                Ok(o) => {
+                    tracing::warn!(app, version = %o.version, "crash loop: went back to the last good version");
+                    self.services.events.emit(RuntimeEvent::FellBack { app: app.to_owned(), version: o.version });
+                    return;
+                }
+                Err(e) => tracing::error!(app, "crash loop, and the last good version failed too: {e}"),
+            }
+        }
+        let reason = format!("crash loop: {} crashes within {:?}", self.config.crash.max_crashes, self.config.crash.window());
+        if let Some(slot) = self.slots.get_mut(app) {
+            slot.failed = Some(reason.clone());
+            slot.restart_at = None;
+        }
+        self.services.broker.remove(app);
+        self.services.events.emit(RuntimeEvent::Stopped { app: app.to_owned(), reason });
+    }
+
+    fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> =
+            self.slots.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
+        for app in due {
+            let Some(slot) = self.slots.get_mut(&app) else { continue };
+            slot.restart_at = None;
+            let Some(version) = slot.version.clone() else { continue };
+            slot.restarts += 1;
+            let path = PathBuf::from(format!("{app}.wasm (restart)"));
+            if let Err(e) = self.swap(&path, &app, version, false) {
+                tracing::error!(app, "restart failed: {e}");
+                // A failed restart counts as another crash.
+                let fault = match e {
+                    LoadError::Start { fault, .. } => fault,
+                    other => Fault::Trap(other.to_string()),
+                };
+                let generation = self.next_generation;
+                self.next_generation += 1;
+                if let Some(slot) = self.slots.get_mut(&app) {
+                    slot.worker = Some(Worker {
+                        generation,
+                        tx: bounded(1).0,
+                        thread: std::thread::spawn(|| {}),
+                        started: Instant::now(),
+                    });
+                }
+                self.exited(&app, generation, Some(fault));
+            }
+        }
+    }
+
+    /// A version that ran `good_after` without crashing becomes the last good one.
+    fn mark_good(&mut self) {
+        let good_after = Duration::from_millis(self.config.crash.good_after_ms);
+        let ready: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| !s.good && s.crashes.is_empty() && s.worker.as_ref().is_some_and(|w| w.started.elapsed() >= good_after))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for app in ready {
+            let path = self.last_good_path(&app);
+            let Some(slot) = self.slots.get_mut(&app) else { continue };
+            slot.good = true;
+            let Some(v) = &slot.version else { continue };
+            let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomic(&path, &v.bytes));
+            match written {
+                Ok(()) => tracing::info!(app, version = %v.manifest.version, "marked as the last good version"),
+                Err(e) => tracing::warn!(app, path = %path.display(), "cannot keep the last good copy: {e}"),
+            }
+        }
+    }
+
+    fn remove(&mut self, path: &Path) {
+        let Some(app) = app_name(path) else { return };
+        if path.exists() {
+            return; // renamed over again already
+        }
+        let Some(slot) = self.slots.remove(&app) else { return };
+        self.services.broker.remove(&app);
+        if let Some(w) = slot.worker {
+            let _ = w.tx.send(WorkerMsg::Stop);
+            let _ = w.thread.join();
+        }
+        lock(&self.status).remove(&app);
+        tracing::info!(app, "app file removed: stopped");
+        self.services.events.emit(RuntimeEvent::Stopped { app, reason: format!("{} was removed", path.display()) });
+    }
+
+    fn shutdown(&mut self) {
+        for (app, slot) in self.slots.drain() {
+            self.services.broker.remove(&app);
+            if let Some(w) = slot.worker {
+                let _ = w.tx.send(WorkerMsg::Stop);
+                let _ = w.thread.join();
+            }
+        }
+    }
+
+    fn publish_status(&self, app: &str) {
+        let Some(slot) = self.slots.get(app) else { return };
+        let state = match (&slot.failed, &slot.worker) {
+            (Some(reason), _) => AppState::Failed(reason.clone()),
+            (None, Some(_)) => AppState::Running,
+            (None, None) => AppState::Restarting,
+        };
+        let Some(v) = &slot.version else { return };
+        let status = AppStatus {
+            name: app.to_owned(),
+            version: v.manifest.version.clone(),
+            state,
+            restarts: slot.restarts,
+            sha256: hex::encode(v.sha256),
+            last_error: slot.last_error.clone(),
+            dropped_events: self.services.broker.dropped(app),
+        };
+        lock(&self.status).insert(app.to_owned(), status);
+    }
+}

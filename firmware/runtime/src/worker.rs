@@ -1,0 +1,192 @@
+//! One app version: its `Store`, the calls into it under a deadline, and the
+//! thread that feeds it events and fires its timers.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, TypedFunc};
+
+use crate::Fault;
+use crate::bindings::{App, Event};
+use crate::host::{HostState, MemoryLimitExceeded};
+
+/// What a worker is sent.
+pub(crate) enum WorkerMsg {
+    /// Deliver an event.
+    Event(Event),
+    /// Call `state.save`, reply, then pause until `Resume` or `Stop`.
+    SaveState(Sender<Result<Option<Vec<u8>>, Fault>>),
+    /// The swap that asked for the state failed: carry on.
+    Resume,
+    /// Retire: call the shutdown handler, pass queued events on, exit.
+    Stop,
+}
+
+struct StateFns {
+    save: TypedFunc<(), (Option<Vec<u8>>,)>,
+    restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
+}
+
+/// An instantiated app version.
+pub(crate) struct Instance {
+    pub store: Store<HostState>,
+    app: App,
+    state: Option<StateFns>,
+    call_ms: u32,
+    ticks: u64,
+}
+
+/// Turn a wasmtime error from a call into what the operator reads.
+fn classify(err: &wasmtime::Error, call_ms: u32) -> Fault {
+    if let Some(m) = err.downcast_ref::<MemoryLimitExceeded>() {
+        return Fault::MemoryLimit { requested: m.requested, limit: m.limit };
+    }
+    if let Some(wasmtime::Trap::Interrupt) = err.downcast_ref::<wasmtime::Trap>() {
+        return Fault::Deadline { ms: call_ms };
+    }
+    Fault::Trap(format!("{err:#}"))
+}
+
+impl Instance {
+    /// Instantiate `component` in a new store holding `host`.
+    pub fn new(
+        linker: &Linker<HostState>,
+        component: &Component,
+        host: HostState,
+        epoch_tick: Duration,
+    ) -> Result<Self, String> {
+        let call_ms = host.manifest.limits.call_ms;
+        let ticks = u64::from(call_ms).div_ceil(u64::try_from(epoch_tick.as_millis()).unwrap_or(1).max(1)) + 1;
+        let mut store = Store::new(linker.engine(), host);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(ticks);
+        let instance = linker.instantiate(&mut store, component).map_err(|e| match classify(&e, call_ms) {
+            Fault::Trap(_) => format!("{e:#}"),
+            fault => fault.to_string(),
+        })?;
+        let app = App::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
+        let state = instance
+            .get_export_index(&mut store, None, &format!("{}/state@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION))
+            .and_then(|iface| {
+                let save = instance.get_export_index(&mut store, Some(&iface), "save")?;
+                let restore = instance.get_export_index(&mut store, Some(&iface), "restore")?;
+                Some(StateFns {
+                    save: instance.get_typed_func(&mut store, &save).ok()?,
+                    restore: instance.get_typed_func(&mut store, &restore).ok()?,
+                })
+            });
+        Ok(Self { store, app, state, call_ms, ticks })
+    }
+
+    /// Whether the app exports `state`.
+    pub fn has_state(&self) -> bool {
+        self.state.is_some()
+    }
+
+    fn call<R>(&mut self, f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, Fault> {
+        self.store.set_epoch_deadline(self.ticks);
+        f(&self.app, &mut self.store).map_err(|e| classify(&e, self.call_ms))
+    }
+
+    pub fn start(&mut self) -> Result<(), Fault> {
+        let config: Vec<(String, String)> =
+            self.store.data().manifest.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        self.call(|app, store| app.call_start(store, &config))?.map_err(Fault::StartRefused)
+    }
+
+    pub fn save(&mut self) -> Result<Option<Vec<u8>>, Fault> {
+        let Some(save) = self.state.as_ref().map(|s| s.save) else { return Ok(None) };
+        self.call(|_, store| save.call(store, ())).map(|(r,)| r)
+    }
+
+    pub fn restore(&mut self, data: Vec<u8>) -> Result<(), Fault> {
+        let Some(restore) = self.state.as_ref().map(|s| s.restore) else { return Ok(()) };
+        self.call(|_, store| restore.call(store, (data,)))?.0.map_err(Fault::StartRefused)
+    }
+
+    /// Deliver one event. An error the handler returns is logged; a trap is a fault.
+    pub fn handle(&mut self, event: &Event) -> Result<(), Fault> {
+        if let Err(message) = self.call(|app, store| app.call_handle(store, event))? {
+            let app = &self.store.data().app;
+            tracing::warn!(app = %app, "event handler returned an error: {message}");
+        }
+        Ok(())
+    }
+}
+
+/// Why a worker ended.
+pub(crate) enum Exit {
+    /// Told to stop.
+    Stopped,
+    /// A call faulted; the instance is unusable.
+    Faulted(Fault),
+}
+
+/// Run `instance` until stopped or faulted.
+pub(crate) fn run(mut instance: Instance, rx: &Receiver<WorkerMsg>) -> Exit {
+    loop {
+        let msg = match instance.store.data().timers.next_due() {
+            Some(due) => rx.recv_deadline(due),
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let result = match msg {
+            Ok(WorkerMsg::Event(event)) => instance.handle(&event),
+            Ok(WorkerMsg::SaveState(reply)) => {
+                let saved = instance.save();
+                let faulted = saved.as_ref().err().cloned();
+                let _ = reply.send(saved);
+                if let Some(fault) = faulted {
+                    return Exit::Faulted(fault);
+                }
+                // Paused: the new version is starting from this state. Events
+                // are held until we resume, or passed on when we stop.
+                let mut held = Vec::new();
+                loop {
+                    match rx.recv() {
+                        Ok(WorkerMsg::Event(event)) => held.push(event),
+                        Ok(WorkerMsg::SaveState(again)) => {
+                            let _ = again.send(Ok(None));
+                        }
+                        Ok(WorkerMsg::Resume) => break,
+                        Ok(WorkerMsg::Stop) | Err(_) => return stop(instance, rx, held, false),
+                    }
+                }
+                held.iter().try_for_each(|event| instance.handle(event))
+            }
+            Ok(WorkerMsg::Resume) => Ok(()),
+            Ok(WorkerMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return stop(instance, rx, Vec::new(), true),
+            Err(RecvTimeoutError::Timeout) => fire_timers(&mut instance),
+        };
+        if let Err(fault) = result {
+            return Exit::Faulted(fault);
+        }
+    }
+}
+
+fn fire_timers(instance: &mut Instance) -> Result<(), Fault> {
+    let due = instance.store.data_mut().timers.take_due(Instant::now());
+    for id in due {
+        instance.handle(&Event::Timer(id))?;
+    }
+    Ok(())
+}
+
+/// Retire: tell the app (unless it was paused after handing over its state),
+/// then pass events still queued for it to whoever the route points at now.
+fn stop(mut instance: Instance, rx: &Receiver<WorkerMsg>, held: Vec<Event>, notify: bool) -> Exit {
+    if notify && let Err(fault) = instance.handle(&Event::Shutdown) {
+        tracing::warn!(app = %instance.store.data().app, "shutdown handler: {fault}");
+    }
+    let services = instance.store.data().services.clone();
+    let app = instance.store.data().app.clone();
+    let queued = rx.try_iter().filter_map(|msg| match msg {
+        WorkerMsg::Event(event) => Some(event),
+        _ => None,
+    });
+    for event in held.into_iter().chain(queued) {
+        services.broker.deliver(&app, event);
+    }
+    Exit::Stopped
+}

@@ -1,0 +1,292 @@
+//! The `trellis` command: run apps on a laptop against simulated hardware, and
+//! pack, sign and inspect app files.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use trellis_appfmt::{AppFile, Manifest, generate_key, interface_imports, load_signing_key, write_key_pair};
+use trellis_hal::sim::SimBoard;
+use trellis_runtime::{Runtime, RuntimeConfig, RuntimeEvent};
+
+#[derive(Debug, Parser)]
+#[command(name = "trellis", version, about = "Trellis: run, pack, sign and inspect WebAssembly apps for Trellis devices")]
+struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run apps on this machine against simulated hardware, swapping them when their files change.
+    Run(RunArgs),
+    /// Make, sign and look into app files.
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// A directory of apps (`NAME.wasm`), or one app file.
+    path: PathBuf,
+    /// Where key-value stores, the compile cache and last-good copies go
+    /// [default: `.trellis/` inside the apps directory].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Refuse apps not signed by a key in `--trust`.
+    #[arg(long)]
+    require_signatures: bool,
+    /// Trusted public keys (`.pub` files or directories of them).
+    #[arg(long)]
+    trust: Vec<PathBuf>,
+    /// Simulated temperature of the TMP102 on I2C-1 at 0x48, in °C.
+    #[arg(long, default_value_t = 21.5)]
+    temperature: f32,
+    /// Make the simulated room warm up while GPIO 22 (the heater) is high and cool down otherwise.
+    #[arg(long)]
+    room: bool,
+    /// Stop after this many seconds (default: run until interrupted).
+    #[arg(long)]
+    seconds: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum AppCommand {
+    /// Embed a manifest into a component, making an app file.
+    Pack {
+        /// The component (`target/wasm32-wasip2/release/NAME.wasm`).
+        component: PathBuf,
+        /// The manifest (`trellis.toml`).
+        #[arg(short, long)]
+        manifest: PathBuf,
+        /// Override the manifest's version.
+        #[arg(long)]
+        version: Option<String>,
+        /// Override config values (`KEY=VALUE`, repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Output file [default: `NAME.wasm` in the current directory].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Sign an app file with an ed25519 key (in place unless `--output`).
+    Sign {
+        /// The app file.
+        app: PathBuf,
+        /// The secret key file (`NAME.key`, from `trellis app keygen`).
+        #[arg(short, long)]
+        key: PathBuf,
+        /// Output file [default: overwrite the input].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show an app file's manifest, interface, hash and signature.
+    Inspect {
+        /// The app file.
+        app: PathBuf,
+        /// Check the signature against these trusted keys.
+        #[arg(long)]
+        trust: Vec<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make an app-signing key pair (`NAME.key`, `NAME.pub`) in a directory.
+    Keygen {
+        /// Directory to write into.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Base name of the files.
+        #[arg(long, default_value = "app-signing")]
+        name: String,
+    },
+}
+
+/// Run the CLI with the process's arguments.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = match cli.verbose {
+        0 => "info,cranelift=warn,wasmtime=warn",
+        1 => "debug,cranelift=warn,wasmtime=warn",
+        _ => "trace",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Run(args) => run_apps(&args),
+        Command::App(AppCommand::Pack { component, manifest, version, set, output }) => {
+            pack(&component, &manifest, version, &set, output)
+        }
+        Command::App(AppCommand::Sign { app, key, output }) => sign(&app, &key, output),
+        Command::App(AppCommand::Inspect { app, trust, json }) => inspect(&app, &trust, json),
+        Command::App(AppCommand::Keygen { dir, name }) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let (secret, public) = write_key_pair(&generate_key(), &dir, &name)?;
+            println!("secret key: {}\npublic key: {}", secret.display(), public.display());
+            Ok(())
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// Write through a temporary file and a rename, so a watcher never sees half a file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("app")));
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+
+fn pack(component: &Path, manifest: &Path, version: Option<String>, set: &[String], output: Option<PathBuf>) -> Result<()> {
+    let text = std::fs::read_to_string(manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let mut m = Manifest::from_toml(&text).with_context(|| format!("{}", manifest.display()))?;
+    if let Some(v) = version {
+        m.version = v;
+    }
+    for kv in set {
+        let (k, v) = kv.split_once('=').with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+        m.config.insert(k.to_owned(), v.to_owned());
+    }
+    let app = trellis_appfmt::pack(&read(component)?, &m).with_context(|| format!("{}", component.display()))?;
+    let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.wasm", m.name)));
+    write_atomic(&out, &app)?;
+    println!("{} {} -> {} ({} bytes)", m.name, m.version, out.display(), app.len());
+    Ok(())
+}
+
+fn sign(app: &Path, key: &Path, output: Option<PathBuf>) -> Result<()> {
+    let key = load_signing_key(key)?;
+    let signed = trellis_appfmt::sign(&read(app)?, &key).with_context(|| format!("{}", app.display()))?;
+    let out = output.unwrap_or_else(|| app.to_owned());
+    write_atomic(&out, &signed)?;
+    println!("signed {} with key {}", out.display(), trellis_appfmt::KeyId::of(&key.public_key_bytes()));
+    Ok(())
+}
+
+fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
+    let bytes = read(path)?;
+    let file = AppFile::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    let imports = interface_imports(&bytes)?;
+    let verified = if trust.is_empty() {
+        None
+    } else {
+        let list = trellis_appfmt::TrustList::load(trust)?;
+        Some(file.verify(&bytes, &list).map(|k| k.to_string()).map_err(|e| e.to_string()))
+    };
+    let m = &file.manifest;
+    if json {
+        let v = serde_json::json!({
+            "file": path,
+            "size": file.size,
+            "sha256": file.sha256_hex(),
+            "manifest": m,
+            "imports": imports,
+            "signature": file.signature.as_ref().map(|s| s.key_id().to_string()),
+            "verified": verified.as_ref().map(|r| match r { Ok(k) => serde_json::json!({"key": k}), Err(e) => serde_json::json!({"error": e}) }),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("app:         {} {}", m.name, m.version);
+    if !m.description.is_empty() {
+        println!("description: {}", m.description);
+    }
+    println!("file:        {} ({} bytes)", path.display(), file.size);
+    println!("sha256:      {}", file.sha256_hex());
+    println!("signature:   {}", file.signature.as_ref().map_or("none".to_owned(), |s| format!("key {}", s.key_id())));
+    if let Some(v) = &verified {
+        println!("verified:    {}", v.as_ref().map_or_else(|e| format!("NO: {e}"), |k| format!("yes, key {k}")));
+    }
+    let p = &m.permissions;
+    println!("permissions: gpio-outputs {:?}, gpio-inputs {:?}, i2c {:?}, spi {:?}", p.gpio_outputs, p.gpio_inputs, p.i2c.iter().map(|g| format!("{}:{:#04x}", g.bus, g.address)).collect::<Vec<_>>(), p.spi);
+    println!("             publish {:?}, subscribe {:?}, hotplug {:?}", p.publish, p.subscribe, p.hotplug);
+    println!("limits:      memory {} KiB, {} ms per call, key-value {} KiB", m.limits.memory_kib, m.limits.call_ms, m.limits.kv_kib);
+    for (k, v) in &m.config {
+        println!("config:      {k} = {v}");
+    }
+    println!("imports:");
+    for i in imports {
+        println!("  {i}");
+    }
+    if let Some(Err(_)) = verified {
+        bail!("signature check failed");
+    }
+    Ok(())
+}
+
+fn run_apps(args: &RunArgs) -> Result<()> {
+    let meta = std::fs::metadata(&args.path).with_context(|| format!("cannot open {}", args.path.display()))?;
+    let (apps_dir, only) = if meta.is_dir() {
+        (args.path.clone(), None)
+    } else {
+        let dir = args.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
+        (dir, args.path.file_name().map(PathBuf::from))
+    };
+    if only.is_some() {
+        bail!("running a single app file is done by pointing at its directory; put {} in a directory of its own", args.path.display());
+    }
+    let state_dir = args.state_dir.clone().unwrap_or_else(|| apps_dir.join(".trellis"));
+    let mut config = RuntimeConfig::new(&apps_dir, &state_dir);
+    config.require_signatures = args.require_signatures;
+    config.trust.clone_from(&args.trust);
+    let board = SimBoard::standard();
+    board.temperature.set(args.temperature);
+    board.gpio.on_output_change(|line, level| tracing::info!(target: "sim", "GPIO {line} -> {level:?}"));
+    let runtime = Runtime::start(config, board.board())?;
+    let events = runtime.events();
+    let subscription = runtime.subscribe("#");
+    tracing::info!(dir = %apps_dir.display(), "running; replace a .wasm file there to swap it (Ctrl-C to stop)");
+    let deadline = args.seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
+    loop {
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            break;
+        }
+        crossbeam_select(&events, &subscription);
+        if args.room {
+            let heater = board.gpio.level(22).map(trellis_hal::gpio::Level::is_high).unwrap_or(false);
+            let t = board.temperature.get();
+            board.temperature.set(t + if heater { 0.02 } else { -0.01 });
+        }
+    }
+    runtime.shutdown();
+    Ok(())
+}
+
+/// Print what happened since the last call (events, then messages), waiting up to 100 ms.
+fn crossbeam_select(events: &trellis_runtime::EventReceiver, messages: &trellis_runtime::MessageReceiver) {
+    std::thread::sleep(Duration::from_millis(100));
+    for e in events.try_iter() {
+        match e {
+            RuntimeEvent::Refused { app, reason } => tracing::warn!(app = app.as_deref().unwrap_or("?"), "refused: {reason}"),
+            RuntimeEvent::Crashed { app, fault } => tracing::error!(app, "crashed: {fault}"),
+            RuntimeEvent::FellBack { app, version } => tracing::warn!(app, "fell back to version {version}"),
+            RuntimeEvent::Stopped { app, reason } => tracing::warn!(app, "stopped: {reason}"),
+            RuntimeEvent::Started { .. } | RuntimeEvent::Denied { .. } | RuntimeEvent::Log { .. } => {}
+        }
+    }
+    for m in messages.try_iter() {
+        tracing::info!(target: "pubsub", "{} {}: {}", m.from, m.topic, String::from_utf8_lossy(&m.payload));
+    }
+}

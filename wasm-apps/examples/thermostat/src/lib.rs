@@ -1,0 +1,71 @@
+//! thermostat: reads a TMP102 temperature sensor over I2C and switches a
+//! heater output with hysteresis; publishes each reading.
+//!
+//! Config: `bus` (1), `address` (72 = 0x48), `heater-line` (22), `setpoint` (21.0 °C),
+//! `hysteresis` (0.5 °C), `period-ms` (1000). Publishes `sensors/temperature`.
+
+use trellis_sdk::{App, Level, Start, gpio, i2c, pubsub, timers};
+
+struct Thermostat {
+    bus: u32,
+    address: u8,
+    heater: u32,
+    setpoint: f32,
+    hysteresis: f32,
+    heating: bool,
+}
+
+/// TMP102 register 0: 12-bit two's complement, 0.0625 °C per bit, left-justified.
+fn decode_tmp102(raw: [u8; 2]) -> f32 {
+    f32::from(i16::from_be_bytes(raw) >> 4) * 0.0625
+}
+
+impl Thermostat {
+    fn read(&self) -> Result<f32, String> {
+        let bytes = i2c::write_read(self.bus, self.address, &[0x00], 2).map_err(|e| e.to_string())?;
+        let raw: [u8; 2] = bytes.try_into().map_err(|_| "short read from the sensor".to_owned())?;
+        Ok(decode_tmp102(raw))
+    }
+}
+
+impl App for Thermostat {
+    fn start(start: &Start) -> Result<Self, String> {
+        let t = Self {
+            bus: start.get("bus", 1)?,
+            address: start.get("address", 0x48)?,
+            heater: start.get("heater-line", 22)?,
+            setpoint: start.get("setpoint", 21.0)?,
+            hysteresis: start.get("hysteresis", 0.5)?,
+            heating: false,
+        };
+        gpio::claim_output(t.heater, Level::Low).map_err(|e| e.to_string())?;
+        let first = t.read()?;
+        timers::set_interval(start.get("period-ms", 1000)?)?;
+        trellis_sdk::info(&format!("{first:.2} °C now, holding {:.1} °C", t.setpoint));
+        Ok(t)
+    }
+
+    fn on_timer(&mut self, _id: u32) -> Result<(), String> {
+        let celsius = self.read()?;
+        let heating = if celsius < self.setpoint - self.hysteresis {
+            true
+        } else if celsius > self.setpoint + self.hysteresis {
+            false
+        } else {
+            self.heating
+        };
+        if heating != self.heating {
+            self.heating = heating;
+            let level = if heating { Level::High } else { Level::Low };
+            gpio::write(self.heater, level).map_err(|e| e.to_string())?;
+            trellis_sdk::info(&format!("{celsius:.2} °C: heater {}", if heating { "on" } else { "off" }));
+        }
+        pubsub::publish("sensors/temperature", format!("{celsius:.2}").as_bytes()).map_err(|e| e.to_string())
+    }
+
+    fn on_shutdown(&mut self) {
+        let _ = gpio::write(self.heater, Level::Low);
+    }
+}
+
+trellis_sdk::app!(Thermostat);
