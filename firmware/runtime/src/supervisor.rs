@@ -203,6 +203,8 @@ struct Slot {
     good: bool,
     failed: Option<String>,
     last_error: Option<String>,
+    /// How the running version got there (answers a `load` that the watcher beat).
+    outcome: Option<SwapOutcome>,
 }
 
 /// A running Trellis runtime. Dropping it stops every app.
@@ -211,6 +213,7 @@ pub struct Runtime {
     services: Arc<Services>,
     status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    apps_dir: PathBuf,
     _watcher: Option<notify::RecommendedWatcher>,
     _ticker: EpochTicker,
 }
@@ -234,6 +237,15 @@ impl Runtime {
     /// Directories, trust list, engine or watcher cannot be set up. Apps that
     /// fail to load do not make this fail; they are reported as refused.
     pub fn start(config: RuntimeConfig, board: Board) -> Result<Self, RuntimeError> {
+        Self::start_with_events(config, board).map(|(runtime, _)| runtime)
+    }
+
+    /// Like [`Runtime::start`], also returning the event stream from before the
+    /// first app loads.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub fn start_with_events(config: RuntimeConfig, board: Board) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
         for dir in [&config.apps_dir, &config.state_dir] {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
         }
@@ -256,7 +268,9 @@ impl Runtime {
         });
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (control_tx, control_rx) = unbounded();
+        let events = services.events.subscribe();
 
+        let apps_dir = config.apps_dir.clone();
         let watcher = if config.watch { Some(watch(&config.apps_dir, control_tx.clone())?) } else { None };
         let mut sup = Supervisor {
             cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
@@ -275,7 +289,8 @@ impl Runtime {
             .name("supervisor".into())
             .spawn(move || sup.run(&control_rx))
             .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
-        Ok(Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker })
+        let runtime = Self { control: control_tx, apps_dir, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
+        Ok((runtime, events))
     }
 
     /// Follow what happens (loads, refusals, crashes, app logs).
@@ -324,6 +339,20 @@ impl Runtime {
         rx.recv().map_err(|_| RuntimeError::Stopped.to_string())?
     }
 
+    /// Install `bytes` as `APPS_DIR/NAME.wasm` (written to a temporary name and
+    /// renamed into place) and load it now.
+    ///
+    /// # Errors
+    /// The file cannot be written, or the app was refused.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<SwapOutcome, String> {
+        if !trellis_appfmt::valid_name(name) {
+            return Err(format!("{name:?} is not a valid app name"));
+        }
+        let path = self.apps_dir.join(format!("{name}.wasm"));
+        write_atomic(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.load(&path)
+    }
+
     /// Every app's status.
     #[must_use]
     pub fn status(&self) -> Vec<AppStatus> {
@@ -366,16 +395,8 @@ fn watch(dir: &Path, control: Sender<Control>) -> Result<notify::RecommendedWatc
             | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
                 event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Load { path: p.clone(), reply: None }).collect()
             }
-            EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => {
-                let mut m = Vec::new();
-                if let Some(from) = event.paths.first().filter(|p| wasm(p)) {
-                    m.push(Control::Remove { path: from.clone() });
-                }
-                if let Some(to) = event.paths.get(1).filter(|p| wasm(p)) {
-                    m.push(Control::Load { path: to.clone(), reply: None });
-                }
-                m
-            }
+            // (A rename inside the directory also arrives as `Both`; the `From`
+            // and `To` halves above and below already cover it.)
             EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
                 event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Remove { path: p.clone() }).collect()
             }
@@ -488,11 +509,11 @@ impl Supervisor {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
         let fmt = |source| LoadError::Format { path: path.to_owned(), source };
         let file = AppFile::parse(&bytes).map_err(fmt)?;
-        if let Some(v) = self.slots.get(app).and_then(|s| s.version.as_ref())
-            && v.sha256 == file.sha256
-            && self.slots.get(app).is_some_and(|s| s.worker.is_some())
+        if let Some(slot) = self.slots.get(app)
+            && slot.worker.is_some()
+            && slot.version.as_ref().is_some_and(|v| v.sha256 == file.sha256)
         {
-            return Err(LoadError::Unchanged { path: path.to_owned() });
+            return slot.outcome.clone().ok_or(LoadError::Unchanged { path: path.to_owned() });
         }
         if file.manifest.name != app {
             return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name });
@@ -523,14 +544,18 @@ impl Supervisor {
             ms = t0.elapsed().as_secs_f64() * 1000.0,
             "app running"
         );
-        Ok(SwapOutcome {
+        let outcome = SwapOutcome {
             app: app.to_owned(),
             version: version.manifest.version.clone(),
             replaced,
             compile: source,
             state_handed_over: handed_over,
             elapsed: t0.elapsed(),
-        })
+        };
+        if let Some(slot) = self.slots.get_mut(app) {
+            slot.outcome = Some(outcome.clone());
+        }
+        Ok(outcome)
     }
 
     /// Refuse apps built against another `trellis:app` version.
@@ -589,16 +614,16 @@ impl Supervisor {
     }
 
     fn slot(&mut self, app: &str, manifest: &Manifest) -> Result<&mut Slot, LoadError> {
-        if !self.slots.contains_key(app) {
-            let path = self.config.state_dir.join(paths::state::KV).join(format!("{app}.db"));
-            let (kv, warning) = KvStore::open(path.clone(), manifest.limits.kv_bytes())
-                .map_err(|e| LoadError::Instantiate { path: path.clone(), reason: e.to_string() })?;
-            if let Some(w) = warning {
-                tracing::error!(app, "{w}");
-            }
-            self.slots.insert(
-                app.to_owned(),
-                Slot {
+        let path = self.config.state_dir.join(paths::state::KV).join(format!("{app}.db"));
+        match self.slots.entry(app.to_owned()) {
+            std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let (kv, warning) = KvStore::open(path.clone(), manifest.limits.kv_bytes())
+                    .map_err(|err| LoadError::Instantiate { path, reason: err.to_string() })?;
+                if let Some(w) = warning {
+                    tracing::error!(app, "{w}");
+                }
+                Ok(e.insert(Slot {
                     kv: Arc::new(Mutex::new(kv)),
                     version: None,
                     worker: None,
@@ -608,10 +633,10 @@ impl Supervisor {
                     good: false,
                     failed: None,
                     last_error: None,
-                },
-            );
+                    outcome: None,
+                }))
+            }
         }
-        self.slots.get_mut(app).ok_or(LoadError::Unchanged { path: PathBuf::new() })
     }
 
     /// The transaction: instantiate, hand over state, start; only then retire

@@ -1,0 +1,380 @@
+//! The runtime against the real example apps on a simulated board: swaps,
+//! refusals, faults, limits, state, signatures, crash loops.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{device, example, manifest, pack, with_config};
+use trellis_hal::gpio::Level;
+use trellis_runtime::{AppState, Fault, RuntimeEvent};
+
+const SECS: Duration = Duration::from_secs(30);
+
+fn recv_ticks(rx: &trellis_runtime::MessageReceiver, n: usize) -> Vec<u64> {
+    (0..n)
+        .map(|_| String::from_utf8(rx.recv_timeout(SECS).unwrap().payload).unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn swap_under_load_loses_no_tick() {
+    const PERIOD_MS: u64 = 20;
+    let ticker = pack("publisher", &with_config(manifest("publisher"), &[("period-ms", "20")]));
+    let counter = manifest("counter");
+    let mut v2 = counter.clone();
+    v2.version = "2.0.0".into();
+    let variants = [pack("counter", &v2), pack("counter", &counter)];
+    let dev = device(&[("publisher", ticker), ("counter", example("counter"))], |_| {});
+    dev.wait_started("publisher", "1.0.0");
+    dev.wait_started("counter", "1.0.0");
+    let ticks = dev.runtime.subscribe("demo/ticks");
+    let first: u64 = recv_ticks(&ticks, 1)[0];
+    let t0 = Instant::now();
+
+    for i in 0..100 {
+        let (bytes, version) = if i % 2 == 0 { (&variants[0], "2.0.0") } else { (&variants[1], "1.0.0") };
+        dev.install("counter", bytes);
+        dev.wait_started("counter", version);
+    }
+
+    // Every tick of the periodic app arrived, in order, none missing...
+    let elapsed = t0.elapsed();
+    let mut seqs = vec![first];
+    seqs.extend(ticks.try_iter().map(|m| String::from_utf8(m.payload).unwrap().parse::<u64>().unwrap()));
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "tick lost or reordered: {pair:?}");
+    }
+    // ...and it kept its pace: at most one period behind the clock.
+    let expected = elapsed.as_millis() as u64 / PERIOD_MS;
+    let got = seqs.len() as u64 - 1;
+    assert!(got + 1 >= expected, "{got} ticks in {elapsed:?}, expected {expected}");
+    assert_eq!(dev.running_version("publisher").as_deref(), Some("1.0.0"));
+    assert_eq!(dev.running_version("counter").as_deref(), Some("1.0.0"));
+    assert_eq!(dev.runtime.app_status("publisher").unwrap().restarts, 0);
+}
+
+#[test]
+fn broken_files_are_refused_and_the_old_version_keeps_running() {
+    let good = example("counter");
+    let dev = device(&[("counter", good.clone())], |_| {});
+    dev.wait_started("counter", "1.0.0");
+    let values = dev.runtime.subscribe("counter/value");
+
+    let truncated = &good[..good.len() / 2];
+    let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let core_module = wat::parse_str("(module (func (export \"start\")))").unwrap();
+    let no_exports = trellis_appfmt::pack(&wat::parse_str("(component)").unwrap(), &manifest("counter")).unwrap();
+    let cases: [(&str, &[u8], &str); 5] = [
+        ("truncated", truncated, "truncated"),
+        ("random", &random, "not a WebAssembly file"),
+        ("core module", &core_module, "not a component"),
+        ("component without the app exports", &no_exports, "cannot instantiate"),
+        ("empty", &[], "not a WebAssembly file"),
+    ];
+    for (what, bytes, expect) in cases {
+        dev.install("counter", bytes);
+        let reason = dev.wait_refused("counter");
+        assert!(reason.contains(expect), "{what}: {reason}");
+        assert!(reason.contains("counter.wasm"), "{what}: the error names the file: {reason}");
+        assert_eq!(dev.running_version("counter").as_deref(), Some("1.0.0"), "{what}");
+        // still counting
+        let _ = values.try_iter().count();
+        values.recv_timeout(SECS).unwrap_or_else(|_| panic!("counter stopped after {what}"));
+    }
+}
+
+#[test]
+fn a_manifest_asking_for_hardware_not_granted_is_refused() {
+    let dev = device(&[], |c| c.hardware.gpio_lines = Some(vec![17, 22]));
+    let faulty = manifest("faulty");
+
+    // Not available to apps on this device.
+    let mut m = with_config(faulty.clone(), &[("mode", "claim"), ("line", "5")]);
+    m.permissions.gpio_outputs = vec![5];
+    dev.install("faulty", &pack("faulty", &m));
+    let reason = dev.wait_refused("faulty");
+    assert!(reason.contains("GPIO line 5 is not available"), "{reason}");
+
+    // Not on the chip at all.
+    m.permissions.gpio_outputs = vec![99];
+    dev.install("faulty", &pack("faulty", &m));
+    let reason = dev.wait_refused("faulty");
+    assert!(reason.contains("GPIO line 99 does not exist"), "{reason}");
+
+    // Granted 17, but claims 5 at run time: the call is denied, the app sees
+    // the error (and here refuses to start), nothing happens on the line.
+    m.permissions.gpio_outputs = vec![17];
+    dev.install("faulty", &pack("faulty", &m));
+    let denied = dev.wait_for("denial", SECS, |e| matches!(e, RuntimeEvent::Denied { app, .. } if app == "faulty"));
+    let RuntimeEvent::Denied { reason, .. } = denied else { unreachable!() };
+    assert!(reason.contains("GPIO line 5 as output is not granted"), "{reason}");
+    let refused = dev.wait_refused("faulty");
+    assert!(refused.contains("GPIO line 5"), "the app's start error names the line: {refused}");
+    assert_eq!(dev.board.gpio.level(5).unwrap(), Level::Low);
+    assert!(dev.board.gpio.holder(5).is_none());
+    assert!(dev.running_version("faulty").is_none());
+}
+
+#[test]
+fn two_apps_cannot_both_be_granted_one_output() {
+    let dev = device(&[("blinky", example("blinky"))], |_| {});
+    dev.wait_started("blinky", "1.0.0");
+    let mut m = with_config(manifest("faulty"), &[("mode", "claim"), ("line", "17")]);
+    m.permissions.gpio_outputs = vec![17];
+    dev.install("faulty", &pack("faulty", &m));
+    let reason = dev.wait_refused("faulty");
+    assert!(reason.contains("GPIO line 17 is already granted as an output to app blinky"), "{reason}");
+}
+
+fn assert_fault_is_contained(mode: &str, expect: impl Fn(&Fault) -> bool) {
+    let ticker = pack("publisher", &with_config(manifest("publisher"), &[("period-ms", "20")]));
+    let bad = pack("faulty", &with_config(manifest("faulty"), &[("mode", mode)]));
+    let dev = device(&[("publisher", ticker)], |_| {});
+    dev.wait_started("publisher", "1.0.0");
+    let ticks = dev.runtime.subscribe("demo/ticks");
+    dev.install("faulty", &bad);
+    let crash = dev.wait_for("a fault", SECS, |e| matches!(e, RuntimeEvent::Crashed { app, .. } if app == "faulty"));
+    let RuntimeEvent::Crashed { fault, .. } = crash else { unreachable!() };
+    assert!(expect(&fault), "unexpected fault: {fault}");
+    // The other app never noticed: it keeps ticking, in sequence, never restarted.
+    let seqs = recv_ticks(&ticks, 10);
+    assert!(seqs.windows(2).all(|p| p[1] == p[0] + 1), "{seqs:?}");
+    assert_eq!(dev.runtime.app_status("publisher").unwrap().restarts, 0);
+    assert_eq!(dev.running_version("publisher").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn an_infinite_loop_is_cut_by_the_deadline() {
+    assert_fault_is_contained("spin", |f| *f == Fault::Deadline { ms: 100 });
+}
+
+#[test]
+fn a_memory_bomb_hits_its_limit_alone() {
+    assert_fault_is_contained("grow", |f| matches!(f, Fault::MemoryLimit { limit, .. } if *limit == 4096 * 1024));
+}
+
+#[test]
+fn a_panic_is_a_trap_restarted_with_backoff_then_given_up() {
+    let bad = pack("faulty", &with_config(manifest("faulty"), &[("mode", "trap")]));
+    let dev = device(&[("faulty", bad)], |c| c.crash.backoff_ms = 10);
+    for _ in 0..3 {
+        dev.wait_for("a trap", SECS, |e| matches!(e, RuntimeEvent::Crashed { fault: Fault::Trap(_), .. }));
+    }
+    // No last good version to go back to: the app is stopped, not restarted forever.
+    let stopped = dev.wait_for("given up", SECS, |e| matches!(e, RuntimeEvent::Stopped { .. }));
+    let RuntimeEvent::Stopped { reason, .. } = stopped else { unreachable!() };
+    assert!(reason.contains("crash loop"), "{reason}");
+    assert!(matches!(dev.runtime.app_status("faulty").unwrap().state, AppState::Failed(_)));
+}
+
+#[test]
+fn a_crash_loop_falls_back_to_the_last_good_version() {
+    let dev = device(&[("counter", example("counter"))], |c| {
+        c.crash.good_after_ms = 200;
+        c.crash.backoff_ms = 10;
+    });
+    dev.wait_started("counter", "1.0.0");
+    let last_good = dev.state().join("last-good/counter.wasm");
+    let t0 = Instant::now();
+    while !last_good.exists() {
+        assert!(t0.elapsed() < SECS, "version 1.0.0 never became the last good one");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A new "counter" that starts fine, then traps on every run.
+    let mut m = with_config(manifest("faulty"), &[("mode", "trap")]);
+    m.name = "counter".into();
+    m.version = "2.0.0".into();
+    dev.install("counter", &pack("faulty", &m));
+    dev.wait_started("counter", "2.0.0");
+    let fell_back = dev.wait_for("fallback", SECS, |e| matches!(e, RuntimeEvent::FellBack { .. }));
+    assert_eq!(fell_back, RuntimeEvent::FellBack { app: "counter".into(), version: "1.0.0".into() });
+    let values = dev.runtime.subscribe("counter/value");
+    values.recv_timeout(SECS).expect("1.0.0 counts again");
+    assert_eq!(dev.running_version("counter").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn a_counter_survives_a_swap() {
+    let fast = with_config(manifest("counter"), &[("period-ms", "20")]);
+    let dev = device(&[("counter", pack("counter", &fast))], |_| {});
+    dev.wait_started("counter", "1.0.0");
+    let values = dev.runtime.subscribe("counter/value");
+    let before = recv_ticks(&values, 5);
+    let mut v2 = fast.clone();
+    v2.version = "1.1.0".into();
+    let outcome = dev.runtime.load_bytes("counter", &pack("counter", &v2));
+    let outcome = outcome.unwrap();
+    assert!(outcome.state_handed_over, "save/restore ran");
+    assert_eq!(outcome.replaced.as_deref(), Some("1.0.0"));
+    let after = recv_ticks(&values, 20);
+    let all: Vec<u64> = before.into_iter().chain(after).collect();
+    assert!(all.windows(2).all(|p| p[1] == p[0] + 1), "the count neither reset nor skipped: {all:?}");
+    // The in-memory state came across too (ticks since boot, handed over).
+    let log = dev.wait_for("v1.1.0's start log", SECS, |e| {
+        matches!(e, RuntimeEvent::Log { app, message, .. } if app == "counter" && message.starts_with("counting from") && !message.contains("(0 ticks"))
+    });
+    assert!(matches!(log, RuntimeEvent::Log { .. }));
+}
+
+#[test]
+fn the_key_value_store_survives_a_reboot() {
+    let fast = with_config(manifest("counter"), &[("period-ms", "10")]);
+    let dev = device(&[("counter", pack("counter", &fast))], |_| {});
+    let values = dev.runtime.subscribe("counter/value");
+    let last = *recv_ticks(&values, 5).last().unwrap();
+    let support::Device { dir, runtime, .. } = dev;
+    runtime.shutdown();
+    let dev = support::boot(dir, |_| {});
+    let values = dev.runtime.subscribe("counter/value");
+    let next = recv_ticks(&values, 1)[0];
+    assert!(next > last, "count went from {last} to {next} across a reboot");
+}
+
+#[test]
+fn signatures_when_required() {
+    let keys = tempfile::tempdir().unwrap();
+    let trusted = trellis_appfmt::generate_key();
+    let stranger = trellis_appfmt::generate_key();
+    trellis_appfmt::write_key_pair(&trusted, keys.path(), "ops").unwrap();
+    let app = example("counter");
+    let trust = keys.path().to_owned();
+    let dev = device(&[("counter", app.clone())], |c| {
+        c.require_signatures = true;
+        c.trust = vec![trust];
+    });
+    let reason = dev.wait_refused("counter");
+    assert!(reason.contains("not signed"), "{reason}");
+
+    dev.install("counter", &trellis_appfmt::sign(&app, &stranger).unwrap());
+    let reason = dev.wait_refused("counter");
+    assert!(reason.contains("not in the trust list"), "{reason}");
+
+    let mut tampered = trellis_appfmt::sign(&app, &trusted).unwrap();
+    let at = tampered.windows(5).position(|w| w == b"1.0.0").unwrap();
+    tampered[at] = b'7';
+    dev.install("counter", &tampered);
+    let reason = dev.wait_refused("counter");
+    assert!(reason.contains("does not match"), "{reason}");
+
+    dev.install("counter", &trellis_appfmt::sign(&app, &trusted).unwrap());
+    dev.wait_started("counter", "1.0.0");
+}
+
+#[test]
+fn an_app_built_for_another_interface_version_is_refused() {
+    let dev = device(&[], |_| {});
+    let future = wat::parse_str(
+        r#"(component
+            (import "trellis:app/log@0.2.0" (instance))
+        )"#,
+    )
+    .unwrap();
+    dev.install("counter", &trellis_appfmt::pack(&future, &manifest("counter")).unwrap());
+    let reason = dev.wait_refused("counter");
+    assert!(
+        reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.0"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_file_named_differently_from_its_manifest_is_refused() {
+    let dev = device(&[], |_| {});
+    dev.install("other", &example("counter"));
+    let reason = dev.wait_refused("other");
+    assert!(reason.contains("names the app \"counter\""), "{reason}");
+}
+
+#[test]
+fn removing_the_file_stops_the_app_and_frees_its_lines() {
+    let dev = device(&[("blinky", example("blinky"))], |_| {});
+    dev.wait_started("blinky", "1.0.0");
+    assert_eq!(dev.board.gpio.holder(17).as_deref(), Some("blinky"));
+    std::fs::remove_file(dev.apps().join("blinky.wasm")).unwrap();
+    dev.wait_for("stop", SECS, |e| matches!(e, RuntimeEvent::Stopped { app, .. } if app == "blinky"));
+    assert!(dev.board.gpio.holder(17).is_none());
+    assert!(dev.runtime.app_status("blinky").is_none());
+}
+
+#[test]
+fn a_broken_file_at_boot_runs_the_last_good_copy() {
+    let dev = device(&[("counter", example("counter"))], |c| c.crash.good_after_ms = 100);
+    dev.wait_started("counter", "1.0.0");
+    let last_good = dev.state().join("last-good/counter.wasm");
+    let t0 = Instant::now();
+    while !last_good.exists() {
+        assert!(t0.elapsed() < SECS);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let support::Device { dir, runtime, .. } = dev;
+    runtime.shutdown();
+    // Power cut in the middle of copying a new version over the file.
+    let path = dir.path().join("apps/counter.wasm");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let dev = support::boot(dir, |_| {});
+    dev.wait_for("fallback", SECS, |e| matches!(e, RuntimeEvent::FellBack { app, .. } if app == "counter"));
+    assert_eq!(dev.running_version("counter").as_deref(), Some("1.0.0"));
+}
+
+#[test]
+fn blinky_toggles_its_line() {
+    let fast = with_config(manifest("blinky"), &[("period-ms", "10")]);
+    let dev = device(&[("blinky", pack("blinky", &fast))], |_| {});
+    let (tx, rx) = crossbeam_channel::unbounded();
+    dev.board.gpio.on_output_change(move |line, level| {
+        let _ = tx.send((line, level));
+    });
+    dev.wait_started("blinky", "1.0.0");
+    let seen: Vec<(u32, Level)> = (0..4).map(|_| rx.recv_timeout(SECS).unwrap()).collect();
+    assert!(seen.iter().all(|(line, _)| *line == 17));
+    assert!(seen.windows(2).all(|p| p[0].1 != p[1].1), "alternates: {seen:?}");
+}
+
+#[test]
+fn the_thermostat_follows_the_sensor() {
+    let fast = with_config(manifest("thermostat"), &[("period-ms", "10")]);
+    let dev = device(&[("thermostat", pack("thermostat", &fast))], |_| {});
+    dev.wait_started("thermostat", "1.0.0");
+    let readings = dev.runtime.subscribe("sensors/temperature");
+    let wait_heater = |level: Level| {
+        let t0 = Instant::now();
+        while dev.board.gpio.level(22).unwrap() != level {
+            assert!(t0.elapsed() < SECS, "heater never went {level:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+    dev.board.temperature.set(18.0);
+    wait_heater(Level::High);
+    dev.board.temperature.set(25.0);
+    wait_heater(Level::Low);
+    let reading = loop {
+        let m = readings.recv_timeout(SECS).unwrap();
+        if m.payload == b"25.00" {
+            break m;
+        }
+    };
+    assert_eq!(reading.from, "thermostat");
+}
+
+#[test]
+fn publishing_outside_the_grant_is_denied() {
+    let m = with_config(manifest("publisher"), &[("topic", "secret/x"), ("period-ms", "10")]);
+    let dev = device(&[("publisher", pack("publisher", &m))], |_| {});
+    let denied = dev.wait_for("denial", SECS, |e| matches!(e, RuntimeEvent::Denied { .. }));
+    let RuntimeEvent::Denied { app, reason } = denied else { unreachable!() };
+    assert_eq!(app, "publisher");
+    assert!(reason.contains("\"secret/x\" is not granted"), "{reason}");
+}
+
+#[test]
+fn messages_flow_from_publisher_to_subscriber() {
+    let p = with_config(manifest("publisher"), &[("period-ms", "10")]);
+    let dev = device(&[("publisher", pack("publisher", &p)), ("subscriber", example("subscriber"))], |_| {});
+    dev.wait_for("a delivery", SECS, |e| {
+        matches!(e, RuntimeEvent::Log { app, message, .. } if app == "subscriber" && message.starts_with("demo/ticks: "))
+    });
+}
