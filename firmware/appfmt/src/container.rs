@@ -75,7 +75,9 @@ struct Section<'a> {
 fn read_leb_u32(bytes: &[u8], pos: &mut usize) -> Result<u64, FormatError> {
     let mut result: u64 = 0;
     for shift in (0..35).step_by(7) {
-        let byte = *bytes.get(*pos).ok_or(FormatError::Malformed { offset: *pos, reason: "file ends inside a LEB128 number" })?;
+        let byte = *bytes
+            .get(*pos)
+            .ok_or(FormatError::Malformed { offset: *pos, reason: "file ends inside a LEB128 number" })?;
         *pos += 1;
         result |= u64::from(byte & 0x7f) << shift;
         if byte & 0x80 == 0 {
@@ -117,9 +119,11 @@ fn sections(bytes: &[u8]) -> Result<Vec<Section<'_>>, FormatError> {
         pos += 1;
         let size = read_leb_u32(bytes, &mut pos)?;
         let body = pos;
-        let end = usize::try_from(size).ok().and_then(|s| body.checked_add(s)).filter(|&e| e <= bytes.len()).ok_or(
-            FormatError::Truncated { offset: start, needed: size, len: bytes.len() },
-        )?;
+        let end = usize::try_from(size)
+            .ok()
+            .and_then(|s| body.checked_add(s))
+            .filter(|&e| e <= bytes.len())
+            .ok_or(FormatError::Truncated { offset: start, needed: size, len: bytes.len() })?;
         let custom = if id == 0 {
             let mut p = body;
             let name_len = read_leb_u32(bytes, &mut p)?;

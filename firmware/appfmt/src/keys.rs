@@ -153,7 +153,8 @@ impl TrustList {
         let mut keys = Vec::new();
         for path in paths {
             if path.is_dir() {
-                let entries = std::fs::read_dir(path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
+                let entries =
+                    std::fs::read_dir(path).map_err(|source| KeyError::Read { path: path.clone(), source })?;
                 let mut files: Vec<PathBuf> = entries
                     .filter_map(Result::ok)
                     .map(|e| e.path())
@@ -216,7 +217,7 @@ mod tests {
         trust.verify(&key.public_key_bytes(), b"data", &sig).unwrap();
         assert!(write_key_pair(&key, dir.path(), "dev").is_err(), "must not overwrite keys");
         std::fs::write(&public, "zz").unwrap();
-        let err = TrustList::load(&[public.clone()]).unwrap_err().to_string();
+        let err = TrustList::load(std::slice::from_ref(&public)).unwrap_err().to_string();
         assert!(err.contains(&public.display().to_string()), "{err}");
     }
 }

@@ -223,7 +223,10 @@ impl Manifest {
         if !valid_name(&self.name) {
             return Err(invalid(
                 "name",
-                format!("{:?} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit", self.name),
+                format!(
+                    "{:?} must be 1-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit",
+                    self.name
+                ),
             ));
         }
         if !valid_version(&self.version) {
@@ -231,7 +234,10 @@ impl Manifest {
         }
         let l = &self.limits;
         if l.memory_kib < 64 || l.memory_kib > Limits::MAX_MEMORY_KIB {
-            return Err(invalid("limits.memory-kib", format!("{} is outside 64..={}", l.memory_kib, Limits::MAX_MEMORY_KIB)));
+            return Err(invalid(
+                "limits.memory-kib",
+                format!("{} is outside 64..={}", l.memory_kib, Limits::MAX_MEMORY_KIB),
+            ));
         }
         if l.call_ms == 0 || l.call_ms > Limits::MAX_CALL_MS {
             return Err(invalid("limits.call-ms", format!("{} is outside 1..={}", l.call_ms, Limits::MAX_CALL_MS)));
@@ -262,12 +268,9 @@ impl Manifest {
 }
 
 fn valid_spi_name(device: &str) -> bool {
-    device
-        .strip_prefix("spidev")
-        .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(bus, cs)| {
-            !bus.is_empty() && !cs.is_empty() && (bus.to_owned() + cs).bytes().all(|b| b.is_ascii_digit())
-        })
+    device.strip_prefix("spidev").and_then(|rest| rest.split_once('.')).is_some_and(|(bus, cs)| {
+        !bus.is_empty() && !cs.is_empty() && (bus.to_owned() + cs).bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 fn valid_version(v: &str) -> bool {
@@ -322,7 +325,10 @@ setpoint = "21.0"
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\nspi = [\"/dev/sda\"]", "`permissions.spi`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\npublish = [\"a/#/b\"]", "`permissions.publish`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ni2c = [{bus = 1, address = 200}]", "`permissions.i2c`"),
-            ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio-inputs = [4]\ngpio-outputs = [4]", "`permissions`"),
+            (
+                "name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio-inputs = [4]\ngpio-outputs = [4]",
+                "`permissions`",
+            ),
         ];
         for (text, field) in cases {
             let err = Manifest::from_toml(text).unwrap_err().to_string();

@@ -42,10 +42,7 @@ impl Edge {
     /// Whether a change to `new` is one this filter reports.
     #[must_use]
     pub fn matches(self, new: Level) -> bool {
-        matches!(
-            (self, new),
-            (Self::Both, _) | (Self::Rising, Level::High) | (Self::Falling, Level::Low)
-        )
+        matches!((self, new), (Self::Both, _) | (Self::Rising, Level::High) | (Self::Falling, Level::Low))
     }
 }
 
@@ -126,12 +123,7 @@ pub trait GpioChip: Send + Sync {
     ///
     /// # Errors
     /// No such line, busy, or the device failed.
-    fn request_output(
-        &self,
-        line: u32,
-        initial: Level,
-        consumer: &str,
-    ) -> Result<Box<dyn OutputLine>, GpioError>;
+    fn request_output(&self, line: u32, initial: Level, consumer: &str) -> Result<Box<dyn OutputLine>, GpioError>;
     /// Claim `line` as an input; `sink` receives the edges `edges` selects.
     ///
     /// # Errors

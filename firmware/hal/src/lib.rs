@@ -28,8 +28,6 @@ pub struct Board {
 
 impl std::fmt::Debug for Board {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Board")
-            .field("gpio", &self.gpio.name())
-            .finish_non_exhaustive()
+        f.debug_struct("Board").field("gpio", &self.gpio.name()).finish_non_exhaustive()
     }
 }

@@ -13,10 +13,10 @@ use embedded_hal::digital::{ErrorType as DigitalErrorType, InputPin, OutputPin, 
 use embedded_hal::i2c::{ErrorType as I2cErrorType, I2c, Operation as I2cOperation};
 use embedded_hal::spi::{ErrorType as SpiErrorType, Operation as SpiOperation, SpiDevice};
 
+use crate::Board;
 use crate::gpio::{Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, OutputLine};
 use crate::i2c::{I2cBackend, I2cBus, I2cError};
 use crate::spi::{SpiBackend, SpiBus, SpiError};
-use crate::Board;
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -111,11 +111,7 @@ impl SimGpioChip {
     }
 
     fn no_such_line(&self, line: u32, lines: usize) -> GpioError {
-        GpioError::NoSuchLine {
-            chip: self.name.clone(),
-            line,
-            lines: u32::try_from(lines).unwrap_or(u32::MAX),
-        }
+        GpioError::NoSuchLine { chip: self.name.clone(), line, lines: u32::try_from(lines).unwrap_or(u32::MAX) }
     }
 
     /// The level of `line` (driven by its output, or by [`SimGpioChip::drive`]).
@@ -283,12 +279,7 @@ impl GpioChip for SimGpioChip {
         u32::try_from(lock(&self.state).lines.len()).unwrap_or(u32::MAX)
     }
 
-    fn request_output(
-        &self,
-        line: u32,
-        initial: Level,
-        consumer: &str,
-    ) -> Result<Box<dyn OutputLine>, GpioError> {
+    fn request_output(&self, line: u32, initial: Level, consumer: &str) -> Result<Box<dyn OutputLine>, GpioError> {
         self.claim(line, Claim::Output { consumer: consumer.to_owned() }, Some(initial))?;
         Ok(Box::new(SimLine { line, state: self.state.clone() }))
     }
@@ -572,9 +563,8 @@ mod tests {
         let chip = SimGpioChip::new("gpiochip0", 8);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let mut input = chip
-            .request_input(5, Edge::Rising, "button", Box::new(move |e| lock(&tx).send(e).unwrap()))
-            .unwrap();
+        let mut input =
+            chip.request_input(5, Edge::Rising, "button", Box::new(move |e| lock(&tx).send(e).unwrap())).unwrap();
         chip.drive(5, Level::High).unwrap();
         chip.drive(5, Level::High).unwrap(); // no change, no edge
         chip.drive(5, Level::Low).unwrap(); // falling: filtered

@@ -43,13 +43,10 @@ pub trait SpiBackend: Send + Sync {
 /// Check an SPI device name: `spidev<bus>.<cs>`, nothing else (no paths).
 #[must_use]
 pub fn valid_device_name(device: &str) -> bool {
-    device
-        .strip_prefix("spidev")
-        .and_then(|rest| rest.split_once('.'))
-        .is_some_and(|(bus, cs)| {
-            !bus.is_empty()
-                && !cs.is_empty()
-                && bus.bytes().all(|b| b.is_ascii_digit())
-                && cs.bytes().all(|b| b.is_ascii_digit())
-        })
+    device.strip_prefix("spidev").and_then(|rest| rest.split_once('.')).is_some_and(|(bus, cs)| {
+        !bus.is_empty()
+            && !cs.is_empty()
+            && bus.bytes().all(|b| b.is_ascii_digit())
+            && cs.bytes().all(|b| b.is_ascii_digit())
+    })
 }

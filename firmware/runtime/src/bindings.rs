@@ -7,5 +7,7 @@ wasmtime::component::bindgen!({
     world: "app",
 });
 
-pub(crate) use trellis::app::events::{GpioEdge, HotplugAction as WitHotplugAction, HotplugEvent as WitHotplugEvent, Message as WitMessage};
+pub(crate) use trellis::app::events::{
+    GpioEdge, HotplugAction as WitHotplugAction, HotplugEvent as WitHotplugEvent, Message as WitMessage,
+};
 pub(crate) use trellis::app::types::{Edge as WitEdge, Error as WitError, Level as WitLevel};

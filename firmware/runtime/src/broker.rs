@@ -112,13 +112,16 @@ impl Broker {
             .map(|(app, _)| app.clone())
             .collect();
         for app in targets {
-            let event = Event::Message(crate::bindings::WitMessage { topic: topic.to_owned(), payload: payload.to_vec() });
+            let event =
+                Event::Message(crate::bindings::WitMessage { topic: topic.to_owned(), payload: payload.to_vec() });
             self.deliver(&app, event);
         }
         let mut host = lock(&self.host);
         host.retain(|(pattern, tx)| {
             !topic_matches(pattern, topic)
-                || tx.send(Message { topic: topic.to_owned(), payload: payload.to_vec(), from: from.to_owned() }).is_ok()
+                || tx
+                    .send(Message { topic: topic.to_owned(), payload: payload.to_vec(), from: from.to_owned() })
+                    .is_ok()
         });
     }
 

@@ -55,7 +55,9 @@ pub enum LoadError {
         manifest: String,
     },
     /// Built against an interface version this runtime does not provide.
-    #[error("{path}: built for {found}, but this runtime provides {provided} (rebuild the app against wit/ of this firmware)")]
+    #[error(
+        "{path}: built for {found}, but this runtime provides {provided} (rebuild the app against wit/ of this firmware)"
+    )]
     Interface {
         /// The file.
         path: PathBuf,

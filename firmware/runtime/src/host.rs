@@ -126,6 +126,10 @@ pub(crate) struct HostState {
     pub subs: Subscriptions,
     /// Committed: subscriptions go to the broker at once.
     pub live: bool,
+    /// When the current call into the app began, and how much of it the host
+    /// spent blocked (not charged to the app's deadline).
+    call_started: Instant,
+    host_time: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     i2c: HashMap<u32, Box<dyn I2cBus>>,
@@ -166,7 +170,8 @@ impl HostState {
     ) -> Self {
         // No arguments, environment, preopened directories or network: WASI gives
         // clocks and randomness only; everything else goes through `trellis:app`.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        let wasi =
+            wasmtime_wasi::WasiCtxBuilder::new().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
         Self {
             app: app.to_owned(),
             generation,
@@ -177,11 +182,32 @@ impl HostState {
             timers: Timers::default(),
             subs: Subscriptions::default(),
             live: false,
+            call_started: Instant::now(),
+            host_time: Duration::ZERO,
             wasi,
             table: ResourceTable::new(),
             i2c: HashMap::new(),
             spi: HashMap::new(),
         }
+    }
+
+    /// A call into the app begins.
+    pub fn begin_call(&mut self) {
+        self.call_started = Instant::now();
+        self.host_time = Duration::ZERO;
+    }
+
+    /// Time the current call has spent in the app itself.
+    pub fn guest_time(&self) -> Duration {
+        self.call_started.elapsed().saturating_sub(self.host_time)
+    }
+
+    /// Run a host operation that may block on I/O, not charging it to the app.
+    fn blocking<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
+        let t = Instant::now();
+        let r = f(self);
+        self.host_time += t.elapsed();
+        r
     }
 
     /// Refuse with `Denied`, naming what and the app in the log.
@@ -201,7 +227,8 @@ impl HostState {
         if granted.contains(&line) {
             Ok(())
         } else {
-            Err(self.denied(format!("GPIO line {line} as output is not granted (permissions.gpio-outputs = {granted:?})")))
+            Err(self
+                .denied(format!("GPIO line {line} as output is not granted (permissions.gpio-outputs = {granted:?})")))
         }
     }
 
@@ -307,7 +334,8 @@ impl gpio::Host for HostState {
     fn claim_input(&mut self, line: u32, edges: WitEdge) -> Result<(), WitError> {
         let granted = &self.manifest.permissions.gpio_inputs;
         if !granted.contains(&line) {
-            return Err(self.denied(format!("GPIO line {line} as input is not granted (permissions.gpio-inputs = {granted:?})")));
+            return Err(self
+                .denied(format!("GPIO line {line} as input is not granted (permissions.gpio-inputs = {granted:?})")));
         }
         let edges = match edges {
             WitEdge::Rising => Edge::Rising,
@@ -341,19 +369,21 @@ impl i2c::Host for HostState {
     fn read(&mut self, bus: u32, address: u8, len: u32) -> Result<Vec<u8>, WitError> {
         Self::check_len(len as usize)?;
         let mut buf = vec![0; len as usize];
-        self.i2c_bus(bus, address)?.read(address, &mut buf).map_err(|e| WitError::Io(e.to_string()))?;
+        self.blocking(|s| s.i2c_bus(bus, address)?.read(address, &mut buf).map_err(|e| WitError::Io(e.to_string())))?;
         Ok(buf)
     }
 
     fn write(&mut self, bus: u32, address: u8, data: Vec<u8>) -> Result<(), WitError> {
         Self::check_len(data.len())?;
-        self.i2c_bus(bus, address)?.write(address, &data).map_err(|e| WitError::Io(e.to_string()))
+        self.blocking(|s| s.i2c_bus(bus, address)?.write(address, &data).map_err(|e| WitError::Io(e.to_string())))
     }
 
     fn write_read(&mut self, bus: u32, address: u8, data: Vec<u8>, len: u32) -> Result<Vec<u8>, WitError> {
         Self::check_len(data.len().max(len as usize))?;
         let mut buf = vec![0; len as usize];
-        self.i2c_bus(bus, address)?.write_read(address, &data, &mut buf).map_err(|e| WitError::Io(e.to_string()))?;
+        self.blocking(|s| {
+            s.i2c_bus(bus, address)?.write_read(address, &data, &mut buf).map_err(|e| WitError::Io(e.to_string()))
+        })?;
         Ok(buf)
     }
 }
@@ -370,8 +400,10 @@ impl spi::Host for HostState {
         }
         let dev = self.spi.get_mut(&device).ok_or_else(|| WitError::NotFound(device.clone()))?;
         let mut read = vec![0; data.len()];
-        dev.transfer(&mut read, &data).map_err(|e| WitError::Io(e.to_string()))?;
-        Ok(read)
+        let t = Instant::now();
+        let result = dev.transfer(&mut read, &data).map_err(|e| WitError::Io(e.to_string()));
+        self.host_time += t.elapsed();
+        result.map(|()| read)
     }
 }
 
@@ -381,7 +413,7 @@ impl kv::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), WitError> {
-        lock(&self.kv).set(&key, &value).map_err(|e| match e {
+        self.blocking(|s| lock(&s.kv).set(&key, &value)).map_err(|e| match e {
             crate::kv::KvError::Quota { .. } => WitError::QuotaExceeded(e.to_string()),
             crate::kv::KvError::Key(_) => WitError::Invalid(e.to_string()),
             _ => self.io_error(e.to_string()),
@@ -389,7 +421,7 @@ impl kv::Host for HostState {
     }
 
     fn delete(&mut self, key: String) -> Result<bool, WitError> {
-        lock(&self.kv).delete(&key).map_err(|e| self.io_error(e.to_string()))
+        self.blocking(|s| lock(&s.kv).delete(&key)).map_err(|e| self.io_error(e.to_string()))
     }
 
     fn keys(&mut self) -> Result<Vec<String>, WitError> {

@@ -70,7 +70,14 @@ impl Hardware {
         Ok(())
     }
 
-    pub fn claim_input(&self, app: &str, generation: u64, line: u32, edges: Edge, sink: EdgeSink) -> Result<(), HwError> {
+    pub fn claim_input(
+        &self,
+        app: &str,
+        generation: u64,
+        line: u32,
+        edges: Edge,
+        sink: EdgeSink,
+    ) -> Result<(), HwError> {
         let mut lines = self.lock();
         if let Some(held) = lines.get_mut(&line) {
             if held.app != app {
@@ -83,7 +90,10 @@ impl Hardware {
             lines.remove(&line);
         }
         let pin = self.board.gpio.request_input(line, edges, app, sink)?;
-        lines.insert(line, Held { app: app.to_owned(), generations: [generation].into(), line: Line::Input(pin, edges) });
+        lines.insert(
+            line,
+            Held { app: app.to_owned(), generations: [generation].into(), line: Line::Input(pin, edges) },
+        );
         Ok(())
     }
 

@@ -20,9 +20,9 @@ mod supervisor;
 mod worker;
 
 pub use broker::Message;
+pub use cache::CompileSource;
 pub use config::{CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
-pub use cache::CompileSource;
 pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
 
 /// A stream of [`RuntimeEvent`]s.

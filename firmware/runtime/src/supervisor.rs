@@ -245,12 +245,17 @@ impl Runtime {
     ///
     /// # Errors
     /// As [`Runtime::start`].
-    pub fn start_with_events(config: RuntimeConfig, board: Board) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
+    pub fn start_with_events(
+        config: RuntimeConfig,
+        board: Board,
+    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
         for dir in [&config.apps_dir, &config.state_dir] {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
         }
         let trust = if config.require_signatures || !config.trust.is_empty() {
-            TrustList::load(&config.trust.iter().filter(|p| p.exists() || config.require_signatures).cloned().collect::<Vec<_>>())?
+            TrustList::load(
+                &config.trust.iter().filter(|p| p.exists() || config.require_signatures).cloned().collect::<Vec<_>>(),
+            )?
         } else {
             TrustList::default()
         };
@@ -289,7 +294,15 @@ impl Runtime {
             .name("supervisor".into())
             .spawn(move || sup.run(&control_rx))
             .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
-        let runtime = Self { control: control_tx, apps_dir, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
+        let runtime = Self {
+            control: control_tx,
+            apps_dir,
+            services,
+            status,
+            thread: Some(thread),
+            _watcher: watcher,
+            _ticker: ticker,
+        };
         Ok((runtime, events))
     }
 
@@ -560,7 +573,8 @@ impl Supervisor {
 
     /// Refuse apps built against another `trellis:app` version.
     fn check_interface(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-        let provided = semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+        let provided =
+            semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
         let imports = interface_imports(bytes).map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
         for import in imports {
             let Some(rest) = import.strip_prefix(&format!("{}/", crate::INTERFACE_PACKAGE)) else { continue };
@@ -589,14 +603,22 @@ impl Supervisor {
         let lines = self.services.hw.board.gpio.lines();
         for &line in p.gpio_outputs.iter().chain(&p.gpio_inputs) {
             if line >= lines {
-                return refuse(format!("GPIO line {line} does not exist ({} has {lines} lines)", self.services.hw.board.gpio.name()));
+                return refuse(format!(
+                    "GPIO line {line} does not exist ({} has {lines} lines)",
+                    self.services.hw.board.gpio.name()
+                ));
             }
             if policy.gpio_lines.as_ref().is_some_and(|allowed| !allowed.contains(&line)) {
-                return refuse(format!("GPIO line {line} is not available to apps on this device (hardware.gpio-lines)"));
+                return refuse(format!(
+                    "GPIO line {line} is not available to apps on this device (hardware.gpio-lines)"
+                ));
             }
         }
         if let Some(g) = p.i2c.iter().find(|g| policy.i2c.as_ref().is_some_and(|a| !a.contains(g))) {
-            return refuse(format!("I2C bus {} address {:#04x} is not available to apps on this device", g.bus, g.address));
+            return refuse(format!(
+                "I2C bus {} address {:#04x} is not available to apps on this device",
+                g.bus, g.address
+            ));
         }
         if let Some(d) = p.spi.iter().find(|d| policy.spi.as_ref().is_some_and(|a| !a.contains(d))) {
             return refuse(format!("SPI device {d} is not available to apps on this device"));
@@ -641,7 +663,13 @@ impl Supervisor {
 
     /// The transaction: instantiate, hand over state, start; only then retire
     /// the old version. On any failure the old version carries on.
-    fn swap(&mut self, path: &Path, app: &str, version: Arc<Version>, handover: bool) -> Result<(Option<String>, bool), LoadError> {
+    fn swap(
+        &mut self,
+        path: &Path,
+        app: &str,
+        version: Arc<Version>,
+        handover: bool,
+    ) -> Result<(Option<String>, bool), LoadError> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let services = self.services.clone();
@@ -656,7 +684,10 @@ impl Supervisor {
         let mut paused = false;
         let mut handed_over = false;
         let result = (|| {
-            if handover && instance.has_state() && let Some(tx) = &old_tx {
+            if handover
+                && instance.has_state()
+                && let Some(tx) = &old_tx
+            {
                 let (reply_tx, reply_rx) = bounded(1);
                 if tx.send(WorkerMsg::SaveState(reply_tx)).is_ok() {
                     let wait = Duration::from_millis(u64::from(version.manifest.limits.call_ms) + 2000);
@@ -706,7 +737,10 @@ impl Supervisor {
                 };
                 let _ = control.send(Control::Exited { app: name, generation, fault });
             })
-            .map_err(|e| LoadError::Instantiate { path: path.to_owned(), reason: format!("cannot start a thread: {e}") })?;
+            .map_err(|e| LoadError::Instantiate {
+                path: path.to_owned(),
+                reason: format!("cannot start a thread: {e}"),
+            })?;
         let slot = self.slot(app, &version.manifest)?;
         let replaced = slot.version.as_ref().filter(|_| slot.worker.is_some()).map(|v| v.manifest.version.clone());
         if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started: Instant::now() }) {
@@ -779,7 +813,8 @@ impl Supervisor {
                 Err(e) => tracing::error!(app, "crash loop, and the last good version failed too: {e}"),
             }
         }
-        let reason = format!("crash loop: {} crashes within {:?}", self.config.crash.max_crashes, self.config.crash.window());
+        let reason =
+            format!("crash loop: {} crashes within {:?}", self.config.crash.max_crashes, self.config.crash.window());
         if let Some(slot) = self.slots.get_mut(app) {
             slot.failed = Some(reason.clone());
             slot.restart_at = None;
@@ -826,7 +861,9 @@ impl Supervisor {
         let ready: Vec<String> = self
             .slots
             .iter()
-            .filter(|(_, s)| !s.good && s.crashes.is_empty() && s.worker.as_ref().is_some_and(|w| w.started.elapsed() >= good_after))
+            .filter(|(_, s)| {
+                !s.good && s.crashes.is_empty() && s.worker.as_ref().is_some_and(|w| w.started.elapsed() >= good_after)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         for app in ready {
@@ -834,7 +871,8 @@ impl Supervisor {
             let Some(slot) = self.slots.get_mut(&app) else { continue };
             slot.good = true;
             let Some(v) = &slot.version else { continue };
-            let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomic(&path, &v.bytes));
+            let written =
+                path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomic(&path, &v.bytes));
             match written {
                 Ok(()) => tracing::info!(app, version = %v.manifest.version, "marked as the last good version"),
                 Err(e) => tracing::warn!(app, path = %path.display(), "cannot keep the last good copy: {e}"),

@@ -58,9 +58,21 @@ impl Instance {
     ) -> Result<Self, String> {
         let call_ms = host.manifest.limits.call_ms;
         let ticks = u64::from(call_ms).div_ceil(u64::try_from(epoch_tick.as_millis()).unwrap_or(1).max(1)) + 1;
+        let tick_ms = u64::try_from(epoch_tick.as_millis()).unwrap_or(1).max(1);
+        let limit = Duration::from_millis(u64::from(call_ms));
         let mut store = Store::new(linker.engine(), host);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        // The deadline counts the app's own time: time spent blocked in host
+        // calls (an fsync of the key-value store, a slow I2C transfer) is given back.
+        store.epoch_deadline_callback(move |ctx| {
+            let used = ctx.data().guest_time();
+            if used >= limit {
+                return Err(wasmtime::Error::new(wasmtime::Trap::Interrupt));
+            }
+            let left = u64::try_from((limit - used).as_millis()).unwrap_or(u64::MAX);
+            Ok(wasmtime::UpdateDeadline::Continue(left.div_ceil(tick_ms).max(1)))
+        });
+        store.data_mut().begin_call();
         store.set_epoch_deadline(ticks);
         let instance = linker.instantiate(&mut store, component).map_err(|e| match classify(&e, call_ms) {
             Fault::Trap(_) => format!("{e:#}"),
@@ -68,13 +80,17 @@ impl Instance {
         })?;
         let app = App::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
         let state = instance
-            .get_export_index(&mut store, None, &format!("{}/state@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION))
+            .get_export_index(
+                &mut store,
+                None,
+                &format!("{}/state@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION),
+            )
             .and_then(|iface| {
                 let save = instance.get_export_index(&mut store, Some(&iface), "save")?;
                 let restore = instance.get_export_index(&mut store, Some(&iface), "restore")?;
                 Some(StateFns {
-                    save: instance.get_typed_func(&mut store, &save).ok()?,
-                    restore: instance.get_typed_func(&mut store, &restore).ok()?,
+                    save: instance.get_typed_func(&mut store, save).ok()?,
+                    restore: instance.get_typed_func(&mut store, restore).ok()?,
                 })
             });
         Ok(Self { store, app, state, call_ms, ticks })
@@ -86,6 +102,7 @@ impl Instance {
     }
 
     fn call<R>(&mut self, f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, Fault> {
+        self.store.data_mut().begin_call();
         self.store.set_epoch_deadline(self.ticks);
         f(&self.app, &mut self.store).map_err(|e| classify(&e, self.call_ms))
     }

@@ -14,9 +14,7 @@ use trellis_runtime::{AppState, Fault, RuntimeEvent};
 const SECS: Duration = Duration::from_secs(30);
 
 fn recv_ticks(rx: &trellis_runtime::MessageReceiver, n: usize) -> Vec<u64> {
-    (0..n)
-        .map(|_| String::from_utf8(rx.recv_timeout(SECS).unwrap().payload).unwrap().parse().unwrap())
-        .collect()
+    (0..n).map(|_| String::from_utf8(rx.recv_timeout(SECS).unwrap().payload).unwrap().parse().unwrap()).collect()
 }
 
 #[test]

@@ -12,7 +12,11 @@ use trellis_hal::sim::SimBoard;
 use trellis_runtime::{Runtime, RuntimeConfig, RuntimeEvent};
 
 #[derive(Debug, Parser)]
-#[command(name = "trellis", version, about = "Trellis: run, pack, sign and inspect WebAssembly apps for Trellis devices")]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis: run, pack, sign and inspect WebAssembly apps for Trellis devices"
+)]
 struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -119,6 +123,7 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| filter.into()))
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     match run(cli) {
@@ -159,7 +164,13 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-fn pack(component: &Path, manifest: &Path, version: Option<String>, set: &[String], output: Option<PathBuf>) -> Result<()> {
+fn pack(
+    component: &Path,
+    manifest: &Path,
+    version: Option<String>,
+    set: &[String],
+    output: Option<PathBuf>,
+) -> Result<()> {
     let text = std::fs::read_to_string(manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
     let mut m = Manifest::from_toml(&text).with_context(|| format!("{}", manifest.display()))?;
     if let Some(v) = version {
@@ -220,9 +231,18 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
         println!("verified:    {}", v.as_ref().map_or_else(|e| format!("NO: {e}"), |k| format!("yes, key {k}")));
     }
     let p = &m.permissions;
-    println!("permissions: gpio-outputs {:?}, gpio-inputs {:?}, i2c {:?}, spi {:?}", p.gpio_outputs, p.gpio_inputs, p.i2c.iter().map(|g| format!("{}:{:#04x}", g.bus, g.address)).collect::<Vec<_>>(), p.spi);
+    println!(
+        "permissions: gpio-outputs {:?}, gpio-inputs {:?}, i2c {:?}, spi {:?}",
+        p.gpio_outputs,
+        p.gpio_inputs,
+        p.i2c.iter().map(|g| format!("{}:{:#04x}", g.bus, g.address)).collect::<Vec<_>>(),
+        p.spi
+    );
     println!("             publish {:?}, subscribe {:?}, hotplug {:?}", p.publish, p.subscribe, p.hotplug);
-    println!("limits:      memory {} KiB, {} ms per call, key-value {} KiB", m.limits.memory_kib, m.limits.call_ms, m.limits.kv_kib);
+    println!(
+        "limits:      memory {} KiB, {} ms per call, key-value {} KiB",
+        m.limits.memory_kib, m.limits.call_ms, m.limits.kv_kib
+    );
     for (k, v) in &m.config {
         println!("config:      {k} = {v}");
     }
@@ -245,7 +265,10 @@ fn run_apps(args: &RunArgs) -> Result<()> {
         (dir, args.path.file_name().map(PathBuf::from))
     };
     if only.is_some() {
-        bail!("running a single app file is done by pointing at its directory; put {} in a directory of its own", args.path.display());
+        bail!(
+            "running a single app file is done by pointing at its directory; put {} in a directory of its own",
+            args.path.display()
+        );
     }
     let state_dir = args.state_dir.clone().unwrap_or_else(|| apps_dir.join(".trellis"));
     let mut config = RuntimeConfig::new(&apps_dir, &state_dir);
@@ -279,7 +302,9 @@ fn crossbeam_select(events: &trellis_runtime::EventReceiver, messages: &trellis_
     std::thread::sleep(Duration::from_millis(100));
     for e in events.try_iter() {
         match e {
-            RuntimeEvent::Refused { app, reason } => tracing::warn!(app = app.as_deref().unwrap_or("?"), "refused: {reason}"),
+            RuntimeEvent::Refused { app, reason } => {
+                tracing::warn!(app = app.as_deref().unwrap_or("?"), "refused: {reason}")
+            }
             RuntimeEvent::Crashed { app, fault } => tracing::error!(app, "crashed: {fault}"),
             RuntimeEvent::FellBack { app, version } => tracing::warn!(app, "fell back to version {version}"),
             RuntimeEvent::Stopped { app, reason } => tracing::warn!(app, "stopped: {reason}"),

@@ -33,10 +33,9 @@ pub mod bindings {
 }
 
 pub use bindings::trellis::app::events::{Event, GpioEdge, HotplugAction, HotplugEvent, Message};
+use bindings::trellis::app::log::{LogLevel, log};
 pub use bindings::trellis::app::types::{Edge, Error, Level};
 pub use bindings::trellis::app::{clocks, gpio, hotplug, i2c, kv, pubsub, spi, timers};
-use bindings::trellis::app::log::{LogLevel, log};
-
 
 /// Log at debug level.
 pub fn debug(message: &str) {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -19,9 +21,7 @@ pub fn component(name: &str) -> Vec<u8> {
     let dir = std::env::var_os("TRELLIS_WASM_DIR")
         .map_or_else(|| repo().join("wasm-apps/target/wasm32-wasip2/release"), PathBuf::from);
     let path = dir.join(format!("{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; build the apps first with `make apps`", path.display())
-    })
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; build the apps first with `make apps`", path.display()))
 }
 
 /// The manifest in `wasm-apps/{examples,fixtures}/name/trellis.toml`.
@@ -53,11 +53,13 @@ pub fn with_config(mut m: Manifest, pairs: &[(&str, &str)]) -> Manifest {
     m
 }
 
+#[derive(Debug)]
 pub struct Device {
     pub dir: tempfile::TempDir,
     pub board: SimBoard,
     pub runtime: Runtime,
     pub events: EventReceiver,
+    backlog: RefCell<VecDeque<RuntimeEvent>>,
 }
 
 impl Device {
@@ -75,30 +77,44 @@ impl Device {
     }
 
     /// Wait until an event matches `pred`; panics with what was seen otherwise.
+    /// Events seen while waiting for others are kept, so waits can come in any order.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&RuntimeEvent) -> bool) -> RuntimeEvent {
-        wait_for(&self.events, what, timeout, pred)
+        let mut backlog = self.backlog.borrow_mut();
+        if let Some(i) = backlog.iter().position(&pred) {
+            return backlog.remove(i).unwrap();
+        }
+        let deadline = Instant::now() + timeout;
+        while let Ok(e) = self.events.recv_deadline(deadline) {
+            if pred(&e) {
+                return e;
+            }
+            backlog.push_back(e);
+        }
+        let seen: Vec<&RuntimeEvent> = backlog.iter().filter(|e| !matches!(e, RuntimeEvent::Log { .. })).collect();
+        panic!("timed out waiting for {what}; saw {seen:#?}");
     }
 
     pub fn wait_started(&self, app: &str, version: &str) {
-        self.wait_for(&format!("{app} {version} started"), Duration::from_secs(30), |e| {
-            matches!(e, RuntimeEvent::Started { app: a, version: v, .. } if a == app && v == version)
-        });
+        self.wait_for(
+            &format!("{app} {version} started"),
+            Duration::from_secs(30),
+            |e| matches!(e, RuntimeEvent::Started { app: a, version: v, .. } if a == app && v == version),
+        );
     }
 
     pub fn wait_refused(&self, app: &str) -> String {
-        match self.wait_for(&format!("{app} refused"), Duration::from_secs(30), |e| {
-            matches!(e, RuntimeEvent::Refused { app: Some(a), .. } if a == app)
-        }) {
+        match self.wait_for(
+            &format!("{app} refused"),
+            Duration::from_secs(30),
+            |e| matches!(e, RuntimeEvent::Refused { app: Some(a), .. } if a == app),
+        ) {
             RuntimeEvent::Refused { reason, .. } => reason,
             _ => unreachable!(),
         }
     }
 
     pub fn running_version(&self, app: &str) -> Option<String> {
-        self.runtime
-            .app_status(app)
-            .filter(|s| s.state == trellis_runtime::AppState::Running)
-            .map(|s| s.version)
+        self.runtime.app_status(app).filter(|s| s.state == trellis_runtime::AppState::Running).map(|s| s.version)
     }
 }
 
@@ -106,20 +122,6 @@ pub fn install(dir: &Path, name: &str, bytes: &[u8]) {
     let tmp = dir.join(format!(".{name}.wasm.tmp"));
     std::fs::write(&tmp, bytes).unwrap();
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
-}
-
-pub fn wait_for(events: &EventReceiver, what: &str, timeout: Duration, pred: impl Fn(&RuntimeEvent) -> bool) -> RuntimeEvent {
-    let deadline = Instant::now() + timeout;
-    let mut seen = Vec::new();
-    while let Ok(e) = events.recv_deadline(deadline) {
-        if pred(&e) {
-            return e;
-        }
-        if !matches!(e, RuntimeEvent::Log { .. }) {
-            seen.push(e);
-        }
-    }
-    panic!("timed out waiting for {what}; saw {seen:#?}");
 }
 
 /// A device with `apps` (name, bytes) in its apps directory, started.
@@ -140,5 +142,5 @@ pub fn boot(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig)) 
     let board = SimBoard::standard();
     // Subscribe before starting so no event of the first loads is missed.
     let (runtime, events) = Runtime::start_with_events(config, board.board()).unwrap();
-    Device { dir, board, runtime, events }
+    Device { dir, board, runtime, events, backlog: RefCell::new(VecDeque::new()) }
 }

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what Trellis's build and tests need on a Debian machine. Idempotent:
+# installs only what is missing. Fails with a message naming what could not
+# be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(shellcheck)
+TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
+TARGETS=(wasm32-wasip2)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    echo "setup: could not install ${missing[*]} with apt-get" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v rustup >/dev/null; then
+  echo "setup: rustup is needed (https://rustup.rs); Trellis pins Rust $TOOLCHAIN in rust-toolchain.toml" >&2
+  exit 1
+fi
+installed=$(rustup target list --installed --toolchain "$TOOLCHAIN" 2>/dev/null || true)
+for target in "${TARGETS[@]}"; do
+  if ! grep -qx "$target" <<<"$installed"; then
+    echo "setup: adding Rust target $target to $TOOLCHAIN"
+    if ! rustup target add --toolchain "$TOOLCHAIN" "$target"; then
+      echo "setup: could not add the Rust target $target (rustup target add --toolchain $TOOLCHAIN $target)" >&2
+      exit 1
+    fi
+  fi
+done
+for component in rustfmt clippy; do
+  rustup component list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -q "^$component" \
+    || rustup component add --toolchain "$TOOLCHAIN" "$component"
+done
