@@ -1,0 +1,101 @@
+//! The `trellis` command as a user runs it.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trellis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trellis")).args(args).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn component(name: &str) -> PathBuf {
+    let p = repo().join(format!("wasm-apps/target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(p.exists(), "{}: build the apps first with `make apps`", p.display());
+    p
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn help_everywhere() {
+    for args in [&["--help"][..], &["run", "--help"], &["app", "--help"], &["app", "pack", "--help"], &["app", "sign", "--help"], &["app", "inspect", "--help"], &["app", "keygen", "--help"]] {
+        let o = trellis(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+        assert!(text(&o).contains("Usage:"), "{args:?}");
+    }
+}
+
+#[test]
+fn keygen_pack_sign_inspect() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(trellis(&["app", "keygen", "--dir", s(d), "--name", "dev"]).status.success());
+    let app = d.join("counter.wasm");
+    let manifest = repo().join("wasm-apps/examples/counter/trellis.toml");
+    let o = trellis(&["app", "pack", s(&component("counter")), "-m", s(&manifest), "--version", "1.2.3", "--set", "period-ms=5", "-o", s(&app)]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = trellis(&["app", "inspect", s(&app)]);
+    let out = text(&o);
+    assert!(out.contains("app:         counter 1.2.3"), "{out}");
+    assert!(out.contains("signature:   none"), "{out}");
+    assert!(out.contains("config:      period-ms = 5"), "{out}");
+    assert!(out.contains("trellis:app/kv@0.1.0"), "{out}");
+
+    let o = trellis(&["app", "sign", s(&app), "--key", s(&d.join("dev.key"))]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = trellis(&["app", "inspect", s(&app), "--trust", s(&d.join("dev.pub")), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["manifest"]["version"], "1.2.3");
+    assert!(v["verified"]["key"].is_string(), "{v}");
+
+    // Verification against another key fails, and says why.
+    assert!(trellis(&["app", "keygen", "--dir", s(d), "--name", "other"]).status.success());
+    let o = trellis(&["app", "inspect", s(&app), "--trust", s(&d.join("other.pub"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not in the trust list"), "{}", text(&o));
+}
+
+#[test]
+fn errors_name_what_was_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("trellis.toml");
+    std::fs::write(&bad, "name = \"Bad Name\"\nversion = \"1.0.0\"\n").unwrap();
+    let o = trellis(&["app", "pack", s(&component("counter")), "-m", s(&bad), "-o", s(&dir.path().join("x.wasm"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("manifest field `name`"), "{}", text(&o));
+
+    let o = trellis(&["app", "sign", s(&component("counter")), "--key", "/nonexistent/dev.key"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("/nonexistent/dev.key"), "{}", text(&o));
+
+    let o = trellis(&["app", "inspect", s(&component("counter"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("trellis app pack"), "a bare component says how to make an app: {}", text(&o));
+}
+
+#[test]
+fn run_streams_app_logs_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = repo().join("wasm-apps/examples/publisher/trellis.toml");
+    let app = dir.path().join("publisher.wasm");
+    let o = trellis(&["app", "pack", s(&component("publisher")), "-m", s(&manifest), "--set", "period-ms=100", "-o", s(&app)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = trellis(&["run", s(dir.path()), "--seconds", "3"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("publishing on demo/ticks every 100 ms"), "{out}");
+    assert!(out.contains("publisher demo/ticks: 3"), "{out}");
+}
