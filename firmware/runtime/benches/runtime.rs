@@ -128,9 +128,16 @@ fn main() {
     let restart = restart_downtime(7);
     println!("| figure | median | runs | baseline |");
     println!("|---|---|---|---|");
-    println!("| guest→host call round trip | {call_ns:.1} ns | {call_runs} × 200 000 calls | 221 µs (paper, Pi 4): {:.0}× faster |", 221_000.0 / call_ns);
-    println!("| app swap, warm (compiled in memory): file renamed in → new version's first event | {warm_mem:.2} ms | 21 | 1.4 s (paper, Pi 4) |");
+    println!(
+        "| guest→host call round trip | {call_ns:.1} ns | {call_runs} × 200 000 calls | 221 µs (paper, Pi 4): {:.0}× faster |",
+        221_000.0 / call_ns
+    );
+    println!(
+        "| app swap, warm (compiled in memory): file renamed in → new version's first event | {warm_mem:.2} ms | 21 | 1.4 s (paper, Pi 4) |"
+    );
     println!("| app swap, warm (precompiled cache on disk, runtime just started) | {warm_disk:.2} ms | 7 | 1.4 s |");
     println!("| app swap, cold (compile) | {cold:.2} ms | 7 | 1.4 s |");
-    println!("| swap downtime: longest gap in a 2 ms ticker's output during its own swap | {downtime:.2} ms | 21 | runtime restart: {restart:.1} ms (same run) |");
+    println!(
+        "| swap downtime: longest gap in a 2 ms ticker's output during its own swap | {downtime:.2} ms | 21 | runtime restart: {restart:.1} ms (same run) |"
+    );
 }

@@ -29,7 +29,15 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn help_everywhere() {
-    for args in [&["--help"][..], &["run", "--help"], &["app", "--help"], &["app", "pack", "--help"], &["app", "sign", "--help"], &["app", "inspect", "--help"], &["app", "keygen", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["run", "--help"],
+        &["app", "--help"],
+        &["app", "pack", "--help"],
+        &["app", "sign", "--help"],
+        &["app", "inspect", "--help"],
+        &["app", "keygen", "--help"],
+    ] {
         let o = trellis(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
         assert!(text(&o).contains("Usage:"), "{args:?}");
@@ -43,7 +51,19 @@ fn keygen_pack_sign_inspect() {
     assert!(trellis(&["app", "keygen", "--dir", s(d), "--name", "dev"]).status.success());
     let app = d.join("counter.wasm");
     let manifest = repo().join("wasm-apps/examples/counter/trellis.toml");
-    let o = trellis(&["app", "pack", s(&component("counter")), "-m", s(&manifest), "--version", "1.2.3", "--set", "period-ms=5", "-o", s(&app)]);
+    let o = trellis(&[
+        "app",
+        "pack",
+        s(&component("counter")),
+        "-m",
+        s(&manifest),
+        "--version",
+        "1.2.3",
+        "--set",
+        "period-ms=5",
+        "-o",
+        s(&app),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
 
     let o = trellis(&["app", "inspect", s(&app)]);
@@ -91,7 +111,17 @@ fn run_streams_app_logs_and_messages() {
     let dir = tempfile::tempdir().unwrap();
     let manifest = repo().join("wasm-apps/examples/publisher/trellis.toml");
     let app = dir.path().join("publisher.wasm");
-    let o = trellis(&["app", "pack", s(&component("publisher")), "-m", s(&manifest), "--set", "period-ms=100", "-o", s(&app)]);
+    let o = trellis(&[
+        "app",
+        "pack",
+        s(&component("publisher")),
+        "-m",
+        s(&manifest),
+        "--set",
+        "period-ms=100",
+        "-o",
+        s(&app),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let o = trellis(&["run", s(dir.path()), "--seconds", "3"]);
     let out = text(&o);
