@@ -252,7 +252,7 @@ impl Manifest {
         if let Some(g) = p.i2c.iter().find(|g| g.address > 0x7f) {
             return Err(invalid("permissions.i2c", format!("address {:#04x} is not a 7-bit address", g.address)));
         }
-        if let Some(d) = p.spi.iter().find(|d| !valid_spi_name(d)) {
+        if let Some(d) = p.spi.iter().find(|d| !trellis_hal::spi::valid_device_name(d)) {
             return Err(invalid("permissions.spi", format!("{d:?} is not a device name like spidev0.0")));
         }
         for (field, list) in [("permissions.publish", &p.publish), ("permissions.subscribe", &p.subscribe)] {
@@ -265,12 +265,6 @@ impl Manifest {
         }
         Ok(())
     }
-}
-
-fn valid_spi_name(device: &str) -> bool {
-    device.strip_prefix("spidev").and_then(|rest| rest.split_once('.')).is_some_and(|(bus, cs)| {
-        !bus.is_empty() && !cs.is_empty() && (bus.to_owned() + cs).bytes().all(|b| b.is_ascii_digit())
-    })
 }
 
 fn valid_version(v: &str) -> bool {

@@ -107,6 +107,9 @@ pub struct RuntimeConfig {
     /// Hardware apps may be granted.
     #[serde(default)]
     pub hardware: HardwarePolicy,
+    /// Run only these apps of the directory (default: every `NAME.wasm`).
+    #[serde(default)]
+    pub only: Option<Vec<String>>,
 }
 
 impl RuntimeConfig {
@@ -142,6 +145,7 @@ impl RuntimeConfig {
             max_apps: Self::default_max_apps(),
             crash: CrashPolicy::default(),
             hardware: HardwarePolicy::default(),
+            only: None,
         }
     }
 
@@ -153,6 +157,12 @@ impl RuntimeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })?;
         toml::from_str(&text).map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// Whether the file for app `name` is to be run.
+    #[must_use]
+    pub fn runs(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|n| n == name))
     }
 
     /// The epoch tick.

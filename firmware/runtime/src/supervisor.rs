@@ -276,7 +276,7 @@ impl Runtime {
         let events = services.events.subscribe();
 
         let apps_dir = config.apps_dir.clone();
-        let watcher = if config.watch { Some(watch(&config.apps_dir, control_tx.clone())?) } else { None };
+        let watcher = if config.watch { Some(watch(&config, control_tx.clone())?) } else { None };
         let mut sup = Supervisor {
             cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
             engine,
@@ -397,11 +397,13 @@ impl Drop for Runtime {
     }
 }
 
-fn watch(dir: &Path, control: Sender<Control>) -> Result<notify::RecommendedWatcher, RuntimeError> {
-    let err = |e: notify::Error| RuntimeError::Watch { path: dir.to_owned(), reason: e.to_string() };
+fn watch(config: &RuntimeConfig, control: Sender<Control>) -> Result<notify::RecommendedWatcher, RuntimeError> {
+    let dir = &config.apps_dir;
+    let err = |e: notify::Error| RuntimeError::Watch { path: dir.clone(), reason: e.to_string() };
+    let filter = config.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        let wasm = |p: &PathBuf| app_name(p).is_some();
+        let wasm = |p: &PathBuf| app_name(p).is_some_and(|name| filter.runs(&name));
         let msgs: Vec<Control> = match event.kind {
             // A writer finished (cp, a direct write) or a file was renamed into place.
             EventKind::Access(AccessKind::Close(AccessMode::Write))
@@ -473,7 +475,11 @@ impl Supervisor {
 
     fn load_all(&mut self) {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.config.apps_dir) {
-            Ok(entries) => entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| app_name(p).is_some()).collect(),
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| app_name(p).is_some_and(|name| self.config.runs(&name)))
+                .collect(),
             Err(e) => {
                 tracing::error!(dir = %self.config.apps_dir.display(), "cannot list apps: {e}");
                 Vec::new()
@@ -766,17 +772,23 @@ impl Supervisor {
 
     fn exited(&mut self, app: &str, generation: u64, fault: Option<Fault>) {
         let Some(slot) = self.slots.get_mut(app) else { return };
-        let current = slot.worker.as_ref().is_some_and(|w| w.generation == generation);
-        if !current {
+        if slot.worker.as_ref().is_none_or(|w| w.generation != generation) {
             return; // a retired version finished
         }
-        let Some(worker) = slot.worker.take() else { return };
-        let _ = worker.thread.join();
-        let Some(fault) = fault else {
-            return;
-        };
+        if let Some(worker) = slot.worker.take() {
+            let _ = worker.thread.join();
+        }
+        if let Some(fault) = fault {
+            self.crashed(app, fault);
+        }
+    }
+
+    /// Count a crash of `app`'s current version: restart after the back-off, or
+    /// handle a crash loop.
+    fn crashed(&mut self, app: &str, fault: Fault) {
         tracing::error!(app, "crashed: {fault}");
         self.services.events.emit(RuntimeEvent::Crashed { app: app.to_owned(), fault: fault.clone() });
+        let Some(slot) = self.slots.get_mut(app) else { return };
         let now = Instant::now();
         let window = self.config.crash.window();
         slot.crashes.push_back(now);
@@ -840,17 +852,7 @@ impl Supervisor {
                     LoadError::Start { fault, .. } => fault,
                     other => Fault::Trap(other.to_string()),
                 };
-                let generation = self.next_generation;
-                self.next_generation += 1;
-                if let Some(slot) = self.slots.get_mut(&app) {
-                    slot.worker = Some(Worker {
-                        generation,
-                        tx: bounded(1).0,
-                        thread: std::thread::spawn(|| {}),
-                        started: Instant::now(),
-                    });
-                }
-                self.exited(&app, generation, Some(fault));
+                self.crashed(&app, fault);
             }
         }
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use support::{device, example, manifest, pack, with_config};
 use trellis_hal::gpio::Level;
-use trellis_runtime::{AppState, Fault, RuntimeEvent};
+use trellis_runtime::{AppState, Fault, HotplugAction, HotplugEvent, RuntimeEvent};
 
 const SECS: Duration = Duration::from_secs(30);
 
@@ -375,4 +375,36 @@ fn messages_flow_from_publisher_to_subscriber() {
     dev.wait_for("a delivery", SECS, |e| {
         matches!(e, RuntimeEvent::Log { app, message, .. } if app == "subscriber" && message.starts_with("demo/ticks: "))
     });
+}
+
+#[test]
+fn hotplug_events_reach_subscribed_apps_only() {
+    let dev = device(&[("subscriber", example("subscriber"))], |_| {});
+    dev.wait_started("subscriber", "1.0.0");
+    let plug = |subsystem: &str, device: &str| {
+        dev.runtime.hotplug(&HotplugEvent {
+            action: HotplugAction::Add,
+            subsystem: subsystem.into(),
+            device: device.into(),
+        });
+    };
+    plug("tty", "ttyS9"); // granted, but not subscribed: nothing
+    plug("usb", "1-1.2");
+    // The first hot-plug line the app logs is the USB one: the tty event never reached it.
+    let got = dev.wait_for(
+        "hot-plug log",
+        SECS,
+        |e| matches!(e, RuntimeEvent::Log { app, message, .. } if app == "subscriber" && message.contains(" device ")),
+    );
+    assert_eq!(
+        got,
+        RuntimeEvent::Log { app: "subscriber".into(), level: "info", message: "usb device 1-1.2 added".into() }
+    );
+
+    // Asking for a subsystem the manifest does not grant is denied.
+    let m = with_config(manifest("subscriber"), &[("hotplug", "gpio")]);
+    dev.install("subscriber", &pack("subscriber", &m));
+    let reason = dev.wait_refused("subscriber");
+    assert!(reason.contains("hot-plug events of \"gpio\" are not granted"), "{reason}");
+    assert_eq!(dev.running_version("subscriber").as_deref(), Some("1.0.0"));
 }

@@ -36,7 +36,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// A directory of apps (`NAME.wasm`), or one app file.
+    /// A directory of apps (`NAME.wasm`), or one app file (then only that app runs; it is still swapped when the file changes).
     path: PathBuf,
     /// Where key-value stores, the compile cache and last-good copies go
     /// [default: `.trellis/` inside the apps directory].
@@ -264,14 +264,15 @@ fn run_apps(args: &RunArgs) -> Result<()> {
         let dir = args.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_owned();
         (dir, args.path.file_name().map(PathBuf::from))
     };
-    if only.is_some() {
-        bail!(
-            "running a single app file is done by pointing at its directory; put {} in a directory of its own",
-            args.path.display()
-        );
-    }
     let state_dir = args.state_dir.clone().unwrap_or_else(|| apps_dir.join(".trellis"));
     let mut config = RuntimeConfig::new(&apps_dir, &state_dir);
+    if let Some(file) = only {
+        let name = file.to_str().and_then(|f| f.strip_suffix(".wasm")).filter(|n| trellis_appfmt::valid_name(n));
+        let Some(name) = name else {
+            bail!("{}: an app file is named NAME.wasm (NAME as in its manifest)", args.path.display());
+        };
+        config.only = Some(vec![name.to_owned()]);
+    }
     config.require_signatures = args.require_signatures;
     config.trust.clone_from(&args.trust);
     let board = SimBoard::standard();

@@ -129,3 +129,19 @@ fn run_streams_app_logs_and_messages() {
     assert!(out.contains("publishing on demo/ticks every 100 ms"), "{out}");
     assert!(out.contains("publisher demo/ticks: 3"), "{out}");
 }
+
+#[test]
+fn run_one_app_file_runs_only_that_app() {
+    let dir = tempfile::tempdir().unwrap();
+    for app in ["publisher", "counter"] {
+        let manifest = repo().join(format!("wasm-apps/examples/{app}/trellis.toml"));
+        let out = dir.path().join(format!("{app}.wasm"));
+        let o = trellis(&["app", "pack", s(&component(app)), "-m", s(&manifest), "-o", s(&out)]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let o = trellis(&["run", s(&dir.path().join("publisher.wasm")), "--seconds", "2"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("publishing on demo/ticks"), "{out}");
+    assert!(!out.contains("counting from"), "counter must not run: {out}");
+}

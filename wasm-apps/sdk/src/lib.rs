@@ -37,6 +37,20 @@ use bindings::trellis::app::log::{LogLevel, log};
 pub use bindings::trellis::app::types::{Edge, Error, Level};
 pub use bindings::trellis::app::{clocks, gpio, hotplug, i2c, kv, pubsub, spi, timers};
 
+/// Host errors read as "denied: GPIO line 5 ...", so `?` works in handlers
+/// returning `Result<_, String>`.
+impl From<Error> for String {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Denied(m) => format!("denied: {m}"),
+            Error::NotFound(m) => format!("not found: {m}"),
+            Error::Invalid(m) => format!("invalid: {m}"),
+            Error::QuotaExceeded(m) => format!("quota exceeded: {m}"),
+            Error::Io(m) => format!("I/O error: {m}"),
+        }
+    }
+}
+
 /// Log at debug level.
 pub fn debug(message: &str) {
     log(LogLevel::Debug, message);

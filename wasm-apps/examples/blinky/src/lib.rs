@@ -16,7 +16,7 @@ impl App for Blinky {
     fn start(start: &Start) -> Result<Self, String> {
         let line = start.get("line", 17)?;
         let period = start.get("period-ms", 500)?;
-        gpio::claim_output(line, Level::Low).map_err(|e| e.to_string())?;
+        gpio::claim_output(line, Level::Low)?;
         timers::set_interval(period)?;
         trellis_sdk::info(&format!("blinking GPIO {line} every {period} ms"));
         Ok(Self { line, level: Level::Low, toggles: 0 })
@@ -27,7 +27,7 @@ impl App for Blinky {
             Level::Low => Level::High,
             Level::High => Level::Low,
         };
-        gpio::write(self.line, self.level).map_err(|e| e.to_string())?;
+        gpio::write(self.line, self.level)?;
         self.toggles += 1;
         trellis_sdk::debug(&format!("GPIO {} {:?} (toggle {})", self.line, self.level, self.toggles));
         Ok(())

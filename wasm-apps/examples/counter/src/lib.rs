@@ -17,7 +17,7 @@ fn decode(bytes: Option<Vec<u8>>) -> u64 {
 
 impl App for Counter {
     fn start(start: &Start) -> Result<Self, String> {
-        let count = decode(kv::get("count").map_err(|e| e.to_string())?);
+        let count = decode(kv::get("count")?);
         let ticks_since_boot = decode(start.restored.clone());
         timers::set_interval(start.get("period-ms", 1000)?)?;
         trellis_sdk::info(&format!("counting from {count} ({ticks_since_boot} ticks since boot)"));
@@ -27,8 +27,8 @@ impl App for Counter {
     fn on_timer(&mut self, _id: u32) -> Result<(), String> {
         self.count += 1;
         self.ticks_since_boot += 1;
-        kv::set("count", &self.count.to_le_bytes()).map_err(|e| e.to_string())?;
-        pubsub::publish("counter/value", self.count.to_string().as_bytes()).map_err(|e| e.to_string())?;
+        kv::set("count", &self.count.to_le_bytes())?;
+        pubsub::publish("counter/value", self.count.to_string().as_bytes())?;
         trellis_sdk::debug(&format!("count {}", self.count));
         Ok(())
     }

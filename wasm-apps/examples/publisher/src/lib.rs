@@ -21,7 +21,7 @@ impl App for Publisher {
 
     fn on_timer(&mut self, _id: u32) -> Result<(), String> {
         self.seq += 1;
-        pubsub::publish(&self.topic, self.seq.to_string().as_bytes()).map_err(|e| e.to_string())
+        pubsub::publish(&self.topic, self.seq.to_string().as_bytes()).map_err(String::from)
     }
 }
 

@@ -22,7 +22,7 @@ fn decode_tmp102(raw: [u8; 2]) -> f32 {
 
 impl Thermostat {
     fn read(&self) -> Result<f32, String> {
-        let bytes = i2c::write_read(self.bus, self.address, &[0x00], 2).map_err(|e| e.to_string())?;
+        let bytes = i2c::write_read(self.bus, self.address, &[0x00], 2)?;
         let raw: [u8; 2] = bytes.try_into().map_err(|_| "short read from the sensor".to_owned())?;
         Ok(decode_tmp102(raw))
     }
@@ -38,7 +38,7 @@ impl App for Thermostat {
             hysteresis: start.get("hysteresis", 0.5)?,
             heating: false,
         };
-        gpio::claim_output(t.heater, Level::Low).map_err(|e| e.to_string())?;
+        gpio::claim_output(t.heater, Level::Low)?;
         let first = t.read()?;
         timers::set_interval(start.get("period-ms", 1000)?)?;
         trellis_sdk::info(&format!("{first:.2} °C now, holding {:.1} °C", t.setpoint));
@@ -57,10 +57,10 @@ impl App for Thermostat {
         if heating != self.heating {
             self.heating = heating;
             let level = if heating { Level::High } else { Level::Low };
-            gpio::write(self.heater, level).map_err(|e| e.to_string())?;
+            gpio::write(self.heater, level)?;
             trellis_sdk::info(&format!("{celsius:.2} °C: heater {}", if heating { "on" } else { "off" }));
         }
-        pubsub::publish("sensors/temperature", format!("{celsius:.2}").as_bytes()).map_err(|e| e.to_string())
+        pubsub::publish("sensors/temperature", format!("{celsius:.2}").as_bytes()).map_err(String::from)
     }
 
     fn on_shutdown(&mut self) {
