@@ -1,0 +1,195 @@
+//! The real [`System`]: Linux system calls through `rustix`.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::process::{Pid, Signal, WaitOptions};
+
+use crate::system::{ExitStatus, Request, System};
+
+/// PID 1 on Linux.
+#[derive(Debug)]
+pub struct Linux {
+    start: Instant,
+    watchdog: Option<File>,
+    reboot: Arc<AtomicBool>,
+    poweroff: Arc<AtomicBool>,
+}
+
+impl Linux {
+    /// Set up signal handling: `SIGTERM` and `SIGINT` (Ctrl-Alt-Del) ask for a
+    /// reboot, `SIGUSR1` and `SIGUSR2` for a poweroff (busybox's `halt` and
+    /// `poweroff` send those to PID 1).
+    #[must_use]
+    pub fn new() -> Self {
+        let reboot = Arc::new(AtomicBool::new(false));
+        let poweroff = Arc::new(AtomicBool::new(false));
+        for (signal, flag) in [
+            (signal_hook::consts::SIGTERM, &reboot),
+            (signal_hook::consts::SIGINT, &reboot),
+            (signal_hook::consts::SIGUSR1, &poweroff),
+            (signal_hook::consts::SIGUSR2, &poweroff),
+        ] {
+            let _ = signal_hook::flag::register(signal, flag.clone());
+        }
+        Self { start: Instant::now(), watchdog: None, reboot, poweroff }
+    }
+}
+
+impl Default for Linux {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn status(s: rustix::process::WaitStatus) -> ExitStatus {
+    match (s.exit_status(), s.terminating_signal()) {
+        (Some(code), _) => ExitStatus::Code(code),
+        (None, Some(sig)) => ExitStatus::Signal(sig),
+        (None, None) => ExitStatus::Code(-1),
+    }
+}
+
+impl System for Linux {
+    fn mount(&mut self, source: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
+        let flags = MountFlags::from_bits_retain(u32::try_from(flags).unwrap_or(0));
+        let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
+        Ok(rustix::mount::mount(source, target, fstype, flags, Some(data.as_c_str()))?)
+    }
+
+    fn umount(&mut self, target: &str) -> io::Result<()> {
+        Ok(rustix::mount::unmount(target, UnmountFlags::empty())?)
+    }
+
+    fn mkdir(&mut self, path: &str) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        let _ = std::fs::remove_file(link);
+        std::os::unix::fs::symlink(target, link)
+    }
+
+    fn list_dir(&mut self, path: &str) -> io::Result<Vec<String>> {
+        Ok(std::fs::read_dir(path)?.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect())
+    }
+
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len);
+        f.take(len as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
+    fn read_to_string(&mut self, path: &str) -> io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        std::fs::write(path, data)
+    }
+
+    fn run(&mut self, argv: &[String]) -> io::Result<ExitStatus> {
+        let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command"))?;
+        let s = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).status()?;
+        use std::os::unix::process::ExitStatusExt as _;
+        Ok(s.code().map_or_else(|| ExitStatus::Signal(s.signal().unwrap_or(0)), ExitStatus::Code))
+    }
+
+    fn spawn(&mut self, argv: &[String]) -> io::Result<u32> {
+        let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command"))?;
+        // Never waited on through `Child`: `reap` collects every child with waitpid(-1).
+        let child = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).spawn()?;
+        Ok(child.id())
+    }
+
+    fn reap(&mut self) -> Option<(u32, ExitStatus)> {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, s))) => Some((pid.as_raw_nonzero().get().unsigned_abs(), status(s))),
+            _ => None,
+        }
+    }
+
+    fn kill(&mut self, pid: u32, force: bool) {
+        if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, if force { Signal::KILL } else { Signal::TERM });
+        }
+    }
+
+    fn now(&mut self) -> SystemTime {
+        SystemTime::now()
+    }
+
+    fn set_time(&mut self, t: SystemTime) -> io::Result<()> {
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).map_err(io::Error::other)?;
+        let ts = rustix::time::Timespec {
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(d.subsec_nanos()),
+        };
+        Ok(rustix::time::clock_settime(rustix::time::ClockId::Realtime, ts)?)
+    }
+
+    fn monotonic(&mut self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+
+    fn watchdog_open(&mut self, path: &str) -> io::Result<()> {
+        self.watchdog = Some(std::fs::OpenOptions::new().write(true).open(path)?);
+        Ok(())
+    }
+
+    fn watchdog_pet(&mut self) {
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.write_all(b"\0");
+        }
+    }
+
+    fn request(&mut self) -> Option<Request> {
+        if self.poweroff.swap(false, Ordering::Relaxed) {
+            Some(Request::Poweroff)
+        } else if self.reboot.swap(false, Ordering::Relaxed) {
+            Some(Request::Reboot)
+        } else {
+            None
+        }
+    }
+
+    fn sync(&mut self) {
+        rustix::fs::sync();
+    }
+
+    fn reboot(&mut self, request: Request, command: Option<&str>) {
+        if let Some(c) = command {
+            // RESTART2 with a command (tryboot) comes with the boot backend.
+            self.log(&format!("reboot command {c:?} is not supported here; plain restart"));
+        }
+        let cmd = match request {
+            Request::Reboot => rustix::system::RebootCommand::Restart,
+            Request::Poweroff => rustix::system::RebootCommand::PowerOff,
+        };
+        if let Err(e) = rustix::system::reboot(cmd) {
+            self.log(&format!("reboot failed: {e}"));
+        }
+    }
+
+    fn log(&mut self, message: &str) {
+        let line = format!("<6>trellis-init: {message}\n");
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .and_then(|mut k| k.write_all(line.as_bytes()))
+            .is_err()
+        {
+            eprintln!("trellis-init: {message}");
+        }
+    }
+}

@@ -1,0 +1,17 @@
+//! `trellis-init`: PID 1. All logic is in the library; this only wires it to Linux.
+
+fn main() {
+    let mut sys = trellis_init::linux::Linux::new();
+    let cfg = match std::fs::read_to_string("/etc/trellis/init.toml") {
+        Ok(text) => trellis_init::Config::from_toml(&text).unwrap_or_else(|e| {
+            eprintln!("trellis-init: /etc/trellis/init.toml: {e}; using defaults");
+            trellis_init::Config::default()
+        }),
+        Err(_) => trellis_init::Config::default(),
+    };
+    trellis_init::supervise::main_loop(&mut sys, &cfg);
+    // The kernel refused to reboot: nothing else to do but wait.
+    loop {
+        std::thread::park();
+    }
+}

@@ -1,0 +1,201 @@
+//! After boot: start the services, restart them with back-off, pet the
+//! watchdog, reap zombies, and act on reboot/poweroff requests.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::boot::Fatal;
+use crate::config::{Config, Service};
+use crate::system::{Request, System};
+
+const TICK: Duration = Duration::from_millis(100);
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+/// How long services get between SIGTERM and SIGKILL at shutdown.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+struct Running {
+    service: Service,
+    pid: Option<u32>,
+    crashes: VecDeque<Duration>,
+    restart_at: Option<Duration>,
+}
+
+/// How supervision ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Someone asked for a reboot or poweroff.
+    Requested(Request),
+    /// An essential service crash-looped.
+    Fatal(String),
+}
+
+/// The supervision loop's state.
+pub struct Supervisor {
+    services: Vec<Running>,
+    max_crashes: u32,
+    pet_every: Duration,
+    last_pet: Duration,
+    watchdog: bool,
+    cfg: Config,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor").field("services", &self.services.len()).finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// Open the watchdog and start every service.
+    pub fn start(sys: &mut impl System, cfg: &Config) -> Self {
+        let watchdog = !cfg.watchdog.is_empty()
+            && match sys.watchdog_open(&cfg.watchdog) {
+                Ok(()) => true,
+                Err(e) => {
+                    sys.log(&format!("no watchdog at {}: {e}", cfg.watchdog));
+                    false
+                }
+            };
+        let mut s = Self {
+            services: cfg
+                .services
+                .iter()
+                .map(|svc| Running { service: svc.clone(), pid: None, crashes: VecDeque::new(), restart_at: None })
+                .collect(),
+            max_crashes: cfg.max_crashes,
+            pet_every: Duration::from_millis(cfg.watchdog_pet_ms),
+            last_pet: sys.monotonic(),
+            watchdog,
+            cfg: cfg.clone(),
+        };
+        if watchdog {
+            sys.watchdog_pet();
+        }
+        for i in 0..s.services.len() {
+            s.launch(sys, i);
+        }
+        s
+    }
+
+    fn launch(&mut self, sys: &mut impl System, i: usize) {
+        let Some(r) = self.services.get_mut(i) else { return };
+        r.restart_at = None;
+        match sys.spawn(&r.service.argv) {
+            Ok(pid) => {
+                sys.log(&format!("started {} (pid {pid})", r.service.name));
+                r.pid = Some(pid);
+            }
+            Err(e) => {
+                sys.log(&format!("cannot start {} ({:?}): {e}", r.service.name, r.service.argv));
+                let now = sys.monotonic();
+                r.crashes.push_back(now);
+                r.restart_at = Some(now + self.cfg.backoff(u32::try_from(r.crashes.len()).unwrap_or(u32::MAX)));
+            }
+        }
+    }
+
+    /// One iteration: reap, restart what is due, pet the watchdog. Returns when
+    /// supervision must end.
+    pub fn step(&mut self, sys: &mut impl System) -> Option<Outcome> {
+        if let Some(request) = sys.request() {
+            return Some(Outcome::Requested(request));
+        }
+        while let Some((pid, status)) = sys.reap() {
+            let now = sys.monotonic();
+            let Some(r) = self.services.iter_mut().find(|r| r.pid == Some(pid)) else { continue }; // an orphan
+            r.pid = None;
+            r.crashes.push_back(now);
+            while r.crashes.front().is_some_and(|&t| now.saturating_sub(t) > CRASH_WINDOW) {
+                r.crashes.pop_front();
+            }
+            let n = u32::try_from(r.crashes.len()).unwrap_or(u32::MAX);
+            let delay = self.cfg.backoff(n);
+            sys.log(&format!("{} (pid {pid}) ended: {status:?}; restart in {} ms", r.service.name, delay.as_millis()));
+            if r.service.essential && n >= self.max_crashes {
+                return Some(Outcome::Fatal(Fatal::CrashLoop(r.service.name.clone()).to_string()));
+            }
+            r.restart_at = Some(now + delay);
+        }
+        let now = sys.monotonic();
+        let due: Vec<usize> =
+            (0..self.services.len()).filter(|&i| self.services[i].restart_at.is_some_and(|t| t <= now)).collect();
+        for i in due {
+            self.launch(sys, i);
+        }
+        if self.watchdog && now.saturating_sub(self.last_pet) >= self.pet_every {
+            sys.watchdog_pet();
+            self.last_pet = now;
+        }
+        None
+    }
+
+    /// Supervise until a request or a fatal error.
+    pub fn run(&mut self, sys: &mut impl System) -> Outcome {
+        loop {
+            if let Some(outcome) = self.step(sys) {
+                return outcome;
+            }
+            sys.sleep(TICK);
+        }
+    }
+
+    /// Stop every service: SIGTERM, a grace period, SIGKILL.
+    pub fn stop_all(&mut self, sys: &mut impl System) {
+        let pids: Vec<u32> = self.services.iter().filter_map(|r| r.pid).collect();
+        for &pid in &pids {
+            sys.kill(pid, false);
+        }
+        let deadline = sys.monotonic() + STOP_GRACE;
+        let mut left = pids;
+        while !left.is_empty() && sys.monotonic() < deadline {
+            while let Some((pid, _)) = sys.reap() {
+                left.retain(|&p| p != pid);
+            }
+            if self.watchdog {
+                sys.watchdog_pet();
+            }
+            sys.sleep(TICK);
+        }
+        for pid in left {
+            sys.kill(pid, true);
+        }
+        for r in &mut self.services {
+            r.pid = None;
+        }
+    }
+}
+
+/// Leave: stop services, sync, unmount the data partition, then reboot or power off.
+pub fn shutdown(sys: &mut impl System, supervisor: Option<&mut Supervisor>, cfg: &Config, request: Request, why: &str) {
+    sys.log(&format!("{why}: {}", if request == Request::Poweroff { "powering off" } else { "rebooting" }));
+    if let Some(s) = supervisor {
+        s.stop_all(sys);
+    }
+    sys.sync();
+    if let Err(e) = sys.umount(&cfg.data_dir) {
+        sys.log(&format!("cannot unmount {}: {e}", cfg.data_dir));
+    }
+    sys.sync();
+    sys.reboot(request, None);
+}
+
+/// The whole life of PID 1: boot, supervise, shut down. On any fatal error it
+/// reboots; it never returns on a real system.
+pub fn main_loop(sys: &mut impl System, cfg: &Config) {
+    match crate::boot::boot(sys, cfg) {
+        Err(fatal) => shutdown(sys, None, cfg, Request::Reboot, &format!("fatal: {fatal}")),
+        Ok(booted) => {
+            sys.log(&format!(
+                "booted from {} (data {}{})",
+                booted.disk,
+                booted.data_device,
+                if booted.formatted { ", formatted" } else { "" }
+            ));
+            let mut s = Supervisor::start(sys, cfg);
+            match s.run(sys) {
+                Outcome::Requested(r) => shutdown(sys, Some(&mut s), cfg, r, "requested"),
+                Outcome::Fatal(why) => shutdown(sys, Some(&mut s), cfg, Request::Reboot, &format!("fatal: {why}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! The boot sequence and supervision, traced: every side effect init makes is
+//! recorded by a fake `System`, and the tests read like what happens on a device.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use trellis_init::boot::Booted;
+use trellis_init::supervise::{Outcome, Supervisor, main_loop};
+use trellis_init::{Config, ExitStatus, Request, System, boot};
+
+const DATA: &str = "/dev/rootdisk0p7";
+
+#[derive(Default)]
+struct Trace {
+    calls: Vec<String>,
+    dirs: HashMap<String, Vec<String>>,
+    devices: HashMap<String, Vec<u8>>,
+    /// Data partition mounts fail while this is true (a corrupted file system).
+    data_broken: bool,
+    /// fsck's exit code (0 or 1: it repaired the file system).
+    fsck_code: i32,
+    clock: Option<SystemTime>,
+    mono: Duration,
+    next_pid: u32,
+    /// (when, pid, status): children that will exit.
+    exits: Vec<(Duration, u32, ExitStatus)>,
+    /// Every spawned child exits this long after starting (None: runs forever).
+    lifetime: Option<Duration>,
+    requests: VecDeque<(Duration, Request)>,
+    written: HashMap<String, usize>,
+}
+
+impl Trace {
+    fn pi_like(head: Vec<u8>) -> Self {
+        let mut t = Self { next_pid: 100, clock: Some(SystemTime::UNIX_EPOCH), ..Self::default() };
+        t.dirs.insert("/sys/block".into(), vec!["loop0".into(), "vda".into()]);
+        t.dirs.insert("/sys/block/vda".into(), (1..=7).map(|n| format!("vda{n}")).chain(["queue".into()]).collect());
+        t.devices.insert(DATA.into(), head);
+        t
+    }
+
+    fn called(&self, prefix: &str) -> bool {
+        self.calls.iter().any(|c| c.starts_with(prefix))
+    }
+
+    fn position(&self, prefix: &str) -> usize {
+        self.calls
+            .iter()
+            .position(|c| c.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {:#?}", self.calls))
+    }
+}
+
+fn f2fs_head() -> Vec<u8> {
+    let mut h = vec![0u8; 4096];
+    h[1024..1028].copy_from_slice(&0xF2F5_2010u32.to_le_bytes());
+    h
+}
+
+impl System for Trace {
+    fn mount(&mut self, source: &str, target: &str, fstype: &str, _flags: u64, _data: &str) -> io::Result<()> {
+        self.calls.push(format!("mount {source} {target} {fstype}"));
+        if source == DATA && self.data_broken {
+            return Err(io::Error::from_raw_os_error(117)); // EUCLEAN
+        }
+        Ok(())
+    }
+    fn umount(&mut self, target: &str) -> io::Result<()> {
+        self.calls.push(format!("umount {target}"));
+        Ok(())
+    }
+    fn mkdir(&mut self, _path: &str) -> io::Result<()> {
+        Ok(())
+    }
+    fn symlink(&mut self, target: &str, link: &str) -> io::Result<()> {
+        self.calls.push(format!("symlink {link} -> {target}"));
+        Ok(())
+    }
+    fn list_dir(&mut self, path: &str) -> io::Result<Vec<String>> {
+        self.dirs.get(path).cloned().ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn read_at(&mut self, path: &str, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let d = self.devices.get(path).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let start = usize::try_from(offset).unwrap().min(d.len());
+        Ok(d[start..(start + len).min(d.len())].to_vec())
+    }
+    fn read_to_string(&mut self, _path: &str) -> io::Result<String> {
+        Err(io::ErrorKind::NotFound.into())
+    }
+    fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
+        self.calls.push(format!("write {path}"));
+        self.written.insert(path.into(), data.len());
+        Ok(())
+    }
+    fn run(&mut self, argv: &[String]) -> io::Result<ExitStatus> {
+        self.calls.push(format!("run {}", argv.join(" ")));
+        if argv[0].starts_with("mkfs") {
+            self.data_broken = false;
+            self.devices.insert(DATA.into(), f2fs_head());
+            return Ok(ExitStatus::Code(0));
+        }
+        // fsck: exit codes 0 and 1 mean the file system is now clean.
+        if self.fsck_code <= 1 {
+            self.data_broken = false;
+        }
+        Ok(ExitStatus::Code(self.fsck_code))
+    }
+    fn spawn(&mut self, argv: &[String]) -> io::Result<u32> {
+        self.next_pid += 1;
+        self.calls.push(format!("spawn {} pid {} at {}ms", argv.join(" "), self.next_pid, self.mono.as_millis()));
+        if let Some(life) = self.lifetime {
+            self.exits.push((self.mono + life, self.next_pid, ExitStatus::Signal(11)));
+        }
+        Ok(self.next_pid)
+    }
+    fn reap(&mut self) -> Option<(u32, ExitStatus)> {
+        let i = self.exits.iter().position(|(at, _, _)| *at <= self.mono)?;
+        let (_, pid, status) = self.exits.remove(i);
+        Some((pid, status))
+    }
+    fn kill(&mut self, pid: u32, force: bool) {
+        self.calls.push(format!("kill {pid}{}", if force { " -9" } else { "" }));
+        self.exits.push((self.mono, pid, ExitStatus::Signal(15)));
+    }
+    fn now(&mut self) -> SystemTime {
+        self.clock.unwrap_or(SystemTime::UNIX_EPOCH) + self.mono
+    }
+    fn set_time(&mut self, t: SystemTime) -> io::Result<()> {
+        self.calls.push(format!("set-time {}", t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()));
+        self.clock = Some(t - self.mono);
+        Ok(())
+    }
+    fn monotonic(&mut self) -> Duration {
+        self.mono
+    }
+    fn sleep(&mut self, d: Duration) {
+        self.mono += d;
+        if let Some((at, r)) = self.requests.front().copied()
+            && at <= self.mono
+        {
+            self.requests.pop_front();
+            self.requests.push_front((Duration::ZERO, r));
+        }
+    }
+    fn watchdog_open(&mut self, path: &str) -> io::Result<()> {
+        self.calls.push(format!("watchdog-open {path}"));
+        Ok(())
+    }
+    fn watchdog_pet(&mut self) {
+        self.calls.push(format!("pet at {}ms", self.mono.as_millis()));
+    }
+    fn request(&mut self) -> Option<Request> {
+        match self.requests.front() {
+            Some((at, r)) if *at <= self.mono => {
+                let r = *r;
+                self.requests.pop_front();
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+    fn sync(&mut self) {
+        self.calls.push("sync".into());
+    }
+    fn reboot(&mut self, request: Request, _command: Option<&str>) {
+        self.calls.push(format!("reboot {request:?}"));
+    }
+    fn log(&mut self, message: &str) {
+        self.calls.push(format!("log {message}"));
+    }
+}
+
+fn config() -> Config {
+    Config { build_time: 1_800_000_000, ..Config::default() }
+}
+
+#[test]
+fn first_boot_formats_the_data_partition() {
+    let mut t = Trace::pi_like(vec![0xff; 4096]); // as written at image time
+    let booted = boot(&mut t, &config()).unwrap();
+    assert_eq!(
+        booted,
+        Booted { disk: "vda".into(), data_device: DATA.into(), formatted: true, kept_aside: None, clock_stepped: true }
+    );
+    let expected_prefix = [
+        "mount proc /proc proc",
+        "mount sysfs /sys sysfs",
+        "mount devtmpfs /dev devtmpfs",
+        "mount tmpfs /run tmpfs",
+        "mount tmpfs /tmp tmpfs",
+        "set-time 1800000000",
+    ];
+    assert_eq!(&t.calls[..expected_prefix.len()], &expected_prefix[..], "{:#?}", t.calls);
+    assert!(t.called("symlink /dev/rootdisk0 -> vda"));
+    assert!(t.called("symlink /dev/rootdisk0p7 -> vda7"));
+    assert!(t.position("symlink /dev/rootdisk0p7") < t.position("run mkfs.f2fs"));
+    assert!(t.called("run mkfs.f2fs -q -f -l data /dev/rootdisk0p7"));
+    assert!(t.position("run mkfs.f2fs") < t.position("mount /dev/rootdisk0p7 /data f2fs"));
+    assert!(!t.called("run fsck"), "nothing to repair on a blank partition");
+}
+
+#[test]
+fn second_boot_keeps_the_data() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.clock = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000)); // synchronised clock
+    let booted = boot(&mut t, &config()).unwrap();
+    assert!(!booted.formatted && !booted.clock_stepped);
+    assert!(!t.called("run mkfs") && !t.called("set-time"));
+    assert!(t.called("mount /dev/rootdisk0p7 /data f2fs"));
+}
+
+#[test]
+fn a_corrupted_data_partition_is_repaired_when_possible() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.data_broken = true;
+    t.fsck_code = 1; // errors corrected
+    let booted = boot(&mut t, &config()).unwrap();
+    assert!(!booted.formatted && booted.kept_aside.is_none());
+    assert!(t.position("run fsck.f2fs -a /dev/rootdisk0p7") < t.calls.len() - 1);
+    assert!(!t.called("run mkfs"), "a repairable file system keeps its data");
+}
+
+#[test]
+fn an_unrepairable_data_partition_is_kept_aside_and_reformatted() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.data_broken = true;
+    t.fsck_code = 8; // operational error: could not fix
+    let booted = boot(&mut t, &config()).unwrap();
+    assert!(booted.formatted);
+    let kept = booted.kept_aside.unwrap();
+    assert!(kept.starts_with("/data/lost+found/corrupted-data-partition-"), "{kept}");
+    assert!(t.position("run fsck.f2fs") < t.position("run mkfs.f2fs"));
+    assert!(t.position("run mkfs.f2fs") < t.position(&format!("write {kept}")));
+    assert_eq!(t.written[&kept], 4096, "the partition's start was saved");
+}
+
+#[test]
+fn no_boot_disk_is_fatal_and_reboots() {
+    let mut t = Trace::pi_like(vec![]);
+    t.dirs.insert("/sys/block".into(), vec!["loop0".into()]);
+    main_loop(&mut t, &config());
+    assert!(t.called("log fatal: no boot disk"), "{:#?}", t.calls);
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
+    assert!(!t.called("spawn"));
+}
+
+#[test]
+fn the_runtime_is_restarted_with_backoff() {
+    let mut t = Trace::pi_like(f2fs_head());
+    let cfg = config();
+    let mut s = Supervisor::start(&mut t, &cfg);
+    assert!(t.called("spawn /usr/bin/trellis-runtime pid 101 at 0ms"));
+    // The runtime dies of a fault at 1 s.
+    t.exits.push((Duration::from_secs(1), 101, ExitStatus::Signal(11)));
+    // An orphan reparented to init exits too: reaped, ignored.
+    t.exits.push((Duration::from_millis(1200), 4242, ExitStatus::Code(0)));
+    while t.mono < Duration::from_secs(3) {
+        assert!(s.step(&mut t).is_none());
+        t.sleep(Duration::from_millis(100));
+    }
+    // Restarted after 500 ms of back-off.
+    assert!(t.called("spawn /usr/bin/trellis-runtime pid 102 at 1500ms"), "{:#?}", t.calls);
+    assert!(t.exits.is_empty(), "every child, the orphan too, was reaped");
+}
+
+#[test]
+fn a_crash_looping_runtime_makes_init_reboot_cleanly() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.lifetime = Some(Duration::from_millis(50));
+    main_loop(&mut t, &Config { max_crashes: 3, ..config() });
+    let spawns = t.calls.iter().filter(|c| c.starts_with("spawn")).count();
+    assert_eq!(spawns, 3, "{:#?}", t.calls);
+    assert!(t.called("log fatal: service runtime keeps crashing"));
+    let tail: Vec<&str> = t.calls.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["sync", "umount /data", "sync", "reboot Reboot"]);
+}
+
+#[test]
+fn poweroff_stops_services_then_unmounts() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.requests.push_back((Duration::from_secs(2), Request::Poweroff));
+    main_loop(&mut t, &config());
+    let kill = t.position("kill 101");
+    assert!(kill < t.position("umount /data"));
+    assert_eq!(t.calls.last().unwrap(), "reboot Poweroff");
+    assert!(!t.called("kill 101 -9"), "the runtime stopped on SIGTERM");
+}
+
+#[test]
+fn the_watchdog_is_petted_while_supervising() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.requests.push_back((Duration::from_secs(12), Request::Reboot));
+    main_loop(&mut t, &Config { watchdog_pet_ms: 5000, ..config() });
+    assert!(t.called("watchdog-open /dev/watchdog"));
+    for at in ["pet at 0ms", "pet at 5000ms", "pet at 10000ms"] {
+        assert!(t.called(at), "{at}: {:#?}", t.calls);
+    }
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
+}
+
+#[test]
+fn config_defaults_and_errors() {
+    let c = Config::from_toml("data-fs = \"ext4\"\n").unwrap();
+    assert_eq!(c.data_fs, "ext4");
+    assert_eq!(c.services[0].argv, ["/usr/bin/trellis-runtime"]);
+    assert!(Config::from_toml("data_fs = 1").unwrap_err().contains("data_fs"));
+    assert_eq!(c.backoff(1), Duration::from_millis(500));
+    assert_eq!(c.backoff(20), Duration::from_secs(30));
+    let _ = Outcome::Fatal(String::new());
+}
