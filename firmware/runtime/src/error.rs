@@ -46,6 +46,12 @@ pub enum LoadError {
         /// Why.
         source: trellis_appfmt::FormatError,
     },
+    /// The file is not named `NAME.wasm` with a valid app name.
+    #[error("{path}: an app file is named NAME.wasm, NAME of a-z, 0-9, '-' and '_' (at most 64)")]
+    FileName {
+        /// The file.
+        path: PathBuf,
+    },
     /// The file name and the manifest's name differ.
     #[error("{path}: the manifest names the app {manifest:?}, but the file must then be named {manifest}.wasm")]
     NameMismatch {

@@ -507,7 +507,7 @@ impl Supervisor {
 
     fn load_path(&mut self, path: &Path) -> Result<SwapOutcome, LoadError> {
         let Some(app) = app_name(path) else {
-            return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: String::new() });
+            return Err(LoadError::FileName { path: path.to_owned() });
         };
         let result = self.load_file(path, &app);
         if let Err(e) = &result

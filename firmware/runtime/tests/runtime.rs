@@ -284,6 +284,11 @@ fn a_file_named_differently_from_its_manifest_is_refused() {
     dev.install("other", &example("counter"));
     let reason = dev.wait_refused("other");
     assert!(reason.contains("names the app \"counter\""), "{reason}");
+    // Not an app name at all: ignored by the watcher, refused when asked for.
+    let odd = dev.apps().join("Odd Name.wasm");
+    std::fs::write(&odd, example("counter")).unwrap();
+    let err = dev.runtime.load(&odd).unwrap_err();
+    assert!(err.contains("an app file is named NAME.wasm"), "{err}");
 }
 
 #[test]
