@@ -442,18 +442,22 @@ struct Supervisor {
 impl Supervisor {
     fn run(&mut self, rx: &Receiver<Control>) {
         loop {
-            let next_restart = self.slots.values().filter_map(|s| s.restart_at).min();
-            let wake = next_restart.unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
-            match rx.recv_deadline(wake.min(Instant::now() + Duration::from_millis(500))) {
+            let tick = Instant::now() + Duration::from_millis(500);
+            let wake = self.slots.values().filter_map(|s| s.restart_at).fold(tick, Instant::min);
+            match rx.recv_deadline(wake) {
                 Ok(Control::Load { path, reply }) => {
                     let result = self.load_path(&path);
-                    match (&result, reply) {
-                        (_, Some(reply)) => {
+                    match reply {
+                        Some(reply) => {
                             let _ = reply.send(result.map_err(|e| e.to_string()));
                         }
-                        (Err(LoadError::Unchanged { .. }), None) => {}
-                        (Err(e), None) => tracing::warn!("{e}"),
-                        (Ok(_), None) => {}
+                        None => {
+                            if let Err(e) = result
+                                && !matches!(e, LoadError::Unchanged { .. })
+                            {
+                                tracing::warn!("refused: {e}");
+                            }
+                        }
                     }
                 }
                 Ok(Control::Remove { path }) => self.remove(&path),
@@ -488,7 +492,7 @@ impl Supervisor {
         files.sort();
         for path in files {
             if let Err(e) = self.load_path(&path) {
-                tracing::warn!("{e}");
+                tracing::warn!("refused: {e}");
                 // A broken file (a power cut mid-copy, a bad update): run the last good copy.
                 let Some(app) = app_name(&path) else { continue };
                 let good = self.last_good_path(&app);
@@ -560,7 +564,7 @@ impl Supervisor {
             version = %version.manifest.version,
             replaced = replaced.as_deref().unwrap_or("-"),
             compile = ?source,
-            ms = t0.elapsed().as_secs_f64() * 1000.0,
+            ms = %format_args!("{:.1}", t0.elapsed().as_secs_f64() * 1000.0),
             "app running"
         );
         let outcome = SwapOutcome {
@@ -831,6 +835,7 @@ impl Supervisor {
             slot.failed = Some(reason.clone());
             slot.restart_at = None;
         }
+        tracing::error!(app, "{reason}: stopped until a new version arrives");
         self.services.broker.remove(app);
         self.services.events.emit(RuntimeEvent::Stopped { app: app.to_owned(), reason });
     }

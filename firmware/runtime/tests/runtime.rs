@@ -413,3 +413,34 @@ fn hotplug_events_reach_subscribed_apps_only() {
     assert!(reason.contains("hot-plug events of \"gpio\" are not granted"), "{reason}");
     assert_eq!(dev.running_version("subscriber").as_deref(), Some("1.0.0"));
 }
+
+/// A TMP102 that takes 80 ms per transfer (a slow bus, clock stretching).
+struct SlowSensor(trellis_hal::sim::Tmp102);
+
+impl trellis_hal::sim::SimI2cDevice for SlowSensor {
+    fn write(&mut self, data: &[u8]) {
+        std::thread::sleep(Duration::from_millis(80));
+        self.0.write(data);
+    }
+    fn read(&mut self, buf: &mut [u8]) {
+        self.0.read(buf);
+    }
+}
+
+#[test]
+fn time_blocked_in_the_host_does_not_count_against_the_deadline() {
+    // call-ms is 50; every reading blocks 80 ms in the host's I2C transfer.
+    let fast = with_config(manifest("thermostat"), &[("period-ms", "10")]);
+    assert_eq!(fast.limits.call_ms, 50);
+    let dev = device(&[("thermostat", pack("thermostat", &fast))], |_| {});
+    dev.wait_started("thermostat", "1.0.0");
+    let slow = SlowSensor(trellis_hal::sim::Tmp102::new(dev.board.temperature.clone()));
+    dev.board.i2c.add_device(trellis_hal::sim::SENSOR_BUS, trellis_hal::sim::SENSOR_ADDRESS, slow);
+    let readings = dev.runtime.subscribe("sensors/temperature");
+    for _ in 0..5 {
+        readings.recv_timeout(SECS).expect("the thermostat keeps reading");
+    }
+    let status = dev.runtime.app_status("thermostat").unwrap();
+    assert_eq!(status.restarts, 0, "{:?}", status.last_error);
+    assert!(status.last_error.is_none(), "{:?}", status.last_error);
+}

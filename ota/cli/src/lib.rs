@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use trellis_appfmt::{AppFile, Manifest, generate_key, interface_imports, load_signing_key, write_key_pair};
 use trellis_hal::sim::SimBoard;
-use trellis_runtime::{Runtime, RuntimeConfig, RuntimeEvent};
+use trellis_runtime::{Runtime, RuntimeConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -279,7 +279,6 @@ fn run_apps(args: &RunArgs) -> Result<()> {
     board.temperature.set(args.temperature);
     board.gpio.on_output_change(|line, level| tracing::info!(target: "sim", "GPIO {line} -> {level:?}"));
     let runtime = Runtime::start(config, board.board())?;
-    let events = runtime.events();
     let subscription = runtime.subscribe("#");
     tracing::info!(dir = %apps_dir.display(), "running; replace a .wasm file there to swap it (Ctrl-C to stop)");
     let deadline = args.seconds.map(|s| std::time::Instant::now() + Duration::from_secs(s));
@@ -287,7 +286,7 @@ fn run_apps(args: &RunArgs) -> Result<()> {
         if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             break;
         }
-        crossbeam_select(&events, &subscription);
+        print_messages(&subscription);
         if args.room {
             let heater = board.gpio.level(22).map(trellis_hal::gpio::Level::is_high).unwrap_or(false);
             let t = board.temperature.get();
@@ -298,20 +297,10 @@ fn run_apps(args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Print what happened since the last call (events, then messages), waiting up to 100 ms.
-fn crossbeam_select(events: &trellis_runtime::EventReceiver, messages: &trellis_runtime::MessageReceiver) {
+/// Print the messages published since the last call, after waiting 100 ms.
+/// (Loads, refusals and crashes are logged by the runtime itself.)
+fn print_messages(messages: &trellis_runtime::MessageReceiver) {
     std::thread::sleep(Duration::from_millis(100));
-    for e in events.try_iter() {
-        match e {
-            RuntimeEvent::Refused { app, reason } => {
-                tracing::warn!(app = app.as_deref().unwrap_or("?"), "refused: {reason}")
-            }
-            RuntimeEvent::Crashed { app, fault } => tracing::error!(app, "crashed: {fault}"),
-            RuntimeEvent::FellBack { app, version } => tracing::warn!(app, "fell back to version {version}"),
-            RuntimeEvent::Stopped { app, reason } => tracing::warn!(app, "stopped: {reason}"),
-            RuntimeEvent::Started { .. } | RuntimeEvent::Denied { .. } | RuntimeEvent::Log { .. } => {}
-        }
-    }
     for m in messages.try_iter() {
         tracing::info!(target: "pubsub", "{} {}: {}", m.from, m.topic, String::from_utf8_lossy(&m.payload));
     }
