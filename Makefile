@@ -7,8 +7,13 @@ BUILD      ?= build
 WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
 EXAMPLES   := blinky thermostat counter publisher subscriber
 TRELLIS    := target/debug/trellis
+DEVICE     := aarch64-unknown-linux-gnu
+# Cross-building for the Pi with Debian's toolchain; tests run under qemu-user.
+CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+              CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+              CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup apps cli lint test demo bench clean
+.PHONY: help setup apps cli cross test-aarch64 lint test demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +31,12 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/apps/$$app.wasm || exit 1; \
 	done
 
+cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
+	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime --features trellis-runtime/linux --bins
+
+test-aarch64: ## Run init's tests as aarch64 binaries under qemu-user
+	$(CROSS_ENV) $(CARGO) test --target $(DEVICE) -p trellis-init
+
 lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	$(CARGO) fmt --all --check
 	cd wasm-apps && $(CARGO) fmt --all --check
@@ -33,8 +44,10 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 
-test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests
+test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, the aarch64 build
 	$(CARGO) test --workspace --all-features
+	$(MAKE) --no-print-directory test-aarch64 cross
+	scripts/aarch64-smoke.sh $(BUILD)
 
 demo: setup apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)

@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(shellcheck)
+APT_PACKAGES=(shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
 TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
-TARGETS=(wasm32-wasip2)
+TARGETS=(wasm32-wasip2 aarch64-unknown-linux-gnu)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
