@@ -13,12 +13,15 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup apps cli cross test-aarch64 lint test demo bench clean
+.PHONY: help setup setup-host apps cli cross test-aarch64 lint test demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## Install what the build and tests need (apt packages, Rust targets)
+	@scripts/setup.sh --cross
+
+setup-host:
 	@scripts/setup.sh
 
 cli: ## Build the trellis CLI (debug)
@@ -49,10 +52,10 @@ test: setup lint apps ## Everything: setup, lints, apps, unit and integration te
 	$(MAKE) --no-print-directory test-aarch64 cross
 	scripts/aarch64-smoke.sh $(BUILD)
 
-demo: setup apps ## Run the example apps on simulated hardware and swap one live
+demo: setup-host apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)
 
-bench: setup apps ## Benchmarks (results: see docs/benchmarks.md)
+bench: setup-host apps ## Benchmarks (results: see docs/benchmarks.md)
 	$(CARGO) bench -p trellis-runtime --bench runtime
 
 clean: ## Remove build output

@@ -2,15 +2,21 @@
 # Install what Trellis's build and tests need on a Debian machine. Idempotent:
 # installs only what is missing. Fails with a message naming what could not
 # be installed.
+#   setup.sh          what `make demo` and `make apps` need
+#   setup.sh --cross  also the linters and the aarch64 cross toolchain and qemu-user (`make test`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+APT_PACKAGES=()
 TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
-TARGETS=(wasm32-wasip2 aarch64-unknown-linux-gnu)
+TARGETS=(wasm32-wasip2)
+if [ "${1:-}" = "--cross" ]; then
+  APT_PACKAGES+=(shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+  TARGETS+=(aarch64-unknown-linux-gnu)
+fi
 
 missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
+for pkg in "${APT_PACKAGES[@]+"${APT_PACKAGES[@]}"}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
