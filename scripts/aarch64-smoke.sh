@@ -15,9 +15,9 @@ apps=$(find "$dir/apps" -name '*.wasm' | wc -l)
 qemu-aarch64-static -L /usr/aarch64-linux-gnu "$runtime" --board sim \
   --apps-dir "$dir/apps" --state-dir "$dir/state" --config /nonexistent >"$dir/log" 2>&1 &
 pid=$!
-for _ in $(seq 120); do
+for _ in $(seq 60); do
   running=$(grep -c 'app running' "$dir/log" || true)
-  if [ "$running" -ge "$apps" ] && grep -q 'demo/ticks: 1 ' "$dir/log"; then
+  if [ "$running" -ge "$apps" ] && grep -q 'demo/ticks: [0-9]* (message' "$dir/log"; then
     echo "aarch64-smoke: $running of $apps apps running on aarch64, messages flowing"
     exit 0
   fi

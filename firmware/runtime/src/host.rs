@@ -130,6 +130,8 @@ pub(crate) struct HostState {
     /// spent blocked (not charged to the app's deadline).
     call_started: Instant,
     host_time: Duration,
+    /// The deadline of the current call.
+    call_limit: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
     i2c: HashMap<u32, Box<dyn I2cBus>>,
@@ -184,6 +186,7 @@ impl HostState {
             live: false,
             call_started: Instant::now(),
             host_time: Duration::ZERO,
+            call_limit: Duration::ZERO,
             wasi,
             table: ResourceTable::new(),
             i2c: HashMap::new(),
@@ -191,15 +194,16 @@ impl HostState {
         }
     }
 
-    /// A call into the app begins.
-    pub fn begin_call(&mut self) {
+    /// A call into the app begins, with `limit` for the app's own time.
+    pub fn begin_call(&mut self, limit: Duration) {
         self.call_started = Instant::now();
         self.host_time = Duration::ZERO;
+        self.call_limit = limit;
     }
 
-    /// Time the current call has spent in the app itself.
-    pub fn guest_time(&self) -> Duration {
-        self.call_started.elapsed().saturating_sub(self.host_time)
+    /// Time the current call has spent in the app itself, and its limit.
+    pub fn guest_time(&self) -> (Duration, Duration) {
+        (self.call_started.elapsed().saturating_sub(self.host_time), self.call_limit)
     }
 
     /// Run a host operation that may block on I/O, not charging it to the app.

@@ -34,8 +34,13 @@ pub(crate) struct Instance {
     app: App,
     state: Option<StateFns>,
     call_ms: u32,
+    limit: Duration,
     ticks: u64,
 }
+
+/// The least time instantiation, `start` and `restore` get, in milliseconds:
+/// one-time set-up on a slow (or emulated) CPU must not be cut at `call-ms`.
+const INSTANTIATE_MS: u64 = 1000;
 
 /// Turn a wasmtime error from a call into what the operator reads.
 fn classify(err: &wasmtime::Error, call_ms: u32) -> Fault {
@@ -65,15 +70,17 @@ impl Instance {
         // The deadline counts the app's own time: time spent blocked in host
         // calls (an fsync of the key-value store, a slow I2C transfer) is given back.
         store.epoch_deadline_callback(move |ctx| {
-            let used = ctx.data().guest_time();
+            let (used, limit) = ctx.data().guest_time();
             if used >= limit {
                 return Err(wasmtime::Error::new(wasmtime::Trap::Interrupt));
             }
             let left = u64::try_from((limit - used).as_millis()).unwrap_or(u64::MAX);
             Ok(wasmtime::UpdateDeadline::Continue(left.div_ceil(tick_ms).max(1)))
         });
-        store.data_mut().begin_call();
-        store.set_epoch_deadline(ticks);
+        // Instantiation runs the component's initialisers: give it at least
+        // INSTANTIATE_MS (a slow or emulated CPU), still bounded.
+        store.data_mut().begin_call(limit.max(Duration::from_millis(INSTANTIATE_MS)));
+        store.set_epoch_deadline(1);
         let instance = linker.instantiate(&mut store, component).map_err(|e| match classify(&e, call_ms) {
             Fault::Trap(_) => format!("{e:#}"),
             fault => fault.to_string(),
@@ -93,7 +100,7 @@ impl Instance {
                     restore: instance.get_typed_func(&mut store, restore).ok()?,
                 })
             });
-        Ok(Self { store, app, state, call_ms, ticks })
+        Ok(Self { store, app, state, call_ms, limit, ticks })
     }
 
     /// Whether the app exports `state`.
@@ -102,7 +109,20 @@ impl Instance {
     }
 
     fn call<R>(&mut self, f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, Fault> {
-        self.store.data_mut().begin_call();
+        self.call_within(self.limit, f)
+    }
+
+    /// One-time calls (`start`, `restore`) get at least `INSTANTIATE_MS`, like instantiation.
+    fn call_once<R>(&mut self, f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, Fault> {
+        self.call_within(self.limit.max(Duration::from_millis(INSTANTIATE_MS)), f)
+    }
+
+    fn call_within<R>(
+        &mut self,
+        limit: Duration,
+        f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Fault> {
+        self.store.data_mut().begin_call(limit);
         self.store.set_epoch_deadline(self.ticks);
         f(&self.app, &mut self.store).map_err(|e| classify(&e, self.call_ms))
     }
@@ -110,7 +130,7 @@ impl Instance {
     pub fn start(&mut self) -> Result<(), Fault> {
         let config: Vec<(String, String)> =
             self.store.data().manifest.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        self.call(|app, store| app.call_start(store, &config))?.map_err(Fault::StartRefused)
+        self.call_once(|app, store| app.call_start(store, &config))?.map_err(Fault::StartRefused)
     }
 
     pub fn save(&mut self) -> Result<Option<Vec<u8>>, Fault> {
@@ -120,7 +140,7 @@ impl Instance {
 
     pub fn restore(&mut self, data: Vec<u8>) -> Result<(), Fault> {
         let Some(restore) = self.state.as_ref().map(|s| s.restore) else { return Ok(()) };
-        self.call(|_, store| restore.call(store, (data,)))?.0.map_err(Fault::StartRefused)
+        self.call_once(|_, store| restore.call(store, (data,)))?.0.map_err(Fault::StartRefused)
     }
 
     /// Deliver one event. An error the handler returns is logged; a trap is a fault.
