@@ -13,7 +13,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host apps cli cross test-aarch64 lint test demo bench clean
+.PHONY: help setup setup-host apps cli cross cross-release twin-image qemu test-twin bench-twin test-aarch64 lint test demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,23 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime --features trellis-runtime/linux --bins
 
+cross-release:
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime --features trellis-runtime/linux --bins
+
+twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
+	scripts/twin-image.sh $(BUILD)
+
+qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X quits)
+	@if [ ! -f $(BUILD)/twin/qemu.img ] || [ $(BUILD)/twin/trellis.img -nt $(BUILD)/twin/qemu.img ]; then \
+	  cp --sparse=always $(BUILD)/twin/trellis.img $(BUILD)/twin/qemu.img; fi
+	$(CARGO) run -q -p trellis-twin -- $(BUILD)/twin/qemu.img
+
+test-twin: twin-image ## The device-twin tests: boot the image in QEMU and play the user's stories
+	$(CARGO) test -p trellis-twin -- --test-threads=1
+
+bench-twin: twin-image ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU
+	$(CARGO) bench -p trellis-twin --bench twin
+
 test-aarch64: ## Run init's tests as aarch64 binaries under qemu-user
 	$(CROSS_ENV) $(CARGO) test --target $(DEVICE) -p trellis-init
 
@@ -47,16 +64,18 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run
 
-test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, the aarch64 build
-	$(CARGO) test --workspace --all-features
-	$(MAKE) --no-print-directory test-aarch64 cross
+test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
+	$(CARGO) test --workspace --all-features --exclude trellis-twin
+	$(MAKE) --no-print-directory test-aarch64 cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
+	$(MAKE) --no-print-directory test-twin
 
 demo: setup-host apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)
 
-bench: setup-host apps ## Benchmarks (results: see docs/benchmarks.md)
+bench: setup-host apps ## Benchmarks: the runtime's, then the twin's (results: see docs/benchmarks.md)
 	$(CARGO) bench -p trellis-runtime --bench runtime
+	$(MAKE) --no-print-directory bench-twin
 
 clean: ## Remove build output
 	$(CARGO) clean

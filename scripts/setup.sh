@@ -3,7 +3,8 @@
 # installs only what is missing. Fails with a message naming what could not
 # be installed.
 #   setup.sh          what `make demo` and `make apps` need
-#   setup.sh --cross  also the linters and the aarch64 cross toolchain and qemu-user (`make test`)
+#   setup.sh --cross  also the linters, the aarch64 cross toolchain, qemu-user, and what the
+#                     device twin's image and harness need (`make test`, `make qemu`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +13,18 @@ TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 TARGETS=(wasm32-wasip2)
 if [ "${1:-}" = "--cross" ]; then
   APT_PACKAGES+=(shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
+  # The twin: its kernel (Debian's source, built with the cross compiler), the image tools, QEMU.
+  APT_PACKAGES+=(linux-source-6.1 make flex bison bc kmod libssl-dev libelf-dev xz-utils
+    genimage squashfs-tools dosfstools mtools f2fs-tools qemu-system-arm)
   TARGETS+=(aarch64-unknown-linux-gnu)
+  # Debian's arm64 packages (RAUC, dbus, f2fs-tools, busybox) go into the twin's root filesystem.
+  if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    echo "setup: adding the arm64 architecture to dpkg (for the twin's root filesystem)"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    { $sudo dpkg --add-architecture arm64 && $sudo apt-get update -qq; } \
+      || { echo "setup: could not add the arm64 architecture (dpkg --add-architecture arm64)" >&2; exit 1; }
+  fi
 fi
 
 missing=()

@@ -55,6 +55,11 @@ pub struct Config {
     /// Crashes within a minute that make an essential service's failure fatal.
     #[serde(default = "Config::default_max_crashes")]
     pub max_crashes: u32,
+    /// A reboot passes this file's first line to the kernel as the restart
+    /// command (`reboot(RESTART2, …)`), like systemd's `/run/systemd/reboot-param`:
+    /// `0 tryboot` asks the Pi firmware for a trial boot of the other slot.
+    #[serde(default = "Config::default_reboot_param")]
+    pub reboot_param: String,
 }
 
 impl Config {
@@ -84,6 +89,9 @@ impl Config {
     }
     const fn default_max_crashes() -> u32 {
         10
+    }
+    fn default_reboot_param() -> String {
+        "/run/trellis/reboot-param".into()
     }
     fn default_services() -> Vec<Service> {
         vec![Service { name: "runtime".into(), argv: vec!["/usr/bin/trellis-runtime".into()], essential: true }]
@@ -120,6 +128,7 @@ impl Default for Config {
             services: Self::default_services(),
             restart_backoff_ms: Self::default_backoff_ms(),
             max_crashes: Self::default_max_crashes(),
+            reboot_param: Self::default_reboot_param(),
         })
     }
 }

@@ -13,8 +13,10 @@ pub enum Content {
     Ext4,
     /// An F2FS superblock.
     F2fs,
-    /// Neither: never formatted, or wiped (Nerves writes 0xff over it at image time).
+    /// Blank: never formatted, or wiped (all 0xff, as the image leaves it, or all zeros).
     Nothing,
+    /// Something else: a damaged superblock, or garbage.
+    Unknown,
 }
 
 /// Bytes of a partition's start that [`detect`] needs.
@@ -31,7 +33,11 @@ pub fn detect(head: &[u8]) -> Content {
     if head.get(1024..1028) == Some(&[0x10, 0x20, 0xF5, 0xF2]) {
         return Content::F2fs;
     }
-    Content::Nothing
+    if head.iter().all(|&b| b == 0xff) || head.iter().all(|&b| b == 0) {
+        Content::Nothing
+    } else {
+        Content::Unknown
+    }
 }
 
 #[cfg(test)]
@@ -55,5 +61,8 @@ mod tests {
         f2[1024..1028].copy_from_slice(&0xF2F5_2010u32.to_le_bytes());
         assert_eq!(detect(&f2), Content::F2fs);
         assert_eq!(detect(&[]), Content::Nothing);
+        assert_eq!(detect(&[0u8; PROBE_LEN]), Content::Nothing);
+        let garbage: Vec<u8> = (0..PROBE_LEN).map(|i| (i * 7 % 251) as u8).collect();
+        assert_eq!(detect(&garbage), Content::Unknown);
     }
 }

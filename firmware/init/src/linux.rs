@@ -46,6 +46,38 @@ impl Default for Linux {
     }
 }
 
+/// `reboot(LINUX_REBOOT_CMD_RESTART2, command)`: restart passing `command` to
+/// the firmware (the kernel prints `Restarting system with command '…'`).
+/// rustix and libc wrap `reboot(2)` without the argument, so this is the raw call.
+#[allow(unsafe_code)]
+fn restart2(command: &str) -> io::Result<()> {
+    let c = std::ffi::CString::new(command).map_err(io::Error::other)?;
+    // SAFETY: reboot(2) with the two magic numbers, RESTART2 and a pointer to a
+    // NUL-terminated string that outlives the call; it only returns on failure.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_reboot,
+            libc::LINUX_REBOOT_MAGIC1,
+            libc::LINUX_REBOOT_MAGIC2,
+            libc::LINUX_REBOOT_CMD_RESTART2,
+            c.as_ptr(),
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Children need a search path; the kernel starts PID 1 without `PATH`.
+const PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+fn command(program: &str, args: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new(program);
+    c.args(args).stdin(std::process::Stdio::null());
+    if std::env::var_os("PATH").is_none() {
+        c.env("PATH", PATH);
+    }
+    c
+}
+
 fn status(s: rustix::process::WaitStatus) -> ExitStatus {
     match (s.exit_status(), s.terminating_signal()) {
         (Some(code), _) => ExitStatus::Code(code),
@@ -96,7 +128,7 @@ impl System for Linux {
 
     fn run(&mut self, argv: &[String]) -> io::Result<ExitStatus> {
         let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command"))?;
-        let s = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).status()?;
+        let s = command(program, args).status()?;
         use std::os::unix::process::ExitStatusExt as _;
         Ok(s.code().map_or_else(|| ExitStatus::Signal(s.signal().unwrap_or(0)), ExitStatus::Code))
     }
@@ -104,7 +136,7 @@ impl System for Linux {
     fn spawn(&mut self, argv: &[String]) -> io::Result<u32> {
         let (program, args) = argv.split_first().ok_or_else(|| io::Error::other("empty command"))?;
         // Never waited on through `Child`: `reap` collects every child with waitpid(-1).
-        let child = std::process::Command::new(program).args(args).stdin(std::process::Stdio::null()).spawn()?;
+        let child = command(program, args).spawn()?;
         Ok(child.id())
     }
 
@@ -168,9 +200,11 @@ impl System for Linux {
     }
 
     fn reboot(&mut self, request: Request, command: Option<&str>) {
-        if let Some(c) = command {
-            // RESTART2 with a command (tryboot) comes with the boot backend.
-            self.log(&format!("reboot command {c:?} is not supported here; plain restart"));
+        if let (Request::Reboot, Some(c)) = (request, command) {
+            match restart2(c) {
+                Ok(()) => return,
+                Err(e) => self.log(&format!("restart with command {c:?} failed: {e}; plain restart")),
+            }
         }
         let cmd = match request {
             Request::Reboot => rustix::system::RebootCommand::Restart,

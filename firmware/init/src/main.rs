@@ -1,6 +1,15 @@
 //! `trellis-init`: PID 1. All logic is in the library; this only wires it to Linux.
 
 fn main() {
+    if std::process::id() != 1 {
+        // Not the first process: never touch mounts or reboot a development machine.
+        if std::env::args().nth(1).as_deref() == Some("--version") {
+            println!("trellis-init {}", env!("CARGO_PKG_VERSION"));
+            return;
+        }
+        eprintln!("trellis-init: runs only as PID 1 (the kernel's init=); try --version");
+        std::process::exit(2);
+    }
     let mut sys = trellis_init::linux::Linux::new();
     let cfg = match std::fs::read_to_string("/etc/trellis/init.toml") {
         Ok(text) => trellis_init::Config::from_toml(&text).unwrap_or_else(|e| {

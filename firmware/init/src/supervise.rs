@@ -176,7 +176,18 @@ pub fn shutdown(sys: &mut impl System, supervisor: Option<&mut Supervisor>, cfg:
         sys.log(&format!("cannot unmount {}: {e}", cfg.data_dir));
     }
     sys.sync();
-    sys.reboot(request, None);
+    // A restart command (tryboot) left by whoever asked for the reboot.
+    let command = match request {
+        Request::Reboot => sys
+            .read_to_string(&cfg.reboot_param)
+            .ok()
+            .and_then(|text| text.lines().next().map(str::trim).filter(|l| !l.is_empty()).map(String::from)),
+        Request::Poweroff => None,
+    };
+    if let Some(c) = &command {
+        sys.log(&format!("restart command {c:?} from {}", cfg.reboot_param));
+    }
+    sys.reboot(request, command.as_deref());
 }
 
 /// The whole life of PID 1: boot, supervise, shut down. On any fatal error it

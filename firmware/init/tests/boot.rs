@@ -31,6 +31,8 @@ struct Trace {
     lifetime: Option<Duration>,
     requests: VecDeque<(Duration, Request)>,
     written: HashMap<String, usize>,
+    /// Text files (`read_to_string`).
+    files: HashMap<String, String>,
 }
 
 impl Trace {
@@ -87,8 +89,8 @@ impl System for Trace {
         let start = usize::try_from(offset).unwrap().min(d.len());
         Ok(d[start..(start + len).min(d.len())].to_vec())
     }
-    fn read_to_string(&mut self, _path: &str) -> io::Result<String> {
-        Err(io::ErrorKind::NotFound.into())
+    fn read_to_string(&mut self, path: &str) -> io::Result<String> {
+        self.files.get(path).cloned().ok_or_else(|| io::ErrorKind::NotFound.into())
     }
     fn write(&mut self, path: &str, data: &[u8]) -> io::Result<()> {
         self.calls.push(format!("write {path}"));
@@ -165,8 +167,11 @@ impl System for Trace {
     fn sync(&mut self) {
         self.calls.push("sync".into());
     }
-    fn reboot(&mut self, request: Request, _command: Option<&str>) {
-        self.calls.push(format!("reboot {request:?}"));
+    fn reboot(&mut self, request: Request, command: Option<&str>) {
+        match command {
+            Some(c) => self.calls.push(format!("reboot {request:?} {c:?}")),
+            None => self.calls.push(format!("reboot {request:?}")),
+        }
     }
     fn log(&mut self, message: &str) {
         self.calls.push(format!("log {message}"));
@@ -238,6 +243,19 @@ fn an_unrepairable_data_partition_is_kept_aside_and_reformatted() {
 }
 
 #[test]
+fn garbage_over_the_superblock_is_not_mistaken_for_a_blank_partition() {
+    // Not 0xff, not zeros, no superblock: damaged, so its start is kept before formatting.
+    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let mut t = Trace::pi_like(garbage);
+    t.data_broken = true;
+    t.fsck_code = 8;
+    let booted = boot(&mut t, &config()).unwrap();
+    assert!(booted.formatted && booted.kept_aside.is_some(), "{:#?}", t.calls);
+    assert!(t.called("log /dev/rootdisk0p7 is corrupted"));
+    assert!(!t.called("log /dev/rootdisk0p7 holds no file system"));
+}
+
+#[test]
 fn no_boot_disk_is_fatal_and_reboots() {
     let mut t = Trace::pi_like(vec![]);
     t.dirs.insert("/sys/block".into(), vec!["loop0".into()]);
@@ -287,6 +305,23 @@ fn poweroff_stops_services_then_unmounts() {
     assert!(kill < t.position("umount /data"));
     assert_eq!(t.calls.last().unwrap(), "reboot Poweroff");
     assert!(!t.called("kill 101 -9"), "the runtime stopped on SIGTERM");
+}
+
+#[test]
+fn a_reboot_passes_the_restart_command_left_for_it() {
+    // The Pi firmware's trial boot: whoever asks for it writes "0 tryboot" and signals PID 1.
+    let mut t = Trace::pi_like(f2fs_head());
+    t.files.insert("/run/trellis/reboot-param".into(), "0 tryboot\n".into());
+    t.requests.push_back((Duration::from_secs(2), Request::Reboot));
+    main_loop(&mut t, &config());
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot \"0 tryboot\"");
+    assert!(t.position("umount /data") < t.calls.len() - 1);
+    // A poweroff ignores it.
+    let mut t = Trace::pi_like(f2fs_head());
+    t.files.insert("/run/trellis/reboot-param".into(), "0 tryboot\n".into());
+    t.requests.push_back((Duration::from_secs(2), Request::Poweroff));
+    main_loop(&mut t, &config());
+    assert_eq!(t.calls.last().unwrap(), "reboot Poweroff");
 }
 
 #[test]

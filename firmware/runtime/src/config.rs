@@ -110,6 +110,11 @@ pub struct RuntimeConfig {
     /// Run only these apps of the directory (default: every `NAME.wasm`).
     #[serde(default)]
     pub only: Option<Vec<String>>,
+    /// Apps shipped in the image (`/usr/share/trellis/apps`), copied into the
+    /// apps directory when that does not exist (first boot, or after the data
+    /// partition was reformatted). An apps directory that exists is never touched.
+    #[serde(default)]
+    pub seed_dir: Option<PathBuf>,
 }
 
 impl RuntimeConfig {
@@ -146,6 +151,7 @@ impl RuntimeConfig {
             crash: CrashPolicy::default(),
             hardware: HardwarePolicy::default(),
             only: None,
+            seed_dir: None,
         }
     }
 

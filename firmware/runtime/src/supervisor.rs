@@ -230,6 +230,34 @@ fn app_name(path: &Path) -> Option<String> {
     (!file.starts_with('.') && trellis_appfmt::valid_name(stem)).then(|| stem.to_owned())
 }
 
+/// First boot: copy the image's seed apps into a new apps directory. The copy
+/// is made in a temporary directory and renamed into place, so a power cut
+/// leaves either no apps directory (seeded again next boot) or a complete one.
+fn seed_apps(seed: &Path, apps_dir: &Path) -> Result<(), RuntimeError> {
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| RuntimeError::Io { path, source }
+    };
+    let tmp = apps_dir.with_extension("seeding");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(seed).map_err(io(seed))? {
+        let path = entry.map_err(io(seed))?.path();
+        if path.extension().is_some_and(|e| e == "wasm")
+            && let Some(name) = path.file_name()
+        {
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            write_atomic(&tmp.join(name), &bytes).map_err(io(&tmp.join(name)))?;
+            names.push(name.to_string_lossy().into_owned());
+        }
+    }
+    std::fs::rename(&tmp, apps_dir).map_err(io(apps_dir))?;
+    names.sort();
+    tracing::info!(from = %seed.display(), apps = ?names, "first boot: seeded the apps directory");
+    Ok(())
+}
+
 impl Runtime {
     /// Start: load every app in `config.apps_dir`, then watch it.
     ///
@@ -249,6 +277,11 @@ impl Runtime {
         config: RuntimeConfig,
         board: Board,
     ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
+        if let Some(seed) = &config.seed_dir
+            && !config.apps_dir.exists()
+        {
+            seed_apps(seed, &config.apps_dir)?;
+        }
         for dir in [&config.apps_dir, &config.state_dir] {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
         }

@@ -444,3 +444,25 @@ fn time_blocked_in_the_host_does_not_count_against_the_deadline() {
     assert_eq!(status.restarts, 0, "{:?}", status.last_error);
     assert!(status.last_error.is_none(), "{:?}", status.last_error);
 }
+
+#[test]
+fn the_image_seeds_a_new_apps_directory_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::create_dir_all(&seed).unwrap();
+    std::fs::write(seed.join("counter.wasm"), example("counter")).unwrap();
+    std::fs::write(seed.join("README"), "not an app").unwrap();
+    // First boot: no apps directory yet.
+    let dev = support::boot(dir, |c| c.seed_dir = Some(seed.clone()));
+    dev.wait_started("counter", "1.0.0");
+    assert!(dev.apps().join("counter.wasm").exists());
+    assert!(!dev.apps().join("README").exists());
+    // The user removes the app; the next boot does not bring it back.
+    std::fs::remove_file(dev.apps().join("counter.wasm")).unwrap();
+    let support::Device { dir, runtime, .. } = dev;
+    runtime.shutdown();
+    let dev = support::boot(dir, |c| c.seed_dir = Some(seed.clone()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(dev.running_version("counter"), None);
+    assert!(!dev.apps().join("counter.wasm").exists());
+}

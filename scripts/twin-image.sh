@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Assemble the device twin's SD-card image with genimage:
+#   twin-image.sh BUILD_DIR   ->  BUILD_DIR/twin/trellis.img
+# Needs the kernel (scripts/twin-kernel.sh), the release aarch64 binaries
+# (make cross-release) and the packed apps (make apps); `make twin-image` does all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:?usage: twin-image.sh BUILD_DIR}
+board=board/qemu-aarch64
+out=$build/twin
+
+scripts/twin-kernel.sh "$out/Image"
+scripts/twin-rootfs.sh "$build"
+
+input=$out/genimage-input
+rm -rf "$input" "$out/genimage-tmp" "$out/genimage-root" "$out/images"
+mkdir -p "$input" "$out/images" "$out/genimage-root"
+cp "$out/Image" "$out/rootfs.squashfs" "$board"/{config.txt,cmdline-a.txt,cmdline-b.txt,autoboot.txt} "$input/"
+# First boot formats a data partition that holds no file system (Nerves does the same).
+head -c 1048576 /dev/zero | tr '\0' '\377' >"$input/data-head.img"
+genimage --config "$board/genimage.cfg" --inputpath "$input" --outputpath "$out/images" \
+  --tmppath "$out/genimage-tmp" --rootpath "$out/genimage-root" >"$out/genimage.log" 2>&1 \
+  || { cat "$out/genimage.log" >&2; echo "twin-image: genimage failed" >&2; exit 1; }
+mv "$out/images/trellis.img" "$out/trellis.img"
+rm -rf "$out/genimage-tmp" "$out/genimage-root" "$input"
+echo "twin-image: $out/trellis.img"

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Assemble the twin's root filesystem as a squashfs:
+#   the Rust device binaries (release, aarch64) + rootfs-overlay/ + the board's
+#   files + the programs RAUC, dbus-daemon, mkfs.f2fs/fsck.f2fs and busybox from
+#   Debian's arm64 packages with exactly the shared libraries they need.
+#   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm and BUILD_DIR/twin/Image.modules)
+# Writes BUILD_DIR/twin/rootfs.squashfs. The .debs are cached by package version in
+# ${TRELLIS_CACHE:-~/.cache/trellis}/debs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:?usage: twin-rootfs.sh BUILD_DIR}
+board=board/qemu-aarch64
+bins=target/aarch64-unknown-linux-gnu/release
+out=$build/twin
+stage=$out/rootfs
+sysroot=$out/debian
+cache=${TRELLIS_CACHE:-$HOME/.cache/trellis}/debs
+readelf=aarch64-linux-gnu-readelf
+strip=aarch64-linux-gnu-strip
+
+for f in "$bins/trellis-init" "$bins/trellis-runtime"; do
+  [ -x "$f" ] || { echo "twin-rootfs: $f is missing (make cross-release)" >&2; exit 1; }
+done
+ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
+
+# 1. The Debian packages, downloaded once per version.
+mapfile -t packages < <(sed 's/#.*//' "$board/debian-packages.txt" | tr ' ' '\n' | sed '/^$/d')
+mkdir -p "$cache"
+rm -rf "$sysroot"; mkdir -p "$sysroot"
+apt_opts=(-qq)
+# apt's download sandbox user cannot write to a root-owned cache.
+[ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
+for pkg in "${packages[@]}"; do
+  spec=$pkg:arm64
+  version=$(apt-cache policy "$spec" | sed -n 's/ *Candidate: //p')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    # Architecture-independent packages (configuration files) have no :arm64.
+    spec=$pkg
+    version=$(apt-cache policy "$spec" | sed -n 's/ *Candidate: //p')
+  fi
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    echo "twin-rootfs: Debian has no arm64 package $pkg (dpkg --add-architecture arm64 && apt-get update)" >&2
+    exit 1
+  fi
+  debs=("$cache/${pkg}_${version//:/%3a}_"*.deb)
+  if [ ! -e "${debs[0]}" ]; then
+    (cd "$cache" && apt-get download "${apt_opts[@]}" "$spec=$version") \
+      || { echo "twin-rootfs: cannot download $spec $version" >&2; exit 1; }
+    debs=("$cache/${pkg}_${version//:/%3a}_"*.deb)
+  fi
+  dpkg-deb -x "${debs[0]}" "$sysroot"
+done
+
+# 2. The tree.
+rm -rf "$stage"; mkdir -p "$stage"
+for d in proc sys dev run tmp data mnt root etc/trellis usr/bin usr/sbin usr/share/trellis/apps \
+  lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu bin sbin var; do
+  mkdir -p "$stage/$d"
+done
+ln -s /tmp "$stage/var/tmp"
+ln -s /run "$stage/var/run"
+install -m 0755 "$bins/trellis-init" "$stage/sbin/init"
+install -m 0755 "$bins/trellis-runtime" "$stage/usr/bin/trellis-runtime"
+"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime"
+cp -a rootfs-overlay/. "$stage/"
+rm -f "$stage/README.md"
+epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+{
+  printf '# The build time (scripts/twin-rootfs.sh): the clock never starts earlier.\nbuild-time = %s\n\n' "$epoch"
+  cat "$board/init.toml"
+} >"$stage/etc/trellis/init.toml"
+cp "$board/runtime.toml" "$stage/etc/trellis/runtime.toml"
+version=$(git describe --always --dirty 2>/dev/null || echo unknown)
+printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=qemu-aarch64\nTRELLIS_BUILD_TIME=%s\n' "$version" "$epoch" \
+  >"$stage/etc/trellis/release"
+cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
+if [ -d "$out/Image.modules/lib/modules" ]; then
+  cp -a "$out/Image.modules/lib/modules" "$stage/lib/"
+fi
+
+# Programs from the Debian packages (path in the package = path in the rootfs).
+programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs bin/busybox)
+for p in "${programs[@]}"; do
+  [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }
+  mkdir -p "$stage/$(dirname "$p")"
+  cp -L "$sysroot/$p" "$stage/$p"
+done
+cp -a "$sysroot/usr/share/dbus-1" "$stage/usr/share/"
+mkdir -p "$stage/etc/dbus-1"
+
+# Shared libraries: the closure of what every ELF file in the tree needs.
+find_lib() {
+  local d
+  for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu; do
+    if [ -e "$sysroot/$d/$1" ]; then echo "$d/$1"; return 0; fi
+  done
+  return 1
+}
+declare -A have=()
+queue=()
+while IFS= read -r -d '' f; do
+  if head -c4 "$f" | grep -q ELF; then queue+=("$f"); fi
+done < <(find "$stage" -type f -print0)
+while ((${#queue[@]})); do
+  f=${queue[0]}; queue=("${queue[@]:1}")
+  while IFS= read -r soname; do
+    [ -n "${have[$soname]:-}" ] && continue
+    rel=$(find_lib "$soname") || { echo "twin-rootfs: $f needs $soname, which no package in $board/debian-packages.txt has" >&2; exit 1; }
+    have[$soname]=1
+    cp -L "$sysroot/$rel" "$stage/$rel"
+    queue+=("$stage/$rel")
+  done < <("$readelf" -d "$f" 2>/dev/null | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+done
+ln -sf aarch64-linux-gnu/ld-linux-aarch64.so.1 "$stage/lib/ld-linux-aarch64.so.1"
+
+# busybox's applets, where nothing else has the name.
+while IFS= read -r applet; do
+  [ -e "$stage/$applet" ] || [ -L "$stage/$applet" ] || { mkdir -p "$stage/$(dirname "$applet")"; ln -s /bin/busybox "$stage/$applet"; }
+done < <(qemu-aarch64-static "$stage/bin/busybox" --list-full)
+
+# 3. Every program runs: checked under qemu-user against this tree only.
+for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/rauc --version" \
+  "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V"; do
+  read -r -a cmd <<<"$p"
+  if ! qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >/dev/null 2>&1; then
+    echo "twin-rootfs: /${cmd[0]} does not run from the new root filesystem:" >&2
+    qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >&2 || true
+    exit 1
+  fi
+done
+
+# 4. The image.
+rm -f "$out/rootfs.squashfs"
+SOURCE_DATE_EPOCH=$epoch mksquashfs "$stage" "$out/rootfs.squashfs" -comp zstd -all-root -noappend -quiet -no-progress >/dev/null
+echo "twin-rootfs: $out/rootfs.squashfs ($(du -h --apparent-size "$out/rootfs.squashfs" | cut -f1), $(du -sh --apparent-size "$stage" | cut -f1) unpacked)"

@@ -1,0 +1,148 @@
+//! The device twin's benchmarks (`make bench-twin`): boot time split into kernel
+//! and userspace, root filesystem size, the runtime's memory with the example
+//! apps, and partial update time (file written → new version running) inside
+//! the twin. Medians over repeated runs; results go to docs/benchmarks.md.
+
+use std::path::PathBuf;
+
+use trellis_appfmt::{AppFile, component_code, pack};
+use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
+use trellis_twin::{BOOT_TIMEOUT, Device, Error, Twin};
+
+const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
+const BOOTS: usize = 5;
+const SWAPS: usize = 5;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BootTimes {
+    kernel: f64,
+    userspace: f64,
+}
+
+/// Kernel start → `Run /sbin/init` (the kernel's own clock), then that line →
+/// the first app event on the console (host clock).
+fn boot_times(device: &mut Device) -> Result<BootTimes, Error> {
+    let init = device.wait_for("Run /sbin/init as init process", BOOT_TIMEOUT)?;
+    let first_app = device.wait_for(" app: ", BOOT_TIMEOUT)?;
+    let kernel = printk_seconds(&init.text).unwrap_or(f64::NAN);
+    Ok(BootTimes { kernel, userspace: (first_app.at - init.at).as_secs_f64() })
+}
+
+fn all_running(device: &mut Device) -> Result<(), Error> {
+    let needles: Vec<String> = EXAMPLES.iter().map(|a| format!("app running app=\"{a}\"")).collect();
+    device.wait_all(&needles.iter().map(String::as_str).collect::<Vec<_>>(), BOOT_TIMEOUT)?;
+    Ok(())
+}
+
+/// `app` with a new version; `nonce` (if any) goes into a custom section of
+/// the component so its code hash is new and the runtime must compile it.
+fn app_version(app: &str, version: &str, nonce: Option<u32>) -> Vec<u8> {
+    let bytes = std::fs::read(root().join(format!("build/apps/{app}.wasm"))).expect("make apps");
+    let mut manifest = AppFile::parse(&bytes).expect("app").manifest;
+    manifest.version = version.into();
+    let mut code = component_code(&bytes).expect("component");
+    if let Some(n) = nonce {
+        let name = b"bench-nonce";
+        let payload = n.to_le_bytes();
+        code.push(0);
+        code.push(u8::try_from(1 + name.len() + payload.len()).unwrap_or(0));
+        code.push(u8::try_from(name.len()).unwrap_or(0));
+        code.extend_from_slice(name);
+        code.extend_from_slice(&payload);
+    }
+    pack(&code, &manifest).expect("pack")
+}
+
+/// Copy `bytes` as `/data/apps/APP.wasm` and time file written → new version running,
+/// both on the guest's clock. Returns (seconds, the runtime's own "ms" figure).
+fn swap(twin: &Twin, device: &mut Device, app: &str, bytes: &[u8], version: &str) -> Result<(f64, f64), Error> {
+    std::fs::write(twin.share().join(format!("{app}.wasm")), bytes).expect("share");
+    let out = device.sh(&format!(
+        "cp /mnt/{app}.wasm /tmp/{app}.wasm && date +%s.%N && cp /tmp/{app}.wasm /data/apps/{app}.wasm"
+    ))?;
+    let written: f64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("date");
+    let line = device.wait_for(&format!("app running app=\"{app}\" version={version}"), BOOT_TIMEOUT)?;
+    let running = rfc3339_seconds(&line.text).expect("a timestamp on the runtime's line");
+    let ms = line.text.split("ms=").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|t| t.parse().ok());
+    Ok((running - written, ms.unwrap_or(f64::NAN)))
+}
+
+fn main() -> Result<(), Error> {
+    if std::env::args().any(|a| a == "--list") {
+        return Ok(());
+    }
+    let mut twin = Twin::new("bench")?;
+    let mut device = twin.boot()?;
+    let first = boot_times(&mut device)?;
+    all_running(&mut device)?;
+    let first_all = device.lines().last().map(|l| (l.at - device.powered_on).as_secs_f64()).unwrap_or(f64::NAN);
+
+    let mut boots = Vec::new();
+    for _ in 0..BOOTS {
+        device.wait_console()?;
+        device = twin.reboot(device)?;
+        boots.push(boot_times(&mut device)?);
+        all_running(&mut device)?;
+    }
+    device.wait_console()?;
+    device.sh("sleep 5")?;
+    let rss = device.sh("grep -E 'VmRSS|VmHWM' /proc/$(pidof trellis-runtime)/status")?;
+    let init_rss = device.sh("grep VmRSS /proc/1/status")?;
+
+    device.sh("grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt")?;
+    let (mut warm, mut warm_ms, mut cold, mut cold_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for i in 0..SWAPS {
+        let v = format!("1.1.{i}");
+        let (s, ms) = swap(&twin, &mut device, "blinky", &app_version("blinky", &v, None), &v)?;
+        warm.push(s);
+        warm_ms.push(ms);
+        let v = format!("1.2.{i}");
+        let nonce = u32::try_from(i).unwrap_or(0) + std::process::id();
+        let (s, ms) = swap(&twin, &mut device, "blinky", &app_version("blinky", &v, Some(nonce)), &v)?;
+        cold.push(s);
+        cold_ms.push(ms);
+    }
+
+    let squashfs = std::fs::metadata(root().join("build/twin/rootfs.squashfs")).map(|m| m.len()).unwrap_or(0);
+    let kernel = std::fs::metadata(root().join("build/twin/Image")).map(|m| m.len()).unwrap_or(0);
+    #[allow(clippy::cast_precision_loss)]
+    let mib = |b: u64| b as f64 / 1_048_576.0;
+    let kernel_s = median(boots.iter().map(|b| b.kernel).collect());
+    let user_s = median(boots.iter().map(|b| b.userspace).collect());
+    println!("| figure | median | runs |");
+    println!("|---|---|---|");
+    println!("| boot: kernel start → first app event | {:.2} s | {BOOTS} |", kernel_s + user_s);
+    println!("| — kernel share (kernel start → /sbin/init) | {kernel_s:.2} s | {BOOTS} |");
+    println!("| — userspace share (/sbin/init → first app event) | {user_s:.2} s | {BOOTS} |");
+    println!(
+        "| first boot (format data partition, seed, compile 5 apps): kernel {:.2} s + userspace {:.2} s; all 5 running {:.1} s after power-on | — | 1 |",
+        first.kernel, first.userspace, first_all
+    );
+    println!(
+        "| partial update, warm (same code, new manifest): file written → new version running | {:.0} ms (runtime's own figure {:.0} ms) | {SWAPS} |",
+        median(warm) * 1000.0,
+        median(warm_ms)
+    );
+    println!(
+        "| partial update, cold (new code, compiled in the twin) | {:.0} ms (runtime's own figure {:.0} ms) | {SWAPS} |",
+        median(cold) * 1000.0,
+        median(cold_ms)
+    );
+    println!("| root filesystem (squashfs, zstd) | {:.1} MiB | — |", mib(squashfs));
+    println!("| kernel Image | {:.1} MiB | — |", mib(kernel));
+    println!(
+        "| runtime memory with the 5 example apps (`/proc/PID/status`) | {} | 1 |",
+        rss.split_whitespace().collect::<Vec<_>>().join(" ")
+    );
+    println!("| init memory | {} | 1 |", init_rss.split_whitespace().collect::<Vec<_>>().join(" "));
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! The device twin's harness. It plays the Raspberry Pi firmware (design
+//! decision 2): reads `autoboot.txt` from the first partition, picks the boot
+//! partition (the `[tryboot]` one when the last reboot asked for a trial boot),
+//! takes the kernel and `cmdline.txt` from it and boots QEMU `virt`
+//! (cortex-a72) with `-no-reboot`, so every reboot comes back here and the
+//! firmware's choice is made again. Everything after the firmware is real.
+//!
+//! Tests read like the user's story:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), trellis_twin::Error> {
+//! let mut twin = trellis_twin::Twin::new("story")?;
+//! let mut device = twin.boot()?;
+//! device.wait_app_running("blinky")?;
+//! let device = twin.reboot(device)?;
+//! # Ok(()) }
+//! ```
+
+pub mod device;
+pub mod disk;
+pub mod firmware;
+pub mod timing;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use device::{Device, Exit, Line};
+
+/// Everything the harness can fail at, naming the file, partition or command.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The disk image is not what the firmware expects.
+    #[error("disk: {0}")]
+    Disk(String),
+    /// `autoboot.txt` or `config.txt` is not usable.
+    #[error("firmware: {0}")]
+    Firmware(String),
+    /// QEMU could not be started or driven.
+    #[error("qemu: {0}")]
+    Qemu(String),
+    /// Something did not show up on the console in time.
+    #[error("{what} (console: {log}); last lines:\n{tail}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The console log of this boot.
+        log: PathBuf,
+        /// Its last lines.
+        tail: String,
+    },
+    /// A shell command on the device failed.
+    #[error("`{command}` exited with {code}:\n{output}")]
+    Command {
+        /// The command.
+        command: String,
+        /// Its exit status.
+        code: i32,
+        /// What it printed.
+        output: String,
+    },
+}
+
+/// A test's result that prints the harness's error readably (a test
+/// returning `Err` shows it with `Debug`).
+pub type Outcome = Result<(), Failure>;
+
+/// An [`Error`] whose `Debug` is its message (with the console's last lines).
+pub struct Failure(Error);
+
+impl std::fmt::Debug for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Self(e)
+    }
+}
+
+impl Error {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_owned(), source }
+    }
+}
+
+/// How long a boot may take to reach a running app under TCG.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// The image `make twin-image` builds.
+#[must_use]
+pub fn default_image() -> PathBuf {
+    std::env::var_os("TRELLIS_TWIN_IMAGE")
+        .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/twin/trellis.img"), PathBuf::from)
+}
+
+/// Play the firmware: read `autoboot.txt` from partition 1 of `image`, choose
+/// the boot partition (`tryboot`: the trial one), and take the kernel named by
+/// its `config.txt` and its `cmdline.txt` (copied into `work`).
+///
+/// # Errors
+/// The image's boot files are missing or malformed (named).
+pub fn firmware_boot(
+    image: &Path,
+    work: &Path,
+    share: &Path,
+    tryboot: bool,
+    log: PathBuf,
+) -> Result<device::Boot, Error> {
+    let scratch = work.join("firmware");
+    std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+    let autoboot = disk::fat_read(image, &disk::partition(image, 1)?, "autoboot.txt", &scratch)?;
+    let autoboot = firmware::Autoboot::parse(&autoboot)?;
+    if !autoboot.tryboot_a_b {
+        return Err(Error::Firmware("autoboot.txt does not set tryboot_a_b=1".into()));
+    }
+    let number = autoboot.choose(tryboot);
+    let part = disk::partition(image, number)?;
+    let config = disk::fat_read(image, &part, "config.txt", &scratch).unwrap_or_default();
+    let kernel_name = firmware::kernel_name(&config);
+    let kernel = scratch.join(format!("p{number}-{kernel_name}"));
+    disk::fat_copy(image, &part, &kernel_name, &kernel)?;
+    let cmdline = disk::fat_read(image, &part, "cmdline.txt", &scratch)?;
+    Ok(device::Boot { kernel, cmdline, image: image.to_owned(), share: share.to_owned(), log, partition: number })
+}
+
+/// A twin: its own copy of the disk image, a host directory shared with the
+/// guest, and the firmware's one piece of memory across reboots, the tryboot flag.
+#[derive(Debug)]
+pub struct Twin {
+    dir: PathBuf,
+    image: PathBuf,
+    share: PathBuf,
+    tryboot: bool,
+    boots: u32,
+}
+
+impl Twin {
+    /// A fresh twin named `name`, flashed with [`default_image`], working in
+    /// `build/twin/runs/NAME` (kept after the test for its console logs).
+    ///
+    /// # Errors
+    /// No image (run `make twin-image`), or it cannot be copied.
+    pub fn new(name: &str) -> Result<Self, Error> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/twin/runs").join(name);
+        Self::flash(&default_image(), &dir)
+    }
+
+    /// A fresh twin flashed with `image`, working in `dir` (emptied first).
+    ///
+    /// # Errors
+    /// As [`Twin::new`].
+    pub fn flash(image: &Path, dir: &Path) -> Result<Self, Error> {
+        if !image.exists() {
+            return Err(Error::Disk(format!("{} does not exist: build it with `make twin-image`", image.display())));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        let share = dir.join("share");
+        std::fs::create_dir_all(&share).map_err(|e| Error::io(&share, e))?;
+        let copy = disk::copy_image(image, &dir.join("disk.img"))?;
+        Ok(Self { dir: dir.to_owned(), image: copy, share, tryboot: false, boots: 0 })
+    }
+
+    /// The twin's disk (only touch it while the device is off).
+    #[must_use]
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
+    /// The host directory the guest mounts with `mount -t 9p host /mnt`.
+    #[must_use]
+    pub fn share(&self) -> &Path {
+        &self.share
+    }
+
+    /// What the firmware does at power-on, with this twin's tryboot flag (then cleared).
+    ///
+    /// # Errors
+    /// As [`firmware_boot`].
+    pub fn firmware(&mut self) -> Result<device::Boot, Error> {
+        self.boots += 1;
+        // The flag is one-shot: the firmware clears it whatever happens next.
+        firmware_boot(
+            &self.image,
+            &self.dir,
+            &self.share,
+            std::mem::take(&mut self.tryboot),
+            self.dir.join(format!("console-{}.log", self.boots)),
+        )
+    }
+
+    /// Power on.
+    ///
+    /// # Errors
+    /// As [`Twin::firmware`], or QEMU does not start.
+    pub fn boot(&mut self) -> Result<Device, Error> {
+        let boot = self.firmware()?;
+        Device::start(&boot)
+    }
+
+    /// Note how the last boot ended: a `0 tryboot` restart sets the flag.
+    pub const fn stopped(&mut self, exit: Exit) {
+        self.tryboot = exit.tryboot;
+    }
+
+    /// Reboot from the console (`reboot`, which asks init) and boot again as the firmware would.
+    ///
+    /// # Errors
+    /// The device does not stop within a minute, or the next boot cannot start.
+    pub fn reboot(&mut self, mut device: Device) -> Result<Device, Error> {
+        device.type_line("reboot")?;
+        let exit = device.wait_exit(Duration::from_secs(60))?;
+        self.stopped(exit);
+        self.boot()
+    }
+
+    /// Cut the power and turn it back on.
+    ///
+    /// # Errors
+    /// The next boot cannot start.
+    pub fn power_cycle(&mut self, device: Device) -> Result<Device, Error> {
+        device.power_cut();
+        self.tryboot = false;
+        self.boot()
+    }
+}
+
+impl Device {
+    /// Wait for the runtime's `app running` line for `app`.
+    ///
+    /// # Errors
+    /// It does not come within [`BOOT_TIMEOUT`].
+    pub fn wait_app_running(&mut self, app: &str) -> Result<Line, Error> {
+        self.wait_for(&format!("app running app=\"{app}\""), BOOT_TIMEOUT)
+    }
+
+    /// Wait until the console shell is there to type into.
+    ///
+    /// # Errors
+    /// init never starts it.
+    pub fn wait_console(&mut self) -> Result<(), Error> {
+        let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
+        // init says "started console"; the shell may have run a moment later.
+        loop {
+            match self.sh_timeout("true", Duration::from_secs(5)) {
+                Ok(_) => return Ok(()),
+                Err(Error::Timeout { .. }) if std::time::Instant::now() < deadline => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
