@@ -30,13 +30,19 @@ rm -rf "$sysroot"; mkdir -p "$sysroot"
 apt_opts=(-qq)
 # apt's download sandbox user cannot write to a root-owned cache.
 [ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
+# One apt-cache call for every candidate version (one per package takes a second or two).
+declare -A candidate=()
+while read -r name version; do
+  candidate[$name]=$version
+done < <(apt-cache policy "${packages[@]/%/:arm64}" "${packages[@]}" 2>/dev/null \
+  | awk '/^[^ ].*:$/ { name = substr($0, 1, length($0) - 1) } /^  Candidate:/ { print name, $2 }')
 for pkg in "${packages[@]}"; do
   spec=$pkg:arm64
-  version=$(apt-cache policy "$spec" | sed -n 's/ *Candidate: //p')
+  version=${candidate[$spec]:-}
   if [ -z "$version" ] || [ "$version" = "(none)" ]; then
     # Architecture-independent packages (configuration files) have no :arm64.
     spec=$pkg
-    version=$(apt-cache policy "$spec" | sed -n 's/ *Candidate: //p')
+    version=${candidate[$spec]:-}
   fi
   if [ -z "$version" ] || [ "$version" = "(none)" ]; then
     echo "twin-rootfs: Debian has no arm64 package $pkg (dpkg --add-architecture arm64 && apt-get update)" >&2

@@ -33,11 +33,7 @@ pub fn detect(head: &[u8]) -> Content {
     if head.get(1024..1028) == Some(&[0x10, 0x20, 0xF5, 0xF2]) {
         return Content::F2fs;
     }
-    if head.iter().all(|&b| b == 0xff) || head.iter().all(|&b| b == 0) {
-        Content::Nothing
-    } else {
-        Content::Unknown
-    }
+    if head.iter().all(|&b| b == 0xff) || head.iter().all(|&b| b == 0) { Content::Nothing } else { Content::Unknown }
 }
 
 #[cfg(test)]

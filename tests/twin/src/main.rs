@@ -38,16 +38,12 @@ fn main() -> Result<()> {
             work.join("console.log"),
         )?;
         eprintln!("trellis-twin: firmware: booting partition {} ({})", boot.partition, boot.cmdline.trim());
-        let mut cmd = trellis_twin::device::qemu_command(&boot);
-        cmd.arg("-nographic")
-            .arg("-chardev")
-            .arg(format!("stdio,id=con,mux=on,signal=off,logfile={}", boot.log.display()));
-        cmd.args(["-serial", "chardev:con", "-mon", "chardev=con"]);
-        // -nographic would add its own serial; replace it with the logged chardev.
-        let args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).filter(|a| a != "-nographic").collect();
-        let status = std::process::Command::new(cmd.get_program())
-            .args(args)
-            .args(["-display", "none"])
+        // The console on this terminal, multiplexed with QEMU's monitor (Ctrl-A C), and copied
+        // to a file so the firmware's part can see how the kernel left.
+        let status = trellis_twin::device::qemu_command(&boot)
+            .args(["-display", "none", "-chardev"])
+            .arg(format!("stdio,id=con,mux=on,signal=off,logfile={}", boot.log.display()))
+            .args(["-serial", "chardev:con", "-mon", "chardev=con"])
             .status()
             .context("starting qemu-system-aarch64 (apt-get install qemu-system-arm)")?;
         let log = std::fs::read_to_string(&boot.log).unwrap_or_default();
