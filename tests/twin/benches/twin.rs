@@ -66,10 +66,18 @@ fn app_version(app: &str, version: &str, nonce: Option<u32>) -> Vec<u8> {
 /// both on the guest's clock. Returns (seconds, the runtime's own "ms" figure).
 fn swap(twin: &Twin, device: &mut Device, app: &str, bytes: &[u8], version: &str) -> Result<(f64, f64), Error> {
     std::fs::write(twin.share().join(format!("{app}.wasm")), bytes).expect("share");
+    // busybox's date has no %N; adjtimex prints the clock in microseconds.
     let out = device.sh(&format!(
-        "cp /mnt/{app}.wasm /tmp/{app}.wasm && date +%s.%N && cp /tmp/{app}.wasm /data/apps/{app}.wasm"
+        "cp /mnt/{app}.wasm /tmp/{app}.wasm && adjtimex | grep time.tv_ && cp /tmp/{app}.wasm /data/apps/{app}.wasm"
     ))?;
-    let written: f64 = out.lines().last().and_then(|l| l.trim().parse().ok()).expect("date");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .expect("adjtimex prints the time")
+    };
+    // The moment before the copy starts: the figure includes writing the file.
+    let written = field("time.tv_sec:") + field("time.tv_usec:") / 1e6;
     let line = device.wait_for(&format!("app running app=\"{app}\" version={version}"), BOOT_TIMEOUT)?;
     let running = rfc3339_seconds(&line.text).expect("a timestamp on the runtime's line");
     let ms = line.text.split("ms=").nth(1).and_then(|t| t.split_whitespace().next()).and_then(|t| t.parse().ok());
