@@ -35,10 +35,10 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	done
 
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
-	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime --features trellis-runtime/linux --bins
+	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
 
 cross-release:
-	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime --features trellis-runtime/linux --bins
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)

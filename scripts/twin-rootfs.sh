@@ -18,7 +18,7 @@ cache=${TRELLIS_CACHE:-$HOME/.cache/trellis}/debs
 readelf=aarch64-linux-gnu-readelf
 strip=aarch64-linux-gnu-strip
 
-for f in "$bins/trellis-init" "$bins/trellis-runtime"; do
+for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot"; do
   [ -x "$f" ] || { echo "twin-rootfs: $f is missing (make cross-release)" >&2; exit 1; }
 done
 ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
@@ -67,7 +67,8 @@ ln -s /tmp "$stage/var/tmp"
 ln -s /run "$stage/var/run"
 install -m 0755 "$bins/trellis-init" "$stage/sbin/init"
 install -m 0755 "$bins/trellis-runtime" "$stage/usr/bin/trellis-runtime"
-"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime"
+install -m 0755 "$bins/trellis-boot" "$stage/usr/bin/trellis-boot"
+"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot"
 cp -a rootfs-overlay/. "$stage/"
 rm -f "$stage/README.md"
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
@@ -125,7 +126,7 @@ while IFS= read -r applet; do
 done < <(qemu-aarch64-static "$stage/bin/busybox" --list-full)
 
 # 3. Every program runs: checked under qemu-user against this tree only.
-for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/rauc --version" \
+for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/rauc --version" \
   "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V"; do
   read -r -a cmd <<<"$p"
   if ! qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >/dev/null 2>&1; then

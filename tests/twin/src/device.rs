@@ -245,20 +245,28 @@ impl Device {
     /// The command failed or did not finish within `timeout`.
     pub fn sh_timeout(&mut self, command: &str, timeout: Duration) -> Result<String, Error> {
         self.seq += 1;
-        let (begin, end) = (format!("@@B{}", self.seq), format!("@@E{}.", self.seq));
+        // Output lines are tagged, so log lines the kernel, init and the runtime print on
+        // the same console meanwhile are told apart; the command runs in a subshell.
+        let (tag, end) = (format!("@@O{} ", self.seq), format!("@@E{}.", self.seq));
         let from = self.console.lock().lines.len();
-        self.type_line(&format!("echo {begin}; {command}; echo {end}$?"))?;
+        self.type_line(&format!(
+            "( {command} ) >/tmp/.sh.out 2>&1; r=$?; sed 's/^/@@O{n} /' /tmp/.sh.out; echo @@E{n}.$r",
+            n = self.seq
+        ))?;
         let deadline = Instant::now() + timeout;
         let mut state = self.console.lock();
         loop {
             let lines = &state.lines[from.min(state.lines.len())..];
-            let start = lines.iter().position(|l| l.text.trim_end().ends_with(&begin) && !l.text.contains("echo"));
             let stop = lines.iter().position(|l| {
-                !l.text.contains("echo")
+                !l.text.contains("sed ")
                     && l.text.trim_end().rsplit_once(&end).is_some_and(|(_, code)| code.parse::<i32>().is_ok())
             });
-            if let (Some(s), Some(e)) = (start, stop) {
-                let output: Vec<&str> = lines[s + 1..e].iter().map(|l| l.text.as_str()).collect();
+            if let Some(e) = stop {
+                let output: Vec<&str> = lines[..e]
+                    .iter()
+                    .filter(|l| !l.text.contains("sed "))
+                    .filter_map(|l| l.text.split_once(&tag).map(|(_, rest)| rest))
+                    .collect();
                 let code = lines[e].text.trim_end().rsplit_once(&end).map_or(-1, |(_, c)| c.parse().unwrap_or(-1));
                 let output = output.join("\n");
                 return if code == 0 {

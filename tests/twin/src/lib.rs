@@ -248,8 +248,11 @@ impl Device {
     /// # Errors
     /// init never starts it.
     pub fn wait_console(&mut self) -> Result<(), Error> {
+        // Input typed before the shell set up its terminal is flushed, so wait for init to
+        // start it, give it a moment, then type a no-op until it answers.
+        self.seen("trellis-init: started console", BOOT_TIMEOUT)?;
+        std::thread::sleep(Duration::from_secs(1));
         let deadline = std::time::Instant::now() + BOOT_TIMEOUT;
-        // init says "started console"; the shell may have run a moment later.
         loop {
             match self.sh_timeout("true", Duration::from_secs(5)) {
                 Ok(_) => return Ok(()),

@@ -96,6 +96,28 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     let mut device = twin.reboot(device)?;
     assert_eq!(device.partition, 2);
     device.wait_app_running("counter")?;
+
+    // The boot backend RAUC calls (trellis-boot), on the real AUTOBOOT partition:
+    // B becomes the trial slot, a power cycle still boots A...
+    device.wait_console()?;
+    assert_eq!(device.sh("trellis-boot get-current")?.trim(), "A");
+    device.sh("trellis-boot set-primary B")?;
+    assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "A");
+    let mut device = twin.power_cycle(device)?;
+    assert_eq!(device.partition, 2, "a power cut before the trial boots the old slot");
+    all_examples_running(&mut device)?;
+    // ...the trial boot runs B, and marking it good makes it permanent.
+    device.wait_console()?;
+    device.sh("mkdir -p /run/trellis && echo '0 tryboot' > /run/trellis/reboot-param")?;
+    let mut device = twin.reboot(device)?;
+    assert_eq!(device.partition, 3);
+    device.wait_console()?;
+    assert_eq!(device.sh("trellis-boot get-current")?.trim(), "B");
+    device.sh("trellis-boot set-state B good")?;
+    assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "B");
+    let mut device = twin.reboot(device)?;
+    assert_eq!(device.partition, 3, "B is the primary now");
+    all_examples_running(&mut device)?;
     Ok(())
 }
 
