@@ -13,7 +13,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host apps cli cross cross-release twin-image qemu test-twin bench-twin test-aarch64 lint test demo bench clean
+.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin bench-twin test-aarch64 lint test demo bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ cross-release:
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)
+
+bundle: twin-image ## Sign a RAUC update bundle from the twin's slot images (build/twin/update.raucb)
+	scripts/twin-bundle.sh $(BUILD)
 
 qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X quits)
 	@if [ ! -f $(BUILD)/twin/qemu.img ] || [ $(BUILD)/twin/trellis.img -nt $(BUILD)/twin/qemu.img ]; then \

@@ -15,7 +15,8 @@ if [ "${1:-}" = "--cross" ]; then
   APT_PACKAGES+=(shellcheck gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static)
   # The twin: its kernel (Debian's source, built with the cross compiler), the image tools, QEMU.
   APT_PACKAGES+=(linux-source-6.1 make flex bison bc kmod libssl-dev libelf-dev xz-utils
-    genimage squashfs-tools dosfstools mtools f2fs-tools qemu-system-arm)
+    genimage squashfs-tools dosfstools mtools f2fs-tools qemu-system-arm
+    rauc openssl)
   TARGETS+=(aarch64-unknown-linux-gnu)
   # Debian's arm64 packages (RAUC, dbus, f2fs-tools, busybox) go into the twin's root filesystem.
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then

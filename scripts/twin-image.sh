@@ -9,6 +9,7 @@ build=${1:?usage: twin-image.sh BUILD_DIR}
 board=board/qemu-aarch64
 out=$build/twin
 
+scripts/dev-keys.sh "$build/keys"
 scripts/twin-kernel.sh "$out/Image"
 scripts/twin-rootfs.sh "$build"
 
@@ -22,5 +23,7 @@ genimage --config "$board/genimage.cfg" --inputpath "$input" --outputpath "$out/
   --tmppath "$out/genimage-tmp" --rootpath "$out/genimage-root" >"$out/genimage.log" 2>&1 \
   || { cat "$out/genimage.log" >&2; echo "twin-image: genimage failed" >&2; exit 1; }
 mv "$out/images/trellis.img" "$out/trellis.img"
+# The slot images an update bundle carries (scripts/twin-bundle.sh).
+mv "$out/images/boot-a.vfat" "$out/boot.vfat"
 rm -rf "$out/genimage-tmp" "$out/genimage-root" "$input"
 echo "twin-image: $out/trellis.img"

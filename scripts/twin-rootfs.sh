@@ -3,7 +3,8 @@
 #   the Rust device binaries (release, aarch64) + rootfs-overlay/ + the board's
 #   files + the programs RAUC, dbus-daemon, mkfs.f2fs/fsck.f2fs and busybox from
 #   Debian's arm64 packages with exactly the shared libraries they need.
-#   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm and BUILD_DIR/twin/Image.modules)
+#   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm, BUILD_DIR/twin/Image.modules and
+#                                 the RAUC keyring BUILD_DIR/keys/ca.cert.pem or $RAUC_KEYRING)
 # Writes BUILD_DIR/twin/rootfs.squashfs. The .debs are cached by package version in
 # ${TRELLIS_CACHE:-~/.cache/trellis}/debs.
 set -euo pipefail
@@ -71,12 +72,21 @@ install -m 0755 "$bins/trellis-boot" "$stage/usr/bin/trellis-boot"
 "$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot"
 cp -a rootfs-overlay/. "$stage/"
 rm -f "$stage/README.md"
-epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+# The build time: now, so the device clock is never earlier than the signing certificates made
+# before it (RAUC checks their validity); SOURCE_DATE_EPOCH for a reproducible image.
+epoch=${SOURCE_DATE_EPOCH:-$(date +%s)}
 {
   printf '# The build time (scripts/twin-rootfs.sh): the clock never starts earlier.\nbuild-time = %s\n\n' "$epoch"
   cat "$board/init.toml"
 } >"$stage/etc/trellis/init.toml"
 cp "$board/runtime.toml" "$stage/etc/trellis/runtime.toml"
+# RAUC: the slots, and the development CA as the keyring (scripts/dev-keys.sh) unless
+# RAUC_KEYRING names a production one.
+keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
+[ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
+mkdir -p "$stage/etc/rauc"
+cp "$board/rauc/system.conf" "$stage/etc/rauc/system.conf"
+cp "$keyring" "$stage/etc/rauc/keyring.pem"
 version=$(git describe --always --dirty 2>/dev/null || echo unknown)
 printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=qemu-aarch64\nTRELLIS_BUILD_TIME=%s\n' "$version" "$epoch" \
   >"$stage/etc/trellis/release"

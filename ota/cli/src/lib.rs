@@ -1,5 +1,7 @@
-//! The `trellis` command: run apps on a laptop against simulated hardware, and
-//! pack, sign and inspect app files.
+//! The `trellis` command: run apps on a laptop against simulated hardware,
+//! pack, sign and inspect app files, and inspect firmware update bundles.
+
+pub mod bundle;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -32,6 +34,25 @@ enum Command {
     /// Make, sign and look into app files.
     #[command(subcommand)]
     App(AppCommand),
+    /// Look into firmware update bundles (RAUC).
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Show a bundle's compatible, version, images and signer (read by `rauc info`).
+    Inspect {
+        /// The bundle (`update.raucb`, from `make bundle`).
+        bundle: PathBuf,
+        /// Check the signature against this keyring (the device's CA certificate,
+        /// `build/keys/ca.cert.pem` for development builds).
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +164,27 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::App(AppCommand::Sign { app, key, output }) => sign(&app, &key, output),
         Command::App(AppCommand::Inspect { app, trust, json }) => inspect(&app, &trust, json),
+        Command::Bundle(BundleCommand::Inspect { bundle: path, keyring, json }) => {
+            let info = bundle::inspect(&path, keyring.as_deref())?;
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            if json {
+                let images: Vec<_> = info
+                    .images
+                    .iter()
+                    .map(|i| {
+                        serde_json::json!({"class": i.class, "filename": i.filename, "size": i.size,
+                            "sha256": i.sha256, "hooks": i.hooks})
+                    })
+                    .collect();
+                let v = serde_json::json!({"compatible": info.compatible, "version": info.version,
+                    "description": info.description, "size": size, "images": images,
+                    "signer": if keyring.is_some() { info.signer.clone() } else { None }});
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", bundle::describe(&info, size, keyring.is_some()));
+            }
+            Ok(())
+        }
         Command::App(AppCommand::Keygen { dir, name }) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let (secret, public) = write_key_pair(&generate_key(), &dir, &name)?;

@@ -145,3 +145,73 @@ fn run_one_app_file_runs_only_that_app() {
     assert!(out.contains("publishing on demo/ticks"), "{out}");
     assert!(!out.contains("counting from"), "counter must not run: {out}");
 }
+
+/// A real bundle made by RAUC's host tool with a development PKI from scripts/dev-keys.sh.
+fn make_bundle(dir: &Path) -> PathBuf {
+    let keys = dir.join("keys");
+    let ok = Command::new(repo().join("scripts/dev-keys.sh")).arg(&keys).output().unwrap();
+    assert!(ok.status.success(), "{}", text(&ok));
+    let content = dir.join("content");
+    std::fs::create_dir_all(&content).unwrap();
+    // Incompressible, so the bundle's squashfs has a size RAUC accepts.
+    let mut x: u32 = 0x9e37_79b9;
+    let image: Vec<u8> = (0..256 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x.to_le_bytes()[0]
+        })
+        .collect();
+    std::fs::write(content.join("rootfs.img"), image).unwrap();
+    std::fs::write(
+        content.join("manifest.raucm"),
+        "[update]\ncompatible=trellis-test\nversion=1.2.3\ndescription=a test\n\n[bundle]\nformat=verity\n\n\
+         [image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .unwrap();
+    let out = dir.join("update.raucb");
+    let made = Command::new("rauc")
+        .arg("bundle")
+        .arg(format!("--cert={}", keys.join("signing.cert.pem").display()))
+        .arg(format!("--key={}", keys.join("signing.key.pem").display()))
+        .arg(&content)
+        .arg(&out)
+        .output()
+        .expect("rauc (make setup installs it)");
+    assert!(made.status.success(), "{}", text(&made));
+    out
+}
+
+#[test]
+fn bundle_inspect_shows_a_signed_bundle_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = make_bundle(dir.path());
+    let keyring = dir.path().join("keys/ca.cert.pem");
+
+    let o = trellis(&["bundle", "inspect", s(&bundle), "--keyring", s(&keyring)]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    for want in ["trellis-test", "1.2.3", "rootfs.img", "verified, signed by", "Trellis development bundle signing"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let o = trellis(&["bundle", "inspect", s(&bundle), "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["images"][0]["class"], "rootfs");
+    assert_eq!(v["images"][0]["size"], 256 * 1024);
+
+    // Signed by a CA the device does not trust.
+    let other = dir.path().join("other");
+    assert!(Command::new(repo().join("scripts/dev-keys.sh")).arg(&other).output().unwrap().status.success());
+    let o = trellis(&["bundle", "inspect", s(&bundle), "--keyring", s(&other.join("ca.cert.pem"))]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("update.raucb") && text(&o).contains("signature"), "{}", text(&o));
+
+    // Truncated.
+    let bytes = std::fs::read(&bundle).unwrap();
+    let cut = dir.path().join("cut.raucb");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let o = trellis(&["bundle", "inspect", s(&cut), "--keyring", s(&keyring)]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("cut.raucb"), "{}", text(&o));
+}

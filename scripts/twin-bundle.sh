@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Make the signed RAUC update bundle (verity format) from the twin's slot images:
+#   twin-bundle.sh BUILD_DIR [OUT]   ->  OUT (default BUILD_DIR/twin/update.raucb)
+# Compatible string from board/qemu-aarch64/rauc/system.conf, version from
+# `git describe` (or $VERSION). Signed with the development keys
+# (scripts/dev-keys.sh) unless RAUC_KEY and RAUC_CERT name production ones.
+# Needs the image built first (make twin-image).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build=${1:?usage: twin-bundle.sh BUILD_DIR [OUT]}
+out=${2:-$build/twin/update.raucb}
+board=board/qemu-aarch64
+twin=$build/twin
+command -v rauc >/dev/null || { echo "twin-bundle: rauc is missing (apt-get install rauc)" >&2; exit 1; }
+for f in "$twin/boot.vfat" "$twin/rootfs.squashfs"; do
+  [ -f "$f" ] || { echo "twin-bundle: $f is missing (make twin-image)" >&2; exit 1; }
+done
+key=${RAUC_KEY:-$build/keys/signing.key.pem}
+cert=${RAUC_CERT:-$build/keys/signing.cert.pem}
+keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
+if [ ! -f "$key" ] || [ ! -f "$cert" ]; then scripts/dev-keys.sh "$build/keys" >/dev/null; fi
+
+compatible=$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")
+version=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
+content=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bundle.XXXXXX")
+trap 'rm -rf "$content"' EXIT
+cp "$twin/boot.vfat" "$twin/rootfs.squashfs" "$content/"
+cp "$board/rauc/hook.sh" "$content/hook.sh"
+chmod +x "$content/hook.sh"
+cat >"$content/manifest.raucm" <<MANIFEST
+[update]
+compatible=$compatible
+version=$version
+description=Trellis for the device twin (QEMU virt, aarch64)
+build=$(date -u +%Y%m%d%H%M%S)
+
+[bundle]
+format=verity
+
+[hooks]
+filename=hook.sh
+
+[image.boot]
+filename=boot.vfat
+hooks=post-install
+
+[image.rootfs]
+filename=rootfs.squashfs
+MANIFEST
+rm -f "$out"
+rauc bundle --cert="$cert" --key="$key" --keyring="$keyring" "$content" "$out" >/dev/null
+echo "twin-bundle: $out ($(du -h --apparent-size "$out" | cut -f1), $compatible $version)"
