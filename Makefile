@@ -51,7 +51,7 @@ qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X 
 	  cp --sparse=always $(BUILD)/twin/trellis.img $(BUILD)/twin/qemu.img; fi
 	$(CARGO) run -q -p trellis-twin -- $(BUILD)/twin/qemu.img
 
-test-twin: twin-image ## The device-twin tests: boot the image in QEMU and play the user's stories
+test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(CARGO) test -p trellis-twin -- --test-threads=1
 
 bench-twin: twin-image ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Make the signed RAUC update bundle (verity format) from the twin's slot images:
 #   twin-bundle.sh BUILD_DIR [OUT]   ->  OUT (default BUILD_DIR/twin/update.raucb)
-# Compatible string from board/qemu-aarch64/rauc/system.conf, version from
-# `git describe` (or $VERSION). Signed with the development keys
+# Compatible string from board/qemu-aarch64/rauc/system.conf (or $COMPATIBLE), version
+# from `git describe` (or $VERSION). Signed with the development keys
 # (scripts/dev-keys.sh) unless RAUC_KEY and RAUC_CERT name production ones.
 # Needs the image built first (make twin-image).
 set -euo pipefail
@@ -20,7 +20,7 @@ cert=${RAUC_CERT:-$build/keys/signing.cert.pem}
 keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 if [ ! -f "$key" ] || [ ! -f "$cert" ]; then scripts/dev-keys.sh "$build/keys" >/dev/null; fi
 
-compatible=$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")
+compatible=${COMPATIBLE:-$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")}
 version=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
 content=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bundle.XXXXXX")
 trap 'rm -rf "$content"' EXIT
