@@ -65,7 +65,7 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	cd wasm-apps && $(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
-	shellcheck scripts/*.sh .ci/run
+	shellcheck scripts/*.sh .ci/run board/*/rauc/*.sh
 
 test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
 	$(CARGO) test --workspace --all-features --exclude trellis-twin

@@ -106,8 +106,9 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     device.wait_console()?;
     device.sh("mount -t 9p -o trans=virtio host /mnt")?;
     device.type_line("rauc install /mnt/update.raucb")?;
-    // Cut while RAUC writes the slot images.
-    device.wait_for("Copying image", BOOT_TIMEOUT)?;
+    // Cut while RAUC writes the root filesystem image into slot B.
+    device.wait_for("writing data to device /dev/rootdisk0p6", BOOT_TIMEOUT)?;
+    std::thread::sleep(Duration::from_secs(2));
     let mut device = twin.power_cycle(device)?;
     assert_eq!(device.partition, 2, "the old slot boots");
     all_examples_running(&mut device)?;
