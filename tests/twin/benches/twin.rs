@@ -7,9 +7,8 @@ use std::path::PathBuf;
 
 use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
-use trellis_twin::{BOOT_TIMEOUT, Device, Error, Twin};
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Twin};
 
-const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
 const BOOTS: usize = 5;
 const SWAPS: usize = 5;
 
@@ -35,12 +34,6 @@ fn boot_times(device: &mut Device) -> Result<BootTimes, Error> {
     let first_app = device.wait_for(" app: ", BOOT_TIMEOUT)?;
     let kernel = printk_seconds(&init.text).unwrap_or(f64::NAN);
     Ok(BootTimes { kernel, userspace: (first_app.at - init.at).as_secs_f64() })
-}
-
-fn all_running(device: &mut Device) -> Result<(), Error> {
-    let needles: Vec<String> = EXAMPLES.iter().map(|a| format!("app running app=\"{a}\"")).collect();
-    device.wait_all(&needles.iter().map(String::as_str).collect::<Vec<_>>(), BOOT_TIMEOUT)?;
-    Ok(())
 }
 
 /// `app` with a new version; `nonce` (if any) goes into a custom section of
@@ -91,7 +84,7 @@ fn main() -> Result<(), Error> {
     let mut twin = Twin::new("bench")?;
     let mut device = twin.boot()?;
     let first = boot_times(&mut device)?;
-    all_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     let first_all = device.lines().last().map(|l| (l.at - device.powered_on).as_secs_f64()).unwrap_or(f64::NAN);
 
     let mut boots = Vec::new();
@@ -99,7 +92,7 @@ fn main() -> Result<(), Error> {
         device.wait_console()?;
         device = twin.reboot(device)?;
         boots.push(boot_times(&mut device)?);
-        all_running(&mut device)?;
+        device.wait_apps_running(&EXAMPLES)?;
     }
     device.wait_console()?;
     device.sh("sleep 5")?;

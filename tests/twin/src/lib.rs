@@ -234,7 +234,20 @@ impl Twin {
     }
 }
 
+/// The example apps the image seeds the data partition with.
+pub const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
+
 impl Device {
+    /// Wait until the runtime reports every one of `apps` running (in any order).
+    ///
+    /// # Errors
+    /// Not all within [`BOOT_TIMEOUT`].
+    pub fn wait_apps_running(&mut self, apps: &[&str]) -> Result<(), Error> {
+        let needles: Vec<String> = apps.iter().map(|a| format!("app running app=\"{a}\"")).collect();
+        self.wait_all(&needles.iter().map(String::as_str).collect::<Vec<_>>(), BOOT_TIMEOUT)?;
+        Ok(())
+    }
+
     /// Wait for the runtime's `app running` line for `app`.
     ///
     /// # Errors

@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use trellis_appfmt::{AppFile, component_code, pack};
-use trellis_twin::{BOOT_TIMEOUT, Device, Error, Outcome, Twin};
-
-const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin};
 
 /// Mount the harness's share and copy a file from it onto the data partition
 /// with plain `cp` (close-write on the final name, as a user would).
@@ -15,12 +13,6 @@ const MOUNT_SHARE: &str = "grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans
 
 fn running(app: &str) -> String {
     format!("app running app=\"{app}\"")
-}
-
-fn all_examples_running(device: &mut Device) -> Result<(), Error> {
-    let needles: Vec<String> = EXAMPLES.iter().map(|a| running(a)).collect();
-    device.wait_all(&needles.iter().map(String::as_str).collect::<Vec<_>>(), BOOT_TIMEOUT)?;
-    Ok(())
 }
 
 /// An example app as packed by `make apps`, with another version number.
@@ -51,7 +43,7 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     // First boot: the data partition holds 0xff, so init formats it; the apps come from the image.
     device.seen("holds no file system: formatting it as f2fs (first boot)", BOOT_TIMEOUT)?;
     device.seen("first boot: seeded the apps directory", BOOT_TIMEOUT)?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     assert!(device.sh("grep ' /data ' /proc/mounts")?.contains("f2fs"));
     let first_count = counted_from(&mut device)?;
@@ -70,13 +62,13 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     device.sh("kill -ABRT $(pidof trellis-runtime)")?;
     device.wait_for("runtime (pid", BOOT_TIMEOUT)?;
     device.wait_for("started runtime", BOOT_TIMEOUT)?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.sh("sleep 3")?;
 
     // Second boot: the data partition is kept, with the new blinky and the counter's count.
     let mut device = twin.reboot(device)?;
     assert_eq!(device.partition, 2);
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     let log = booted_lines(&device);
     assert!(!log.contains("formatting"), "the second boot formatted the data partition:\n{log}");
     assert!(log.contains("app running app=\"blinky\" version=2.0.0"), "blinky went back:\n{log}");
@@ -88,7 +80,7 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     device.sh("mkdir -p /run/trellis && echo '0 tryboot' > /run/trellis/reboot-param")?;
     let mut device = twin.reboot(device)?;
     assert_eq!(device.partition, 3, "the trial boot uses autoboot.txt's [tryboot] partition");
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     assert!(device.sh("cat /proc/cmdline")?.contains("root=/dev/vda6"));
 
@@ -105,7 +97,7 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "A");
     let mut device = twin.power_cycle(device)?;
     assert_eq!(device.partition, 2, "a power cut before the trial boots the old slot");
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     // ...the trial boot runs B, and marking it good makes it permanent.
     device.wait_console()?;
     device.sh("mkdir -p /run/trellis && echo '0 tryboot' > /run/trellis/reboot-param")?;
@@ -117,7 +109,7 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
     assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "B");
     let mut device = twin.reboot(device)?;
     assert_eq!(device.partition, 3, "B is the primary now");
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     Ok(())
 }
 
@@ -125,7 +117,7 @@ fn first_boot_swap_fault_reboot_and_trial_boot() -> Outcome {
 fn power_cut_while_copying_an_app_keeps_the_old_one() -> Outcome {
     let mut twin = Twin::new("power-cut")?;
     let mut device = twin.boot()?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     // The version that ran healthy is kept as the last good copy.
     device.wait_for("marked as the last good version app=\"thermostat\"", BOOT_TIMEOUT)?;
     device.wait_console()?;
@@ -137,7 +129,7 @@ fn power_cut_while_copying_an_app_keeps_the_old_one() -> Outcome {
     device.sh(&format!("head -c {} /mnt/thermostat.wasm > /data/apps/thermostat.wasm && sync", new.len() / 2))?;
     let mut device = twin.power_cycle(device)?;
 
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     let log = booted_lines(&device);
     assert!(log.contains("app running app=\"thermostat\" version=1.0.0"), "{log}");
     for bad in ["formatting", "corrupted", "does not mount"] {
@@ -152,7 +144,7 @@ fn power_cut_while_copying_an_app_keeps_the_old_one() -> Outcome {
 fn a_corrupted_data_partition_is_kept_aside_and_reformatted() -> Outcome {
     let mut twin = Twin::new("corrupted")?;
     let mut device = twin.boot()?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     device.type_line("poweroff")?;
     let exit = device.wait_exit(Duration::from_secs(60))?;
@@ -173,7 +165,7 @@ fn a_corrupted_data_partition_is_kept_aside_and_reformatted() -> Outcome {
 
     let mut device = twin.boot()?;
     device.wait_for("is corrupted: keeping its start aside and reformatting", BOOT_TIMEOUT)?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     let kept = device.sh("ls -l /data/lost+found/")?;
     assert!(kept.contains("corrupted-data-partition-"), "{kept}");

@@ -7,18 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, Error, Outcome, Twin};
-
-const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn all_examples_running(device: &mut Device) -> Result<(), Error> {
-    let needles: Vec<String> = EXAMPLES.iter().map(|a| format!("app running app=\"{a}\"")).collect();
-    device.wait_all(&needles.iter().map(String::as_str).collect::<Vec<_>>(), BOOT_TIMEOUT)?;
-    Ok(())
 }
 
 /// A bundle made by scripts/twin-bundle.sh with `env` (VERSION, RAUC_KEY, ...).
@@ -62,7 +54,7 @@ fn bad_bundles_are_refused_and_a_good_one_installs_trial_boots_and_commits() -> 
     std::fs::write(share.join("truncated.raucb"), &bytes[..bytes.len() / 2]).expect("share");
 
     let mut device = twin.boot()?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     device.sh("mount -t 9p -o trans=virtio host /mnt")?;
 
@@ -86,7 +78,7 @@ fn bad_bundles_are_refused_and_a_good_one_installs_trial_boots_and_commits() -> 
     device.sh("mkdir -p /run/trellis && echo '0 tryboot' > /run/trellis/reboot-param")?;
     let mut device = twin.reboot(device)?;
     assert_eq!(device.partition, 3);
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     assert!(device.sh("cat /proc/cmdline")?.contains("root=/dev/vda6 "), "the slot hook fixed cmdline.txt");
     device.sh("rauc status mark-good")?;
@@ -102,7 +94,7 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     let mut twin = Twin::new("update-power-cut")?;
     bundle(&twin.share().join("update.raucb"), &[("VERSION", "2.0.1-twin")]);
     let mut device = twin.boot()?;
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     device.sh("mount -t 9p -o trans=virtio host /mnt")?;
     device.type_line("rauc install /mnt/update.raucb")?;
@@ -111,7 +103,7 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     std::thread::sleep(Duration::from_secs(2));
     let mut device = twin.power_cycle(device)?;
     assert_eq!(device.partition, 2, "the old slot boots");
-    all_examples_running(&mut device)?;
+    device.wait_apps_running(&EXAMPLES)?;
     let log: String = device.lines().iter().map(|l| l.text.clone()).collect::<Vec<_>>().join("\n");
     assert!(!log.contains("formatting") && !log.contains("corrupted"), "{log}");
     device.wait_console()?;
