@@ -54,7 +54,7 @@ qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X 
 test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(CARGO) test -p trellis-twin -- --test-threads=1
 
-bench-twin: twin-image ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU
+bench-twin: bundle ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU
 	$(CARGO) bench -p trellis-twin --bench twin
 
 test-aarch64: ## Run init's tests as aarch64 binaries under qemu-user
