@@ -157,6 +157,8 @@ impl Supervisor {
             sys.sleep(TICK);
         }
         for pid in left {
+            let name = self.services.iter().find(|r| r.pid == Some(pid)).map_or("?", |r| r.service.name.as_str());
+            sys.log(&format!("{name} (pid {pid}) did not stop within {} s: SIGKILL", STOP_GRACE.as_secs()));
             sys.kill(pid, true);
         }
         for r in &mut self.services {
@@ -169,7 +171,10 @@ impl Supervisor {
 pub fn shutdown(sys: &mut impl System, supervisor: Option<&mut Supervisor>, cfg: &Config, request: Request, why: &str) {
     sys.log(&format!("{why}: {}", if request == Request::Poweroff { "powering off" } else { "rebooting" }));
     if let Some(s) = supervisor {
+        let t = sys.monotonic();
         s.stop_all(sys);
+        let took = sys.monotonic().saturating_sub(t);
+        sys.log(&format!("services stopped in {} ms", took.as_millis()));
     }
     sys.sync();
     if let Err(e) = sys.umount(&cfg.data_dir) {
