@@ -279,8 +279,11 @@ impl Runtime {
     ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
         if let Some(seed) = &config.seed_dir
             && !config.apps_dir.exists()
+            && let Err(e) = seed_apps(seed, &config.apps_dir)
         {
-            seed_apps(seed, &config.apps_dir)?;
+            // Not fatal: a runtime that refused to start would be restarted by init
+            // into the same failure; without the seed apps it still runs what is copied in.
+            tracing::error!("cannot seed the apps directory: {e}");
         }
         for dir in [&config.apps_dir, &config.state_dir] {
             std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;

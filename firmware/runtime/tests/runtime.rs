@@ -465,4 +465,10 @@ fn the_image_seeds_a_new_apps_directory_once() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(dev.running_version("counter"), None);
     assert!(!dev.apps().join("counter.wasm").exists());
+    // A missing seed directory does not stop the runtime from starting.
+    let support::Device { dir, runtime, .. } = dev;
+    runtime.shutdown();
+    std::fs::remove_dir_all(dir.path().join("apps")).unwrap();
+    let dev = support::boot(dir, |c| c.seed_dir = Some(seed.join("missing")));
+    assert!(dev.apps().is_dir(), "an empty apps directory to copy apps into");
 }
