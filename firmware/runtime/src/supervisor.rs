@@ -801,12 +801,13 @@ impl Supervisor {
         slot.version = Some(version.clone());
         slot.failed = None;
         slot.restart_at = None;
+        // The status says Running before anyone hears the event announcing it.
+        self.publish_status(app);
         self.services.events.emit(RuntimeEvent::Started {
             app: app.to_owned(),
             version: version.manifest.version.clone(),
             replaced: replaced.clone(),
         });
-        self.publish_status(app);
         Ok((replaced, handed_over))
     }
 
@@ -873,6 +874,8 @@ impl Supervisor {
         }
         tracing::error!(app, "{reason}: stopped until a new version arrives");
         self.services.broker.remove(app);
+        // The status says Failed before anyone hears the event announcing it.
+        self.publish_status(app);
         self.services.events.emit(RuntimeEvent::Stopped { app: app.to_owned(), reason });
     }
 
