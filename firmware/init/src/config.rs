@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 /// A service init starts and restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Service {
     /// Name for the log.
     pub name: String,
@@ -16,6 +16,33 @@ pub struct Service {
     /// service is fatal (reboot).
     #[serde(default)]
     pub essential: bool,
+    /// The signal that asks it to stop at shutdown.
+    #[serde(default)]
+    pub stop_signal: StopSignal,
+    /// How long shutdown waits for it to exit before SIGKILL (5000). 0: do not
+    /// wait for it at all (a console shell, whose exit can hang in the serial
+    /// port's close for longer than any useful wait).
+    #[serde(default = "Service::default_stop_timeout_ms")]
+    pub stop_timeout_ms: u64,
+}
+
+impl Service {
+    const fn default_stop_timeout_ms() -> u64 {
+        5000
+    }
+}
+
+/// How a service is asked to stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopSignal {
+    /// SIGTERM.
+    #[default]
+    Term,
+    /// SIGHUP.
+    Hup,
+    /// SIGKILL.
+    Kill,
 }
 
 /// init's configuration.
@@ -88,13 +115,21 @@ impl Config {
         500
     }
     const fn default_max_crashes() -> u32 {
-        10
+        // Reachable inside the one-minute window with the doubling back-off:
+        // crashes at 0, 0.5, 1.5, 3.5 and 7.5 s (10 never fit: 0.5 … 30 s gaps).
+        5
     }
     fn default_reboot_param() -> String {
         "/run/trellis/reboot-param".into()
     }
     fn default_services() -> Vec<Service> {
-        vec![Service { name: "runtime".into(), argv: vec!["/usr/bin/trellis-runtime".into()], essential: true }]
+        vec![Service {
+            name: "runtime".into(),
+            argv: vec!["/usr/bin/trellis-runtime".into()],
+            essential: true,
+            stop_signal: StopSignal::Term,
+            stop_timeout_ms: Service::default_stop_timeout_ms(),
+        }]
     }
 
     /// Parse the configuration.

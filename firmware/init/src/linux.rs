@@ -1,5 +1,6 @@
 //! The real [`System`]: Linux system calls through `rustix`.
 
+use crate::config::StopSignal;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
@@ -147,9 +148,14 @@ impl System for Linux {
         }
     }
 
-    fn kill(&mut self, pid: u32, force: bool) {
+    fn kill(&mut self, pid: u32, signal: StopSignal) {
+        let signal = match signal {
+            StopSignal::Term => Signal::TERM,
+            StopSignal::Hup => Signal::HUP,
+            StopSignal::Kill => Signal::KILL,
+        };
         if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-            let _ = rustix::process::kill_process(pid, if force { Signal::KILL } else { Signal::TERM });
+            let _ = rustix::process::kill_process(pid, signal);
         }
     }
 

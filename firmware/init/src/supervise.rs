@@ -1,6 +1,7 @@
 //! After boot: start the services, restart them with back-off, pet the
 //! watchdog, reap zombies, and act on reboot/poweroff requests.
 
+use crate::config::StopSignal;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -10,8 +11,6 @@ use crate::system::{Request, System};
 
 const TICK: Duration = Duration::from_millis(100);
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
-/// How long services get between SIGTERM and SIGKILL at shutdown.
-const STOP_GRACE: Duration = Duration::from_secs(5);
 
 struct Running {
     service: Service,
@@ -141,25 +140,34 @@ impl Supervisor {
 
     /// Stop every service: SIGTERM, a grace period, SIGKILL.
     pub fn stop_all(&mut self, sys: &mut impl System) {
-        let pids: Vec<u32> = self.services.iter().filter_map(|r| r.pid).collect();
-        for &pid in &pids {
-            sys.kill(pid, false);
+        let start = sys.monotonic();
+        // (pid, name, when to give up on it)
+        let mut left: Vec<(u32, String, Duration)> = Vec::new();
+        for r in &self.services {
+            if let Some(pid) = r.pid {
+                sys.kill(pid, r.service.stop_signal);
+                let wait = Duration::from_millis(r.service.stop_timeout_ms);
+                left.push((pid, r.service.name.clone(), start + wait));
+            }
         }
-        let deadline = sys.monotonic() + STOP_GRACE;
-        let mut left = pids;
-        while !left.is_empty() && sys.monotonic() < deadline {
+        loop {
             while let Some((pid, _)) = sys.reap() {
-                left.retain(|&p| p != pid);
+                left.retain(|(p, _, _)| *p != pid);
+            }
+            let now = sys.monotonic();
+            for (pid, name, until) in left.iter().filter(|(_, _, until)| *until <= now) {
+                let waited = until.saturating_sub(start).as_millis();
+                sys.log(&format!("{name} (pid {pid}) did not stop within {waited} ms: SIGKILL"));
+                sys.kill(*pid, StopSignal::Kill);
+            }
+            left.retain(|(_, _, until)| *until > now);
+            if left.is_empty() {
+                break;
             }
             if self.watchdog {
                 sys.watchdog_pet();
             }
             sys.sleep(TICK);
-        }
-        for pid in left {
-            let name = self.services.iter().find(|r| r.pid == Some(pid)).map_or("?", |r| r.service.name.as_str());
-            sys.log(&format!("{name} (pid {pid}) did not stop within {} s: SIGKILL", STOP_GRACE.as_secs()));
-            sys.kill(pid, true);
         }
         for r in &mut self.services {
             r.pid = None;

@@ -1,5 +1,6 @@
 //! The side effects PID 1 has, behind one trait.
 
+use crate::config::StopSignal;
 use std::io;
 use std::time::{Duration, SystemTime};
 
@@ -75,8 +76,8 @@ pub trait System {
     fn spawn(&mut self, argv: &[String]) -> io::Result<u32>;
     /// Reap one exited child, if any (`waitpid(-1, WNOHANG)`), including orphans.
     fn reap(&mut self) -> Option<(u32, ExitStatus)>;
-    /// Send `SIGTERM` (or `SIGKILL` when `force`) to a process.
-    fn kill(&mut self, pid: u32, force: bool);
+    /// Send a process `signal`.
+    fn kill(&mut self, pid: u32, signal: StopSignal);
     /// Wall-clock time.
     fn now(&mut self) -> SystemTime;
     /// Set the wall clock.

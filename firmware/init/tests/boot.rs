@@ -8,6 +8,7 @@ use std::io;
 use std::time::{Duration, SystemTime};
 
 use trellis_init::boot::Booted;
+use trellis_init::config::StopSignal;
 use trellis_init::supervise::{Outcome, Supervisor, main_loop};
 use trellis_init::{Config, ExitStatus, Request, System, boot};
 
@@ -33,6 +34,8 @@ struct Trace {
     written: HashMap<String, usize>,
     /// Text files (`read_to_string`).
     files: HashMap<String, String>,
+    /// Children that do not exit when signalled (stuck in the kernel).
+    stubborn: Vec<u32>,
 }
 
 impl Trace {
@@ -123,8 +126,16 @@ impl System for Trace {
         let (_, pid, status) = self.exits.remove(i);
         Some((pid, status))
     }
-    fn kill(&mut self, pid: u32, force: bool) {
-        self.calls.push(format!("kill {pid}{}", if force { " -9" } else { "" }));
+    fn kill(&mut self, pid: u32, signal: StopSignal) {
+        let flag = match signal {
+            StopSignal::Term => "",
+            StopSignal::Hup => " -1",
+            StopSignal::Kill => " -9",
+        };
+        self.calls.push(format!("kill {pid}{flag}"));
+        if self.stubborn.contains(&pid) {
+            return;
+        }
         self.exits.push((self.mono, pid, ExitStatus::Signal(15)));
     }
     fn now(&mut self) -> SystemTime {
@@ -294,6 +305,54 @@ fn a_crash_looping_runtime_makes_init_reboot_cleanly() {
     assert!(t.called("log fatal: service runtime keeps crashing"));
     let tail: Vec<&str> = t.calls.iter().rev().take(4).rev().map(String::as_str).collect();
     assert_eq!(tail, ["sync", "umount /data", "sync", "reboot Reboot"]);
+}
+
+/// With the shipped defaults (not a test-only crash limit): a runtime that
+/// dies right after every start (a firmware whose runtime cannot run) must
+/// end in a reboot, which is what rolls a trial boot back. The back-off grows
+/// the gaps between crashes, so the limit has to be reachable inside the
+/// crash window (found: 10 crashes never fit into a minute of back-off).
+#[test]
+fn with_the_default_policy_a_crash_looping_runtime_ends_in_a_reboot() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.lifetime = Some(Duration::from_millis(200));
+    let cfg = config();
+    let mut s = Supervisor::start(&mut t, &cfg);
+    let outcome = loop {
+        if let Some(o) = s.step(&mut t) {
+            break o;
+        }
+        assert!(t.mono < Duration::from_secs(600), "still restarting after 10 min: {:#?}", t.calls);
+        t.sleep(Duration::from_millis(100));
+    };
+    assert!(matches!(&outcome, Outcome::Fatal(why) if why.contains("runtime keeps crashing")), "{outcome:?}");
+    assert!(t.mono < Duration::from_secs(30), "a trial boot waits {:?} for it", t.mono);
+}
+
+/// Each service is asked to stop with its own signal and waited for as long
+/// as it is configured: the console's shell (whose exit hangs in the serial
+/// port's close in the twin) is not waited for, so a reboot does not sit out
+/// a grace period for it; a service that ignores its signal gets SIGKILL at
+/// its timeout.
+#[test]
+fn each_service_is_stopped_with_its_own_signal_and_timeout() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.requests.push_back((Duration::from_secs(2), Request::Reboot));
+    let mut cfg = config();
+    let service = |toml: &str| -> trellis_init::config::Service { toml::from_str(toml).unwrap() };
+    let console = service("name = \"console\"\nargv = [\"/bin/sh\"]\nstop-signal = \"hup\"\nstop-timeout-ms = 0\n");
+    assert_eq!((console.stop_signal, console.stop_timeout_ms), (StopSignal::Hup, 0));
+    cfg.services.push(console);
+    cfg.services.push(service("name = \"stubborn\"\nargv = [\"/bin/x\"]\nstop-timeout-ms = 1000\n"));
+    t.stubborn = vec![102, 103];
+    main_loop(&mut t, &cfg);
+    assert!(t.called("kill 101") && t.called("kill 102 -1") && t.called("kill 103"), "{:#?}", t.calls);
+    assert!(!t.called("kill 101 -9"), "the runtime stopped on SIGTERM: {:#?}", t.calls);
+    assert!(t.position("kill 102 -9") < t.position("kill 103 -9"), "{:#?}", t.calls);
+    assert!(t.called("log console (pid 102) did not stop within 0 ms: SIGKILL"), "{:#?}", t.calls);
+    assert!(t.called("log stubborn (pid 103) did not stop within 1000 ms: SIGKILL"), "{:#?}", t.calls);
+    assert!(t.called("log services stopped in 1000 ms"), "{:#?}", t.calls);
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
 }
 
 #[test]
