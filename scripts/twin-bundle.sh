@@ -4,6 +4,7 @@
 # Compatible string from board/qemu-aarch64/rauc/system.conf (or $COMPATIBLE), version
 # from `git describe` (or $VERSION). Signed with the development keys
 # (scripts/dev-keys.sh) unless RAUC_KEY and RAUC_CERT name production ones.
+# BOOT_IMAGE and ROOTFS_IMAGE replace the slot images (scripts/twin-broken-bundle.sh).
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,9 @@ out=${2:-$build/twin/update.raucb}
 board=board/qemu-aarch64
 twin=$build/twin
 command -v rauc >/dev/null || { echo "twin-bundle: rauc is missing (apt-get install rauc)" >&2; exit 1; }
-for f in "$twin/boot.vfat" "$twin/rootfs.squashfs"; do
+boot_image=${BOOT_IMAGE:-$twin/boot.vfat}
+rootfs_image=${ROOTFS_IMAGE:-$twin/rootfs.squashfs}
+for f in "$boot_image" "$rootfs_image"; do
   [ -f "$f" ] || { echo "twin-bundle: $f is missing (make twin-image)" >&2; exit 1; }
 done
 key=${RAUC_KEY:-$build/keys/signing.key.pem}
@@ -24,7 +27,8 @@ compatible=${COMPATIBLE:-$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")
 version=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
 content=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bundle.XXXXXX")
 trap 'rm -rf "$content"' EXIT
-cp "$twin/boot.vfat" "$twin/rootfs.squashfs" "$content/"
+cp "$boot_image" "$content/boot.vfat"
+cp "$rootfs_image" "$content/rootfs.squashfs"
 cp "$board/rauc/hook.sh" "$content/hook.sh"
 chmod +x "$content/hook.sh"
 cat >"$content/manifest.raucm" <<MANIFEST

@@ -115,6 +115,10 @@ pub struct RuntimeConfig {
     /// partition was reformatted). An apps directory that exists is never touched.
     #[serde(default)]
     pub seed_dir: Option<PathBuf>,
+    /// Firmware updates through RAUC and the trial-boot health gate (devices
+    /// only; absent: no update lifecycle). Fields: docs/update.md.
+    #[serde(default)]
+    pub update: Option<trellis_update::Policy>,
 }
 
 impl RuntimeConfig {
@@ -152,6 +156,7 @@ impl RuntimeConfig {
             hardware: HardwarePolicy::default(),
             only: None,
             seed_dir: None,
+            update: None,
         }
     }
 

@@ -10,6 +10,7 @@ mod bindings;
 mod broker;
 mod cache;
 pub mod config;
+pub mod device;
 mod engine;
 mod error;
 mod host;

@@ -69,12 +69,50 @@ fn run(args: Args) -> Result<()> {
         BoardKind::Sim => trellis_hal::sim::SimBoard::standard().board(),
         BoardKind::Linux => linux_board(&args.gpio_chip)?,
     };
-    let _runtime = Runtime::start(config, board).context("starting the runtime")?;
+    let runtime = std::sync::Arc::new(Runtime::start(config.clone(), board).context("starting the runtime")?);
     tracing::info!("runtime started");
+    start_updates(&runtime, &config)?;
     // Runs until killed; init restarts it if it dies.
     loop {
         std::thread::park();
     }
+}
+
+/// The firmware update lifecycle (when the configuration has an `[update]`
+/// section) and the control socket `trellis device` talks to.
+#[cfg(feature = "linux")]
+fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
+    use std::sync::Arc;
+    use trellis_runtime::device::{self, Device};
+    use trellis_update::{Resume, StateFile, Updater, dbus::DbusRauc, system::System};
+
+    let Some(policy) = config.update else { return Ok(()) };
+    let platform = System { reboot_param: paths::REBOOT_PARAM.into() };
+    let file = StateFile::new(config.state_dir.join(paths::state::UPDATE));
+    let updater = Arc::new(Updater::new(DbusRauc, platform, file, policy));
+    let (u, r, c) = (Arc::clone(&updater), Arc::clone(runtime), config.clone());
+    std::thread::Builder::new().name("update".into()).spawn(move || match u.resume() {
+        Resume::Idle => {}
+        Resume::RebootPending => {
+            if let Err(e) = u.reboot_into_trial() {
+                tracing::error!("{e}");
+            }
+        }
+        Resume::Trial => {
+            u.gate(&|| device::health(&r, &c));
+        }
+    })?;
+    let socket = std::path::Path::new(paths::CONTROL_SOCKET);
+    trellis_update::control::serve(socket, Arc::new(Device::new(Arc::clone(runtime), updater)))?;
+    Ok(())
+}
+
+#[cfg(not(feature = "linux"))]
+fn start_updates(_runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
+    if config.update.is_some() {
+        tracing::warn!("this build has no firmware update support (feature `linux`); [update] is ignored");
+    }
+    Ok(())
 }
 
 #[cfg(feature = "linux")]

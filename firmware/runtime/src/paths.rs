@@ -8,6 +8,10 @@ pub const APPS_DIR: &str = "/data/apps";
 pub const STATE_DIR: &str = "/data/trellis";
 /// The runtime's configuration file (in the read-only root filesystem).
 pub const CONFIG_FILE: &str = "/etc/trellis/runtime.toml";
+/// The runtime's control socket (`trellis device ...`).
+pub const CONTROL_SOCKET: &str = "/run/trellis/control.sock";
+/// Where init looks for the restart command of the next reboot (`0 tryboot`).
+pub const REBOOT_PARAM: &str = "/run/trellis/reboot-param";
 /// Public keys trusted to sign apps (`*.pub`).
 pub const TRUST_DIR: &str = "/etc/trellis/trust";
 
@@ -19,4 +23,6 @@ pub mod state {
     pub const KV: &str = "kv";
     /// The last version of each app that ran healthy.
     pub const LAST_GOOD: &str = "last-good";
+    /// The last firmware update and how it ended.
+    pub const UPDATE: &str = "update.json";
 }

@@ -224,7 +224,7 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-fn app_name(path: &Path) -> Option<String> {
+pub(crate) fn app_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
     let stem = file.strip_suffix(".wasm")?;
     (!file.starts_with('.') && trellis_appfmt::valid_name(stem)).then(|| stem.to_owned())

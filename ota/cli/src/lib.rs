@@ -2,15 +2,21 @@
 //! pack, sign and inspect app files, and inspect firmware update bundles.
 
 pub mod bundle;
+pub mod device;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+#[cfg(feature = "run")]
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+#[cfg(feature = "run")]
+use clap::Args;
+use clap::{Parser, Subcommand};
 use trellis_appfmt::{AppFile, Manifest, generate_key, interface_imports, load_signing_key, write_key_pair};
+#[cfg(feature = "run")]
 use trellis_hal::sim::SimBoard;
+#[cfg(feature = "run")]
 use trellis_runtime::{Runtime, RuntimeConfig};
 
 #[derive(Debug, Parser)]
@@ -30,6 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run apps on this machine against simulated hardware, swapping them when their files change.
+    #[cfg(feature = "run")]
     Run(RunArgs),
     /// Make, sign and look into app files.
     #[command(subcommand)]
@@ -37,6 +44,31 @@ enum Command {
     /// Look into firmware update bundles (RAUC).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// On a device: its state, and firmware updates (through the runtime's control socket).
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeviceCommand {
+    /// Firmware (booted and primary slot, last update and why), apps, uptime.
+    Status {
+        /// The runtime's control socket.
+        #[arg(long, default_value = device::SOCKET)]
+        socket: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Install a firmware bundle into the other slot, then trial-boot it: the
+    /// device commits it when healthy, or goes back to this slot by itself.
+    Update {
+        /// The bundle, on the device (`/data/update.raucb`).
+        bundle: PathBuf,
+        /// The runtime's control socket.
+        #[arg(long, default_value = device::SOCKET)]
+        socket: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,6 +87,7 @@ enum BundleCommand {
     },
 }
 
+#[cfg(feature = "run")]
 #[derive(Debug, Args)]
 struct RunArgs {
     /// A directory of apps (`NAME.wasm`), or one app file (then only that app runs; it is still swapped when the file changes).
@@ -158,7 +191,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        #[cfg(feature = "run")]
         Command::Run(args) => run_apps(&args),
+        Command::Device(DeviceCommand::Status { socket, json }) => device::status(&socket, json),
+        Command::Device(DeviceCommand::Update { bundle, socket }) => device::update(&socket, &bundle),
         Command::App(AppCommand::Pack { component, manifest, version, set, output }) => {
             pack(&component, &manifest, version, &set, output)
         }
@@ -298,6 +334,7 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "run")]
 fn run_apps(args: &RunArgs) -> Result<()> {
     let meta = std::fs::metadata(&args.path).with_context(|| format!("cannot open {}", args.path.display()))?;
     let (apps_dir, only) = if meta.is_dir() {
@@ -341,6 +378,7 @@ fn run_apps(args: &RunArgs) -> Result<()> {
 
 /// Print the messages published since the last call, after waiting 100 ms.
 /// (Loads, refusals and crashes are logged by the runtime itself.)
+#[cfg(feature = "run")]
 fn print_messages(messages: &trellis_runtime::MessageReceiver) {
     std::thread::sleep(Duration::from_millis(100));
     for m in messages.try_iter() {

@@ -37,6 +37,8 @@ fn help_everywhere() {
         &["app", "sign", "--help"],
         &["app", "inspect", "--help"],
         &["app", "keygen", "--help"],
+        &["device", "status", "--help"],
+        &["device", "update", "--help"],
     ] {
         let o = trellis(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
@@ -214,4 +216,99 @@ fn bundle_inspect_shows_a_signed_bundle_and_names_what_is_wrong() {
     let o = trellis(&["bundle", "inspect", s(&cut), "--keyring", s(&keyring)]);
     assert!(!o.status.success());
     assert!(text(&o).contains("cut.raucb"), "{}", text(&o));
+}
+
+/// A device's runtime answering on a control socket (the protocol and server of
+/// the device; the twin runs the real runtime behind it: tests/twin/tests/update.rs).
+#[derive(Debug)]
+struct FakeDevice;
+
+impl trellis_update::control::Handler for FakeDevice {
+    fn status(&self) -> trellis_update::control::DeviceStatus {
+        let slot = |name: &str, bootname: &str, state: &str, version: Option<&str>| trellis_update::SlotInfo {
+            name: name.into(),
+            bootname: bootname.into(),
+            state: state.into(),
+            boot_status: Some("good".into()),
+            version: version.map(Into::into),
+        };
+        trellis_update::control::DeviceStatus {
+            uptime_ms: 3_723_000,
+            firmware: trellis_update::FirmwareStatus {
+                slots: Some(trellis_update::Slots {
+                    booted: "A".into(),
+                    primary: Some("A".into()),
+                    compatible: "trellis-qemu-aarch64".into(),
+                    slots: vec![
+                        slot("rootfs.0", "A", "booted", None),
+                        slot("rootfs.1", "B", "inactive", Some("2.0.0")),
+                    ],
+                }),
+                slots_error: None,
+                operation: "idle".into(),
+                progress: None,
+                last_update: Some(trellis_update::UpdateRecord {
+                    bundle: "/data/u.raucb".into(),
+                    version: Some("2.0.0".into()),
+                    from: "A".into(),
+                    to: Some("B".into()),
+                    phase: trellis_update::Phase::RolledBack,
+                    reason: Some("not healthy within 20 s of boot: blinky: not loaded".into()),
+                    boot_id: "x".into(),
+                    started: 1,
+                    changed: 2,
+                }),
+            },
+            apps: vec![trellis_update::control::AppSummary {
+                name: "counter".into(),
+                version: "1.0.0".into(),
+                state: "running".into(),
+                restarts: 2,
+                last_error: None,
+            }],
+        }
+    }
+    fn install(
+        &self,
+        bundle: &Path,
+        progress: &mut dyn FnMut(&trellis_update::Progress),
+    ) -> Result<trellis_update::UpdateRecord, String> {
+        progress(&trellis_update::Progress { percent: 10, message: "Checking bundle".into() });
+        Err(format!("RAUC: {}: signature verification failed", bundle.display()))
+    }
+    fn installed(&self) {}
+}
+
+#[test]
+fn device_status_and_update_talk_to_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    trellis_update::control::serve(&sock, std::sync::Arc::new(FakeDevice)).unwrap();
+    let o = trellis(&["device", "status", "--socket", s(&sock)]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for want in [
+        "uptime:      1:02:03",
+        "booted:      slot A (factory)",
+        "slot B (rootfs.1): inactive, good, 2.0.0",
+        "last update: rolled back: 2.0.0 A -> B (/data/u.raucb)",
+        "why:       not healthy within 20 s of boot: blinky: not loaded",
+        "counter      1.0.0      running, 2 restarts",
+    ] {
+        assert!(out.contains(want), "{want:?} in\n{out}");
+    }
+    let o = trellis(&["device", "status", "--json", "--socket", s(&sock)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["firmware"]["last-update"]["phase"], "rolled-back");
+
+    let o = trellis(&["device", "update", "/data/bad.raucb", "--socket", s(&sock)]);
+    let out = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        out.contains(" 10% Checking bundle") && out.contains("update failed: RAUC: /data/bad.raucb: signature"),
+        "{out}"
+    );
+
+    let o = trellis(&["device", "status", "--socket", s(&dir.path().join("none.sock"))]);
+    assert!(!o.status.success() && text(&o).contains("none.sock"), "{}", text(&o));
 }

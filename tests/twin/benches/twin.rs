@@ -118,15 +118,17 @@ fn main() -> Result<(), Error> {
     let bundle = root().join("build/twin/update.raucb");
     std::fs::copy(&bundle, twin.share().join("update.raucb")).expect("make bundle");
     let t = Instant::now();
-    device.sh_timeout("rauc install /mnt/update.raucb", Duration::from_secs(900))?;
+    device.type_line("trellis device update /mnt/update.raucb")?;
+    device.wait_for("rebooting into a trial boot", Duration::from_secs(900))?;
     let install = t.elapsed().as_secs_f64();
-    device.sh("mkdir -p /run/trellis && echo '0 tryboot' > /run/trellis/reboot-param")?;
+    // The runtime reboots into the trial by itself and commits when healthy.
     let t = Instant::now();
-    device = twin.reboot(device)?;
+    device = twin.restarted(device, Duration::from_secs(120))?;
     device.wait_apps_running(&EXAMPLES)?;
     let trial = t.elapsed().as_secs_f64();
+    device.seen("phase=Committed", BOOT_TIMEOUT)?;
+    let committed = t.elapsed().as_secs_f64();
     device.wait_console()?;
-    device.sh("rauc status mark-good")?;
     // Its floor: the same two slot images written raw into slot A, and one boot of A.
     for f in ["boot.vfat", "rootfs.squashfs"] {
         std::fs::copy(root().join("build/twin").join(f), twin.share().join(f)).expect("slot images");
@@ -174,7 +176,7 @@ fn main() -> Result<(), Error> {
     let full = install + trial;
     let floor = raw_write + floor_boot;
     println!(
-        "| full update: `rauc install` {install:.1} s + trial boot to all apps running {trial:.1} s | {full:.1} s | 1 |"
+        "| full update: `trellis device update` (RAUC install) {install:.1} s + trial boot to all apps running {trial:.1} s (committed by the health gate at {committed:.1} s) | {full:.1} s | 1 |"
     );
     println!(
         "| its floor: raw write of the same slot images {raw_write:.1} s + one boot to all apps running {floor_boot:.1} s | {floor:.1} s (full/floor {:.2}×) | 1 |",

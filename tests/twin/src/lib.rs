@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod compare;
 pub mod device;
 pub mod disk;
 pub mod firmware;
@@ -221,6 +222,30 @@ impl Twin {
         let exit = device.wait_exit(Duration::from_secs(60))?;
         self.stopped(exit);
         self.boot()
+    }
+
+    /// Wait for the device to restart by itself (the runtime asked init for a
+    /// trial boot, or the health gate went back) and boot again as the firmware would.
+    ///
+    /// # Errors
+    /// The device does not stop within `timeout`, or the next boot cannot start.
+    pub fn restarted(&mut self, device: Device, timeout: Duration) -> Result<Device, Error> {
+        let exit = device.wait_exit(timeout)?;
+        self.stopped(exit);
+        self.boot()
+    }
+
+    /// A boot whose kernel never gets going: when no kernel line comes within
+    /// `wait`, the power is cycled, as a person or an external watchdog would;
+    /// the firmware then boots the primary slot. Returns the new boot.
+    ///
+    /// # Errors
+    /// The kernel did start (its banner is on the console), or the next boot cannot start.
+    pub fn hung_kernel(&mut self, mut device: Device, wait: Duration) -> Result<Device, Error> {
+        if let Ok(line) = device.seen("Linux version", wait) {
+            return Err(Error::Firmware(format!("the kernel was expected not to boot, but printed {:?}", line.text)));
+        }
+        self.power_cycle(device)
     }
 
     /// Cut the power and turn it back on.

@@ -1,0 +1,202 @@
+//! The runtime's local control socket (`/run/trellis/control.sock`) and its
+//! protocol: one JSON request per connection, answered by JSON lines. The
+//! `trellis device` commands are its client; the network API (docs/update.md)
+//! carries the same messages.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{FirmwareStatus, Progress, UpdateRecord};
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The device's state.
+    Status,
+    /// Install a firmware bundle (a path on the device) and trial-boot it.
+    Install {
+        /// The bundle.
+        bundle: PathBuf,
+    },
+}
+
+/// One app, as the status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AppSummary {
+    /// Name (the file name without `.wasm`).
+    pub name: String,
+    /// Running version.
+    pub version: String,
+    /// `running`, `restarting` or `failed: why`.
+    pub state: String,
+    /// Restarts after crashes.
+    pub restarts: u32,
+    /// The most recent refusal or fault.
+    pub last_error: Option<String>,
+}
+
+/// The device's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceStatus {
+    /// Time since the kernel started, in milliseconds.
+    pub uptime_ms: u64,
+    /// Slots and updates.
+    pub firmware: FirmwareStatus,
+    /// Apps.
+    pub apps: Vec<AppSummary>,
+}
+
+/// An answer line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reply {
+    /// The state.
+    Status(Box<DeviceStatus>),
+    /// Installation progress.
+    Progress(Progress),
+    /// Installed; the device reboots into the trial boot now.
+    Installed(UpdateRecord),
+    /// The request failed.
+    Error(String),
+}
+
+/// What serves the requests (the runtime).
+pub trait Handler: Send + Sync {
+    /// The device's state.
+    fn status(&self) -> DeviceStatus;
+    /// Install `bundle`, reporting progress.
+    ///
+    /// # Errors
+    /// Why the installation failed.
+    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
+    /// Called after [`Reply::Installed`] was sent: reboot into the trial.
+    fn installed(&self);
+}
+
+/// Errors of the control socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The socket cannot be created or reached.
+    #[error("control socket {path}: {source}")]
+    Socket {
+        /// The socket.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The other side sent something that is not a reply.
+    #[error("control socket {path}: bad reply {line:?}: {reason}")]
+    Protocol {
+        /// The socket.
+        path: PathBuf,
+        /// What came.
+        line: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+}
+
+/// Listen on `path` (replacing a stale socket; mode 0600: root only) and serve
+/// each connection on its own thread.
+///
+/// # Errors
+/// The socket cannot be created.
+pub fn serve(path: &Path, handler: Arc<dyn Handler>) -> Result<std::thread::JoinHandle<()>, ControlError> {
+    let err = |source| ControlError::Socket { path: path.to_owned(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let handler = Arc::clone(&handler);
+                let _ =
+                    std::thread::Builder::new().name("control-conn".into()).spawn(move || answer(stream, &*handler));
+            }
+        })
+        .map_err(err)
+}
+
+fn send(out: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    out.write_all(&line)
+}
+
+fn answer(stream: UnixStream, handler: &dyn Handler) {
+    let Ok(mut out) = stream.try_clone() else { return };
+    let mut line = String::new();
+    if BufReader::new(stream).read_line(&mut line).is_err() {
+        return;
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = send(&mut out, &Reply::Error(format!("bad request {:?}: {e}", line.trim_end())));
+            return;
+        }
+    };
+    match request {
+        Request::Status => {
+            let _ = send(&mut out, &Reply::Status(Box::new(handler.status())));
+        }
+        Request::Install { bundle } => {
+            let result = handler.install(&bundle, &mut |p| {
+                // The client may have gone; the installation goes on.
+                let _ = send(&mut out, &Reply::Progress(p.clone()));
+            });
+            match result {
+                Ok(record) => {
+                    let _ = send(&mut out, &Reply::Installed(record));
+                    let _ = out.shutdown(std::net::Shutdown::Write);
+                    // Let the client read the answer and go (it closes its end)
+                    // before the reboot takes the system down, at most 5 s.
+                    let _ = out.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+                    let _ = std::io::Read::read(&mut out, &mut [0u8; 64]);
+                    handler.installed();
+                }
+                Err(e) => {
+                    let _ = send(&mut out, &Reply::Error(e));
+                }
+            }
+        }
+    }
+}
+
+/// Send `request` to the socket at `path` and pass every reply line to `on_reply`.
+///
+/// # Errors
+/// The socket cannot be reached or answers something that is not a reply.
+pub fn request(path: &Path, request: &Request, mut on_reply: impl FnMut(Reply)) -> Result<(), ControlError> {
+    let err = |source| ControlError::Socket { path: path.to_owned(), source };
+    let mut stream = UnixStream::connect(path).map_err(err)?;
+    let mut line = serde_json::to_vec(request).map_err(|e| err(std::io::Error::other(e)))?;
+    line.push(b'\n');
+    stream.write_all(&line).map_err(err)?;
+    for line in BufReader::new(stream).lines() {
+        let line = line.map_err(err)?;
+        let reply = serde_json::from_str(&line).map_err(|e| ControlError::Protocol {
+            path: path.to_owned(),
+            line: line.clone(),
+            reason: e.to_string(),
+        })?;
+        on_reply(reply);
+    }
+    Ok(())
+}

@@ -1,0 +1,123 @@
+//! RAUC over its D-Bus service (`de.pengutronix.rauc.Installer` on the system bus).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use zbus::blocking::Connection;
+use zbus::proxy::CacheProperties;
+use zbus::zvariant::{OwnedValue, Value};
+
+use crate::{Mark, Progress, Rauc, SlotInfo, Slots, UpdateError};
+
+#[zbus::proxy(interface = "de.pengutronix.rauc.Installer", default_service = "de.pengutronix.rauc", default_path = "/")]
+trait Installer {
+    fn install_bundle(&self, source: &str, args: HashMap<&str, Value<'_>>) -> zbus::Result<()>;
+    fn mark(&self, state: &str, slot_identifier: &str) -> zbus::Result<(String, String)>;
+    fn get_slot_status(&self) -> zbus::Result<Vec<(String, HashMap<String, OwnedValue>)>>;
+    fn get_primary(&self) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn completed(&self, result: i32) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<(i32, String, i32)>;
+    #[zbus(property)]
+    fn compatible(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn boot_slot(&self) -> zbus::Result<String>;
+}
+
+/// RAUC's D-Bus service on the system bus. Each call opens its own
+/// connection, so a restarted `dbus-daemon` or `rauc service` is picked up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DbusRauc;
+
+fn bus(e: &zbus::Error) -> UpdateError {
+    match e {
+        zbus::Error::MethodError(_, Some(msg), _) => UpdateError::Rauc(msg.clone()),
+        other => UpdateError::Bus(other.to_string()),
+    }
+}
+
+fn proxy() -> Result<InstallerProxyBlocking<'static>, UpdateError> {
+    let conn = Connection::system().map_err(|e| bus(&e))?;
+    InstallerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(|e| bus(&e))
+}
+
+fn text(d: &HashMap<String, OwnedValue>, key: &str) -> Option<String> {
+    d.get(key).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_owned)
+}
+
+impl Rauc for DbusRauc {
+    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
+        let proxy = proxy()?;
+        let source = bundle
+            .to_str()
+            .ok_or_else(|| UpdateError::Bundle { path: bundle.to_owned(), reason: "the path is not UTF-8".into() })?;
+        // Subscribe before starting, so a fast failure's signal is not missed.
+        let mut completed = proxy.receive_completed().map_err(|e| bus(&e))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let code = completed.next().map(|s| s.args().map(|a| a.result).unwrap_or(-1));
+            let _ = tx.send(code);
+        });
+        proxy.install_bundle(source, HashMap::new()).map_err(|e| bus(&e))?;
+        let mut last: Option<Progress> = None;
+        let code = loop {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(code) => break code.unwrap_or(-1),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break -1,
+            }
+            if let Ok((percent, message, _depth)) = proxy.progress() {
+                let p = Progress { percent, message };
+                if last.as_ref() != Some(&p) {
+                    progress(&p);
+                    last = Some(p);
+                }
+            }
+        };
+        if let Ok((percent, message, _)) = proxy.progress() {
+            let p = Progress { percent, message };
+            if last.as_ref() != Some(&p) {
+                progress(&p);
+            }
+        }
+        if code == 0 {
+            Ok(())
+        } else {
+            let why = proxy.last_error().unwrap_or_default();
+            Err(UpdateError::Rauc(if why.is_empty() { format!("installation failed (code {code})") } else { why }))
+        }
+    }
+
+    fn mark(&self, mark: Mark, slot: &str) -> Result<String, UpdateError> {
+        let (name, message) = proxy()?.mark(mark.as_str(), slot).map_err(|e| bus(&e))?;
+        Ok(format!("{name}: {message}"))
+    }
+
+    fn slots(&self) -> Result<Slots, UpdateError> {
+        let proxy = proxy()?;
+        let booted = proxy.boot_slot().map_err(|e| bus(&e))?;
+        let compatible = proxy.compatible().map_err(|e| bus(&e))?;
+        let slots: Vec<SlotInfo> = proxy
+            .get_slot_status()
+            .map_err(|e| bus(&e))?
+            .into_iter()
+            .filter_map(|(name, d)| {
+                Some(SlotInfo {
+                    bootname: text(&d, "bootname")?,
+                    state: text(&d, "state").unwrap_or_default(),
+                    boot_status: text(&d, "boot_status"),
+                    version: text(&d, "bundle.version"),
+                    name,
+                })
+            })
+            .collect();
+        let primary =
+            proxy.get_primary().ok().and_then(|p| slots.iter().find(|s| s.name == p).map(|s| s.bootname.clone()));
+        Ok(Slots { booted, primary, compatible, slots })
+    }
+}

@@ -1,0 +1,393 @@
+//! The update lifecycle: install, trial boot, health gate, commit or roll back.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Mark, Phase, Progress, Rauc, Slots, StateFile, UpdateError, UpdateRecord};
+
+/// How a reboot is to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reboot {
+    /// With `"0 tryboot"`: the firmware boots the `[tryboot]` slot once.
+    Trial,
+    /// A plain reboot: the firmware boots the primary slot.
+    Normal,
+}
+
+/// The device below the lifecycle.
+pub trait Platform: Send + Sync {
+    /// This boot's identity (`/proc/sys/kernel/random/boot_id`).
+    fn boot_id(&self) -> String;
+    /// The slot the kernel was booted from (`rauc.slot=` on its command line,
+    /// where RAUC reads it too), known before RAUC's service is up.
+    fn booted_slot(&self) -> Option<String>;
+    /// Time since the kernel started.
+    fn uptime(&self) -> Duration;
+    /// Seconds since the epoch.
+    fn now(&self) -> u64;
+    /// Wait.
+    fn sleep(&self, d: Duration);
+    /// Ask init to reboot.
+    ///
+    /// # Errors
+    /// Init cannot be asked.
+    fn reboot(&self, how: Reboot) -> Result<(), UpdateError>;
+}
+
+/// When a trial boot counts as healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Policy {
+    /// The trial must be healthy this long after the kernel started.
+    #[serde(default = "Policy::default_deadline_ms")]
+    pub health_deadline_ms: u64,
+    /// ... and stay healthy this long before it is committed.
+    #[serde(default = "Policy::default_settle_ms")]
+    pub settle_ms: u64,
+    /// How often health is checked.
+    #[serde(default = "Policy::default_poll_ms")]
+    pub poll_ms: u64,
+}
+
+impl Policy {
+    const fn default_deadline_ms() -> u64 {
+        120_000
+    }
+    const fn default_settle_ms() -> u64 {
+        2_000
+    }
+    const fn default_poll_ms() -> u64 {
+        250
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            health_deadline_ms: Self::default_deadline_ms(),
+            settle_ms: Self::default_settle_ms(),
+            poll_ms: Self::default_poll_ms(),
+        }
+    }
+}
+
+/// What [`Updater::resume`] found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    /// Nothing pending.
+    Idle,
+    /// This is the trial boot of a new slot: run [`Updater::gate`].
+    Trial,
+    /// An installation finished in this boot but the trial reboot has not
+    /// happened (the runtime was restarted in between): reboot into it.
+    RebootPending,
+}
+
+/// How the health gate ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// Marked good: the new slot is the primary.
+    Committed,
+    /// Marked bad and rebooting into the old slot, with the reason.
+    RolledBack(String),
+}
+
+/// What the device reports about its firmware.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FirmwareStatus {
+    /// The slots as RAUC sees them (none when RAUC cannot be reached).
+    pub slots: Option<Slots>,
+    /// Why the slots are missing.
+    pub slots_error: Option<String>,
+    /// `idle`, `installing` or `trial`.
+    pub operation: String,
+    /// The installation's progress, while installing.
+    pub progress: Option<Progress>,
+    /// The last update and how it ended.
+    pub last_update: Option<UpdateRecord>,
+}
+
+#[derive(Debug, Default)]
+struct Live {
+    record: Option<UpdateRecord>,
+    installing: bool,
+    progress: Option<Progress>,
+}
+
+/// The update lifecycle of one device.
+#[derive(Debug)]
+pub struct Updater<R, P> {
+    rauc: R,
+    platform: P,
+    file: StateFile,
+    policy: Policy,
+    live: Mutex<Live>,
+}
+
+impl<R: Rauc, P: Platform> Updater<R, P> {
+    /// The lifecycle over `rauc` and `platform`, with its record in `file`.
+    pub fn new(rauc: R, platform: P, file: StateFile, policy: Policy) -> Self {
+        let record = file.load();
+        Self { rauc, platform, file, policy, live: Mutex::new(Live { record, ..Live::default() }) }
+    }
+
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The record, changed by `f`, saved and logged.
+    fn update(&self, f: impl FnOnce(&mut UpdateRecord)) -> Result<UpdateRecord, UpdateError> {
+        let mut live = self.live();
+        let Some(record) = live.record.as_mut() else {
+            return Err(UpdateError::Busy("no update in progress".into()));
+        };
+        f(record);
+        record.changed = self.platform.now();
+        let record = record.clone();
+        drop(live);
+        log(&record);
+        self.file.save(&record)?;
+        Ok(record)
+    }
+
+    /// Decide, at start, what the record left behind means in this boot.
+    /// Unresolved trials that are not this boot's are recorded as rolled back
+    /// (the firmware went back to the old slot by itself) and their slot is
+    /// marked bad; installations interrupted by a reboot are recorded as failed.
+    pub fn resume(&self) -> Resume {
+        let Some(record) = self.live().record.clone() else { return Resume::Idle };
+        let boot_id = self.platform.boot_id();
+        let this_boot = record.boot_id == boot_id;
+        match record.phase {
+            Phase::Installing => {
+                let why = if this_boot {
+                    "the runtime restarted during the installation; its outcome is unknown, install again"
+                } else {
+                    "the installation was interrupted (reboot or power cut); the running slot was not changed"
+                };
+                self.finish(Phase::Failed, why);
+                Resume::Idle
+            }
+            Phase::Trial => {
+                let Some(booted) = self.platform.booted_slot() else {
+                    tracing::error!("the booted slot is unknown (no rauc.slot= on the kernel command line)");
+                    return Resume::Idle;
+                };
+                let to = record.to.clone().unwrap_or_default();
+                if booted == to {
+                    tracing::info!(slot = %to, version = ?record.version, "trial boot: waiting for the device to be healthy");
+                    Resume::Trial
+                } else if this_boot {
+                    Resume::RebootPending
+                } else {
+                    let why = format!(
+                        "the trial boot of slot {to} did not come up healthy (kernel, init or runtime failed, \
+                         power cut or watchdog reset); the firmware booted slot {booted} again"
+                    );
+                    self.finish(Phase::RolledBack, &why);
+                    // RAUC's service may still be starting.
+                    let until = self.platform.uptime() + Duration::from_millis(self.policy.health_deadline_ms);
+                    while let Err(e) = self.rauc.mark(Mark::Bad, "other") {
+                        if self.platform.uptime() >= until {
+                            tracing::warn!("marking slot {to} bad: {e}");
+                            break;
+                        }
+                        self.platform.sleep(Duration::from_millis(self.policy.poll_ms.max(1)));
+                    }
+                    Resume::Idle
+                }
+            }
+            Phase::Committed | Phase::RolledBack | Phase::Failed => Resume::Idle,
+        }
+    }
+
+    fn finish(&self, phase: Phase, why: &str) {
+        if let Err(e) = self.update(|r| {
+            r.phase = phase;
+            r.reason = Some(why.to_owned());
+        }) {
+            tracing::error!("{e}");
+        }
+    }
+
+    /// The trial boot's health gate. `health` says whether init and the apps
+    /// are healthy (or why not). Healthy for the settle time before the
+    /// deadline: the slot is marked good (committed). Otherwise: marked bad,
+    /// recorded as rolled back, and a normal reboot is requested, which boots
+    /// the old slot.
+    pub fn gate(&self, health: &dyn Fn() -> Result<(), String>) -> GateOutcome {
+        let deadline = Duration::from_millis(self.policy.health_deadline_ms);
+        let settle = Duration::from_millis(self.policy.settle_ms);
+        let mut since: Option<Duration> = None;
+        let mut why = String::from("not checked yet");
+        loop {
+            let now = self.platform.uptime();
+            match health() {
+                Ok(()) => {
+                    let start = *since.get_or_insert(now);
+                    if now.saturating_sub(start) >= settle {
+                        match self.rauc.mark(Mark::Good, "booted") {
+                            Ok(msg) => {
+                                tracing::info!("{msg}");
+                                self.finish(Phase::Committed, "healthy in the trial boot");
+                                return GateOutcome::Committed;
+                            }
+                            Err(e) => {
+                                why = format!("marking the slot good: {e}");
+                                since = None;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    why = e;
+                    since = None;
+                }
+            }
+            if now >= deadline {
+                let why = format!("not healthy within {} s of boot: {why}", deadline.as_secs());
+                if let Err(e) = self.rauc.mark(Mark::Bad, "booted") {
+                    tracing::warn!("marking the trial slot bad: {e}");
+                }
+                self.finish(Phase::RolledBack, &why);
+                if let Err(e) = self.platform.reboot(Reboot::Normal) {
+                    tracing::error!("{e}");
+                }
+                return GateOutcome::RolledBack(why);
+            }
+            self.platform.sleep(Duration::from_millis(self.policy.poll_ms.max(1)));
+        }
+    }
+
+    /// Install `bundle` into the other slot. On success the record says
+    /// `trial` and [`Updater::reboot_into_trial`] is next; on failure it says
+    /// `failed` with RAUC's reason, and nothing else changed.
+    ///
+    /// # Errors
+    /// Another installation or a trial is under way, RAUC cannot be reached,
+    /// or RAUC refused or failed.
+    pub fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+        let slots = self.rauc.slots()?;
+        {
+            let mut live = self.live();
+            if live.installing {
+                return Err(UpdateError::Busy("an installation is already running".into()));
+            }
+            if let Some(r) = &live.record
+                && r.phase == Phase::Trial
+                && r.to.as_deref() == Some(&slots.booted)
+            {
+                return Err(UpdateError::Busy(format!(
+                    "slot {} is in its trial boot; wait for the verdict",
+                    slots.booted
+                )));
+            }
+            live.installing = true;
+            live.progress = None;
+            let now = self.platform.now();
+            live.record = Some(UpdateRecord {
+                bundle: bundle.display().to_string(),
+                version: None,
+                from: slots.booted.clone(),
+                to: None,
+                phase: Phase::Installing,
+                reason: None,
+                boot_id: self.platform.boot_id(),
+                started: now,
+                changed: now,
+            });
+        }
+        let result = self.install_inner(bundle, progress);
+        let mut live = self.live();
+        live.installing = false;
+        live.progress = None;
+        drop(live);
+        match result {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                self.finish(Phase::Failed, &e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn install_inner(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+        self.update(|_| {})?;
+        if !bundle.is_file() {
+            return Err(UpdateError::Bundle { path: bundle.to_owned(), reason: "no such file".into() });
+        }
+        self.rauc
+            .install(bundle, &mut |p| {
+                self.live().progress = Some(p.clone());
+                tracing::info!(percent = p.percent, "{}", p.message);
+                progress(p);
+            })
+            .map_err(|e| match e {
+                // RAUC's reasons do not say which file they are about.
+                UpdateError::Rauc(why) => {
+                    UpdateError::Bundle { path: bundle.to_owned(), reason: format!("RAUC: {why}") }
+                }
+                e => e,
+            })?;
+        let slots = self.rauc.slots()?;
+        let to = slots.other().ok_or_else(|| UpdateError::Rauc("no other bootable slot".into()))?;
+        let (to, version) = (to.bootname.clone(), to.version.clone());
+        self.update(|r| {
+            r.phase = Phase::Trial;
+            r.to = Some(to);
+            r.version = version;
+        })
+    }
+
+    /// Ask for the trial boot of the slot just installed.
+    ///
+    /// # Errors
+    /// Init cannot be asked to reboot.
+    pub fn reboot_into_trial(&self) -> Result<(), UpdateError> {
+        tracing::info!("rebooting into the trial boot");
+        self.platform.reboot(Reboot::Trial)
+    }
+
+    /// The device below.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The firmware's state for `trellis device status`.
+    pub fn status(&self) -> FirmwareStatus {
+        let (slots, slots_error) = match self.rauc.slots() {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let live = self.live();
+        let operation = if live.installing {
+            "installing"
+        } else if live.record.as_ref().is_some_and(|r| r.phase == Phase::Trial) {
+            "trial"
+        } else {
+            "idle"
+        };
+        FirmwareStatus {
+            slots,
+            slots_error,
+            operation: operation.into(),
+            progress: live.progress.clone(),
+            last_update: live.record.clone(),
+        }
+    }
+}
+
+fn log(r: &UpdateRecord) {
+    let reason = r.reason.as_deref().unwrap_or("");
+    let (to, version) = (r.to.as_deref().unwrap_or("?"), r.version.as_deref().unwrap_or("?"));
+    match r.phase {
+        Phase::Failed | Phase::RolledBack => {
+            tracing::warn!(phase = ?r.phase, from = %r.from, to, version, bundle = %r.bundle, "firmware update: {reason}");
+        }
+        _ => tracing::info!(phase = ?r.phase, from = %r.from, to, version, bundle = %r.bundle, "firmware update"),
+    }
+}

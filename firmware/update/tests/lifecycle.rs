@@ -1,0 +1,266 @@
+//! The update lifecycle against a RAUC and a device that record what they are
+//! asked to do. (The real RAUC, trellis-boot, init and firmware run the same
+//! paths in the twin: tests/twin/tests/update.rs.)
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trellis_update::{
+    GateOutcome, Mark, Phase, Platform, Policy, Progress, Rauc, Reboot, Resume, SlotInfo, Slots, StateFile,
+    UpdateError, Updater,
+};
+
+#[derive(Debug, Default)]
+struct World {
+    booted: String,
+    boot_id: String,
+    uptime: Duration,
+    install_fails: Option<String>,
+    installed_version: String,
+    marks: Vec<(Mark, String)>,
+    reboots: Vec<Reboot>,
+    rauc_down: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Fake(Arc<Mutex<World>>);
+
+impl Fake {
+    fn new(booted: &str, boot_id: &str) -> Self {
+        let w = World {
+            booted: booted.into(),
+            boot_id: boot_id.into(),
+            installed_version: "2.0.0".into(),
+            ..World::default()
+        };
+        Self(Arc::new(Mutex::new(w)))
+    }
+    fn w(&self) -> std::sync::MutexGuard<'_, World> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Rauc for Fake {
+    fn install(&self, _bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
+        progress(&Progress { percent: 0, message: "Installing".into() });
+        if let Some(why) = self.w().install_fails.clone() {
+            return Err(UpdateError::Rauc(why));
+        }
+        progress(&Progress { percent: 100, message: "Installing done.".into() });
+        Ok(())
+    }
+    fn mark(&self, mark: Mark, slot: &str) -> Result<String, UpdateError> {
+        let mut w = self.w();
+        if w.rauc_down {
+            return Err(UpdateError::Bus("not running".into()));
+        }
+        w.marks.push((mark, slot.into()));
+        Ok(format!("marked {slot} {}", mark.as_str()))
+    }
+    fn slots(&self) -> Result<Slots, UpdateError> {
+        let w = self.w();
+        let slot = |name: &str, bootname: &str| SlotInfo {
+            name: name.into(),
+            bootname: bootname.into(),
+            state: if w.booted == bootname { "booted".into() } else { "inactive".into() },
+            boot_status: Some("good".into()),
+            version: (w.booted != bootname).then(|| w.installed_version.clone()),
+        };
+        Ok(Slots {
+            booted: w.booted.clone(),
+            primary: Some(w.booted.clone()),
+            compatible: "trellis-test".into(),
+            slots: vec![slot("rootfs.0", "A"), slot("rootfs.1", "B")],
+        })
+    }
+}
+
+impl Platform for Fake {
+    fn boot_id(&self) -> String {
+        self.w().boot_id.clone()
+    }
+    fn booted_slot(&self) -> Option<String> {
+        Some(self.w().booted.clone())
+    }
+    fn uptime(&self) -> Duration {
+        self.w().uptime
+    }
+    fn now(&self) -> u64 {
+        1_700_000_000
+    }
+    fn sleep(&self, d: Duration) {
+        self.w().uptime += d;
+    }
+    fn reboot(&self, how: Reboot) -> Result<(), UpdateError> {
+        self.w().reboots.push(how);
+        Ok(())
+    }
+}
+
+const POLICY: Policy = Policy { health_deadline_ms: 30_000, settle_ms: 2_000, poll_ms: 250 };
+
+fn updater(fake: &Fake, file: &StateFile) -> Updater<Fake, Fake> {
+    Updater::new(fake.clone(), fake.clone(), file.clone(), POLICY)
+}
+
+/// Install on A, then "reboot" into the trial: B booted, a new boot id.
+fn installed_then_trial_boot(dir: &Path) -> (Fake, StateFile) {
+    let fake = Fake::new("A", "boot-1");
+    let file = StateFile::new(dir.join("update.json"));
+    let bundle = dir.join("update.raucb");
+    std::fs::write(&bundle, b"bundle").unwrap();
+    let mut seen = Vec::new();
+    let record = updater(&fake, &file).install(&bundle, &mut |p| seen.push(p.percent)).unwrap();
+    assert_eq!(seen, [0, 100], "progress is passed on");
+    assert_eq!(
+        (record.phase, record.to.as_deref(), record.version.as_deref()),
+        (Phase::Trial, Some("B"), Some("2.0.0"))
+    );
+    {
+        let mut w = fake.w();
+        w.booted = "B".into();
+        w.boot_id = "boot-2".into();
+    }
+    (fake, file)
+}
+
+#[test]
+fn a_healthy_trial_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    let u = updater(&fake, &file);
+    assert_eq!(u.resume(), Resume::Trial);
+    assert_eq!(u.status().operation, "trial");
+    // Healthy only from 5 s on: committed once it stayed healthy for the settle time.
+    let f = fake.clone();
+    let health =
+        move || if f.w().uptime >= Duration::from_secs(5) { Ok(()) } else { Err("counter: not running".into()) };
+    assert_eq!(u.gate(&health), GateOutcome::Committed);
+    let w = fake.w();
+    assert_eq!(w.marks, [(Mark::Good, "booted".into())]);
+    assert!(w.uptime >= Duration::from_secs(7), "settled for 2 s: {:?}", w.uptime);
+    assert!(w.reboots.is_empty());
+    drop(w);
+    let r = file.load().unwrap();
+    assert_eq!(r.phase, Phase::Committed, "the verdict is on the data partition");
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle, "and is final");
+}
+
+#[test]
+fn an_unhealthy_trial_is_marked_bad_and_rebooted_into_the_old_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    let u = updater(&fake, &file);
+    assert_eq!(u.resume(), Resume::Trial);
+    // Healthy now and then, never for the settle time.
+    let f = fake.clone();
+    let health = move || {
+        if f.w().uptime.as_millis() % 1000 == 0 { Ok(()) } else { Err("thermostat: failed: unsigned".into()) }
+    };
+    let GateOutcome::RolledBack(why) = u.gate(&health) else { panic!("committed") };
+    assert!(why.contains("within 30 s") && why.contains("thermostat: failed: unsigned"), "{why}");
+    let w = fake.w();
+    assert_eq!(w.marks, [(Mark::Bad, "booted".into())]);
+    assert_eq!(w.reboots, [Reboot::Normal], "a plain reboot boots the old slot");
+    assert!(w.uptime >= Duration::from_secs(30));
+    drop(w);
+    let r = file.load().unwrap();
+    assert_eq!((r.phase, r.reason.as_deref()), (Phase::RolledBack, Some(why.as_str())));
+    // Back on A, nothing more happens.
+    fake.w().booted = "A".into();
+    fake.w().boot_id = "boot-3".into();
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+    assert_eq!(fake.w().marks.len(), 1);
+}
+
+#[test]
+fn a_trial_that_cannot_mark_good_is_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    fake.w().rauc_down = true;
+    let u = updater(&fake, &file);
+    let GateOutcome::RolledBack(why) = u.gate(&|| Ok(())) else { panic!("committed without RAUC") };
+    assert!(why.contains("marking the slot good"), "{why}");
+    assert_eq!(fake.w().reboots, [Reboot::Normal]);
+}
+
+#[test]
+fn a_trial_that_never_reached_the_gate_is_recorded_as_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    // The kernel of B did not boot; the firmware booted A again.
+    fake.w().booted = "A".into();
+    fake.w().boot_id = "boot-3".into();
+    let u = updater(&fake, &file);
+    assert_eq!(u.resume(), Resume::Idle);
+    let r = file.load().unwrap();
+    assert_eq!(r.phase, Phase::RolledBack);
+    assert!(r.reason.as_deref().unwrap().contains("trial boot of slot B did not come up"), "{r:?}");
+    assert_eq!(fake.w().marks, [(Mark::Bad, "other".into())]);
+    assert!(fake.w().reboots.is_empty());
+}
+
+#[test]
+fn a_runtime_restarted_before_the_trial_reboot_asks_for_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    fake.w().booted = "A".into();
+    fake.w().boot_id = "boot-1".into();
+    assert_eq!(updater(&fake, &file).resume(), Resume::RebootPending);
+    assert_eq!(file.load().unwrap().phase, Phase::Trial);
+}
+
+#[test]
+fn a_refused_bundle_is_recorded_as_failed_and_nothing_reboots() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new("A", "boot-1");
+    fake.w().install_fails = Some("signature verification failed".into());
+    let file = StateFile::new(dir.path().join("update.json"));
+    let bundle = dir.path().join("b.raucb");
+    std::fs::write(&bundle, b"x").unwrap();
+    let u = updater(&fake, &file);
+    let e = u.install(&bundle, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("signature verification failed"), "{e}");
+    let r = file.load().unwrap();
+    assert_eq!((r.phase, r.to), (Phase::Failed, None));
+    assert!(r.reason.unwrap().contains("signature verification failed"));
+    assert!(fake.w().reboots.is_empty() && fake.w().marks.is_empty());
+    assert_eq!(u.status().operation, "idle");
+    // A missing file is named.
+    let e = u.install(&dir.path().join("nope.raucb"), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("nope.raucb: no such file"), "{e}");
+}
+
+#[test]
+fn an_installation_cut_by_a_reboot_is_recorded_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("update.json"));
+    let fake = Fake::new("A", "boot-2");
+    let record = trellis_update::UpdateRecord {
+        bundle: "/data/u.raucb".into(),
+        version: None,
+        from: "A".into(),
+        to: None,
+        phase: Phase::Installing,
+        reason: None,
+        boot_id: "boot-1".into(),
+        started: 1,
+        changed: 1,
+    };
+    file.save(&record).unwrap();
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+    let r = file.load().unwrap();
+    assert_eq!(r.phase, Phase::Failed);
+    assert!(r.reason.unwrap().contains("interrupted"));
+}
+
+#[test]
+fn no_second_installation_during_a_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, file) = installed_then_trial_boot(dir.path());
+    let u = updater(&fake, &file);
+    let e = u.install(&dir.path().join("update.raucb"), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("slot B is in its trial boot"), "{e}");
+}
