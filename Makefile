@@ -1,6 +1,6 @@
 # Trellis: the one entry point. `make help` lists the targets.
 SHELL := /bin/bash
-.DEFAULT_GOAL := help
+.DEFAULT_GOAL := rpi4
 
 CARGO      ?= cargo
 BUILD      ?= build
@@ -13,10 +13,10 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin bench-twin test-aarch64 lint test demo bench clean
+.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## Install what the build and tests need (apt packages, Rust targets)
 	@scripts/setup.sh --cross
@@ -39,6 +39,7 @@ cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 
 cross-release:
 	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-cli --no-default-features --bins
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)
@@ -54,6 +55,26 @@ qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X 
 test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(CARGO) test -p trellis-twin -- --test-threads=1
 
+setup-br:
+	@scripts/setup.sh --buildroot
+
+rpi4: setup-br apps ## Build the Pi 4 card image and update bundle with Buildroot (output/rpi4/images/; needs the internet)
+	scripts/buildroot.sh $(BUILD) trellis_rpi4_defconfig output/rpi4
+
+qemu-br: setup-br apps ## The same for the twin's board with Buildroot (output/qemu-aarch64/images/)
+	scripts/buildroot.sh $(BUILD) trellis_qemu_aarch64_defconfig output/qemu-aarch64
+
+flash: ## Write the card: make flash DEV=/dev/sdX [IMAGE=output/rpi4/images/sdcard.img] [FORCE=1]
+	@test -n "$(DEV)" || { echo "make flash DEV=/dev/sdX (the SD card reader's whole disk)"; exit 1; }
+	scripts/flash.sh $(or $(IMAGE),output/rpi4/images/sdcard.img) $(DEV)
+
+br-check: ## Check the Buildroot tree against Buildroot itself: make br-check BUILDROOT=DIR
+	@test -n "$(BUILDROOT)" || { echo "make br-check BUILDROOT=DIR (a Buildroot 2026.05.1 tree)"; exit 1; }
+	BUILDROOT=$(abspath $(BUILDROOT)) scripts/br-check.sh
+
+compare: bundle ## Both update paths on the twin in one run: one table (also build/compare.md)
+	$(CARGO) run -q -p trellis-twin --bin trellis-compare -- --build $(BUILD) --out $(BUILD)/compare.md
+
 bench-twin: bundle ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU
 	$(CARGO) bench -p trellis-twin --bench twin
 
@@ -64,11 +85,14 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	$(CARGO) fmt --all --check
 	cd wasm-apps && $(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) clippy -p trellis-cli --all-targets --no-default-features -- -D warnings
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
-	shellcheck scripts/*.sh .ci/run board/*/rauc/*.sh
+	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh
 
 test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
 	$(CARGO) test --workspace --all-features --exclude trellis-twin
+	scripts/br-check.sh
+	scripts/test-flash.sh
 	$(MAKE) --no-print-directory test-aarch64 cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
 	$(MAKE) --no-print-directory test-twin

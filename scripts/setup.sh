@@ -5,6 +5,7 @@
 #   setup.sh          what `make demo` and `make apps` need
 #   setup.sh --cross  also the linters, the aarch64 cross toolchain, qemu-user, and what the
 #                     device twin's image and harness need (`make test`, `make qemu`)
+#   setup.sh --buildroot  what `make rpi4` / `make qemu-br` need: Buildroot's host packages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +27,13 @@ if [ "${1:-}" = "--cross" ]; then
     { $sudo dpkg --add-architecture arm64 && $sudo apt-get update -qq; } \
       || { echo "setup: could not add the arm64 architecture (dpkg --add-architecture arm64)" >&2; exit 1; }
   fi
+fi
+
+if [ "${1:-}" = "--buildroot" ]; then
+  # Buildroot's mandatory host packages (its manual, "System requirements"), git for
+  # the pinned clone, and what utils/check-package uses (make br-check).
+  APT_PACKAGES+=(build-essential make binutils diffutils gcc g++ bash patch gzip bzip2 perl
+    tar cpio unzip rsync file bc findutils wget git python3 python3-magic flake8 libncurses-dev)
 fi
 
 missing=()

@@ -19,7 +19,7 @@ cache=${TRELLIS_CACHE:-$HOME/.cache/trellis}/debs
 readelf=aarch64-linux-gnu-readelf
 strip=aarch64-linux-gnu-strip
 
-for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot"; do
+for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot" "$bins/trellis"; do
   [ -x "$f" ] || { echo "twin-rootfs: $f is missing (make cross-release)" >&2; exit 1; }
 done
 ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
@@ -69,27 +69,17 @@ ln -s /run "$stage/var/run"
 install -m 0755 "$bins/trellis-init" "$stage/sbin/init"
 install -m 0755 "$bins/trellis-runtime" "$stage/usr/bin/trellis-runtime"
 install -m 0755 "$bins/trellis-boot" "$stage/usr/bin/trellis-boot"
-"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot"
+install -m 0755 "$bins/trellis" "$stage/usr/bin/trellis"
+"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot" "$stage/usr/bin/trellis"
 cp -a rootfs-overlay/. "$stage/"
 rm -f "$stage/README.md"
-# The build time: now, so the device clock is never earlier than the signing certificates made
-# before it (RAUC checks their validity); SOURCE_DATE_EPOCH for a reproducible image.
-epoch=${SOURCE_DATE_EPOCH:-$(date +%s)}
-{
-  printf '# The build time (scripts/twin-rootfs.sh): the clock never starts earlier.\nbuild-time = %s\n\n' "$epoch"
-  cat "$board/init.toml"
-} >"$stage/etc/trellis/init.toml"
-cp "$board/runtime.toml" "$stage/etc/trellis/runtime.toml"
-# RAUC: the slots, and the development CA as the keyring (scripts/dev-keys.sh) unless
-# RAUC_KEYRING names a production one.
+# The board's configuration, keyring and release file, as Buildroot's post-build hook
+# puts them (build time: now, or SOURCE_DATE_EPOCH; the development CA as the keyring
+# unless RAUC_KEYRING names a production one).
 keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 [ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
-mkdir -p "$stage/etc/rauc"
-cp "$board/rauc/system.conf" "$stage/etc/rauc/system.conf"
-cp "$keyring" "$stage/etc/rauc/keyring.pem"
-version=$(git describe --always --dirty 2>/dev/null || echo unknown)
-printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=qemu-aarch64\nTRELLIS_BUILD_TIME=%s\n' "$version" "$epoch" \
-  >"$stage/etc/trellis/release"
+RAUC_KEYRING=$keyring board/rpi4/post-build.sh "$stage" qemu-aarch64
+epoch=$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$stage/etc/trellis/release")
 cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
 if [ -d "$out/Image.modules/lib/modules" ]; then
   cp -a "$out/Image.modules/lib/modules" "$stage/lib/"
@@ -136,7 +126,7 @@ while IFS= read -r applet; do
 done < <(qemu-aarch64-static "$stage/bin/busybox" --list-full)
 
 # 3. Every program runs: checked under qemu-user against this tree only.
-for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/rauc --version" \
+for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/trellis --version" "usr/bin/rauc --version" \
   "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V"; do
   read -r -a cmd <<<"$p"
   if ! qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >/dev/null 2>&1; then

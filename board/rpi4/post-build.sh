@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Buildroot post-build script (BR2_ROOTFS_POST_BUILD_SCRIPT):
+#   post-build.sh TARGET_DIR BOARD        BOARD: rpi4 or qemu-aarch64 (BR2_ROOTFS_POST_SCRIPT_ARGS)
+# Puts the board's Trellis configuration into the root filesystem: init's and
+# the runtime's configuration, RAUC's system.conf and keyring, the release file.
+# The keyring is the development CA (scripts/dev-keys.sh into build/keys)
+# unless RAUC_KEYRING names a production one.
+set -euo pipefail
+target=${1:?usage: post-build.sh TARGET_DIR BOARD}
+board_name=${2:?usage: post-build.sh TARGET_DIR BOARD}
+top=$(cd "$(dirname "$0")/../.." && pwd)
+board=$top/board/$board_name
+[ -d "$board" ] || { echo "post-build: no board directory $board" >&2; exit 1; }
+
+epoch=${SOURCE_DATE_EPOCH:-$(date +%s)}
+mkdir -p "$target/etc/trellis" "$target/etc/rauc" "$target/data" "$target/mnt"
+{
+  printf '# The build time (board/rpi4/post-build.sh): the clock never starts earlier.\nbuild-time = %s\n\n' "$epoch"
+  cat "$board/init.toml"
+} >"$target/etc/trellis/init.toml"
+cp "$board/runtime.toml" "$target/etc/trellis/runtime.toml"
+cp "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
+
+keyring=${RAUC_KEYRING:-$top/build/keys/ca.cert.pem}
+if [ -z "${RAUC_KEYRING:-}" ] && [ ! -f "$keyring" ]; then
+  "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+fi
+[ -f "$keyring" ] || { echo "post-build: no RAUC keyring at $keyring" >&2; exit 1; }
+cp "$keyring" "$target/etc/rauc/keyring.pem"
+
+version=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
+printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=%s\nTRELLIS_BUILD_TIME=%s\n' "$version" "$board_name" "$epoch" \
+  >"$target/etc/trellis/release"
+rm -f "$target/README.md"
