@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO      ?= cargo
 BUILD      ?= build
 WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
-EXAMPLES   := blinky thermostat counter publisher subscriber
+EXAMPLES   := blinky button thermostat counter publisher subscriber
 TRELLIS    := target/debug/trellis
 DEVICE     := aarch64-unknown-linux-gnu
 # Cross-building for the Pi with Debian's toolchain; tests run under qemu-user.
@@ -40,6 +40,7 @@ cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 cross-release:
 	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
 	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-cli --no-default-features --bins
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-hal --features linux --bins
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)

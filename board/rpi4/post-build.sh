@@ -19,6 +19,10 @@ mkdir -p "$target/etc/trellis" "$target/etc/rauc" "$target/data" "$target/mnt"
   cat "$board/init.toml"
 } >"$target/etc/trellis/init.toml"
 cp "$board/runtime.toml" "$target/etc/trellis/runtime.toml"
+# A board without the hardware in its device tree makes it first (the twin: gpio-sim, i2c-stub).
+if [ -f "$board/hardware.sh" ]; then
+  install -D -m 0755 "$board/hardware.sh" "$target/usr/lib/trellis/hardware.sh"
+fi
 cp "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
 
 keyring=${RAUC_KEYRING:-$top/build/keys/ca.cert.pem}

@@ -113,6 +113,60 @@ impl Default for Limits {
     }
 }
 
+/// A GPIO line's pull resistor (`[gpio.N] bias`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LineBias {
+    /// Leave it as the board has it.
+    #[default]
+    AsIs,
+    /// Pull up.
+    PullUp,
+    /// Pull down.
+    PullDown,
+    /// No pull.
+    Disable,
+}
+
+/// How a granted GPIO line is wired (`[gpio.N]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GpioLine {
+    /// The internal pull resistor.
+    #[serde(default)]
+    pub bias: LineBias,
+    /// Active when physically low: the app reads and writes logical levels.
+    #[serde(default)]
+    pub active_low: bool,
+}
+
+/// How a granted SPI device is clocked (`[spi."spidev0.0"]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SpiDevice {
+    /// SPI mode 0-3.
+    #[serde(default)]
+    pub mode: u8,
+    /// Clock rate (default: the device's own setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub speed_hz: Option<u32>,
+    /// Bits per word.
+    #[serde(default = "SpiDevice::default_bits")]
+    pub bits_per_word: u8,
+}
+
+impl SpiDevice {
+    const fn default_bits() -> u8 {
+        8
+    }
+}
+
+impl Default for SpiDevice {
+    fn default() -> Self {
+        Self { mode: 0, speed_hz: None, bits_per_word: Self::default_bits() }
+    }
+}
+
 /// An app's manifest, as written in `trellis.toml` and embedded in the app file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +187,12 @@ pub struct Manifest {
     /// Settings handed to the app's `start`.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Wiring of granted GPIO lines, by line number (`[gpio.17]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub gpio: BTreeMap<String, GpioLine>,
+    /// Clocking of granted SPI devices, by name (`[spi."spidev0.0"]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spi: BTreeMap<String, SpiDevice>,
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
@@ -263,7 +323,33 @@ impl Manifest {
         if let Some(s) = p.hotplug.iter().find(|s| !valid_name(s)) {
             return Err(invalid("permissions.hotplug", format!("{s:?} is not a subsystem name")));
         }
+        for key in self.gpio.keys() {
+            let granted = key.parse::<u32>().is_ok_and(|l| p.gpio_inputs.contains(&l) || p.gpio_outputs.contains(&l));
+            if !granted {
+                return Err(invalid("gpio", format!("[gpio.{key}] is not a line in gpio-inputs or gpio-outputs")));
+            }
+        }
+        for (device, spi) in &self.spi {
+            if !p.spi.contains(device) {
+                return Err(invalid("spi", format!("[spi.\"{device}\"] is not a device in permissions.spi")));
+            }
+            if spi.mode > 3 || spi.bits_per_word == 0 || spi.speed_hz == Some(0) {
+                return Err(invalid("spi", format!("[spi.\"{device}\"]: mode must be 0-3, bits and speed above 0")));
+            }
+        }
         Ok(())
+    }
+
+    /// How granted line `line` is wired (defaults when the manifest says nothing).
+    #[must_use]
+    pub fn gpio_line(&self, line: u32) -> GpioLine {
+        self.gpio.get(&line.to_string()).copied().unwrap_or_default()
+    }
+
+    /// How granted SPI device `device` is clocked.
+    #[must_use]
+    pub fn spi_device(&self, device: &str) -> SpiDevice {
+        self.spi.get(device).copied().unwrap_or_default()
     }
 }
 
@@ -327,6 +413,28 @@ setpoint = "21.0"
         for (text, field) in cases {
             let err = Manifest::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn line_and_spi_wiring() {
+        let text = "name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio-inputs = [27]\ngpio-outputs = [17]\nspi = [\"spidev0.0\"]\n\
+                    [gpio.27]\nbias = \"pull-up\"\nactive-low = true\n[spi.\"spidev0.0\"]\nmode = 3\nspeed-hz = 1000000\n";
+        let m = Manifest::from_toml(text).unwrap();
+        assert_eq!(m.gpio_line(27), GpioLine { bias: LineBias::PullUp, active_low: true });
+        assert_eq!(m.gpio_line(17), GpioLine::default());
+        assert_eq!(m.spi_device("spidev0.0"), SpiDevice { mode: 3, speed_hz: Some(1_000_000), bits_per_word: 8 });
+        assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+        let base = "name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ngpio-inputs = [27]\nspi = [\"spidev0.0\"]\n";
+        for (extra, needle) in [
+            ("[gpio.4]\nbias = \"pull-up\"\n", "[gpio.4] is not a line"),
+            ("[gpio.x]\nactive-low = true\n", "[gpio.x] is not a line"),
+            ("[gpio.27]\nbias = \"sideways\"\n", "sideways"),
+            ("[spi.\"spidev0.1\"]\nmode = 1\n", "spidev0.1"),
+            ("[spi.\"spidev0.0\"]\nmode = 4\n", "mode must be 0-3"),
+        ] {
+            let err = Manifest::from_toml(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{extra:?} gave {err}");
         }
     }
 

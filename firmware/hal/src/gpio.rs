@@ -46,14 +46,41 @@ impl Edge {
     }
 }
 
+/// The line's internal pull resistor, where the controller has one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Bias {
+    /// Leave it as it is (the controller's or the firmware's setting).
+    #[default]
+    AsIs,
+    /// Pull up.
+    PullUp,
+    /// Pull down.
+    PullDown,
+    /// No pull at all.
+    Disabled,
+}
+
+/// How a line is requested beyond its direction. Levels an app sees are
+/// logical: with `active_low`, high means the physical line is low (edges
+/// too), so an LED wired to 3.3 V or a button to ground reads naturally.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct LineConfig {
+    /// Internal pull resistor.
+    pub bias: Bias,
+    /// The line is active when physically low.
+    pub active_low: bool,
+}
+
 /// An edge seen on an input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EdgeEvent {
     /// Line offset on the chip.
     pub line: u32,
-    /// The level after the edge.
+    /// The (logical) level after the edge.
     pub level: Level,
-    /// Monotonic timestamp of the edge in nanoseconds (the kernel's, on Linux).
+    /// Timestamp of the edge in nanoseconds: the kernel's `CLOCK_MONOTONIC`
+    /// on Linux, taken when the edge was seen; the board's own clock on the
+    /// simulated one.
     pub timestamp_ns: u64,
 }
 
@@ -63,6 +90,14 @@ pub type EdgeSink = Box<dyn Fn(EdgeEvent) + Send + Sync>;
 /// What went wrong with a GPIO line; every variant names the chip and line.
 #[derive(Debug, thiserror::Error)]
 pub enum GpioError {
+    /// No GPIO chip has this path, name or label.
+    #[error("no GPIO chip {chip} (found: {found})")]
+    NoSuchChip {
+        /// What was asked for.
+        chip: String,
+        /// The chips there are, with their labels.
+        found: String,
+    },
     /// The chip has no such line.
     #[error("GPIO line {line} does not exist on {chip} ({lines} lines)")]
     NoSuchLine {
@@ -119,11 +154,18 @@ pub trait GpioChip: Send + Sync {
     fn name(&self) -> &str;
     /// How many lines it has.
     fn lines(&self) -> u32;
-    /// Claim `line` as an output driven to `initial`.
+    /// Claim `line` as an output driven to `initial` (logical level, see
+    /// [`LineConfig`]); `consumer` names the holder for the kernel's tools.
     ///
     /// # Errors
     /// No such line, busy, or the device failed.
-    fn request_output(&self, line: u32, initial: Level, consumer: &str) -> Result<Box<dyn OutputLine>, GpioError>;
+    fn request_output(
+        &self,
+        line: u32,
+        initial: Level,
+        config: LineConfig,
+        consumer: &str,
+    ) -> Result<Box<dyn OutputLine>, GpioError>;
     /// Claim `line` as an input; `sink` receives the edges `edges` selects.
     ///
     /// # Errors
@@ -132,6 +174,7 @@ pub trait GpioChip: Send + Sync {
         &self,
         line: u32,
         edges: Edge,
+        config: LineConfig,
         consumer: &str,
         sink: EdgeSink,
     ) -> Result<Box<dyn InputLine>, GpioError>;

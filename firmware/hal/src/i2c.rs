@@ -11,6 +11,15 @@ pub enum I2cError {
         /// Bus number.
         bus: u32,
     },
+    /// The board maps the bus to an adapter that is not there (unplugged, or
+    /// its driver not loaded).
+    #[error("I2C bus {bus}: no adapter named {adapter:?}")]
+    NoAdapter {
+        /// Bus number.
+        bus: u32,
+        /// The adapter's name.
+        adapter: String,
+    },
     /// Nothing acknowledged the address.
     #[error("I2C bus {bus}: no device acknowledged address {address:#04x}")]
     NoDevice {

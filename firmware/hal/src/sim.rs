@@ -14,9 +14,9 @@ use embedded_hal::i2c::{ErrorType as I2cErrorType, I2c, Operation as I2cOperatio
 use embedded_hal::spi::{ErrorType as SpiErrorType, Operation as SpiOperation, SpiDevice};
 
 use crate::Board;
-use crate::gpio::{Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, OutputLine};
+use crate::gpio::{Bias, Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, LineConfig, OutputLine};
 use crate::i2c::{I2cBackend, I2cBus, I2cError};
-use crate::spi::{SpiBackend, SpiBus, SpiError};
+use crate::spi::{SpiBackend, SpiBus, SpiConfig, SpiError};
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -69,12 +69,39 @@ impl SimBoard {
 enum Claim {
     Free,
     Output { consumer: String },
-    Input { consumer: String, edges: Edge, sink: Arc<EdgeSink> },
+    Input { consumer: String, edges: Edge, sink: Arc<EdgeSink>, active_low: bool },
 }
 
+/// One line, modelled like the kernel's gpio-sim: what the wire carries
+/// (`physical`) comes from the line's own output when it is one, else from
+/// whatever drives it from outside, else from the requested pull resistor,
+/// else it keeps its last level.
 struct LineState {
-    level: Level,
+    physical: Level,
+    external: Option<Level>,
+    bias: Bias,
     claim: Claim,
+}
+
+impl LineState {
+    /// Recompute an input's (or a free line's) level; returns the old one.
+    fn settle(&mut self) -> Level {
+        let old = self.physical;
+        if !matches!(self.claim, Claim::Output { .. }) {
+            let pull = match self.bias {
+                Bias::PullUp => Some(Level::High),
+                Bias::PullDown => Some(Level::Low),
+                Bias::AsIs | Bias::Disabled => None,
+            };
+            self.physical = self.external.or(pull).unwrap_or(self.physical);
+        }
+        old
+    }
+}
+
+/// The logical level of a physical one.
+fn logical(physical: Level, active_low: bool) -> Level {
+    Level::from_bool(physical.is_high() != active_low)
 }
 
 type Observer = Arc<dyn Fn(u32, Level) + Send + Sync>;
@@ -102,7 +129,9 @@ impl SimGpioChip {
     /// A chip named `name` with `lines` lines, all low and free.
     #[must_use]
     pub fn new(name: &str, lines: u32) -> Self {
-        let lines = (0..lines).map(|_| LineState { level: Level::Low, claim: Claim::Free }).collect();
+        let lines = (0..lines)
+            .map(|_| LineState { physical: Level::Low, external: None, bias: Bias::AsIs, claim: Claim::Free })
+            .collect();
         Self {
             name: name.to_owned(),
             start: Instant::now(),
@@ -114,14 +143,15 @@ impl SimGpioChip {
         GpioError::NoSuchLine { chip: self.name.clone(), line, lines: u32::try_from(lines).unwrap_or(u32::MAX) }
     }
 
-    /// The level of `line` (driven by its output, or by [`SimGpioChip::drive`]).
+    /// The physical level of `line` (driven by its output, from outside with
+    /// [`SimGpioChip::drive`], or by its pull resistor).
     ///
     /// # Errors
     /// No such line.
     pub fn level(&self, line: u32) -> Result<Level, GpioError> {
         let state = lock(&self.state);
         let n = state.lines.len();
-        state.lines.get(line as usize).map(|l| l.level).ok_or_else(|| self.no_such_line(line, n))
+        state.lines.get(line as usize).map(|l| l.physical).ok_or_else(|| self.no_such_line(line, n))
     }
 
     /// Who holds `line`, if anyone.
@@ -134,8 +164,9 @@ impl SimGpioChip {
         }
     }
 
-    /// Drive `line` from outside (a button, a sensor): sets its level and, when an
-    /// app holds it as an input watching that edge, delivers the edge.
+    /// Drive `line` physically from outside (a button, a sensor): sets its
+    /// level and, when an app holds it as an input watching that (logical)
+    /// edge, delivers the edge.
     ///
     /// # Errors
     /// No such line, or the line is claimed as an output (two drivers would fight).
@@ -148,20 +179,24 @@ impl SimGpioChip {
             if let Claim::Output { consumer } = &l.claim {
                 return Err(GpioError::Busy { chip, line, holder: format!("{consumer} (output)") });
             }
-            let changed = l.level != level;
-            l.level = level;
+            l.external = Some(level);
+            let old = l.settle();
             match &l.claim {
-                Claim::Input { edges, sink, .. } if changed && edges.matches(level) => Some(sink.clone()),
+                Claim::Input { edges, sink, active_low, .. }
+                    if old != l.physical && edges.matches(logical(l.physical, *active_low)) =>
+                {
+                    Some((sink.clone(), logical(l.physical, *active_low)))
+                }
                 _ => None,
             }
         };
-        if let Some(sink) = sink {
+        if let Some((sink, level)) = sink {
             sink(EdgeEvent { line, level, timestamp_ns: self.now_ns() });
         }
         Ok(())
     }
 
-    /// Call `observer(line, level)` whenever an output line changes level.
+    /// Call `observer(line, level)` whenever an output line changes its physical level.
     pub fn on_output_change(&self, observer: impl Fn(u32, Level) + Send + Sync + 'static) {
         lock(&self.state).observers.push(Arc::new(observer));
     }
@@ -170,7 +205,7 @@ impl SimGpioChip {
         u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn claim(&self, line: u32, claim: Claim, initial: Option<Level>) -> Result<(), GpioError> {
+    fn claim(&self, line: u32, claim: Claim, config: LineConfig, initial: Option<Level>) -> Result<(), GpioError> {
         let mut state = lock(&self.state);
         let n = state.lines.len();
         let chip = self.name.clone();
@@ -179,10 +214,14 @@ impl SimGpioChip {
             return Err(GpioError::Busy { chip, line, holder: consumer.clone() });
         }
         l.claim = claim;
-        let changed = initial.filter(|&lvl| lvl != l.level);
+        l.bias = config.bias;
+        let old = l.physical;
         if let Some(level) = initial {
-            l.level = level;
+            l.physical = logical(level, config.active_low);
+        } else {
+            l.settle();
         }
+        let changed = (initial.is_some() && old != l.physical).then_some(l.physical);
         let observers = state.observers.clone();
         drop(state);
         if let Some(level) = changed {
@@ -194,26 +233,29 @@ impl SimGpioChip {
 
 struct SimLine {
     line: u32,
+    active_low: bool,
     state: Arc<Mutex<ChipState>>,
 }
 
 impl SimLine {
     fn set(&self, level: Level) {
+        let physical = logical(level, self.active_low);
         let mut state = lock(&self.state);
         let changed = state.lines.get_mut(self.line as usize).is_some_and(|l| {
-            let changed = l.level != level;
-            l.level = level;
+            let changed = l.physical != physical;
+            l.physical = physical;
             changed
         });
         let observers = state.observers.clone();
         drop(state);
         if changed {
-            observers.iter().for_each(|o| o(self.line, level));
+            observers.iter().for_each(|o| o(self.line, physical));
         }
     }
 
     fn get(&self) -> Level {
-        lock(&self.state).lines.get(self.line as usize).map_or(Level::Low, |l| l.level)
+        let physical = lock(&self.state).lines.get(self.line as usize).map_or(Level::Low, |l| l.physical);
+        logical(physical, self.active_low)
     }
 }
 
@@ -221,6 +263,7 @@ impl Drop for SimLine {
     fn drop(&mut self) {
         if let Some(l) = lock(&self.state).lines.get_mut(self.line as usize) {
             l.claim = Claim::Free;
+            l.bias = Bias::AsIs;
         }
     }
 }
@@ -279,21 +322,29 @@ impl GpioChip for SimGpioChip {
         u32::try_from(lock(&self.state).lines.len()).unwrap_or(u32::MAX)
     }
 
-    fn request_output(&self, line: u32, initial: Level, consumer: &str) -> Result<Box<dyn OutputLine>, GpioError> {
-        self.claim(line, Claim::Output { consumer: consumer.to_owned() }, Some(initial))?;
-        Ok(Box::new(SimLine { line, state: self.state.clone() }))
+    fn request_output(
+        &self,
+        line: u32,
+        initial: Level,
+        config: LineConfig,
+        consumer: &str,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
+        self.claim(line, Claim::Output { consumer: consumer.to_owned() }, config, Some(initial))?;
+        Ok(Box::new(SimLine { line, active_low: config.active_low, state: self.state.clone() }))
     }
 
     fn request_input(
         &self,
         line: u32,
         edges: Edge,
+        config: LineConfig,
         consumer: &str,
         sink: EdgeSink,
     ) -> Result<Box<dyn InputLine>, GpioError> {
-        let claim = Claim::Input { consumer: consumer.to_owned(), edges, sink: Arc::new(sink) };
-        self.claim(line, claim, None)?;
-        Ok(Box::new(SimLine { line, state: self.state.clone() }))
+        let claim =
+            Claim::Input { consumer: consumer.to_owned(), edges, sink: Arc::new(sink), active_low: config.active_low };
+        self.claim(line, claim, config, None)?;
+        Ok(Box::new(SimLine { line, active_low: config.active_low, state: self.state.clone() }))
     }
 }
 
@@ -328,6 +379,12 @@ impl SimI2c {
     /// Put `device` at `address` on `bus` (creating the bus).
     pub fn add_device(&self, bus: u32, address: u8, device: impl SimI2cDevice + 'static) {
         lock(&self.buses).entry(bus).or_default().insert(address, Arc::new(Mutex::new(device)));
+    }
+
+    /// Unplug a whole bus (a USB adapter pulled out): later transfers on it
+    /// fail with "does not exist". Returns whether it was there.
+    pub fn remove_bus(&self, bus: u32) -> bool {
+        lock(&self.buses).remove(&bus).is_some()
     }
 
     /// Unplug the device at `address` on `bus`; later transfers get no acknowledge.
@@ -485,13 +542,19 @@ impl SimI2cDevice for Tmp102 {
 /// Simulated SPI devices; a loopback returns what it was sent (MISO tied to MOSI).
 #[derive(Debug, Default)]
 pub struct SimSpi {
-    loopbacks: Mutex<Vec<String>>,
+    loopbacks: Mutex<HashMap<String, Option<SpiConfig>>>,
 }
 
 impl SimSpi {
     /// Add a loopback device named `device`.
     pub fn add_loopback(&self, device: &str) {
-        lock(&self.loopbacks).push(device.to_owned());
+        lock(&self.loopbacks).insert(device.to_owned(), None);
+    }
+
+    /// How `device` was last configured by an open.
+    #[must_use]
+    pub fn config(&self, device: &str) -> Option<SpiConfig> {
+        lock(&self.loopbacks).get(device).copied().flatten()
     }
 }
 
@@ -519,12 +582,12 @@ impl SpiDevice<u8> for SpiLoopback {
 }
 
 impl SpiBackend for SimSpi {
-    fn open(&self, device: &str) -> Result<Box<dyn SpiBus>, SpiError> {
-        if lock(&self.loopbacks).iter().any(|d| d == device) {
-            Ok(Box::new(SpiLoopback))
-        } else {
-            Err(SpiError::NoSuchDevice { device: device.to_owned() })
-        }
+    fn open(&self, device: &str, config: SpiConfig) -> Result<Box<dyn SpiBus>, SpiError> {
+        let mut loopbacks = lock(&self.loopbacks);
+        let slot = loopbacks.get_mut(device).ok_or_else(|| SpiError::NoSuchDevice { device: device.to_owned() })?;
+        config.check(device)?;
+        *slot = Some(config);
+        Ok(Box::new(SpiLoopback))
     }
 }
 
@@ -538,23 +601,23 @@ mod tests {
     #[test]
     fn output_reads_back_and_is_exclusive_until_dropped() {
         let chip = SimGpioChip::new("gpiochip0", 8);
-        let mut out = chip.request_output(3, Level::High, "blinky").unwrap();
+        let mut out = chip.request_output(3, Level::High, LineConfig::default(), "blinky").unwrap();
         assert_eq!(chip.level(3).unwrap(), Level::High);
         gpio::write(out.as_mut(), Level::Low).unwrap();
         assert_eq!(chip.level(3).unwrap(), Level::Low);
         assert_eq!(gpio::read_output(out.as_mut()).unwrap(), Level::Low);
-        let busy = chip.request_output(3, Level::Low, "other").err().unwrap();
+        let busy = chip.request_output(3, Level::Low, LineConfig::default(), "other").err().unwrap();
         assert!(busy.to_string().contains("held by blinky"), "{busy}");
         assert!(chip.drive(3, Level::High).is_err(), "driving an output from outside must fail");
         drop(out);
         assert!(chip.holder(3).is_none());
-        assert!(chip.request_output(3, Level::Low, "other").is_ok());
+        assert!(chip.request_output(3, Level::Low, LineConfig::default(), "other").is_ok());
     }
 
     #[test]
     fn missing_line_is_named() {
         let chip = SimGpioChip::new("gpiochip0", 8);
-        let err = chip.request_output(8, Level::Low, "x").err().unwrap();
+        let err = chip.request_output(8, Level::Low, LineConfig::default(), "x").err().unwrap();
         assert_eq!(err.to_string(), "GPIO line 8 does not exist on gpiochip0 (8 lines)");
     }
 
@@ -563,8 +626,15 @@ mod tests {
         let chip = SimGpioChip::new("gpiochip0", 8);
         let (tx, rx) = mpsc::channel();
         let tx = Mutex::new(tx);
-        let mut input =
-            chip.request_input(5, Edge::Rising, "button", Box::new(move |e| lock(&tx).send(e).unwrap())).unwrap();
+        let mut input = chip
+            .request_input(
+                5,
+                Edge::Rising,
+                LineConfig::default(),
+                "button",
+                Box::new(move |e| lock(&tx).send(e).unwrap()),
+            )
+            .unwrap();
         chip.drive(5, Level::High).unwrap();
         chip.drive(5, Level::High).unwrap(); // no change, no edge
         chip.drive(5, Level::Low).unwrap(); // falling: filtered
@@ -582,10 +652,48 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s = seen.clone();
         chip.on_output_change(move |line, level| lock(&s).push((line, level)));
-        let mut out = chip.request_output(1, Level::High, "a").unwrap();
+        let mut out = chip.request_output(1, Level::High, LineConfig::default(), "a").unwrap();
         gpio::write(out.as_mut(), Level::High).unwrap();
         gpio::write(out.as_mut(), Level::Low).unwrap();
         assert_eq!(*lock(&seen), vec![(1, Level::High), (1, Level::Low)]);
+    }
+
+    #[test]
+    fn bias_pulls_an_undriven_input_and_an_outside_driver_wins() {
+        let chip = SimGpioChip::new("gpiochip0", 8);
+        let up = LineConfig { bias: Bias::PullUp, active_low: false };
+        let mut input = chip.request_input(2, Edge::Both, up, "button", Box::new(|_| {})).unwrap();
+        assert_eq!(gpio::read_input(input.as_mut()).unwrap(), Level::High, "pulled up");
+        chip.drive(2, Level::Low).unwrap();
+        assert_eq!(gpio::read_input(input.as_mut()).unwrap(), Level::Low, "the button wins over the pull");
+        drop(input);
+        let down = LineConfig { bias: Bias::PullDown, active_low: false };
+        let mut input = chip.request_input(3, Edge::Both, down, "b", Box::new(|_| {})).unwrap();
+        assert_eq!(gpio::read_input(input.as_mut()).unwrap(), Level::Low);
+    }
+
+    #[test]
+    fn active_low_inverts_reads_writes_and_edges() {
+        let chip = SimGpioChip::new("gpiochip0", 8);
+        let inverted = LineConfig { bias: Bias::AsIs, active_low: true };
+        let mut led = chip.request_output(1, Level::High, inverted, "led").unwrap();
+        assert_eq!(chip.level(1).unwrap(), Level::Low, "on = physically low");
+        gpio::write(led.as_mut(), Level::Low).unwrap();
+        assert_eq!(chip.level(1).unwrap(), Level::High);
+        assert_eq!(gpio::read_output(led.as_mut()).unwrap(), Level::Low);
+
+        let (tx, rx) = mpsc::channel();
+        let tx = Mutex::new(tx);
+        chip.drive(4, Level::High).unwrap();
+        let mut button = chip
+            .request_input(4, Edge::Rising, inverted, "button", Box::new(move |e| lock(&tx).send(e).unwrap()))
+            .unwrap();
+        assert_eq!(gpio::read_input(button.as_mut()).unwrap(), Level::Low, "released: physically high");
+        chip.drive(4, Level::Low).unwrap(); // pressed: physical falling = logical rising
+        chip.drive(4, Level::High).unwrap(); // released: logical falling, filtered
+        let edges: Vec<EdgeEvent> = rx.try_iter().collect();
+        assert_eq!(edges.len(), 1, "{edges:?}");
+        assert_eq!(edges[0].level, Level::High);
     }
 
     #[test]
@@ -626,11 +734,16 @@ mod tests {
     #[test]
     fn spi_loopback_echoes() {
         let board = SimBoard::standard();
-        let mut dev = board.board().spi.open(SPI_LOOPBACK).unwrap();
+        let config = SpiConfig { mode: 3, max_speed_hz: Some(1_000_000), bits_per_word: 8 };
+        let mut dev = board.board().spi.open(SPI_LOOPBACK, config).unwrap();
+        assert_eq!(board.spi.config(SPI_LOOPBACK), Some(config));
         let mut read = [0u8; 3];
         dev.transfer(&mut read, &[1, 2, 3]).unwrap();
         assert_eq!(read, [1, 2, 3]);
-        let err = board.board().spi.open("spidev9.9").err().unwrap();
+        let bad = SpiConfig { mode: 4, ..config };
+        let err = board.board().spi.open(SPI_LOOPBACK, bad).err().unwrap();
+        assert_eq!(err.to_string(), "SPI device spidev0.0: mode 4 is not 0-3");
+        let err = board.board().spi.open("spidev9.9", config).err().unwrap();
         assert_eq!(err.to_string(), "SPI device spidev9.9 does not exist");
         assert!(crate::spi::valid_device_name("spidev0.1"));
         assert!(!crate::spi::valid_device_name("../spidev0.1"));

@@ -27,17 +27,53 @@ impl embedded_hal::spi::Error for SpiError {
     }
 }
 
+/// How an SPI device is clocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SpiConfig {
+    /// SPI mode 0–3 (clock polarity and phase).
+    pub mode: u8,
+    /// Clock rate; `None` keeps the device's (the device tree's) setting.
+    pub max_speed_hz: Option<u32>,
+    /// Bits per word (8 for almost every device).
+    pub bits_per_word: u8,
+}
+
+impl Default for SpiConfig {
+    fn default() -> Self {
+        Self { mode: 0, max_speed_hz: None, bits_per_word: 8 }
+    }
+}
+
+impl SpiConfig {
+    /// Check the values a controller could take.
+    ///
+    /// # Errors
+    /// A mode above 3 or zero bits per word, naming `device`.
+    pub fn check(&self, device: &str) -> Result<(), SpiError> {
+        if self.mode > 3 {
+            return Err(SpiError::Io { device: device.to_owned(), message: format!("mode {} is not 0-3", self.mode) });
+        }
+        if self.bits_per_word == 0 || self.max_speed_hz == Some(0) {
+            return Err(SpiError::Io {
+                device: device.to_owned(),
+                message: "bits per word and speed must be above 0".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// An open SPI device (chip select handled by the device).
 pub trait SpiBus: embedded_hal::spi::SpiDevice<u8, Error = SpiError> + Send {}
 impl<T: embedded_hal::spi::SpiDevice<u8, Error = SpiError> + Send> SpiBus for T {}
 
 /// Opens SPI devices by name.
 pub trait SpiBackend: Send + Sync {
-    /// Open `device` (`spidev0.0`).
+    /// Open `device` (`spidev0.0`) and configure it.
     ///
     /// # Errors
-    /// The device does not exist or cannot be opened.
-    fn open(&self, device: &str) -> Result<Box<dyn SpiBus>, SpiError>;
+    /// The device does not exist, cannot be opened, or refuses the configuration.
+    fn open(&self, device: &str, config: SpiConfig) -> Result<Box<dyn SpiBus>, SpiError>;
 }
 
 /// Check an SPI device name: `spidev<bus>.<cs>`, nothing else (no paths).

@@ -1,5 +1,6 @@
 //! The runtime's typed configuration (`/etc/trellis/runtime.toml` on a device).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +19,49 @@ pub struct HardwarePolicy {
     pub i2c: Option<Vec<I2cGrant>>,
     /// SPI devices apps may be granted.
     pub spi: Option<Vec<String>>,
+}
+
+/// Where the board's hardware is (`[board]`, for `--board linux`): apps name
+/// GPIO lines by number on one chip and I2C buses by number; this says which
+/// chip and which adapters those are on this board.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BoardConfig {
+    /// The GPIO chip: a path (`/dev/gpiochip0`), a chip name (`gpiochip0`)
+    /// or its label (`pinctrl-bcm2711`; a gpio-sim bank's label in the twin).
+    #[serde(default = "BoardConfig::default_gpio_chip")]
+    pub gpio_chip: String,
+    /// An app's I2C bus number to an adapter: a path (`/dev/i2c-3`) or the
+    /// adapter's name (`SMBus stub driver`). Numbers not listed are `/dev/i2c-N`.
+    #[serde(default)]
+    pub i2c_buses: BTreeMap<String, String>,
+}
+
+impl BoardConfig {
+    fn default_gpio_chip() -> String {
+        "/dev/gpiochip0".into()
+    }
+
+    /// The I2C bus map with numeric keys.
+    ///
+    /// # Errors
+    /// A key that is not a bus number, named.
+    pub fn i2c_bus_map(&self) -> Result<BTreeMap<u32, String>, String> {
+        self.i2c_buses
+            .iter()
+            .map(|(k, v)| {
+                k.parse::<u32>()
+                    .map(|bus| (bus, v.clone()))
+                    .map_err(|_| format!("board.i2c-buses: {k:?} is not a bus number"))
+            })
+            .collect()
+    }
+}
+
+impl Default for BoardConfig {
+    fn default() -> Self {
+        Self { gpio_chip: Self::default_gpio_chip(), i2c_buses: BTreeMap::new() }
+    }
 }
 
 /// When a crashing app is restarted, and when it is given up on.
@@ -119,6 +163,9 @@ pub struct RuntimeConfig {
     /// only; absent: no update lifecycle). Fields: docs/update.md.
     #[serde(default)]
     pub update: Option<trellis_update::Policy>,
+    /// Where the board's GPIO chip and I2C buses are.
+    #[serde(default)]
+    pub board: BoardConfig,
 }
 
 impl RuntimeConfig {
@@ -157,6 +204,7 @@ impl RuntimeConfig {
             only: None,
             seed_dir: None,
             update: None,
+            board: BoardConfig::default(),
         }
     }
 
@@ -167,7 +215,10 @@ impl RuntimeConfig {
     pub fn load(path: &Path) -> Result<Self, crate::RuntimeError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })?;
-        toml::from_str(&text).map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })
+        let config: Self = toml::from_str(&text)
+            .map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })?;
+        config.board.i2c_bus_map().map_err(|reason| crate::RuntimeError::Config { path: path.to_owned(), reason })?;
+        Ok(config)
     }
 
     /// Whether the file for app `name` is to be run.
@@ -196,6 +247,22 @@ mod tests {
         assert_eq!(c.hardware.gpio_lines, Some(vec![17]));
         assert_eq!(c.crash.max_crashes, 3);
         assert!(toml::from_str::<RuntimeConfig>("apps = \"/x\"").is_err());
+    }
+
+    #[test]
+    fn the_board_maps_chips_and_buses() {
+        let c: RuntimeConfig =
+            toml::from_str("[board]\ngpio-chip = \"trellis-gpio\"\n[board.i2c-buses]\n1 = \"SMBus stub driver\"\n")
+                .unwrap();
+        assert_eq!(c.board.gpio_chip, "trellis-gpio");
+        assert_eq!(c.board.i2c_bus_map().unwrap(), BTreeMap::from([(1, "SMBus stub driver".to_owned())]));
+        let d: RuntimeConfig = toml::from_str("").unwrap();
+        assert_eq!(d.board.gpio_chip, "/dev/gpiochip0");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime.toml");
+        std::fs::write(&file, "[board.i2c-buses]\none = \"/dev/i2c-1\"\n").unwrap();
+        let err = RuntimeConfig::load(&file).unwrap_err().to_string();
+        assert!(err.contains("runtime.toml") && err.contains("\"one\" is not a bus number"), "{err}");
     }
 
     #[test]

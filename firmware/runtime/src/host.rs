@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use trellis_appfmt::{Manifest, pattern_covers, topic_matches, valid_topic_pattern};
-use trellis_hal::gpio::{Edge, Level};
+use trellis_appfmt::{LineBias, Manifest, pattern_covers, topic_matches, valid_topic_pattern};
+use trellis_hal::gpio::{Bias, Edge, Level, LineConfig};
 use trellis_hal::i2c::I2cBus;
-use trellis_hal::spi::SpiBus;
+use trellis_hal::spi::{SpiBus, SpiConfig, SpiError};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -136,6 +136,8 @@ pub(crate) struct HostState {
     table: ResourceTable,
     i2c: HashMap<u32, Box<dyn I2cBus>>,
     spi: HashMap<String, Box<dyn SpiBus>>,
+    /// [`Hardware::unplugged`] when the handles above were last checked.
+    unplugged: u64,
 }
 
 impl WasiView for HostState {
@@ -191,6 +193,7 @@ impl HostState {
             table: ResourceTable::new(),
             i2c: HashMap::new(),
             spi: HashMap::new(),
+            unplugged: 0,
         }
     }
 
@@ -236,6 +239,29 @@ impl HostState {
         }
     }
 
+    /// Drop the open I2C and SPI handles when a device went away since they
+    /// were last used: the next use opens the device again, or fails naming it.
+    fn forget_unplugged(&mut self) {
+        let now = self.services.hw.unplugged();
+        if now != self.unplugged {
+            self.unplugged = now;
+            self.i2c.clear();
+            self.spi.clear();
+        }
+    }
+
+    /// How the manifest says `line` is wired.
+    fn line_config(&self, line: u32) -> LineConfig {
+        let wiring = self.manifest.gpio_line(line);
+        let bias = match wiring.bias {
+            LineBias::AsIs => Bias::AsIs,
+            LineBias::PullUp => Bias::PullUp,
+            LineBias::PullDown => Bias::PullDown,
+            LineBias::Disable => Bias::Disabled,
+        };
+        LineConfig { bias, active_low: wiring.active_low }
+    }
+
     fn check_line(&self, line: u32) -> Result<(), WitError> {
         let p = &self.manifest.permissions;
         if p.gpio_outputs.contains(&line) || p.gpio_inputs.contains(&line) {
@@ -253,6 +279,7 @@ impl HostState {
         if !granted {
             return Err(self.denied(format!("I2C bus {bus} address {address:#04x} is not granted (permissions.i2c)")));
         }
+        self.forget_unplugged();
         if !self.i2c.contains_key(&bus) {
             let opened = self.services.hw.board.i2c.open(bus).map_err(|e| WitError::NotFound(e.to_string()))?;
             self.i2c.insert(bus, opened);
@@ -324,9 +351,10 @@ impl timers::Host for HostState {
 impl gpio::Host for HostState {
     fn claim_output(&mut self, line: u32, initial: WitLevel) -> Result<(), WitError> {
         self.check_output(line)?;
+        let config = self.line_config(line);
         self.services
             .hw
-            .claim_output(&self.app, self.generation, line, level_to_hal(initial))
+            .claim_output(&self.app, self.generation, line, level_to_hal(initial), config)
             .map_err(|e| self.io_error(e.to_string()))
     }
 
@@ -352,9 +380,10 @@ impl gpio::Host for HostState {
             let edge = GpioEdge { line: e.line, value: level_to_wit(e.level), timestamp_ns: e.timestamp_ns };
             broker.deliver(&app, Event::GpioEdge(edge));
         });
+        let config = self.line_config(line);
         self.services
             .hw
-            .claim_input(&self.app, self.generation, line, edges, sink)
+            .claim_input(&self.app, self.generation, line, edges, config, sink)
             .map_err(|e| self.io_error(e.to_string()))
     }
 
@@ -398,8 +427,14 @@ impl spi::Host for HostState {
         if !self.manifest.permissions.spi.contains(&device) {
             return Err(self.denied(format!("SPI device {device:?} is not granted (permissions.spi)")));
         }
+        self.forget_unplugged();
         if !self.spi.contains_key(&device) {
-            let opened = self.services.hw.board.spi.open(&device).map_err(|e| WitError::NotFound(e.to_string()))?;
+            let s = self.manifest.spi_device(&device);
+            let config = SpiConfig { mode: s.mode, max_speed_hz: s.speed_hz, bits_per_word: s.bits_per_word };
+            let opened = self.services.hw.board.spi.open(&device, config).map_err(|e| match e {
+                SpiError::NoSuchDevice { .. } => WitError::NotFound(e.to_string()),
+                SpiError::Io { .. } => self.io_error(e.to_string()),
+            })?;
             self.spi.insert(device.clone(), opened);
         }
         let dev = self.spi.get_mut(&device).ok_or_else(|| WitError::NotFound(device.clone()))?;

@@ -6,10 +6,11 @@
 //! released only when no version of the app holds it any more.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use trellis_hal::Board;
-use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, OutputLine};
+use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, LineConfig, OutputLine};
 
 enum Line {
     Output(Box<dyn OutputLine>),
@@ -35,6 +36,10 @@ pub(crate) enum HwError {
 pub(crate) struct Hardware {
     pub board: Board,
     lines: Mutex<HashMap<u32, Held>>,
+    /// Counts devices that went away: apps drop the I2C and SPI handles they
+    /// keep open when it moves, so the next call on a device that is gone
+    /// fails naming it (and one that came back is opened afresh).
+    unplugged: AtomicU64,
 }
 
 impl std::fmt::Debug for Hardware {
@@ -45,14 +50,31 @@ impl std::fmt::Debug for Hardware {
 
 impl Hardware {
     pub fn new(board: Board) -> Arc<Self> {
-        Arc::new(Self { board, lines: Mutex::new(HashMap::new()) })
+        Arc::new(Self { board, lines: Mutex::new(HashMap::new()), unplugged: AtomicU64::new(0) })
+    }
+
+    /// A device went away.
+    pub fn note_unplugged(&self) {
+        self.unplugged.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// How many devices went away so far.
+    pub fn unplugged(&self) -> u64 {
+        self.unplugged.load(Ordering::SeqCst)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u32, Held>> {
         self.lines.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn claim_output(&self, app: &str, generation: u64, line: u32, level: Level) -> Result<(), HwError> {
+    pub fn claim_output(
+        &self,
+        app: &str,
+        generation: u64,
+        line: u32,
+        level: Level,
+        config: LineConfig,
+    ) -> Result<(), HwError> {
         let mut lines = self.lock();
         if let Some(held) = lines.get_mut(&line) {
             if held.app != app {
@@ -65,7 +87,7 @@ impl Hardware {
             }
             lines.remove(&line);
         }
-        let pin = self.board.gpio.request_output(line, level, app)?;
+        let pin = self.board.gpio.request_output(line, level, config, app)?;
         lines.insert(line, Held { app: app.to_owned(), generations: [generation].into(), line: Line::Output(pin) });
         Ok(())
     }
@@ -76,6 +98,7 @@ impl Hardware {
         generation: u64,
         line: u32,
         edges: Edge,
+        config: LineConfig,
         sink: EdgeSink,
     ) -> Result<(), HwError> {
         let mut lines = self.lock();
@@ -89,7 +112,7 @@ impl Hardware {
             }
             lines.remove(&line);
         }
-        let pin = self.board.gpio.request_input(line, edges, app, sink)?;
+        let pin = self.board.gpio.request_input(line, edges, config, app, sink)?;
         lines.insert(
             line,
             Held { app: app.to_owned(), generations: [generation].into(), line: Line::Input(pin, edges) },

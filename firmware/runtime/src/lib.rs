@@ -18,11 +18,12 @@ mod hw;
 mod kv;
 pub mod paths;
 mod supervisor;
+pub mod uevent;
 mod worker;
 
 pub use broker::Message;
 pub use cache::CompileSource;
-pub use config::{CrashPolicy, HardwarePolicy, RuntimeConfig};
+pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
 pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
 

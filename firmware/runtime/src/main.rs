@@ -31,9 +31,10 @@ struct Args {
     /// Which hardware to give apps.
     #[arg(long, value_enum, default_value_t = BoardKind::Linux)]
     board: BoardKind,
-    /// GPIO chip for `--board linux`.
-    #[arg(long, default_value = "/dev/gpiochip0")]
-    gpio_chip: PathBuf,
+    /// GPIO chip for `--board linux` (path, name or label; overrides the
+    /// configuration's `board.gpio-chip`).
+    #[arg(long)]
+    gpio_chip: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -65,12 +66,18 @@ fn run(args: Args) -> Result<()> {
     if let Some(d) = args.state_dir {
         config.state_dir = d;
     }
+    if let Some(chip) = args.gpio_chip {
+        config.board.gpio_chip = chip;
+    }
     let board = match args.board {
         BoardKind::Sim => trellis_hal::sim::SimBoard::standard().board(),
-        BoardKind::Linux => linux_board(&args.gpio_chip)?,
+        BoardKind::Linux => linux_board(&config.board)?,
     };
     let runtime = std::sync::Arc::new(Runtime::start(config.clone(), board).context("starting the runtime")?);
     tracing::info!("runtime started");
+    if matches!(args.board, BoardKind::Linux) {
+        follow_hotplug(&runtime);
+    }
     start_updates(&runtime, &config)?;
     // Runs until killed; init restarts it if it dies.
     loop {
@@ -116,11 +123,24 @@ fn start_updates(_runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> 
 }
 
 #[cfg(feature = "linux")]
-fn linux_board(chip: &std::path::Path) -> Result<trellis_hal::Board> {
-    trellis_hal::linux::board(chip).with_context(|| format!("opening {}", chip.display()))
+fn linux_board(board: &trellis_runtime::BoardConfig) -> Result<trellis_hal::Board> {
+    let buses = board.i2c_bus_map().map_err(anyhow::Error::msg)?;
+    trellis_hal::linux::board(&board.gpio_chip, buses).with_context(|| format!("opening GPIO chip {}", board.gpio_chip))
 }
 
 #[cfg(not(feature = "linux"))]
-fn linux_board(_chip: &std::path::Path) -> Result<trellis_hal::Board> {
+fn linux_board(_board: &trellis_runtime::BoardConfig) -> Result<trellis_hal::Board> {
     anyhow::bail!("this build has no Linux hardware support (feature `linux`); use --board sim")
 }
+
+/// Hand the kernel's hot-plug events to the apps that follow them.
+#[cfg(feature = "linux")]
+fn follow_hotplug(runtime: &std::sync::Arc<Runtime>) {
+    let r = std::sync::Arc::clone(runtime);
+    if let Err(e) = trellis_runtime::uevent::listen(move |event| r.hotplug(event)) {
+        tracing::warn!("no hot-plug events: the kernel's uevent socket: {e}");
+    }
+}
+
+#[cfg(not(feature = "linux"))]
+fn follow_hotplug(_runtime: &std::sync::Arc<Runtime>) {}

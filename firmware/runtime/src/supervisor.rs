@@ -361,8 +361,13 @@ impl Runtime {
         self.services.broker.publish("host", topic, payload);
     }
 
-    /// Tell subscribed apps about a device appearing or going away.
+    /// Tell subscribed apps about a device appearing or going away. When one
+    /// goes away, every app drops the I2C and SPI handles it holds open before
+    /// its next call, so a call on a device that is gone fails naming it.
     pub fn hotplug(&self, event: &HotplugEvent) {
+        if event.action == HotplugAction::Remove {
+            self.services.hw.note_unplugged();
+        }
         for app in self.services.broker.hotplug_subscribers(&event.subsystem) {
             let wit = WitHotplugEvent {
                 action: match event.action {

@@ -337,6 +337,63 @@ fn blinky_toggles_its_line() {
     assert!(seen.windows(2).all(|p| p[0].1 != p[1].1), "alternates: {seen:?}");
 }
 
+/// The button's manifest wires GPIO 27 as a button to ground (pull-up,
+/// active-low): released reads low to the app although the wire is high, and
+/// pulling the wire low is a "pressed" (logical rising) edge.
+#[test]
+fn a_button_edge_reaches_its_handler_through_the_wiring_in_the_manifest() {
+    let dev = device(&[("button", example("button"))], |_| {});
+    dev.wait_started("button", "1.0.0");
+    let presses = dev.runtime.subscribe("buttons/27");
+    assert_eq!(dev.board.gpio.level(27).unwrap(), Level::High, "the pull-up holds a released button high");
+    dev.wait_for(
+        "released at start",
+        SECS,
+        |e| matches!(e, RuntimeEvent::Log { app, message, .. } if app == "button" && message.ends_with(": released")),
+    );
+    dev.board.gpio.drive(27, Level::Low).unwrap();
+    assert_eq!(presses.recv_timeout(SECS).unwrap().payload, b"pressed");
+    dev.board.gpio.drive(27, Level::High).unwrap();
+    assert_eq!(presses.recv_timeout(SECS).unwrap().payload, b"released");
+    dev.wait_for("the press logged", SECS, |e| {
+        matches!(e, RuntimeEvent::Log { app, message, .. }
+            if app == "button" && message.starts_with("button on GPIO 27 pressed (press 1, kernel time "))
+    });
+}
+
+/// An I2C adapter unplugged under a running app: the app that follows `i2c`
+/// is told, and the next transfer on the bus fails naming it instead of using
+/// a stale handle (the thermostat returns that error, a fault of its own).
+#[test]
+fn a_bus_that_goes_away_fails_the_next_call_cleanly() {
+    let fast = with_config(manifest("thermostat"), &[("period-ms", "20")]);
+    let mut watcher = with_config(manifest("subscriber"), &[("hotplug", "i2c")]);
+    watcher.permissions.hotplug = vec!["i2c".into()];
+    let dev =
+        device(&[("thermostat", pack("thermostat", &fast)), ("subscriber", pack("subscriber", &watcher))], |_| {});
+    dev.wait_started("thermostat", "1.0.0");
+    dev.wait_started("subscriber", "1.0.0");
+    let readings = dev.runtime.subscribe("sensors/temperature");
+    readings.recv_timeout(SECS).unwrap();
+    assert!(dev.board.i2c.remove_bus(1));
+    dev.runtime.hotplug(&HotplugEvent {
+        action: HotplugAction::Remove,
+        subsystem: "i2c".into(),
+        device: "i2c-1".into(),
+    });
+    dev.wait_for("the watcher told", SECS, |e| {
+        matches!(e, RuntimeEvent::Log { app, message, .. } if app == "subscriber" && message == "i2c device i2c-1 removed")
+    });
+    let fault = dev.wait_for(
+        "the thermostat's failed read",
+        SECS,
+        |e| matches!(e, RuntimeEvent::Crashed { app, .. } if app == "thermostat"),
+    );
+    let RuntimeEvent::Crashed { fault, .. } = fault else { unreachable!() };
+    assert!(fault.to_string().contains("I2C bus 1 does not exist"), "{fault}");
+    assert_eq!(dev.running_version("subscriber").as_deref(), Some("1.0.0"), "the other app runs on");
+}
+
 #[test]
 fn the_thermostat_follows_the_sensor() {
     let fast = with_config(manifest("thermostat"), &[("period-ms", "10")]);

@@ -101,6 +101,7 @@ fn main() -> Result<(), Error> {
     let init_rss = device.sh("grep VmRSS /proc/1/status")?;
 
     device.sh("grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt")?;
+    let gpio = gpio_bench(&twin, &mut device)?;
     let (mut warm, mut warm_ms, mut cold, mut cold_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..SWAPS {
         let v = format!("1.1.{i}");
@@ -160,7 +161,7 @@ fn main() -> Result<(), Error> {
     println!("| — kernel share (kernel start → /sbin/init) | {kernel_s:.2} s | {BOOTS} |");
     println!("| — userspace share (/sbin/init → first app event) | {user_s:.2} s | {BOOTS} |");
     println!(
-        "| first boot (format data partition, seed, compile 5 apps): kernel {:.2} s + userspace {:.2} s; all 5 running {:.1} s after power-on | — | 1 |",
+        "| first boot (format data partition, seed, compile 6 apps): kernel {:.2} s + userspace {:.2} s; all 6 running {:.1} s after power-on | — | 1 |",
         first.kernel, first.userspace, first_all
     );
     println!(
@@ -191,9 +192,111 @@ fn main() -> Result<(), Error> {
     println!("| root filesystem (squashfs, zstd) | {:.1} MiB | — |", mib(squashfs));
     println!("| kernel Image | {:.1} MiB | — |", mib(kernel));
     println!(
-        "| runtime memory with the 5 example apps (`/proc/PID/status`) | {} | 1 |",
+        "| runtime memory with the 6 example apps (`/proc/PID/status`) | {} | 1 |",
         rss.split_whitespace().collect::<Vec<_>>().join(" ")
     );
     println!("| init memory | {} | 1 |", init_rss.split_whitespace().collect::<Vec<_>>().join(" "));
+    println!(
+        "| GPIO toggles on gpio-sim, app (wasm, one host call each) vs native Rust (same HAL backend) | {:.0} vs {:.0} toggles/s ({:.2}×) | {GPIO_RUNS} × {TOGGLES} |",
+        gpio.app_rate,
+        gpio.native_rate,
+        gpio.native_rate / gpio.app_rate
+    );
+    println!(
+        "| GPIO edge → handler → output (gpio-sim pull to the output following), app vs native | median {} vs {} µs, p90 {} vs {} µs | {EDGES} |",
+        gpio.app_latency.0, gpio.native_latency.0, gpio.app_latency.1, gpio.native_latency.1
+    );
     Ok(())
+}
+
+const GPIO_RUNS: usize = 5;
+const TOGGLES: u32 = 2000;
+const EDGES: u32 = 200;
+/// gpio-sim's sysfs directory of the twin's chip, as a shell expression.
+const SIM: &str =
+    "$(d=/sys/kernel/config/gpio-sim/trellis; echo /sys/devices/platform/$(cat $d/dev_name)/$(cat $d/bank0/chip_name))";
+
+struct GpioFigures {
+    app_rate: f64,
+    native_rate: f64,
+    /// (median, p90) in µs.
+    app_latency: (u64, u64),
+    native_latency: (u64, u64),
+}
+
+/// `N in T ns` of a `gpio toggles:` line, as toggles per second.
+fn toggle_rate(text: &str) -> f64 {
+    let rest = text.split("gpio toggles: ").nth(1).unwrap_or_default();
+    let mut words = rest.split_whitespace();
+    let n: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(f64::NAN);
+    let ns: f64 = words.nth(1).and_then(|w| w.parse().ok()).unwrap_or(f64::NAN);
+    n / (ns / 1e9)
+}
+
+/// `median=Xus p90=Yus` of the latency driver's line.
+fn latency(text: &str) -> (u64, u64) {
+    let field = |name: &str| {
+        text.split(name).nth(1).and_then(|t| t.split("us").next()).and_then(|t| t.parse().ok()).unwrap_or(0)
+    };
+    (field("median="), field("p90="))
+}
+
+/// GPIO on gpio-sim: the bench fixture app against `trellis-gpio-bench`, a
+/// native program on the same HAL backend, in the same boot: toggle rate of
+/// an output, and the time from an edge on an input to a handler's write
+/// showing on an output (gpio-sim's pull to its value, timed by the native driver).
+fn gpio_bench(twin: &Twin, device: &mut Device) -> Result<GpioFigures, Error> {
+    let native = root().join("target/aarch64-unknown-linux-gnu/release/trellis-gpio-bench");
+    std::fs::copy(&native, twin.share().join("trellis-gpio-bench")).expect("make cross-release");
+    let code = std::fs::read(root().join("wasm-apps/target/wasm32-wasip2/release/bench.wasm")).expect("make apps");
+    let manifest_text =
+        std::fs::read_to_string(root().join("wasm-apps/fixtures/bench/trellis.toml")).expect("manifest");
+    let bench_app = |config: &[(&str, &str)]| {
+        let mut m = trellis_appfmt::Manifest::from_toml(&manifest_text).expect("manifest");
+        m.permissions.gpio_outputs = vec![40, 42];
+        m.permissions.gpio_inputs = vec![41];
+        for (k, v) in config {
+            m.config.insert((*k).into(), (*v).into());
+        }
+        pack(&code, &m).expect("pack")
+    };
+    let install = |device: &mut Device, bytes: Vec<u8>| -> Result<(), Error> {
+        std::fs::write(twin.share().join("bench.wasm"), bytes).expect("share");
+        device
+            .sh("cp /mnt/bench.wasm /data/apps/.bench.tmp && mv /data/apps/.bench.tmp /data/apps/bench.wasm")
+            .map(drop)
+    };
+    let stop_app = |device: &mut Device| -> Result<(), Error> {
+        device.sh("rm /data/apps/bench.wasm")?;
+        device.wait_for("app file removed: stopped app=\"bench\"", BOOT_TIMEOUT).map(drop)
+    };
+
+    let toggles = TOGGLES.to_string();
+    install(device, bench_app(&[("toggle-line", "40"), ("toggles", &toggles)]))?;
+    let mut app_rates = Vec::new();
+    for _ in 0..GPIO_RUNS {
+        app_rates.push(toggle_rate(&device.wait_for("gpio toggles: ", BOOT_TIMEOUT)?.text));
+    }
+    stop_app(device)?;
+    let mut native_rates = Vec::new();
+    for _ in 0..GPIO_RUNS {
+        native_rates
+            .push(toggle_rate(&device.sh(&format!("/mnt/trellis-gpio-bench toggle trellis-gpio 40 {TOGGLES}"))?));
+    }
+
+    let measure = |device: &mut Device| -> Result<(u64, u64), Error> {
+        let out = device
+            .sh_timeout(&format!("/mnt/trellis-gpio-bench latency {SIM} 41 42 {EDGES}"), Duration::from_secs(600))?;
+        Ok(latency(&out))
+    };
+    install(device, bench_app(&[("reflex-in", "41"), ("reflex-out", "42")]))?;
+    device.wait_for("reflex: GPIO 41 -> GPIO 42", BOOT_TIMEOUT)?;
+    let app_latency = measure(device)?;
+    stop_app(device)?;
+    device.sh(
+        "/mnt/trellis-gpio-bench reflex trellis-gpio 41 42 >/tmp/reflex.log 2>&1 & echo $! >/tmp/reflex.pid; sleep 1",
+    )?;
+    let native_latency = measure(device)?;
+    device.sh("kill $(cat /tmp/reflex.pid)")?;
+    Ok(GpioFigures { app_rate: median(app_rates), native_rate: median(native_rates), app_latency, native_latency })
 }

@@ -259,8 +259,23 @@ impl Twin {
     }
 }
 
+/// Example app `app` as `make apps` packed it (`build/apps`), with its
+/// manifest changed by `edit` (a new version, name, grant or setting).
+///
+/// # Panics
+/// The app is not built or not a packed component (run `make apps`).
+#[must_use]
+pub fn repack(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../build/apps/{app}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (make apps)", path.display()));
+    let mut manifest = trellis_appfmt::AppFile::parse(&bytes).expect("a packed example").manifest;
+    edit(&mut manifest);
+    let code = trellis_appfmt::component_code(&bytes).expect("a component");
+    trellis_appfmt::pack(&code, &manifest).expect("packs")
+}
+
 /// The example apps the image seeds the data partition with.
-pub const EXAMPLES: [&str; 5] = ["blinky", "thermostat", "counter", "publisher", "subscriber"];
+pub const EXAMPLES: [&str; 6] = ["blinky", "button", "thermostat", "counter", "publisher", "subscriber"];
 
 impl Device {
     /// Wait until the runtime reports every one of `apps` running (in any order).

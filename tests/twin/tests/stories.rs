@@ -1,10 +1,8 @@
 //! The device twin's stories: the real image (`make twin-image`) booted in
 //! QEMU by a harness that plays the Pi firmware. Run with `make test-twin`.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin};
 
 /// Mount the harness's share and copy a file from it onto the data partition
@@ -17,11 +15,7 @@ fn running(app: &str) -> String {
 
 /// An example app as packed by `make apps`, with another version number.
 fn example_version(app: &str, version: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../build/apps/{app}.wasm"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (make apps)", path.display()));
-    let mut manifest = AppFile::parse(&bytes).expect("a packed example").manifest;
-    manifest.version = version.into();
-    pack(&component_code(&bytes).expect("a component"), &manifest).expect("packs")
+    trellis_twin::repack(app, |m| m.version = version.into())
 }
 
 fn counted_from(device: &mut Device) -> Result<u64, Error> {

@@ -1,35 +1,40 @@
-//! Linux backends: GPIO through the character device (`/dev/gpiochipN`, via
-//! `linux-embedded-hal`'s cdev support), I2C through i2cdev (`/dev/i2c-N`) and
-//! SPI through spidev (`/dev/spidevB.C`). Errors name the chip and line, the
-//! bus and address, or the device.
+//! GPIO through the kernel's character device (`/dev/gpiochipN`), with
+//! `linux-embedded-hal`'s `gpio-cdev`: line requests with direction, bias and
+//! active-low, and edge events timestamped by the kernel (`CLOCK_MONOTONIC`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use embedded_hal::digital::{ErrorType as DigitalErrorType, InputPin, OutputPin, StatefulOutputPin};
-use embedded_hal::i2c::{ErrorType as I2cErrorType, I2c, Operation as I2cOperation};
-use embedded_hal::spi::{ErrorType as SpiErrorType, Operation as SpiOperation, SpiDevice};
+use embedded_hal::digital::{ErrorType, InputPin, OutputPin, StatefulOutputPin};
 use linux_embedded_hal::gpio_cdev::{
     Chip, EventRequestFlags, EventType, LineEventHandle, LineHandle, LineRequestFlags,
 };
-use linux_embedded_hal::{I2cdev, SpidevDevice};
 
-use crate::gpio::{Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, OutputLine};
-use crate::i2c::{I2cBackend, I2cBus, I2cError};
-use crate::spi::{SpiBackend, SpiBus, SpiError};
+use crate::gpio::{Bias, Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, LineConfig, OutputLine};
+
+/// The kernel's bias flags of a line request (`GPIOHANDLE_REQUEST_BIAS_*` in
+/// `linux/gpio.h`, since 5.5), which `gpio-cdev` has no names for.
+const BIAS_PULL_UP: u32 = 1 << 5;
+const BIAS_PULL_DOWN: u32 = 1 << 6;
+const BIAS_DISABLE: u32 = 1 << 7;
 
 /// A GPIO chip through `/dev/gpiochipN`.
 pub struct LinuxGpioChip {
     path: PathBuf,
+    label: String,
     lines: u32,
     chip: Mutex<Chip>,
 }
 
 impl std::fmt::Debug for LinuxGpioChip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LinuxGpioChip").field("path", &self.path).field("lines", &self.lines).finish()
+        f.debug_struct("LinuxGpioChip")
+            .field("path", &self.path)
+            .field("label", &self.label)
+            .field("lines", &self.lines)
+            .finish()
     }
 }
 
@@ -37,15 +42,69 @@ fn gpio_io(chip: &Path, line: u32, e: impl std::fmt::Display) -> GpioError {
     GpioError::Io { chip: chip.display().to_string(), line, message: e.to_string() }
 }
 
+/// The request flags for a line in `direction` with `config`.
+fn request_flags(direction: LineRequestFlags, config: LineConfig) -> LineRequestFlags {
+    let mut bits = direction.bits();
+    if config.active_low {
+        bits |= LineRequestFlags::ACTIVE_LOW.bits();
+    }
+    bits |= match config.bias {
+        Bias::AsIs => 0,
+        Bias::PullUp => BIAS_PULL_UP,
+        Bias::PullDown => BIAS_PULL_DOWN,
+        Bias::Disabled => BIAS_DISABLE,
+    };
+    LineRequestFlags::from_bits_retain(bits)
+}
+
 impl LinuxGpioChip {
-    /// Open a chip (`/dev/gpiochip0`).
+    /// Open a chip by path (`/dev/gpiochip0`).
     ///
     /// # Errors
     /// The device cannot be opened.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, GpioError> {
         let path = path.into();
         let chip = Chip::new(&path).map_err(|e| gpio_io(&path, 0, e))?;
-        Ok(Self { lines: chip.num_lines(), chip: Mutex::new(chip), path })
+        Ok(Self { lines: chip.num_lines(), label: chip.label().to_owned(), chip: Mutex::new(chip), path })
+    }
+
+    /// Find a chip by path (anything with a `/`), by its name (`gpiochip0`) or
+    /// by its label (`pinctrl-bcm2711` on a Pi 4, the label given to a
+    /// gpio-sim bank): chip numbers depend on probe order, labels do not.
+    ///
+    /// # Errors
+    /// No chip matches (the error lists the chips there are), or it cannot be opened.
+    pub fn find(name: &str) -> Result<Self, GpioError> {
+        if name.contains('/') {
+            return Self::open(name);
+        }
+        let mut found = Vec::new();
+        let mut paths: Vec<PathBuf> =
+            std::fs::read_dir("/dev").map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        paths.retain(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("gpiochip")));
+        paths.sort();
+        for path in paths {
+            let Ok(chip) = Self::open(&path) else { continue };
+            let file = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            if chip.label == name || file == name {
+                return Ok(chip);
+            }
+            found.push(format!("{file} \"{}\"", chip.label));
+        }
+        let found = if found.is_empty() { "none".to_owned() } else { found.join(", ") };
+        Err(GpioError::NoSuchChip { chip: name.to_owned(), found })
+    }
+
+    /// The chip's label.
+    #[must_use]
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The device file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn check(&self, line: u32) -> Result<(), GpioError> {
@@ -63,7 +122,7 @@ struct LinuxOutput {
     handle: LineHandle,
 }
 
-impl DigitalErrorType for LinuxOutput {
+impl ErrorType for LinuxOutput {
     type Error = GpioError;
 }
 
@@ -105,7 +164,7 @@ impl Drop for LinuxInput {
     }
 }
 
-impl DigitalErrorType for LinuxInput {
+impl ErrorType for LinuxInput {
     type Error = GpioError;
 }
 
@@ -165,12 +224,19 @@ impl GpioChip for LinuxGpioChip {
         self.lines
     }
 
-    fn request_output(&self, line: u32, initial: Level, consumer: &str) -> Result<Box<dyn OutputLine>, GpioError> {
+    fn request_output(
+        &self,
+        line: u32,
+        initial: Level,
+        config: LineConfig,
+        consumer: &str,
+    ) -> Result<Box<dyn OutputLine>, GpioError> {
         self.check(line)?;
         let mut chip = self.chip.lock().unwrap_or_else(PoisonError::into_inner);
+        let flags = request_flags(LineRequestFlags::OUTPUT, config);
         let handle = chip
             .get_line(line)
-            .and_then(|l| l.request(LineRequestFlags::OUTPUT, u8::from(initial.is_high()), consumer))
+            .and_then(|l| l.request(flags, u8::from(initial.is_high()), consumer))
             .map_err(|e| gpio_io(&self.path, line, e))?;
         Ok(Box::new(LinuxOutput { chip: self.path.clone(), line, handle }))
     }
@@ -179,19 +245,21 @@ impl GpioChip for LinuxGpioChip {
         &self,
         line: u32,
         edges: Edge,
+        config: LineConfig,
         consumer: &str,
         sink: EdgeSink,
     ) -> Result<Box<dyn InputLine>, GpioError> {
         self.check(line)?;
-        let flags = match edges {
+        let events = match edges {
             Edge::Rising => EventRequestFlags::RISING_EDGE,
             Edge::Falling => EventRequestFlags::FALLING_EDGE,
             Edge::Both => EventRequestFlags::BOTH_EDGES,
         };
         let mut chip = self.chip.lock().unwrap_or_else(PoisonError::into_inner);
+        let flags = request_flags(LineRequestFlags::INPUT, config);
         let handle = chip
             .get_line(line)
-            .and_then(|l| l.events(LineRequestFlags::INPUT, flags, consumer))
+            .and_then(|l| l.events(flags, events, consumer))
             .map_err(|e| gpio_io(&self.path, line, e))?;
         let handle = Arc::new(Mutex::new(handle));
         let stop = Arc::new(AtomicBool::new(false));
@@ -204,83 +272,19 @@ impl GpioChip for LinuxGpioChip {
     }
 }
 
-/// I2C buses through `/dev/i2c-N`.
-#[derive(Debug, Default)]
-pub struct LinuxI2c;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-struct LinuxI2cBus {
-    bus: u32,
-    dev: I2cdev,
-}
-
-impl I2cErrorType for LinuxI2cBus {
-    type Error = I2cError;
-}
-
-impl I2c for LinuxI2cBus {
-    fn transaction(&mut self, address: u8, operations: &mut [I2cOperation<'_>]) -> Result<(), I2cError> {
-        self.dev.transaction(address, operations).map_err(|e| {
-            let nack = matches!(embedded_hal::i2c::Error::kind(&e), embedded_hal::i2c::ErrorKind::NoAcknowledge(_));
-            if nack {
-                I2cError::NoDevice { bus: self.bus, address }
-            } else {
-                I2cError::Io { bus: self.bus, address, message: e.to_string() }
-            }
-        })
+    #[test]
+    fn request_flags_carry_bias_and_active_low() {
+        let f = request_flags(LineRequestFlags::INPUT, LineConfig { bias: Bias::PullUp, active_low: true });
+        assert_eq!(f.bits(), 1 | (1 << 2) | (1 << 5));
+        let f = request_flags(LineRequestFlags::OUTPUT, LineConfig::default());
+        assert_eq!(f.bits(), 1 << 1);
+        let f = request_flags(LineRequestFlags::INPUT, LineConfig { bias: Bias::Disabled, active_low: false });
+        assert_eq!(f.bits(), 1 | (1 << 7));
+        let f = request_flags(LineRequestFlags::INPUT, LineConfig { bias: Bias::PullDown, active_low: false });
+        assert_eq!(f.bits(), 1 | (1 << 6));
     }
-}
-
-impl I2cBackend for LinuxI2c {
-    fn open(&self, bus: u32) -> Result<Box<dyn I2cBus>, I2cError> {
-        let path = format!("/dev/i2c-{bus}");
-        if !Path::new(&path).exists() {
-            return Err(I2cError::NoSuchBus { bus });
-        }
-        let dev = I2cdev::new(&path).map_err(|e| I2cError::Io { bus, address: 0, message: format!("{path}: {e}") })?;
-        Ok(Box::new(LinuxI2cBus { bus, dev }))
-    }
-}
-
-/// SPI devices through `/dev/spidevB.C`.
-#[derive(Debug, Default)]
-pub struct LinuxSpi;
-
-struct LinuxSpiDevice {
-    name: String,
-    dev: SpidevDevice,
-}
-
-impl SpiErrorType for LinuxSpiDevice {
-    type Error = SpiError;
-}
-
-impl SpiDevice<u8> for LinuxSpiDevice {
-    fn transaction(&mut self, operations: &mut [SpiOperation<'_, u8>]) -> Result<(), SpiError> {
-        self.dev.transaction(operations).map_err(|e| SpiError::Io { device: self.name.clone(), message: e.to_string() })
-    }
-}
-
-impl SpiBackend for LinuxSpi {
-    fn open(&self, device: &str) -> Result<Box<dyn SpiBus>, SpiError> {
-        let path = format!("/dev/{device}");
-        if !crate::spi::valid_device_name(device) || !Path::new(&path).exists() {
-            return Err(SpiError::NoSuchDevice { device: device.to_owned() });
-        }
-        let dev = SpidevDevice::open(&path)
-            .map_err(|e| SpiError::Io { device: device.to_owned(), message: format!("{path}: {e}") })?;
-        Ok(Box::new(LinuxSpiDevice { name: device.to_owned(), dev }))
-    }
-}
-
-/// The board as seen through the kernel: `gpio_chip` (`/dev/gpiochip0`), all
-/// I2C buses and SPI devices.
-///
-/// # Errors
-/// The GPIO chip cannot be opened.
-pub fn board(gpio_chip: &Path) -> Result<crate::Board, GpioError> {
-    Ok(crate::Board {
-        gpio: Arc::new(LinuxGpioChip::open(gpio_chip)?),
-        i2c: Arc::new(LinuxI2c),
-        spi: Arc::new(LinuxSpi),
-    })
 }
