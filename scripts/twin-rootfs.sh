@@ -87,7 +87,7 @@ fi
 
 # Programs from the Debian packages (path in the package = path in the rootfs).
 programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs bin/busybox
-  usr/sbin/i2cget usr/sbin/i2cset usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon)
+  usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon)
 for p in "${programs[@]}"; do
   [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }
   mkdir -p "$stage/$(dirname "$p")"

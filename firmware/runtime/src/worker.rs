@@ -143,11 +143,17 @@ impl Instance {
         self.call_once(|_, store| restore.call(store, (data,)))?.0.map_err(Fault::StartRefused)
     }
 
-    /// Deliver one event. An error the handler returns is logged; a trap is a fault.
+    /// Deliver one event. An error the handler returns goes into the app's
+    /// log (the device log and the runtime's event stream); a trap is a fault.
     pub fn handle(&mut self, event: &Event) -> Result<(), Fault> {
         if let Err(message) = self.call(|app, store| app.call_handle(store, event))? {
-            let app = &self.store.data().app;
-            tracing::warn!(app = %app, "event handler returned an error: {message}");
+            let state = self.store.data();
+            tracing::warn!(app = %state.app, "event handler returned an error: {message}");
+            state.services.events.emit(crate::RuntimeEvent::Log {
+                app: state.app.clone(),
+                level: "warn",
+                message: format!("event handler returned an error: {message}"),
+            });
         }
         Ok(())
     }

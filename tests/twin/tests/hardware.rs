@@ -4,7 +4,7 @@
 //! i2c-stub (the TMP102's registers at 0x48), and hot-plug events from the
 //! kernel's uevents. The test sees the hardware side through gpio-sim's sysfs
 //! files (`sim_gpioN/value` is what a line drives, `sim_gpioN/pull` what pulls
-//! an input from outside), i2c-tools and libgpiod's `gpioinfo`.
+//! an input from outside), busybox's i2cset and libgpiod's `gpioinfo`.
 
 use std::time::Duration;
 
