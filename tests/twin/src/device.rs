@@ -257,14 +257,17 @@ impl Device {
         let mut state = self.console.lock();
         loop {
             let lines = &state.lines[from.min(state.lines.len())..];
+            // The typed command's echo holds the tags too: it is the line with the `sed` call
+            // or, wrapped by the terminal, its tail (matched whole: output may well contain
+            // "sed ", as gpioinfo's "unused " does).
+            let echo = |l: &Line| l.text.contains("sed 's/^/@@O") || l.text.contains("/.sh.out;");
             let stop = lines.iter().position(|l| {
-                !l.text.contains("sed ")
-                    && l.text.trim_end().rsplit_once(&end).is_some_and(|(_, code)| code.parse::<i32>().is_ok())
+                !echo(l) && l.text.trim_end().rsplit_once(&end).is_some_and(|(_, code)| code.parse::<i32>().is_ok())
             });
             if let Some(e) = stop {
                 let output: Vec<&str> = lines[..e]
                     .iter()
-                    .filter(|l| !l.text.contains("sed "))
+                    .filter(|l| !echo(l))
                     .filter_map(|l| l.text.split_once(&tag).map(|(_, rest)| rest))
                     .collect();
                 let code = lines[e].text.trim_end().rsplit_once(&end).map_or(-1, |(_, c)| c.parse().unwrap_or(-1));
