@@ -46,6 +46,9 @@ pub struct Permissions {
     /// SPI devices (`spidev0.0`).
     #[serde(default)]
     pub spi: Vec<String>,
+    /// Hardware PWM channels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pwm: Vec<u32>,
     /// Topic patterns the app may publish to.
     #[serde(default)]
     pub publish: Vec<String>,

@@ -1,15 +1,16 @@
 //! Hardware access for Trellis apps.
 //!
-//! One module and one error type per peripheral ([`gpio`], [`i2c`], [`spi`]); each
+//! One module and one error type per peripheral ([`gpio`], [`i2c`], [`spi`], [`pwm`]); each
 //! backend implements the traits there, which hand out handles implementing the
 //! `embedded-hal` 1.0 traits. [`sim`] is an in-memory board used by `trellis run`
 //! and the tests; `linux` (feature `linux`) drives the kernel's GPIO character
-//! device, i2cdev and spidev.
+//! device, i2cdev and spidev, and the Raspberry Pi's hardware PWM through `rppal`.
 
 pub mod gpio;
 pub mod i2c;
 #[cfg(feature = "linux")]
 pub mod linux;
+pub mod pwm;
 pub mod sim;
 pub mod spi;
 
@@ -24,6 +25,8 @@ pub struct Board {
     pub i2c: Arc<dyn i2c::I2cBackend>,
     /// SPI devices by name.
     pub spi: Arc<dyn spi::SpiBackend>,
+    /// Hardware PWM channels by number.
+    pub pwm: Arc<dyn pwm::PwmBackend>,
 }
 
 impl std::fmt::Debug for Board {

@@ -1,5 +1,6 @@
 //! A simulated board: GPIO lines you can drive and read back, I2C devices with
-//! register maps (a TMP102 temperature sensor among them) and an SPI loopback.
+//! register maps (a TMP102 temperature sensor among them), an SPI loopback and
+//! two PWM channels whose settings you can read back.
 //!
 //! Used by `trellis run` on a laptop and by the tests; behaves like the Linux
 //! backends as far as apps can tell (claims, busy lines, NACKs, edge events).
@@ -16,6 +17,7 @@ use embedded_hal::spi::{ErrorType as SpiErrorType, Operation as SpiOperation, Sp
 use crate::Board;
 use crate::gpio::{Bias, Edge, EdgeEvent, EdgeSink, GpioChip, GpioError, InputLine, Level, LineConfig, OutputLine};
 use crate::i2c::{I2cBackend, I2cBus, I2cError};
+use crate::pwm::{PwmBackend, PwmChannel, PwmError};
 use crate::spi::{SpiBackend, SpiBus, SpiConfig, SpiError};
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -38,6 +40,8 @@ pub struct SimBoard {
     pub i2c: Arc<SimI2c>,
     /// The SPI devices.
     pub spi: Arc<SimSpi>,
+    /// The PWM channels (0 and 1, like a Pi's).
+    pub pwm: Arc<SimPwm>,
     /// The TMP102 on bus 1 at 0x48.
     pub temperature: SimTemperature,
 }
@@ -45,7 +49,7 @@ pub struct SimBoard {
 impl SimBoard {
     /// The standard simulated board: `gpiochip0` with 54 lines, a TMP102 at
     /// 0x48 on I2C bus 1 reading 21.5 °C, a register map at 0x50 on bus 1, and a
-    /// loopback on `spidev0.0`.
+    /// loopback on `spidev0.0`, PWM channels 0 and 1.
     #[must_use]
     pub fn standard() -> Self {
         let temperature = SimTemperature::new(21.5);
@@ -54,13 +58,14 @@ impl SimBoard {
         i2c.add_device(SENSOR_BUS, 0x50, RegisterMap::default());
         let spi = Arc::new(SimSpi::default());
         spi.add_loopback(SPI_LOOPBACK);
-        Self { gpio: Arc::new(SimGpioChip::new("gpiochip0", 54)), i2c, spi, temperature }
+        let pwm = Arc::new(SimPwm::new(2));
+        Self { gpio: Arc::new(SimGpioChip::new("gpiochip0", 54)), i2c, spi, pwm, temperature }
     }
 
     /// The board as the runtime sees it.
     #[must_use]
     pub fn board(&self) -> Board {
-        Board { gpio: self.gpio.clone(), i2c: self.i2c.clone(), spi: self.spi.clone() }
+        Board { gpio: self.gpio.clone(), i2c: self.i2c.clone(), spi: self.spi.clone(), pwm: self.pwm.clone() }
     }
 }
 
@@ -591,6 +596,82 @@ impl SpiBackend for SimSpi {
     }
 }
 
+// ---------------------------------------------------------------- PWM
+
+/// What a simulated PWM channel is set to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PwmState {
+    /// Period in nanoseconds.
+    pub period_ns: u64,
+    /// Active time per period in nanoseconds.
+    pub duty_ns: u64,
+    /// Running.
+    pub enabled: bool,
+}
+
+/// Simulated PWM channels; [`SimPwm::state`] reads back what an app set.
+#[derive(Debug)]
+pub struct SimPwm {
+    channels: Arc<Mutex<Vec<Option<PwmState>>>>,
+}
+
+impl SimPwm {
+    /// Channels 0 to `n` - 1, all off.
+    #[must_use]
+    pub fn new(n: u32) -> Self {
+        Self { channels: Arc::new(Mutex::new(vec![None; n as usize])) }
+    }
+
+    /// What channel `channel` is set to (`None`: never set, or out of range).
+    #[must_use]
+    pub fn state(&self, channel: u32) -> Option<PwmState> {
+        lock(&self.channels).get(channel as usize).copied().flatten()
+    }
+}
+
+struct SimPwmChannel {
+    channel: u32,
+    channels: Arc<Mutex<Vec<Option<PwmState>>>>,
+}
+
+impl SimPwmChannel {
+    fn put(&self, state: PwmState) {
+        if let Some(slot) = lock(&self.channels).get_mut(self.channel as usize) {
+            *slot = Some(state);
+        }
+    }
+}
+
+impl PwmChannel for SimPwmChannel {
+    fn set(&mut self, period_ns: u64, duty_ns: u64) -> Result<(), PwmError> {
+        crate::pwm::check(self.channel, period_ns, duty_ns)?;
+        self.put(PwmState { period_ns, duty_ns, enabled: true });
+        Ok(())
+    }
+
+    fn disable(&mut self) -> Result<(), PwmError> {
+        let old = lock(&self.channels).get(self.channel as usize).copied().flatten();
+        self.put(PwmState { enabled: false, ..old.unwrap_or(PwmState { period_ns: 0, duty_ns: 0, enabled: false }) });
+        Ok(())
+    }
+}
+
+/// Like the Pi's: a channel stops when its holder lets go of it.
+impl Drop for SimPwmChannel {
+    fn drop(&mut self) {
+        let _ = self.disable();
+    }
+}
+
+impl PwmBackend for SimPwm {
+    fn open(&self, channel: u32) -> Result<Box<dyn PwmChannel>, PwmError> {
+        if channel as usize >= lock(&self.channels).len() {
+            return Err(PwmError::NoSuchChannel { channel, hint: String::new() });
+        }
+        Ok(Box::new(SimPwmChannel { channel, channels: self.channels.clone() }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -729,6 +810,20 @@ mod tests {
         let mut buf = [0u8; 2];
         bus.write_read(0x50, &[0x10], &mut buf).unwrap();
         assert_eq!(buf, [0xAA, 0xBB]);
+    }
+
+    #[test]
+    fn pwm_settings_read_back_and_stop_when_let_go() {
+        let board = SimBoard::standard();
+        let mut ch = board.board().pwm.open(1).unwrap();
+        ch.set(20_000_000, 1_500_000).unwrap();
+        assert_eq!(board.pwm.state(1), Some(PwmState { period_ns: 20_000_000, duty_ns: 1_500_000, enabled: true }));
+        let err = ch.set(1000, 2000).unwrap_err().to_string();
+        assert_eq!(err, "PWM channel 1: duty 2000 ns must not exceed the period 1000 ns (above 0)");
+        drop(ch);
+        assert_eq!(board.pwm.state(1).map(|s| s.enabled), Some(false));
+        let err = board.board().pwm.open(2).err().unwrap().to_string();
+        assert_eq!(err, "PWM channel 2 does not exist");
     }
 
     #[test]

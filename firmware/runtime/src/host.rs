@@ -8,11 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 use trellis_appfmt::{LineBias, Manifest, pattern_covers, topic_matches, valid_topic_pattern};
 use trellis_hal::gpio::{Bias, Edge, Level, LineConfig};
 use trellis_hal::i2c::I2cBus;
+use trellis_hal::pwm::PwmError;
 use trellis_hal::spi::{SpiBus, SpiConfig, SpiError};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::trellis::app::{clocks, events, gpio, hotplug, i2c, kv, log, pubsub, spi, timers, types};
+use crate::bindings::trellis::app::{clocks, events, gpio, hotplug, i2c, kv, log, pubsub, pwm, spi, timers, types};
 use crate::bindings::{Event, GpioEdge, WitEdge, WitError, WitLevel};
 use crate::broker::{Broker, Subscriptions};
 use crate::hw::Hardware;
@@ -443,6 +444,37 @@ impl spi::Host for HostState {
         let result = dev.transfer(&mut read, &data).map_err(|e| WitError::Io(e.to_string()));
         self.host_time += t.elapsed();
         result.map(|()| read)
+    }
+}
+
+impl HostState {
+    fn check_pwm(&self, channel: u32) -> Result<(), WitError> {
+        let granted = &self.manifest.permissions.pwm;
+        if granted.contains(&channel) {
+            Ok(())
+        } else {
+            Err(self.denied(format!("PWM channel {channel} is not granted (permissions.pwm = {granted:?})")))
+        }
+    }
+
+    fn pwm_error(&self, e: &PwmError) -> WitError {
+        match e {
+            PwmError::NoSuchChannel { .. } => WitError::NotFound(e.to_string()),
+            PwmError::Invalid { .. } => WitError::Invalid(e.to_string()),
+            PwmError::Io { .. } => self.io_error(e.to_string()),
+        }
+    }
+}
+
+impl pwm::Host for HostState {
+    fn set(&mut self, channel: u32, period_ns: u64, duty_ns: u64) -> Result<(), WitError> {
+        self.check_pwm(channel)?;
+        self.services.hw.pwm_set(&self.app, self.generation, channel, period_ns, duty_ns).map_err(|e| self.pwm_error(&e))
+    }
+
+    fn disable(&mut self, channel: u32) -> Result<(), WitError> {
+        self.check_pwm(channel)?;
+        self.services.hw.pwm_disable(&self.app, channel).map_err(|e| self.pwm_error(&e))
     }
 }
 

@@ -1,15 +1,18 @@
-//! GPIO lines held on behalf of apps.
+//! GPIO lines and PWM channels held on behalf of apps.
 //!
-//! Lines are held per app *name*, with the set of versions (generations) that
-//! claimed them: during a swap the new version re-claims the old version's
-//! lines without releasing them, so the pin never glitches, and a line is
-//! released only when no version of the app holds it any more.
+//! Both are held per app *name*, with the set of versions (generations) that
+//! used them: during a swap the new version takes over the old version's
+//! lines and channels without releasing them, so the pin never glitches, and
+//! one is released (a PWM channel stopped) only when no version of the app
+//! holds it any more.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use trellis_hal::Board;
+use trellis_hal::pwm::{PwmChannel, PwmError};
 use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, LineConfig, OutputLine};
 
 enum Line {
@@ -33,9 +36,16 @@ pub(crate) enum HwError {
     Gpio(#[from] GpioError),
 }
 
+struct HeldPwm {
+    app: String,
+    generations: BTreeSet<u64>,
+    channel: Box<dyn PwmChannel>,
+}
+
 pub(crate) struct Hardware {
     pub board: Board,
     lines: Mutex<HashMap<u32, Held>>,
+    pwm: Mutex<HashMap<u32, HeldPwm>>,
     /// Counts devices that went away: apps drop the I2C and SPI handles they
     /// keep open when it moves, so the next call on a device that is gone
     /// fails naming it (and one that came back is opened afresh).
@@ -50,7 +60,12 @@ impl std::fmt::Debug for Hardware {
 
 impl Hardware {
     pub fn new(board: Board) -> Arc<Self> {
-        Arc::new(Self { board, lines: Mutex::new(HashMap::new()), unplugged: AtomicU64::new(0) })
+        Arc::new(Self {
+            board,
+            lines: Mutex::new(HashMap::new()),
+            pwm: Mutex::new(HashMap::new()),
+            unplugged: AtomicU64::new(0),
+        })
     }
 
     /// A device went away.
@@ -146,15 +161,45 @@ impl Hardware {
         }
     }
 
-    /// A version of `app` is gone: release the lines no other version holds.
+    /// Run PWM `channel` for `app` (opening it on first use); another app's
+    /// channel is refused.
+    pub fn pwm_set(&self, app: &str, generation: u64, channel: u32, period_ns: u64, duty_ns: u64) -> Result<(), PwmError> {
+        let mut held = self.pwm.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = match held.entry(channel) {
+            Entry::Occupied(e) if e.get().app != app => {
+                return Err(PwmError::Io { channel, message: format!("held by app {}", e.get().app) });
+            }
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let opened = self.board.pwm.open(channel)?;
+                e.insert(HeldPwm { app: app.to_owned(), generations: BTreeSet::new(), channel: opened })
+            }
+        };
+        entry.generations.insert(generation);
+        entry.channel.set(period_ns, duty_ns)
+    }
+
+    /// Stop PWM `channel` of `app` (it stays held).
+    pub fn pwm_disable(&self, app: &str, channel: u32) -> Result<(), PwmError> {
+        match self.pwm.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&channel) {
+            Some(h) if h.app == app => h.channel.disable(),
+            Some(h) => Err(PwmError::Io { channel, message: format!("held by app {}", h.app) }),
+            None => Ok(()),
+        }
+    }
+
+    /// A version of `app` is gone: release the lines and PWM channels no
+    /// other version holds (a released channel stops).
     pub fn release_generation(&self, app: &str, generation: u64) {
-        self.lock().retain(|_, held| {
-            if held.app == app {
-                held.generations.remove(&generation);
-                !held.generations.is_empty()
+        let keep = |held_app: &str, generations: &mut BTreeSet<u64>| {
+            if held_app == app {
+                generations.remove(&generation);
+                !generations.is_empty()
             } else {
                 true
             }
-        });
+        };
+        self.lock().retain(|_, held| keep(&held.app, &mut held.generations));
+        self.pwm.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, held| keep(&held.app, &mut held.generations));
     }
 }

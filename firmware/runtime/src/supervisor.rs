@@ -646,7 +646,7 @@ impl Supervisor {
     }
 
     /// The manifest may only ask for hardware the device policy allows, that
-    /// exists, and (for outputs) that no other app is granted.
+    /// exists, and (for outputs and PWM channels) that no other app is granted.
     fn check_permissions(&self, path: &Path, m: &Manifest) -> Result<(), LoadError> {
         let refuse = |reason: String| Err(LoadError::Permission { path: path.to_owned(), reason });
         let p = &m.permissions;
@@ -681,6 +681,9 @@ impl Supervisor {
             let Some(v) = &slot.version else { continue };
             if let Some(line) = p.gpio_outputs.iter().find(|l| v.manifest.permissions.gpio_outputs.contains(l)) {
                 return refuse(format!("GPIO line {line} is already granted as an output to app {other}"));
+            }
+            if let Some(ch) = p.pwm.iter().find(|c| v.manifest.permissions.pwm.contains(c)) {
+                return refuse(format!("PWM channel {ch} is already granted to app {other}"));
             }
         }
         Ok(())

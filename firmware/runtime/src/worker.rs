@@ -86,12 +86,11 @@ impl Instance {
             fault => fault.to_string(),
         })?;
         let app = App::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
-        let state = instance
-            .get_export_index(
-                &mut store,
-                None,
-                &format!("{}/state@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION),
-            )
+        // The `state` export of the app's own interface version: this one, or
+        // an older compatible patch (an app built against 0.1.0 on a 0.1.1 runtime).
+        let state = state_export_names()
+            .into_iter()
+            .find_map(|name| instance.get_export_index(&mut store, None, &name))
             .and_then(|iface| {
                 let save = instance.get_export_index(&mut store, Some(&iface), "save")?;
                 let restore = instance.get_export_index(&mut store, Some(&iface), "restore")?;
@@ -157,6 +156,13 @@ impl Instance {
         }
         Ok(())
     }
+}
+
+/// `trellis:app/state@0.1.P` for this runtime's patch down to 0: the names a
+/// compatible app's `state` export can have.
+fn state_export_names() -> Vec<String> {
+    let v = semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+    (0..=v.patch).rev().map(|p| format!("{}/state@{}.{}.{p}", crate::INTERFACE_PACKAGE, v.major, v.minor)).collect()
 }
 
 /// Why a worker ended.

@@ -217,6 +217,42 @@ fn a_counter_survives_a_swap() {
     assert!(matches!(log, RuntimeEvent::Log { .. }));
 }
 
+/// `code` as if built against an older patch of the interface: every
+/// `trellis:app/...@0.1.1` name (imports, the `state` export, type info)
+/// rewritten to `@0.1.0` (same length, so the binary stays valid).
+fn built_against_0_1_0(code: &[u8]) -> Vec<u8> {
+    let (new, old) = (b"@0.1.1", b"@0.1.0");
+    let mut out = code.to_vec();
+    let mut i = 0;
+    while i + new.len() <= out.len() {
+        if &out[i..i + new.len()] == new {
+            out[i..i + new.len()].copy_from_slice(old);
+        }
+        i += 1;
+    }
+    assert_ne!(out, code, "the component names its interface version");
+    out
+}
+
+/// An app built against 0.1.0 runs on this 0.1.1 runtime (wasmtime's linker
+/// resolves its `@0.1.0` imports to the `@0.1.1` definitions) and hands its
+/// state over through its `state@0.1.0` export.
+#[test]
+fn an_app_built_against_an_older_patch_runs_and_hands_over_its_state() {
+    let fast = with_config(manifest("counter"), &[("period-ms", "20")]);
+    let old = trellis_appfmt::pack(&built_against_0_1_0(&support::component("counter")), &fast).unwrap();
+    let dev = device(&[("counter", old)], |_| {});
+    dev.wait_started("counter", "1.0.0");
+    let values = dev.runtime.subscribe("counter/value");
+    let before = recv_ticks(&values, 3);
+    let mut v2 = fast.clone();
+    v2.version = "1.1.0".into();
+    let outcome = dev.runtime.load_bytes("counter", &pack("counter", &v2)).unwrap();
+    assert!(outcome.state_handed_over, "the 0.1.0 build's save ran");
+    let after = recv_ticks(&values, 3);
+    assert_eq!(after[0], before[2] + 1, "the count went on: {before:?} then {after:?}");
+}
+
 #[test]
 fn the_key_value_store_survives_a_reboot() {
     let fast = with_config(manifest("counter"), &[("period-ms", "10")]);
@@ -273,7 +309,7 @@ fn an_app_built_for_another_interface_version_is_refused() {
     dev.install("counter", &trellis_appfmt::pack(&future, &manifest("counter")).unwrap());
     let reason = dev.wait_refused("counter");
     assert!(
-        reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.0"),
+        reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.1"),
         "{reason}"
     );
 }
@@ -391,6 +427,65 @@ fn a_bus_that_goes_away_fails_the_next_call_cleanly() {
     });
     assert_eq!(dev.running_version("thermostat").as_deref(), Some("1.0.0"), "a failed call is not a crash");
     assert_eq!(dev.running_version("subscriber").as_deref(), Some("1.0.0"), "the other app runs on");
+}
+
+/// Hardware PWM: the fader runs channel 0; a new version takes the channel
+/// over without it stopping in between; removing the app stops it; another
+/// app is refused the channel, and a channel not granted is denied.
+#[test]
+fn pwm_channels_are_granted_kept_across_a_swap_and_stopped_with_the_app() {
+    let fast = with_config(manifest("fader"), &[("step-ms", "5")]);
+    let dev = device(&[("fader", pack("fader", &fast))], |_| {});
+    dev.wait_started("fader", "1.0.0");
+    let duty = || dev.board.pwm.state(0).map(|s| (s.enabled, s.period_ns, s.duty_ns));
+    let t0 = Instant::now();
+    let first = duty();
+    while duty() == first {
+        assert!(t0.elapsed() < SECS, "the duty never changed: {first:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(duty().map(|d| (d.0, d.1)), Some((true, 1_000_000)), "1 kHz, running");
+
+    // A swap: sampled all along, the channel never stops.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pwm, s) = (dev.board.pwm.clone(), stop.clone());
+    let watcher = std::thread::spawn(move || {
+        let mut stopped = 0;
+        while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            if pwm.state(0).is_none_or(|st| !st.enabled) {
+                stopped += 1;
+            }
+            std::thread::yield_now();
+        }
+        stopped
+    });
+    let mut v2 = fast.clone();
+    v2.version = "1.1.0".into();
+    dev.runtime.load_bytes("fader", &pack("fader", &v2)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(watcher.join().unwrap(), 0, "the channel stopped during the swap");
+
+    // Another app asking for channel 0 is refused; one not granted a channel is denied.
+    let mut rival = with_config(manifest("fader"), &[]);
+    rival.name = "rival".into();
+    dev.install("rival", &pack("fader", &rival));
+    let reason = dev.wait_refused("rival");
+    assert!(reason.contains("PWM channel 0 is already granted to app fader"), "{reason}");
+    let mut sneaky = with_config(manifest("fader"), &[("channel", "1")]);
+    sneaky.name = "sneaky".into();
+    sneaky.permissions.pwm = vec![];
+    dev.install("sneaky", &pack("fader", &sneaky));
+    let reason = dev.wait_refused("sneaky");
+    assert!(reason.contains("PWM channel 1 is not granted"), "{reason}");
+    assert!(dev.board.pwm.state(1).is_none(), "channel 1 was never touched");
+
+    std::fs::remove_file(dev.apps().join("fader.wasm")).unwrap();
+    let t0 = Instant::now();
+    while dev.board.pwm.state(0).is_some_and(|s| s.enabled) {
+        assert!(t0.elapsed() < SECS, "the channel kept running after the app was removed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[test]
