@@ -469,7 +469,10 @@ impl HostState {
 impl pwm::Host for HostState {
     fn set(&mut self, channel: u32, period_ns: u64, duty_ns: u64) -> Result<(), WitError> {
         self.check_pwm(channel)?;
-        self.services.hw.pwm_set(&self.app, self.generation, channel, period_ns, duty_ns).map_err(|e| self.pwm_error(&e))
+        self.services
+            .hw
+            .pwm_set(&self.app, self.generation, channel, period_ns, duty_ns)
+            .map_err(|e| self.pwm_error(&e))
     }
 
     fn disable(&mut self, channel: u32) -> Result<(), WitError> {

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use trellis_hal::Board;
-use trellis_hal::pwm::{PwmChannel, PwmError};
 use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, LineConfig, OutputLine};
+use trellis_hal::pwm::{PwmChannel, PwmError};
 
 enum Line {
     Output(Box<dyn OutputLine>),
@@ -163,7 +163,14 @@ impl Hardware {
 
     /// Run PWM `channel` for `app` (opening it on first use); another app's
     /// channel is refused.
-    pub fn pwm_set(&self, app: &str, generation: u64, channel: u32, period_ns: u64, duty_ns: u64) -> Result<(), PwmError> {
+    pub fn pwm_set(
+        &self,
+        app: &str,
+        generation: u64,
+        channel: u32,
+        period_ns: u64,
+        duty_ns: u64,
+    ) -> Result<(), PwmError> {
         let mut held = self.pwm.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = match held.entry(channel) {
             Entry::Occupied(e) if e.get().app != app => {
@@ -200,6 +207,9 @@ impl Hardware {
             }
         };
         self.lock().retain(|_, held| keep(&held.app, &mut held.generations));
-        self.pwm.lock().unwrap_or_else(PoisonError::into_inner).retain(|_, held| keep(&held.app, &mut held.generations));
+        self.pwm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, held| keep(&held.app, &mut held.generations));
     }
 }

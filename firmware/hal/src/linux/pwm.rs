@@ -46,11 +46,12 @@ impl PwmBackend for PiPwm {
             1 => Channel::Pwm1,
             _ => return Err(PwmError::NoSuchChannel { channel, hint: " (the Pi 4 has channels 0 and 1)".into() }),
         };
-        let pwm = Pwm::with_period(which, Duration::from_millis(1), Duration::ZERO, Polarity::Normal, false)
-            .map_err(|e| PwmError::NoSuchChannel {
+        let pwm = Pwm::with_period(which, Duration::from_millis(1), Duration::ZERO, Polarity::Normal, false).map_err(
+            |e| PwmError::NoSuchChannel {
                 channel,
                 hint: format!(" ({e}; enable it with dtoverlay=pwm-2chan in config.txt)"),
-            })?;
+            },
+        )?;
         Ok(Box::new(PiPwmChannel { channel, pwm }))
     }
 }
