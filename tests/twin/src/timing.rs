@@ -6,9 +6,18 @@ pub fn printk_seconds(line: &str) -> Option<f64> {
     line.split_once('[')?.1.split_once(']')?.0.trim().parse().ok()
 }
 
-/// `2026-11-22T11:45:00.123456Z ...` (tracing's timestamp) → seconds since the epoch.
+/// `2026-11-22T11:45:00.123456Z ...` (tracing's timestamp) → seconds since the
+/// epoch. The stamp may follow other text on the console line: the shell's
+/// prompt and its cursor query (`trellis# \x1b[6n`) when the runtime logs while
+/// the shell waits for input.
 pub fn rfc3339_seconds(line: &str) -> Option<f64> {
-    let stamp = line.split_whitespace().next()?.strip_suffix('Z')?;
+    line.char_indices()
+        .filter(|&(i, c)| c.is_ascii_digit() && !line[..i].ends_with(|p: char| p.is_ascii_digit()))
+        .find_map(|(i, _)| stamp_seconds(line[i..].split_whitespace().next()?))
+}
+
+fn stamp_seconds(token: &str) -> Option<f64> {
+    let stamp = token.strip_suffix('Z')?;
     let (date, time) = stamp.split_once('T')?;
     let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
     let (y, m, day) = (d.next()??, d.next()??, d.next()??);
@@ -37,5 +46,8 @@ mod tests {
         assert!((t - 86_401.5).abs() < 1e-6);
         let t = super::rfc3339_seconds("2026-11-22T11:45:00.250000Z  INFO x").unwrap();
         assert!((t - 1_795_347_900.25).abs() < 1e-3, "{t}");
+        let prompted = super::rfc3339_seconds("trellis# \x1b[6n2026-11-22T11:45:00.250000Z  INFO app running").unwrap();
+        assert!((prompted - t).abs() < 1e-6, "{prompted}");
+        assert_eq!(super::rfc3339_seconds("app running ms=22.2"), None);
     }
 }
