@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Twin};
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Twin};
 
 const BOOTS: usize = 5;
 const SWAPS: usize = 5;
@@ -100,7 +100,7 @@ fn main() -> Result<(), Error> {
     let rss = device.sh("grep -E 'VmRSS|VmHWM' /proc/$(pidof trellis-runtime)/status")?;
     let init_rss = device.sh("grep VmRSS /proc/1/status")?;
 
-    device.sh("grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt")?;
+    device.sh(MOUNT_SHARE)?;
     let gpio = gpio_bench(&twin, &mut device)?;
     let (mut warm, mut warm_ms, mut cold, mut cold_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..SWAPS {
@@ -134,7 +134,7 @@ fn main() -> Result<(), Error> {
     for f in ["boot.vfat", "rootfs.squashfs"] {
         std::fs::copy(root().join("build/twin").join(f), twin.share().join(f)).expect("slot images");
     }
-    device.sh("grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt")?;
+    device.sh(MOUNT_SHARE)?;
     let t = Instant::now();
     device.sh_timeout(
         "cat /mnt/boot.vfat > /dev/vda2 && cat /mnt/rootfs.squashfs > /dev/vda5 && sync",
@@ -212,9 +212,6 @@ fn main() -> Result<(), Error> {
 const GPIO_RUNS: usize = 5;
 const TOGGLES: u32 = 2000;
 const EDGES: u32 = 200;
-/// gpio-sim's sysfs directory of the twin's chip, as a shell expression.
-const SIM: &str =
-    "$(d=/sys/kernel/config/gpio-sim/trellis; echo /sys/devices/platform/$(cat $d/dev_name)/$(cat $d/bank0/chip_name))";
 
 struct GpioFigures {
     app_rate: f64,
@@ -285,8 +282,10 @@ fn gpio_bench(twin: &Twin, device: &mut Device) -> Result<GpioFigures, Error> {
     }
 
     let measure = |device: &mut Device| -> Result<(u64, u64), Error> {
-        let out = device
-            .sh_timeout(&format!("/mnt/trellis-gpio-bench latency {SIM} 41 42 {EDGES}"), Duration::from_secs(600))?;
+        let out = device.sh_timeout(
+            &format!("/mnt/trellis-gpio-bench latency {GPIO_SIM} 41 42 {EDGES}"),
+            Duration::from_secs(600),
+        )?;
         Ok(latency(&out))
     };
     install(device, bench_app(&[("reflex-in", "41"), ("reflex-out", "42")]))?;

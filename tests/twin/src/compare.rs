@@ -61,7 +61,7 @@ impl TwinTarget {
         let mut device = twin.boot()?;
         device.wait_apps_running(apps)?;
         device.wait_console()?;
-        device.sh("mount -t 9p -o trans=virtio host /mnt")?;
+        device.sh(crate::MOUNT_SHARE)?;
         Ok(Self { twin, device: Some(device), earlier: Vec::new() })
     }
 
@@ -99,7 +99,7 @@ impl Target for TwinTarget {
         self.earlier.extend(device.lines());
         let mut device = self.twin.restarted(device, timeout)?;
         device.wait_console()?;
-        device.sh("mount -t 9p -o trans=virtio host /mnt")?;
+        device.sh(crate::MOUNT_SHARE)?;
         self.device = Some(device);
         Ok(())
     }

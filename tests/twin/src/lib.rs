@@ -274,6 +274,15 @@ pub fn repack(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Ve
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 
+/// Mount the harness's share (`Twin::share`) at `/mnt` on the device, once.
+pub const MOUNT_SHARE: &str = "grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt";
+
+/// gpio-sim's sysfs directory of the twin's GPIO chip (`trellis-gpio`, made by
+/// `board/qemu-aarch64/hardware.sh`), as a shell expression for the device:
+/// `$GPIO_SIM/sim_gpioN/value` is what line N carries, `.../pull` pulls it from outside.
+pub const GPIO_SIM: &str =
+    "$(d=/sys/kernel/config/gpio-sim/trellis; echo /sys/devices/platform/$(cat $d/dev_name)/$(cat $d/bank0/chip_name))";
+
 /// The example apps the image seeds the data partition with.
 pub const EXAMPLES: [&str; 6] = ["blinky", "button", "thermostat", "counter", "publisher", "subscriber"];
 

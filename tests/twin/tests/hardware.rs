@@ -8,22 +8,18 @@
 
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin, repack};
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Outcome, Twin, repack};
 
-/// gpio-sim's sysfs directory of the twin's chip, as a shell expression.
-const SIM: &str =
-    "$(d=/sys/kernel/config/gpio-sim/trellis; echo /sys/devices/platform/$(cat $d/dev_name)/$(cat $d/bank0/chip_name))";
-const MOUNT_SHARE: &str = "grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// What line `n` of the chip carries (`0` or `1`).
 fn line(device: &mut Device, n: u32) -> Result<String, Error> {
-    Ok(device.sh(&format!("cat {SIM}/sim_gpio{n}/value"))?.trim().to_owned())
+    Ok(device.sh(&format!("cat {GPIO_SIM}/sim_gpio{n}/value"))?.trim().to_owned())
 }
 
 /// Pull input line `n` from outside (a button, a sensor's open-drain output).
 fn pull(device: &mut Device, n: u32, how: &str) -> Result<(), Error> {
-    device.sh(&format!("echo pull-{how} > {SIM}/sim_gpio{n}/pull")).map(drop)
+    device.sh(&format!("echo pull-{how} > {GPIO_SIM}/sim_gpio{n}/pull")).map(drop)
 }
 
 /// `gpioinfo`'s line for line `n` of the twin's chip.
@@ -62,7 +58,8 @@ fn the_example_apps_drive_gpio_sim_and_i2c_stub() -> Outcome {
 
     // blinky toggles GPIO 17 every 500 ms: the chip's line carries both levels,
     // and the kernel names blinky as the line's consumer.
-    let samples = device.sh(&format!("for i in 1 2 3 4 5 6 7 8; do cat {SIM}/sim_gpio17/value; sleep 0.2; done"))?;
+    let samples =
+        device.sh(&format!("for i in 1 2 3 4 5 6 7 8; do cat {GPIO_SIM}/sim_gpio17/value; sleep 0.2; done"))?;
     assert!(samples.contains('0') && samples.contains('1'), "GPIO 17 did not toggle: {samples:?}");
     let blinky = info(&mut device, 17)?;
     assert!(blinky.contains("\"blinky\"") && blinky.contains("output"), "{blinky}");

@@ -3,11 +3,7 @@
 
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin};
-
-/// Mount the harness's share and copy a file from it onto the data partition
-/// with plain `cp` (close-write on the final name, as a user would).
-const MOUNT_SHARE: &str = "grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt";
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, MOUNT_SHARE, Outcome, Twin};
 
 fn running(app: &str) -> String {
     format!("app running app=\"{app}\"")

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, Outcome, Twin};
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, MOUNT_SHARE, Outcome, Twin};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -70,7 +70,7 @@ fn bad_bundles_are_refused_and_a_good_one_installs_trial_boots_and_commits() -> 
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
-    device.sh(&format!("mount -t 9p -o trans=virtio host /mnt && echo kept > {MARKER} && sync"))?;
+    device.sh(&format!("{MOUNT_SHARE} && echo kept > {MARKER} && sync"))?;
     let before = status(&mut device)?;
     assert!(before.contains("booted:      slot A") && before.contains("last update: none"), "{before}");
 
@@ -123,7 +123,7 @@ fn updates_that_do_not_come_up_healthy_roll_back_by_themselves() -> Outcome {
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
-    device.sh(&format!("mount -t 9p -o trans=virtio host /mnt && echo kept > {MARKER} && sync"))?;
+    device.sh(&format!("{MOUNT_SHARE} && echo kept > {MARKER} && sync"))?;
 
     // A firmware whose runtime refuses every app: the health gate gives up
     // at its deadline, marks the slot bad and reboots into A.
@@ -141,7 +141,7 @@ fn updates_that_do_not_come_up_healthy_roll_back_by_themselves() -> Outcome {
     assert!(s.contains("not healthy within 20 s of boot") && s.contains("blinky"), "{s}");
     assert!(s.contains("primary:     slot A"), "{s}");
     data_survived(&mut device)?;
-    device.sh("mount -t 9p -o trans=virtio host /mnt")?;
+    device.sh(MOUNT_SHARE)?;
 
     // A firmware whose runtime cannot start at all: init gives up on its
     // essential service and reboots, and the firmware boots A.
@@ -159,7 +159,7 @@ fn updates_that_do_not_come_up_healthy_roll_back_by_themselves() -> Outcome {
     assert!(s.contains("last update: rolled back: crash A -> B"), "{s}");
     assert!(s.contains("trial boot of slot B did not come up"), "{s}");
     data_survived(&mut device)?;
-    device.sh("mount -t 9p -o trans=virtio host /mnt")?;
+    device.sh(MOUNT_SHARE)?;
 
     // A firmware whose kernel does not start: nothing on the device can
     // decide; the power is cycled and the firmware boots the primary, A.
@@ -194,7 +194,7 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
-    device.sh(&format!("mount -t 9p -o trans=virtio host /mnt && echo kept > {MARKER} && sync"))?;
+    device.sh(&format!("{MOUNT_SHARE} && echo kept > {MARKER} && sync"))?;
     device.type_line("trellis device update /mnt/update.raucb")?;
     // Cut while RAUC writes the root filesystem image into slot B (which takes
     // about a second here).
