@@ -1,0 +1,170 @@
+//! The API over real TLS on loopback: an operator certificate from the
+//! device's CA gets an answer; no certificate, one from another CA, or an
+//! expired one gets none.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
+    SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use trellis_api::{ApiConfig, Device};
+use trellis_update::FirmwareStatus;
+use trellis_update::control::DeviceStatus;
+
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    Ca { cert: p.self_signed(&key).unwrap(), key }
+}
+
+/// A certificate signed by `ca`: for the device (server) or an operator (client).
+fn leaf(ca: &Ca, name: &str, server: bool, expired: bool) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    p.extended_key_usages =
+        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    if expired {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    }
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+struct Fake;
+
+impl Device for Fake {
+    fn status(&self) -> DeviceStatus {
+        DeviceStatus {
+            uptime_ms: 1234,
+            firmware: FirmwareStatus {
+                slots: None,
+                slots_error: Some("no RAUC here".into()),
+                operation: "idle".into(),
+                progress: None,
+                last_update: None,
+            },
+            apps: Vec::new(),
+        }
+    }
+    fn metrics(&self) -> String {
+        "trellis_uptime_seconds 1.234\n".into()
+    }
+    fn apps_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+    }
+    fn verify_app(&self, _name: &str, _bytes: &[u8]) -> Result<String, String> {
+        Err("this test device takes no apps".into())
+    }
+    fn await_app(&self, _name: &str, _version: &str) -> Result<(), String> {
+        Err("this test device runs no apps".into())
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    device_ca: Ca,
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let device_ca = ca("Trellis device CA");
+    let (cert, key) = leaf(&device_ca, "trellis-twin", true, false);
+    let config = ApiConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        client_ca: write(dir.path(), "ca.pem", &device_ca.cert.pem()),
+        cert: write(dir.path(), "device.pem", &cert),
+        key: write(dir.path(), "device.key", &key),
+        max_connections: 4,
+        timeout_s: 5,
+        max_app_bytes: 1 << 20,
+    };
+    let server = trellis_api::serve(&config, Arc::new(Fake)).unwrap();
+    Setup { addr: server.addr(), _dir: dir, device_ca }
+}
+
+/// GET `path` presenting `client` (PEM cert, key), trusting `server_ca`.
+/// `Err` when no HTTP answer came back.
+fn get(s: &Setup, client: Option<(String, String)>, path: &str) -> Result<String, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(s.device_ca.cert.der().to_vec())).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match client {
+        Some((cert, key)) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<_, _>>().unwrap();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let conn = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(s.addr).unwrap());
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    match tls.read_to_string(&mut answer) {
+        Ok(_) if answer.starts_with("HTTP/1.1 ") => Ok(answer),
+        Ok(_) => Err(format!("no answer: {answer:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn an_operator_certificate_from_the_devices_ca_is_answered() {
+    let s = start();
+    let operator = leaf(&s.device_ca, "operator", false, false);
+    let answer = get(&s, Some(operator.clone()), "/v1/status").unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("\"uptime-ms\": 1234"), "{answer}");
+    let metrics = get(&s, Some(operator.clone()), "/metrics").unwrap();
+    assert!(metrics.contains("trellis_uptime_seconds 1.234"), "{metrics}");
+    let missing = get(&s, Some(operator), "/v1/nothing").unwrap();
+    assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
+}
+
+#[test]
+fn no_certificate_another_ca_or_an_expired_one_is_refused() {
+    let s = start();
+    let stranger = ca("Someone else");
+    let cases = [
+        ("no client certificate", None),
+        ("a certificate from another CA", Some(leaf(&stranger, "intruder", false, false))),
+        ("an expired certificate", Some(leaf(&s.device_ca, "old operator", false, true))),
+    ];
+    for (what, client) in cases {
+        let result = get(&s, client, "/v1/status");
+        assert!(result.is_err(), "{what} was answered: {result:?}");
+    }
+    // The refusals did not use up the connection slots.
+    let ok = get(&s, Some(leaf(&s.device_ca, "operator", false, false)), "/v1/status");
+    assert!(ok.is_ok(), "{ok:?}");
+}
