@@ -15,5 +15,5 @@ pub mod routes;
 pub mod server;
 pub mod tls;
 
-pub use routes::{Answer, Device, Routes};
+pub use routes::{Answer, Device, Routes, Verdict};
 pub use server::{ApiConfig, ApiError, Server, serve};

@@ -36,12 +36,18 @@ pub trait Device: Send + Sync {
     /// # Errors
     /// Why the file is not acceptable.
     fn verify_app(&self, name: &str, bytes: &[u8]) -> Result<String, String>;
-    /// After a new file went in place: wait for the runtime to run `version`
-    /// of `name`, or for its refusal.
+    /// Start watching for the runtime's verdict on `name`, before its new
+    /// file goes in place (so a fast swap is not missed).
+    fn watch_app(&self, name: &str) -> Box<dyn Verdict>;
+}
+
+/// The runtime's verdict on one app's new file.
+pub trait Verdict: Send {
+    /// Wait until the runtime runs `version`, or refuses it.
     ///
     /// # Errors
     /// The runtime refused it (the old version runs on), or no verdict came in time.
-    fn await_app(&self, name: &str, version: &str) -> Result<(), String>;
+    fn wait(self: Box<Self>, version: &str) -> Result<(), String>;
 }
 
 /// An answer.
@@ -130,10 +136,11 @@ impl Routes {
             Ok(v) => v,
             Err(why) => return UploadError::Invalid(why).into(),
         };
+        let verdict = self.device.watch_app(name);
         if let Err(e) = install(&dir, name, &bytes) {
             return e.into();
         }
-        match self.device.await_app(name, &version) {
+        match verdict.wait(&version) {
             Ok(()) => Answer::json(201, &serde_json::json!({ "app": name, "version": version, "state": "running" })),
             Err(why) => Answer::error(422, why),
         }

@@ -9,14 +9,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use trellis_api::http::parse_head;
-use trellis_api::{Answer, Device, Routes};
+use trellis_api::{Answer, Device, Routes, Verdict};
 use trellis_update::FirmwareStatus;
 use trellis_update::control::DeviceStatus;
 
 struct Fake {
     dir: tempfile::TempDir,
     /// What the "runtime" saw go in place, in order.
-    swapped: Mutex<Vec<String>>,
+    swapped: Arc<Mutex<Vec<String>>>,
 }
 
 impl Device for Fake {
@@ -45,16 +45,28 @@ impl Device for Fake {
             _ => Err("not a signed app".into()),
         }
     }
-    fn await_app(&self, name: &str, version: &str) -> Result<(), String> {
-        let file = std::fs::read_to_string(self.dir.path().join(format!("{name}.wasm"))).unwrap();
-        self.swapped.lock().unwrap().push(file.clone());
+    fn watch_app(&self, name: &str) -> Box<dyn Verdict> {
+        Box::new(Swap { path: self.dir.path().join(format!("{name}.wasm")), swapped: self.swapped.clone() })
+    }
+}
+
+/// The "runtime" reads the file that went in place.
+struct Swap {
+    path: PathBuf,
+    swapped: Arc<Mutex<Vec<String>>>,
+}
+
+impl Verdict for Swap {
+    fn wait(self: Box<Self>, version: &str) -> Result<(), String> {
+        let file = std::fs::read_to_string(&self.path).unwrap();
         assert!(file.contains(version), "the file in place is the version announced");
+        self.swapped.lock().unwrap().push(file);
         Ok(())
     }
 }
 
 fn routes() -> (Arc<Fake>, Routes) {
-    let fake = Arc::new(Fake { dir: tempfile::tempdir().unwrap(), swapped: Mutex::new(Vec::new()) });
+    let fake = Arc::new(Fake { dir: tempfile::tempdir().unwrap(), swapped: Arc::new(Mutex::new(Vec::new())) });
     let routes = Routes::new(fake.clone(), 1 << 20);
     (fake, routes)
 }

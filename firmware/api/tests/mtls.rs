@@ -74,8 +74,8 @@ impl Device for Fake {
     fn verify_app(&self, _name: &str, _bytes: &[u8]) -> Result<String, String> {
         Err("this test device takes no apps".into())
     }
-    fn await_app(&self, _name: &str, _version: &str) -> Result<(), String> {
-        Err("this test device runs no apps".into())
+    fn watch_app(&self, _name: &str) -> Box<dyn trellis_api::Verdict> {
+        unreachable!("this test device takes no apps")
     }
 }
 

@@ -166,6 +166,9 @@ pub struct RuntimeConfig {
     /// Where the board's GPIO chip and I2C buses are.
     #[serde(default)]
     pub board: BoardConfig,
+    /// The management API (devices only; absent: none). Fields: docs/api.md.
+    #[serde(default)]
+    pub api: Option<trellis_api::ApiConfig>,
 }
 
 impl RuntimeConfig {
@@ -205,6 +208,7 @@ impl RuntimeConfig {
             seed_dir: None,
             update: None,
             board: BoardConfig::default(),
+            api: None,
         }
     }
 

@@ -6,6 +6,7 @@
 //! precompiled cache), instantiate and start the new version, then retire the
 //! old one. Any failure leaves the old version running. See `docs/runtime.md`.
 
+pub mod api;
 mod bindings;
 mod broker;
 mod cache;

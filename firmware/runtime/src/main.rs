@@ -86,7 +86,8 @@ fn run(args: Args) -> Result<()> {
 }
 
 /// The firmware update lifecycle (when the configuration has an `[update]`
-/// section) and the control socket `trellis device` talks to.
+/// section), the control socket `trellis device` talks to, and the management
+/// API (`[api]`).
 #[cfg(feature = "linux")]
 fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
     use std::sync::Arc;
@@ -110,7 +111,15 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
         }
     })?;
     let socket = std::path::Path::new(paths::CONTROL_SOCKET);
-    trellis_update::control::serve(socket, Arc::new(Device::new(Arc::clone(runtime), updater)))?;
+    let device = Arc::new(Device::new(Arc::clone(runtime), updater));
+    trellis_update::control::serve(socket, device.clone())?;
+    if let Some(api) = &config.api {
+        // The apps run on without the API: a bad certificate is an error in the log, not a crash loop.
+        let api_device = trellis_runtime::api::ApiDevice::new(Arc::clone(runtime), config.clone(), device);
+        if let Err(e) = trellis_api::serve(api, Arc::new(api_device)) {
+            tracing::error!("management API: {e}");
+        }
+    }
     Ok(())
 }
 
