@@ -6,8 +6,10 @@
 //! Done: TLS with client verification, request parsing, status, metrics,
 //! app list/upload/removal (checked, temporary name, renamed into place,
 //! one upload per app at a time, size and free space checked first),
-//! connection limits. Not yet: firmware upload, reboot, logs (server-sent
-//! events), wiring into the runtime, the CLI side, mDNS, networking.
+//! connection limits; the runtime serves it when configured
+//! (`firmware/runtime/src/api.rs`). Not yet: firmware upload, reboot, logs
+//! (server-sent events), certificates in the image, the CLI side, mDNS,
+//! networking.
 
 pub mod apps;
 pub mod http;
