@@ -142,8 +142,10 @@ fn free_bytes(dir: &Path) -> Option<u64> {
 /// The client sent fewer.
 pub fn receive(body: &mut dyn Read, size: u64) -> Result<Vec<u8>, UploadError> {
     let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    let got = body.take(size).read_to_end(&mut bytes).unwrap_or(0) as u64;
-    let got = got.max(bytes.len() as u64);
+    // A read error (a timeout, a reset) ends the upload like a close does: what
+    // arrived is counted, and it is short.
+    let _ = body.take(size).read_to_end(&mut bytes);
+    let got = bytes.len() as u64;
     if got < size {
         return Err(UploadError::Truncated { got, size });
     }

@@ -83,7 +83,7 @@ impl trellis_api::Device for ApiDevice {
     }
 
     fn metrics(&self) -> String {
-        metrics(&self.runtime, self.status.status().uptime_ms)
+        metrics(&self.runtime, self.status.uptime_ms())
     }
 
     fn apps_dir(&self) -> PathBuf {

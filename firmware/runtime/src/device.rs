@@ -78,11 +78,11 @@ impl<R: Rauc, P: Platform> Device<R, P> {
 
 impl<R: Rauc, P: Platform> Handler for Device<R, P> {
     fn status(&self) -> DeviceStatus {
-        DeviceStatus {
-            uptime_ms: u64::try_from(self.updater.platform().uptime().as_millis()).unwrap_or(u64::MAX),
-            firmware: self.updater.status(),
-            apps: apps(&self.runtime),
-        }
+        DeviceStatus { uptime_ms: self.uptime_ms(), firmware: self.updater.status(), apps: apps(&self.runtime) }
+    }
+
+    fn uptime_ms(&self) -> u64 {
+        u64::try_from(self.updater.platform().uptime().as_millis()).unwrap_or(u64::MAX)
     }
 
     fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -72,6 +72,11 @@ pub enum Reply {
 pub trait Handler: Send + Sync {
     /// The device's state.
     fn status(&self) -> DeviceStatus;
+    /// Time since the kernel started, in milliseconds, without the rest of
+    /// [`Handler::status`] (which asks RAUC for the slots).
+    fn uptime_ms(&self) -> u64 {
+        self.status().uptime_ms
+    }
     /// Install `bundle`, reporting progress.
     ///
     /// # Errors
