@@ -13,7 +13,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench clean
+.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,7 +25,8 @@ setup-host:
 	@scripts/setup.sh
 
 cli: ## Build the trellis CLI (debug)
-	$(CARGO) build -p trellis-cli
+	@# `make test` has built it already, with the tests' features (no second build of wasmtime).
+	@if [ -z "$(CLI_BUILT)" ]; then $(CARGO) build -p trellis-cli; fi
 
 apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/apps/
 	cd wasm-apps && $(CARGO) build --release --target wasm32-wasip2
@@ -88,15 +89,19 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) clippy -p trellis-cli --all-targets --no-default-features -- -D warnings
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
-	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh
+	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh rootfs-overlay/usr/lib/trellis/*.sh rootfs-overlay/usr/share/udhcpc/default.script
 
-test: setup lint apps ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
-	$(CARGO) test --workspace --all-features --exclude trellis-twin
+TEST_SELECTION := --workspace --all-features --exclude trellis-twin
+
+test: setup lint ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
+	$(CARGO) test $(TEST_SELECTION) --no-run
+	$(MAKE) --no-print-directory apps CLI_BUILT=1
+	$(CARGO) test $(TEST_SELECTION)
 	scripts/br-check.sh
 	scripts/test-flash.sh
 	$(MAKE) --no-print-directory test-aarch64 cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
-	$(MAKE) --no-print-directory test-twin
+	$(MAKE) --no-print-directory test-twin CLI_BUILT=1
 
 demo: setup-host apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)
@@ -104,6 +109,9 @@ demo: setup-host apps ## Run the example apps on simulated hardware and swap one
 bench: setup-host apps ## Benchmarks: the runtime's, then the twin's (results: see docs/benchmarks.md)
 	$(CARGO) bench -p trellis-runtime --bench runtime
 	$(MAKE) --no-print-directory bench-twin
+
+fuzz: ## Fuzz the API's request parsing and the manifest parser with libFuzzer (nightly; FUZZ_SECONDS=60 each)
+	@scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 clean: ## Remove build output
 	$(CARGO) clean

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Make the development PKI for RAUC bundles into DIR (never committed; design
-# decision 8): a CA (its certificate is the device's keyring) and a signing
-# certificate issued by it. Idempotent: existing keys are kept.
-#   dev-keys.sh DIR   ->  DIR/{ca,signing}.{key,cert}.pem
-# Production keys are passed by path instead (RAUC_KEY, RAUC_CERT, RAUC_KEYRING).
+# Make the development PKI into DIR (never committed; design decision 8).
+# Idempotent: existing keys are kept.
+#   RAUC bundles: a CA (its certificate is the device's keyring) and a signing
+#   certificate issued by it            ->  DIR/{ca,signing}.{key,cert}.pem
+#   The management API (docs/api.md): an operator CA (baked into the image: the
+#   device accepts clients it signed) with one operator certificate, and a
+#   device CA (the CLI's trust) with the device's certificate for the name
+#   trellis.local                       ->  DIR/api/{operator-ca,operator,device-ca,device}.{pem,key}
+# Production keys are passed by path instead (RAUC_KEY, RAUC_CERT, RAUC_KEYRING;
+# API_OPERATOR_CA, API_DEVICE_CERT, API_DEVICE_KEY).
 set -euo pipefail
 dir=${1:?usage: dev-keys.sh DIR}
 command -v openssl >/dev/null || { echo "dev-keys: openssl is missing (apt-get install openssl)" >&2; exit 1; }
@@ -22,4 +27,28 @@ if [ ! -f "$dir/signing.cert.pem" ]; then
     -days 3650 -extfile "$dir/signing.ext" -out "$dir/signing.cert.pem" 2>/dev/null
   rm -f "$dir/signing.csr" "$dir/signing.ext"
 fi
-echo "dev-keys: $dir (keyring: ca.cert.pem; signing: signing.{key,cert}.pem)"
+
+# The API's certificates: ECDSA P-256 (small and quick on the Pi).
+api=$dir/api
+mkdir -p "$api"
+ca() { # NAME CN
+  [ -f "$api/$1.pem" ] && return 0
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj "/O=Trellis development/CN=$2" \
+    -keyout "$api/$1.key" -out "$api/$1.pem" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+}
+leaf() { # NAME CN CA EXTENSIONS
+  [ -f "$api/$1.pem" ] && return 0
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/O=Trellis development/CN=$2" \
+    -keyout "$api/$1.key" -out "$api/$1.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n%s\n' "$4" >"$api/$1.ext"
+  openssl x509 -req -in "$api/$1.csr" -CA "$api/$3.pem" -CAkey "$api/$3.key" -CAcreateserial \
+    -days 3650 -extfile "$api/$1.ext" -out "$api/$1.pem" 2>/dev/null
+  rm -f "$api/$1.csr" "$api/$1.ext"
+}
+ca operator-ca "Trellis development operator CA"
+ca device-ca "Trellis development device CA"
+leaf operator "Trellis development operator" operator-ca "extendedKeyUsage=clientAuth"
+leaf device "trellis.local" device-ca "extendedKeyUsage=serverAuth
+subjectAltName=DNS:trellis.local"
+echo "dev-keys: $dir (keyring: ca.cert.pem; signing: signing.{key,cert}.pem; API: api/)"

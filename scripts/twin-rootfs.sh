@@ -86,7 +86,7 @@ if [ -d "$out/Image.modules/lib/modules" ]; then
 fi
 
 # Programs from the Debian packages (path in the package = path in the rootfs).
-programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs bin/busybox
+programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs bin/busybox usr/sbin/chronyd
   usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon)
 for p in "${programs[@]}"; do
   [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }
@@ -128,7 +128,7 @@ done < <(qemu-aarch64-static "$stage/bin/busybox" --list-full)
 
 # 3. Every program runs: checked under qemu-user against this tree only.
 for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/trellis --version" "usr/bin/rauc --version" \
-  "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V"; do
+  "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V" "usr/sbin/chronyd --version"; do
   read -r -a cmd <<<"$p"
   if ! qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >/dev/null 2>&1; then
     echo "twin-rootfs: /${cmd[0]} does not run from the new root filesystem:" >&2

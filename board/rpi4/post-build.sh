@@ -24,6 +24,7 @@ if [ -f "$board/hardware.sh" ]; then
   install -D -m 0755 "$board/hardware.sh" "$target/usr/lib/trellis/hardware.sh"
 fi
 cp "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
+cp "$board/chrony.conf" "$target/etc/trellis/chrony.conf"
 
 keyring=${RAUC_KEYRING:-$top/build/keys/ca.cert.pem}
 if [ -z "${RAUC_KEYRING:-}" ] && [ ! -f "$keyring" ]; then
@@ -31,6 +32,22 @@ if [ -z "${RAUC_KEYRING:-}" ] && [ ! -f "$keyring" ]; then
 fi
 [ -f "$keyring" ] || { echo "post-build: no RAUC keyring at $keyring" >&2; exit 1; }
 cp "$keyring" "$target/etc/rauc/keyring.pem"
+
+# The management API (docs/api.md): the operator CA the device trusts, and the
+# device's certificate and key (development: the shared trellis.local identity
+# from scripts/dev-keys.sh; production: name per-device files).
+api_ca=${API_OPERATOR_CA:-$top/build/keys/api/operator-ca.pem}
+api_cert=${API_DEVICE_CERT:-$top/build/keys/api/device.pem}
+api_key=${API_DEVICE_KEY:-$top/build/keys/api/device.key}
+if [ -z "${API_OPERATOR_CA:-}" ] && [ ! -f "$api_ca" ]; then
+  "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+fi
+for f in "$api_ca" "$api_cert" "$api_key"; do
+  [ -f "$f" ] || { echo "post-build: no API certificate file $f" >&2; exit 1; }
+done
+install -D -m 0644 "$api_ca" "$target/etc/trellis/api/operator-ca.pem"
+install -D -m 0644 "$api_cert" "$target/etc/trellis/api/device.pem"
+install -D -m 0600 "$api_key" "$target/etc/trellis/api/device.key"
 
 version=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
 printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=%s\nTRELLIS_BUILD_TIME=%s\n' "$version" "$board_name" "$epoch" \

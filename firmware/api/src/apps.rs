@@ -17,15 +17,17 @@ pub enum UploadError {
     #[error("{0:?} is not an app name ([a-z0-9][a-z0-9_-]*, at most 64 characters)")]
     Name(String),
     /// No `Content-Length`.
-    #[error("send the app's size as Content-Length")]
+    #[error("send the size as Content-Length")]
     NoLength,
     /// Larger than the limit.
-    #[error("{size} bytes is above the {limit}-byte limit for an app")]
+    #[error("{size} bytes is above the {limit}-byte limit for {what}")]
     TooLarge {
         /// What the client announced.
         size: u64,
         /// The limit.
         limit: u64,
+        /// `an app`, `a firmware bundle`.
+        what: &'static str,
     },
     /// The data partition has not enough room.
     #[error("{size} bytes do not fit: {available} bytes free on {dir}")]
@@ -118,7 +120,7 @@ pub fn admit(name: &str, size: Option<u64>, limit: u64, apps_dir: &Path) -> Resu
     }
     let size = size.ok_or(UploadError::NoLength)?;
     if size > limit {
-        return Err(UploadError::TooLarge { size, limit });
+        return Err(UploadError::TooLarge { size, limit, what: "an app" });
     }
     if let Some(available) = free_bytes(apps_dir) {
         // Room for the new file while the old one still exists, and a margin
@@ -132,7 +134,7 @@ pub fn admit(name: &str, size: Option<u64>, limit: u64, apps_dir: &Path) -> Resu
 }
 
 /// Free bytes for an unprivileged writer on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
+pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {
     rustix::fs::statvfs(dir).ok().map(|s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 

@@ -1,21 +1,19 @@
-//! The device's management API (issue 6, in progress): HTTPS with mutual TLS,
-//! served by the runtime. The device trusts operator certificates signed by
-//! the CA in its image and presents its own; requests are parsed under strict
-//! limits (`http`), routed to a [`routes::Device`] the runtime implements.
-//!
-//! Done: TLS with client verification, request parsing, status, metrics,
-//! app list/upload/removal (checked, temporary name, renamed into place,
-//! one upload per app at a time, size and free space checked first),
-//! connection limits; the runtime serves it when configured
-//! (`firmware/runtime/src/api.rs`). Not yet: firmware upload, reboot, logs
-//! (server-sent events), certificates in the image, the CLI side, mDNS,
-//! networking.
+//! The device's management API: HTTPS with mutual TLS, served by the
+//! runtime. The device trusts operator certificates signed by the CA in its
+//! image and presents its own; requests are parsed under strict limits
+//! (`http`), routed to a [`routes::Device`] the runtime implements
+//! (`firmware/runtime/src/api.rs`): status, apps (upload, removal), firmware
+//! (upload, then RAUC's progress), reboot, logs (server-sent events), metrics.
+//! [`client`] is the operator's side, used by the `trellis` CLI. docs/api.md.
 
 pub mod apps;
+pub mod client;
+pub mod firmware;
 pub mod http;
+pub mod mdns;
 pub mod routes;
 pub mod server;
 pub mod tls;
 
-pub use routes::{Answer, Device, Routes, Verdict};
+pub use routes::{Answer, Device, Response, Routes, Stream, Verdict};
 pub use server::{ApiConfig, ApiError, Server, serve};

@@ -7,16 +7,28 @@
 //! | `GET /v1/apps` | the apps with version, state, restarts |
 //! | `PUT /v1/apps/NAME` (body: the app file) | 201 once the new version runs; 422 with the runtime's reason when it refused it (the old one runs on) |
 //! | `DELETE /v1/apps/NAME` | 204; the app stops |
+//! | `PUT /v1/firmware` (body: a RAUC bundle) | 200, then the installation as it goes: one JSON line per step (the control socket's replies: `progress`, then `installed` or `error`); the device reboots into the trial after `installed` |
+//! | `POST /v1/reboot` | 202; the device reboots |
+//! | `GET /v1/logs[?follow=false]` | server-sent events: the recent log, then each new line as it comes |
 //! | `GET /metrics` | Prometheus text |
 
-use std::io::Read;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::Duration;
 
-use trellis_update::control::{AppSummary, DeviceStatus};
+use trellis_update::control::{AppSummary, DeviceStatus, Reply};
+use trellis_update::{Progress, UpdateRecord};
 
 use crate::apps::{AppLocks, UploadError, admit, install, receive};
+use crate::firmware;
 use crate::http::Head;
+
+/// How often a quiet log stream sends a comment, so a client that went away
+/// is noticed (the write fails) and its connection freed.
+pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// What the API serves (the runtime implements it).
 pub trait Device: Send + Sync {
@@ -39,6 +51,33 @@ pub trait Device: Send + Sync {
     /// Start watching for the runtime's verdict on `name`, before its new
     /// file goes in place (so a fast swap is not missed).
     fn watch_app(&self, name: &str) -> Box<dyn Verdict>;
+    /// Where an uploaded firmware bundle is kept while RAUC installs it (on
+    /// the data partition); `None`: this device takes no firmware updates.
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        None
+    }
+    /// Install the bundle at `bundle` through RAUC, reporting progress.
+    ///
+    /// # Errors
+    /// Why the installation failed (RAUC's reason); the booted slot is untouched.
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        let _ = (bundle, progress);
+        Err("this device takes no firmware updates".into())
+    }
+    /// After a successful installation was reported: reboot into the trial.
+    fn installed(&self) {}
+    /// Reboot now (into the primary slot).
+    ///
+    /// # Errors
+    /// Why it cannot.
+    fn reboot(&self) -> Result<(), String> {
+        Err("this device cannot be rebooted through the API".into())
+    }
+    /// The recent log entries (JSON objects, oldest first) and a channel with
+    /// each new one.
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        (Vec::new(), std::sync::mpsc::channel().1)
+    }
 }
 
 /// The runtime's verdict on one app's new file.
@@ -75,6 +114,64 @@ impl Answer {
     }
 }
 
+/// Writes a streamed answer's body.
+pub type StreamWriter = Box<dyn FnOnce(&mut dyn Write) -> std::io::Result<()> + Send>;
+
+/// A streamed answer: written as it is produced, its end is the end of the
+/// connection (no `Content-Length`).
+pub struct Stream {
+    /// HTTP status.
+    pub status: u16,
+    /// Its content type.
+    pub content_type: String,
+    /// Writes the body.
+    pub write: StreamWriter,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("status", &self.status).field("content_type", &self.content_type).finish()
+    }
+}
+
+/// What a request gets.
+#[derive(Debug)]
+pub enum Response {
+    /// A whole answer.
+    Full(Answer),
+    /// An answer written as it is produced.
+    Stream(Stream),
+}
+
+impl Response {
+    /// The whole answer, a stream written to its end (for tests and tools).
+    ///
+    /// # Errors
+    /// The stream's writer failed.
+    pub fn collect(self) -> std::io::Result<Answer> {
+        match self {
+            Self::Full(a) => Ok(a),
+            Self::Stream(s) => {
+                let mut body = Vec::new();
+                (s.write)(&mut body)?;
+                Ok(Answer { status: s.status, content_type: s.content_type, body })
+            }
+        }
+    }
+}
+
+impl From<Answer> for Response {
+    fn from(a: Answer) -> Self {
+        Self::Full(a)
+    }
+}
+
+impl From<UploadError> for Response {
+    fn from(e: UploadError) -> Self {
+        Self::Full(e.into())
+    }
+}
+
 impl From<UploadError> for Answer {
     fn from(e: UploadError) -> Self {
         Self::error(e.status(), e.to_string())
@@ -86,6 +183,8 @@ pub struct Routes {
     device: Arc<dyn Device>,
     locks: AppLocks,
     max_app_bytes: u64,
+    max_bundle_bytes: u64,
+    installing: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Routes {
@@ -98,27 +197,133 @@ impl Routes {
     /// Routes over `device`; apps larger than `max_app_bytes` are refused unread.
     #[must_use]
     pub fn new(device: Arc<dyn Device>, max_app_bytes: u64) -> Self {
-        Self { device, locks: AppLocks::default(), max_app_bytes }
+        Self {
+            device,
+            locks: AppLocks::default(),
+            max_app_bytes,
+            max_bundle_bytes: firmware::DEFAULT_MAX_BUNDLE_BYTES,
+            installing: Arc::default(),
+        }
+    }
+
+    /// Firmware bundles larger than `limit` are refused unread.
+    #[must_use]
+    pub fn with_bundle_limit(mut self, limit: u64) -> Self {
+        self.max_bundle_bytes = limit;
+        self
     }
 
     /// Serve one request; `body` holds what the client sends after the head.
-    pub fn route(&self, head: &Head, body: &mut dyn Read) -> Answer {
+    pub fn route(&self, head: &Head, body: &mut dyn Read) -> Response {
         let segments = head.segments();
         match (head.method.as_str(), segments.as_slice()) {
-            ("GET", ["v1", "status"]) => Answer::json(200, &self.device.status()),
-            ("GET", ["v1", "apps"]) => Answer::json(200, &self.device.apps()),
-            ("PUT", ["v1", "apps", name]) => self.upload(name, head.content_length, body),
-            ("DELETE", ["v1", "apps", name]) => self.remove(name),
+            ("GET", ["v1", "status"]) => Answer::json(200, &self.device.status()).into(),
+            ("GET", ["v1", "apps"]) => Answer::json(200, &self.device.apps()).into(),
+            ("PUT", ["v1", "apps", name]) => self.upload(name, head.content_length, body).into(),
+            ("DELETE", ["v1", "apps", name]) => self.remove(name).into(),
+            ("PUT", ["v1", "firmware"]) => self.firmware(head.content_length, body),
+            ("POST", ["v1", "reboot"]) => self.reboot(),
+            ("GET", ["v1", "logs"]) => self.logs(head.query.as_deref() != Some("follow=false")),
             ("GET", ["metrics"]) => Answer {
                 status: 200,
                 content_type: "text/plain; version=0.0.4".into(),
                 body: self.device.metrics().into_bytes(),
-            },
-            (_, ["v1", "status" | "apps"] | ["v1", "apps", _] | ["metrics"]) => {
-                Answer::error(405, format!("{} is not allowed on {}", head.method, head.path))
             }
-            _ => Answer::error(404, format!("no such resource: {}", head.path)),
+            .into(),
+            (_, ["v1", "status" | "apps" | "firmware" | "reboot" | "logs"] | ["v1", "apps", _] | ["metrics"]) => {
+                Answer::error(405, format!("{} is not allowed on {}", head.method, head.path)).into()
+            }
+            _ => Answer::error(404, format!("no such resource: {}", head.path)).into(),
         }
+    }
+
+    /// A firmware bundle: checked against the limit and the free space, streamed
+    /// to the data partition (temporary name, synced, renamed), then installed
+    /// by RAUC with the progress streamed back. One at a time.
+    fn firmware(&self, size: Option<u64>, body: &mut dyn Read) -> Response {
+        let Some(dir) = self.device.firmware_dir() else {
+            return Answer::error(404, "this device takes no firmware updates").into();
+        };
+        let size = match firmware::admit(size, self.max_bundle_bytes, &dir) {
+            Ok(s) => s,
+            Err(e) => return e.into(),
+        };
+        let Some(turn) = Busy::take(&self.installing) else {
+            return Answer::error(409, "a firmware update is already in progress on this device").into();
+        };
+        let bundle = match firmware::receive(body, size, &dir) {
+            Ok(p) => p,
+            Err(e) => return e.into(),
+        };
+        let device = Arc::clone(&self.device);
+        Response::Stream(Stream {
+            status: 200,
+            content_type: "application/x-ndjson".into(),
+            write: Box::new(move |w| {
+                let _turn = turn;
+                let line = |w: &mut dyn Write, reply: &Reply| -> std::io::Result<()> {
+                    let mut text = serde_json::to_vec(reply).map_err(std::io::Error::other)?;
+                    text.push(b'\n');
+                    w.write_all(&text)?;
+                    w.flush()
+                };
+                // The installation goes on when the client goes away: the
+                // outcome is in the device's status.
+                let mut gone = false;
+                let result = device.install_firmware(&bundle, &mut |p| {
+                    if !gone && line(w, &Reply::Progress(p.clone())).is_err() {
+                        gone = true;
+                    }
+                });
+                if let Err(e) = std::fs::remove_file(&bundle) {
+                    tracing::warn!("api: removing {}: {e}", bundle.display());
+                }
+                match result {
+                    Ok(record) => {
+                        let sent = line(w, &Reply::Installed(record));
+                        let device = Arc::clone(&device);
+                        std::thread::spawn(move || device.installed());
+                        sent
+                    }
+                    Err(e) => line(w, &Reply::Error(e)),
+                }
+            }),
+        })
+    }
+
+    fn reboot(&self) -> Response {
+        let device = Arc::clone(&self.device);
+        Response::Stream(Stream {
+            status: 202,
+            content_type: "application/json".into(),
+            write: Box::new(move |w| {
+                w.write_all(b"{\"rebooting\": true}\n")?;
+                w.flush()?;
+                std::thread::spawn(move || {
+                    // The answer reaches the client first.
+                    std::thread::sleep(Duration::from_millis(500));
+                    if let Err(e) = device.reboot() {
+                        tracing::error!("api: reboot: {e}");
+                    }
+                });
+                Ok(())
+            }),
+        })
+    }
+
+    fn logs(&self, follow: bool) -> Response {
+        let (recent, live) = self.device.logs();
+        Response::Stream(Stream {
+            status: 200,
+            content_type: "text/event-stream".into(),
+            write: Box::new(move |w| {
+                for entry in &recent {
+                    write!(w, "data: {entry}\n\n")?;
+                }
+                w.flush()?;
+                if follow { follow_logs(w, &live) } else { Ok(()) }
+            }),
+        })
     }
 
     fn upload(&self, name: &str, size: Option<u64>, body: &mut dyn Read) -> Answer {
@@ -157,5 +362,33 @@ impl Routes {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Answer::error(404, format!("no app {name}")),
             Err(e) => Answer::error(500, format!("{}: {e}", path.display())),
         }
+    }
+}
+
+/// New log entries as server-sent events until the client goes away (a
+/// write fails) or the device stops logging.
+fn follow_logs(w: &mut dyn Write, live: &Receiver<String>) -> std::io::Result<()> {
+    loop {
+        match live.recv_timeout(KEEPALIVE) {
+            Ok(entry) => write!(w, "data: {entry}\n\n")?,
+            Err(RecvTimeoutError::Timeout) => w.write_all(b": keep-alive\n\n")?,
+            Err(RecvTimeoutError::Disconnected) => return Ok(()),
+        }
+        w.flush()?;
+    }
+}
+
+/// Held while a firmware update runs.
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
+        flag.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).ok().map(|_| Self(Arc::clone(flag)))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
     }
 }

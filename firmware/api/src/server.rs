@@ -12,7 +12,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde::Deserialize;
 
 use crate::http::{HttpError, read_head, reason};
-use crate::routes::{Device, Routes};
+use crate::routes::{Device, Response, Routes};
 
 /// `[api]` in the runtime's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -36,6 +36,12 @@ pub struct ApiConfig {
     /// Largest app upload; larger ones are refused before a byte is read.
     #[serde(default = "ApiConfig::default_max_app_bytes")]
     pub max_app_bytes: u64,
+    /// Largest firmware bundle; larger ones are refused before a byte is read.
+    #[serde(default = "ApiConfig::default_max_bundle_bytes")]
+    pub max_bundle_bytes: u64,
+    /// Announce the API over mDNS (`_trellis._tcp`).
+    #[serde(default = "ApiConfig::default_announce")]
+    pub announce: bool,
 }
 
 impl ApiConfig {
@@ -50,6 +56,12 @@ impl ApiConfig {
     }
     const fn default_max_app_bytes() -> u64 {
         16 << 20
+    }
+    const fn default_announce() -> bool {
+        true
+    }
+    const fn default_max_bundle_bytes() -> u64 {
+        crate::firmware::DEFAULT_MAX_BUNDLE_BYTES
     }
 }
 
@@ -94,7 +106,7 @@ pub fn serve(config: &ApiConfig, device: Arc<dyn Device>) -> Result<Server, ApiE
     let addr = listener.local_addr().map_err(|source| ApiError::Listen { addr: config.listen, source })?;
     let (max, timeout) = (config.max_connections.max(1), Duration::from_secs(config.timeout_s.max(1)));
     let active = Arc::new(AtomicUsize::new(0));
-    let routes = Arc::new(Routes::new(device, config.max_app_bytes));
+    let routes = Arc::new(Routes::new(device, config.max_app_bytes).with_bundle_limit(config.max_bundle_bytes));
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
@@ -152,10 +164,16 @@ fn connection(stream: TcpStream, tls: &Arc<ServerConfig>, routes: &Routes, timeo
     let result = match read_head(&mut tls_stream) {
         Ok((head, rest)) => {
             tracing::info!(?peer, client = %who, method = %head.method, path = %head.path, "api request");
-            let mut body = std::io::Cursor::new(rest).chain(&mut tls_stream);
-            let answer = routes.route(&head, &mut body);
+            let expects = head.header("expect").is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+            let mut body =
+                Body { rest: std::io::Cursor::new(rest), stream: &mut tls_stream, continue_pending: expects };
+            let response = routes.route(&head, &mut body);
             drop(body);
-            write_answer(&mut tls_stream, answer.status, &answer.content_type, &answer.body)
+            match response {
+                Response::Full(a) => write_answer(&mut tls_stream, a.status, &a.content_type, &a.body),
+                Response::Stream(s) => write_stream_head(&mut tls_stream, s.status, &s.content_type)
+                    .and_then(|()| (s.write)(&mut tls_stream)),
+            }
         }
         Err(e) => {
             let status = e.status();
@@ -170,6 +188,29 @@ fn connection(stream: TcpStream, tls: &Arc<ServerConfig>, routes: &Routes, timeo
     }
     tls_stream.conn.send_close_notify();
     let _ = tls_stream.flush();
+}
+
+/// A request's body. A client that sent `Expect: 100-continue` waits for
+/// `100 Continue` before it sends the body: that goes out when a route first
+/// reads it, after its checks, so a refusal is answered without the upload.
+struct Body<'a, S: Read + Write> {
+    rest: std::io::Cursor<Vec<u8>>,
+    stream: &'a mut S,
+    continue_pending: bool,
+}
+
+impl<S: Read + Write> Read for Body<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.continue_pending {
+            self.continue_pending = false;
+            self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            self.stream.flush()?;
+        }
+        match self.rest.read(buf)? {
+            0 => self.stream.read(buf),
+            n => Ok(n),
+        }
+    }
 }
 
 /// The client certificate's subject, for the log.
@@ -190,10 +231,54 @@ fn write_answer(w: &mut impl Write, status: u16, content_type: &str, body: &[u8]
     w.flush()
 }
 
+/// The head of an answer whose body is written as it comes and ends with the connection.
+fn write_stream_head(w: &mut impl Write, status: u16, content_type: &str) -> std::io::Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
+        reason(status)
+    )?;
+    w.flush()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A stream that records what is written and yields what it was given.
+    struct Pipe {
+        input: std::io::Cursor<Vec<u8>>,
+        output: Vec<u8>,
+    }
+
+    impl Read for Pipe {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.input.read(buf)
+        }
+    }
+
+    impl Write for Pipe {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.output.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn continue_goes_out_only_when_the_body_is_read() {
+        let mut pipe = Pipe { input: std::io::Cursor::new(b"body".to_vec()), output: Vec::new() };
+        let body = Body { rest: std::io::Cursor::new(Vec::new()), stream: &mut pipe, continue_pending: true };
+        drop(body);
+        assert!(pipe.output.is_empty(), "a refusal needs no 100 Continue");
+        let mut body = Body { rest: std::io::Cursor::new(b"AB".to_vec()), stream: &mut pipe, continue_pending: true };
+        let mut got = String::new();
+        body.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "ABbody");
+        assert_eq!(pipe.output, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
 
     #[test]
     fn answers_carry_their_length_and_close() {

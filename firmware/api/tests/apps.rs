@@ -74,7 +74,7 @@ fn routes() -> (Arc<Fake>, Routes) {
 fn request(routes: &Routes, raw: &[u8]) -> Answer {
     let (head, used) = parse_head(raw).unwrap().unwrap();
     let mut body: &[u8] = &raw[used..];
-    routes.route(&head, &mut body as &mut dyn Read)
+    routes.route(&head, &mut body as &mut dyn Read).collect().unwrap()
 }
 
 fn put(name: &str, body: &str, length: usize) -> Vec<u8> {

@@ -103,6 +103,8 @@ fn start() -> Setup {
         max_connections: 4,
         timeout_s: 5,
         max_app_bytes: 1 << 20,
+        max_bundle_bytes: 1 << 20,
+        announce: false,
     };
     let server = trellis_api::serve(&config, Arc::new(Fake)).unwrap();
     Setup { addr: server.addr(), _dir: dir, device_ca }
@@ -167,4 +169,55 @@ fn no_certificate_another_ca_or_an_expired_one_is_refused() {
     // The refusals did not use up the connection slots.
     let ok = get(&s, Some(leaf(&s.device_ca, "operator", false, false)), "/v1/status");
     assert!(ok.is_ok(), "{ok:?}");
+}
+
+/// The CLI's client: it checks the device's certificate (CA and name) and presents the operator's.
+#[test]
+fn the_operator_client_checks_the_device_and_is_answered() {
+    use trellis_api::client::{Client, ClientError, Credentials};
+    let s = start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = leaf(&s.device_ca, "operator", false, false);
+    let creds = Credentials {
+        ca: write(dir.path(), "device-ca.pem", &s.device_ca.cert.pem()),
+        cert: write(dir.path(), "operator.pem", &cert),
+        key: write(dir.path(), "operator.key", &key),
+    };
+    let address = s.addr.to_string();
+    let client = Client::new(&creds, &address, "localhost").unwrap();
+    let status: DeviceStatus = client.get("/v1/status").unwrap().json().unwrap();
+    assert_eq!(status.uptime_ms, 1234);
+    match client.get("/v1/nothing").unwrap().ok() {
+        Err(ClientError::Status { status: 404, message }) => assert!(message.contains("/v1/nothing"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A device whose certificate does not carry the name asked for.
+    let wrong_name = Client::new(&creds, &address, "trellis.local").unwrap();
+    let e = wrong_name.get("/v1/status").unwrap_err();
+    assert!(
+        matches!(e, ClientError::Handshake { .. })
+            && e.to_string().contains("certificate not valid for name \"trellis.local\""),
+        "{e}"
+    );
+    // A device signed by another CA than the one the operator trusts.
+    let other = ca("Someone else");
+    let mistrust = Credentials { ca: write(dir.path(), "other.pem", &other.cert.pem()), ..creds.clone() };
+    let e = Client::new(&mistrust, &address, "localhost").unwrap().get("/v1/status").unwrap_err();
+    assert!(e.to_string().contains("UnknownIssuer"), "{e}");
+    // An operator certificate the device does not accept: named as such.
+    let (cert, key) = leaf(&other, "intruder", false, false);
+    let intruder = Credentials {
+        cert: write(dir.path(), "intruder.pem", &cert),
+        key: write(dir.path(), "intruder.key", &key),
+        ..creds.clone()
+    };
+    let e = Client::new(&intruder, &address, "localhost").unwrap().get("/v1/status").unwrap_err();
+    assert!(e.to_string().contains("the device refused our certificate"), "{e}");
+    // Nobody listening.
+    let e = Client::new(&creds, "127.0.0.1:1", "localhost").unwrap().get("/v1/status").unwrap_err();
+    assert!(e.to_string().starts_with("cannot reach 127.0.0.1:1: "), "{e}");
+    // Missing credentials are named.
+    let missing = Credentials { ca: dir.path().join("nope.pem"), ..creds };
+    let e = Client::new(&missing, &address, "localhost").unwrap_err();
+    assert!(e.to_string().contains("nope.pem"), "{e}");
 }

@@ -2,13 +2,16 @@
 //! the same status the control socket gives, metrics, and app uploads
 //! checked the way the runtime checks a copied file before it goes in place.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use trellis_api::Verdict;
 use trellis_appfmt::{AppFile, TrustList};
 use trellis_update::control::{DeviceStatus, Handler};
+use trellis_update::{Progress, UpdateRecord};
 
 use crate::{AppState, EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
 
@@ -21,6 +24,7 @@ pub struct ApiDevice {
     runtime: Arc<Runtime>,
     config: RuntimeConfig,
     status: Arc<dyn Handler>,
+    logs: Arc<LogBook>,
 }
 
 impl std::fmt::Debug for ApiDevice {
@@ -33,8 +37,94 @@ impl ApiDevice {
     /// The API over `runtime` (configured by `config`); `status` answers
     /// status requests (the control socket's handler: apps and firmware).
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig, status: Arc<dyn Handler>) -> Self {
-        Self { runtime, config, status }
+        let logs = LogBook::start(runtime.events());
+        Self { runtime, config, status, logs }
     }
+}
+
+/// Announce the API on `port` over mDNS as `_trellis._tcp`, named after the
+/// hostname, with the firmware's version and board; for the runtime's
+/// lifetime. A failure is logged: the API works without it.
+pub fn announce(port: u16) {
+    let host =
+        std::fs::read_to_string(crate::paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned());
+    let release = std::fs::read_to_string(crate::paths::RELEASE_FILE).unwrap_or_default();
+    let field = |key: &str| {
+        release.lines().find_map(|l| l.strip_prefix(key)).map_or_else(|| "unknown".to_owned(), str::to_owned)
+    };
+    let (version, board) = (field("TRELLIS_VERSION="), field("TRELLIS_BOARD="));
+    match trellis_api::mdns::announce(&host, port, &[("version", &version), ("board", &board)]) {
+        Ok(announcer) => {
+            tracing::info!(name = announcer.fullname(), "announced over mDNS");
+            // Withdrawn when the runtime exits.
+            std::mem::forget(announcer);
+        }
+        Err(e) => tracing::warn!("not announced over mDNS: {e}"),
+    }
+}
+
+/// How many log entries a new follower gets first.
+pub const LOG_HISTORY: usize = 200;
+
+/// The runtime's events as log entries: the recent ones kept, each new one
+/// handed to every follower (`GET /v1/logs`).
+#[derive(Debug, Default)]
+struct LogBook(Mutex<(VecDeque<String>, Vec<Sender<String>>)>);
+
+impl LogBook {
+    fn start(events: EventReceiver) -> Arc<Self> {
+        let book = Arc::new(Self::default());
+        let b = Arc::clone(&book);
+        let spawned = std::thread::Builder::new().name("api-logs".into()).spawn(move || {
+            for event in events {
+                b.push(log_entry(&event, SystemTime::now()));
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!("api: no thread for the log: {e}");
+        }
+        book
+    }
+
+    fn push(&self, entry: String) {
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (recent, followers) = &mut *guard;
+        if recent.len() == LOG_HISTORY {
+            recent.pop_front();
+        }
+        followers.retain(|f| f.send(entry.clone()).is_ok());
+        recent.push_back(entry);
+    }
+
+    fn follow(&self) -> (Vec<String>, Receiver<String>) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.1.push(tx);
+        (guard.0.iter().cloned().collect(), rx)
+    }
+}
+
+/// One event as a log entry: `{"time": seconds since the epoch, "app", "level", "message"}`.
+#[must_use]
+pub fn log_entry(event: &RuntimeEvent, at: SystemTime) -> String {
+    let (app, level, message) = match event {
+        RuntimeEvent::Log { app, level, message } => (app.as_str(), *level, message.clone()),
+        RuntimeEvent::Started { app, version, replaced: Some(old) } => {
+            (app.as_str(), "info", format!("{version} replaced {old}"))
+        }
+        RuntimeEvent::Started { app, version, replaced: None } => (app.as_str(), "info", format!("{version} started")),
+        RuntimeEvent::Refused { app, reason } => {
+            (app.as_deref().unwrap_or("-"), "warn", format!("refused a new file, the old version runs on: {reason}"))
+        }
+        RuntimeEvent::Crashed { app, fault } => (app.as_str(), "error", format!("crashed: {fault}")),
+        RuntimeEvent::FellBack { app, version } => (app.as_str(), "warn", format!("went back to {version}")),
+        RuntimeEvent::Stopped { app, reason } => (app.as_str(), "info", format!("stopped: {reason}")),
+        RuntimeEvent::Denied { app, reason } => (app.as_str(), "warn", format!("denied: {reason}")),
+    };
+    let time = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let entry =
+        serde_json::json!({ "time": (time * 1000.0).round() / 1000.0, "app": app, "level": level, "message": message });
+    entry.to_string()
 }
 
 /// The metrics of `runtime` in Prometheus' text format.
@@ -104,6 +194,26 @@ impl trellis_api::Device for ApiDevice {
 
     fn watch_app(&self, name: &str) -> Box<dyn Verdict> {
         Box::new(Watch { name: name.to_owned(), events: self.runtime.events() })
+    }
+
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        Some(self.config.state_dir.join(crate::paths::state::FIRMWARE))
+    }
+
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        self.status.install(bundle, progress)
+    }
+
+    fn installed(&self) {
+        self.status.installed();
+    }
+
+    fn reboot(&self) -> Result<(), String> {
+        self.status.reboot()
+    }
+
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        self.logs.follow()
     }
 }
 

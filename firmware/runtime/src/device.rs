@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use trellis_update::control::{AppSummary, DeviceStatus, Handler};
-use trellis_update::{Platform, Progress, Rauc, UpdateRecord, Updater};
+use trellis_update::{Platform, Progress, Rauc, Reboot, UpdateRecord, Updater};
 
 use crate::{AppState, Runtime, RuntimeConfig};
 
@@ -96,5 +96,10 @@ impl<R: Rauc, P: Platform> Handler for Device<R, P> {
         if let Err(e) = self.updater.reboot_into_trial() {
             tracing::error!("{e}");
         }
+    }
+
+    fn reboot(&self) -> Result<(), String> {
+        tracing::info!("rebooting on request");
+        self.updater.platform().reboot(Reboot::Normal).map_err(|e| e.to_string())
     }
 }

@@ -116,8 +116,10 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     if let Some(api) = &config.api {
         // The apps run on without the API: a bad certificate is an error in the log, not a crash loop.
         let api_device = trellis_runtime::api::ApiDevice::new(Arc::clone(runtime), config.clone(), device);
-        if let Err(e) = trellis_api::serve(api, Arc::new(api_device)) {
-            tracing::error!("management API: {e}");
+        match trellis_api::serve(api, Arc::new(api_device)) {
+            Ok(server) if api.announce => trellis_runtime::api::announce(server.addr().port()),
+            Ok(_) => {}
+            Err(e) => tracing::error!("management API: {e}"),
         }
     }
     Ok(())

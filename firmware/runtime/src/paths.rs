@@ -14,6 +14,10 @@ pub const CONTROL_SOCKET: &str = "/run/trellis/control.sock";
 pub const REBOOT_PARAM: &str = "/run/trellis/reboot-param";
 /// Public keys trusted to sign apps (`*.pub`).
 pub const TRUST_DIR: &str = "/etc/trellis/trust";
+/// The image's release file (`TRELLIS_VERSION=`, `TRELLIS_BOARD=`).
+pub const RELEASE_FILE: &str = "/etc/trellis/release";
+/// The hostname (set by the network service from the serial number).
+pub const HOSTNAME: &str = "/proc/sys/kernel/hostname";
 
 /// Sub-directories of the state directory.
 pub mod state {
@@ -25,4 +29,6 @@ pub mod state {
     pub const LAST_GOOD: &str = "last-good";
     /// The last firmware update and how it ended.
     pub const UPDATE: &str = "update.json";
+    /// A firmware bundle uploaded through the API, while RAUC installs it.
+    pub const FIRMWARE: &str = "firmware";
 }

@@ -64,9 +64,24 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     let why = verdict.wait("3.0.0").unwrap_err();
     assert!(why.contains("refused, the old version runs on") && why.contains("GPIO line 99"), "{why}");
 
+    // The log: the swap and the refusal are in the recent entries, and a
+    // follower gets what comes next.
+    let (recent, live) = api.logs();
+    let recent = recent.join("\n");
+    assert!(recent.contains(r#""app":"blinky""#) && recent.contains("2.0.0 replaced 1.0.0"), "{recent}");
+    assert!(recent.contains("refused a new file, the old version runs on"), "{recent}");
+    let mut v4 = manifest("blinky");
+    v4.version = "4.0.0".into();
+    support::install(&api.apps_dir(), "blinky", &pack("blinky", &v4));
+    let next = live.recv_timeout(std::time::Duration::from_secs(30)).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&next).unwrap();
+    assert_eq!(entry["app"], "blinky", "{next}");
+    assert!(entry["time"].as_f64().unwrap() > 1.7e9, "seconds since the epoch: {next}");
+    dev_wait(&api, "4.0.0", &live);
+
     let metrics = api.metrics();
     assert!(metrics.contains("trellis_uptime_seconds 1.500\n"), "{metrics}");
-    assert!(metrics.contains("trellis_app_running{app=\"blinky\",version=\"2.0.0\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("trellis_app_running{app=\"blinky\",version=\"4.0.0\"} 1\n"), "{metrics}");
     assert!(metrics.contains("trellis_app_restarts_total{app=\"blinky\"} 0\n"), "{metrics}");
 
     // With signatures required, an unsigned upload is refused before it is written.
@@ -74,4 +89,16 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     let strict = ApiDevice::new(runtime.clone(), config, Arc::new(Apps(runtime)));
     let unsigned = strict.verify_app("blinky", &good).unwrap_err();
     assert!(unsigned.contains("not signed") || unsigned.contains("unsigned"), "{unsigned}");
+}
+
+/// Follow `live` until blinky `version` started.
+fn dev_wait(api: &ApiDevice, version: &str, live: &std::sync::mpsc::Receiver<String>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if api.apps().iter().any(|a| a.name == "blinky" && a.version == version) {
+            return;
+        }
+        let _ = live.recv_timeout(std::time::Duration::from_millis(200));
+    }
+    panic!("blinky {version} did not start");
 }

@@ -84,6 +84,13 @@ pub trait Handler: Send + Sync {
     fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
     /// Called after [`Reply::Installed`] was sent: reboot into the trial.
     fn installed(&self);
+    /// Reboot into the primary slot.
+    ///
+    /// # Errors
+    /// Why it cannot.
+    fn reboot(&self) -> Result<(), String> {
+        Err("this device cannot reboot on request".into())
+    }
 }
 
 /// Errors of the control socket.

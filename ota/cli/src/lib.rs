@@ -3,10 +3,10 @@
 
 pub mod bundle;
 pub mod device;
+pub mod remote;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-#[cfg(feature = "run")]
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -44,13 +44,102 @@ enum Command {
     /// Look into firmware update bundles (RAUC).
     #[command(subcommand)]
     Bundle(BundleCommand),
-    /// On a device: its state, and firmware updates (through the runtime's control socket).
+    /// Devices: add and remove them here; on a device, its state and firmware
+    /// updates through the runtime's control socket.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// The devices added with `trellis device add` and whether they answer,
+    /// and the devices on the local network that announce themselves (mDNS).
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// How long to listen for announcements, in seconds (0: not at all).
+        #[arg(long, default_value_t = 2)]
+        browse_s: u64,
+    },
+    /// A device's firmware (booted and primary slot, last update), apps and uptime, over the network.
+    Status {
+        #[command(flatten)]
+        target: Target,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send an app file to a device: it answers once the new version runs, or
+    /// why it refused it (the old version runs on).
+    Push {
+        /// The app file (`trellis app pack`).
+        app: PathBuf,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Update a device's firmware: upload the bundle, follow the installation,
+    /// then wait for the trial boot and report commit or rollback.
+    Update {
+        /// The RAUC bundle (`make bundle`).
+        bundle: PathBuf,
+        #[command(flatten)]
+        target: Target,
+        /// Return once it is installed, without waiting for the trial boot's verdict.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the verdict, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_s: u64,
+    },
+    /// A device's log (its apps and the runtime's events about them).
+    Logs {
+        #[command(flatten)]
+        target: Target,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Print each entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reboot a device.
+    Reboot {
+        #[command(flatten)]
+        target: Target,
+        /// Wait until it answers again (at most this many seconds).
+        #[arg(long, value_name = "SECONDS")]
+        wait: Option<u64>,
+    },
+}
+
+/// Which device.
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// The device's name (`trellis devices`) [default: $TRELLIS_DEVICE, the default device, or the only one].
+    #[arg(short, long, env = "TRELLIS_DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
 enum DeviceCommand {
+    /// Remember a device (its API at ADDRESS, `host[:port]`, port 8443 by default).
+    Add {
+        /// What to call it.
+        name: String,
+        /// `host[:port]`.
+        address: String,
+        /// The name its certificate carries.
+        #[arg(long, default_value = remote::DEV_SERVER_NAME)]
+        server_name: String,
+        /// The directory with device-ca.pem, operator.pem and operator.key.
+        #[arg(long, env = "TRELLIS_PKI", default_value = "build/keys/api")]
+        pki: PathBuf,
+        /// Make it the default device.
+        #[arg(long)]
+        default: bool,
+    },
+    /// Forget a device.
+    Remove {
+        /// Its name.
+        name: String,
+    },
     /// Firmware (booted and primary slot, last update and why), apps, uptime.
     Status {
         /// The runtime's control socket.
@@ -195,6 +284,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(args) => run_apps(&args),
         Command::Device(DeviceCommand::Status { socket, json }) => device::status(&socket, json),
         Command::Device(DeviceCommand::Update { bundle, socket }) => device::update(&socket, &bundle),
+        Command::Device(DeviceCommand::Add { name, address, server_name, pki, default }) => {
+            remote::add(&name, &address, &server_name, &pki, default)
+        }
+        Command::Device(DeviceCommand::Remove { name }) => remote::remove(&name),
+        Command::Devices { json, browse_s } => remote::devices(json, Duration::from_secs(browse_s)),
+        Command::Status { target, json } => remote::status(target.device.as_deref(), json),
+        Command::Push { app, target } => remote::push(target.device.as_deref(), &app),
+        Command::Update { bundle, target, no_wait, wait_s } => {
+            remote::update(target.device.as_deref(), &bundle, no_wait, Duration::from_secs(wait_s))
+        }
+        Command::Logs { target, follow, json } => remote::logs(target.device.as_deref(), follow, json),
+        Command::Reboot { target, wait } => remote::reboot(target.device.as_deref(), wait.map(Duration::from_secs)),
         Command::App(AppCommand::Pack { component, manifest, version, set, output }) => {
             pack(&component, &manifest, version, &set, output)
         }

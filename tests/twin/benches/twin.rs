@@ -3,10 +3,14 @@
 //! apps, and partial update time (file written → new version running) inside
 //! the twin. Medians over repeated runs; results go to docs/benchmarks.md.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use trellis_appfmt::{AppFile, component_code, pack};
+use trellis_twin::device::Ports;
+use trellis_twin::operator::{Cli, text};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
 use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Twin};
 
@@ -115,13 +119,36 @@ fn main() -> Result<(), Error> {
         cold_ms.push(ms);
     }
 
-    // Full update: the signed bundle into slot B, the trial boot, every app running again.
+    // Over the network: the host's CLI, the twin's API through QEMU's user network.
+    let cli = Cli::new(&twin, &root().join("build/twin/runs/bench"));
+    let blinky = app_version("blinky", "1.3.0", None);
+    let (mut pushes, mut app_copies) = (Vec::new(), Vec::new());
+    for i in 0..SWAPS {
+        let v = format!("1.3.{i}");
+        let file = root().join("build/twin/runs/bench/blinky.wasm");
+        std::fs::write(&file, app_version("blinky", &v, None)).expect("write");
+        let t = Instant::now();
+        let said = cli.ok(&["push", file.to_str().unwrap_or("")]);
+        pushes.push(t.elapsed().as_secs_f64());
+        assert!(said.contains(&format!("blinky {v} is running")), "{said}");
+        app_copies.push(plain_copy(&twin, &mut device, &blinky)?);
+    }
+
+    // Full update: the signed bundle into slot B through the API (`trellis
+    // update`: upload, RAUC's install), the trial boot, every app running again.
     let bundle = root().join("build/twin/update.raucb");
-    std::fs::copy(&bundle, twin.share().join("update.raucb")).expect("make bundle");
+    let bundle_bytes = std::fs::read(&bundle).expect("make bundle");
+    let bundle_copy = plain_copy(&twin, &mut device, &bundle_bytes)?;
+    device.sh("sync")?;
     let t = Instant::now();
-    device.type_line("trellis device update /mnt/update.raucb")?;
-    device.wait_for("rebooting into a trial boot", Duration::from_secs(900))?;
+    let update = cli.run(&["update", bundle.to_str().unwrap_or(""), "--no-wait"]);
     let install = t.elapsed().as_secs_f64();
+    assert!(update.status.success(), "{}", text(&update));
+    let upload_rate = text(&update)
+        .lines()
+        .filter(|l| l.starts_with("upload") && l.contains("100%"))
+        .find_map(|l| l.split_whitespace().rev().nth(1).and_then(|r| r.parse::<f64>().ok()))
+        .unwrap_or(f64::NAN);
     // The runtime reboots into the trial by itself and commits when healthy.
     let t = Instant::now();
     device = twin.restarted(device, Duration::from_secs(120))?;
@@ -177,7 +204,7 @@ fn main() -> Result<(), Error> {
     let full = install + trial;
     let floor = raw_write + floor_boot;
     println!(
-        "| full update: `trellis device update` (RAUC install) {install:.1} s + trial boot to all apps running {trial:.1} s (committed by the health gate at {committed:.1} s) | {full:.1} s | 1 |"
+        "| full update: `trellis update` from the host (upload over the twin's network + RAUC install) {install:.1} s + trial boot to all apps running {trial:.1} s (committed by the health gate at {committed:.1} s) | {full:.1} s | 1 |"
     );
     println!(
         "| its floor: raw write of the same slot images {raw_write:.1} s + one boot to all apps running {floor_boot:.1} s | {floor:.1} s (full/floor {:.2}×) | 1 |",
@@ -189,6 +216,20 @@ fn main() -> Result<(), Error> {
         full / median(warm.clone())
     );
     println!("| bundle size (verity) | {:.1} MiB | — |", mib(bundle_size));
+    println!(
+        "| app push over the twin's network: `trellis push` (mutual TLS, verified, swapped) → new version running, {} KiB | {:.0} ms | {SWAPS} |",
+        blinky.len() / 1024,
+        median(pushes) * 1000.0
+    );
+    println!(
+        "| — a plain copy of the same bytes over the same network (`nc` into /data, like scp without crypto) | {:.0} ms | {SWAPS} |",
+        median(app_copies) * 1000.0
+    );
+    println!(
+        "| bundle upload through the API (`trellis update`: mutual TLS, streamed to /data, synced) vs a plain copy of the same {:.1} MiB (`nc` into /data) | {upload_rate:.1} vs {:.1} MiB/s | 1 |",
+        mib(bundle_size),
+        mib(bundle_size) / bundle_copy
+    );
     println!("| root filesystem (squashfs, zstd) | {:.1} MiB | — |", mib(squashfs));
     println!("| kernel Image | {:.1} MiB | — |", mib(kernel));
     println!(
@@ -207,6 +248,23 @@ fn main() -> Result<(), Error> {
         gpio.app_latency.0, gpio.native_latency.0, gpio.app_latency.1, gpio.native_latency.1
     );
     Ok(())
+}
+
+/// Send `bytes` to `nc -l` in the twin (through the forwarded copy port) into
+/// /data: the time from connecting until the twin has them all and closed.
+fn plain_copy(twin: &Twin, device: &mut Device, bytes: &[u8]) -> Result<f64, Error> {
+    let port = Ports::GUEST_COPY;
+    device.sh(&format!("rm -f /data/copy.bin; (nc -l -p {port} >/data/copy.bin </dev/null &) ; sleep 1"))?;
+    let io = |e: std::io::Error| Error::Qemu(format!("plain copy to the twin: {e}"));
+    let t = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", twin.ports().copy)).map_err(io)?;
+    s.write_all(bytes).map_err(io)?;
+    s.shutdown(std::net::Shutdown::Write).map_err(io)?;
+    let _ = s.read_to_end(&mut Vec::new());
+    let secs = t.elapsed().as_secs_f64();
+    let got = device.sh("wc -c </data/copy.bin && rm /data/copy.bin")?;
+    assert_eq!(got.trim().parse::<usize>().ok(), Some(bytes.len()), "the copy arrived whole");
+    Ok(secs)
 }
 
 const GPIO_RUNS: usize = 5;

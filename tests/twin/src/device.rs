@@ -61,6 +61,47 @@ pub struct Boot {
     pub log: PathBuf,
     /// The boot partition the firmware chose.
     pub partition: u32,
+    /// Host ports forwarded to the guest (QEMU's user network).
+    pub ports: Ports,
+}
+
+/// The twin's network: QEMU's user network (its DHCP server gives the guest
+/// 10.0.2.15), with host ports on loopback forwarded into the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    /// Forwarded to the management API (guest port 8443).
+    pub api: u16,
+    /// Forwarded to guest port 9000, for a plain copy with `nc` (benchmarks).
+    pub copy: u16,
+}
+
+impl Ports {
+    /// The API's port in the guest.
+    pub const GUEST_API: u16 = 8443;
+    /// The plain copy's port in the guest.
+    pub const GUEST_COPY: u16 = 9000;
+
+    /// Two free loopback ports; `api` first when given and free.
+    ///
+    /// # Errors
+    /// No free port.
+    pub fn pick(api: Option<u16>) -> Result<Self, Error> {
+        let free = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(|e| Error::Qemu(format!("no free loopback port for the twin's network: {e}")))
+        };
+        let api = match api.map(free) {
+            Some(Ok(p)) => p,
+            _ => free(0)?,
+        };
+        let mut copy = free(0)?;
+        while copy == api {
+            copy = free(0)?;
+        }
+        Ok(Self { api, copy })
+    }
 }
 
 /// The QEMU command line for the `virt` machine standing in for a Pi 4.
@@ -77,7 +118,16 @@ pub fn qemu_command(boot: &Boot) -> Command {
         .args(["-device", "virtio-blk-device,drive=disk", "-device", "virtio-rng-device", "-device", "i6300esb"])
         .arg("-fsdev")
         .arg(format!("local,id=host,path={},security_model=none", boot.share.display()))
-        .args(["-device", "virtio-9p-device,fsdev=host,mount_tag=host"]);
+        .args(["-device", "virtio-9p-device,fsdev=host,mount_tag=host"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=net,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:{}",
+            boot.ports.api,
+            Ports::GUEST_API,
+            boot.ports.copy,
+            Ports::GUEST_COPY
+        ))
+        .args(["-device", "virtio-net-device,netdev=net"]);
     c
 }
 

@@ -20,6 +20,8 @@ pub mod compare;
 pub mod device;
 pub mod disk;
 pub mod firmware;
+pub mod ntp;
+pub mod operator;
 pub mod timing;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +118,7 @@ pub fn firmware_boot(
     share: &Path,
     tryboot: bool,
     log: PathBuf,
+    ports: device::Ports,
 ) -> Result<device::Boot, Error> {
     let scratch = work.join("firmware");
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
@@ -131,7 +134,15 @@ pub fn firmware_boot(
     let kernel = scratch.join(format!("p{number}-{kernel_name}"));
     disk::fat_copy(image, &part, &kernel_name, &kernel)?;
     let cmdline = disk::fat_read(image, &part, "cmdline.txt", &scratch)?;
-    Ok(device::Boot { kernel, cmdline, image: image.to_owned(), share: share.to_owned(), log, partition: number })
+    Ok(device::Boot {
+        kernel,
+        cmdline,
+        image: image.to_owned(),
+        share: share.to_owned(),
+        log,
+        partition: number,
+        ports,
+    })
 }
 
 /// A twin: its own copy of the disk image, a host directory shared with the
@@ -143,6 +154,7 @@ pub struct Twin {
     share: PathBuf,
     tryboot: bool,
     boots: u32,
+    ports: device::Ports,
 }
 
 impl Twin {
@@ -168,13 +180,26 @@ impl Twin {
         let share = dir.join("share");
         std::fs::create_dir_all(&share).map_err(|e| Error::io(&share, e))?;
         let copy = disk::copy_image(image, &dir.join("disk.img"))?;
-        Ok(Self { dir: dir.to_owned(), image: copy, share, tryboot: false, boots: 0 })
+        let ports = device::Ports::pick(None)?;
+        Ok(Self { dir: dir.to_owned(), image: copy, share, tryboot: false, boots: 0, ports })
     }
 
     /// The twin's disk (only touch it while the device is off).
     #[must_use]
     pub fn image(&self) -> &Path {
         &self.image
+    }
+
+    /// The host ports forwarded into the twin (the same across its reboots).
+    #[must_use]
+    pub const fn ports(&self) -> device::Ports {
+        self.ports
+    }
+
+    /// Its management API from the host: `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn api_address(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.api)
     }
 
     /// The host directory the guest mounts with `mount -t 9p host /mnt`.
@@ -196,6 +221,7 @@ impl Twin {
             &self.share,
             std::mem::take(&mut self.tryboot),
             self.dir.join(format!("console-{}.log", self.boots)),
+            self.ports,
         )
     }
 

@@ -28,6 +28,11 @@ fn main() -> Result<()> {
         "trellis-twin: {} (Ctrl-A X quits QEMU; `reboot` and `poweroff` on the console work)",
         args.image.display()
     );
+    let ports = trellis_twin::device::Ports::pick(Some(trellis_twin::device::Ports::GUEST_API))?;
+    eprintln!(
+        "trellis-twin: the management API is at 127.0.0.1:{0} (trellis device add twin 127.0.0.1:{0})",
+        ports.api
+    );
     let mut tryboot = false;
     loop {
         let boot = trellis_twin::firmware_boot(
@@ -36,6 +41,7 @@ fn main() -> Result<()> {
             &share,
             std::mem::take(&mut tryboot),
             work.join("console.log"),
+            ports,
         )?;
         eprintln!("trellis-twin: firmware: booting partition {} ({})", boot.partition, boot.cmdline.trim());
         // The console on this terminal, multiplexed with QEMU's monitor (Ctrl-A C), and copied

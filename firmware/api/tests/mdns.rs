@@ -1,0 +1,25 @@
+//! mDNS on this machine's interfaces (a port of its own, not 5353, so the
+//! machine's own responder is not involved): an announced device is found
+//! with its address, port and TXT record, and is gone once withdrawn.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::time::Duration;
+
+use trellis_api::mdns::{announce_via, browse_via};
+
+#[test]
+fn an_announced_device_is_found_and_a_withdrawn_one_is_not() {
+    let port = 20_000 + u16::try_from(std::process::id() % 20_000).unwrap();
+    let announcer = announce_via(port, "trellis-test01", 8443, &[("version", "1.2.3"), ("board", "twin")]).unwrap();
+    assert_eq!(announcer.fullname(), "trellis-test01._trellis._tcp.local.");
+    let found = browse_via(port, Duration::from_secs(3)).unwrap();
+    let d = found.iter().find(|d| d.name == "trellis-test01").unwrap_or_else(|| panic!("not found: {found:?}"));
+    assert!(d.addresses.iter().all(|a| a.ends_with(":8443")) && !d.addresses.is_empty(), "{d:?}");
+    assert_eq!(d.txt.get("version").map(String::as_str), Some("1.2.3"));
+    assert_eq!(d.txt.get("board").map(String::as_str), Some("twin"));
+    drop(announcer);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = browse_via(port, Duration::from_secs(2)).unwrap();
+    assert!(after.iter().all(|d| d.name != "trellis-test01"), "withdrawn: {after:?}");
+}
