@@ -151,6 +151,16 @@ pub fn metrics(runtime: &Runtime, uptime_ms: u64) -> String {
     for a in &apps {
         out.push_str(&format!("trellis_app_restarts_total{{app=\"{}\"}} {}\n", a.name, a.restarts));
     }
+    out.push_str("# HELP trellis_app_memory_bytes The app's linear memory.\n# TYPE trellis_app_memory_bytes gauge\n");
+    for a in &apps {
+        out.push_str(&format!("trellis_app_memory_bytes{{app=\"{}\"}} {}\n", a.name, a.usage.memory_bytes()));
+    }
+    out.push_str("# HELP trellis_app_cpu_seconds_total Time spent in calls into the app.\n");
+    out.push_str("# TYPE trellis_app_cpu_seconds_total counter\n");
+    for a in &apps {
+        let secs = a.usage.cpu_time().as_secs_f64();
+        out.push_str(&format!("trellis_app_cpu_seconds_total{{app=\"{}\"}} {secs:.6}\n", a.name));
+    }
     out.push_str("# HELP trellis_app_dropped_events_total Events dropped for a full mailbox.\n");
     out.push_str("# TYPE trellis_app_dropped_events_total counter\n");
     for a in &apps {

@@ -53,6 +53,9 @@ pub fn apps(runtime: &Runtime) -> Vec<AppSummary> {
         .status()
         .into_iter()
         .map(|s| AppSummary {
+            memory_bytes: s.usage.memory_bytes(),
+            cpu_ms: u64::try_from(s.usage.cpu_time().as_millis()).unwrap_or(u64::MAX),
+            calls: s.usage.calls(),
             state: describe(&s.state, None),
             name: s.name,
             version: s.version,

@@ -2,6 +2,7 @@
 //! every permission checked against its manifest before anything happens.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -42,10 +43,45 @@ pub(crate) struct MemoryLimitExceeded {
     pub limit: usize,
 }
 
+/// What an app uses, read live by the status: its linear memory now, and the
+/// time and number of calls into it since the runtime started it.
+#[derive(Debug, Default)]
+pub struct Usage {
+    memory: AtomicU64,
+    busy_ns: AtomicU64,
+    calls: AtomicU64,
+}
+
+impl Usage {
+    /// Bytes of linear memory of the running instance.
+    #[must_use]
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.load(Ordering::Relaxed)
+    }
+
+    /// Time spent in calls into the app (its handlers, host calls included).
+    #[must_use]
+    pub fn cpu_time(&self) -> Duration {
+        Duration::from_nanos(self.busy_ns.load(Ordering::Relaxed))
+    }
+
+    /// Calls into the app.
+    #[must_use]
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn called(&self, took: Duration) {
+        self.busy_ns.fetch_add(u64::try_from(took.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counts every linear memory of the app against one limit.
 pub(crate) struct MemoryLimiter {
     limit: usize,
     total: usize,
+    pub usage: Arc<Usage>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -55,6 +91,7 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
             return Err(wasmtime::Error::new(MemoryLimitExceeded { requested, limit: self.limit }));
         }
         self.total = requested;
+        self.usage.memory.store(requested as u64, Ordering::Relaxed);
         Ok(true)
     }
 
@@ -172,6 +209,7 @@ impl HostState {
         manifest: Arc<Manifest>,
         services: Arc<Services>,
         kv: Arc<Mutex<KvStore>>,
+        usage: Arc<Usage>,
     ) -> Self {
         // No arguments, environment, preopened directories or network: WASI gives
         // clocks and randomness only; everything else goes through `trellis:app`.
@@ -180,7 +218,7 @@ impl HostState {
         Self {
             app: app.to_owned(),
             generation,
-            limiter: MemoryLimiter { limit: manifest.limits.memory_bytes(), total: 0 },
+            limiter: MemoryLimiter { limit: manifest.limits.memory_bytes(), total: 0, usage },
             manifest,
             services,
             kv,

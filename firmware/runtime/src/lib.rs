@@ -26,6 +26,7 @@ pub use broker::Message;
 pub use cache::CompileSource;
 pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
+pub use host::Usage;
 pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
 
 /// A stream of [`RuntimeEvent`]s.

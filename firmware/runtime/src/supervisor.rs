@@ -19,7 +19,7 @@ use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
 use crate::broker::{Broker, Message};
 use crate::cache::{CompileCache, CompileSource};
 use crate::engine::EpochTicker;
-use crate::host::{HostState, Services};
+use crate::host::{HostState, Services, Usage};
 use crate::hw::Hardware;
 use crate::kv::{KvStore, write_atomic};
 use crate::paths;
@@ -133,6 +133,8 @@ pub struct AppStatus {
     pub last_error: Option<String>,
     /// Events dropped because the app's mailbox was full.
     pub dropped_events: u64,
+    /// Memory and CPU time, read live.
+    pub usage: Arc<Usage>,
 }
 
 /// The result of a successful load.
@@ -195,6 +197,7 @@ struct Worker {
 
 struct Slot {
     kv: Arc<Mutex<KvStore>>,
+    usage: Arc<Usage>,
     version: Option<Arc<Version>>,
     worker: Option<Worker>,
     crashes: VecDeque<Instant>,
@@ -701,6 +704,7 @@ impl Supervisor {
                 }
                 Ok(e.insert(Slot {
                     kv: Arc::new(Mutex::new(kv)),
+                    usage: Arc::default(),
                     version: None,
                     worker: None,
                     crashes: VecDeque::new(),
@@ -728,8 +732,9 @@ impl Supervisor {
         self.next_generation += 1;
         let services = self.services.clone();
         let tick = self.config.epoch_tick();
-        let kv = self.slot(app, &version.manifest)?.kv.clone();
-        let host = HostState::new(app, generation, version.manifest.clone(), services.clone(), kv);
+        let slot = self.slot(app, &version.manifest)?;
+        let (kv, usage) = (slot.kv.clone(), slot.usage.clone());
+        let host = HostState::new(app, generation, version.manifest.clone(), services.clone(), kv, usage);
         let mut instance = Instance::new(&self.linker, &version.component, host, tick)
             .map_err(|reason| LoadError::Instantiate { path: path.to_owned(), reason })?;
 
@@ -976,6 +981,7 @@ impl Supervisor {
             sha256: hex::encode(v.sha256),
             last_error: slot.last_error.clone(),
             dropped_events: self.services.broker.dropped(app),
+            usage: slot.usage.clone(),
         };
         lock(&self.status).insert(app.to_owned(), status);
     }

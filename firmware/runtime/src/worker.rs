@@ -123,7 +123,10 @@ impl Instance {
     ) -> Result<R, Fault> {
         self.store.data_mut().begin_call(limit);
         self.store.set_epoch_deadline(self.ticks);
-        f(&self.app, &mut self.store).map_err(|e| classify(&e, self.call_ms))
+        let started = Instant::now();
+        let result = f(&self.app, &mut self.store);
+        self.store.data().limiter.usage.called(started.elapsed());
+        result.map_err(|e| classify(&e, self.call_ms))
     }
 
     pub fn start(&mut self) -> Result<(), Fault> {

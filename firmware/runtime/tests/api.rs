@@ -83,6 +83,17 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     assert!(metrics.contains("trellis_uptime_seconds 1.500\n"), "{metrics}");
     assert!(metrics.contains("trellis_app_running{app=\"blinky\",version=\"4.0.0\"} 1\n"), "{metrics}");
     assert!(metrics.contains("trellis_app_restarts_total{app=\"blinky\"} 0\n"), "{metrics}");
+    // Resource use per app: its linear memory now and the time spent in it.
+    let memory: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("trellis_app_memory_bytes{app=\"blinky\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(memory >= 64 * 1024, "at least one wasm page: {metrics}");
+    assert!(metrics.contains("trellis_app_cpu_seconds_total{app=\"blinky\"} "), "{metrics}");
+    let blinky = trellis_runtime::device::apps(&runtime).into_iter().find(|a| a.name == "blinky").unwrap();
+    assert_eq!(blinky.memory_bytes, memory);
+    assert!(blinky.calls >= 1, "start was a call: {blinky:?}");
 
     // With signatures required, an unsigned upload is refused before it is written.
     config.require_signatures = true;

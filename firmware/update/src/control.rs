@@ -40,6 +40,15 @@ pub struct AppSummary {
     pub restarts: u32,
     /// The most recent refusal or fault.
     pub last_error: Option<String>,
+    /// Its linear memory now, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Time spent in calls into it since it was started, in milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// Calls into it (events handled, timers, start).
+    #[serde(default)]
+    pub calls: u64,
 }
 
 /// The device's state.

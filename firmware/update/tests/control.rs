@@ -27,6 +27,9 @@ impl Handler for Device {
                 state: "running".into(),
                 restarts: 0,
                 last_error: None,
+                memory_bytes: 1_179_648,
+                cpu_ms: 42,
+                calls: 7,
             }],
         }
     }

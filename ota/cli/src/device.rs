@@ -126,7 +126,9 @@ pub fn describe(s: &DeviceStatus) -> String {
     }
     let _ = writeln!(out, "apps:");
     for a in &s.apps {
-        let _ = write!(out, "  {:<12} {:<10} {}", a.name, a.version, a.state);
+        #[allow(clippy::cast_precision_loss)]
+        let mib = a.memory_bytes as f64 / f64::from(1 << 20);
+        let _ = write!(out, "  {:<12} {:<10} {:<10} {mib:5.1} MiB {:>7} ms cpu", a.name, a.version, a.state, a.cpu_ms);
         if a.restarts > 0 {
             let _ = write!(out, ", {} restarts", a.restarts);
         }

@@ -265,6 +265,9 @@ impl trellis_update::control::Handler for FakeDevice {
                 state: "running".into(),
                 restarts: 2,
                 last_error: None,
+                memory_bytes: 1_179_648,
+                cpu_ms: 42,
+                calls: 7,
             }],
         }
     }
@@ -293,7 +296,7 @@ fn device_status_and_update_talk_to_the_runtime() {
         "slot B (rootfs.1): inactive, good, 2.0.0",
         "last update: rolled back: 2.0.0 A -> B (/data/u.raucb)",
         "why:       not healthy within 20 s of boot: blinky: not loaded",
-        "counter      1.0.0      running, 2 restarts",
+        "counter      1.0.0      running      1.1 MiB      42 ms cpu, 2 restarts",
     ] {
         assert!(out.contains(want), "{want:?} in\n{out}");
     }

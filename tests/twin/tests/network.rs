@@ -99,6 +99,10 @@ fn apps_logs_and_reboot_over_the_network() -> Outcome {
     for name in EXAMPLES {
         assert_eq!(app(&status, name).1, "running", "{status}");
     }
+    // Each app's resource use: linear memory (at least a page) and calls made.
+    for a in status["apps"].as_array().into_iter().flatten() {
+        assert!(a["memory-bytes"].as_u64().unwrap_or(0) >= 65_536 && a["calls"].as_u64().unwrap_or(0) >= 1, "{a}");
+    }
     assert!(cli.ok(&["devices"]).contains("twin"), "the device answers");
 
     // Follow the log while an app is pushed.
