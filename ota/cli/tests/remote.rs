@@ -1,0 +1,220 @@
+//! The network commands as an operator runs them, against the real API
+//! server (mutual TLS on loopback, certificates made here) in front of a
+//! device whose firmware update rolls back: what the CLI prints and how it
+//! fails.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
+use trellis_api::{ApiConfig, Device, Verdict};
+use trellis_update::control::{AppSummary, DeviceStatus};
+use trellis_update::{FirmwareStatus, Phase, Progress, UpdateRecord};
+
+/// A device: one app, and a firmware update that installs and then, after the
+/// trial reboot, is found rolled back.
+#[derive(Default)]
+struct Fake {
+    record: Mutex<Option<UpdateRecord>>,
+    rebooted: AtomicBool,
+}
+
+impl Device for Fake {
+    fn status(&self) -> DeviceStatus {
+        let mut last_update = self.record.lock().unwrap().clone();
+        if self.rebooted.load(Ordering::SeqCst)
+            && let Some(r) = last_update.as_mut()
+        {
+            r.phase = Phase::RolledBack;
+            r.reason = Some("not healthy within 60 s of boot: blinky: not loaded".into());
+        }
+        let firmware =
+            FirmwareStatus { slots: None, slots_error: None, operation: "idle".into(), progress: None, last_update };
+        let app = AppSummary {
+            name: "blinky".into(),
+            version: "1.0.0".into(),
+            state: "running".into(),
+            restarts: 0,
+            last_error: None,
+            memory_bytes: 1 << 20,
+            cpu_ms: 5,
+            calls: 3,
+        };
+        DeviceStatus { uptime_ms: 61_000, firmware, apps: vec![app] }
+    }
+    fn metrics(&self) -> String {
+        String::new()
+    }
+    fn apps_dir(&self) -> PathBuf {
+        std::env::temp_dir()
+    }
+    fn verify_app(&self, _: &str, _: &[u8]) -> Result<String, String> {
+        Err("not signed by a trusted key".into())
+    }
+    fn watch_app(&self, _: &str) -> Box<dyn Verdict> {
+        unreachable!("verify_app refuses everything")
+    }
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        Some(std::env::temp_dir().join(format!("trellis-cli-remote-{}", std::process::id())))
+    }
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        progress(&Progress { percent: 50, message: "Copying image".into() });
+        progress(&Progress { percent: 100, message: "Installing done.".into() });
+        let record = UpdateRecord {
+            bundle: bundle.display().to_string(),
+            version: Some("2.0.0".into()),
+            from: "A".into(),
+            to: Some("B".into()),
+            phase: Phase::Trial,
+            reason: None,
+            boot_id: "boot-1".into(),
+            started: 100,
+            changed: 101,
+        };
+        *self.record.lock().unwrap() = Some(record.clone());
+        Ok(record)
+    }
+    fn installed(&self) {
+        self.rebooted.store(true, Ordering::SeqCst);
+    }
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        let entry = r#"{"time": 3723.5, "app": "blinky", "level": "info", "message": "blinking GPIO 17"}"#;
+        (vec![entry.into()], std::sync::mpsc::channel().1)
+    }
+}
+
+fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    (p.self_signed(&key).unwrap(), key)
+}
+
+fn leaf(ca: &(rcgen::Certificate, KeyPair), server: bool) -> (String, String) {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    p.extended_key_usages =
+        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
+    (p.signed_by(&key, &ca.0, &ca.1).unwrap().pem(), key.serialize_pem())
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    address: String,
+}
+
+impl Setup {
+    /// A device's API on loopback and the operator's PKI directory.
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |name: &str, text: &str| {
+            std::fs::write(dir.path().join(name), text).unwrap();
+            dir.path().join(name)
+        };
+        let (devices, operators) = (ca("device CA"), ca("operator CA"));
+        let (device_cert, device_key) = leaf(&devices, true);
+        let (operator_cert, operator_key) = leaf(&operators, false);
+        w("device-ca.pem", &devices.0.pem());
+        w("operator.pem", &operator_cert);
+        w("operator.key", &operator_key);
+        let config = ApiConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            client_ca: w("operator-ca.pem", &operators.0.pem()),
+            cert: w("device.pem", &device_cert),
+            key: w("device.key", &device_key),
+            max_connections: 4,
+            timeout_s: 10,
+            max_app_bytes: 1 << 20,
+            max_bundle_bytes: 1 << 20,
+            announce: false,
+        };
+        let server = trellis_api::serve(&config, Arc::new(Fake::default())).unwrap();
+        Self { address: server.addr().to_string(), dir }
+    }
+
+    fn trellis(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_trellis"))
+            .args(args)
+            .env("TRELLIS_CONFIG", self.dir.path().join("devices.toml"))
+            .env_remove("TRELLIS_DEVICE")
+            .output()
+            .unwrap()
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn an_operator_adds_a_device_reads_it_and_sees_an_update_roll_back() {
+    let s = Setup::start();
+    let pki = s.dir.path().to_str().unwrap();
+    let o = s.trellis(&["status"]);
+    assert!(
+        !o.status.success() && text(&o).contains("no device yet: add one with `trellis device add"),
+        "{}",
+        text(&o)
+    );
+    let o = s.trellis(&["device", "add", "lab", &s.address, "--pki", pki, "--server-name", "localhost"]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let o = s.trellis(&["status"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("device:      lab (") && out.contains("blinky       1.0.0      running      1.0 MiB"),
+        "{out}"
+    );
+    let o = s.trellis(&["status", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["apps"][0]["memory-bytes"], 1 << 20);
+    let o = s.trellis(&["devices", "--browse-s", "0"]);
+    assert!(text(&o).contains("* lab") && text(&o).contains("up 0:01:01, 1/1 apps running"), "{}", text(&o));
+    let o = s.trellis(&["logs"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "01:02:03.500 blinky       info  blinking GPIO 17\n");
+
+    // The device refuses the app: the CLI says why, in one line.
+    let app = s.dir.path().join("blinky.wasm");
+    std::fs::write(&app, b"not an app").unwrap();
+    let o = s.trellis(&["push", app.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("is not an app file"), "{}", text(&o));
+
+    // An update that installs, trial-boots and comes back rolled back.
+    let bundle = s.dir.path().join("update.raucb");
+    std::fs::write(&bundle, vec![7u8; 300_000]).unwrap();
+    let o = s.trellis(&["update", bundle.to_str().unwrap(), "--wait-s", "30"]);
+    let out = text(&o);
+    assert!(!o.status.success(), "a rollback is a failure: {out}");
+    assert!(out.contains("upload") && out.contains("100%"), "upload progress: {out}");
+    assert!(out.contains("install  50% Copying image") && out.contains("installed 2.0.0 into slot B of lab"), "{out}");
+    assert!(
+        out.lines().last().unwrap_or("").contains("lab rolled back to slot A: not healthy within 60 s of boot"),
+        "the last line says why: {out}"
+    );
+
+    // Too large for the device: refused before the upload, with the device's reason.
+    std::fs::write(&bundle, vec![7u8; 2 << 20]).unwrap();
+    let o = s.trellis(&["update", bundle.to_str().unwrap(), "--no-wait"]);
+    assert!(
+        !o.status.success() && text(&o).contains("413") && text(&o).contains("limit for a firmware bundle"),
+        "{}",
+        text(&o)
+    );
+    assert!(!text(&o).contains("upload  ["), "nothing was uploaded: {}", text(&o));
+
+    // A device that is not there.
+    let o = s.trellis(&["device", "add", "gone", "127.0.0.1:1", "--pki", pki, "--server-name", "localhost"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = s.trellis(&["status", "-d", "gone"]);
+    assert!(!o.status.success() && text(&o).contains("device gone: cannot reach 127.0.0.1:1"), "{}", text(&o));
+    let o = s.trellis(&["device", "add", "x", &s.address, "--pki", "/nonexistent"]);
+    assert!(!o.status.success() && text(&o).contains("/nonexistent/device-ca.pem: missing"), "{}", text(&o));
+}
