@@ -21,13 +21,7 @@ struct Fake {
 
 impl Device for Fake {
     fn status(&self) -> DeviceStatus {
-        let firmware = FirmwareStatus {
-            slots: None,
-            slots_error: None,
-            operation: "idle".into(),
-            progress: None,
-            last_update: None,
-        };
+        let firmware = FirmwareStatus::idle();
         DeviceStatus { uptime_ms: 0, firmware, apps: Vec::new() }
     }
     fn metrics(&self) -> String {

@@ -20,13 +20,7 @@ struct Apps(Arc<trellis_runtime::Runtime>);
 
 impl Handler for Apps {
     fn status(&self) -> DeviceStatus {
-        let firmware = FirmwareStatus {
-            slots: None,
-            slots_error: None,
-            operation: "idle".into(),
-            progress: None,
-            last_update: None,
-        };
+        let firmware = FirmwareStatus::idle();
         DeviceStatus { uptime_ms: 1500, firmware, apps: trellis_runtime::device::apps(&self.0) }
     }
     fn install(&self, _: &Path, _: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -111,6 +111,15 @@ pub struct FirmwareStatus {
     pub last_update: Option<UpdateRecord>,
 }
 
+impl FirmwareStatus {
+    /// No update running and none on record, slots unknown (a device
+    /// without RAUC; tests).
+    #[must_use]
+    pub fn idle() -> Self {
+        Self { slots: None, slots_error: None, operation: "idle".into(), progress: None, last_update: None }
+    }
+}
+
 #[derive(Debug, Default)]
 struct Live {
     record: Option<UpdateRecord>,

@@ -33,8 +33,7 @@ impl Device for Fake {
             r.phase = Phase::RolledBack;
             r.reason = Some("not healthy within 60 s of boot: blinky: not loaded".into());
         }
-        let firmware =
-            FirmwareStatus { slots: None, slots_error: None, operation: "idle".into(), progress: None, last_update };
+        let firmware = FirmwareStatus { last_update, ..FirmwareStatus::idle() };
         let app = AppSummary {
             name: "blinky".into(),
             version: "1.0.0".into(),
