@@ -118,10 +118,7 @@ pub fn admit(name: &str, size: Option<u64>, limit: u64, apps_dir: &Path) -> Resu
     if !trellis_appfmt::valid_name(name) {
         return Err(UploadError::Name(name.to_owned()));
     }
-    let size = size.ok_or(UploadError::NoLength)?;
-    if size > limit {
-        return Err(UploadError::TooLarge { size, limit, what: "an app" });
-    }
+    let size = within_limit(size, limit, "an app")?;
     if let Some(available) = free_bytes(apps_dir) {
         // Room for the new file while the old one still exists, and a margin
         // for the runtime's compile cache and last-good copy.
@@ -163,19 +160,47 @@ pub fn receive(body: &mut dyn Read, size: u64) -> Result<Vec<u8>, UploadError> {
 pub fn install(apps_dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, UploadError> {
     let path = apps_dir.join(format!("{name}.wasm"));
     let tmp = apps_dir.join(format!(".{name}.wasm.upload-{}", std::process::id()));
-    let err = |p: &Path, e: std::io::Error| UploadError::Write { path: p.display().to_string(), reason: e.to_string() };
-    let written = File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .map_err(|e| err(&tmp, e));
-    if let Err(e) = written.and_then(|()| std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))) {
-        let _ = std::fs::remove_file(&tmp);
+    put_in_place(&tmp, &path, |f| f.write_all(bytes).map_err(|e| write_error(&tmp, &e)))?;
+    Ok(path)
+}
+
+/// The announced size, when there is one and it is within `limit`.
+///
+/// # Errors
+/// No size, or above the limit (for `what`: `an app`, `a firmware bundle`).
+pub(crate) fn within_limit(size: Option<u64>, limit: u64, what: &'static str) -> Result<u64, UploadError> {
+    let size = size.ok_or(UploadError::NoLength)?;
+    if size > limit {
+        return Err(UploadError::TooLarge { size, limit, what });
+    }
+    Ok(size)
+}
+
+pub(crate) fn write_error(path: &Path, e: &std::io::Error) -> UploadError {
+    UploadError::Write { path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// Write `tmp` with `fill`, sync it, rename it to `path` and sync the
+/// directory: `path` is either what it was or the whole new file. On a
+/// failure `tmp` is removed.
+///
+/// # Errors
+/// `fill`'s error, or writing, syncing or renaming failed.
+pub(crate) fn put_in_place(
+    tmp: &Path,
+    path: &Path,
+    fill: impl FnOnce(&mut File) -> Result<(), UploadError>,
+) -> Result<(), UploadError> {
+    let written = File::create(tmp)
+        .map_err(|e| write_error(tmp, &e))
+        .and_then(|mut f| fill(&mut f).and_then(|()| f.sync_all().map_err(|e| write_error(tmp, &e))))
+        .and_then(|()| std::fs::rename(tmp, path).map_err(|e| write_error(path, &e)));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(tmp);
         return Err(e);
     }
-    File::open(apps_dir).and_then(|d| d.sync_all()).map_err(|e| err(apps_dir, e))?;
-    Ok(path)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| write_error(dir, &e))
 }
 
 #[cfg(test)]

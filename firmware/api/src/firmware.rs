@@ -4,11 +4,10 @@
 //! bundle. RAUC then checks its signature and compatible before it writes a
 //! slot.
 
-use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::apps::{UploadError, free_bytes};
+use crate::apps::{UploadError, free_bytes, put_in_place, within_limit, write_error};
 
 /// The bundle's name in the firmware directory while RAUC installs it.
 pub const BUNDLE: &str = "upload.raucb";
@@ -23,12 +22,8 @@ pub const RESERVE_BYTES: u64 = 8 << 20;
 /// # Errors
 /// No size, too large, or no room.
 pub fn admit(size: Option<u64>, limit: u64, dir: &Path) -> Result<u64, UploadError> {
-    let size = size.ok_or(UploadError::NoLength)?;
-    if size > limit {
-        return Err(UploadError::TooLarge { size, limit, what: "a firmware bundle" });
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| UploadError::Write { path: dir.display().to_string(), reason: e.to_string() })?;
+    let size = within_limit(size, limit, "a firmware bundle")?;
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, &e))?;
     // A bundle left by an upload that was cut off is not counted as used.
     let stale = std::fs::metadata(dir.join(partial_name())).map_or(0, |m| m.len());
     if let Some(available) = free_bytes(dir).map(|a| a + stale)
@@ -50,9 +45,7 @@ fn partial_name() -> String {
 pub fn receive(body: &mut dyn Read, size: u64, dir: &Path) -> Result<PathBuf, UploadError> {
     let tmp = dir.join(partial_name());
     let path = dir.join(BUNDLE);
-    let err = |p: &Path, e: std::io::Error| UploadError::Write { path: p.display().to_string(), reason: e.to_string() };
-    let result = (|| {
-        let mut file = File::create(&tmp).map_err(|e| err(&tmp, e))?;
+    put_in_place(&tmp, &path, |file| {
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         let mut body = body.take(size);
@@ -62,23 +55,12 @@ pub fn receive(body: &mut dyn Read, size: u64, dir: &Path) -> Result<PathBuf, Up
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            file.write_all(&buf[..n]).map_err(|e| err(&tmp, e))?;
+            file.write_all(&buf[..n]).map_err(|e| write_error(&tmp, &e))?;
             got += n as u64;
         }
-        if got < size {
-            return Err(UploadError::Truncated { got, size });
-        }
-        file.sync_all().map_err(|e| err(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| err(dir, e))
-    })();
-    match result {
-        Ok(()) => Ok(path),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+        if got < size { Err(UploadError::Truncated { got, size }) } else { Ok(()) }
+    })?;
+    Ok(path)
 }
 
 #[cfg(test)]

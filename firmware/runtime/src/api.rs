@@ -13,7 +13,7 @@ use trellis_appfmt::{AppFile, TrustList};
 use trellis_update::control::{DeviceStatus, Handler};
 use trellis_update::{Progress, UpdateRecord};
 
-use crate::{AppState, EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
+use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
 
 /// How long an upload waits for the runtime's verdict (a cold compile on a
 /// slow CPU takes seconds).
@@ -131,42 +131,46 @@ pub fn log_entry(event: &RuntimeEvent, at: SystemTime) -> String {
 #[must_use]
 pub fn metrics(runtime: &Runtime, uptime_ms: u64) -> String {
     let mut out = String::new();
-    out.push_str("# HELP trellis_uptime_seconds Time since the kernel started.\n# TYPE trellis_uptime_seconds gauge\n");
     #[allow(clippy::cast_precision_loss)]
-    out.push_str(&format!("trellis_uptime_seconds {:.3}\n", uptime_ms as f64 / 1000.0));
+    let uptime = format!("{:.3}", uptime_ms as f64 / 1000.0);
+    family(&mut out, "trellis_uptime_seconds", "gauge", "Time since the kernel started.", [(String::new(), uptime)]);
     if let Some(rss) = resident_bytes() {
-        out.push_str("# HELP trellis_runtime_resident_bytes The runtime's resident memory.\n");
-        out.push_str(&format!("# TYPE trellis_runtime_resident_bytes gauge\ntrellis_runtime_resident_bytes {rss}\n"));
+        let help = "The runtime's resident memory.";
+        family(&mut out, "trellis_runtime_resident_bytes", "gauge", help, [(String::new(), rss.to_string())]);
     }
-    out.push_str(
-        "# HELP trellis_app_running Whether the app's current version is running.\n# TYPE trellis_app_running gauge\n",
-    );
     let apps = runtime.status();
-    for a in &apps {
-        let up = u8::from(a.state == AppState::Running);
-        out.push_str(&format!("trellis_app_running{{app=\"{}\",version=\"{}\"}} {up}\n", a.name, a.version));
-    }
-    out.push_str("# HELP trellis_app_restarts_total Restarts after crashes of the app's current version.\n");
-    out.push_str("# TYPE trellis_app_restarts_total counter\n");
-    for a in &apps {
-        out.push_str(&format!("trellis_app_restarts_total{{app=\"{}\"}} {}\n", a.name, a.restarts));
-    }
-    out.push_str("# HELP trellis_app_memory_bytes The app's linear memory.\n# TYPE trellis_app_memory_bytes gauge\n");
-    for a in &apps {
-        out.push_str(&format!("trellis_app_memory_bytes{{app=\"{}\"}} {}\n", a.name, a.usage.memory_bytes()));
-    }
-    out.push_str("# HELP trellis_app_cpu_seconds_total Time spent in calls into the app.\n");
-    out.push_str("# TYPE trellis_app_cpu_seconds_total counter\n");
-    for a in &apps {
-        let secs = a.usage.cpu_time().as_secs_f64();
-        out.push_str(&format!("trellis_app_cpu_seconds_total{{app=\"{}\"}} {secs:.6}\n", a.name));
-    }
-    out.push_str("# HELP trellis_app_dropped_events_total Events dropped for a full mailbox.\n");
-    out.push_str("# TYPE trellis_app_dropped_events_total counter\n");
-    for a in &apps {
-        out.push_str(&format!("trellis_app_dropped_events_total{{app=\"{}\"}} {}\n", a.name, a.dropped_events));
-    }
+    let per_app = |value: &dyn Fn(&AppStatus) -> String| -> Vec<(String, String)> {
+        apps.iter().map(|a| (format!("app=\"{}\"", a.name), value(a))).collect()
+    };
+    let running = apps.iter().map(|a| {
+        let labels = format!("app=\"{}\",version=\"{}\"", a.name, a.version);
+        (labels, u8::from(a.state == AppState::Running).to_string())
+    });
+    let help = "Whether the app's current version is running.";
+    family(&mut out, "trellis_app_running", "gauge", help, running);
+    let help = "Restarts after crashes of the app's current version.";
+    family(&mut out, "trellis_app_restarts_total", "counter", help, per_app(&|a| a.restarts.to_string()));
+    let help = "The app's linear memory.";
+    family(&mut out, "trellis_app_memory_bytes", "gauge", help, per_app(&|a| a.usage.memory_bytes().to_string()));
+    let help = "Time spent in calls into the app.";
+    let cpu = per_app(&|a| format!("{:.6}", a.usage.cpu_time().as_secs_f64()));
+    family(&mut out, "trellis_app_cpu_seconds_total", "counter", help, cpu);
+    let help = "Events dropped for a full mailbox.";
+    family(&mut out, "trellis_app_dropped_events_total", "counter", help, per_app(&|a| a.dropped_events.to_string()));
     out
+}
+
+/// One metric family in Prometheus' text format: its help, its type, and a
+/// sample per `(labels, value)` (labels without braces; empty: none).
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: impl IntoIterator<Item = (String, String)>) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+    for (labels, value) in samples {
+        if labels.is_empty() {
+            out.push_str(&format!("{name} {value}\n"));
+        } else {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    }
 }
 
 /// `VmRSS` of this process, in bytes.

@@ -81,7 +81,7 @@ impl Usage {
 pub(crate) struct MemoryLimiter {
     limit: usize,
     total: usize,
-    pub usage: Arc<Usage>,
+    usage: Arc<Usage>,
 }
 
 impl wasmtime::ResourceLimiter for MemoryLimiter {
@@ -241,6 +241,11 @@ impl HostState {
         self.call_started = Instant::now();
         self.host_time = Duration::ZERO;
         self.call_limit = limit;
+    }
+
+    /// The call [`HostState::begin_call`] began is over: count it in the app's usage.
+    pub fn end_call(&self) {
+        self.limiter.usage.called(self.call_started.elapsed());
     }
 
     /// Time the current call has spent in the app itself, and its limit.

@@ -123,9 +123,8 @@ impl Instance {
     ) -> Result<R, Fault> {
         self.store.data_mut().begin_call(limit);
         self.store.set_epoch_deadline(self.ticks);
-        let started = Instant::now();
         let result = f(&self.app, &mut self.store);
-        self.store.data().limiter.usage.called(started.elapsed());
+        self.store.data().end_call();
         result.map_err(|e| classify(&e, self.call_ms))
     }
 
