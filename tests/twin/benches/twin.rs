@@ -12,7 +12,7 @@ use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::device::Ports;
 use trellis_twin::operator::{Cli, text};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Twin};
+use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Twin, add_custom_section};
 
 const BOOTS: usize = 5;
 const SWAPS: usize = 5;
@@ -49,13 +49,7 @@ fn app_version(app: &str, version: &str, nonce: Option<u32>) -> Vec<u8> {
     manifest.version = version.into();
     let mut code = component_code(&bytes).expect("component");
     if let Some(n) = nonce {
-        let name = b"bench-nonce";
-        let payload = n.to_le_bytes();
-        code.push(0);
-        code.push(u8::try_from(1 + name.len() + payload.len()).unwrap_or(0));
-        code.push(u8::try_from(name.len()).unwrap_or(0));
-        code.extend_from_slice(name);
-        code.extend_from_slice(&payload);
+        add_custom_section(&mut code, b"bench-nonce", &n.to_le_bytes());
     }
     pack(&code, &manifest).expect("pack")
 }

@@ -285,6 +285,24 @@ impl Twin {
     }
 }
 
+/// Append a custom section `name` holding `payload` to a component: a new
+/// code hash (the runtime must compile it again) or a larger app, still valid.
+pub fn add_custom_section(code: &mut Vec<u8>, name: &[u8], payload: &[u8]) {
+    let leb128 = |code: &mut Vec<u8>, mut n: usize| loop {
+        let byte = u8::try_from(n & 0x7f).unwrap_or(0);
+        n >>= 7;
+        code.push(if n == 0 { byte } else { byte | 0x80 });
+        if n == 0 {
+            break;
+        }
+    };
+    code.push(0);
+    leb128(code, name.len() + 1 + payload.len());
+    leb128(code, name.len());
+    code.extend_from_slice(name);
+    code.extend_from_slice(payload);
+}
+
 /// Example app `app` as `make apps` packed it (`build/apps`), with its
 /// manifest changed by `edit` (a new version, name, grant or setting).
 ///
@@ -348,5 +366,23 @@ impl Device {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_sections_carry_their_sizes_in_leb128() {
+        let mut code = Vec::new();
+        add_custom_section(&mut code, b"bench-nonce", &[1, 2, 3, 4]);
+        assert_eq!(code[..3], [0, 16, 11]);
+        assert_eq!(&code[3..14], b"bench-nonce");
+        let mut big = Vec::new();
+        add_custom_section(&mut big, b"padding", &[0; 200]);
+        // 1 + 7 + 200 = 208 = 0b1_1010000: two bytes.
+        assert_eq!(big[..4], [0, 0xd0, 0x01, 7]);
+        assert_eq!(big.len(), 4 + 7 + 200);
     }
 }

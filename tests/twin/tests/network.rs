@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use trellis_twin::ntp::NtpServer;
 use trellis_twin::operator::{Cli, text};
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Outcome, Twin, repack};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Outcome, Twin, add_custom_section, repack};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -37,20 +37,7 @@ fn wait_line(lines: &Receiver<String>, needles: &[&str], timeout: Duration) -> S
 fn padded(app: Vec<u8>, pad: usize) -> Vec<u8> {
     let manifest = trellis_appfmt::AppFile::parse(&app).expect("an app").manifest;
     let mut code = trellis_appfmt::component_code(&app).expect("a component");
-    let name = b"padding";
-    let mut size = name.len() + 1 + pad;
-    code.push(0); // a custom section
-    loop {
-        let byte = u8::try_from(size & 0x7f).unwrap_or(0);
-        size >>= 7;
-        code.push(if size == 0 { byte } else { byte | 0x80 });
-        if size == 0 {
-            break;
-        }
-    }
-    code.push(u8::try_from(name.len()).unwrap_or(0));
-    code.extend_from_slice(name);
-    code.resize(code.len() + pad, 0);
+    add_custom_section(&mut code, b"padding", &vec![0; pad]);
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 
