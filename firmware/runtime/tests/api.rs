@@ -58,9 +58,17 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     let why = verdict.wait("3.0.0").unwrap_err();
     assert!(why.contains("refused, the old version runs on") && why.contains("GPIO line 99"), "{why}");
 
-    // The log: the swap and the refusal are in the recent entries, and a
-    // follower gets what comes next.
-    let (recent, live) = api.logs();
+    // The log: the swap and the refusal are in the recent entries (the log's
+    // own thread takes the events, so give it a moment), and a follower gets
+    // what comes next.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (recent, live) = loop {
+        let (recent, live) = api.logs();
+        if recent.iter().any(|e| e.contains("refused a new file")) || std::time::Instant::now() > deadline {
+            break (recent, live);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
     let recent = recent.join("\n");
     assert!(recent.contains(r#""app":"blinky""#) && recent.contains("2.0.0 replaced 1.0.0"), "{recent}");
     assert!(recent.contains("refused a new file, the old version runs on"), "{recent}");
