@@ -1,0 +1,50 @@
+//! Every on-device path, in one place. Init, the runtime, the boot backend,
+//! the update lifecycle and the CLI all name them from here.
+
+/// Mount point of the writable data partition.
+pub const DATA_DIR: &str = "/data";
+/// Where apps live; a new or replaced `NAME.wasm` here is swapped in.
+pub const APPS_DIR: &str = "/data/apps";
+/// The runtime's own state: compile cache, key-value stores, last-good apps.
+pub const STATE_DIR: &str = "/data/trellis";
+/// The runtime's configuration file (in the read-only root filesystem).
+pub const RUNTIME_CONFIG: &str = "/etc/trellis/runtime.toml";
+/// Init's configuration file (in the read-only root filesystem).
+pub const INIT_CONFIG: &str = "/etc/trellis/init.toml";
+/// The runtime's control socket (`trellis device ...`).
+pub const CONTROL_SOCKET: &str = "/run/trellis/control.sock";
+/// Where init looks for the restart command of the next reboot (`0 tryboot`),
+/// like systemd's `/run/systemd/reboot-param`.
+pub const REBOOT_PARAM: &str = "/run/trellis/reboot-param";
+/// Public keys trusted to sign apps (`*.pub`).
+pub const TRUST_DIR: &str = "/etc/trellis/trust";
+/// The image's release file (`TRELLIS_VERSION=`, `TRELLIS_BOARD=`).
+pub const RELEASE_FILE: &str = "/etc/trellis/release";
+/// The hostname (set by the network service from the serial number).
+pub const HOSTNAME: &str = "/proc/sys/kernel/hostname";
+/// The kernel command line (`rauc.slot=` names the booted slot).
+pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
+/// This boot's identity.
+pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// Seconds since the kernel started.
+pub const UPTIME: &str = "/proc/uptime";
+/// The AUTOBOOT partition (p1: `autoboot.txt`), through init's stable link.
+pub const AUTOBOOT_DEVICE: &str = "/dev/rootdisk0p1";
+/// Where the boot backend mounts the AUTOBOOT partition while it writes it.
+pub const AUTOBOOT_MOUNT: &str = "/run/trellis/autoboot";
+/// Where the slot hook mounts a boot slot to rewrite its `cmdline.txt`.
+pub const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
+
+/// Sub-directories and files of the state directory ([`STATE_DIR`]).
+pub mod state {
+    /// Precompiled components, named by content and engine hash.
+    pub const CACHE: &str = "cache";
+    /// One key-value file per app.
+    pub const KV: &str = "kv";
+    /// The last version of each app that ran healthy.
+    pub const LAST_GOOD: &str = "last-good";
+    /// The last firmware update and how it ended.
+    pub const UPDATE: &str = "update.json";
+    /// A firmware bundle uploaded through the API, while RAUC installs it.
+    pub const FIRMWARE: &str = "firmware";
+}
