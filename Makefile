@@ -7,13 +7,16 @@ BUILD      ?= build
 WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
 EXAMPLES   := blinky button thermostat counter publisher subscriber
 TRELLIS    := target/debug/trellis
+# One feature set and one package selection for every host build: the lints'
+# check, the tests, the CLI and the twin's harness share one compile of each crate.
+HOST_SELECTION := --workspace --all-features
 DEVICE     := aarch64-unknown-linux-gnu
 # Cross-building for the Pi with Debian's toolchain; tests run under qemu-user.
 CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
+.PHONY: help setup setup-host host-build check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -24,9 +27,8 @@ setup: ## Install what the build and tests need (apt packages, Rust targets)
 setup-host:
 	@scripts/setup.sh
 
-cli: ## Build the trellis CLI (debug)
-	@# `make test` has built it already, with the tests' features (no second build of wasmtime).
-	@if [ -z "$(CLI_BUILT)" ]; then $(CARGO) build -p trellis-cli; fi
+cli: ## Build the trellis CLI and the twin's harness (debug; the same build the tests use)
+	$(CARGO) build $(HOST_SELECTION) --bins
 
 apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/apps/
 	cd wasm-apps && $(CARGO) build --release --target wasm32-wasip2
@@ -49,10 +51,13 @@ twin-image: setup apps cross-release ## Build the device twin's disk image (buil
 bundle: twin-image ## Sign a RAUC update bundle from the twin's slot images (build/twin/update.raucb)
 	scripts/twin-bundle.sh $(BUILD)
 
-qemu: twin-image ## Boot the twin interactively with the example apps (Ctrl-A X quits)
+qemu: cli twin-image ## Boot the twin interactively with the example apps (Ctrl-A X quits)
 	@if [ ! -f $(BUILD)/twin/qemu.img ] || [ $(BUILD)/twin/trellis.img -nt $(BUILD)/twin/qemu.img ]; then \
 	  cp --sparse=always $(BUILD)/twin/trellis.img $(BUILD)/twin/qemu.img; fi
-	$(CARGO) run -q -p trellis-twin -- $(BUILD)/twin/qemu.img
+	target/debug/trellis-twin $(BUILD)/twin/qemu.img
+
+qemu-session: ## `make qemu` with a scripted session: the example apps run, then it powers off
+	scripts/qemu-session.sh
 
 test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(CARGO) test -p trellis-twin -- --test-threads=1
@@ -74,8 +79,8 @@ br-check: ## Check the Buildroot tree against Buildroot itself: make br-check BU
 	@test -n "$(BUILDROOT)" || { echo "make br-check BUILDROOT=DIR (a Buildroot 2026.05.1 tree)"; exit 1; }
 	BUILDROOT=$(abspath $(BUILDROOT)) scripts/br-check.sh
 
-compare: bundle ## Both update paths on the twin in one run: one table (also build/compare.md)
-	$(CARGO) run -q -p trellis-twin --bin trellis-compare -- --build $(BUILD) --out $(BUILD)/compare.md
+compare: cli bundle ## Both update paths on the twin in one run: one table (also build/compare.md)
+	target/debug/trellis-compare --build $(BUILD) --out $(BUILD)/compare.md
 
 bench-twin: bundle ## The twin's benchmarks: boot time, rootfs size, memory, partial update in QEMU
 	$(CARGO) bench -p trellis-twin --bench twin
@@ -91,17 +96,20 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh rootfs-overlay/usr/lib/trellis/*.sh rootfs-overlay/usr/share/udhcpc/default.script
 
-TEST_SELECTION := --workspace --all-features --exclude trellis-twin
+# The host tests: everything but the twin's stories (they need the image).
+TEST_SELECTION := $(HOST_SELECTION) --exclude trellis-twin
 
-test: setup lint ## Everything: setup, lints, apps, unit and integration tests, aarch64, the twin
-	$(CARGO) test $(TEST_SELECTION) --no-run
-	$(MAKE) --no-print-directory apps CLI_BUILT=1
+check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
+	$(MAKE) --no-print-directory apps
 	$(CARGO) test $(TEST_SELECTION)
+
+test: check ## Everything: `make check`, then aarch64, the Buildroot tree, the twin's stories and `make qemu`
 	scripts/br-check.sh
 	scripts/test-flash.sh
 	$(MAKE) --no-print-directory test-aarch64 cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
-	$(MAKE) --no-print-directory test-twin CLI_BUILT=1
+	$(MAKE) --no-print-directory test-twin
+	$(MAKE) --no-print-directory qemu-session
 
 demo: setup-host apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)

@@ -1,13 +1,12 @@
-//! Uploading and removing apps. An upload goes through the same transaction
-//! as a copied file: it is checked, written next to the apps under a
-//! temporary name, synced and renamed into place; the runtime's watcher then
-//! swaps it in (or refuses it and keeps the old version), and the answer says
-//! which. Nothing is written before the size is known to fit.
+//! Receiving an app upload: the name, the announced size and the free space
+//! are checked before a byte is read, then the whole file is read and handed
+//! to the device ([`trellis_control::Device::install_app`]), which checks,
+//! compiles and starts it and only then puts it in place; its verdict is the
+//! answer.
 
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
 use std::sync::{Condvar, Mutex, PoisonError};
 
 /// Why an upload was refused; each maps to a status code.
@@ -47,9 +46,6 @@ pub enum UploadError {
         /// Bytes announced.
         size: u64,
     },
-    /// The file is not an acceptable app (the device's reason).
-    #[error("{0}")]
-    Invalid(String),
     /// Writing it failed (the temporary file is removed).
     #[error("writing {path}: {reason}")]
     Write {
@@ -68,7 +64,6 @@ impl UploadError {
             Self::Name(_) | Self::Truncated { .. } => 400,
             Self::NoLength => 411,
             Self::TooLarge { .. } => 413,
-            Self::Invalid(_) => 422,
             Self::NoSpace { .. } => 507,
             Self::Write { reason, .. } if reason.contains("No space left") => 507,
             Self::Write { .. } => 500,
@@ -115,7 +110,7 @@ impl Drop for AppLock<'_> {
 /// # Errors
 /// A bad name, no size, too large, or no room.
 pub fn admit(name: &str, size: Option<u64>, limit: u64, apps_dir: &Path) -> Result<u64, UploadError> {
-    if !trellis_appfmt::valid_name(name) {
+    if !trellis_layout::valid_name(name) {
         return Err(UploadError::Name(name.to_owned()));
     }
     let size = within_limit(size, limit, "an app")?;
@@ -151,19 +146,6 @@ pub fn receive(body: &mut dyn Read, size: u64) -> Result<Vec<u8>, UploadError> {
     Ok(bytes)
 }
 
-/// Put `bytes` in place as `apps_dir/NAME.wasm`: a temporary name in the same
-/// directory, written and synced, renamed over the old file, the directory
-/// synced. A failure removes the temporary file and leaves the old app as it was.
-///
-/// # Errors
-/// Writing, syncing or renaming failed (a full partition among them).
-pub fn install(apps_dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, UploadError> {
-    let path = apps_dir.join(format!("{name}.wasm"));
-    let tmp = apps_dir.join(format!(".{name}.wasm.upload-{}", std::process::id()));
-    put_in_place(&tmp, &path, |f| f.write_all(bytes).map_err(|e| write_error(&tmp, &e)))?;
-    Ok(path)
-}
-
 /// The announced size, when there is one and it is within `limit`.
 ///
 /// # Errors
@@ -178,29 +160,6 @@ pub(crate) fn within_limit(size: Option<u64>, limit: u64, what: &'static str) ->
 
 pub(crate) fn write_error(path: &Path, e: &std::io::Error) -> UploadError {
     UploadError::Write { path: path.display().to_string(), reason: e.to_string() }
-}
-
-/// Write `tmp` with `fill`, sync it, rename it to `path` and sync the
-/// directory: `path` is either what it was or the whole new file. On a
-/// failure `tmp` is removed.
-///
-/// # Errors
-/// `fill`'s error, or writing, syncing or renaming failed.
-pub(crate) fn put_in_place(
-    tmp: &Path,
-    path: &Path,
-    fill: impl FnOnce(&mut File) -> Result<(), UploadError>,
-) -> Result<(), UploadError> {
-    let written = File::create(tmp)
-        .map_err(|e| write_error(tmp, &e))
-        .and_then(|mut f| fill(&mut f).and_then(|()| f.sync_all().map_err(|e| write_error(tmp, &e))))
-        .and_then(|()| std::fs::rename(tmp, path).map_err(|e| write_error(path, &e)));
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(tmp);
-        return Err(e);
-    }
-    let dir = path.parent().unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| write_error(dir, &e))
 }
 
 #[cfg(test)]
@@ -226,30 +185,11 @@ mod tests {
     }
 
     #[test]
-    fn a_short_body_is_truncated_and_a_full_one_lands_whole() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_short_body_is_truncated_and_a_full_one_is_read_whole() {
         let mut short: &[u8] = b"12345";
         assert_eq!(receive(&mut short, 10).unwrap_err(), UploadError::Truncated { got: 5, size: 10 });
         let mut full: &[u8] = b"0123456789extra";
-        let bytes = receive(&mut full, 10).unwrap();
-        std::fs::write(dir.path().join("blinky.wasm"), b"old").unwrap();
-        let path = install(dir.path(), "blinky", &bytes).unwrap();
-        assert_eq!(std::fs::read(path).unwrap(), b"0123456789");
-        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, ["blinky.wasm"], "no temporary file is left");
-    }
-
-    #[test]
-    fn a_failed_write_leaves_the_old_app() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("blinky.wasm"), b"old").unwrap();
-        // A directory where the file must go: the rename fails.
-        std::fs::create_dir(dir.path().join("sub.wasm")).unwrap();
-        std::fs::write(dir.path().join("sub.wasm/x"), b"").unwrap();
-        let e = install(dir.path(), "sub", b"new").unwrap_err();
-        assert_eq!(e.status(), 500, "{e}");
-        assert_eq!(std::fs::read(dir.path().join("blinky.wasm")).unwrap(), b"old");
-        assert!(!dir.path().join(".sub.wasm.upload-".to_owned() + &std::process::id().to_string()).exists());
+        assert_eq!(receive(&mut full, 10).unwrap(), b"0123456789");
     }
 
     #[test]

@@ -7,7 +7,9 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::apps::{UploadError, free_bytes, put_in_place, within_limit, write_error};
+use trellis_layout::AtomicWriteError;
+
+use crate::apps::{UploadError, free_bytes, within_limit, write_error};
 
 /// The bundle's name in the firmware directory while RAUC installs it.
 pub const BUNDLE: &str = "upload.raucb";
@@ -25,7 +27,7 @@ pub fn admit(size: Option<u64>, limit: u64, dir: &Path) -> Result<u64, UploadErr
     let size = within_limit(size, limit, "a firmware bundle")?;
     std::fs::create_dir_all(dir).map_err(|e| write_error(dir, &e))?;
     // A bundle left by an upload that was cut off is not counted as used.
-    let stale = std::fs::metadata(dir.join(partial_name())).map_or(0, |m| m.len());
+    let stale = std::fs::metadata(trellis_layout::temporary_path(&dir.join(BUNDLE))).map_or(0, |m| m.len());
     if let Some(available) = free_bytes(dir).map(|a| a + stale)
         && available < size.saturating_add(RESERVE_BYTES)
     {
@@ -34,18 +36,14 @@ pub fn admit(size: Option<u64>, limit: u64, dir: &Path) -> Result<u64, UploadErr
     Ok(size)
 }
 
-fn partial_name() -> String {
-    format!(".{BUNDLE}.part")
-}
-
 /// Stream exactly `size` bytes of `body` into `dir/upload.raucb`.
 ///
 /// # Errors
 /// Fewer bytes came (nothing is left behind), or writing failed.
 pub fn receive(body: &mut dyn Read, size: u64, dir: &Path) -> Result<PathBuf, UploadError> {
-    let tmp = dir.join(partial_name());
     let path = dir.join(BUNDLE);
-    put_in_place(&tmp, &path, |file| {
+    let tmp = trellis_layout::temporary_path(&path);
+    trellis_layout::write_atomic_with(&path, |file| {
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         let mut body = body.take(size);
@@ -59,6 +57,10 @@ pub fn receive(body: &mut dyn Read, size: u64, dir: &Path) -> Result<PathBuf, Up
             got += n as u64;
         }
         if got < size { Err(UploadError::Truncated { got, size }) } else { Ok(()) }
+    })
+    .map_err(|e| match e {
+        AtomicWriteError::Fill(e) => e,
+        AtomicWriteError::Io { path, source, .. } => write_error(&path, &source),
     })?;
     Ok(path)
 }

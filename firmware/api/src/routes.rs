@@ -1,11 +1,12 @@
-//! What each request does. The device behind the API is a trait, so the
-//! routing, the limits and the refusals are tested without a runtime.
+//! What each request does, over the one device interface
+//! ([`trellis_control::Device`]), so the routing, the limits and the refusals
+//! are tested against its fake (`trellis_control::testing`) without a runtime.
 //!
 //! | request | answer |
 //! |---|---|
 //! | `GET /v1/status` | the device's state (firmware, slots, last update, apps) |
 //! | `GET /v1/apps` | the apps with version, state, restarts |
-//! | `PUT /v1/apps/NAME` (body: the app file) | 201 once the new version runs; 422 with the runtime's reason when it refused it (the old one runs on) |
+//! | `PUT /v1/apps/NAME` (body: the app file) | 201 once the new version runs (then its file is in place); 422 with the runtime's reason when it refused it (the old one runs on, nothing is written); 409 when the device's configuration does not run that app |
 //! | `DELETE /v1/apps/NAME` | 204; the app stops |
 //! | `PUT /v1/firmware` (body: a RAUC bundle) | 200, then the installation as it goes: one JSON line per step (the control socket's replies: `progress`, then `installed` or `error`); the device reboots into the trial after `installed` |
 //! | `POST /v1/reboot` | 202; the device reboots |
@@ -13,81 +14,21 @@
 //! | `GET /metrics` | Prometheus text |
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
-use trellis_update::control::{AppSummary, DeviceStatus, Reply};
-use trellis_update::{Progress, UpdateRecord};
+use trellis_control::socket::Reply;
+use trellis_control::{AppError, Device};
 
-use crate::apps::{AppLocks, UploadError, admit, install, receive};
+use crate::apps::{AppLocks, UploadError, admit, receive};
 use crate::firmware;
 use crate::http::Head;
 
 /// How often a quiet log stream sends a comment, so a client that went away
 /// is noticed (the write fails) and its connection freed.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
-
-/// What the API serves (the runtime implements it).
-pub trait Device: Send + Sync {
-    /// The device's state: firmware, slots, last update, apps.
-    fn status(&self) -> DeviceStatus;
-    /// Metrics in Prometheus' text format.
-    fn metrics(&self) -> String;
-    /// The apps.
-    fn apps(&self) -> Vec<AppSummary> {
-        self.status().apps
-    }
-    /// Where app files live.
-    fn apps_dir(&self) -> PathBuf;
-    /// Check an uploaded file before it goes in place (format, manifest name,
-    /// signature policy); its version when acceptable.
-    ///
-    /// # Errors
-    /// Why the file is not acceptable.
-    fn verify_app(&self, name: &str, bytes: &[u8]) -> Result<String, String>;
-    /// Start watching for the runtime's verdict on `name`, before its new
-    /// file goes in place (so a fast swap is not missed).
-    fn watch_app(&self, name: &str) -> Box<dyn Verdict>;
-    /// Where an uploaded firmware bundle is kept while RAUC installs it (on
-    /// the data partition); `None`: this device takes no firmware updates.
-    fn firmware_dir(&self) -> Option<PathBuf> {
-        None
-    }
-    /// Install the bundle at `bundle` through RAUC, reporting progress.
-    ///
-    /// # Errors
-    /// Why the installation failed (RAUC's reason); the booted slot is untouched.
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        let _ = (bundle, progress);
-        Err("this device takes no firmware updates".into())
-    }
-    /// After a successful installation was reported: reboot into the trial.
-    fn installed(&self) {}
-    /// Reboot now (into the primary slot).
-    ///
-    /// # Errors
-    /// Why it cannot.
-    fn reboot(&self) -> Result<(), String> {
-        Err("this device cannot be rebooted through the API".into())
-    }
-    /// The recent log entries (JSON objects, oldest first) and a channel with
-    /// each new one.
-    fn logs(&self) -> (Vec<String>, Receiver<String>) {
-        (Vec::new(), std::sync::mpsc::channel().1)
-    }
-}
-
-/// The runtime's verdict on one app's new file.
-pub trait Verdict: Send {
-    /// Wait until the runtime runs `version`, or refuses it.
-    ///
-    /// # Errors
-    /// The runtime refused it (the old version runs on), or no verdict came in time.
-    fn wait(self: Box<Self>, version: &str) -> Result<(), String>;
-}
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +115,12 @@ impl From<UploadError> for Response {
 
 impl From<UploadError> for Answer {
     fn from(e: UploadError) -> Self {
+        Self::error(e.status(), e.to_string())
+    }
+}
+
+impl From<AppError> for Answer {
+    fn from(e: AppError) -> Self {
         Self::error(e.status(), e.to_string())
     }
 }
@@ -327,8 +274,7 @@ impl Routes {
     }
 
     fn upload(&self, name: &str, size: Option<u64>, body: &mut dyn Read) -> Answer {
-        let dir = self.device.apps_dir();
-        let size = match admit(name, size, self.max_app_bytes, &dir) {
+        let size = match admit(name, size, self.max_app_bytes, &self.device.apps_dir()) {
             Ok(s) => s,
             Err(e) => return e.into(),
         };
@@ -337,30 +283,23 @@ impl Routes {
             Ok(b) => b,
             Err(e) => return e.into(),
         };
-        let version = match self.device.verify_app(name, &bytes) {
-            Ok(v) => v,
-            Err(why) => return UploadError::Invalid(why).into(),
-        };
-        let verdict = self.device.watch_app(name);
-        if let Err(e) = install(&dir, name, &bytes) {
-            return e.into();
-        }
-        match verdict.wait(&version) {
-            Ok(()) => Answer::json(201, &serde_json::json!({ "app": name, "version": version, "state": "running" })),
-            Err(why) => Answer::error(422, why),
+        match self.device.install_app(name, &bytes) {
+            Ok(done) => Answer::json(
+                201,
+                &serde_json::json!({ "app": name, "version": done.version, "replaced": done.replaced, "state": "running" }),
+            ),
+            Err(e) => e.into(),
         }
     }
 
     fn remove(&self, name: &str) -> Answer {
-        if !trellis_appfmt::valid_name(name) {
+        if !trellis_layout::valid_name(name) {
             return UploadError::Name(name.to_owned()).into();
         }
         let _turn = self.locks.lock(name);
-        let path = self.device.apps_dir().join(format!("{name}.wasm"));
-        match std::fs::remove_file(&path) {
+        match self.device.remove_app(name) {
             Ok(()) => Answer { status: 204, content_type: "text/plain".into(), body: Vec::new() },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Answer::error(404, format!("no app {name}")),
-            Err(e) => Answer::error(500, format!("{}: {e}", path.display())),
+            Err(e) => e.into(),
         }
     }
 }

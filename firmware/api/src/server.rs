@@ -12,7 +12,9 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde::Deserialize;
 
 use crate::http::{HttpError, read_head, reason};
-use crate::routes::{Device, Response, Routes};
+use trellis_control::Device;
+
+use crate::routes::{Response, Routes};
 
 /// `[api]` in the runtime's configuration.
 #[derive(Debug, Clone, Deserialize)]

@@ -1,68 +1,25 @@
-//! App uploads through the routes, against a device that checks files the
-//! way the runtime does (here: a file is acceptable when it starts with
-//! `APP NAME VERSION`): what the issue asks of uploads, refusals included.
+//! App uploads through the routes, against the fake device (a file is
+//! acceptable when it starts with `APP NAME VERSION`): refusals included.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::io::Read;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use trellis_api::http::parse_head;
-use trellis_api::{Answer, Device, Routes, Verdict};
-use trellis_update::FirmwareStatus;
-use trellis_update::control::DeviceStatus;
+use trellis_api::{Answer, Routes};
+use trellis_control::testing::FakeDevice;
 
 struct Fake {
     dir: tempfile::TempDir,
-    /// What the "runtime" saw go in place, in order.
-    swapped: Arc<Mutex<Vec<String>>>,
+    device: Arc<FakeDevice>,
 }
 
-impl Device for Fake {
-    fn status(&self) -> DeviceStatus {
-        let firmware = FirmwareStatus::idle();
-        DeviceStatus { uptime_ms: 0, firmware, apps: Vec::new() }
-    }
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn apps_dir(&self) -> PathBuf {
-        self.dir.path().to_owned()
-    }
-    fn verify_app(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
-        let text = String::from_utf8_lossy(bytes);
-        let mut words = text.split_whitespace();
-        match (words.next(), words.next(), words.next()) {
-            (Some("APP"), Some(n), Some(v)) if n == name => Ok(v.to_owned()),
-            (Some("APP"), Some(n), _) => Err(format!("the manifest names the app {n:?}, not {name:?}")),
-            _ => Err("not a signed app".into()),
-        }
-    }
-    fn watch_app(&self, name: &str) -> Box<dyn Verdict> {
-        Box::new(Swap { path: self.dir.path().join(format!("{name}.wasm")), swapped: self.swapped.clone() })
-    }
-}
-
-/// The "runtime" reads the file that went in place.
-struct Swap {
-    path: PathBuf,
-    swapped: Arc<Mutex<Vec<String>>>,
-}
-
-impl Verdict for Swap {
-    fn wait(self: Box<Self>, version: &str) -> Result<(), String> {
-        let file = std::fs::read_to_string(&self.path).unwrap();
-        assert!(file.contains(version), "the file in place is the version announced");
-        self.swapped.lock().unwrap().push(file);
-        Ok(())
-    }
-}
-
-fn routes() -> (Arc<Fake>, Routes) {
-    let fake = Arc::new(Fake { dir: tempfile::tempdir().unwrap(), swapped: Arc::new(Mutex::new(Vec::new())) });
-    let routes = Routes::new(fake.clone(), 1 << 20);
-    (fake, routes)
+fn routes() -> (Fake, Routes) {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Arc::new(FakeDevice::new(dir.path()));
+    let routes = Routes::new(device.clone(), 1 << 20);
+    (Fake { dir, device }, routes)
 }
 
 fn request(routes: &Routes, raw: &[u8]) -> Answer {
@@ -118,7 +75,7 @@ fn truncated_wrongly_signed_oversized_and_badly_named_uploads_change_nothing() {
     assert_eq!(request(&routes, b"PUT /v1/apps/../x HTTP/1.1\r\nContent-Length: 0\r\n\r\n").status, 404);
     let left: Vec<_> = std::fs::read_dir(fake.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, ["blinky.wasm"], "no temporary file is left");
-    assert!(fake.swapped.lock().unwrap().is_empty(), "nothing went in place");
+    assert!(fake.device.apps_installed.lock().unwrap().is_empty(), "nothing went in place");
 }
 
 #[test]
@@ -139,7 +96,7 @@ fn two_concurrent_pushes_of_one_app_leave_one_complete_version() {
     }
     let file = std::fs::read_to_string(fake.dir.path().join("blinky.wasm")).unwrap();
     assert!(apps.contains(&file), "the file is one of the two, whole");
-    let swapped = fake.swapped.lock().unwrap();
+    let swapped = fake.device.apps_installed.lock().unwrap();
     assert_eq!(swapped.len(), 2);
     assert!(swapped.iter().all(|s| apps.contains(s)), "each swap saw a whole file");
 }

@@ -1,88 +1,37 @@
-//! Firmware uploads, reboot and logs through the routes, against a device
-//! whose "RAUC" installs a bundle that starts with `BUNDLE good` and refuses
-//! anything else.
+//! Firmware uploads, reboot and logs through the routes, against the fake
+//! device (its "RAUC" installs what it is given, or refuses it when told to).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use trellis_api::http::parse_head;
-use trellis_api::{Answer, Device, Response, Routes, Verdict};
-use trellis_update::control::{DeviceStatus, Reply};
-use trellis_update::{FirmwareStatus, Phase, Progress, UpdateRecord};
+use trellis_api::{Answer, Response, Routes};
+use trellis_control::socket::Reply;
+use trellis_control::testing::FakeDevice;
 
-#[derive(Default)]
 struct Fake {
-    dir: Option<tempfile::TempDir>,
-    /// What "RAUC" was given.
-    installed_bytes: Mutex<Vec<String>>,
-    rebooted_into_trial: AtomicBool,
-    rebooted: AtomicBool,
-    log: Mutex<Option<Sender<String>>>,
+    _dir: tempfile::TempDir,
+    device: Arc<FakeDevice>,
 }
 
-impl Device for Fake {
-    fn status(&self) -> DeviceStatus {
-        let firmware = FirmwareStatus::idle();
-        DeviceStatus { uptime_ms: 0, firmware, apps: Vec::new() }
-    }
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn apps_dir(&self) -> PathBuf {
-        std::env::temp_dir()
-    }
-    fn verify_app(&self, _: &str, _: &[u8]) -> Result<String, String> {
-        Err("no apps here".into())
-    }
-    fn watch_app(&self, _: &str) -> Box<dyn Verdict> {
-        unreachable!()
-    }
-    fn firmware_dir(&self) -> Option<PathBuf> {
-        self.dir.as_ref().map(|d| d.path().join("firmware"))
-    }
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        let text = std::fs::read_to_string(bundle).map_err(|e| e.to_string())?;
-        self.installed_bytes.lock().unwrap().push(text.clone());
-        if !text.starts_with("BUNDLE good") {
-            return Err(format!("{}: signature verification failed", bundle.display()));
-        }
-        for (percent, message) in [(0, "Installing"), (50, "Copying image"), (100, "Installing done.")] {
-            progress(&Progress { percent, message: message.into() });
-        }
-        Ok(UpdateRecord {
-            bundle: bundle.display().to_string(),
-            version: Some("2.0.0".into()),
-            from: "A".into(),
-            to: Some("B".into()),
-            phase: Phase::Trial,
-            reason: None,
-            boot_id: "b1".into(),
-            started: 1,
-            changed: 2,
-        })
-    }
-    fn installed(&self) {
-        self.rebooted_into_trial.store(true, Ordering::SeqCst);
-    }
-    fn reboot(&self) -> Result<(), String> {
-        self.rebooted.store(true, Ordering::SeqCst);
-        Ok(())
-    }
-    fn logs(&self) -> (Vec<String>, Receiver<String>) {
-        let (tx, rx) = channel();
-        *self.log.lock().unwrap() = Some(tx);
-        (vec![r#"{"app":"blinky","message":"old"}"#.into()], rx)
+impl std::ops::Deref for Fake {
+    type Target = FakeDevice;
+    fn deref(&self) -> &FakeDevice {
+        &self.device
     }
 }
 
-fn setup() -> (Arc<Fake>, Routes) {
-    let fake = Arc::new(Fake { dir: Some(tempfile::tempdir().unwrap()), ..Fake::default() });
-    (fake.clone(), Routes::new(fake, 1 << 20).with_bundle_limit(1000))
+/// A device taking firmware updates into a directory of its own, with a log.
+fn setup() -> (Fake, Routes) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut device = FakeDevice::new(dir.path()).with_firmware(dir.path().join("firmware"));
+    device.recent_logs = vec![r#"{"app":"blinky","message":"old"}"#.into()];
+    let device = Arc::new(device);
+    let routes = Routes::new(device.clone(), 1 << 20).with_bundle_limit(1000);
+    (Fake { _dir: dir, device }, routes)
 }
 
 fn send(routes: &Routes, raw: &[u8]) -> Response {
@@ -104,7 +53,7 @@ fn replies(a: &Answer) -> Vec<Reply> {
 }
 
 fn files(fake: &Fake) -> Vec<String> {
-    let dir = fake.firmware_dir().unwrap();
+    let dir = fake.firmware_dir.clone().unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
@@ -121,7 +70,7 @@ fn a_bundle_is_stored_whole_installed_with_progress_then_removed() {
     assert_eq!(r.len(), 4, "{}", text(&a));
     assert!(matches!(&r[1], Reply::Progress(p) if p.percent == 50 && p.message == "Copying image"));
     assert!(matches!(&r[3], Reply::Installed(rec) if rec.to.as_deref() == Some("B")));
-    assert_eq!(*fake.installed_bytes.lock().unwrap(), ["BUNDLE good v2"], "RAUC saw the whole bundle");
+    assert_eq!(*fake.bundles.lock().unwrap(), ["BUNDLE good v2"], "RAUC saw the whole bundle");
     assert!(files(&fake).is_empty(), "the bundle is removed once installed: {:?}", files(&fake));
     for _ in 0..100 {
         if fake.rebooted_into_trial.load(Ordering::SeqCst) {
@@ -135,6 +84,7 @@ fn a_bundle_is_stored_whole_installed_with_progress_then_removed() {
 #[test]
 fn refused_bundles_say_why_and_leave_nothing() {
     let (fake, routes) = setup();
+    fake.refuse_firmware.store(true, Ordering::SeqCst);
     let a = send(&routes, &put("BUNDLE forged", 13)).collect().unwrap();
     assert_eq!(a.status, 200, "the upload was accepted; the installation says how it went");
     assert!(matches!(replies(&a).last(), Some(Reply::Error(e)) if e.contains("signature verification failed")));
@@ -153,7 +103,7 @@ fn refused_bundles_say_why_and_leave_nothing() {
         assert!(text(&a).contains(needle), "{}", text(&a));
         assert!(files(&fake).is_empty(), "nothing left: {:?}", files(&fake));
     }
-    assert_eq!(fake.installed_bytes.lock().unwrap().len(), 1, "RAUC saw none of them");
+    assert_eq!(fake.bundles.lock().unwrap().len(), 1, "RAUC saw none of them");
 }
 
 #[test]
@@ -168,8 +118,7 @@ fn one_update_at_a_time() {
 
 #[test]
 fn a_device_without_updates_says_so() {
-    let fake = Arc::new(Fake::default());
-    let routes = Routes::new(fake, 1 << 20);
+    let routes = Routes::new(Arc::new(FakeDevice::new(std::env::temp_dir())), 1 << 20);
     let a = send(&routes, &put("BUNDLE good", 11)).collect().unwrap();
     assert_eq!(a.status, 404);
     assert!(text(&a).contains("takes no firmware updates"));
@@ -198,9 +147,8 @@ fn logs_are_server_sent_events_recent_first_then_followed() {
     assert_eq!(text(&a), "data: {\"app\":\"blinky\",\"message\":\"old\"}\n\n");
 
     let Response::Stream(stream) = send(&routes, b"GET /v1/logs HTTP/1.1\r\n\r\n") else { panic!("a stream") };
-    let tx = fake.log.lock().unwrap().take().unwrap();
-    tx.send(r#"{"message":"new"}"#.into()).unwrap();
-    drop(tx); // the device stops logging: the stream ends
+    fake.log(r#"{"message":"new"}"#);
+    fake.stop_logging(); // the device stops logging: the stream ends
     let mut out = Vec::new();
     (stream.write)(&mut out).unwrap();
     let out = String::from_utf8(out).unwrap();

@@ -15,9 +15,9 @@ use rcgen::{
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use trellis_api::{ApiConfig, Device};
-use trellis_update::FirmwareStatus;
-use trellis_update::control::DeviceStatus;
+use trellis_api::ApiConfig;
+use trellis_control::testing::FakeDevice;
+use trellis_control::{DeviceStatus, FirmwareStatus};
 
 struct Ca {
     cert: Certificate,
@@ -49,34 +49,13 @@ fn leaf(ca: &Ca, name: &str, server: bool, expired: bool) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
-struct Fake;
-
-impl Device for Fake {
-    fn status(&self) -> DeviceStatus {
-        DeviceStatus {
-            uptime_ms: 1234,
-            firmware: FirmwareStatus {
-                slots: None,
-                slots_error: Some("no RAUC here".into()),
-                operation: "idle".into(),
-                progress: None,
-                last_update: None,
-            },
-            apps: Vec::new(),
-        }
-    }
-    fn metrics(&self) -> String {
-        "trellis_uptime_seconds 1.234\n".into()
-    }
-    fn apps_dir(&self) -> std::path::PathBuf {
-        std::env::temp_dir()
-    }
-    fn verify_app(&self, _name: &str, _bytes: &[u8]) -> Result<String, String> {
-        Err("this test device takes no apps".into())
-    }
-    fn watch_app(&self, _name: &str) -> Box<dyn trellis_api::Verdict> {
-        unreachable!("this test device takes no apps")
-    }
+fn device() -> FakeDevice {
+    let mut firmware = FirmwareStatus::idle();
+    firmware.slots_error = Some("no RAUC here".into());
+    let mut device =
+        FakeDevice::new(std::env::temp_dir()).with_status(DeviceStatus { uptime_ms: 1234, firmware, apps: Vec::new() });
+    device.metrics = "trellis_uptime_seconds 1.234\n".into();
+    device
 }
 
 struct Setup {
@@ -106,7 +85,7 @@ fn start() -> Setup {
         max_bundle_bytes: 1 << 20,
         announce: false,
     };
-    let server = trellis_api::serve(&config, Arc::new(Fake)).unwrap();
+    let server = trellis_api::serve(&config, Arc::new(device())).unwrap();
     Setup { addr: server.addr(), _dir: dir, device_ca }
 }
 

@@ -7,13 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use trellis_boot::{Request, Slot, cmdline};
 
-/// The AUTOBOOT partition (init links `/dev/rootdisk0*` to the boot disk).
-const AUTOBOOT_DEVICE: &str = "/dev/rootdisk0p1";
-/// Where it is mounted while being read or written.
-const AUTOBOOT_MOUNT: &str = "/run/trellis/autoboot";
-/// Where a freshly written boot slot is mounted by the slot hook.
-const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
-const CMDLINE: &str = "/proc/cmdline";
+use trellis_layout::paths::{AUTOBOOT_DEVICE, AUTOBOOT_MOUNT, KERNEL_CMDLINE as CMDLINE, SLOT_MOUNT};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -46,7 +40,7 @@ fn run(args: &[String]) -> Result<Option<String>> {
 }
 
 /// Mount boot slot `device`, rewrite its `cmdline.txt` for `slot` (new file,
-/// fsync, rename: the slot is not bootable until RAUC makes it primary, so a
+/// fsync, rename, directory fsync: the slot is not bootable until RAUC makes it primary, so a
 /// power cut here costs nothing), unmount.
 fn fix_cmdline(device: &str, slot: Slot) -> Result<()> {
     use rustix::mount::{MountFlags, UnmountFlags};
@@ -57,11 +51,8 @@ fn fix_cmdline(device: &str, slot: Slot) -> Result<()> {
         let path = format!("{SLOT_MOUNT}/cmdline.txt");
         let old = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
         let new = cmdline::for_slot(&old, slot);
-        let tmp = format!("{SLOT_MOUNT}/cmdline.new");
-        std::fs::write(&tmp, &new).with_context(|| format!("writing {tmp}"))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {tmp}"))?;
-        std::fs::rename(&tmp, &path).with_context(|| format!("renaming {tmp} to {path}"))?;
-        Ok(())
+        trellis_layout::write_atomic(std::path::Path::new(&path), new.as_bytes())
+            .with_context(|| format!("rewriting {path}"))
     })();
     rustix::mount::unmount(SLOT_MOUNT, UnmountFlags::empty()).with_context(|| format!("unmounting {SLOT_MOUNT}"))?;
     result

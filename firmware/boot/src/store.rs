@@ -67,9 +67,7 @@ impl Store for FileStore {
 
     fn current(&mut self) -> Result<Slot, Error> {
         let cmdline = std::fs::read_to_string(&self.cmdline).map_err(io(&self.cmdline))?;
-        let slot = cmdline
-            .split_whitespace()
-            .find_map(|arg| arg.strip_prefix("rauc.slot="))
+        let slot = trellis_layout::booted_slot(&cmdline)
             .ok_or_else(|| Error::Invalid(format!("{} has no rauc.slot=", self.cmdline.display())))?;
         Slot::parse(slot)
     }

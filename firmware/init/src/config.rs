@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use trellis_layout::paths;
 
 /// A service init starts and restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -103,7 +104,7 @@ impl Config {
         "f2fs".into()
     }
     fn default_data_dir() -> String {
-        "/data".into()
+        paths::DATA_DIR.into()
     }
     fn default_watchdog() -> String {
         "/dev/watchdog".into()
@@ -120,7 +121,7 @@ impl Config {
         5
     }
     fn default_reboot_param() -> String {
-        "/run/trellis/reboot-param".into()
+        paths::REBOOT_PARAM.into()
     }
     fn default_services() -> Vec<Service> {
         vec![Service {

@@ -11,9 +11,10 @@ fn main() {
         std::process::exit(2);
     }
     let mut sys = trellis_init::linux::Linux::new();
-    let cfg = match std::fs::read_to_string("/etc/trellis/init.toml") {
+    let path = trellis_layout::paths::INIT_CONFIG;
+    let cfg = match std::fs::read_to_string(path) {
         Ok(text) => trellis_init::Config::from_toml(&text).unwrap_or_else(|e| {
-            eprintln!("trellis-init: /etc/trellis/init.toml: {e}; using defaults");
+            eprintln!("trellis-init: {path}: {e}; using defaults");
             trellis_init::Config::default()
         }),
         Err(_) => trellis_init::Config::default(),

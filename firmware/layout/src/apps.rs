@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(AppsDir::name(&apps.path("blinky")).as_deref(), Some("blinky"));
         for not_an_app in [
             ".blinky.wasm",
-            ".blinky.wasm.tmp-12",
+            ".blinky.wasm.tmp",
             "blinky.wasm.tmp",
             "Blinky.wasm",
             "blinky",
@@ -105,7 +105,7 @@ mod tests {
     #[test]
     fn lists_only_app_files_sorted() {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["b.wasm", "a.wasm", ".a.wasm.tmp-1", "notes.txt"] {
+        for f in ["b.wasm", "a.wasm", ".a.wasm.tmp", "notes.txt"] {
             std::fs::write(dir.path().join(f), b"x").unwrap();
         }
         std::fs::create_dir(dir.path().join("sub.wasm")).unwrap();

@@ -36,11 +36,14 @@ impl AtomicWriteError<std::io::Error> {
     }
 }
 
-/// The temporary name next to `path`: hidden (the runtime's watcher ignores
-/// names starting with a dot) and unique to this process.
-fn temporary(path: &Path) -> PathBuf {
+/// The temporary file [`write_atomic_with`] writes before it renames it to
+/// `path`: next to it and hidden (the runtime's watcher ignores names
+/// starting with a dot). One writer per path at a time; a temporary left by a
+/// power cut is overwritten by the next write.
+#[must_use]
+pub fn temporary_path(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
+    path.with_file_name(format!(".{name}.tmp"))
 }
 
 fn io<E: std::error::Error + 'static>(
@@ -75,7 +78,7 @@ pub fn write_atomic_with<E: std::error::Error + 'static>(
     path: &Path,
     fill: impl FnOnce(&mut File) -> Result<(), E>,
 ) -> Result<(), AtomicWriteError<E>> {
-    let tmp = temporary(path);
+    let tmp = temporary_path(path);
     let written = File::create(&tmp).map_err(io("creating", &tmp)).and_then(|mut f| {
         fill(&mut f).map_err(AtomicWriteError::Fill)?;
         f.sync_all().map_err(io("syncing", &tmp))

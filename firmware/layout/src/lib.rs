@@ -17,5 +17,5 @@ pub mod paths;
 mod slot;
 
 pub use apps::{APP_EXTENSION, AppsDir, valid_name};
-pub use atomic::{AtomicWriteError, write_atomic, write_atomic_with};
+pub use atomic::{AtomicWriteError, temporary_path, write_atomic, write_atomic_with};
 pub use slot::booted_slot;

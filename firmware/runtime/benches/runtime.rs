@@ -48,7 +48,7 @@ fn swap_latency(runs: usize, fresh_runtime_each: bool, keep_cache: bool) -> f64 
     let mut dev = device(&[], |_| {});
     for i in 0..runs {
         if fresh_runtime_each {
-            let support::Device { dir, runtime, .. } = dev;
+            let support::TestRuntime { dir, runtime, .. } = dev;
             runtime.shutdown();
             // Boot with no app, so the measured load is the first of this code.
             let _ = std::fs::remove_file(dir.path().join("apps/publisher.wasm"));
@@ -107,7 +107,7 @@ fn restart_downtime(runs: usize) -> f64 {
         let rx = dev.runtime.subscribe("demo/gap");
         rx.recv_timeout(WAIT).unwrap();
         let t0 = Instant::now();
-        let support::Device { dir, runtime, .. } = dev;
+        let support::TestRuntime { dir, runtime, .. } = dev;
         runtime.shutdown();
         dev = support::boot(dir, |_| {});
         dev.runtime.subscribe("demo/gap").recv_timeout(WAIT).unwrap();

@@ -1,46 +1,13 @@
-//! The management API's view of the runtime (`trellis-api`, docs/api.md):
-//! the same status the control socket gives, metrics, and app uploads
-//! checked the way the runtime checks a copied file before it goes in place.
+//! What the management API shows of the runtime beyond the device interface
+//! (docs/api.md): the log book of its events, metrics in Prometheus' text
+//! format, and the mDNS announcement.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::SystemTime;
 
-use trellis_api::Verdict;
-use trellis_appfmt::{AppFile, TrustList};
-use trellis_update::control::{DeviceStatus, Handler};
-use trellis_update::{Progress, UpdateRecord};
-
-use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
-
-/// How long an upload waits for the runtime's verdict (a cold compile on a
-/// slow CPU takes seconds).
-pub const VERDICT_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The runtime behind the API.
-pub struct ApiDevice {
-    runtime: Arc<Runtime>,
-    config: RuntimeConfig,
-    status: Arc<dyn Handler>,
-    logs: Arc<LogBook>,
-}
-
-impl std::fmt::Debug for ApiDevice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiDevice").field("apps_dir", &self.config.apps_dir).finish_non_exhaustive()
-    }
-}
-
-impl ApiDevice {
-    /// The API over `runtime` (configured by `config`); `status` answers
-    /// status requests (the control socket's handler: apps and firmware).
-    pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig, status: Arc<dyn Handler>) -> Self {
-        let logs = LogBook::start(runtime.events());
-        Self { runtime, config, status, logs }
-    }
-}
+use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeEvent};
 
 /// Announce the API on `port` over mDNS as `_trellis._tcp`, named after the
 /// hostname, with the firmware's version and board; for the runtime's
@@ -69,10 +36,10 @@ pub const LOG_HISTORY: usize = 200;
 /// The runtime's events as log entries: the recent ones kept, each new one
 /// handed to every follower (`GET /v1/logs`).
 #[derive(Debug, Default)]
-struct LogBook(Mutex<(VecDeque<String>, Vec<Sender<String>>)>);
+pub(crate) struct LogBook(Mutex<(VecDeque<String>, Vec<Sender<String>>)>);
 
 impl LogBook {
-    fn start(events: EventReceiver) -> Arc<Self> {
+    pub(crate) fn start(events: EventReceiver) -> Arc<Self> {
         let book = Arc::new(Self::default());
         let b = Arc::clone(&book);
         let spawned = std::thread::Builder::new().name("api-logs".into()).spawn(move || {
@@ -96,7 +63,7 @@ impl LogBook {
         recent.push_back(entry);
     }
 
-    fn follow(&self) -> (Vec<String>, Receiver<String>) {
+    pub(crate) fn follow(&self) -> (Vec<String>, Receiver<String>) {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         guard.1.push(tx);
@@ -179,82 +146,4 @@ fn resident_bytes() -> Option<u64> {
     let kib: u64 =
         status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
-}
-
-impl trellis_api::Device for ApiDevice {
-    fn status(&self) -> DeviceStatus {
-        self.status.status()
-    }
-
-    fn metrics(&self) -> String {
-        metrics(&self.runtime, self.status.uptime_ms())
-    }
-
-    fn apps_dir(&self) -> PathBuf {
-        self.config.apps_dir.clone()
-    }
-
-    fn verify_app(&self, name: &str, bytes: &[u8]) -> Result<String, String> {
-        let file = AppFile::parse(bytes).map_err(|e| e.to_string())?;
-        if file.manifest.name != name {
-            return Err(format!("the manifest names the app {:?}: upload it as {0:?}", file.manifest.name));
-        }
-        if self.config.require_signatures {
-            let trust = TrustList::load(&self.config.trust).map_err(|e| e.to_string())?;
-            file.verify(bytes, &trust).map_err(|e| e.to_string())?;
-        }
-        Ok(file.manifest.version)
-    }
-
-    fn watch_app(&self, name: &str) -> Box<dyn Verdict> {
-        Box::new(Watch { name: name.to_owned(), events: self.runtime.events() })
-    }
-
-    fn firmware_dir(&self) -> Option<PathBuf> {
-        Some(self.config.state_dir.join(crate::paths::state::FIRMWARE))
-    }
-
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        self.status.install(bundle, progress)
-    }
-
-    fn installed(&self) {
-        self.status.installed();
-    }
-
-    fn reboot(&self) -> Result<(), String> {
-        self.status.reboot()
-    }
-
-    fn logs(&self) -> (Vec<String>, Receiver<String>) {
-        self.logs.follow()
-    }
-}
-
-/// The runtime's events about one app, from before its file went in place.
-struct Watch {
-    name: String,
-    events: EventReceiver,
-}
-
-impl Verdict for Watch {
-    fn wait(self: Box<Self>, version: &str) -> Result<(), String> {
-        let deadline = Instant::now() + VERDICT_TIMEOUT;
-        loop {
-            match self.events.recv_deadline(deadline) {
-                Ok(RuntimeEvent::Started { app, version: v, .. }) if app == self.name && v == version => return Ok(()),
-                Ok(RuntimeEvent::Refused { app: Some(app), reason, .. }) if app == self.name => {
-                    return Err(format!("refused, the old version runs on: {reason}"));
-                }
-                Ok(_) => {}
-                Err(_) => {
-                    return Err(format!(
-                        "no verdict on {} {version} within {} s",
-                        self.name,
-                        VERDICT_TIMEOUT.as_secs()
-                    ));
-                }
-            }
-        }
-    }
 }

@@ -11,8 +11,6 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use crate::kv::write_atomic;
-
 const MEMORY_ENTRIES: usize = 32;
 
 /// How a component was obtained (reported in swap timings).
@@ -66,10 +64,13 @@ impl CompileCache {
             Some(c) => (c, CompileSource::Disk),
             None => {
                 let component = Component::new(engine, code).map_err(|e| format!("{e:#}"))?;
-                let written = component
-                    .serialize()
-                    .map_err(|e| std::io::Error::other(format!("{e:#}")))
-                    .and_then(|bytes| std::fs::create_dir_all(&self.dir).and_then(|()| write_atomic(&path, &bytes)));
+                let written =
+                    component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}"))).and_then(|bytes| {
+                        std::fs::create_dir_all(&self.dir).and_then(|()| {
+                            trellis_layout::write_atomic(&path, &bytes)
+                                .map_err(trellis_layout::AtomicWriteError::into_io)
+                        })
+                    });
                 if let Err(e) = written {
                     tracing::warn!(path = %path.display(), "cannot write the compile cache: {e}");
                 }

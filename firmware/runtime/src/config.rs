@@ -198,7 +198,7 @@ impl RuntimeConfig {
             apps_dir: apps_dir.into(),
             state_dir: state_dir.into(),
             require_signatures: false,
-            trust: Vec::new(),
+            trust: Self::default_trust(),
             watch: true,
             epoch_tick_ms: Self::default_epoch_tick_ms(),
             max_apps: Self::default_max_apps(),

@@ -1,13 +1,20 @@
-//! The runtime on a device: the health the update gate waits for, and the
-//! control socket's answers (docs/update.md).
+//! The runtime as a device: the one implementation of the device interface
+//! ([`trellis_control::Device`]) that the control socket, the management API
+//! and the fleet agent serve, and the health the update gate waits for
+//! (docs/update.md).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
-use trellis_update::control::{AppSummary, DeviceStatus, Handler};
-use trellis_update::{Platform, Progress, Rauc, Reboot, UpdateRecord, Updater};
+use trellis_control::{
+    AppError, AppInstalled, AppSummary, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
+};
+use trellis_update::{Platform, Rauc, Reboot, Updater};
 
-use crate::{AppState, Runtime, RuntimeConfig};
+use crate::api::LogBook;
+use crate::{AppState, LoadError, Runtime, RuntimeConfig, paths};
 
 /// Between answering a successful install and rebooting into the trial.
 pub const REBOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -18,11 +25,9 @@ pub const REBOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// # Errors
 /// The apps that are not running (or the apps directory that cannot be read).
 pub fn health(runtime: &Runtime, config: &RuntimeConfig) -> Result<(), String> {
-    let dir = &config.apps_dir;
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut names: Vec<String> =
-        entries.filter_map(|e| crate::supervisor::app_name(&e.ok()?.path())).filter(|n| config.runs(n)).collect();
-    names.sort();
+    let dir = trellis_layout::AppsDir::new(&config.apps_dir);
+    let listed = dir.list().map_err(|e| format!("{}: {e}", dir.dir().display()))?;
+    let names: Vec<String> = listed.into_iter().map(|(name, _)| name).filter(|n| config.runs(n)).collect();
     let sick: Vec<String> = names
         .iter()
         .filter_map(|name| match runtime.app_status(name) {
@@ -65,44 +70,157 @@ pub fn apps(runtime: &Runtime) -> Vec<AppSummary> {
         .collect()
 }
 
-/// What the control socket serves: the runtime's apps and the update lifecycle.
-#[derive(Debug)]
-pub struct Device<R, P> {
-    runtime: Arc<Runtime>,
-    updater: Arc<Updater<R, P>>,
+/// The firmware side of a device: the update lifecycle
+/// ([`trellis_update::Updater`] on a device with RAUC).
+pub trait Firmware: Send + Sync {
+    /// Slots, the update running, the last update.
+    fn status(&self) -> FirmwareStatus;
+    /// Time since the kernel started.
+    fn uptime(&self) -> Duration;
+    /// Install `bundle` through RAUC, reporting progress.
+    ///
+    /// # Errors
+    /// Why the installation failed.
+    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
+    /// Reboot into the trial boot of what was installed.
+    ///
+    /// # Errors
+    /// Init cannot be asked.
+    fn reboot_into_trial(&self) -> Result<(), String>;
+    /// Reboot into the primary slot.
+    ///
+    /// # Errors
+    /// Init cannot be asked.
+    fn reboot(&self) -> Result<(), String>;
 }
 
-impl<R: Rauc, P: Platform> Device<R, P> {
-    /// The device made of `runtime` and `updater`.
-    pub fn new(runtime: Arc<Runtime>, updater: Arc<Updater<R, P>>) -> Self {
-        Self { runtime, updater }
+impl<R: Rauc, P: Platform> Firmware for Updater<R, P> {
+    fn status(&self) -> FirmwareStatus {
+        Updater::status(self)
+    }
+    fn uptime(&self) -> Duration {
+        self.platform().uptime()
+    }
+    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        Updater::install(self, bundle, progress).map_err(|e| e.to_string())
+    }
+    fn reboot_into_trial(&self) -> Result<(), String> {
+        Updater::reboot_into_trial(self).map_err(|e| e.to_string())
+    }
+    fn reboot(&self) -> Result<(), String> {
+        self.platform().reboot(Reboot::Normal).map_err(|e| e.to_string())
     }
 }
 
-impl<R: Rauc, P: Platform> Handler for Device<R, P> {
+/// The runtime as a device: what the control socket, the management API and
+/// the fleet agent all drive ([`trellis_control::Device`]). Apps go through
+/// the runtime itself ([`Runtime::install`]); firmware through the update
+/// lifecycle, when the device has one.
+pub struct RuntimeDevice {
+    runtime: Arc<Runtime>,
+    config: RuntimeConfig,
+    firmware: Option<Arc<dyn Firmware>>,
+    logs: Arc<LogBook>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for RuntimeDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeDevice").field("apps_dir", &self.config.apps_dir).finish_non_exhaustive()
+    }
+}
+
+impl RuntimeDevice {
+    /// The device made of `runtime` (configured by `config`), without
+    /// firmware updates.
+    pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
+        let logs = LogBook::start(runtime.events());
+        Self { runtime, config, firmware: None, logs, started: Instant::now() }
+    }
+
+    /// The same, with firmware updates through `firmware`.
+    #[must_use]
+    pub fn with_firmware(mut self, firmware: Arc<dyn Firmware>) -> Self {
+        self.firmware = Some(firmware);
+        self
+    }
+}
+
+impl Device for RuntimeDevice {
     fn status(&self) -> DeviceStatus {
-        DeviceStatus { uptime_ms: self.uptime_ms(), firmware: self.updater.status(), apps: apps(&self.runtime) }
+        let firmware = self.firmware.as_ref().map_or_else(FirmwareStatus::idle, |f| f.status());
+        DeviceStatus { uptime_ms: self.uptime_ms(), firmware, apps: apps(&self.runtime) }
     }
 
     fn uptime_ms(&self) -> u64 {
-        u64::try_from(self.updater.platform().uptime().as_millis()).unwrap_or(u64::MAX)
+        // Without the update lifecycle: the time since this device was made.
+        let uptime = self.firmware.as_ref().map_or_else(|| self.started.elapsed(), |f| f.uptime());
+        u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        self.updater.install(bundle, progress).map_err(|e| e.to_string())
+    fn apps(&self) -> Vec<AppSummary> {
+        apps(&self.runtime)
+    }
+
+    fn metrics(&self) -> String {
+        crate::api::metrics(&self.runtime, self.uptime_ms())
+    }
+
+    fn apps_dir(&self) -> PathBuf {
+        self.config.apps_dir.clone()
+    }
+
+    fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
+        match self.runtime.install(name, bytes) {
+            Ok(o) => Ok(AppInstalled { app: o.app, version: o.version, replaced: o.replaced }),
+            Err(e) => Err(app_error(name, e)),
+        }
+    }
+
+    fn remove_app(&self, name: &str) -> Result<(), AppError> {
+        self.runtime.remove(name).map_err(|e| app_error(name, e))
+    }
+
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        self.firmware.as_ref().map(|_| self.config.state_dir.join(paths::state::FIRMWARE))
+    }
+
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        match &self.firmware {
+            Some(f) => f.install(bundle, progress),
+            None => Err("this device takes no firmware updates".into()),
+        }
     }
 
     fn installed(&self) {
         // A moment for whoever asked to finish what comes next in their script
         // (`trellis device update X && ...`) before the system goes down.
         std::thread::sleep(REBOOT_GRACE);
-        if let Err(e) = self.updater.reboot_into_trial() {
+        if let Some(f) = &self.firmware
+            && let Err(e) = f.reboot_into_trial()
+        {
             tracing::error!("{e}");
         }
     }
 
     fn reboot(&self) -> Result<(), String> {
+        let Some(f) = &self.firmware else { return Err("this device cannot reboot on request".into()) };
         tracing::info!("rebooting on request");
-        self.updater.platform().reboot(Reboot::Normal).map_err(|e| e.to_string())
+        f.reboot()
+    }
+
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        self.logs.follow()
+    }
+}
+
+/// The runtime's refusal as the device interface says it.
+fn app_error(name: &str, e: LoadError) -> AppError {
+    match e {
+        LoadError::FileName { .. } => AppError::Name(name.to_owned()),
+        LoadError::NotRun { .. } => AppError::NotRun { app: name.to_owned(), reason: e.to_string() },
+        LoadError::NoApp { .. } => AppError::NotFound(name.to_owned()),
+        LoadError::Remove { .. } | LoadError::NotKept { .. } | LoadError::Stopped => AppError::Failed(e.to_string()),
+        other => AppError::Refused(other.to_string()),
     }
 }

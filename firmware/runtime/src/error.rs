@@ -110,6 +110,40 @@ pub enum LoadError {
         /// The file.
         path: PathBuf,
     },
+    /// The configuration does not run this app (`only`).
+    #[error("this device does not run app {app}: runtime.toml's `only` lists {only}")]
+    NotRun {
+        /// The app.
+        app: String,
+        /// The apps it runs.
+        only: String,
+    },
+    /// The new version ran, but its file could not be put in place; the
+    /// previous version runs again.
+    #[error("{path}: not kept, the previous version runs again: {reason}")]
+    NotKept {
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be written.
+        reason: String,
+    },
+    /// No such app.
+    #[error("no app {app}")]
+    NoApp {
+        /// The app.
+        app: String,
+    },
+    /// The app's file cannot be removed.
+    #[error("cannot remove {path}: {source}")]
+    Remove {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The runtime has stopped.
+    #[error("the runtime has stopped")]
+    Stopped,
 }
 
 /// Runtime-level failures.

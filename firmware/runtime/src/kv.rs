@@ -6,7 +6,6 @@
 //! u32 LE value length, value), then the SHA-256 of everything before it.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -77,19 +76,6 @@ fn encode(map: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
     let sum = Sha256::digest(&out);
     out.extend(sum);
     out
-}
-
-/// Write `bytes` to `path` atomically and durably.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
 }
 
 impl KvStore {
@@ -167,7 +153,7 @@ impl KvStore {
     }
 
     fn persist(&self) -> Result<(), KvError> {
-        write_atomic(&self.path, &encode(&self.map)).map_err(io(&self.path))
+        trellis_layout::write_atomic(&self.path, &encode(&self.map)).map_err(|e| io(&self.path)(e.into_io()))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod api;
 mod bindings;
 mod broker;
 mod cache;
+mod clock;
 pub mod config;
 pub mod device;
 mod engine;
@@ -17,17 +18,19 @@ mod error;
 mod host;
 mod hw;
 mod kv;
-pub mod paths;
 mod supervisor;
 pub mod uevent;
 mod worker;
 
 pub use broker::Message;
 pub use cache::CompileSource;
+pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
 pub use host::Usage;
 pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
+/// Every on-device path (owned by `trellis-layout`).
+pub use trellis_layout::paths;
 
 /// A stream of [`RuntimeEvent`]s.
 pub type EventReceiver = crossbeam_channel::Receiver<RuntimeEvent>;

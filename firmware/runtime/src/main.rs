@@ -20,7 +20,7 @@ enum BoardKind {
 #[command(name = "trellis-runtime", version)]
 struct Args {
     /// Configuration file (missing file: defaults).
-    #[arg(long, default_value = paths::CONFIG_FILE)]
+    #[arg(long, default_value = paths::RUNTIME_CONFIG)]
     config: PathBuf,
     /// Override the configuration's apps directory.
     #[arg(long)]
@@ -91,11 +91,11 @@ fn run(args: Args) -> Result<()> {
 #[cfg(feature = "linux")]
 fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
     use std::sync::Arc;
-    use trellis_runtime::device::{self, Device};
-    use trellis_update::{Resume, StateFile, Updater, dbus::DbusRauc, system::System};
+    use trellis_runtime::device::{self, RuntimeDevice};
+    use trellis_update::{Resume, StateFile, Updater, dbus::DbusRauc, system::LinuxPlatform};
 
     let Some(policy) = config.update else { return Ok(()) };
-    let platform = System { reboot_param: paths::REBOOT_PARAM.into() };
+    let platform = LinuxPlatform { reboot_param: paths::REBOOT_PARAM.into() };
     let file = StateFile::new(config.state_dir.join(paths::state::UPDATE));
     let updater = Arc::new(Updater::new(DbusRauc, platform, file, policy));
     let (u, r, c) = (Arc::clone(&updater), Arc::clone(runtime), config.clone());
@@ -111,12 +111,11 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
         }
     })?;
     let socket = std::path::Path::new(paths::CONTROL_SOCKET);
-    let device = Arc::new(Device::new(Arc::clone(runtime), updater));
-    trellis_update::control::serve(socket, device.clone())?;
+    let device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater));
+    trellis_control::socket::serve(socket, device.clone())?;
     if let Some(api) = &config.api {
         // The apps run on without the API: a bad certificate is an error in the log, not a crash loop.
-        let api_device = trellis_runtime::api::ApiDevice::new(Arc::clone(runtime), config.clone(), device);
-        match trellis_api::serve(api, Arc::new(api_device)) {
+        match trellis_api::serve(api, device) {
             Ok(server) if api.announce => trellis_runtime::api::announce(server.addr().port()),
             Ok(_) => {}
             Err(e) => tracing::error!("management API: {e}"),

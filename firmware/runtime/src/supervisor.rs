@@ -12,21 +12,25 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 use trellis_appfmt::{AppFile, Manifest, TrustList, component_code, interface_imports};
 use trellis_hal::Board;
+use trellis_layout::{AppsDir, write_atomic};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
 use crate::broker::{Broker, Message};
 use crate::cache::{CompileCache, CompileSource};
+use crate::clock::{Clock, SystemClock};
 use crate::engine::EpochTicker;
 use crate::host::{HostState, Services, Usage};
 use crate::hw::Hardware;
-use crate::kv::{KvStore, write_atomic};
+use crate::kv::KvStore;
 use crate::paths;
 use crate::worker::{self, Exit, Instance, WorkerMsg};
 use crate::{Fault, LoadError, RuntimeConfig, RuntimeError};
 
 const MAILBOX: usize = 1024;
+/// The supervisor looks at its clock at least this often.
+const TICK: Duration = Duration::from_millis(500);
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -174,10 +178,32 @@ pub struct HotplugEvent {
     pub device: String,
 }
 
+type Reply<T> = Sender<Result<T, LoadError>>;
+
 enum Control {
-    Load { path: PathBuf, reply: Option<Sender<Result<SwapOutcome, String>>> },
-    Remove { path: PathBuf },
-    Exited { app: String, generation: u64, fault: Option<Fault> },
+    Load {
+        path: PathBuf,
+        reply: Option<Reply<SwapOutcome>>,
+    },
+    Install {
+        app: String,
+        bytes: Vec<u8>,
+        reply: Reply<SwapOutcome>,
+    },
+    RemoveApp {
+        app: String,
+        reply: Reply<()>,
+    },
+    Remove {
+        path: PathBuf,
+    },
+    Exited {
+        app: String,
+        generation: u64,
+        fault: Option<Fault>,
+    },
+    /// Look at the clock (after a fake one moved); answered once acted on.
+    Tick(Sender<()>),
     Shutdown,
 }
 
@@ -192,7 +218,7 @@ struct Worker {
     generation: u64,
     tx: Sender<WorkerMsg>,
     thread: std::thread::JoinHandle<()>,
-    started: Instant,
+    started: Duration,
 }
 
 struct Slot {
@@ -200,9 +226,9 @@ struct Slot {
     usage: Arc<Usage>,
     version: Option<Arc<Version>>,
     worker: Option<Worker>,
-    crashes: VecDeque<Instant>,
+    crashes: VecDeque<Duration>,
     restarts: u32,
-    restart_at: Option<Instant>,
+    restart_at: Option<Duration>,
     good: bool,
     failed: Option<String>,
     last_error: Option<String>,
@@ -216,7 +242,6 @@ pub struct Runtime {
     services: Arc<Services>,
     status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    apps_dir: PathBuf,
     _watcher: Option<notify::RecommendedWatcher>,
     _ticker: EpochTicker,
 }
@@ -225,12 +250,6 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime").finish_non_exhaustive()
     }
-}
-
-pub(crate) fn app_name(path: &Path) -> Option<String> {
-    let file = path.file_name()?.to_str()?;
-    let stem = file.strip_suffix(".wasm")?;
-    (!file.starts_with('.') && trellis_appfmt::valid_name(stem)).then(|| stem.to_owned())
 }
 
 /// First boot: copy the image's seed apps into a new apps directory. The copy
@@ -245,17 +264,16 @@ fn seed_apps(seed: &Path, apps_dir: &Path) -> Result<(), RuntimeError> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     let mut names = Vec::new();
-    for entry in std::fs::read_dir(seed).map_err(io(seed))? {
-        let path = entry.map_err(io(seed))?.path();
-        if path.extension().is_some_and(|e| e == "wasm")
-            && let Some(name) = path.file_name()
-        {
-            let bytes = std::fs::read(&path).map_err(io(&path))?;
-            write_atomic(&tmp.join(name), &bytes).map_err(io(&tmp.join(name)))?;
-            names.push(name.to_string_lossy().into_owned());
-        }
+    for (name, path) in AppsDir::new(seed).list().map_err(io(seed))? {
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        let to = AppsDir::new(&tmp).path(&name);
+        write_atomic(&to, &bytes).map_err(|e| io(&to)(e.into_io()))?;
+        names.push(name);
     }
     std::fs::rename(&tmp, apps_dir).map_err(io(apps_dir))?;
+    if let Some(parent) = apps_dir.parent() {
+        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
+    }
     names.sort();
     tracing::info!(from = %seed.display(), apps = ?names, "first boot: seeded the apps directory");
     Ok(())
@@ -279,6 +297,19 @@ impl Runtime {
     pub fn start_with_events(
         config: RuntimeConfig,
         board: Board,
+    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
+        Self::start_with_clock(config, board, SystemClock::shared())
+    }
+
+    /// Like [`Runtime::start_with_events`], counting back-off, crash windows
+    /// and "good after" on `clock` (a [`crate::FakeClock`] in tests).
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub fn start_with_clock(
+        config: RuntimeConfig,
+        board: Board,
+        clock: Arc<dyn Clock>,
     ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
         if let Some(seed) = &config.seed_dir
             && !config.apps_dir.exists()
@@ -314,7 +345,6 @@ impl Runtime {
         let (control_tx, control_rx) = unbounded();
         let events = services.events.subscribe();
 
-        let apps_dir = config.apps_dir.clone();
         let watcher = if config.watch { Some(watch(&config, control_tx.clone())?) } else { None };
         let mut sup = Supervisor {
             cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
@@ -326,6 +356,7 @@ impl Runtime {
             control: control_tx.clone(),
             slots: HashMap::new(),
             next_generation: 1,
+            clock,
             config,
         };
         sup.load_all();
@@ -333,15 +364,8 @@ impl Runtime {
             .name("supervisor".into())
             .spawn(move || sup.run(&control_rx))
             .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
-        let runtime = Self {
-            control: control_tx,
-            apps_dir,
-            services,
-            status,
-            thread: Some(thread),
-            _watcher: watcher,
-            _ticker: ticker,
-        };
+        let runtime =
+            Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
         Ok((runtime, events))
     }
 
@@ -388,26 +412,44 @@ impl Runtime {
     ///
     /// # Errors
     /// Why it was refused; the previous version keeps running.
-    pub fn load(&self, path: &Path) -> Result<SwapOutcome, String> {
-        let (tx, rx) = bounded(1);
-        self.control
-            .send(Control::Load { path: path.to_owned(), reply: Some(tx) })
-            .map_err(|_| RuntimeError::Stopped.to_string())?;
-        rx.recv().map_err(|_| RuntimeError::Stopped.to_string())?
+    pub fn load(&self, path: &Path) -> Result<SwapOutcome, LoadError> {
+        self.ask(|reply| Control::Load { path: path.to_owned(), reply: Some(reply) })
     }
 
-    /// Install `bytes` as `APPS_DIR/NAME.wasm` (written to a temporary name and
-    /// renamed into place) and load it now.
+    /// Install `bytes` as app `name`: checked, compiled and started as a
+    /// transaction, and only once the new version runs is its file put in
+    /// place (`APPS_DIR/NAME.wasm`, written atomically). What uploads (the
+    /// management API, the fleet agent) use: the answer is the load's own
+    /// result. Bytes that already run are answered at once.
     ///
     /// # Errors
-    /// The file cannot be written, or the app was refused.
-    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<SwapOutcome, String> {
-        if !trellis_appfmt::valid_name(name) {
-            return Err(format!("{name:?} is not a valid app name"));
+    /// Why it was refused (the previous version keeps running and its file
+    /// stays), or that the configuration does not run `name`.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<SwapOutcome, LoadError> {
+        self.ask(|reply| Control::Install { app: name.to_owned(), bytes: bytes.to_vec(), reply })
+    }
+
+    /// Stop app `name` and remove its file.
+    ///
+    /// # Errors
+    /// No such app file, or it cannot be removed.
+    pub fn remove(&self, name: &str) -> Result<(), LoadError> {
+        self.ask(|reply| Control::RemoveApp { app: name.to_owned(), reply })
+    }
+
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Control) -> Result<T, LoadError> {
+        let (tx, rx) = bounded(1);
+        self.control.send(request(tx)).map_err(|_| LoadError::Stopped)?;
+        rx.recv().map_err(|_| LoadError::Stopped)?
+    }
+
+    /// Let the supervisor act on its clock now (restarts due, versions that
+    /// became good), after a fake clock was advanced; returns once it has.
+    pub fn tick(&self) {
+        let (tx, rx) = bounded(1);
+        if self.control.send(Control::Tick(tx)).is_ok() {
+            let _ = rx.recv();
         }
-        let path = self.apps_dir.join(format!("{name}.wasm"));
-        write_atomic(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        self.load(&path)
     }
 
     /// Every app's status.
@@ -447,7 +489,7 @@ fn watch(config: &RuntimeConfig, control: Sender<Control>) -> Result<notify::Rec
     let filter = config.clone();
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };
-        let wasm = |p: &PathBuf| app_name(p).is_some_and(|name| filter.runs(&name));
+        let wasm = |p: &PathBuf| AppsDir::name(p).is_some_and(|name| filter.runs(&name));
         let msgs: Vec<Control> = match event.kind {
             // A writer finished (cp, a direct write) or a file was renamed into place.
             EventKind::Access(AccessKind::Close(AccessMode::Write))
@@ -481,19 +523,28 @@ struct Supervisor {
     control: Sender<Control>,
     slots: HashMap<String, Slot>,
     next_generation: u64,
+    clock: Arc<dyn Clock>,
 }
 
 impl Supervisor {
     fn run(&mut self, rx: &Receiver<Control>) {
         loop {
-            let tick = Instant::now() + Duration::from_millis(500);
-            let wake = self.slots.values().filter_map(|s| s.restart_at).fold(tick, Instant::min);
-            match rx.recv_deadline(wake) {
+            let mut ticked = None;
+            // At least every 500 ms (real time); earlier when a restart is due.
+            let now = self.clock.now();
+            let due = self.slots.values().filter_map(|s| s.restart_at).map(|t| t.saturating_sub(now)).min();
+            match rx.recv_timeout(due.map_or(TICK, |d| d.min(TICK))) {
+                Ok(Control::Install { app, bytes, reply }) => {
+                    let _ = reply.send(self.install(&app, bytes));
+                }
+                Ok(Control::RemoveApp { app, reply }) => {
+                    let _ = reply.send(self.remove_app(&app));
+                }
                 Ok(Control::Load { path, reply }) => {
                     let result = self.load_path(&path);
                     match reply {
                         Some(reply) => {
-                            let _ = reply.send(result.map_err(|e| e.to_string()));
+                            let _ = reply.send(result);
                         }
                         None => {
                             if let Err(e) = result
@@ -505,6 +556,7 @@ impl Supervisor {
                     }
                 }
                 Ok(Control::Remove { path }) => self.remove(&path),
+                Ok(Control::Tick(reply)) => ticked = Some(reply),
                 Ok(Control::Exited { app, generation, fault }) => self.exited(&app, generation, fault),
                 Ok(Control::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     self.shutdown();
@@ -514,11 +566,14 @@ impl Supervisor {
             }
             self.restart_due();
             self.mark_good();
+            if let Some(reply) = ticked {
+                let _ = reply.send(());
+            }
         }
     }
 
     fn last_good_path(&self, app: &str) -> PathBuf {
-        self.config.state_dir.join(paths::state::LAST_GOOD).join(format!("{app}.wasm"))
+        AppsDir::new(self.config.state_dir.join(paths::state::LAST_GOOD)).path(app)
     }
 
     fn load_all(&mut self) {
@@ -526,7 +581,7 @@ impl Supervisor {
             Ok(entries) => entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| app_name(p).is_some_and(|name| self.config.runs(&name)))
+                .filter(|p| AppsDir::name(p).is_some_and(|name| self.config.runs(&name)))
                 .collect(),
             Err(e) => {
                 tracing::error!(dir = %self.config.apps_dir.display(), "cannot list apps: {e}");
@@ -538,7 +593,7 @@ impl Supervisor {
             if let Err(e) = self.load_path(&path) {
                 tracing::warn!("refused: {e}");
                 // A broken file (a power cut mid-copy, a bad update): run the last good copy.
-                let Some(app) = app_name(&path) else { continue };
+                let Some(app) = AppsDir::name(&path) else { continue };
                 let good = self.last_good_path(&app);
                 if good.exists() {
                     match self.load_file(&good, &app) {
@@ -554,26 +609,75 @@ impl Supervisor {
     }
 
     fn load_path(&mut self, path: &Path) -> Result<SwapOutcome, LoadError> {
-        let Some(app) = app_name(path) else {
+        let Some(app) = AppsDir::name(path) else {
             return Err(LoadError::FileName { path: path.to_owned() });
         };
         let result = self.load_file(path, &app);
+        self.report(&app, result)
+    }
+
+    /// A refusal is an event, the app's last error and in its status.
+    fn report(&mut self, app: &str, result: Result<SwapOutcome, LoadError>) -> Result<SwapOutcome, LoadError> {
         if let Err(e) = &result
             && !matches!(e, LoadError::Unchanged { .. })
         {
-            self.services.events.emit(RuntimeEvent::Refused { app: Some(app.clone()), reason: e.to_string() });
-            if let Some(slot) = self.slots.get_mut(&app) {
+            self.services.events.emit(RuntimeEvent::Refused { app: Some(app.to_owned()), reason: e.to_string() });
+            if let Some(slot) = self.slots.get_mut(app) {
                 slot.last_error = Some(e.to_string());
             }
-            self.publish_status(&app);
+            self.publish_status(app);
         }
         result
+    }
+
+    /// An upload: load `bytes` as `app`, then put them in place.
+    fn install(&mut self, app: &str, bytes: Vec<u8>) -> Result<SwapOutcome, LoadError> {
+        let apps = AppsDir::new(&self.config.apps_dir);
+        let path = apps.path(app);
+        if !trellis_layout::valid_name(app) {
+            return Err(LoadError::FileName { path });
+        }
+        if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
+            return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
+        }
+        let t0 = Instant::now();
+        let result = self.load_bytes(&path, app, bytes.clone(), t0);
+        let outcome = self.report(app, result)?;
+        if let Err(e) = write_atomic(&path, &bytes) {
+            // The file on disk is still the previous version (or none): run that again.
+            tracing::error!(app, "{e}: going back to the previous version");
+            if path.exists() {
+                if let Err(back) = self.load_file(&path, app) {
+                    tracing::error!(app, "the previous version failed too: {back}");
+                }
+            } else {
+                self.remove(&path);
+            }
+            return self.report(app, Err(LoadError::NotKept { path, reason: e.to_string() }));
+        }
+        Ok(outcome)
+    }
+
+    fn remove_app(&mut self, app: &str) -> Result<(), LoadError> {
+        let path = AppsDir::new(&self.config.apps_dir).path(app);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(LoadError::NoApp { app: app.to_owned() }),
+            Err(source) => return Err(LoadError::Remove { path, source }),
+        }
+        self.remove(&path);
+        Ok(())
     }
 
     /// Validate and compile `path` as app `app`, then swap it in.
     fn load_file(&mut self, path: &Path, app: &str) -> Result<SwapOutcome, LoadError> {
         let t0 = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        self.load_bytes(path, app, bytes, t0)
+    }
+
+    /// Validate and compile `bytes` (from `path`) as app `app`, then swap it in.
+    fn load_bytes(&mut self, path: &Path, app: &str, bytes: Vec<u8>, t0: Instant) -> Result<SwapOutcome, LoadError> {
         let fmt = |source| LoadError::Format { path: path.to_owned(), source };
         let file = AppFile::parse(&bytes).map_err(fmt)?;
         if let Some(slot) = self.slots.get(app)
@@ -800,9 +904,10 @@ impl Supervisor {
                 path: path.to_owned(),
                 reason: format!("cannot start a thread: {e}"),
             })?;
+        let started = self.clock.now();
         let slot = self.slot(app, &version.manifest)?;
         let replaced = slot.version.as_ref().filter(|_| slot.worker.is_some()).map(|v| v.manifest.version.clone());
-        if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started: Instant::now() }) {
+        if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started }) {
             let _ = old.tx.send(WorkerMsg::Stop);
         }
         let same_version = slot.version.as_ref().is_some_and(|v| v.sha256 == version.sha256);
@@ -842,11 +947,11 @@ impl Supervisor {
     fn crashed(&mut self, app: &str, fault: Fault) {
         tracing::error!(app, "crashed: {fault}");
         self.services.events.emit(RuntimeEvent::Crashed { app: app.to_owned(), fault: fault.clone() });
+        let now = self.clock.now();
         let Some(slot) = self.slots.get_mut(app) else { return };
-        let now = Instant::now();
         let window = self.config.crash.window();
         slot.crashes.push_back(now);
-        while slot.crashes.front().is_some_and(|&t| now.duration_since(t) > window) {
+        while slot.crashes.front().is_some_and(|&t| now.saturating_sub(t) > window) {
             slot.crashes.pop_front();
         }
         slot.last_error = Some(fault.to_string());
@@ -893,7 +998,7 @@ impl Supervisor {
     }
 
     fn restart_due(&mut self) {
-        let now = Instant::now();
+        let now = self.clock.now();
         let due: Vec<String> =
             self.slots.iter().filter(|(_, s)| s.restart_at.is_some_and(|t| t <= now)).map(|(n, _)| n.clone()).collect();
         for app in due {
@@ -917,11 +1022,14 @@ impl Supervisor {
     /// A version that ran `good_after` without crashing becomes the last good one.
     fn mark_good(&mut self) {
         let good_after = Duration::from_millis(self.config.crash.good_after_ms);
+        let now = self.clock.now();
         let ready: Vec<String> = self
             .slots
             .iter()
             .filter(|(_, s)| {
-                !s.good && s.crashes.is_empty() && s.worker.as_ref().is_some_and(|w| w.started.elapsed() >= good_after)
+                !s.good
+                    && s.crashes.is_empty()
+                    && s.worker.as_ref().is_some_and(|w| now.saturating_sub(w.started) >= good_after)
             })
             .map(|(n, _)| n.clone())
             .collect();
@@ -930,8 +1038,10 @@ impl Supervisor {
             let Some(slot) = self.slots.get_mut(&app) else { continue };
             slot.good = true;
             let Some(v) = &slot.version else { continue };
-            let written =
-                path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| write_atomic(&path, &v.bytes));
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| write_atomic(&path, &v.bytes).map_err(|e| e.into_io()));
             match written {
                 Ok(()) => tracing::info!(app, version = %v.manifest.version, "marked as the last good version"),
                 Err(e) => tracing::warn!(app, path = %path.display(), "cannot keep the last good copy: {e}"),
@@ -940,7 +1050,7 @@ impl Supervisor {
     }
 
     fn remove(&mut self, path: &Path) {
-        let Some(app) = app_name(path) else { return };
+        let Some(app) = AppsDir::name(path) else { return };
         if path.exists() {
             return; // renamed over again already
         }

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{device, example, manifest, pack, with_config};
+use support::{device, device_on_fake_clock, example, manifest, pack, with_config};
 use trellis_hal::gpio::Level;
 use trellis_runtime::{AppState, Fault, HotplugAction, HotplugEvent, RuntimeEvent};
 
@@ -154,39 +154,59 @@ fn a_memory_bomb_hits_its_limit_alone() {
     assert_fault_is_contained("grow", |f| matches!(f, Fault::MemoryLimit { limit, .. } if *limit == 4096 * 1024));
 }
 
+/// On the default crash policy (restart after 100 ms, doubling; 3 crashes in
+/// a minute are a loop), counted on a fake clock: no real time passes.
 #[test]
 fn a_panic_is_a_trap_restarted_with_backoff_then_given_up() {
+    let t0 = Instant::now();
     let bad = pack("faulty", &with_config(manifest("faulty"), &[("mode", "trap")]));
-    let dev = device(&[("faulty", bad)], |c| c.crash.backoff_ms = 10);
-    for _ in 0..3 {
+    let (dev, clock) = device_on_fake_clock(&[("faulty", bad)]);
+    let policy = trellis_runtime::CrashPolicy::default();
+    for n in 1..policy.max_crashes {
         dev.wait_for("a trap", SECS, |e| matches!(e, RuntimeEvent::Crashed { fault: Fault::Trap(_), .. }));
+        let status = dev.runtime.app_status("faulty").unwrap();
+        assert_eq!((status.state, status.restarts), (AppState::Restarting, n - 1), "waits out its back-off");
+        // Just before the back-off ends nothing happens; at its end, the restart.
+        clock.advance(policy.backoff(n) - Duration::from_millis(1));
+        dev.runtime.tick();
+        assert_eq!(dev.runtime.app_status("faulty").unwrap().restarts, n - 1, "restarted before its back-off");
+        clock.advance(Duration::from_millis(1));
+        dev.runtime.tick();
     }
+    dev.wait_for("a trap", SECS, |e| matches!(e, RuntimeEvent::Crashed { fault: Fault::Trap(_), .. }));
     // No last good version to go back to: the app is stopped, not restarted forever.
     let stopped = dev.wait_for("given up", SECS, |e| matches!(e, RuntimeEvent::Stopped { .. }));
     let RuntimeEvent::Stopped { reason, .. } = stopped else { unreachable!() };
     assert!(reason.contains("crash loop"), "{reason}");
     assert!(matches!(dev.runtime.app_status("faulty").unwrap().state, AppState::Failed(_)));
+    assert!(t0.elapsed() < Duration::from_secs(20), "no waiting in real time: {:?}", t0.elapsed());
 }
 
+/// A version becomes the last good one after running 10 s (the default) on the
+/// fake clock; a crash-looping successor falls back to it.
 #[test]
 fn a_crash_loop_falls_back_to_the_last_good_version() {
-    let dev = device(&[("counter", example("counter"))], |c| {
-        c.crash.good_after_ms = 200;
-        c.crash.backoff_ms = 10;
-    });
+    let (dev, clock) = device_on_fake_clock(&[("counter", example("counter"))]);
     dev.wait_started("counter", "1.0.0");
     let last_good = dev.state().join("last-good/counter.wasm");
-    let t0 = Instant::now();
-    while !last_good.exists() {
-        assert!(t0.elapsed() < SECS, "version 1.0.0 never became the last good one");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let policy = trellis_runtime::CrashPolicy::default();
+    clock.advance(Duration::from_millis(policy.good_after_ms - 1));
+    dev.runtime.tick();
+    assert!(!last_good.exists(), "good before its time");
+    clock.advance(Duration::from_millis(1));
+    dev.runtime.tick();
+    assert!(last_good.exists(), "version 1.0.0 did not become the last good one after 10 s");
     // A new "counter" that starts fine, then traps on every run.
     let mut m = with_config(manifest("faulty"), &[("mode", "trap")]);
     m.name = "counter".into();
     m.version = "2.0.0".into();
     dev.install("counter", &pack("faulty", &m));
     dev.wait_started("counter", "2.0.0");
+    for n in 1..policy.max_crashes {
+        dev.wait_for("a trap", SECS, |e| matches!(e, RuntimeEvent::Crashed { app, .. } if app == "counter"));
+        clock.advance(policy.backoff(n));
+        dev.runtime.tick();
+    }
     let fell_back = dev.wait_for("fallback", SECS, |e| matches!(e, RuntimeEvent::FellBack { .. }));
     assert_eq!(fell_back, RuntimeEvent::FellBack { app: "counter".into(), version: "1.0.0".into() });
     let values = dev.runtime.subscribe("counter/value");
@@ -203,7 +223,7 @@ fn a_counter_survives_a_swap() {
     let before = recv_ticks(&values, 5);
     let mut v2 = fast.clone();
     v2.version = "1.1.0".into();
-    let outcome = dev.runtime.load_bytes("counter", &pack("counter", &v2));
+    let outcome = dev.runtime.install("counter", &pack("counter", &v2));
     let outcome = outcome.unwrap();
     assert!(outcome.state_handed_over, "save/restore ran");
     assert_eq!(outcome.replaced.as_deref(), Some("1.0.0"));
@@ -247,7 +267,7 @@ fn an_app_built_against_an_older_patch_runs_and_hands_over_its_state() {
     let before = recv_ticks(&values, 3);
     let mut v2 = fast.clone();
     v2.version = "1.1.0".into();
-    let outcome = dev.runtime.load_bytes("counter", &pack("counter", &v2)).unwrap();
+    let outcome = dev.runtime.install("counter", &pack("counter", &v2)).unwrap();
     assert!(outcome.state_handed_over, "the 0.1.0 build's save ran");
     let after = recv_ticks(&values, 3);
     assert_eq!(after[0], before[2] + 1, "the count went on: {before:?} then {after:?}");
@@ -259,7 +279,7 @@ fn the_key_value_store_survives_a_reboot() {
     let dev = device(&[("counter", pack("counter", &fast))], |_| {});
     let values = dev.runtime.subscribe("counter/value");
     let last = *recv_ticks(&values, 5).last().unwrap();
-    let support::Device { dir, runtime, .. } = dev;
+    let support::TestRuntime { dir, runtime, .. } = dev;
     runtime.shutdown();
     let dev = support::boot(dir, |_| {});
     let values = dev.runtime.subscribe("counter/value");
@@ -323,7 +343,7 @@ fn a_file_named_differently_from_its_manifest_is_refused() {
     // Not an app name at all: ignored by the watcher, refused when asked for.
     let odd = dev.apps().join("Odd Name.wasm");
     std::fs::write(&odd, example("counter")).unwrap();
-    let err = dev.runtime.load(&odd).unwrap_err();
+    let err = dev.runtime.load(&odd).unwrap_err().to_string();
     assert!(err.contains("an app file is named NAME.wasm"), "{err}");
 }
 
@@ -348,7 +368,7 @@ fn a_broken_file_at_boot_runs_the_last_good_copy() {
         assert!(t0.elapsed() < SECS);
         std::thread::sleep(Duration::from_millis(20));
     }
-    let support::Device { dir, runtime, .. } = dev;
+    let support::TestRuntime { dir, runtime, .. } = dev;
     runtime.shutdown();
     // Power cut in the middle of copying a new version over the file.
     let path = dir.path().join("apps/counter.wasm");
@@ -461,7 +481,7 @@ fn pwm_channels_are_granted_kept_across_a_swap_and_stopped_with_the_app() {
     });
     let mut v2 = fast.clone();
     v2.version = "1.1.0".into();
-    dev.runtime.load_bytes("fader", &pack("fader", &v2)).unwrap();
+    dev.runtime.install("fader", &pack("fader", &v2)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(watcher.join().unwrap(), 0, "the channel stopped during the swap");
@@ -610,14 +630,14 @@ fn the_image_seeds_a_new_apps_directory_once() {
     assert!(!dev.apps().join("README").exists());
     // The user removes the app; the next boot does not bring it back.
     std::fs::remove_file(dev.apps().join("counter.wasm")).unwrap();
-    let support::Device { dir, runtime, .. } = dev;
+    let support::TestRuntime { dir, runtime, .. } = dev;
     runtime.shutdown();
     let dev = support::boot(dir, |c| c.seed_dir = Some(seed.clone()));
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(dev.running_version("counter"), None);
     assert!(!dev.apps().join("counter.wasm").exists());
     // A missing seed directory does not stop the runtime from starting.
-    let support::Device { dir, runtime, .. } = dev;
+    let support::TestRuntime { dir, runtime, .. } = dev;
     runtime.shutdown();
     std::fs::remove_dir_all(dir.path().join("apps")).unwrap();
     let dev = support::boot(dir, |c| c.seed_dir = Some(seed.join("missing")));

@@ -18,9 +18,8 @@
 //! Every step is written to a small state file on the data partition
 //! ([`StateFile`]), so the outcome survives the reboots and is what
 //! `trellis device status` shows. Side effects sit behind [`Rauc`] and
-//! [`Platform`]; the real ones are [`dbus::DbusRauc`] and [`system::System`].
+//! [`Platform`]; the real ones are [`dbus::DbusRauc`] and [`system::LinuxPlatform`].
 
-pub mod control;
 #[cfg(feature = "dbus")]
 pub mod dbus;
 mod error;
@@ -31,6 +30,8 @@ mod state;
 pub mod system;
 
 pub use error::UpdateError;
-pub use lifecycle::{FirmwareStatus, GateOutcome, Platform, Policy, Reboot, Resume, Updater};
-pub use rauc::{Mark, Progress, Rauc, SlotInfo, Slots};
-pub use state::{Phase, StateFile, UpdateRecord};
+pub use lifecycle::{GateOutcome, Platform, Policy, Reboot, Resume, Updater};
+pub use rauc::{Mark, Rauc};
+pub use state::StateFile;
+// What the lifecycle reports is part of the device interface (`trellis-control`).
+pub use trellis_control::{FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};

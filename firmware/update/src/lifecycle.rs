@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use crate::{Mark, Phase, Progress, Rauc, Slots, StateFile, UpdateError, UpdateRecord};
+use crate::{FirmwareStatus, Mark, Phase, Progress, Rauc, StateFile, UpdateError, UpdateRecord};
 
 /// How a reboot is to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,31 +93,6 @@ pub enum GateOutcome {
     Committed,
     /// Marked bad and rebooting into the old slot, with the reason.
     RolledBack(String),
-}
-
-/// What the device reports about its firmware.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct FirmwareStatus {
-    /// The slots as RAUC sees them (none when RAUC cannot be reached).
-    pub slots: Option<Slots>,
-    /// Why the slots are missing.
-    pub slots_error: Option<String>,
-    /// `idle`, `installing` or `trial`.
-    pub operation: String,
-    /// The installation's progress, while installing.
-    pub progress: Option<Progress>,
-    /// The last update and how it ended.
-    pub last_update: Option<UpdateRecord>,
-}
-
-impl FirmwareStatus {
-    /// No update running and none on record, slots unknown (a device
-    /// without RAUC; tests).
-    #[must_use]
-    pub fn idle() -> Self {
-        Self { slots: None, slots_error: None, operation: "idle".into(), progress: None, last_update: None }
-    }
 }
 
 #[derive(Debug, Default)]

@@ -2,62 +2,7 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
-use crate::UpdateError;
-
-/// RAUC's progress report: a percentage and what it is doing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// 0–100.
-    pub percent: i32,
-    /// RAUC's message ("Checking bundle", "Copying image to rootfs.1", ...).
-    pub message: String,
-}
-
-/// A slot as RAUC reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct SlotInfo {
-    /// RAUC's slot name (`rootfs.1`).
-    pub name: String,
-    /// Boot name (`B`).
-    pub bootname: String,
-    /// `booted`, `active` or `inactive`.
-    pub state: String,
-    /// `good` or `bad` (from the boot backend).
-    pub boot_status: Option<String>,
-    /// The version of the bundle last installed into it.
-    pub version: Option<String>,
-}
-
-/// The slots of the system.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct Slots {
-    /// Boot name of the slot running now.
-    pub booted: String,
-    /// Boot name of the slot the next normal boot starts.
-    pub primary: Option<String>,
-    /// The system's compatible string.
-    pub compatible: String,
-    /// The bootable slots (those with a boot name).
-    pub slots: Vec<SlotInfo>,
-}
-
-impl Slots {
-    /// The bootable slot that is not running: where an update goes.
-    #[must_use]
-    pub fn other(&self) -> Option<&SlotInfo> {
-        self.slots.iter().find(|s| s.bootname != self.booted)
-    }
-
-    /// The slot with boot name `bootname`.
-    #[must_use]
-    pub fn by_bootname(&self, bootname: &str) -> Option<&SlotInfo> {
-        self.slots.iter().find(|s| s.bootname == bootname)
-    }
-}
+use crate::{Progress, Slots, UpdateError};
 
 /// What a slot is marked as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

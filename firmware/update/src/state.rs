@@ -1,60 +1,9 @@
 //! The update record, kept on the data partition across reboots.
 
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
-use crate::UpdateError;
-
-/// Where an update is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    /// RAUC is writing the other slot.
-    Installing,
-    /// Installed; the trial boot of the new slot is requested or running.
-    Trial,
-    /// The trial boot was healthy; the new slot is the primary.
-    Committed,
-    /// The trial boot was not healthy (or never came up); the old slot runs.
-    RolledBack,
-    /// The installation failed; nothing changed.
-    Failed,
-}
-
-impl Phase {
-    /// Whether the update is over.
-    #[must_use]
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Committed | Self::RolledBack | Self::Failed)
-    }
-}
-
-/// The last firmware update: what, where to, how it ended and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct UpdateRecord {
-    /// The bundle as given.
-    pub bundle: String,
-    /// The bundle's version (known once installed).
-    pub version: Option<String>,
-    /// The slot that was running (boot name, `A` or `B`).
-    pub from: String,
-    /// The slot written (known once installed).
-    pub to: Option<String>,
-    /// Where it is.
-    pub phase: Phase,
-    /// Why it failed or was rolled back.
-    pub reason: Option<String>,
-    /// The boot (kernel `boot_id`) the installation ran in.
-    pub boot_id: String,
-    /// Seconds since the epoch when it started.
-    pub started: u64,
-    /// Seconds since the epoch when the phase last changed.
-    pub changed: u64,
-}
+use crate::{UpdateError, UpdateRecord};
 
 /// The record's file (`/data/trellis/update.json`), replaced atomically.
 #[derive(Debug, Clone)]
@@ -105,17 +54,12 @@ impl StateFile {
     /// The file or its directory cannot be written.
     pub fn save(&self, record: &UpdateRecord) -> Result<(), UpdateError> {
         let err = |source| UpdateError::State { path: self.path.clone(), source };
-        let dir = self.path.parent().unwrap_or_else(|| Path::new("."));
-        fs::create_dir_all(dir).map_err(err)?;
-        let tmp = self.path.with_extension("json.tmp");
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(err)?;
+        }
         let mut text = serde_json::to_vec_pretty(record).map_err(|e| err(e.into()))?;
         text.push(b'\n');
-        let mut f = File::create(&tmp).map_err(err)?;
-        f.write_all(&text).map_err(err)?;
-        f.sync_all().map_err(err)?;
-        fs::rename(&tmp, &self.path).map_err(err)?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
-        Ok(())
+        trellis_layout::write_atomic(&self.path, &text).map_err(|e| err(e.into_io()))
     }
 }
 
@@ -123,6 +67,7 @@ impl StateFile {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::Phase;
 
     fn record() -> UpdateRecord {
         UpdateRecord {

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustix::process::{Pid, Signal, kill_process};
+use trellis_layout::paths;
 
 use crate::{Platform, Reboot, UpdateError};
 
@@ -11,23 +12,23 @@ use crate::{Platform, Reboot, UpdateError};
 /// SIGTERM, after writing the restart command init hands to the kernel
 /// (`/run/trellis/reboot-param`, docs/init.md).
 #[derive(Debug, Clone)]
-pub struct System {
+pub struct LinuxPlatform {
     /// Where init looks for the restart command.
     pub reboot_param: PathBuf,
 }
 
-impl Platform for System {
+impl Platform for LinuxPlatform {
     fn boot_id(&self) -> String {
-        std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+        std::fs::read_to_string(paths::BOOT_ID).map(|s| s.trim().to_owned()).unwrap_or_default()
     }
 
     fn booted_slot(&self) -> Option<String> {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").ok()?;
-        slot_from_cmdline(&cmdline)
+        let cmdline = std::fs::read_to_string(paths::KERNEL_CMDLINE).ok()?;
+        trellis_layout::booted_slot(&cmdline).map(str::to_owned)
     }
 
     fn uptime(&self) -> Duration {
-        let uptime = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        let uptime = std::fs::read_to_string(paths::UPTIME).unwrap_or_default();
         let secs = uptime.split_whitespace().next().and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
         Duration::from_secs_f64(secs)
     }
@@ -48,7 +49,7 @@ impl Platform for System {
                 if let Some(dir) = param.parent() {
                     std::fs::create_dir_all(dir).map_err(err)?;
                 }
-                std::fs::write(param, "0 tryboot\n").map_err(err)?;
+                trellis_layout::write_atomic(param, b"0 tryboot\n").map_err(|e| err(e.into_io()))?;
             }
             Reboot::Normal => match std::fs::remove_file(param) {
                 Ok(()) => {}
@@ -58,20 +59,5 @@ impl Platform for System {
         }
         let init = Pid::from_raw(1).ok_or_else(|| UpdateError::Reboot("no PID 1".into()))?;
         kill_process(init, Signal::TERM).map_err(|e| UpdateError::Reboot(format!("signalling init: {e}")))
-    }
-}
-
-/// `rauc.slot=X` from a kernel command line.
-fn slot_from_cmdline(cmdline: &str) -> Option<String> {
-    cmdline.split_whitespace().find_map(|w| w.strip_prefix("rauc.slot=")).map(str::to_owned)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_booted_slot_is_on_the_command_line() {
-        let c = "console=ttyAMA0 root=/dev/vda6 rootfstype=squashfs ro panic=5 rauc.slot=B\n";
-        assert_eq!(super::slot_from_cmdline(c).as_deref(), Some("B"));
-        assert_eq!(super::slot_from_cmdline("root=/dev/vda5"), None);
     }
 }

@@ -5,11 +5,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use trellis_update::control::{self, DeviceStatus, Reply, Request};
-use trellis_update::{Phase, UpdateRecord};
+use trellis_control::socket::{self as control, Reply, Request};
+use trellis_control::{DeviceStatus, Phase, UpdateRecord};
 
 /// The runtime's control socket on a device.
-pub const SOCKET: &str = "/run/trellis/control.sock";
+pub const SOCKET: &str = trellis_layout::paths::CONTROL_SOCKET;
 
 /// Print the device's state.
 ///

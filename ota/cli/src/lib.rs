@@ -337,10 +337,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 
 /// Write through a temporary file and a rename, so a watcher never sees half a file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("app")));
-    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    trellis_layout::write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn pack(
@@ -360,7 +357,7 @@ fn pack(
         m.config.insert(k.to_owned(), v.to_owned());
     }
     let app = trellis_appfmt::pack(&read(component)?, &m).with_context(|| format!("{}", component.display()))?;
-    let out = output.unwrap_or_else(|| PathBuf::from(format!("{}.wasm", m.name)));
+    let out = output.unwrap_or_else(|| trellis_layout::AppsDir::new("").path(&m.name));
     write_atomic(&out, &app)?;
     println!("{} {} -> {} ({} bytes)", m.name, m.version, out.display(), app.len());
     Ok(())
@@ -447,11 +444,10 @@ fn run_apps(args: &RunArgs) -> Result<()> {
     let state_dir = args.state_dir.clone().unwrap_or_else(|| apps_dir.join(".trellis"));
     let mut config = RuntimeConfig::new(&apps_dir, &state_dir);
     if let Some(file) = only {
-        let name = file.to_str().and_then(|f| f.strip_suffix(".wasm")).filter(|n| trellis_appfmt::valid_name(n));
-        let Some(name) = name else {
+        let Some(name) = trellis_layout::AppsDir::name(&file) else {
             bail!("{}: an app file is named NAME.wasm (NAME as in its manifest)", args.path.display());
         };
-        config.only = Some(vec![name.to_owned()]);
+        config.only = Some(vec![name]);
     }
     config.require_signatures = args.require_signatures;
     config.trust.clone_from(&args.trust);

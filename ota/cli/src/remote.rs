@@ -12,8 +12,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use trellis_api::client::{Client, ClientError, Credentials, Upload};
 use trellis_appfmt::AppFile;
-use trellis_update::control::{DeviceStatus, Reply};
-use trellis_update::{Phase, UpdateRecord};
+use trellis_control::socket::Reply;
+use trellis_control::{DeviceStatus, Phase, UpdateRecord};
 
 /// The files `scripts/dev-keys.sh` makes for the API, in its `api/` directory.
 pub const PKI_FILES: [&str; 3] = ["device-ca.pem", "operator.pem", "operator.key"];

@@ -220,73 +220,59 @@ fn bundle_inspect_shows_a_signed_bundle_and_names_what_is_wrong() {
 
 /// A device's runtime answering on a control socket (the protocol and server of
 /// the device; the twin runs the real runtime behind it: tests/twin/tests/update.rs).
-#[derive(Debug)]
-struct FakeDevice;
-
-impl trellis_update::control::Handler for FakeDevice {
-    fn status(&self) -> trellis_update::control::DeviceStatus {
-        let slot = |name: &str, bootname: &str, state: &str, version: Option<&str>| trellis_update::SlotInfo {
-            name: name.into(),
-            bootname: bootname.into(),
-            state: state.into(),
-            boot_status: Some("good".into()),
-            version: version.map(Into::into),
-        };
-        trellis_update::control::DeviceStatus {
-            uptime_ms: 3_723_000,
-            firmware: trellis_update::FirmwareStatus {
-                slots: Some(trellis_update::Slots {
-                    booted: "A".into(),
-                    primary: Some("A".into()),
-                    compatible: "trellis-qemu-aarch64".into(),
-                    slots: vec![
-                        slot("rootfs.0", "A", "booted", None),
-                        slot("rootfs.1", "B", "inactive", Some("2.0.0")),
-                    ],
-                }),
-                slots_error: None,
-                operation: "idle".into(),
-                progress: None,
-                last_update: Some(trellis_update::UpdateRecord {
-                    bundle: "/data/u.raucb".into(),
-                    version: Some("2.0.0".into()),
-                    from: "A".into(),
-                    to: Some("B".into()),
-                    phase: trellis_update::Phase::RolledBack,
-                    reason: Some("not healthy within 20 s of boot: blinky: not loaded".into()),
-                    boot_id: "x".into(),
-                    started: 1,
-                    changed: 2,
-                }),
-            },
-            apps: vec![trellis_update::control::AppSummary {
-                name: "counter".into(),
-                version: "1.0.0".into(),
-                state: "running".into(),
-                restarts: 2,
-                last_error: None,
-                memory_bytes: 1_179_648,
-                cpu_ms: 42,
-                calls: 7,
-            }],
-        }
-    }
-    fn install(
-        &self,
-        bundle: &Path,
-        progress: &mut dyn FnMut(&trellis_update::Progress),
-    ) -> Result<trellis_update::UpdateRecord, String> {
-        progress(&trellis_update::Progress { percent: 10, message: "Checking bundle".into() });
-        Err(format!("RAUC: {}: signature verification failed", bundle.display()))
-    }
-    fn installed(&self) {}
+fn fake_device() -> trellis_control::testing::FakeDevice {
+    use trellis_control::testing::FakeDevice;
+    use trellis_control::{AppSummary, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};
+    let slot = |name: &str, bootname: &str, state: &str, version: Option<&str>| SlotInfo {
+        name: name.into(),
+        bootname: bootname.into(),
+        state: state.into(),
+        boot_status: Some("good".into()),
+        version: version.map(Into::into),
+    };
+    let status = DeviceStatus {
+        uptime_ms: 3_723_000,
+        firmware: FirmwareStatus {
+            slots: Some(Slots {
+                booted: "A".into(),
+                primary: Some("A".into()),
+                compatible: "trellis-qemu-aarch64".into(),
+                slots: vec![slot("rootfs.0", "A", "booted", None), slot("rootfs.1", "B", "inactive", Some("2.0.0"))],
+            }),
+            slots_error: None,
+            operation: "idle".into(),
+            progress: None,
+            last_update: Some(UpdateRecord {
+                bundle: "/data/u.raucb".into(),
+                version: Some("2.0.0".into()),
+                from: "A".into(),
+                to: Some("B".into()),
+                phase: Phase::RolledBack,
+                reason: Some("not healthy within 20 s of boot: blinky: not loaded".into()),
+                boot_id: "x".into(),
+                started: 1,
+                changed: 2,
+            }),
+        },
+        apps: vec![AppSummary {
+            restarts: 2,
+            memory_bytes: 1_179_648,
+            cpu_ms: 42,
+            calls: 7,
+            ..FakeDevice::app("counter", "1.0.0")
+        }],
+    };
+    let mut device = FakeDevice::new(std::env::temp_dir()).with_status(status);
+    device.progress = vec![Progress { percent: 10, message: "Checking bundle".into() }];
+    device.refuse_firmware.store(true, std::sync::atomic::Ordering::SeqCst);
+    device
 }
 
 #[test]
 fn device_status_and_update_talk_to_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("control.sock");
-    trellis_update::control::serve(&sock, std::sync::Arc::new(FakeDevice)).unwrap();
+    trellis_control::socket::serve(&sock, std::sync::Arc::new(fake_device())).unwrap();
     let o = trellis(&["device", "status", "--socket", s(&sock)]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");

@@ -5,86 +5,30 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose};
-use trellis_api::{ApiConfig, Device, Verdict};
-use trellis_update::control::{AppSummary, DeviceStatus};
-use trellis_update::{FirmwareStatus, Phase, Progress, UpdateRecord};
+use trellis_api::ApiConfig;
+use trellis_control::testing::FakeDevice;
+use trellis_control::{AppSummary, DeviceStatus, FirmwareStatus, Progress};
 
 /// A device: one app, and a firmware update that installs and then, after the
 /// trial reboot, is found rolled back.
-#[derive(Default)]
-struct Fake {
-    record: Mutex<Option<UpdateRecord>>,
-    rebooted: AtomicBool,
-}
-
-impl Device for Fake {
-    fn status(&self) -> DeviceStatus {
-        let mut last_update = self.record.lock().unwrap().clone();
-        if self.rebooted.load(Ordering::SeqCst)
-            && let Some(r) = last_update.as_mut()
-        {
-            r.phase = Phase::RolledBack;
-            r.reason = Some("not healthy within 60 s of boot: blinky: not loaded".into());
-        }
-        let firmware = FirmwareStatus { last_update, ..FirmwareStatus::idle() };
-        let app = AppSummary {
-            name: "blinky".into(),
-            version: "1.0.0".into(),
-            state: "running".into(),
-            restarts: 0,
-            last_error: None,
-            memory_bytes: 1 << 20,
-            cpu_ms: 5,
-            calls: 3,
-        };
-        DeviceStatus { uptime_ms: 61_000, firmware, apps: vec![app] }
-    }
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn apps_dir(&self) -> PathBuf {
-        std::env::temp_dir()
-    }
-    fn verify_app(&self, _: &str, _: &[u8]) -> Result<String, String> {
-        Err("not signed by a trusted key".into())
-    }
-    fn watch_app(&self, _: &str) -> Box<dyn Verdict> {
-        unreachable!("verify_app refuses everything")
-    }
-    fn firmware_dir(&self) -> Option<PathBuf> {
-        Some(std::env::temp_dir().join(format!("trellis-cli-remote-{}", std::process::id())))
-    }
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        progress(&Progress { percent: 50, message: "Copying image".into() });
-        progress(&Progress { percent: 100, message: "Installing done.".into() });
-        let record = UpdateRecord {
-            bundle: bundle.display().to_string(),
-            version: Some("2.0.0".into()),
-            from: "A".into(),
-            to: Some("B".into()),
-            phase: Phase::Trial,
-            reason: None,
-            boot_id: "boot-1".into(),
-            started: 100,
-            changed: 101,
-        };
-        *self.record.lock().unwrap() = Some(record.clone());
-        Ok(record)
-    }
-    fn installed(&self) {
-        self.rebooted.store(true, Ordering::SeqCst);
-    }
-    fn logs(&self) -> (Vec<String>, Receiver<String>) {
-        let entry = r#"{"time": 3723.5, "app": "blinky", "level": "info", "message": "blinking GPIO 17"}"#;
-        (vec![entry.into()], std::sync::mpsc::channel().1)
-    }
+fn fake_device() -> FakeDevice {
+    let app = AppSummary { memory_bytes: 1 << 20, cpu_ms: 5, calls: 3, ..FakeDevice::app("blinky", "1.0.0") };
+    let status = DeviceStatus { uptime_ms: 61_000, firmware: FirmwareStatus::idle(), apps: vec![app] };
+    let mut device = FakeDevice::new(std::env::temp_dir())
+        .with_status(status)
+        .with_firmware(std::env::temp_dir().join(format!("trellis-cli-remote-{}", std::process::id())));
+    device.progress = vec![
+        Progress { percent: 50, message: "Copying image".into() },
+        Progress { percent: 100, message: "Installing done.".into() },
+    ];
+    device.rolls_back = Some("not healthy within 60 s of boot: blinky: not loaded".into());
+    device.recent_logs =
+        vec![r#"{"time": 3723.5, "app": "blinky", "level": "info", "message": "blinking GPIO 17"}"#.into()];
+    device
 }
 
 fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
@@ -134,7 +78,7 @@ impl Setup {
             max_bundle_bytes: 1 << 20,
             announce: false,
         };
-        let server = trellis_api::serve(&config, Arc::new(Fake::default())).unwrap();
+        let server = trellis_api::serve(&config, Arc::new(fake_device())).unwrap();
         Self { address: server.addr().to_string(), dir }
     }
 

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use trellis_appfmt::{AppFile, component_code, pack};
-use trellis_twin::device::Ports;
+use trellis_twin::guest::Ports;
 use trellis_twin::operator::{Cli, text};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Twin, add_custom_section};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Twin, add_custom_section};
 
 const BOOTS: usize = 5;
 const SWAPS: usize = 5;
@@ -34,7 +34,7 @@ struct BootTimes {
 
 /// Kernel start → `Run /sbin/init` (the kernel's own clock), then that line →
 /// the first app event on the console (host clock).
-fn boot_times(device: &mut Device) -> Result<BootTimes, Error> {
+fn boot_times(device: &mut Guest) -> Result<BootTimes, Error> {
     let init = device.wait_for("Run /sbin/init as init process", BOOT_TIMEOUT)?;
     let first_app = device.wait_for(" app: ", BOOT_TIMEOUT)?;
     let kernel = printk_seconds(&init.text).unwrap_or(f64::NAN);
@@ -56,7 +56,7 @@ fn app_version(app: &str, version: &str, nonce: Option<u32>) -> Vec<u8> {
 
 /// Copy `bytes` as `/data/apps/APP.wasm` and time file written → new version running,
 /// both on the guest's clock. Returns (seconds, the runtime's own "ms" figure).
-fn swap(twin: &Twin, device: &mut Device, app: &str, bytes: &[u8], version: &str) -> Result<(f64, f64), Error> {
+fn swap(twin: &Twin, device: &mut Guest, app: &str, bytes: &[u8], version: &str) -> Result<(f64, f64), Error> {
     std::fs::write(twin.share().join(format!("{app}.wasm")), bytes).expect("share");
     // busybox's date has no %N; adjtimex prints the clock in microseconds.
     let out = device.sh(&format!(
@@ -246,7 +246,7 @@ fn main() -> Result<(), Error> {
 
 /// Send `bytes` to `nc -l` in the twin (through the forwarded copy port) into
 /// /data: the time from connecting until the twin has them all and closed.
-fn plain_copy(twin: &Twin, device: &mut Device, bytes: &[u8]) -> Result<f64, Error> {
+fn plain_copy(twin: &Twin, device: &mut Guest, bytes: &[u8]) -> Result<f64, Error> {
     let port = Ports::GUEST_COPY;
     device.sh(&format!("rm -f /data/copy.bin; (nc -l -p {port} >/data/copy.bin </dev/null &) ; sleep 1"))?;
     let io = |e: std::io::Error| Error::Qemu(format!("plain copy to the twin: {e}"));
@@ -294,7 +294,7 @@ fn latency(text: &str) -> (u64, u64) {
 /// native program on the same HAL backend, in the same boot: toggle rate of
 /// an output, and the time from an edge on an input to a handler's write
 /// showing on an output (gpio-sim's pull to its value, timed by the native driver).
-fn gpio_bench(twin: &Twin, device: &mut Device) -> Result<GpioFigures, Error> {
+fn gpio_bench(twin: &Twin, device: &mut Guest) -> Result<GpioFigures, Error> {
     let native = root().join("target/aarch64-unknown-linux-gnu/release/trellis-gpio-bench");
     std::fs::copy(&native, twin.share().join("trellis-gpio-bench")).expect("make cross-release");
     let code = std::fs::read(root().join("wasm-apps/target/wasm32-wasip2/release/bench.wasm")).expect("make apps");
@@ -309,13 +309,13 @@ fn gpio_bench(twin: &Twin, device: &mut Device) -> Result<GpioFigures, Error> {
         }
         pack(&code, &m).expect("pack")
     };
-    let install = |device: &mut Device, bytes: Vec<u8>| -> Result<(), Error> {
+    let install = |device: &mut Guest, bytes: Vec<u8>| -> Result<(), Error> {
         std::fs::write(twin.share().join("bench.wasm"), bytes).expect("share");
         device
             .sh("cp /mnt/bench.wasm /data/apps/.bench.tmp && mv /data/apps/.bench.tmp /data/apps/bench.wasm")
             .map(drop)
     };
-    let stop_app = |device: &mut Device| -> Result<(), Error> {
+    let stop_app = |device: &mut Guest| -> Result<(), Error> {
         device.sh("rm /data/apps/bench.wasm")?;
         device.wait_for("app file removed: stopped app=\"bench\"", BOOT_TIMEOUT).map(drop)
     };
@@ -333,7 +333,7 @@ fn gpio_bench(twin: &Twin, device: &mut Device) -> Result<GpioFigures, Error> {
             .push(toggle_rate(&device.sh(&format!("/mnt/trellis-gpio-bench toggle trellis-gpio 40 {TOGGLES}"))?));
     }
 
-    let measure = |device: &mut Device| -> Result<(u64, u64), Error> {
+    let measure = |device: &mut Guest| -> Result<(u64, u64), Error> {
         let out = device.sh_timeout(
             &format!("/mnt/trellis-gpio-bench latency {GPIO_SIM} 41 42 {EDGES}"),
             Duration::from_secs(600),

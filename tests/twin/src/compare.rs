@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::{BOOT_TIMEOUT, Device, Error, Line, Twin};
+use crate::{BOOT_TIMEOUT, Error, Guest, Line, Twin};
 
 /// A device the comparison runs on.
 pub trait Target {
@@ -48,7 +48,7 @@ pub trait Target {
 #[derive(Debug)]
 pub struct TwinTarget {
     twin: Twin,
-    device: Option<Device>,
+    device: Option<Guest>,
     earlier: Vec<Line>,
 }
 
@@ -65,7 +65,7 @@ impl TwinTarget {
         Ok(Self { twin, device: Some(device), earlier: Vec::new() })
     }
 
-    fn device(&mut self) -> Result<&mut Device, Error> {
+    fn device(&mut self) -> Result<&mut Guest, Error> {
         self.device.as_mut().ok_or_else(|| Error::Firmware("the twin is not running".into()))
     }
 }

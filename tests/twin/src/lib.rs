@@ -17,9 +17,9 @@
 //! ```
 
 pub mod compare;
-pub mod device;
 pub mod disk;
 pub mod firmware;
+pub mod guest;
 pub mod ntp;
 pub mod operator;
 pub mod timing;
@@ -27,7 +27,7 @@ pub mod timing;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use device::{Device, Exit, Line};
+pub use guest::{Exit, Guest, Line};
 
 /// Everything the harness can fail at, naming the file, partition or command.
 #[derive(Debug, thiserror::Error)]
@@ -118,8 +118,8 @@ pub fn firmware_boot(
     share: &Path,
     tryboot: bool,
     log: PathBuf,
-    ports: device::Ports,
-) -> Result<device::Boot, Error> {
+    ports: guest::Ports,
+) -> Result<guest::Boot, Error> {
     let scratch = work.join("firmware");
     std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
     let autoboot = disk::fat_read(image, &disk::partition(image, 1)?, "autoboot.txt", &scratch)?;
@@ -134,15 +134,7 @@ pub fn firmware_boot(
     let kernel = scratch.join(format!("p{number}-{kernel_name}"));
     disk::fat_copy(image, &part, &kernel_name, &kernel)?;
     let cmdline = disk::fat_read(image, &part, "cmdline.txt", &scratch)?;
-    Ok(device::Boot {
-        kernel,
-        cmdline,
-        image: image.to_owned(),
-        share: share.to_owned(),
-        log,
-        partition: number,
-        ports,
-    })
+    Ok(guest::Boot { kernel, cmdline, image: image.to_owned(), share: share.to_owned(), log, partition: number, ports })
 }
 
 /// A twin: its own copy of the disk image, a host directory shared with the
@@ -154,7 +146,7 @@ pub struct Twin {
     share: PathBuf,
     tryboot: bool,
     boots: u32,
-    ports: device::Ports,
+    ports: guest::Ports,
 }
 
 impl Twin {
@@ -180,7 +172,7 @@ impl Twin {
         let share = dir.join("share");
         std::fs::create_dir_all(&share).map_err(|e| Error::io(&share, e))?;
         let copy = disk::copy_image(image, &dir.join("disk.img"))?;
-        let ports = device::Ports::pick(None)?;
+        let ports = guest::Ports::pick(None)?;
         Ok(Self { dir: dir.to_owned(), image: copy, share, tryboot: false, boots: 0, ports })
     }
 
@@ -192,7 +184,7 @@ impl Twin {
 
     /// The host ports forwarded into the twin (the same across its reboots).
     #[must_use]
-    pub const fn ports(&self) -> device::Ports {
+    pub const fn ports(&self) -> guest::Ports {
         self.ports
     }
 
@@ -212,7 +204,7 @@ impl Twin {
     ///
     /// # Errors
     /// As [`firmware_boot`].
-    pub fn firmware(&mut self) -> Result<device::Boot, Error> {
+    pub fn firmware(&mut self) -> Result<guest::Boot, Error> {
         self.boots += 1;
         // The flag is one-shot: the firmware clears it whatever happens next.
         firmware_boot(
@@ -229,9 +221,9 @@ impl Twin {
     ///
     /// # Errors
     /// As [`Twin::firmware`], or QEMU does not start.
-    pub fn boot(&mut self) -> Result<Device, Error> {
+    pub fn boot(&mut self) -> Result<Guest, Error> {
         let boot = self.firmware()?;
-        Device::start(&boot)
+        Guest::start(&boot)
     }
 
     /// Note how the last boot ended: a `0 tryboot` restart sets the flag.
@@ -243,7 +235,7 @@ impl Twin {
     ///
     /// # Errors
     /// The device does not stop within a minute, or the next boot cannot start.
-    pub fn reboot(&mut self, mut device: Device) -> Result<Device, Error> {
+    pub fn reboot(&mut self, mut device: Guest) -> Result<Guest, Error> {
         device.type_line("reboot")?;
         let exit = device.wait_exit(Duration::from_secs(60))?;
         self.stopped(exit);
@@ -255,7 +247,7 @@ impl Twin {
     ///
     /// # Errors
     /// The device does not stop within `timeout`, or the next boot cannot start.
-    pub fn restarted(&mut self, device: Device, timeout: Duration) -> Result<Device, Error> {
+    pub fn restarted(&mut self, device: Guest, timeout: Duration) -> Result<Guest, Error> {
         let exit = device.wait_exit(timeout)?;
         self.stopped(exit);
         self.boot()
@@ -267,7 +259,7 @@ impl Twin {
     ///
     /// # Errors
     /// The kernel did start (its banner is on the console), or the next boot cannot start.
-    pub fn hung_kernel(&mut self, mut device: Device, wait: Duration) -> Result<Device, Error> {
+    pub fn hung_kernel(&mut self, mut device: Guest, wait: Duration) -> Result<Guest, Error> {
         if let Ok(line) = device.seen("Linux version", wait) {
             return Err(Error::Firmware(format!("the kernel was expected not to boot, but printed {:?}", line.text)));
         }
@@ -278,7 +270,7 @@ impl Twin {
     ///
     /// # Errors
     /// The next boot cannot start.
-    pub fn power_cycle(&mut self, device: Device) -> Result<Device, Error> {
+    pub fn power_cycle(&mut self, device: Guest) -> Result<Guest, Error> {
         device.power_cut();
         self.tryboot = false;
         self.boot()
@@ -330,7 +322,7 @@ pub const GPIO_SIM: &str =
 /// The example apps the image seeds the data partition with.
 pub const EXAMPLES: [&str; 6] = ["blinky", "button", "thermostat", "counter", "publisher", "subscriber"];
 
-impl Device {
+impl Guest {
     /// Wait until the runtime reports every one of `apps` running (in any order).
     ///
     /// # Errors

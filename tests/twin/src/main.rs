@@ -28,7 +28,7 @@ fn main() -> Result<()> {
         "trellis-twin: {} (Ctrl-A X quits QEMU; `reboot` and `poweroff` on the console work)",
         args.image.display()
     );
-    let ports = trellis_twin::device::Ports::pick(Some(trellis_twin::device::Ports::GUEST_API))?;
+    let ports = trellis_twin::guest::Ports::pick(Some(trellis_twin::guest::Ports::GUEST_API))?;
     eprintln!(
         "trellis-twin: the management API is at 127.0.0.1:{0} (trellis device add twin 127.0.0.1:{0})",
         ports.api
@@ -46,7 +46,7 @@ fn main() -> Result<()> {
         eprintln!("trellis-twin: firmware: booting partition {} ({})", boot.partition, boot.cmdline.trim());
         // The console on this terminal, multiplexed with QEMU's monitor (Ctrl-A C), and copied
         // to a file so the firmware's part can see how the kernel left.
-        let status = trellis_twin::device::qemu_command(&boot)
+        let status = trellis_twin::guest::qemu_command(&boot)
             .args(["-display", "none", "-chardev"])
             .arg(format!("stdio,id=con,mux=on,signal=off,logfile={}", boot.log.display()))
             .args(["-serial", "chardev:con", "-mon", "chardev=con"])

@@ -8,22 +8,22 @@
 
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, GPIO_SIM, MOUNT_SHARE, Outcome, Twin, repack};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Outcome, Twin, repack};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 /// What line `n` of the chip carries (`0` or `1`).
-fn line(device: &mut Device, n: u32) -> Result<String, Error> {
+fn line(device: &mut Guest, n: u32) -> Result<String, Error> {
     Ok(device.sh(&format!("cat {GPIO_SIM}/sim_gpio{n}/value"))?.trim().to_owned())
 }
 
 /// Pull input line `n` from outside (a button, a sensor's open-drain output).
-fn pull(device: &mut Device, n: u32, how: &str) -> Result<(), Error> {
+fn pull(device: &mut Guest, n: u32, how: &str) -> Result<(), Error> {
     device.sh(&format!("echo pull-{how} > {GPIO_SIM}/sim_gpio{n}/pull")).map(drop)
 }
 
 /// `gpioinfo`'s line for line `n` of the twin's chip.
-fn info(device: &mut Device, n: u32) -> Result<String, Error> {
+fn info(device: &mut Guest, n: u32) -> Result<String, Error> {
     let all = device.sh("gpioinfo trellis-gpio")?;
     let needle = format!("line {n:>3}:");
     Ok(all.lines().find(|l| l.contains(&needle)).unwrap_or_default().to_owned())
@@ -31,7 +31,7 @@ fn info(device: &mut Device, n: u32) -> Result<String, Error> {
 
 /// TMP102 register 0 (12 bits, 0.0625 °C each, left-justified) into i2c-stub's
 /// byte registers 0 and 1, on the stub's bus.
-fn set_temperature(device: &mut Device, celsius: f32) -> Result<(), Error> {
+fn set_temperature(device: &mut Guest, celsius: f32) -> Result<(), Error> {
     #[allow(clippy::cast_possible_truncation)]
     let raw = ((celsius / 0.0625) as i16) << 4;
     let [msb, lsb] = raw.to_be_bytes();
@@ -40,7 +40,7 @@ fn set_temperature(device: &mut Device, celsius: f32) -> Result<(), Error> {
 }
 
 /// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (a temporary name, then a rename).
-fn install(twin: &Twin, device: &mut Device, name: &str, bytes: &[u8]) -> Result<(), Error> {
+fn install(twin: &Twin, device: &mut Guest, name: &str, bytes: &[u8]) -> Result<(), Error> {
     std::fs::write(twin.share().join(format!("{name}.wasm")), bytes).expect("share");
     device.sh(MOUNT_SHARE)?;
     device.sh(&format!(

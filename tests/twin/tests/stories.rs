@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, MOUNT_SHARE, Outcome, Twin};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin};
 
 fn running(app: &str) -> String {
     format!("app running app=\"{app}\"")
@@ -14,13 +14,13 @@ fn example_version(app: &str, version: &str) -> Vec<u8> {
     trellis_twin::repack(app, |m| m.version = version.into())
 }
 
-fn counted_from(device: &mut Device) -> Result<u64, Error> {
+fn counted_from(device: &mut Guest) -> Result<u64, Error> {
     let line = device.seen("counting from ", BOOT_TIMEOUT)?;
     let n = line.text.split("counting from ").nth(1).and_then(|t| t.split_whitespace().next());
     Ok(n.and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no count in {:?}", line.text)))
 }
 
-fn booted_lines(device: &Device) -> String {
+fn booted_lines(device: &Guest) -> String {
     device.lines().iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, Device, EXAMPLES, Error, MOUNT_SHARE, Outcome, Twin};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -25,21 +25,21 @@ fn bundle(out: &Path, env: &[(&str, &str)]) -> PathBuf {
     out.to_owned()
 }
 
-fn untouched(device: &mut Device) -> Result<(), Error> {
+fn untouched(device: &mut Guest) -> Result<(), Error> {
     assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "A");
     assert_eq!(device.sh("trellis-boot get-state B")?.trim(), "good", "slot B was not touched");
     Ok(())
 }
 
 /// `trellis device status` on the device.
-fn status(device: &mut Device) -> Result<String, Error> {
+fn status(device: &mut Guest) -> Result<String, Error> {
     device.sh("trellis device status")
 }
 
 /// Something only the data partition remembers, checked after every update.
 const MARKER: &str = "/data/marker";
 
-fn data_survived(device: &mut Device) -> Result<(), Error> {
+fn data_survived(device: &mut Guest) -> Result<(), Error> {
     assert_eq!(device.sh(&format!("cat {MARKER}"))?.trim(), "kept", "the data partition was kept");
     assert_eq!(device.sh("ls /data/apps")?.split_whitespace().count(), EXAMPLES.len(), "the apps were kept");
     Ok(())
@@ -181,7 +181,7 @@ fn updates_that_do_not_come_up_healthy_roll_back_by_themselves() -> Outcome {
 }
 
 /// After a rollback: A is the primary and B is not booted again.
-fn untouched_b_bad(device: &mut Device) -> Result<(), Error> {
+fn untouched_b_bad(device: &mut Guest) -> Result<(), Error> {
     assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "A");
     assert_eq!(device.sh("trellis-boot get-state B")?.trim(), "bad");
     Ok(())

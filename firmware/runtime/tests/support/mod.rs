@@ -6,11 +6,12 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use trellis_appfmt::Manifest;
 use trellis_hal::sim::SimBoard;
-use trellis_runtime::{EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
+use trellis_runtime::{Clock, EventReceiver, FakeClock, Runtime, RuntimeConfig, RuntimeEvent};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -54,7 +55,7 @@ pub fn with_config(mut m: Manifest, pairs: &[(&str, &str)]) -> Manifest {
 }
 
 #[derive(Debug)]
-pub struct Device {
+pub struct TestRuntime {
     pub dir: tempfile::TempDir,
     pub board: SimBoard,
     pub runtime: Runtime,
@@ -62,7 +63,7 @@ pub struct Device {
     backlog: RefCell<VecDeque<RuntimeEvent>>,
 }
 
-impl Device {
+impl TestRuntime {
     pub fn apps(&self) -> PathBuf {
         self.dir.path().join("apps")
     }
@@ -119,13 +120,11 @@ impl Device {
 }
 
 pub fn install(dir: &Path, name: &str, bytes: &[u8]) {
-    let tmp = dir.join(format!(".{name}.wasm.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+    trellis_layout::write_atomic(&trellis_layout::AppsDir::new(dir).path(name), bytes).unwrap();
 }
 
 /// A device with `apps` (name, bytes) in its apps directory, started.
-pub fn device(apps: &[(&str, Vec<u8>)], configure: impl FnOnce(&mut RuntimeConfig)) -> Device {
+pub fn device(apps: &[(&str, Vec<u8>)], configure: impl FnOnce(&mut RuntimeConfig)) -> TestRuntime {
     let dir = tempfile::tempdir().unwrap();
     let apps_dir = dir.path().join("apps");
     std::fs::create_dir_all(&apps_dir).unwrap();
@@ -136,11 +135,29 @@ pub fn device(apps: &[(&str, Vec<u8>)], configure: impl FnOnce(&mut RuntimeConfi
 }
 
 /// Start a runtime over an existing directory (a reboot).
-pub fn boot(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig)) -> Device {
+pub fn boot(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig)) -> TestRuntime {
+    start(dir, configure, trellis_runtime::SystemClock::shared())
+}
+
+/// Like [`device`], with the supervisor on a fake clock the test advances
+/// ([`TestRuntime::advance`]): back-off, crash windows and "good after" take
+/// no real time.
+pub fn device_on_fake_clock(apps: &[(&str, Vec<u8>)]) -> (TestRuntime, Arc<FakeClock>) {
+    let dir = tempfile::tempdir().unwrap();
+    let apps_dir = dir.path().join("apps");
+    std::fs::create_dir_all(&apps_dir).unwrap();
+    for (name, bytes) in apps {
+        install(&apps_dir, name, bytes);
+    }
+    let clock = Arc::new(FakeClock::default());
+    (start(dir, |_| {}, clock.clone()), clock)
+}
+
+fn start(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig), clock: Arc<dyn Clock>) -> TestRuntime {
     let mut config = RuntimeConfig::new(dir.path().join("apps"), dir.path().join("state"));
     configure(&mut config);
     let board = SimBoard::standard();
     // Subscribe before starting so no event of the first loads is missed.
-    let (runtime, events) = Runtime::start_with_events(config, board.board()).unwrap();
-    Device { dir, board, runtime, events, backlog: RefCell::new(VecDeque::new()) }
+    let (runtime, events) = Runtime::start_with_clock(config, board.board(), clock).unwrap();
+    TestRuntime { dir, board, runtime, events, backlog: RefCell::new(VecDeque::new()) }
 }

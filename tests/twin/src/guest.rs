@@ -131,9 +131,9 @@ pub fn qemu_command(boot: &Boot) -> Command {
     c
 }
 
-/// A running twin.
+/// A booted twin: QEMU running the image, with its console.
 #[derive(Debug)]
-pub struct Device {
+pub struct Guest {
     child: Child,
     stdin: Option<ChildStdin>,
     console: Arc<Console>,
@@ -146,7 +146,7 @@ pub struct Device {
     log: PathBuf,
 }
 
-impl Device {
+impl Guest {
     /// Power on: start QEMU with its serial console on a pipe.
     ///
     /// # Errors
@@ -226,7 +226,7 @@ impl Device {
     /// earlier lines included; does not move the point `wait_for` continues from.
     ///
     /// # Errors
-    /// As [`Device::wait_for`].
+    /// As [`Guest::wait_for`].
     pub fn seen(&mut self, needle: &str, timeout: Duration) -> Result<Line, Error> {
         let cursor = std::mem::take(&mut self.cursor);
         let found = self.scan(&[needle], timeout, 0);
@@ -238,7 +238,7 @@ impl Device {
     /// waited for, in any order; the lines found, in the order of `needles`.
     ///
     /// # Errors
-    /// As [`Device::wait_for`].
+    /// As [`Guest::wait_for`].
     pub fn wait_all(&mut self, needles: &[&str], timeout: Duration) -> Result<Vec<Line>, Error> {
         let found = self.scan(needles, timeout, self.cursor)?;
         Ok(found)
@@ -337,10 +337,10 @@ impl Device {
         }
     }
 
-    /// [`Device::sh_timeout`] with 60 s.
+    /// [`Guest::sh_timeout`] with 60 s.
     ///
     /// # Errors
-    /// As [`Device::sh_timeout`].
+    /// As [`Guest::sh_timeout`].
     pub fn sh(&mut self, command: &str) -> Result<String, Error> {
         self.sh_timeout(command, Duration::from_secs(60))
     }
@@ -385,7 +385,7 @@ impl Device {
     }
 }
 
-impl Drop for Device {
+impl Drop for Guest {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();

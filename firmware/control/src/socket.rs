@@ -1,7 +1,6 @@
 //! The runtime's local control socket (`/run/trellis/control.sock`) and its
-//! protocol: one JSON request per connection, answered by JSON lines. The
-//! `trellis device` commands are its client; the network API (docs/update.md)
-//! carries the same messages.
+//! protocol: one JSON request per connection, answered by JSON lines. It
+//! serves a [`Device`]; the `trellis device` commands are its client.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{FirmwareStatus, Progress, UpdateRecord};
+use crate::{Device, DeviceStatus, Progress, UpdateRecord};
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,43 +25,6 @@ pub enum Request {
     },
 }
 
-/// One app, as the status reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct AppSummary {
-    /// Name (the file name without `.wasm`).
-    pub name: String,
-    /// Running version.
-    pub version: String,
-    /// `running`, `restarting` or `failed: why`.
-    pub state: String,
-    /// Restarts after crashes.
-    pub restarts: u32,
-    /// The most recent refusal or fault.
-    pub last_error: Option<String>,
-    /// Its linear memory now, in bytes.
-    #[serde(default)]
-    pub memory_bytes: u64,
-    /// Time spent in calls into it since it was started, in milliseconds.
-    #[serde(default)]
-    pub cpu_ms: u64,
-    /// Calls into it (events handled, timers, start).
-    #[serde(default)]
-    pub calls: u64,
-}
-
-/// The device's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct DeviceStatus {
-    /// Time since the kernel started, in milliseconds.
-    pub uptime_ms: u64,
-    /// Slots and updates.
-    pub firmware: FirmwareStatus,
-    /// Apps.
-    pub apps: Vec<AppSummary>,
-}
-
 /// An answer line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -75,31 +37,6 @@ pub enum Reply {
     Installed(UpdateRecord),
     /// The request failed.
     Error(String),
-}
-
-/// What serves the requests (the runtime).
-pub trait Handler: Send + Sync {
-    /// The device's state.
-    fn status(&self) -> DeviceStatus;
-    /// Time since the kernel started, in milliseconds, without the rest of
-    /// [`Handler::status`] (which asks RAUC for the slots).
-    fn uptime_ms(&self) -> u64 {
-        self.status().uptime_ms
-    }
-    /// Install `bundle`, reporting progress.
-    ///
-    /// # Errors
-    /// Why the installation failed.
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
-    /// Called after [`Reply::Installed`] was sent: reboot into the trial.
-    fn installed(&self);
-    /// Reboot into the primary slot.
-    ///
-    /// # Errors
-    /// Why it cannot.
-    fn reboot(&self) -> Result<(), String> {
-        Err("this device cannot reboot on request".into())
-    }
 }
 
 /// Errors of the control socket.
@@ -126,11 +63,11 @@ pub enum ControlError {
 }
 
 /// Listen on `path` (replacing a stale socket; mode 0600: root only) and serve
-/// each connection on its own thread.
+/// `device`, each connection on its own thread.
 ///
 /// # Errors
 /// The socket cannot be created.
-pub fn serve(path: &Path, handler: Arc<dyn Handler>) -> Result<std::thread::JoinHandle<()>, ControlError> {
+pub fn serve(path: &Path, device: Arc<dyn Device>) -> Result<std::thread::JoinHandle<()>, ControlError> {
     let err = |source| ControlError::Socket { path: path.to_owned(), source };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
@@ -146,9 +83,8 @@ pub fn serve(path: &Path, handler: Arc<dyn Handler>) -> Result<std::thread::Join
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let handler = Arc::clone(&handler);
-                let _ =
-                    std::thread::Builder::new().name("control-conn".into()).spawn(move || answer(stream, &*handler));
+                let device = Arc::clone(&device);
+                let _ = std::thread::Builder::new().name("control-conn".into()).spawn(move || answer(stream, &*device));
             }
         })
         .map_err(err)
@@ -160,7 +96,7 @@ fn send(out: &mut UnixStream, reply: &Reply) -> std::io::Result<()> {
     out.write_all(&line)
 }
 
-fn answer(stream: UnixStream, handler: &dyn Handler) {
+fn answer(stream: UnixStream, device: &dyn Device) {
     let Ok(mut out) = stream.try_clone() else { return };
     let mut line = String::new();
     if BufReader::new(stream).read_line(&mut line).is_err() {
@@ -175,10 +111,10 @@ fn answer(stream: UnixStream, handler: &dyn Handler) {
     };
     match request {
         Request::Status => {
-            let _ = send(&mut out, &Reply::Status(Box::new(handler.status())));
+            let _ = send(&mut out, &Reply::Status(Box::new(device.status())));
         }
         Request::Install { bundle } => {
-            let result = handler.install(&bundle, &mut |p| {
+            let result = device.install_firmware(&bundle, &mut |p| {
                 // The client may have gone; the installation goes on.
                 let _ = send(&mut out, &Reply::Progress(p.clone()));
             });
@@ -190,7 +126,7 @@ fn answer(stream: UnixStream, handler: &dyn Handler) {
                     // before the reboot takes the system down, at most 5 s.
                     let _ = out.set_read_timeout(Some(std::time::Duration::from_secs(5)));
                     let _ = std::io::Read::read(&mut out, &mut [0u8; 64]);
-                    handler.installed();
+                    device.installed();
                 }
                 Err(e) => {
                     let _ = send(&mut out, &Reply::Error(e));

@@ -1,0 +1,135 @@
+//! The device trait every client drives.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AppSummary, DeviceStatus, Progress, UpdateRecord};
+
+/// An app the device runs now, after [`Device::install_app`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AppInstalled {
+    /// The app.
+    pub app: String,
+    /// The version running now.
+    pub version: String,
+    /// The version it replaced, if one ran.
+    pub replaced: Option<String>,
+}
+
+/// Why an app operation did not happen; in every case whatever ran before
+/// runs on and the apps directory is as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// Not an app name.
+    #[error("{0:?} is not an app name ([a-z0-9][a-z0-9_-]*, at most 64 characters)")]
+    Name(String),
+    /// The device refused the file (format, name, signature, interface,
+    /// permissions, compilation or start failed): the device's reason.
+    #[error("refused, the old version runs on: {0}")]
+    Refused(String),
+    /// The device's configuration does not run this app.
+    #[error("this device does not run app {app}: {reason}")]
+    NotRun {
+        /// The app.
+        app: String,
+        /// Which setting excludes it.
+        reason: String,
+    },
+    /// There is no such app.
+    #[error("no app {0}")]
+    NotFound(String),
+    /// The device could not do it (a file system error, the runtime stopped).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl AppError {
+    /// The HTTP status code that says this.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Name(_) => 400,
+            Self::NotFound(_) => 404,
+            Self::NotRun { .. } => 409,
+            Self::Refused(_) => 422,
+            Self::Failed(why) if why.contains("No space left") => 507,
+            Self::Failed(_) => 500,
+        }
+    }
+}
+
+/// A Trellis device, as every client sees it: the runtime implements it; the
+/// control socket, the HTTPS API and the fleet agent serve or drive it. None
+/// of them writes into the apps directory or calls RAUC behind its back.
+pub trait Device: Send + Sync {
+    /// The device's state: firmware, slots, last update, apps.
+    fn status(&self) -> DeviceStatus;
+
+    /// Time since the kernel started, in milliseconds, without the rest of
+    /// [`Device::status`] (which asks RAUC for the slots).
+    fn uptime_ms(&self) -> u64 {
+        self.status().uptime_ms
+    }
+
+    /// The apps.
+    fn apps(&self) -> Vec<AppSummary> {
+        self.status().apps
+    }
+
+    /// Metrics in Prometheus' text format.
+    fn metrics(&self) -> String {
+        String::new()
+    }
+
+    /// The directory app files live in (for the free-space check before an
+    /// upload is read).
+    fn apps_dir(&self) -> PathBuf;
+
+    /// Install `bytes` as app `name`: checked, compiled and started as a
+    /// transaction; only once the new version runs is its file put in place.
+    ///
+    /// # Errors
+    /// Why it was not installed; the old version (if any) runs on.
+    fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError>;
+
+    /// Stop app `name` and remove its file.
+    ///
+    /// # Errors
+    /// No such app, or its file cannot be removed.
+    fn remove_app(&self, name: &str) -> Result<(), AppError>;
+
+    /// Where an uploaded firmware bundle is kept while RAUC installs it (on
+    /// the data partition); `None`: this device takes no firmware updates.
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        None
+    }
+
+    /// Install the firmware bundle at `bundle` through RAUC, reporting progress.
+    ///
+    /// # Errors
+    /// Why the installation failed (RAUC's reason); the booted slot is untouched.
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        let _ = (bundle, progress);
+        Err("this device takes no firmware updates".into())
+    }
+
+    /// After a successful installation was reported: reboot into the trial.
+    fn installed(&self) {}
+
+    /// Reboot now (into the primary slot).
+    ///
+    /// # Errors
+    /// Why it cannot.
+    fn reboot(&self) -> Result<(), String> {
+        Err("this device cannot reboot on request".into())
+    }
+
+    /// The recent log entries (JSON objects, oldest first) and a channel with
+    /// each new one.
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        (Vec::new(), std::sync::mpsc::channel().1)
+    }
+}

@@ -1,0 +1,219 @@
+//! [`FakeDevice`]: an in-memory device for the tests of the clients (the
+//! control socket, the HTTPS API, the CLI). The runtime's own tests run the
+//! real thing.
+//!
+//! Its rules:
+//! - an app file is acceptable when its text starts with `APP NAME VERSION`
+//!   (NAME the app it is uploaded as); it is then put in place in the apps
+//!   directory and "runs";
+//! - a firmware bundle installs (reporting [`FakeDevice::progress`]) into slot
+//!   B, unless [`FakeDevice::refuse_firmware`] is set: then RAUC's signature
+//!   check fails;
+//! - with [`FakeDevice::rolls_back`], the update is found rolled back after
+//!   the trial reboot.
+
+#![allow(clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use trellis_layout::AppsDir;
+
+use crate::{AppError, AppInstalled, AppSummary, Device, DeviceStatus, FirmwareStatus, Phase, Progress, UpdateRecord};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An in-memory device; every field is the test's to set and read.
+#[derive(Debug)]
+pub struct FakeDevice {
+    /// What [`Device::status`] answers (the apps installed are added to it).
+    pub status: Mutex<DeviceStatus>,
+    /// What [`Device::metrics`] answers.
+    pub metrics: String,
+    /// Where app files go.
+    pub apps: AppsDir,
+    /// Where firmware uploads go; `None`: no firmware updates.
+    pub firmware_dir: Option<PathBuf>,
+    /// What RAUC reports while it installs.
+    pub progress: Vec<Progress>,
+    /// RAUC refuses every bundle (bad signature).
+    pub refuse_firmware: AtomicBool,
+    /// After the trial reboot the update is found rolled back, for this reason.
+    pub rolls_back: Option<String>,
+    /// The recent log entries.
+    pub recent_logs: Vec<String>,
+    /// Each app file installed, in order (its text).
+    pub apps_installed: Mutex<Vec<String>>,
+    /// Each bundle RAUC was given (its text).
+    pub bundles: Mutex<Vec<String>>,
+    /// Asked to reboot into the trial.
+    pub rebooted_into_trial: AtomicBool,
+    /// Asked to reboot.
+    pub rebooted: AtomicBool,
+    log: Mutex<Option<Sender<String>>>,
+}
+
+impl FakeDevice {
+    /// A device with no apps and no firmware updates, its apps in `apps_dir`.
+    pub fn new(apps_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            status: Mutex::new(DeviceStatus { uptime_ms: 0, firmware: FirmwareStatus::idle(), apps: Vec::new() }),
+            metrics: String::new(),
+            apps: AppsDir::new(apps_dir),
+            firmware_dir: None,
+            progress: vec![
+                Progress { percent: 0, message: "Installing".into() },
+                Progress { percent: 50, message: "Copying image".into() },
+                Progress { percent: 100, message: "Installing done.".into() },
+            ],
+            refuse_firmware: AtomicBool::new(false),
+            rolls_back: None,
+            recent_logs: Vec::new(),
+            apps_installed: Mutex::default(),
+            bundles: Mutex::default(),
+            rebooted_into_trial: AtomicBool::new(false),
+            rebooted: AtomicBool::new(false),
+            log: Mutex::default(),
+        }
+    }
+
+    /// The same, answering `status`.
+    #[must_use]
+    pub fn with_status(self, status: DeviceStatus) -> Self {
+        *lock(&self.status) = status;
+        self
+    }
+
+    /// The same, taking firmware uploads into `dir`.
+    #[must_use]
+    pub fn with_firmware(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.firmware_dir = Some(dir.into());
+        self
+    }
+
+    /// Send `entry` to whoever follows the log.
+    pub fn log(&self, entry: &str) {
+        if let Some(tx) = &*lock(&self.log) {
+            let _ = tx.send(entry.to_owned());
+        }
+    }
+
+    /// End the log: followers' streams end.
+    pub fn stop_logging(&self) {
+        lock(&self.log).take();
+    }
+
+    /// One running app, as the status shows it.
+    #[must_use]
+    pub fn app(name: &str, version: &str) -> AppSummary {
+        AppSummary {
+            name: name.into(),
+            version: version.into(),
+            state: "running".into(),
+            restarts: 0,
+            last_error: None,
+            memory_bytes: 0,
+            cpu_ms: 0,
+            calls: 0,
+        }
+    }
+}
+
+impl Device for FakeDevice {
+    fn status(&self) -> DeviceStatus {
+        let mut status = lock(&self.status).clone();
+        if self.rebooted_into_trial.load(Ordering::SeqCst)
+            && let (Some(reason), Some(r)) = (&self.rolls_back, status.firmware.last_update.as_mut())
+        {
+            r.phase = Phase::RolledBack;
+            r.reason = Some(reason.clone());
+        }
+        status
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.clone()
+    }
+
+    fn apps_dir(&self) -> PathBuf {
+        self.apps.dir().to_owned()
+    }
+
+    fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let mut words = text.split_whitespace();
+        let version = match (words.next(), words.next(), words.next()) {
+            (Some("APP"), Some(n), Some(v)) if n == name => v.to_owned(),
+            (Some("APP"), Some(n), _) => {
+                return Err(AppError::Refused(format!("the manifest names the app {n:?}, not {name:?}")));
+            }
+            _ => return Err(AppError::Refused("not a signed app".into())),
+        };
+        let path = self.apps.path(name);
+        trellis_layout::write_atomic(&path, bytes).map_err(|e| AppError::Failed(e.to_string()))?;
+        lock(&self.apps_installed).push(text);
+        let mut status = lock(&self.status);
+        let replaced = status.apps.iter().position(|a| a.name == name).map(|i| status.apps.remove(i).version);
+        status.apps.push(Self::app(name, &version));
+        Ok(AppInstalled { app: name.to_owned(), version, replaced })
+    }
+
+    fn remove_app(&self, name: &str) -> Result<(), AppError> {
+        let path = self.apps.path(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                lock(&self.status).apps.retain(|a| a.name != name);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AppError::NotFound(name.to_owned())),
+            Err(e) => Err(AppError::Failed(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        self.firmware_dir.clone()
+    }
+
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        let text = std::fs::read(bundle).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        lock(&self.bundles).push(text);
+        for p in &self.progress {
+            progress(p);
+        }
+        if self.refuse_firmware.load(Ordering::SeqCst) {
+            return Err(format!("RAUC: {}: signature verification failed", bundle.display()));
+        }
+        let record = UpdateRecord {
+            bundle: bundle.display().to_string(),
+            version: Some("2.0.0".into()),
+            from: "A".into(),
+            to: Some("B".into()),
+            phase: Phase::Trial,
+            reason: None,
+            boot_id: "boot-1".into(),
+            started: 100,
+            changed: 101,
+        };
+        lock(&self.status).firmware.last_update = Some(record.clone());
+        Ok(record)
+    }
+
+    fn installed(&self) {
+        self.rebooted_into_trial.store(true, Ordering::SeqCst);
+    }
+
+    fn reboot(&self) -> Result<(), String> {
+        self.rebooted.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn logs(&self) -> (Vec<String>, Receiver<String>) {
+        let (tx, rx) = channel();
+        *lock(&self.log) = Some(tx);
+        (self.recent_logs.clone(), rx)
+    }
+}

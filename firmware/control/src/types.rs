@@ -1,0 +1,166 @@
+//! What a device reports: its apps, its firmware slots, its last update.
+
+use serde::{Deserialize, Serialize};
+
+/// One app, as the status reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct AppSummary {
+    /// Name (the file name without `.wasm`).
+    pub name: String,
+    /// Running version.
+    pub version: String,
+    /// `running`, `restarting` or `failed: why`.
+    pub state: String,
+    /// Restarts after crashes.
+    pub restarts: u32,
+    /// The most recent refusal or fault.
+    pub last_error: Option<String>,
+    /// Its linear memory now, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// Time spent in calls into it since it was started, in milliseconds.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// Calls into it (events handled, timers, start).
+    #[serde(default)]
+    pub calls: u64,
+}
+
+/// The device's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceStatus {
+    /// Time since the kernel started, in milliseconds.
+    pub uptime_ms: u64,
+    /// Slots and updates.
+    pub firmware: FirmwareStatus,
+    /// Apps.
+    pub apps: Vec<AppSummary>,
+}
+
+/// RAUC's progress report: a percentage and what it is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// 0–100.
+    pub percent: i32,
+    /// RAUC's message ("Checking bundle", "Copying image to rootfs.1", ...).
+    pub message: String,
+}
+
+/// A slot as RAUC reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct SlotInfo {
+    /// RAUC's slot name (`rootfs.1`).
+    pub name: String,
+    /// Boot name (`B`).
+    pub bootname: String,
+    /// `booted`, `active` or `inactive`.
+    pub state: String,
+    /// `good` or `bad` (from the boot backend).
+    pub boot_status: Option<String>,
+    /// The version of the bundle last installed into it.
+    pub version: Option<String>,
+}
+
+/// The slots of the system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Slots {
+    /// Boot name of the slot running now.
+    pub booted: String,
+    /// Boot name of the slot the next normal boot starts.
+    pub primary: Option<String>,
+    /// The system's compatible string.
+    pub compatible: String,
+    /// The bootable slots (those with a boot name).
+    pub slots: Vec<SlotInfo>,
+}
+
+impl Slots {
+    /// The bootable slot that is not running: where an update goes.
+    #[must_use]
+    pub fn other(&self) -> Option<&SlotInfo> {
+        self.slots.iter().find(|s| s.bootname != self.booted)
+    }
+
+    /// The slot with boot name `bootname`.
+    #[must_use]
+    pub fn by_bootname(&self, bootname: &str) -> Option<&SlotInfo> {
+        self.slots.iter().find(|s| s.bootname == bootname)
+    }
+}
+
+/// Where a firmware update is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// RAUC is writing the other slot.
+    Installing,
+    /// Installed; the trial boot of the new slot is requested or running.
+    Trial,
+    /// The trial boot was healthy; the new slot is the primary.
+    Committed,
+    /// The trial boot was not healthy (or never came up); the old slot runs.
+    RolledBack,
+    /// The installation failed; nothing changed.
+    Failed,
+}
+
+impl Phase {
+    /// Whether the update is over.
+    #[must_use]
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Committed | Self::RolledBack | Self::Failed)
+    }
+}
+
+/// The last firmware update: what, where to, how it ended and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct UpdateRecord {
+    /// The bundle as given.
+    pub bundle: String,
+    /// The bundle's version (known once installed).
+    pub version: Option<String>,
+    /// The slot that was running (boot name, `A` or `B`).
+    pub from: String,
+    /// The slot written (known once installed).
+    pub to: Option<String>,
+    /// Where it is.
+    pub phase: Phase,
+    /// Why it failed or was rolled back.
+    pub reason: Option<String>,
+    /// The boot (kernel `boot_id`) the installation ran in.
+    pub boot_id: String,
+    /// Seconds since the epoch when it started.
+    pub started: u64,
+    /// Seconds since the epoch when the phase last changed.
+    pub changed: u64,
+}
+
+/// What the device reports about its firmware.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct FirmwareStatus {
+    /// The slots as RAUC sees them (none when RAUC cannot be reached).
+    pub slots: Option<Slots>,
+    /// Why the slots are missing.
+    pub slots_error: Option<String>,
+    /// `idle`, `installing` or `trial`.
+    pub operation: String,
+    /// The installation's progress, while installing.
+    pub progress: Option<Progress>,
+    /// The last update and how it ended.
+    pub last_update: Option<UpdateRecord>,
+}
+
+impl FirmwareStatus {
+    /// No update running and none on record, slots unknown (a device
+    /// without RAUC; tests).
+    #[must_use]
+    pub fn idle() -> Self {
+        Self { slots: None, slots_error: None, operation: "idle".into(), progress: None, last_update: None }
+    }
+}
