@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use trellis_api::Verdict;
@@ -13,6 +13,7 @@ use trellis_appfmt::{AppFile, TrustList};
 use trellis_update::control::{DeviceStatus, Handler};
 use trellis_update::{Progress, UpdateRecord};
 
+use crate::sync::lock;
 use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeConfig, RuntimeEvent};
 
 /// How long an upload waits for the runtime's verdict (a cold compile on a
@@ -87,7 +88,7 @@ impl LogBook {
     }
 
     fn push(&self, entry: String) {
-        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.0);
         let (recent, followers) = &mut *guard;
         if recent.len() == LOG_HISTORY {
             recent.pop_front();
@@ -98,7 +99,7 @@ impl LogBook {
 
     fn follow(&self) -> (Vec<String>, Receiver<String>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.0);
         guard.1.push(tx);
         (guard.0.iter().cloned().collect(), rx)
     }

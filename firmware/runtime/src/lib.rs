@@ -14,11 +14,14 @@ pub mod config;
 pub mod device;
 mod engine;
 mod error;
+mod events;
 mod host;
 mod hw;
 mod kv;
+mod mailbox;
 pub mod paths;
 mod supervisor;
+mod sync;
 pub mod uevent;
 mod worker;
 
@@ -26,8 +29,9 @@ pub use broker::Message;
 pub use cache::CompileSource;
 pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
+pub use events::RuntimeEvent;
 pub use host::Usage;
-pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
+pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, SwapOutcome};
 
 /// A stream of [`RuntimeEvent`]s.
 pub type EventReceiver = crossbeam_channel::Receiver<RuntimeEvent>;
