@@ -202,15 +202,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
     ManifestError::Invalid { field, reason: reason.into() }
 }
 
-/// Whether `name` is a valid app name.
-#[must_use]
-pub fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_')
-}
+/// Whether `name` is an app name (owned by `trellis-layout`, with the apps directory).
+pub use trellis_layout::valid_name;
 
 /// Whether `pattern` is a valid topic pattern: non-empty `/`-separated levels of
 /// printable ASCII, where `+` stands alone for one level and `#` only as the last.

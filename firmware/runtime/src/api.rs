@@ -4,9 +4,10 @@
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use crate::sync::lock;
 use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeEvent};
 
 /// Announce the API on `port` over mDNS as `_trellis._tcp`, named after the
@@ -54,7 +55,7 @@ impl LogBook {
     }
 
     fn push(&self, entry: String) {
-        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.0);
         let (recent, followers) = &mut *guard;
         if recent.len() == LOG_HISTORY {
             recent.pop_front();
@@ -65,7 +66,7 @@ impl LogBook {
 
     pub(crate) fn follow(&self) -> (Vec<String>, Receiver<String>) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut guard = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = lock(&self.0);
         guard.1.push(tx);
         (guard.0.iter().cloned().collect(), rx)
     }

@@ -2,13 +2,14 @@
 //! each running app (which a swap repoints at the new version).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use crossbeam_channel::{Sender, TrySendError};
 use trellis_appfmt::topic_matches;
 
 use crate::bindings::Event;
-use crate::worker::WorkerMsg;
+use crate::mailbox::WorkerMsg;
+use crate::sync::lock;
 
 /// A published message, as the host sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +41,6 @@ fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
-}
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Broker {

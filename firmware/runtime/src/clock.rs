@@ -2,8 +2,10 @@
 //! counted on it, so tests run them on a [`FakeClock`] they advance by hand
 //! instead of sleeping.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::sync::lock;
 
 /// Monotonic time.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -37,12 +39,12 @@ pub struct FakeClock(Mutex<Duration>);
 impl FakeClock {
     /// Move the clock forward by `d`.
     pub fn advance(&self, d: Duration) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) += d;
+        *lock(&self.0) += d;
     }
 }
 
 impl Clock for FakeClock {
     fn now(&self) -> Duration {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        *lock(&self.0)
     }
 }

@@ -9,11 +9,13 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use trellis_hal::Board;
 use trellis_hal::gpio::{self, Edge, EdgeSink, GpioError, InputLine, Level, LineConfig, OutputLine};
 use trellis_hal::pwm::{PwmChannel, PwmError};
+
+use crate::sync::lock;
 
 enum Line {
     Output(Box<dyn OutputLine>),
@@ -79,7 +81,7 @@ impl Hardware {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u32, Held>> {
-        self.lines.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.lines)
     }
 
     pub fn claim_output(
@@ -171,7 +173,7 @@ impl Hardware {
         period_ns: u64,
         duty_ns: u64,
     ) -> Result<(), PwmError> {
-        let mut held = self.pwm.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = lock(&self.pwm);
         let entry = match held.entry(channel) {
             Entry::Occupied(e) if e.get().app != app => {
                 return Err(PwmError::Io { channel, message: format!("held by app {}", e.get().app) });
@@ -188,7 +190,7 @@ impl Hardware {
 
     /// Stop PWM `channel` of `app` (it stays held).
     pub fn pwm_disable(&self, app: &str, channel: u32) -> Result<(), PwmError> {
-        match self.pwm.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&channel) {
+        match lock(&self.pwm).get_mut(&channel) {
             Some(h) if h.app == app => h.channel.disable(),
             Some(h) => Err(PwmError::Io { channel, message: format!("held by app {}", h.app) }),
             None => Ok(()),
@@ -207,9 +209,6 @@ impl Hardware {
             }
         };
         self.lock().retain(|_, held| keep(&held.app, &mut held.generations));
-        self.pwm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|_, held| keep(&held.app, &mut held.generations));
+        lock(&self.pwm).retain(|_, held| keep(&held.app, &mut held.generations));
     }
 }

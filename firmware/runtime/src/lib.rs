@@ -15,10 +15,13 @@ pub mod config;
 pub mod device;
 mod engine;
 mod error;
+mod events;
 mod host;
 mod hw;
 mod kv;
+mod mailbox;
 mod supervisor;
+mod sync;
 pub mod uevent;
 mod worker;
 
@@ -27,8 +30,9 @@ pub use cache::CompileSource;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
+pub use events::RuntimeEvent;
 pub use host::Usage;
-pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, RuntimeEvent, SwapOutcome};
+pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, SwapOutcome};
 /// Every on-device path (owned by `trellis-layout`).
 pub use trellis_layout::paths;
 

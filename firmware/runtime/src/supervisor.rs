@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
@@ -21,93 +21,19 @@ use crate::broker::{Broker, Message};
 use crate::cache::{CompileCache, CompileSource};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::EpochTicker;
+use crate::events::{EventBus, RuntimeEvent};
 use crate::host::{HostState, Services, Usage};
 use crate::hw::Hardware;
 use crate::kv::KvStore;
+use crate::mailbox::WorkerMsg;
 use crate::paths;
-use crate::worker::{self, Exit, Instance, WorkerMsg};
+use crate::sync::lock;
+use crate::worker::{self, Exit, Instance};
 use crate::{Fault, LoadError, RuntimeConfig, RuntimeError};
 
 const MAILBOX: usize = 1024;
 /// The supervisor looks at its clock at least this often.
 const TICK: Duration = Duration::from_millis(500);
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Something that happened, for logs, tests and the CLI.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeEvent {
-    /// A version is running (first load, swap, restart or fallback).
-    Started {
-        /// App name.
-        app: String,
-        /// Its version.
-        version: String,
-        /// The version it replaced, if any.
-        replaced: Option<String>,
-    },
-    /// A file was not loaded; whatever ran before keeps running.
-    Refused {
-        /// App name (from the file name), if it has one.
-        app: Option<String>,
-        /// Why.
-        reason: String,
-    },
-    /// A call into the app faulted.
-    Crashed {
-        /// App name.
-        app: String,
-        /// What happened.
-        fault: Fault,
-    },
-    /// A crash loop made the runtime go back to the last good version.
-    FellBack {
-        /// App name.
-        app: String,
-        /// The version now running.
-        version: String,
-    },
-    /// The app is not running any more.
-    Stopped {
-        /// App name.
-        app: String,
-        /// Why.
-        reason: String,
-    },
-    /// A host call was refused for lack of a permission.
-    Denied {
-        /// App name.
-        app: String,
-        /// What was refused.
-        reason: String,
-    },
-    /// The app logged a line.
-    Log {
-        /// App name.
-        app: String,
-        /// `trace`..`error`.
-        level: &'static str,
-        /// The line.
-        message: String,
-    },
-}
-
-/// Fan-out of [`RuntimeEvent`]s.
-#[derive(Default)]
-pub(crate) struct EventBus(Mutex<Vec<Sender<RuntimeEvent>>>);
-
-impl EventBus {
-    pub fn emit(&self, event: RuntimeEvent) {
-        lock(&self.0).retain(|tx| tx.send(event.clone()).is_ok());
-    }
-    fn subscribe(&self) -> Receiver<RuntimeEvent> {
-        let (tx, rx) = unbounded();
-        lock(&self.0).push(tx);
-        rx
-    }
-}
 
 /// Whether an app is running.
 #[derive(Debug, Clone, PartialEq, Eq)]

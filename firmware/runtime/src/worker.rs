@@ -3,25 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, TypedFunc};
 
 use crate::Fault;
 use crate::bindings::{App, Event};
+use crate::events::RuntimeEvent;
 use crate::host::{HostState, MemoryLimitExceeded};
-
-/// What a worker is sent.
-pub(crate) enum WorkerMsg {
-    /// Deliver an event.
-    Event(Event),
-    /// Call `state.save`, reply, then pause until `Resume` or `Stop`.
-    SaveState(Sender<Result<Option<Vec<u8>>, Fault>>),
-    /// The swap that asked for the state failed: carry on.
-    Resume,
-    /// Retire: call the shutdown handler, pass queued events on, exit.
-    Stop,
-}
+use crate::mailbox::WorkerMsg;
 
 struct StateFns {
     save: TypedFunc<(), (Option<Vec<u8>>,)>,
@@ -150,7 +140,7 @@ impl Instance {
         if let Err(message) = self.call(|app, store| app.call_handle(store, event))? {
             let state = self.store.data();
             tracing::warn!(app = %state.app, "event handler returned an error: {message}");
-            state.services.events.emit(crate::RuntimeEvent::Log {
+            state.services.events.emit(RuntimeEvent::Log {
                 app: state.app.clone(),
                 level: "warn",
                 message: format!("event handler returned an error: {message}"),
