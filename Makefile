@@ -2,7 +2,11 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := rpi4
 
-CARGO      ?= cargo
+# Every build of ours goes through clippy-driver (the compiler with clippy's
+# lints; warnings are errors): one compile both lints our crates and builds
+# them, instead of a separate `cargo clippy` check of every dependency.
+# CLIPPY_ARGS is how `cargo clippy` itself hands arguments to clippy-driver.
+CARGO      ?= RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" CLIPPY_ARGS=-Dwarnings__CLIPPY_HACKERY__ cargo
 BUILD      ?= build
 WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
 EXAMPLES   := blinky button thermostat counter publisher subscriber
@@ -16,7 +20,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host host-build check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
+.PHONY: help setup setup-host check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,9 +45,10 @@ cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
 
 cross-release:
-	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
-	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-cli --no-default-features --bins
-	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) -p trellis-hal --features linux --bins
+	@# One build: the device's CLI without `trellis run` (no wasmtime), the runtime with the Linux backends.
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) --no-default-features --bins \
+	  -p trellis-init -p trellis-runtime -p trellis-boot -p trellis-cli -p trellis-hal \
+	  --features trellis-runtime/linux,trellis-hal/linux
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)
@@ -91,8 +96,8 @@ test-aarch64: ## Run init's tests as aarch64 binaries under qemu-user
 lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	$(CARGO) fmt --all --check
 	cd wasm-apps && $(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
-	$(CARGO) clippy -p trellis-cli --all-targets --no-default-features -- -D warnings
+	@# Built through clippy-driver (see CARGO): this is the clippy run, and the build the tests use.
+	$(CARGO) test $(HOST_SELECTION) --all-targets --no-run
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh rootfs-overlay/usr/lib/trellis/*.sh rootfs-overlay/usr/share/udhcpc/default.script
 
@@ -102,8 +107,10 @@ TEST_SELECTION := $(HOST_SELECTION) --exclude trellis-twin
 check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
 	$(MAKE) --no-print-directory apps
 	$(CARGO) test $(TEST_SELECTION)
+	scripts/own-app.sh $(BUILD)
 
-test: check ## Everything: `make check`, then aarch64, the Buildroot tree, the twin's stories and `make qemu`
+test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories and `make qemu`
+	$(MAKE) --no-print-directory demo
 	scripts/br-check.sh
 	scripts/test-flash.sh
 	$(MAKE) --no-print-directory test-aarch64 cross-release
