@@ -20,9 +20,13 @@ mod host;
 mod hw;
 mod kv;
 mod mailbox;
+mod runtime;
+mod seed;
+mod status;
 mod supervisor;
 mod sync;
 pub mod uevent;
+mod watcher;
 mod worker;
 
 pub use broker::Message;
@@ -32,7 +36,8 @@ pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, RuntimeConfig};
 pub use error::{Fault, LoadError, RuntimeError};
 pub use events::RuntimeEvent;
 pub use host::Usage;
-pub use supervisor::{AppState, AppStatus, HotplugAction, HotplugEvent, Runtime, SwapOutcome};
+pub use runtime::Runtime;
+pub use status::{AppState, AppStatus, HotplugAction, HotplugEvent, SwapOutcome};
 /// Every on-device path (owned by `trellis-layout`).
 pub use trellis_layout::paths;
 

@@ -1,112 +1,39 @@
-//! The runtime: loads apps, swaps them as transactions, restarts crashed ones,
-//! falls back to the last good version after a crash loop, and watches the
-//! apps directory.
+//! The supervision loop: loads apps, swaps them as transactions, restarts
+//! crashed ones after their back-off, falls back to the last good version
+//! after a crash loop. It owns every app's slot and runs on its own thread;
+//! the [`crate::Runtime`] handle sends it [`Control`] requests.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
-use notify::{EventKind, RecursiveMode, Watcher};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use trellis_appfmt::{AppFile, Manifest, TrustList, component_code, interface_imports};
-use trellis_hal::Board;
 use trellis_layout::{AppsDir, write_atomic};
 use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
-use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
-use crate::broker::{Broker, Message};
-use crate::cache::{CompileCache, CompileSource};
-use crate::clock::{Clock, SystemClock};
-use crate::engine::EpochTicker;
-use crate::events::{EventBus, RuntimeEvent};
+use crate::cache::CompileCache;
+use crate::clock::Clock;
+use crate::events::RuntimeEvent;
 use crate::host::{HostState, Services, Usage};
-use crate::hw::Hardware;
 use crate::kv::KvStore;
 use crate::mailbox::WorkerMsg;
 use crate::paths;
+use crate::status::{AppState, AppStatus, SwapOutcome};
 use crate::sync::lock;
 use crate::worker::{self, Exit, Instance};
-use crate::{Fault, LoadError, RuntimeConfig, RuntimeError};
+use crate::{Fault, LoadError, RuntimeConfig};
 
 const MAILBOX: usize = 1024;
 /// The supervisor looks at its clock at least this often.
 const TICK: Duration = Duration::from_millis(500);
 
-/// Whether an app is running.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppState {
-    /// Handling events.
-    Running,
-    /// Crashed; restarts at the back-off.
-    Restarting,
-    /// Given up on (crash loop with no good version to go back to).
-    Failed(String),
-}
+pub(crate) type Reply<T> = Sender<Result<T, LoadError>>;
 
-/// What `status` reports per app.
-#[derive(Debug, Clone)]
-pub struct AppStatus {
-    /// Name.
-    pub name: String,
-    /// Running version.
-    pub version: String,
-    /// State.
-    pub state: AppState,
-    /// Restarts after crashes since the version was loaded.
-    pub restarts: u32,
-    /// SHA-256 of the app file.
-    pub sha256: String,
-    /// The most recent refusal or fault.
-    pub last_error: Option<String>,
-    /// Events dropped because the app's mailbox was full.
-    pub dropped_events: u64,
-    /// Memory and CPU time, read live.
-    pub usage: Arc<Usage>,
-}
-
-/// The result of a successful load.
-#[derive(Debug, Clone)]
-pub struct SwapOutcome {
-    /// App name.
-    pub app: String,
-    /// Version now running.
-    pub version: String,
-    /// Version it replaced.
-    pub replaced: Option<String>,
-    /// Where the compiled code came from.
-    pub compile: CompileSource,
-    /// Whether state was handed over from the old version.
-    pub state_handed_over: bool,
-    /// File read to new version running.
-    pub elapsed: Duration,
-}
-
-/// A hot-plug change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HotplugAction {
-    /// A device appeared.
-    Add,
-    /// A device went away.
-    Remove,
-}
-
-/// A device appearing or going away.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HotplugEvent {
-    /// Add or remove.
-    pub action: HotplugAction,
-    /// Subsystem (`usb`, `gpio`, `i2c`, `tty`).
-    pub subsystem: String,
-    /// Device name (`ttyUSB0`, `gpiochip1`).
-    pub device: String,
-}
-
-type Reply<T> = Sender<Result<T, LoadError>>;
-
-enum Control {
+/// What the supervisor is asked to do.
+pub(crate) enum Control {
     Load {
         path: PathBuf,
         reply: Option<Reply<SwapOutcome>>,
@@ -147,7 +74,8 @@ struct Worker {
     started: Duration,
 }
 
-struct Slot {
+/// One app: its versions, worker and crash record.
+pub(crate) struct Slot {
     kv: Arc<Mutex<KvStore>>,
     usage: Arc<Usage>,
     version: Option<Arc<Version>>,
@@ -162,298 +90,23 @@ struct Slot {
     outcome: Option<SwapOutcome>,
 }
 
-/// A running Trellis runtime. Dropping it stops every app.
-pub struct Runtime {
-    control: Sender<Control>,
-    services: Arc<Services>,
-    status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _watcher: Option<notify::RecommendedWatcher>,
-    _ticker: EpochTicker,
-}
-
-impl std::fmt::Debug for Runtime {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").finish_non_exhaustive()
-    }
-}
-
-/// First boot: copy the image's seed apps into a new apps directory. The copy
-/// is made in a temporary directory and renamed into place, so a power cut
-/// leaves either no apps directory (seeded again next boot) or a complete one.
-fn seed_apps(seed: &Path, apps_dir: &Path) -> Result<(), RuntimeError> {
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| RuntimeError::Io { path, source }
-    };
-    let tmp = apps_dir.with_extension("seeding");
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let mut names = Vec::new();
-    for (name, path) in AppsDir::new(seed).list().map_err(io(seed))? {
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
-        let to = AppsDir::new(&tmp).path(&name);
-        write_atomic(&to, &bytes).map_err(|e| io(&to)(e.into_io()))?;
-        names.push(name);
-    }
-    std::fs::rename(&tmp, apps_dir).map_err(io(apps_dir))?;
-    if let Some(parent) = apps_dir.parent() {
-        std::fs::File::open(parent).and_then(|d| d.sync_all()).map_err(io(parent))?;
-    }
-    names.sort();
-    tracing::info!(from = %seed.display(), apps = ?names, "first boot: seeded the apps directory");
-    Ok(())
-}
-
-impl Runtime {
-    /// Start: load every app in `config.apps_dir`, then watch it.
-    ///
-    /// # Errors
-    /// Directories, trust list, engine or watcher cannot be set up. Apps that
-    /// fail to load do not make this fail; they are reported as refused.
-    pub fn start(config: RuntimeConfig, board: Board) -> Result<Self, RuntimeError> {
-        Self::start_with_events(config, board).map(|(runtime, _)| runtime)
-    }
-
-    /// Like [`Runtime::start`], also returning the event stream from before the
-    /// first app loads.
-    ///
-    /// # Errors
-    /// As [`Runtime::start`].
-    pub fn start_with_events(
-        config: RuntimeConfig,
-        board: Board,
-    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
-        Self::start_with_clock(config, board, SystemClock::shared())
-    }
-
-    /// Like [`Runtime::start_with_events`], counting back-off, crash windows
-    /// and "good after" on `clock` (a [`crate::FakeClock`] in tests).
-    ///
-    /// # Errors
-    /// As [`Runtime::start`].
-    pub fn start_with_clock(
-        config: RuntimeConfig,
-        board: Board,
-        clock: Arc<dyn Clock>,
-    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
-        if let Some(seed) = &config.seed_dir
-            && !config.apps_dir.exists()
-            && let Err(e) = seed_apps(seed, &config.apps_dir)
-        {
-            // Not fatal: a runtime that refused to start would be restarted by init
-            // into the same failure; without the seed apps it still runs what is copied in.
-            tracing::error!("cannot seed the apps directory: {e}");
-        }
-        for dir in [&config.apps_dir, &config.state_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
-        }
-        let trust = if config.require_signatures || !config.trust.is_empty() {
-            TrustList::load(
-                &config.trust.iter().filter(|p| p.exists() || config.require_signatures).cloned().collect::<Vec<_>>(),
-            )?
-        } else {
-            TrustList::default()
-        };
-        if config.require_signatures && trust.is_empty() {
-            tracing::warn!("signatures are required but no key is trusted: every app will be refused");
-        }
-        let engine = crate::engine::engine(config.max_apps)?;
-        let linker = crate::engine::linker(&engine)?;
-        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick())?;
-        let services = Arc::new(Services {
-            hw: Hardware::new(board),
-            broker: Arc::new(Broker::default()),
-            events: EventBus::default(),
-            epoch: Instant::now(),
-        });
-        let status = Arc::new(Mutex::new(BTreeMap::new()));
-        let (control_tx, control_rx) = unbounded();
-        let events = services.events.subscribe();
-
-        let watcher = if config.watch { Some(watch(&config, control_tx.clone())?) } else { None };
-        let mut sup = Supervisor {
-            cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
-            engine,
-            linker,
-            trust,
-            services: services.clone(),
-            status: status.clone(),
-            control: control_tx.clone(),
-            slots: HashMap::new(),
-            next_generation: 1,
-            clock,
-            config,
-        };
-        sup.load_all();
-        let thread = std::thread::Builder::new()
-            .name("supervisor".into())
-            .spawn(move || sup.run(&control_rx))
-            .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
-        let runtime =
-            Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
-        Ok((runtime, events))
-    }
-
-    /// Follow what happens (loads, refusals, crashes, app logs).
-    #[must_use]
-    pub fn events(&self) -> Receiver<RuntimeEvent> {
-        self.services.events.subscribe()
-    }
-
-    /// Receive messages published on topics matching `pattern`.
-    #[must_use]
-    pub fn subscribe(&self, pattern: &str) -> Receiver<Message> {
-        let (tx, rx) = unbounded();
-        self.services.broker.subscribe_host(pattern, tx);
-        rx
-    }
-
-    /// Publish a message to apps from the host.
-    pub fn publish(&self, topic: &str, payload: &[u8]) {
-        self.services.broker.publish("host", topic, payload);
-    }
-
-    /// Tell subscribed apps about a device appearing or going away. When one
-    /// goes away, every app drops the I2C and SPI handles it holds open before
-    /// its next call, so a call on a device that is gone fails naming it.
-    pub fn hotplug(&self, event: &HotplugEvent) {
-        if event.action == HotplugAction::Remove {
-            self.services.hw.note_unplugged();
-        }
-        for app in self.services.broker.hotplug_subscribers(&event.subsystem) {
-            let wit = WitHotplugEvent {
-                action: match event.action {
-                    HotplugAction::Add => WitHotplugAction::Add,
-                    HotplugAction::Remove => WitHotplugAction::Remove,
-                },
-                subsystem: event.subsystem.clone(),
-                device: event.device.clone(),
-            };
-            self.services.broker.deliver(&app, Event::Hotplug(wit));
-        }
-    }
-
-    /// Load (or swap in) the app file at `path` now, as the watcher would.
-    ///
-    /// # Errors
-    /// Why it was refused; the previous version keeps running.
-    pub fn load(&self, path: &Path) -> Result<SwapOutcome, LoadError> {
-        self.ask(|reply| Control::Load { path: path.to_owned(), reply: Some(reply) })
-    }
-
-    /// Install `bytes` as app `name`: checked, compiled and started as a
-    /// transaction, and only once the new version runs is its file put in
-    /// place (`APPS_DIR/NAME.wasm`, written atomically). What uploads (the
-    /// management API, the fleet agent) use: the answer is the load's own
-    /// result. Bytes that already run are answered at once.
-    ///
-    /// # Errors
-    /// Why it was refused (the previous version keeps running and its file
-    /// stays), or that the configuration does not run `name`.
-    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<SwapOutcome, LoadError> {
-        self.ask(|reply| Control::Install { app: name.to_owned(), bytes: bytes.to_vec(), reply })
-    }
-
-    /// Stop app `name` and remove its file.
-    ///
-    /// # Errors
-    /// No such app file, or it cannot be removed.
-    pub fn remove(&self, name: &str) -> Result<(), LoadError> {
-        self.ask(|reply| Control::RemoveApp { app: name.to_owned(), reply })
-    }
-
-    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Control) -> Result<T, LoadError> {
-        let (tx, rx) = bounded(1);
-        self.control.send(request(tx)).map_err(|_| LoadError::Stopped)?;
-        rx.recv().map_err(|_| LoadError::Stopped)?
-    }
-
-    /// Let the supervisor act on its clock now (restarts due, versions that
-    /// became good), after a fake clock was advanced; returns once it has.
-    pub fn tick(&self) {
-        let (tx, rx) = bounded(1);
-        if self.control.send(Control::Tick(tx)).is_ok() {
-            let _ = rx.recv();
-        }
-    }
-
-    /// Every app's status.
-    #[must_use]
-    pub fn status(&self) -> Vec<AppStatus> {
-        lock(&self.status).values().cloned().collect()
-    }
-
-    /// One app's status.
-    #[must_use]
-    pub fn app_status(&self, name: &str) -> Option<AppStatus> {
-        lock(&self.status).get(name).cloned()
-    }
-
-    /// Stop every app (each gets its shutdown event) and the runtime.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        let _ = self.control.send(Control::Shutdown);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn watch(config: &RuntimeConfig, control: Sender<Control>) -> Result<notify::RecommendedWatcher, RuntimeError> {
-    let dir = &config.apps_dir;
-    let err = |e: notify::Error| RuntimeError::Watch { path: dir.clone(), reason: e.to_string() };
-    let filter = config.clone();
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let Ok(event) = res else { return };
-        let wasm = |p: &PathBuf| AppsDir::name(p).is_some_and(|name| filter.runs(&name));
-        let msgs: Vec<Control> = match event.kind {
-            // A writer finished (cp, a direct write) or a file was renamed into place.
-            EventKind::Access(AccessKind::Close(AccessMode::Write))
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To)) => {
-                event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Load { path: p.clone(), reply: None }).collect()
-            }
-            // (A rename inside the directory also arrives as `Both`; the `From`
-            // and `To` halves above and below already cover it.)
-            EventKind::Modify(ModifyKind::Name(RenameMode::From)) | EventKind::Remove(_) => {
-                event.paths.iter().filter(|p| wasm(p)).map(|p| Control::Remove { path: p.clone() }).collect()
-            }
-            _ => Vec::new(),
-        };
-        for m in msgs {
-            let _ = control.send(m);
-        }
-    })
-    .map_err(err)?;
-    watcher.watch(dir, RecursiveMode::NonRecursive).map_err(err)?;
-    Ok(watcher)
-}
-
-struct Supervisor {
-    config: RuntimeConfig,
-    engine: Engine,
-    linker: Linker<HostState>,
-    cache: CompileCache,
-    trust: TrustList,
-    services: Arc<Services>,
-    status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
-    control: Sender<Control>,
-    slots: HashMap<String, Slot>,
-    next_generation: u64,
-    clock: Arc<dyn Clock>,
+/// The supervision loop's state, on its own thread.
+pub(crate) struct Supervisor {
+    pub(crate) config: RuntimeConfig,
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<HostState>,
+    pub(crate) cache: CompileCache,
+    pub(crate) trust: TrustList,
+    pub(crate) services: Arc<Services>,
+    pub(crate) status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
+    pub(crate) control: Sender<Control>,
+    pub(crate) slots: HashMap<String, Slot>,
+    pub(crate) next_generation: u64,
+    pub(crate) clock: Arc<dyn Clock>,
 }
 
 impl Supervisor {
-    fn run(&mut self, rx: &Receiver<Control>) {
+    pub(crate) fn run(&mut self, rx: &Receiver<Control>) {
         loop {
             let mut ticked = None;
             // At least every 500 ms (real time); earlier when a restart is due.
@@ -502,7 +155,7 @@ impl Supervisor {
         AppsDir::new(self.config.state_dir.join(paths::state::LAST_GOOD)).path(app)
     }
 
-    fn load_all(&mut self) {
+    pub(crate) fn load_all(&mut self) {
         let mut files: Vec<PathBuf> = match std::fs::read_dir(&self.config.apps_dir) {
             Ok(entries) => entries
                 .filter_map(Result::ok)

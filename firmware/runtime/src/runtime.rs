@@ -1,0 +1,262 @@
+//! The runtime's handle: start it, hand it app files and hot-plug events,
+//! follow its events and messages, read its status. The work happens on the
+//! supervisor's thread (`supervisor.rs`); this side only sends it requests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use trellis_appfmt::TrustList;
+use trellis_hal::Board;
+
+use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
+use crate::broker::{Broker, Message};
+use crate::cache::CompileCache;
+use crate::clock::{Clock, SystemClock};
+use crate::engine::EpochTicker;
+use crate::events::{EventBus, RuntimeEvent};
+use crate::host::Services;
+use crate::hw::Hardware;
+use crate::seed::seed_apps;
+use crate::status::{AppStatus, HotplugAction, HotplugEvent, SwapOutcome};
+use crate::supervisor::{Control, Reply, Supervisor};
+use crate::sync::lock;
+use crate::watcher::{AppFileEvent, watch};
+use crate::{LoadError, RuntimeConfig, RuntimeError, paths};
+
+/// A running Trellis runtime. Dropping it stops every app.
+pub struct Runtime {
+    control: Sender<Control>,
+    services: Arc<Services>,
+    status: Arc<Mutex<BTreeMap<String, AppStatus>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _watcher: Option<notify::RecommendedWatcher>,
+    _ticker: EpochTicker,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Start: load every app in `config.apps_dir`, then watch it.
+    ///
+    /// # Errors
+    /// Directories, trust list, engine or watcher cannot be set up. Apps that
+    /// fail to load do not make this fail; they are reported as refused.
+    pub fn start(config: RuntimeConfig, board: Board) -> Result<Self, RuntimeError> {
+        Self::start_with_events(config, board).map(|(runtime, _)| runtime)
+    }
+
+    /// Like [`Runtime::start`], also returning the event stream from before the
+    /// first app loads.
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub fn start_with_events(
+        config: RuntimeConfig,
+        board: Board,
+    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
+        Self::start_with_clock(config, board, SystemClock::shared())
+    }
+
+    /// Like [`Runtime::start_with_events`], counting back-off, crash windows
+    /// and "good after" on `clock` (a [`crate::FakeClock`] in tests).
+    ///
+    /// # Errors
+    /// As [`Runtime::start`].
+    pub fn start_with_clock(
+        config: RuntimeConfig,
+        board: Board,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Self, Receiver<RuntimeEvent>), RuntimeError> {
+        if let Some(seed) = &config.seed_dir
+            && !config.apps_dir.exists()
+            && let Err(e) = seed_apps(seed, &config.apps_dir)
+        {
+            // Not fatal: a runtime that refused to start would be restarted by init
+            // into the same failure; without the seed apps it still runs what is copied in.
+            tracing::error!("cannot seed the apps directory: {e}");
+        }
+        for dir in [&config.apps_dir, &config.state_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| RuntimeError::Io { path: dir.clone(), source })?;
+        }
+        let trust = if config.require_signatures || !config.trust.is_empty() {
+            TrustList::load(
+                &config.trust.iter().filter(|p| p.exists() || config.require_signatures).cloned().collect::<Vec<_>>(),
+            )?
+        } else {
+            TrustList::default()
+        };
+        if config.require_signatures && trust.is_empty() {
+            tracing::warn!("signatures are required but no key is trusted: every app will be refused");
+        }
+        let engine = crate::engine::engine(config.max_apps)?;
+        let linker = crate::engine::linker(&engine)?;
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick())?;
+        let services = Arc::new(Services {
+            hw: Hardware::new(board),
+            broker: Arc::new(Broker::default()),
+            events: EventBus::default(),
+            epoch: Instant::now(),
+        });
+        let status = Arc::new(Mutex::new(BTreeMap::new()));
+        let (control_tx, control_rx) = unbounded();
+        let events = services.events.subscribe();
+
+        let watcher = if config.watch {
+            let (filter, control) = (config.clone(), control_tx.clone());
+            let watcher = watch(
+                &config.apps_dir,
+                move |app| filter.runs(app),
+                move |change| {
+                    let _ = control.send(match change {
+                        AppFileEvent::Written(path) => Control::Load { path, reply: None },
+                        AppFileEvent::Gone(path) => Control::Remove { path },
+                    });
+                },
+            )?;
+            Some(watcher)
+        } else {
+            None
+        };
+        let mut sup = Supervisor {
+            cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
+            engine,
+            linker,
+            trust,
+            services: services.clone(),
+            status: status.clone(),
+            control: control_tx.clone(),
+            slots: HashMap::new(),
+            next_generation: 1,
+            clock,
+            config,
+        };
+        sup.load_all();
+        let thread = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || sup.run(&control_rx))
+            .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
+        let runtime =
+            Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
+        Ok((runtime, events))
+    }
+
+    /// Follow what happens (loads, refusals, crashes, app logs).
+    #[must_use]
+    pub fn events(&self) -> Receiver<RuntimeEvent> {
+        self.services.events.subscribe()
+    }
+
+    /// Receive messages published on topics matching `pattern`.
+    #[must_use]
+    pub fn subscribe(&self, pattern: &str) -> Receiver<Message> {
+        let (tx, rx) = unbounded();
+        self.services.broker.subscribe_host(pattern, tx);
+        rx
+    }
+
+    /// Publish a message to apps from the host.
+    pub fn publish(&self, topic: &str, payload: &[u8]) {
+        self.services.broker.publish("host", topic, payload);
+    }
+
+    /// Tell subscribed apps about a device appearing or going away. When one
+    /// goes away, every app drops the I2C and SPI handles it holds open before
+    /// its next call, so a call on a device that is gone fails naming it.
+    pub fn hotplug(&self, event: &HotplugEvent) {
+        if event.action == HotplugAction::Remove {
+            self.services.hw.note_unplugged();
+        }
+        for app in self.services.broker.hotplug_subscribers(&event.subsystem) {
+            let wit = WitHotplugEvent {
+                action: match event.action {
+                    HotplugAction::Add => WitHotplugAction::Add,
+                    HotplugAction::Remove => WitHotplugAction::Remove,
+                },
+                subsystem: event.subsystem.clone(),
+                device: event.device.clone(),
+            };
+            self.services.broker.deliver(&app, Event::Hotplug(wit));
+        }
+    }
+
+    /// Load (or swap in) the app file at `path` now, as the watcher would.
+    ///
+    /// # Errors
+    /// Why it was refused; the previous version keeps running.
+    pub fn load(&self, path: &Path) -> Result<SwapOutcome, LoadError> {
+        self.ask(|reply| Control::Load { path: path.to_owned(), reply: Some(reply) })
+    }
+
+    /// Install `bytes` as app `name`: checked, compiled and started as a
+    /// transaction, and only once the new version runs is its file put in
+    /// place (`APPS_DIR/NAME.wasm`, written atomically). What uploads (the
+    /// management API, the fleet agent) use: the answer is the load's own
+    /// result. Bytes that already run are answered at once.
+    ///
+    /// # Errors
+    /// Why it was refused (the previous version keeps running and its file
+    /// stays), or that the configuration does not run `name`.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<SwapOutcome, LoadError> {
+        self.ask(|reply| Control::Install { app: name.to_owned(), bytes: bytes.to_vec(), reply })
+    }
+
+    /// Stop app `name` and remove its file.
+    ///
+    /// # Errors
+    /// No such app file, or it cannot be removed.
+    pub fn remove(&self, name: &str) -> Result<(), LoadError> {
+        self.ask(|reply| Control::RemoveApp { app: name.to_owned(), reply })
+    }
+
+    fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Control) -> Result<T, LoadError> {
+        let (tx, rx) = bounded(1);
+        self.control.send(request(tx)).map_err(|_| LoadError::Stopped)?;
+        rx.recv().map_err(|_| LoadError::Stopped)?
+    }
+
+    /// Let the supervisor act on its clock now (restarts due, versions that
+    /// became good), after a fake clock was advanced; returns once it has.
+    pub fn tick(&self) {
+        let (tx, rx) = bounded(1);
+        if self.control.send(Control::Tick(tx)).is_ok() {
+            let _ = rx.recv();
+        }
+    }
+
+    /// Every app's status.
+    #[must_use]
+    pub fn status(&self) -> Vec<AppStatus> {
+        lock(&self.status).values().cloned().collect()
+    }
+
+    /// One app's status.
+    #[must_use]
+    pub fn app_status(&self, name: &str) -> Option<AppStatus> {
+        lock(&self.status).get(name).cloned()
+    }
+
+    /// Stop every app (each gets its shutdown event) and the runtime.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        let _ = self.control.send(Control::Shutdown);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
