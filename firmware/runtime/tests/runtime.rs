@@ -360,14 +360,12 @@ fn removing_the_file_stops_the_app_and_frees_its_lines() {
 
 #[test]
 fn a_broken_file_at_boot_runs_the_last_good_copy() {
-    let dev = device(&[("counter", example("counter"))], |c| c.crash.good_after_ms = 100);
+    let (dev, clock) = device_on_fake_clock(&[("counter", example("counter"))]);
     dev.wait_started("counter", "1.0.0");
-    let last_good = dev.state().join("last-good/counter.wasm");
-    let t0 = Instant::now();
-    while !last_good.exists() {
-        assert!(t0.elapsed() < SECS);
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Good after the default 10 s, on the fake clock.
+    clock.advance(Duration::from_millis(trellis_runtime::CrashPolicy::default().good_after_ms));
+    dev.runtime.tick();
+    assert!(dev.state().join("last-good/counter.wasm").exists(), "1.0.0 is the last good version");
     let support::TestRuntime { dir, runtime, .. } = dev;
     runtime.shutdown();
     // Power cut in the middle of copying a new version over the file.
