@@ -254,6 +254,14 @@ mod tests {
     }
 
     #[test]
+    fn new_and_an_empty_file_agree_on_every_default() {
+        let from_file: RuntimeConfig = toml::from_str("").unwrap();
+        let new = RuntimeConfig::new(paths::APPS_DIR, paths::STATE_DIR);
+        assert_eq!(format!("{new:?}"), format!("{from_file:?}"));
+        assert_eq!(new.trust, [Path::new(paths::TRUST_DIR)]);
+    }
+
+    #[test]
     fn the_board_maps_chips_and_buses() {
         let c: RuntimeConfig =
             toml::from_str("[board]\ngpio-chip = \"trellis-gpio\"\n[board.i2c-buses]\n1 = \"SMBus stub driver\"\n")
