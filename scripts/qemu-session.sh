@@ -9,9 +9,14 @@ cd "$(dirname "$0")/.."
 timeout_s=${QEMU_SESSION_TIMEOUT:-600}
 apps=(blinky button thermostat counter publisher subscriber)
 log=$(mktemp)
-trap 'rm -f "$log"; [ -n "${QEMU_PID:-}" ] && kill "$QEMU_PID" 2>/dev/null || true' EXIT
+pid=""
+# Its own process group (setsid), so a timeout ends QEMU too, not only make.
+trap 'rm -f "$log"; [ -n "$pid" ] && kill -- -"$pid" 2>/dev/null || true' EXIT
 
-coproc QEMU { exec make --no-print-directory qemu 2>&1; }
+coproc QEMU { exec setsid make --no-print-directory qemu 2>&1; }
+# Our own copies of its pipes and pid: bash drops the coproc's variables when it ends.
+pid=$QEMU_PID
+exec {from}<&"${QEMU[0]}" {to}>&"${QEMU[1]}"
 deadline=$((SECONDS + timeout_s))
 running() { grep -c 'app running app="' "$log" || true; }
 missing() {
@@ -21,7 +26,7 @@ missing() {
 }
 poweroff_sent=0
 while ((SECONDS < deadline)); do
-  if IFS= read -r -t 3 -u "${QEMU[0]}" line; then
+  if IFS= read -r -t 3 -u "$from" line; then
     printf '%s\n' "$line" >>"$log"
   elif (($? <= 128)); then
     break # make qemu ended
@@ -29,15 +34,14 @@ while ((SECONDS < deadline)); do
   if [ -z "$(missing)" ] && grep -q 'trellis-init: started console' "$log" \
     && ! grep -q 'reboot: Power down' "$log" && ((SECONDS - poweroff_sent >= 5)); then
     # Typed until the shell takes it (input before it set up the terminal is flushed).
-    printf 'poweroff\n' >&"${QEMU[1]}" || true
+    printf 'poweroff\n' >&"$to" || true
     poweroff_sent=$SECONDS
   fi
 done
 status=0
-if [ -n "${QEMU_PID:-}" ]; then
-  if ((SECONDS >= deadline)); then kill "$QEMU_PID" 2>/dev/null || true; fi
-  wait "$QEMU_PID" || status=$?
-fi
+if ((SECONDS >= deadline)); then kill -- -"$pid" 2>/dev/null || true; fi
+wait "$pid" || status=$?
+pid=""
 fail() {
   echo "qemu-session: $*; the console's last lines:" >&2
   tail -n 40 "$log" >&2
