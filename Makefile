@@ -64,8 +64,12 @@ qemu: cli twin-image ## Boot the twin interactively with the example apps (Ctrl-
 qemu-session: ## `make qemu` with a scripted session: the example apps run, then it powers off
 	scripts/qemu-session.sh
 
+# The twin's stories, built with the host selection (one compile of their dependencies, see
+# HOST_SELECTION): every test file of tests/twin, and the harness's own unit tests.
+TWIN_TESTS := $(patsubst tests/twin/tests/%.rs,--test %,$(wildcard tests/twin/tests/*.rs))
+
 test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
-	$(CARGO) test -p trellis-twin -- --test-threads=1
+	$(CARGO) test $(HOST_SELECTION) --lib $(TWIN_TESTS) -- --test-threads=1
 
 setup-br:
 	@scripts/setup.sh --buildroot
