@@ -525,9 +525,12 @@ impl Supervisor {
     /// handle a crash loop.
     fn crashed(&mut self, app: &str, fault: Fault) {
         tracing::error!(app, "crashed: {fault}");
-        self.services.events.emit(RuntimeEvent::Crashed { app: app.to_owned(), fault: fault.clone() });
+        let crashed = RuntimeEvent::Crashed { app: app.to_owned(), fault: fault.clone() };
         let now = self.clock.now();
-        let Some(slot) = self.slots.get_mut(app) else { return };
+        let Some(slot) = self.slots.get_mut(app) else {
+            self.services.events.emit(crashed);
+            return;
+        };
         let window = self.config.crash.window();
         slot.crashes.push_back(now);
         while slot.crashes.front().is_some_and(|&t| now.saturating_sub(t) > window) {
@@ -535,12 +538,17 @@ impl Supervisor {
         }
         slot.last_error = Some(fault.to_string());
         let n = u32::try_from(slot.crashes.len()).unwrap_or(u32::MAX);
-        if n >= self.config.crash.max_crashes {
-            self.crash_loop(app);
-        } else {
+        let looping = n >= self.config.crash.max_crashes;
+        if !looping {
             slot.restart_at = Some(now + self.config.crash.backoff(n));
         }
+        // The status (and the restart's time) are set before anyone hears of the crash.
         self.publish_status(app);
+        self.services.events.emit(crashed);
+        if looping {
+            self.crash_loop(app);
+            self.publish_status(app);
+        }
     }
 
     fn crash_loop(&mut self, app: &str) {
