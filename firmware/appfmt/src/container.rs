@@ -3,7 +3,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::keys::{KeyError, KeyId, SigningKey, TrustList};
-use crate::manifest::{Manifest, ManifestError};
+use crate::manifest::{Manifest, ManifestError, format_code_digest, parse_code_digest};
 use crate::{MANIFEST_SECTION, SIGNATURE_SECTION};
 
 const MAGIC: &[u8; 4] = b"\0asm";
@@ -60,6 +60,22 @@ pub enum FormatError {
     /// The signature check failed.
     #[error("signature: {0}")]
     Signature(#[from] KeyError),
+    /// Packed before apps carried a digest of their code.
+    #[error(
+        "the manifest has no code digest (packed by an older `trellis app pack`): repack it with `trellis app pack`"
+    )]
+    NoCodeDigest,
+    /// The code is not what was packed: the file is damaged or was changed.
+    #[error(
+        "the component's code does not match its manifest: packed as {recorded}, the file's code is {actual} \
+         (the file is damaged or was changed after packing)"
+    )]
+    CodeMismatch {
+        /// The digest the manifest records.
+        recorded: String,
+        /// The digest of the code in the file.
+        actual: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -168,13 +184,16 @@ fn strip(bytes: &[u8], drop: &[&str]) -> Result<Vec<u8>, FormatError> {
 }
 
 /// Embed `manifest` in `component`, replacing any manifest and dropping any
-/// signature (which would no longer match).
+/// signature (which would no longer match). The embedded manifest records the
+/// digest of the code (`code-digest`), whatever `manifest` said.
 ///
 /// # Errors
 /// `component` is not a component, or the manifest is invalid.
 pub fn pack(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>, FormatError> {
-    manifest.validate()?;
     let mut out = strip(component, &[MANIFEST_SECTION, SIGNATURE_SECTION])?;
+    let mut manifest = manifest.clone();
+    manifest.code_digest = Some(format_code_digest(&Sha256::digest(&out).into()));
+    manifest.validate()?;
     out.extend(custom_section(MANIFEST_SECTION, manifest.to_toml().as_bytes()));
     Ok(out)
 }
@@ -230,21 +249,41 @@ pub struct AppFile {
     pub signature: Option<SignatureInfo>,
     /// SHA-256 of the whole file.
     pub sha256: [u8; 32],
+    /// SHA-256 of the component's code: the file without its manifest and
+    /// signature sections (what [`component_code`] returns).
+    pub code_sha256: [u8; 32],
     /// File size in bytes.
     pub size: usize,
 }
 
 impl AppFile {
-    /// Parse the container: header, sections, manifest, signature layout.
+    /// Parse the container: header, sections, manifest, signature layout,
+    /// and check that the code is the code that was packed ([`Self::check_code`]).
     /// This does not validate the component itself (the runtime's engine does).
     ///
     /// # Errors
     /// Anything that makes the file unusable, named.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
+        let file = Self::inspect(bytes)?;
+        file.check_code()?;
+        Ok(file)
+    }
+
+    /// [`Self::parse`] without the code check, for tools that report on a
+    /// damaged file (`trellis app inspect`).
+    ///
+    /// # Errors
+    /// The container or its manifest cannot be read.
+    pub fn inspect(bytes: &[u8]) -> Result<Self, FormatError> {
         let secs = sections(bytes)?;
         let mut manifest = None;
         let mut signature = None;
+        let mut code = Sha256::new();
+        code.update(&bytes[..8]);
         for (i, s) in secs.iter().enumerate() {
+            if !s.custom.is_some_and(|(name, _)| name == MANIFEST_SECTION || name == SIGNATURE_SECTION) {
+                code.update(&bytes[s.start..s.end]);
+            }
             match s.custom {
                 Some((MANIFEST_SECTION, payload)) => {
                     if manifest.is_some() {
@@ -273,8 +312,29 @@ impl AppFile {
             manifest: manifest.ok_or(FormatError::NoManifest)?,
             signature,
             sha256: Sha256::digest(bytes).into(),
+            code_sha256: code.finalize().into(),
             size: bytes.len(),
         })
+    }
+
+    /// Whether the code is what `trellis app pack` recorded in the manifest.
+    ///
+    /// # Errors
+    /// [`FormatError::NoCodeDigest`] for a file packed without one,
+    /// [`FormatError::CodeMismatch`] naming both digests.
+    pub fn check_code(&self) -> Result<(), FormatError> {
+        let recorded = self.manifest.code_digest.as_deref().ok_or(FormatError::NoCodeDigest)?;
+        if parse_code_digest(recorded) == Some(self.code_sha256) {
+            Ok(())
+        } else {
+            Err(FormatError::CodeMismatch { recorded: recorded.to_owned(), actual: self.code_digest() })
+        }
+    }
+
+    /// The digest of the file's code, as the manifest writes it.
+    #[must_use]
+    pub fn code_digest(&self) -> String {
+        format_code_digest(&self.code_sha256)
     }
 
     /// Check the signature of `bytes` (the same file) against `trust`.
@@ -344,7 +404,10 @@ mod tests {
     fn pack_then_parse() {
         let app = pack(&component(), &manifest()).unwrap();
         let parsed = AppFile::parse(&app).unwrap();
-        assert_eq!(parsed.manifest, manifest());
+        let code_sha256: [u8; 32] = Sha256::digest(component()).into();
+        assert_eq!(parsed.code_sha256, code_sha256);
+        assert_eq!(parsed.manifest.code_digest, Some(format!("sha256:{}", hex::encode(code_sha256))));
+        assert_eq!(Manifest { code_digest: None, ..parsed.manifest }, manifest());
         assert!(parsed.signature.is_none());
         // repacking replaces, never duplicates
         let mut m2 = manifest();
@@ -375,6 +438,50 @@ mod tests {
         let unsigned = pack(&component(), &manifest()).unwrap();
         let u = AppFile::parse(&unsigned).unwrap();
         assert!(u.verify(&unsigned, &trust).unwrap_err().to_string().contains("not signed"));
+    }
+
+    /// Every single-bit flip in the code of a packed app is refused by name,
+    /// or breaks the container; none parses as a usable app.
+    #[test]
+    fn a_flipped_bit_in_the_code_is_refused() {
+        let app = pack(&component(), &manifest()).unwrap();
+        let code_len = component().len();
+        let mut mismatches = 0;
+        for byte in 8..code_len {
+            for bit in 0..8 {
+                let mut damaged = app.clone();
+                damaged[byte] ^= 1 << bit;
+                match AppFile::parse(&damaged) {
+                    Ok(_) => panic!("a flip of bit {bit} of byte {byte} was accepted"),
+                    Err(FormatError::CodeMismatch { recorded, actual }) => {
+                        assert_ne!(recorded, actual);
+                        assert!(recorded.starts_with("sha256:") && actual.starts_with("sha256:"));
+                        mismatches += 1;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        assert!(mismatches > 0, "no flip reached the digest check");
+        // inspect still reads the damaged file, and says the code does not match
+        let mut damaged = app.clone();
+        let at = damaged.windows(1).position(|w| w == b"f").unwrap();
+        damaged[at] = b'g';
+        let inspected = AppFile::inspect(&damaged).unwrap();
+        let err = inspected.check_code().unwrap_err().to_string();
+        assert!(err.contains("does not match its manifest") && err.contains(&inspected.code_digest()), "{err}");
+    }
+
+    #[test]
+    fn files_packed_without_a_digest_are_refused_with_the_fix() {
+        let mut old = component();
+        old.extend(custom_section(MANIFEST_SECTION, manifest().to_toml().as_bytes()));
+        let err = AppFile::parse(&old).unwrap_err();
+        assert!(matches!(err, FormatError::NoCodeDigest));
+        assert!(err.to_string().contains("repack it with `trellis app pack`"), "{err}");
+        assert!(AppFile::inspect(&old).unwrap().manifest.code_digest.is_none());
+        // repacking fixes it
+        AppFile::parse(&pack(&old, &manifest()).unwrap()).unwrap();
     }
 
     #[test]

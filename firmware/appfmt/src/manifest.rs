@@ -181,6 +181,10 @@ pub struct Manifest {
     /// One line saying what the app does.
     #[serde(default)]
     pub description: String,
+    /// SHA-256 of the component's code (`sha256:<hex>`), written by
+    /// `trellis app pack`: the runtime refuses a file whose code does not match.
+    #[serde(default, rename = "code-digest", skip_serializing_if = "Option::is_none")]
+    pub code_digest: Option<String>,
     /// What the app may use.
     #[serde(default)]
     pub permissions: Permissions,
@@ -288,6 +292,11 @@ impl Manifest {
         if !valid_version(&self.version) {
             return Err(invalid("version", format!("{:?} is not a semantic version (like 1.2.3)", self.version)));
         }
+        if let Some(d) = &self.code_digest
+            && parse_code_digest(d).is_none()
+        {
+            return Err(invalid("code-digest", format!("{d:?} is not `sha256:` and 64 lowercase hex digits")));
+        }
         let l = &self.limits;
         if l.memory_kib < 64 || l.memory_kib > Limits::MAX_MEMORY_KIB {
             return Err(invalid(
@@ -349,6 +358,24 @@ impl Manifest {
     }
 }
 
+/// The 32 bytes of a `sha256:<64 hex>` code digest.
+#[must_use]
+pub fn parse_code_digest(text: &str) -> Option<[u8; 32]> {
+    let hex_digits = text.strip_prefix("sha256:")?;
+    if hex_digits.len() != 64 || hex_digits.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_digits, &mut out).ok()?;
+    Some(out)
+}
+
+/// A code digest as the manifest writes it.
+#[must_use]
+pub fn format_code_digest(digest: &[u8; 32]) -> String {
+    format!("sha256:{}", hex::encode(digest))
+}
+
 fn valid_version(v: &str) -> bool {
     let core = v.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
@@ -396,6 +423,8 @@ setpoint = "21.0"
         let cases = [
             ("name = \"../x\"\nversion = \"1.0.0\"", "`name`"),
             ("name = \"a\"\nversion = \"one\"", "`version`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\ncode-digest = \"md5:00\"", "`code-digest`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\ncode-digest = \"sha256:AB\"", "`code-digest`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\nmemory-kib = 1", "`limits.memory-kib`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncall-ms = 0", "`limits.call-ms`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\nspi = [\"/dev/sda\"]", "`permissions.spi`"),

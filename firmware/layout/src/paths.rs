@@ -39,6 +39,9 @@ pub const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
 pub mod state {
     /// Precompiled components, named by content and engine hash.
     pub const CACHE: &str = "cache";
+    /// The key that authenticates the compile cache's entries (mode 0600,
+    /// made on first use; outside every directory an app or API request writes).
+    pub const CACHE_KEY: &str = "cache.key";
     /// One key-value file per app.
     pub const KV: &str = "kv";
     /// The last version of each app that ran healthy.

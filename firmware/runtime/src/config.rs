@@ -120,6 +120,45 @@ impl Default for CrashPolicy {
     }
 }
 
+/// How many lines an app may log (`[app-log]`), as journald's
+/// `RateLimitBurst`: a bucket of `burst` lines that refills at `per-second`.
+/// Lines over it are dropped, and one line then says how many were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LogPolicy {
+    /// Lines an app may log at once.
+    #[serde(default = "LogPolicy::default_burst")]
+    pub burst: u32,
+    /// Lines per second an app may log in the long run.
+    #[serde(default = "LogPolicy::default_per_second")]
+    pub per_second: u32,
+    /// Longest line kept; the rest is cut and counted.
+    #[serde(default = "LogPolicy::default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+impl LogPolicy {
+    const fn default_burst() -> u32 {
+        200
+    }
+    const fn default_per_second() -> u32 {
+        50
+    }
+    const fn default_max_line_bytes() -> usize {
+        2048
+    }
+}
+
+impl Default for LogPolicy {
+    fn default() -> Self {
+        Self {
+            burst: Self::default_burst(),
+            per_second: Self::default_per_second(),
+            max_line_bytes: Self::default_max_line_bytes(),
+        }
+    }
+}
+
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -148,6 +187,9 @@ pub struct RuntimeConfig {
     /// Crash handling.
     #[serde(default)]
     pub crash: CrashPolicy,
+    /// How much each app may log.
+    #[serde(default)]
+    pub app_log: LogPolicy,
     /// Hardware apps may be granted.
     #[serde(default)]
     pub hardware: HardwarePolicy,
@@ -203,6 +245,7 @@ impl RuntimeConfig {
             epoch_tick_ms: Self::default_epoch_tick_ms(),
             max_apps: Self::default_max_apps(),
             crash: CrashPolicy::default(),
+            app_log: LogPolicy::default(),
             hardware: HardwarePolicy::default(),
             only: None,
             seed_dir: None,

@@ -103,6 +103,7 @@ impl Runtime {
             broker: Arc::new(Broker::default()),
             events: EventBus::default(),
             epoch: Instant::now(),
+            app_log: config.app_log,
         });
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (control_tx, control_rx) = unbounded();
@@ -125,7 +126,11 @@ impl Runtime {
             None
         };
         let mut sup = Supervisor {
-            cache: CompileCache::new(&engine, config.state_dir.join(paths::state::CACHE)),
+            cache: CompileCache::new(
+                &engine,
+                config.state_dir.join(paths::state::CACHE),
+                &config.state_dir.join(paths::state::CACHE_KEY),
+            ),
             engine,
             linker,
             trust,

@@ -641,3 +641,95 @@ fn the_image_seeds_a_new_apps_directory_once() {
     let dev = support::boot(dir, |c| c.seed_dir = Some(seed.join("missing")));
     assert!(dev.apps().is_dir(), "an empty apps directory to copy apps into");
 }
+
+/// An app that logs 20,000 lines a call gets its burst, then the rate; the
+/// device log says how many lines were dropped; no line carries a raw
+/// control character (a forged log line or a terminal escape).
+#[test]
+fn a_flooding_app_is_rate_limited_and_cannot_forge_log_lines() {
+    let mut m = with_config(manifest("faulty"), &[("mode", "flood"), ("lines", "20000"), ("after-ms", "300")]);
+    m.limits.call_ms = 5_000;
+    let t0 = Instant::now();
+    let dev = device(&[("faulty", pack("faulty", &m))], |c| {
+        c.app_log = trellis_runtime::LogPolicy { burst: 50, per_second: 20, max_line_bytes: 256 };
+    });
+    let (mut lines, mut notes) = (0u64, Vec::new());
+    while t0.elapsed() < Duration::from_secs(4) {
+        let Ok(e) = dev.events.recv_timeout(Duration::from_millis(100)) else { continue };
+        let RuntimeEvent::Log { app, message, level } = e else { continue };
+        if app != "faulty" {
+            continue;
+        }
+        lines += 1;
+        assert!(!message.chars().any(char::is_control), "a raw control character: {message:?}");
+        if message.starts_with("flood") {
+            assert!(message.contains("\\n\\u{1b}[2J"), "escaped: {message:?}");
+        }
+        if message.contains("lines dropped") {
+            assert_eq!(level, "warn");
+            notes.push(message);
+        }
+    }
+    let allowed = 50 + (20.0 * t0.elapsed().as_secs_f64()).ceil() as u64;
+    assert!(lines <= allowed, "{lines} lines got through, {allowed} allowed");
+    assert!(lines >= 50, "the burst got through: {lines}");
+    let first = notes.first().expect("a line saying how many were dropped");
+    let dropped: u64 = first.split(' ').next().unwrap().parse().unwrap();
+    assert!(dropped >= 20_000 - allowed, "{first}");
+    assert!(first.contains("more than 50 at once or 20 per second"), "{first}");
+    assert_eq!(dev.running_version("faulty").as_deref(), Some("1.0.0"), "the app itself keeps running");
+}
+
+/// Bit rot or a damaged transfer: a single flipped bit anywhere in the code
+/// of a packed example app never runs. Each damaged file is refused (most
+/// naming both digests), and the working version keeps running.
+#[test]
+fn a_flipped_bit_in_an_apps_code_never_runs() {
+    let good = example("counter");
+    let dev = device(&[("counter", good.clone())], |_| {});
+    dev.wait_started("counter", "1.0.0");
+    let code_len = trellis_appfmt::component_code(&good).unwrap().len();
+    let mut named_digests = 0;
+    for i in 1..=24 {
+        let mut damaged = good.clone();
+        let at = 8 + (code_len - 8) * i / 25;
+        damaged[at] ^= 1 << (i % 8);
+        let err = dev.runtime.install("counter", &damaged).expect_err("a damaged app was loaded");
+        let reason = err.to_string();
+        if reason.contains("does not match its manifest") {
+            assert!(reason.matches("sha256:").count() == 2, "{reason}");
+            named_digests += 1;
+        }
+        assert_eq!(dev.running_version("counter").as_deref(), Some("1.0.0"), "after a flip at byte {at}");
+    }
+    assert!(named_digests >= 20, "{named_digests} of 24 flips reached the digest check");
+    // The file on the device is still the good one.
+    assert_eq!(std::fs::read(dev.apps().join("counter.wasm")).unwrap(), good);
+}
+
+/// A file packed before apps carried a code digest is refused with the fix.
+#[test]
+fn an_app_packed_without_a_code_digest_is_refused_with_the_fix() {
+    let dev = device(&[], |_| {});
+    let mut old = trellis_appfmt::component_code(&example("counter")).unwrap();
+    let mut m = manifest("counter");
+    m.code_digest = None;
+    let text = m.to_toml();
+    // A manifest section as the old `trellis app pack` wrote it.
+    let mut body = vec![u8::try_from(trellis_appfmt::MANIFEST_SECTION.len()).unwrap()];
+    body.extend_from_slice(trellis_appfmt::MANIFEST_SECTION.as_bytes());
+    body.extend_from_slice(text.as_bytes());
+    old.push(0);
+    let mut len = body.len();
+    loop {
+        let byte = u8::try_from(len & 0x7f).unwrap();
+        len >>= 7;
+        old.push(if len == 0 { byte } else { byte | 0x80 });
+        if len == 0 {
+            break;
+        }
+    }
+    old.extend_from_slice(&body);
+    let err = dev.runtime.install("counter", &old).expect_err("an undigested app was loaded").to_string();
+    assert!(err.contains("repack it with `trellis app pack`"), "{err}");
+}

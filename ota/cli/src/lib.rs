@@ -374,7 +374,8 @@ fn sign(app: &Path, key: &Path, output: Option<PathBuf>) -> Result<()> {
 
 fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     let bytes = read(path)?;
-    let file = AppFile::parse(&bytes).with_context(|| format!("{}", path.display()))?;
+    let file = AppFile::inspect(&bytes).with_context(|| format!("{}", path.display()))?;
+    let code = file.check_code().map_err(|e| e.to_string());
     let imports = interface_imports(&bytes)?;
     let verified = if trust.is_empty() {
         None
@@ -388,6 +389,12 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
             "file": path,
             "size": file.size,
             "sha256": file.sha256_hex(),
+            "code": {
+                "digest": file.code_digest(),
+                "recorded": m.code_digest,
+                "matches": code.is_ok(),
+                "error": code.as_ref().err(),
+            },
             "manifest": m,
             "imports": imports,
             "signature": file.signature.as_ref().map(|s| s.key_id().to_string()),
@@ -402,6 +409,11 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     }
     println!("file:        {} ({} bytes)", path.display(), file.size);
     println!("sha256:      {}", file.sha256_hex());
+    println!(
+        "code:        {} ({})",
+        file.code_digest(),
+        code.as_ref().map_or_else(|e| format!("DOES NOT MATCH: {e}"), |()| "matches the manifest".to_owned())
+    );
     println!("signature:   {}", file.signature.as_ref().map_or("none".to_owned(), |s| format!("key {}", s.key_id())));
     if let Some(v) = &verified {
         println!("verified:    {}", v.as_ref().map_or_else(|e| format!("NO: {e}"), |k| format!("yes, key {k}")));
@@ -425,6 +437,9 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     println!("imports:");
     for i in imports {
         println!("  {i}");
+    }
+    if let Err(e) = code {
+        bail!("{}: {e}", path.display());
     }
     if let Some(Err(_)) = verified {
         bail!("signature check failed");
@@ -479,6 +494,7 @@ fn run_apps(args: &RunArgs) -> Result<()> {
 fn print_messages(messages: &trellis_runtime::MessageReceiver) {
     std::thread::sleep(Duration::from_millis(100));
     for m in messages.try_iter() {
-        tracing::info!(target: "pubsub", "{} {}: {}", m.from, m.topic, String::from_utf8_lossy(&m.payload));
+        let payload = trellis_runtime::printable::payload(&m.payload, 1024);
+        tracing::info!(target: "pubsub", "{} {}: {payload}", m.from, m.topic);
     }
 }

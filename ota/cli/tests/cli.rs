@@ -83,6 +83,21 @@ fn keygen_pack_sign_inspect() {
     assert_eq!(v["manifest"]["version"], "1.2.3");
     assert!(v["verified"]["key"].is_string(), "{v}");
 
+    let code = v["code"]["digest"].as_str().unwrap().to_owned();
+    assert!(code.starts_with("sha256:") && v["code"]["matches"] == true, "{v}");
+    assert!(out.contains(&format!("code:        {code} (matches the manifest)")), "{out}");
+
+    // A flipped bit in the code: inspect shows both digests and fails.
+    let mut bytes = std::fs::read(&app).unwrap();
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x10;
+    let damaged = d.join("damaged.wasm");
+    std::fs::write(&damaged, &bytes).unwrap();
+    let o = trellis(&["app", "inspect", s(&damaged)]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("DOES NOT MATCH") && out.contains(&format!("packed as {code}")), "{out}");
+
     // Verification against another key fails, and says why.
     assert!(trellis(&["app", "keygen", "--dir", s(d), "--name", "other"]).status.success());
     let o = trellis(&["app", "inspect", s(&app), "--trust", s(&d.join("other.pub"))]);

@@ -49,6 +49,8 @@ pub(crate) struct Services {
     pub broker: Arc<Broker>,
     pub events: EventBus,
     pub epoch: Instant,
+    /// How much each app may log.
+    pub app_log: crate::config::LogPolicy,
 }
 
 /// The data of one app's `Store`.
@@ -76,6 +78,8 @@ pub(crate) struct HostState {
     spi: HashMap<String, Box<dyn SpiBus>>,
     /// [`Hardware::unplugged`] when the handles above were last checked.
     unplugged: u64,
+    /// The app's log rate limit.
+    log_limit: log::LogLimiter,
 }
 
 impl WasiView for HostState {
@@ -97,6 +101,7 @@ impl HostState {
         // clocks and randomness only; everything else goes through `trellis:app`.
         let wasi =
             wasmtime_wasi::WasiCtxBuilder::new().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
+        let log_limit = log::LogLimiter::new(services.app_log, services.epoch.elapsed());
         Self {
             app: app.to_owned(),
             generation,
@@ -115,6 +120,7 @@ impl HostState {
             i2c: HashMap::new(),
             spi: HashMap::new(),
             unplugged: 0,
+            log_limit,
         }
     }
 
