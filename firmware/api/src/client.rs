@@ -59,6 +59,16 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// The device turned the connection away for load (its plain `503` read
+    /// where the TLS handshake should have been): nothing is wrong with the
+    /// certificates; try again shortly.
+    #[error("{address}: the device is busy and turned the connection away: {reason}")]
+    Busy {
+        /// The device's address.
+        address: String,
+        /// The device's reason, as it said it.
+        reason: String,
+    },
     /// The device answered something that is not HTTP.
     #[error("{address}: not an HTTP answer: {reason}")]
     Protocol {
@@ -103,7 +113,60 @@ impl std::fmt::Debug for Upload<'_> {
     }
 }
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+type Tls = StreamOwned<ClientConnection, Recording>;
+
+/// How many of the first bytes read from a connection are kept.
+const RECORDED: usize = 1024;
+
+/// The socket, keeping the first bytes read from it during the handshake: a
+/// device that turns a connection away for load answers a plain HTTP `503`
+/// instead of TLS, and those bytes tell that apart from a refused
+/// certificate.
+#[derive(Debug)]
+struct Recording {
+    sock: TcpStream,
+    first: Vec<u8>,
+    recording: bool,
+}
+
+impl Recording {
+    /// Read on until the device closes the connection (at most [`RECORDED`]
+    /// bytes, at most `wait`), to have its whole answer.
+    fn read_rest(&mut self, wait: Duration) {
+        let until = std::time::Instant::now() + wait;
+        let mut chunk = [0u8; 256];
+        while self.first.len() < RECORDED {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || self.sock.set_read_timeout(Some(left)).is_err() {
+                break;
+            }
+            match self.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+impl Read for Recording {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.sock.read(buf)?;
+        if self.recording {
+            let keep = n.min(RECORDED.saturating_sub(self.first.len()));
+            self.first.extend_from_slice(&buf[..keep]);
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Recording {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sock.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sock.flush()
+    }
+}
 
 /// An answer, its body still to be read.
 pub struct Incoming {
@@ -222,14 +285,35 @@ impl Client {
         let _ = tcp.set_nodelay(true);
         let conn = ClientConnection::new(Arc::clone(&self.tls), self.server_name.clone())
             .map_err(|e| ClientError::Handshake { address: self.address.clone(), reason: e.to_string() })?;
-        let mut stream = StreamOwned::new(conn, tcp);
+        let mut stream = StreamOwned::new(conn, Recording { sock: tcp, first: Vec::new(), recording: true });
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|e| ClientError::Handshake { address: self.address.clone(), reason: handshake_reason(&e) })?;
+            if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
+                return Err(self.handshake_failed(&mut stream.sock, &e));
+            }
         }
+        stream.sock.recording = false;
+        stream.sock.first = Vec::new();
         Ok(stream)
+    }
+
+    /// Why a handshake failed: a plain HTTP answer where TLS should have been
+    /// (the device turned the connection away), or the TLS problem.
+    fn handshake_failed(&self, sock: &mut Recording, e: &std::io::Error) -> ClientError {
+        const HTTP: &[u8] = b"HTTP/1.";
+        let timed_out = matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+        // What was read so far is, or may become, an HTTP answer: read the rest of it.
+        let maybe_http = if sock.first.len() >= HTTP.len() {
+            sock.first.starts_with(HTTP)
+        } else {
+            HTTP.starts_with(&sock.first) && !timed_out
+        };
+        if maybe_http {
+            sock.read_rest(Duration::from_secs(2));
+        }
+        if sock.first.starts_with(HTTP) {
+            return plain_answer(&self.address, &sock.first);
+        }
+        ClientError::Handshake { address: self.address.clone(), reason: handshake_reason(e) }
     }
 
     fn io_error(&self, e: &std::io::Error) -> ClientError {
@@ -296,6 +380,30 @@ struct AnswerHead {
     status: u16,
     content_type: String,
     length: Option<u64>,
+}
+
+/// A plain HTTP answer read where the TLS handshake should have been: a
+/// `503` is the device turning the connection away for load; anything else
+/// is not the management API (a failed handshake, named as such).
+fn plain_answer(address: &str, bytes: &[u8]) -> ClientError {
+    let text = String::from_utf8_lossy(bytes);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status_line = head.lines().next().unwrap_or_default().trim();
+    let status = status_line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok());
+    let printable =
+        |s: &str| -> String { s.trim().chars().map(|c| if c.is_control() { ' ' } else { c }).take(200).collect() };
+    let said = if body.trim().is_empty() { printable(status_line) } else { printable(body) };
+    if status == Some(503) {
+        ClientError::Busy { address: address.to_owned(), reason: said }
+    } else {
+        ClientError::Handshake {
+            address: address.to_owned(),
+            reason: format!(
+                "a plain HTTP answer instead of TLS (is this the management API's port?): {}: {said}",
+                printable(status_line)
+            ),
+        }
+    }
 }
 
 /// A TLS alert that means the device did not accept our certificate.
@@ -387,5 +495,26 @@ impl Incoming {
             Ok(line) => line.strip_prefix("data:").map(|d| Ok(d.trim_start().to_owned())),
             Err(e) => Some(Err(e)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_503_is_the_device_busy_and_other_answers_are_not_tls() {
+        let busy = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 29\r\n\r\nbusy: 8 connections already\n";
+        let e = plain_answer("d:8443", busy);
+        assert!(matches!(&e, ClientError::Busy { reason, .. } if reason == "busy: 8 connections already"), "{e:?}");
+        assert_eq!(
+            e.to_string(),
+            "d:8443: the device is busy and turned the connection away: busy: 8 connections already"
+        );
+        let e = plain_answer("d:8443", b"HTTP/1.1 503 Service Unavailable\r\n\r\n");
+        assert!(e.to_string().ends_with("away: HTTP/1.1 503 Service Unavailable"), "{e}");
+        let e = plain_answer("d:80", b"HTTP/1.0 400 Bad Request\r\n\r\n\x1b[31mno TLS here");
+        assert!(matches!(e, ClientError::Handshake { .. }), "{e:?}");
+        assert!(e.to_string().contains("instead of TLS") && e.to_string().ends_with(" [31mno TLS here"), "{e}");
     }
 }

@@ -10,6 +10,7 @@ pub mod apps;
 pub mod client;
 pub mod firmware;
 pub mod http;
+mod limits;
 pub mod mdns;
 pub mod routes;
 pub mod server;

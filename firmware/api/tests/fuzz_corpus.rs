@@ -77,3 +77,8 @@ fn request_heads_never_break_the_parser() {
 fn manifests_never_break_the_parser_and_read_back() {
     replay("manifest", checks::manifest);
 }
+
+#[test]
+fn app_files_never_break_the_container_reader() {
+    replay("app_file", checks::app_file);
+}
