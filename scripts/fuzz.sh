@@ -15,7 +15,7 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
   cargo +nightly install cargo-fuzz --locked \
     || { echo "fuzz: cannot install cargo-fuzz (cargo install cargo-fuzz)" >&2; exit 1; }
 fi
-for target in request_head manifest; do
+for target in request_head manifest app_file; do
   mkdir -p "build/fuzz/corpus/$target"
   echo "fuzz: $target for $seconds s"
   cargo +nightly fuzz run "$target" "build/fuzz/corpus/$target" "fuzz/corpus/$target" -- -max_total_time="$seconds"

@@ -733,3 +733,38 @@ fn an_app_packed_without_a_code_digest_is_refused_with_the_fix() {
     let err = dev.runtime.install("counter", &old).expect_err("an undigested app was loaded").to_string();
     assert!(err.contains("repack it with `trellis app pack`"), "{err}");
 }
+
+/// Someone who can write `/data` plants native code under the name of an
+/// app's code in the compile cache (here: blinky's compiled code as
+/// counter's). After a reboot the planted entry is deleted and counter's own
+/// code is compiled and runs.
+#[test]
+fn native_code_planted_in_the_compile_cache_never_runs() {
+    let (counter, blinky) = (example("counter"), example("blinky"));
+    let dev = device(&[("counter", counter.clone()), ("blinky", blinky.clone())], |_| {});
+    dev.wait_started("counter", "1.0.0");
+    dev.wait_started("blinky", "1.0.0");
+    let name = |app: &[u8]| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(trellis_appfmt::component_code(app).unwrap()))
+    };
+    let cache = dev.state().join("cache");
+    let entry = |app: &[u8]| {
+        let prefix = name(app);
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_str().unwrap().starts_with(&prefix))
+            .unwrap_or_else(|| panic!("no cache entry for {prefix}"))
+    };
+    let (counter_entry, blinky_entry) = (entry(&counter), entry(&blinky));
+    let support::TestRuntime { dir, runtime, .. } = dev;
+    runtime.shutdown();
+    std::fs::copy(&blinky_entry, &counter_entry).unwrap();
+
+    let dev = support::boot(dir, |_| {});
+    let values = dev.runtime.subscribe("counter/value");
+    assert!(!recv_ticks(&values, 2).is_empty(), "counter's own code counts");
+    let planted = std::fs::read(&counter_entry).unwrap();
+    assert_ne!(planted, std::fs::read(&blinky_entry).unwrap(), "the planted entry was replaced");
+}

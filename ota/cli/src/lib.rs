@@ -376,7 +376,8 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     let bytes = read(path)?;
     let file = AppFile::inspect(&bytes).with_context(|| format!("{}", path.display()))?;
     let code = file.check_code().map_err(|e| e.to_string());
-    let imports = interface_imports(&bytes)?;
+    // A damaged component is still reported on (its digests say what changed).
+    let imports = interface_imports(&bytes).map_err(|e| e.to_string());
     let verified = if trust.is_empty() {
         None
     } else {
@@ -396,7 +397,7 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
                 "error": code.as_ref().err(),
             },
             "manifest": m,
-            "imports": imports,
+            "imports": imports.as_ref().ok(),
             "signature": file.signature.as_ref().map(|s| s.key_id().to_string()),
             "verified": verified.as_ref().map(|r| match r { Ok(k) => serde_json::json!({"key": k}), Err(e) => serde_json::json!({"error": e}) }),
         });
@@ -435,10 +436,13 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
         println!("config:      {k} = {v}");
     }
     println!("imports:");
-    for i in imports {
+    for i in imports.as_deref().unwrap_or_default() {
         println!("  {i}");
     }
     if let Err(e) = code {
+        bail!("{}: {e}", path.display());
+    }
+    if let Err(e) = imports {
         bail!("{}: {e}", path.display());
     }
     if let Some(Err(_)) = verified {
