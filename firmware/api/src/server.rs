@@ -86,6 +86,31 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
+    /// A configuration listening on `listen` with the device's TLS files and
+    /// every limit at its default (as a `[api]` section naming only those).
+    #[must_use]
+    pub fn new(
+        listen: SocketAddr,
+        client_ca: std::path::PathBuf,
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    ) -> Self {
+        Self {
+            listen,
+            client_ca,
+            cert,
+            key,
+            max_connections: Self::default_max_connections(),
+            max_handshakes: Self::default_max_handshakes(),
+            max_handshakes_per_peer: Self::default_max_handshakes_per_peer(),
+            handshake_timeout_s: Self::default_handshake_timeout_s(),
+            timeout_s: Self::default_timeout_s(),
+            max_app_bytes: Self::default_max_app_bytes(),
+            max_bundle_bytes: Self::default_max_bundle_bytes(),
+            announce: Self::default_announce(),
+        }
+    }
+
     fn default_listen() -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 8443))
     }

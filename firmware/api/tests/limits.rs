@@ -8,51 +8,17 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    SanType,
-};
 use trellis_api::ApiConfig;
 use trellis_api::client::{Client, ClientError, Credentials, Upload};
 use trellis_control::DeviceStatus;
 use trellis_control::testing::FakeDevice;
 
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-fn ca() -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, "Trellis test CA");
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    Ca { cert: p.self_signed(&key).unwrap(), key }
-}
-
-/// A certificate signed by `ca`, for the device (server) or the operator (client).
-fn leaf(ca: &Ca, server: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, if server { "device" } else { "operator" });
-    p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    p.extended_key_usages =
-        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+mod support;
+use support::{ca, leaf, write};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -66,25 +32,13 @@ struct Setup {
 fn start(tweak: impl FnOnce(&mut ApiConfig)) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let apps = tempfile::tempdir().unwrap();
-    let ca = ca();
-    let (cert, key) = leaf(&ca, true);
-    let mut config = ApiConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        client_ca: write(dir.path(), "ca.pem", &ca.cert.pem()),
-        cert: write(dir.path(), "device.pem", &cert),
-        key: write(dir.path(), "device.key", &key),
-        max_connections: 8,
-        max_handshakes: 16,
-        max_handshakes_per_peer: 4,
-        handshake_timeout_s: 5,
-        timeout_s: 10,
-        max_app_bytes: 1 << 20,
-        max_bundle_bytes: 1 << 20,
-        announce: false,
-    };
+    let ca = ca("Trellis test CA");
+    let mut config = support::api_config(dir.path(), &ca);
+    config.handshake_timeout_s = 5;
+    config.timeout_s = 10;
     tweak(&mut config);
     let server = trellis_api::serve(&config, Arc::new(FakeDevice::new(apps.path()))).unwrap();
-    let (cert, key) = leaf(&ca, false);
+    let (cert, key) = leaf(&ca, "operator", false, false);
     let creds = Credentials {
         ca: config.client_ca.clone(),
         cert: write(dir.path(), "operator.pem", &cert),

@@ -6,48 +6,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::sync::Arc;
 
-use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-    SanType,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use trellis_api::ApiConfig;
 use trellis_control::testing::FakeDevice;
 use trellis_control::{DeviceStatus, FirmwareStatus};
 
-struct Ca {
-    cert: Certificate,
-    key: KeyPair,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    Ca { cert: p.self_signed(&key).unwrap(), key }
-}
-
-/// A certificate signed by `ca`: for the device (server) or an operator (client).
-fn leaf(ca: &Ca, name: &str, server: bool, expired: bool) -> (String, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    p.extended_key_usages =
-        vec![if server { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
-    if expired {
-        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    }
-    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
+mod support;
+use support::{Ca, ca, leaf, write};
 
 fn device() -> FakeDevice {
     let mut firmware = FirmwareStatus::idle();
@@ -64,30 +31,12 @@ struct Setup {
     device_ca: Ca,
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn start() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let device_ca = ca("Trellis device CA");
-    let (cert, key) = leaf(&device_ca, "trellis-twin", true, false);
-    let config = ApiConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        client_ca: write(dir.path(), "ca.pem", &device_ca.cert.pem()),
-        cert: write(dir.path(), "device.pem", &cert),
-        key: write(dir.path(), "device.key", &key),
-        max_connections: 4,
-        max_handshakes: 8,
-        max_handshakes_per_peer: 4,
-        handshake_timeout_s: 5,
-        timeout_s: 5,
-        max_app_bytes: 1 << 20,
-        max_bundle_bytes: 1 << 20,
-        announce: false,
-    };
+    let mut config = support::api_config(dir.path(), &device_ca);
+    config.max_connections = 4;
+    config.timeout_s = 5;
     let server = trellis_api::serve(&config, Arc::new(device())).unwrap();
     Setup { addr: server.addr(), _dir: dir, device_ca }
 }

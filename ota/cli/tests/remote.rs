@@ -67,20 +67,14 @@ impl Setup {
         w("device-ca.pem", &devices.0.pem());
         w("operator.pem", &operator_cert);
         w("operator.key", &operator_key);
-        let config = ApiConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            client_ca: w("operator-ca.pem", &operators.0.pem()),
-            cert: w("device.pem", &device_cert),
-            key: w("device.key", &device_key),
-            max_connections: 4,
-            max_handshakes: 16,
-            max_handshakes_per_peer: 4,
-            handshake_timeout_s: 10,
-            timeout_s: 10,
-            max_app_bytes: 1 << 20,
-            max_bundle_bytes: 1 << 20,
-            announce: false,
-        };
+        let mut config = ApiConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            w("operator-ca.pem", &operators.0.pem()),
+            w("device.pem", &device_cert),
+            w("device.key", &device_key),
+        );
+        (config.max_connections, config.timeout_s) = (4, 10);
+        (config.max_app_bytes, config.max_bundle_bytes, config.announce) = (1 << 20, 1 << 20, false);
         let server = trellis_api::serve(&config, Arc::new(fake_device())).unwrap();
         Self { address: server.addr().to_string(), dir }
     }
