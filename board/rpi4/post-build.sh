@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Buildroot post-build script (BR2_ROOTFS_POST_BUILD_SCRIPT):
 #   post-build.sh TARGET_DIR BOARD        BOARD: rpi4 or qemu-aarch64 (BR2_ROOTFS_POST_SCRIPT_ARGS)
-# Puts the board's Trellis configuration into the root filesystem: init's and
-# the runtime's configuration, RAUC's system.conf and keyring, the release file.
+# Puts the board's Trellis configuration into the root filesystem: init's (checked
+# with the host's `trellis-init --check`) and the runtime's configuration, RAUC's
+# system.conf and keyring, the release file.
 # The keyring is the development CA (scripts/dev-keys.sh into build/keys)
 # unless RAUC_KEYRING names a production one.
 set -euo pipefail
@@ -18,6 +19,18 @@ mkdir -p "$target/etc/trellis" "$target/etc/rauc" "$target/data" "$target/mnt"
   printf '# The build time (board/rpi4/post-build.sh): the clock never starts earlier.\nbuild-time = %s\n\n' "$epoch"
   cat "$board/init.toml"
 } >"$target/etc/trellis/init.toml"
+# init.toml is on the read-only root filesystem: a malformed one would be fatal
+# on every boot of this image (docs/init.md), so the build refuses it, checked by
+# the host's build of trellis-init exactly as init reads it (`make cli` builds it).
+init_check=${TRELLIS_INIT_CHECK:-$top/target/debug/trellis-init}
+[ -x "$init_check" ] || {
+  echo "post-build: no host trellis-init at $init_check to check init.toml with (make cli, or TRELLIS_INIT_CHECK=PATH)" >&2
+  exit 1
+}
+"$init_check" --check "$target/etc/trellis/init.toml" || {
+  echo "post-build: $board/init.toml is malformed (above; its line N is line N+3 there): the image would not boot" >&2
+  exit 1
+}
 cp "$board/runtime.toml" "$target/etc/trellis/runtime.toml"
 # A board without the hardware in its device tree makes it first (the twin: gpio-sim, i2c-stub).
 if [ -f "$board/hardware.sh" ]; then

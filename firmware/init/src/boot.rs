@@ -38,6 +38,19 @@ pub enum Fatal {
     /// An essential service keeps crashing.
     #[error("service {0} keeps crashing")]
     CrashLoop(String),
+    /// init's configuration file is malformed or unreadable.
+    #[error("{path}: {reason} (the image build checks it: trellis-init --check {path})")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The handlers for the reboot and poweroff signals could not be
+    /// installed: the kernel drops signals sent to PID 1 without a handler, so
+    /// every `reboot` and `poweroff` would be lost.
+    #[error("cannot install the signal handlers (reboot and poweroff requests would be lost): {0}")]
+    Signals(std::io::Error),
 }
 
 /// What boot found and did, for the log and the tests.
@@ -87,7 +100,10 @@ pub fn boot(sys: &mut impl System, cfg: &Config) -> Result<Booted, Fatal> {
 
 /// The Pi has no real-time clock: never run earlier than the build.
 fn step_clock(sys: &mut impl System, cfg: &Config) -> bool {
-    let build = SystemTime::UNIX_EPOCH + Duration::from_secs(cfg.build_time);
+    let Some(build) = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(cfg.build_time)) else {
+        sys.log(&format!("build-time {} is not a time: the clock is left alone", cfg.build_time));
+        return false;
+    };
     if sys.now() >= build {
         return false;
     }
@@ -112,7 +128,7 @@ fn find_disk(sys: &mut impl System, cfg: &Config) -> Result<String, Fatal> {
     let mut links = vec![(disk.clone(), format!("/dev/{}", cfg.disk_alias))];
     // Partitions appear as /sys/block/<disk>/<disk>[p]N.
     let entries = sys.list_dir(&format!("/sys/block/{disk}")).unwrap_or_default();
-    for n in 1..=16 {
+    for n in 1..=disk::MAX_PARTITIONS {
         let name = disk::partition_name(&disk, n);
         if entries.contains(&name) {
             links.push((name, format!("/dev/{}", disk::partition_name(&cfg.disk_alias, n))));
@@ -126,27 +142,14 @@ fn find_disk(sys: &mut impl System, cfg: &Config) -> Result<String, Fatal> {
     Ok(disk)
 }
 
-fn mkfs(cfg: &Config, device: &str) -> Vec<String> {
-    match cfg.data_fs.as_str() {
-        "ext4" => vec!["mkfs.ext4".into(), "-q".into(), "-F".into(), "-L".into(), "data".into(), device.into()],
-        _ => vec!["mkfs.f2fs".into(), "-q".into(), "-f".into(), "-l".into(), "data".into(), device.into()],
-    }
-}
-
-fn fsck(cfg: &Config, device: &str) -> Vec<String> {
-    match cfg.data_fs.as_str() {
-        "ext4" => vec!["fsck.ext4".into(), "-p".into(), device.into()],
-        _ => vec!["fsck.f2fs".into(), "-a".into(), device.into()],
-    }
-}
-
 /// Mount the data partition. No file system: format (first boot). A file
 /// system that does not mount: repair, and if that fails keep its first MiB
 /// aside and reformat, so the device still comes up.
 fn mount_data(sys: &mut impl System, cfg: &Config, device: &str) -> Result<(bool, Option<String>), Fatal> {
     let fail = |reason: String| Fatal::Data { device: device.into(), reason };
     let _ = sys.mkdir(&cfg.data_dir);
-    let mount = |sys: &mut dyn System| sys.mount(device, &cfg.data_dir, &cfg.data_fs, MS_NOATIME | MS_NODEV, "");
+    let fs = cfg.data_fs;
+    let mount = |sys: &mut dyn System| sys.mount(device, &cfg.data_dir, fs.fstype(), MS_NOATIME | MS_NODEV, "");
     let head = sys.read_at(device, 0, disk::PROBE_LEN).map_err(|e| fail(format!("cannot read: {e}")))?;
     let content = disk::detect(&head);
     if content != Content::Nothing {
@@ -154,7 +157,7 @@ fn mount_data(sys: &mut impl System, cfg: &Config, device: &str) -> Result<(bool
             return Ok((false, None));
         }
         sys.log(&format!("{device} does not mount; checking it"));
-        if let Ok(ExitStatus::Code(0 | 1)) = sys.run(&fsck(cfg, device))
+        if let Ok(ExitStatus::Code(0 | 1)) = sys.run(&fs.fsck(device))
             && mount(sys).is_ok()
         {
             sys.log(&format!("{device} repaired"));
@@ -168,10 +171,12 @@ fn mount_data(sys: &mut impl System, cfg: &Config, device: &str) -> Result<(bool
         sys.log(&format!("{device} is corrupted: keeping its start aside and reformatting"));
         sys.read_at(device, 0, KEEP_ASIDE_LEN).ok()
     };
-    match sys.run(&mkfs(cfg, device)) {
+    let mkfs = fs.mkfs(device);
+    let program = mkfs.first().map_or("mkfs", String::as_str);
+    match sys.run(&mkfs) {
         Ok(ExitStatus::Code(0)) => {}
-        Ok(status) => return Err(fail(format!("{} failed: {status:?}", mkfs(cfg, device)[0]))),
-        Err(e) => return Err(fail(format!("cannot run {}: {e}", mkfs(cfg, device)[0]))),
+        Ok(status) => return Err(fail(format!("{program} failed: {status:?}"))),
+        Err(e) => return Err(fail(format!("cannot run {program}: {e}"))),
     }
     mount(sys).map_err(|e| fail(format!("does not mount even after formatting: {e}")))?;
     let kept = saved.and_then(|bytes| {

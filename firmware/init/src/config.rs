@@ -1,9 +1,17 @@
 //! init's typed configuration: `/etc/trellis/init.toml`, every field optional.
+//!
+//! The file is on the read-only root filesystem, so it changes only with a new
+//! firmware image: the image build rejects a malformed one (`trellis-init
+//! --check`, run by `board/rpi4/post-build.sh`), and on the device a malformed
+//! one is fatal (see [`load`] and `docs/init.md`).
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 use trellis_layout::paths;
+
+use crate::system::System;
 
 /// A service init starts and restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -46,6 +54,55 @@ pub enum StopSignal {
     Kill,
 }
 
+/// The file system of the data partition: what init formats it with, checks
+/// it with, and mounts it as.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFs {
+    /// F2FS (`mkfs.f2fs`, `fsck.f2fs`): made for flash, the default.
+    #[default]
+    F2fs,
+    /// ext4 (`mkfs.ext4`, `fsck.ext4`).
+    Ext4,
+}
+
+impl DataFs {
+    /// The type `mount(2)` takes.
+    #[must_use]
+    pub const fn fstype(self) -> &'static str {
+        match self {
+            Self::F2fs => "f2fs",
+            Self::Ext4 => "ext4",
+        }
+    }
+
+    /// The command that makes a new, empty file system labelled `data` on `device`.
+    #[must_use]
+    pub fn mkfs(self, device: &str) -> Vec<String> {
+        let args: [&str; 5] = match self {
+            Self::F2fs => ["mkfs.f2fs", "-q", "-f", "-l", "data"],
+            Self::Ext4 => ["mkfs.ext4", "-q", "-F", "-L", "data"],
+        };
+        args.into_iter().chain([device]).map(String::from).collect()
+    }
+
+    /// The command that checks and repairs the file system on `device` without asking.
+    #[must_use]
+    pub fn fsck(self, device: &str) -> Vec<String> {
+        let args: [&str; 2] = match self {
+            Self::F2fs => ["fsck.f2fs", "-a"],
+            Self::Ext4 => ["fsck.ext4", "-p"],
+        };
+        args.into_iter().chain([device]).map(String::from).collect()
+    }
+}
+
+impl fmt::Display for DataFs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.fstype())
+    }
+}
+
 /// init's configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -59,9 +116,10 @@ pub struct Config {
     /// Partition number of the data partition.
     #[serde(default = "Config::default_data_partition")]
     pub data_partition: u32,
-    /// File system of the data partition: `f2fs` or `ext4`.
-    #[serde(default = "Config::default_data_fs")]
-    pub data_fs: String,
+    /// File system of the data partition: `f2fs` (the default) or `ext4`;
+    /// anything else is a configuration error, never a format.
+    #[serde(default)]
+    pub data_fs: DataFs,
     /// Where the data partition is mounted.
     #[serde(default = "Config::default_data_dir")]
     pub data_dir: String,
@@ -100,9 +158,6 @@ impl Config {
     const fn default_data_partition() -> u32 {
         7
     }
-    fn default_data_fs() -> String {
-        "f2fs".into()
-    }
     fn default_data_dir() -> String {
         paths::DATA_DIR.into()
     }
@@ -133,18 +188,37 @@ impl Config {
         }]
     }
 
-    /// Parse the configuration.
+    /// Parse and check the configuration.
     ///
     /// # Errors
-    /// Not valid TOML or an unknown field (named in the message).
+    /// Not valid TOML, an unknown field or value (named in the message, with
+    /// the accepted ones), or a value init cannot work with (a service without
+    /// a program, a data partition it does not link).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        let cfg: Self = toml::from_str(text).map_err(|e| one_line(text, &e))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=crate::disk::MAX_PARTITIONS).contains(&self.data_partition) {
+            return Err(format!(
+                "data-partition = {}: init links partitions 1 to {} of the boot disk",
+                self.data_partition,
+                crate::disk::MAX_PARTITIONS
+            ));
+        }
+        if let Some(s) = self.services.iter().find(|s| s.argv.first().is_none_or(String::is_empty)) {
+            return Err(format!("service {:?}: argv names no program", s.name));
+        }
+        Ok(())
     }
 
     /// The restart delay after the `n`th crash within a minute.
     #[must_use]
     pub fn backoff(&self, n: u32) -> Duration {
-        let ms = self.restart_backoff_ms.saturating_mul(1 << n.saturating_sub(1).min(16));
+        let factor = 1u64.checked_shl(n.saturating_sub(1).min(16)).unwrap_or(1 << 16);
+        let ms = self.restart_backoff_ms.saturating_mul(factor);
         Duration::from_millis(ms.min(30_000))
     }
 }
@@ -156,7 +230,7 @@ impl Default for Config {
             disks: Self::default_disks(),
             disk_alias: Self::default_alias(),
             data_partition: Self::default_data_partition(),
-            data_fs: Self::default_data_fs(),
+            data_fs: DataFs::default(),
             data_dir: Self::default_data_dir(),
             build_time: 0,
             watchdog: Self::default_watchdog(),
@@ -166,5 +240,43 @@ impl Default for Config {
             max_crashes: Self::default_max_crashes(),
             reboot_param: Self::default_reboot_param(),
         })
+    }
+}
+
+/// A TOML error as one line (for the kernel log): `line L, column C: what (in `the line`)`.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    let Some(before) = e.span().and_then(|span| text.get(..span.start)) else { return message };
+    let index = before.matches('\n').count();
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()).saturating_add(1);
+    let source: String = text.lines().nth(index).unwrap_or_default().trim().chars().take(80).collect();
+    let line = index.saturating_add(1);
+    if source.is_empty() {
+        format!("line {line}, column {column}: {message}")
+    } else {
+        format!("line {line}, column {column}: {message} (in `{source}`)")
+    }
+}
+
+/// Read init's configuration from `path` (on the device: `/etc/trellis/init.toml`).
+///
+/// No file: the built-in defaults (the runtime only), said on the console.
+///
+/// # Errors
+/// The file cannot be read, or is malformed (see [`Config::from_toml`]). The
+/// caller treats this as fatal: the file is on the read-only root filesystem,
+/// so it is the same on every boot of this image, and the image build should
+/// have refused it (`trellis-init --check`). Rebooting makes a trial boot of a
+/// new image fall back to the slot that booted before; booting on a guess
+/// (defaults, or half of the file) would start a different set of services
+/// than the image was built with, and could let that image commit itself.
+pub fn load(sys: &mut impl System, path: &str) -> Result<Config, String> {
+    match sys.read_to_string(path) {
+        Ok(text) => Config::from_toml(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            sys.log(&format!("no {path}: the built-in defaults (the runtime only)"));
+            Ok(Config::default())
+        }
+        Err(e) => Err(format!("cannot read it: {e}")),
     }
 }

@@ -1,5 +1,8 @@
 //! The boot disk and what is on its data partition.
 
+/// Partitions of the boot disk init links (`/dev/<alias>p1` … `p16`).
+pub const MAX_PARTITIONS: u32 = 16;
+
 /// The kernel's name of partition `n` of `disk`: `mmcblk0p7`, `vda7`, `sda7`.
 #[must_use]
 pub fn partition_name(disk: &str, n: u32) -> String {
@@ -38,6 +41,8 @@ pub fn detect(head: &[u8]) -> Content {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
     use super::*;
 
     #[test]

@@ -22,22 +22,16 @@ pub struct Linux {
 }
 
 impl Linux {
-    /// Set up signal handling: `SIGTERM` and `SIGINT` (Ctrl-Alt-Del) ask for a
-    /// reboot, `SIGUSR1` and `SIGUSR2` for a poweroff (busybox's `halt` and
-    /// `poweroff` send those to PID 1).
+    /// PID 1's system. Nothing is installed yet: the signal handlers come with
+    /// [`System::install_signal_handlers`], whose failure the boot treats as fatal.
     #[must_use]
     pub fn new() -> Self {
-        let reboot = Arc::new(AtomicBool::new(false));
-        let poweroff = Arc::new(AtomicBool::new(false));
-        for (signal, flag) in [
-            (signal_hook::consts::SIGTERM, &reboot),
-            (signal_hook::consts::SIGINT, &reboot),
-            (signal_hook::consts::SIGUSR1, &poweroff),
-            (signal_hook::consts::SIGUSR2, &poweroff),
-        ] {
-            let _ = signal_hook::flag::register(signal, flag.clone());
+        Self {
+            start: Instant::now(),
+            watchdog: None,
+            reboot: Arc::new(AtomicBool::new(false)),
+            poweroff: Arc::new(AtomicBool::new(false)),
         }
-        Self { start: Instant::now(), watchdog: None, reboot, poweroff }
     }
 }
 
@@ -87,7 +81,33 @@ fn status(s: rustix::process::WaitStatus) -> ExitStatus {
     }
 }
 
+/// The kernel log; its lines reach the console too.
+const KMSG: &str = "/dev/kmsg";
+
+/// A line for the kernel log at `kmsg`, or on the console when it cannot be
+/// written (before `/dev` exists, or in a container); never panics.
+fn log_to(kmsg: &str, message: &str) {
+    let line = format!("<6>trellis-init: {message}\n");
+    if std::fs::OpenOptions::new().write(true).open(kmsg).and_then(|mut k| k.write_all(line.as_bytes())).is_err() {
+        crate::console(message);
+    }
+}
+
 impl System for Linux {
+    /// `SIGTERM` and `SIGINT` (Ctrl-Alt-Del) ask for a reboot, `SIGUSR1` and
+    /// `SIGUSR2` for a poweroff (busybox's `halt` and `poweroff` send those to PID 1).
+    fn install_signal_handlers(&mut self) -> io::Result<()> {
+        for (signal, flag) in [
+            (signal_hook::consts::SIGTERM, &self.reboot),
+            (signal_hook::consts::SIGINT, &self.reboot),
+            (signal_hook::consts::SIGUSR1, &self.poweroff),
+            (signal_hook::consts::SIGUSR2, &self.poweroff),
+        ] {
+            signal_hook::flag::register(signal, Arc::clone(flag))?;
+        }
+        Ok(())
+    }
+
     fn mount(&mut self, source: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
         let flags = MountFlags::from_bits_retain(u32::try_from(flags).unwrap_or(0));
         let data = std::ffi::CString::new(data).map_err(io::Error::other)?;
@@ -222,14 +242,43 @@ impl System for Linux {
     }
 
     fn log(&mut self, message: &str) {
-        let line = format!("<6>trellis-init: {message}\n");
-        if std::fs::OpenOptions::new()
-            .write(true)
-            .open("/dev/kmsg")
-            .and_then(|mut k| k.write_all(line.as_bytes()))
-            .is_err()
-        {
-            eprintln!("trellis-init: {message}");
+        log_to(KMSG, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::process::{Command, Stdio};
+
+    const CHILD: &str = "TRELLIS_INIT_TEST_LOG_CHILD";
+
+    /// Without a kernel log, a line goes to the console; when that write fails
+    /// too (no console: the kernel found no `/dev/console` for PID 1), the line
+    /// is lost and init carries on. `eprintln!` panicked there. Runs in a child
+    /// of this test binary whose standard error is `/dev/full`.
+    #[test]
+    fn a_log_line_without_kernel_log_or_console_does_not_panic() {
+        if std::env::var_os(CHILD).is_some() {
+            super::log_to("/nonexistent/kmsg", "a line nobody reads");
+            return;
         }
+        let me = std::env::current_exe().unwrap();
+        // This binary may not be runnable as a child (its tests run under qemu-user).
+        if !Command::new(&me).arg("--list").stdout(Stdio::null()).status().is_ok_and(|s| s.success()) {
+            return;
+        }
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+        let out = Command::new(&me)
+            .args(["--exact", "linux::tests::a_log_line_without_kernel_log_or_console_does_not_panic"])
+            .args(["--nocapture", "--test-threads=1"])
+            .env(CHILD, "1")
+            .stdout(Stdio::piped())
+            .stderr(full)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && stdout.contains("1 passed"), "{:?}\n{stdout}", out.status);
     }
 }

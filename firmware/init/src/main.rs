@@ -1,25 +1,16 @@
-//! `trellis-init`: PID 1. All logic is in the library; this only wires it to Linux.
+//! `trellis-init`: PID 1. All logic is in the library (whose lints deny every
+//! construct that can panic); this only wires it to Linux. Not as PID 1 it
+//! does nothing to the system ([`trellis_init::cli`]).
 
 fn main() {
     if std::process::id() != 1 {
         // Not the first process: never touch mounts or reboot a development machine.
-        if std::env::args().nth(1).as_deref() == Some("--version") {
-            println!("trellis-init {}", env!("CARGO_PKG_VERSION"));
-            return;
-        }
-        eprintln!("trellis-init: runs only as PID 1 (the kernel's init=); try --version");
-        std::process::exit(2);
+        // (`args_os`: `args` panics on an argument that is not UTF-8.)
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        std::process::exit(trellis_init::cli::not_pid1(&args));
     }
     let mut sys = trellis_init::linux::Linux::new();
-    let path = trellis_layout::paths::INIT_CONFIG;
-    let cfg = match std::fs::read_to_string(path) {
-        Ok(text) => trellis_init::Config::from_toml(&text).unwrap_or_else(|e| {
-            eprintln!("trellis-init: {path}: {e}; using defaults");
-            trellis_init::Config::default()
-        }),
-        Err(_) => trellis_init::Config::default(),
-    };
-    trellis_init::supervise::main_loop(&mut sys, &cfg);
+    trellis_init::supervise::run(&mut sys, trellis_layout::paths::INIT_CONFIG);
     // The kernel refused to reboot: nothing else to do but wait.
     loop {
         std::thread::park();

@@ -88,7 +88,8 @@ impl Supervisor {
                 sys.log(&format!("cannot start {} ({:?}): {e}", r.service.name, r.service.argv));
                 let now = sys.monotonic();
                 r.crashes.push_back(now);
-                r.restart_at = Some(now + self.cfg.backoff(u32::try_from(r.crashes.len()).unwrap_or(u32::MAX)));
+                let n = u32::try_from(r.crashes.len()).unwrap_or(u32::MAX);
+                r.restart_at = Some(now.saturating_add(self.cfg.backoff(n)));
             }
         }
     }
@@ -113,11 +114,16 @@ impl Supervisor {
             if r.service.essential && n >= self.max_crashes {
                 return Some(Outcome::Fatal(Fatal::CrashLoop(r.service.name.clone()).to_string()));
             }
-            r.restart_at = Some(now + delay);
+            r.restart_at = Some(now.saturating_add(delay));
         }
         let now = sys.monotonic();
-        let due: Vec<usize> =
-            (0..self.services.len()).filter(|&i| self.services[i].restart_at.is_some_and(|t| t <= now)).collect();
+        let due: Vec<usize> = self
+            .services
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.restart_at.is_some_and(|t| t <= now))
+            .map(|(i, _)| i)
+            .collect();
         for i in due {
             self.launch(sys, i);
         }
@@ -147,7 +153,7 @@ impl Supervisor {
             if let Some(pid) = r.pid {
                 sys.kill(pid, r.service.stop_signal);
                 let wait = Duration::from_millis(r.service.stop_timeout_ms);
-                left.push((pid, r.service.name.clone(), start + wait));
+                left.push((pid, r.service.name.clone(), start.saturating_add(wait)));
             }
         }
         loop {
@@ -203,9 +209,30 @@ pub fn shutdown(sys: &mut impl System, supervisor: Option<&mut Supervisor>, cfg:
     sys.reboot(request, command.as_deref());
 }
 
-/// The whole life of PID 1: boot, supervise, shut down. On any fatal error it
-/// reboots; it never returns on a real system.
+/// The whole life of PID 1 from its configuration file (`/etc/trellis/init.toml`):
+/// read it, then [`main_loop`]. A malformed or unreadable file is fatal: it is
+/// said on the console, and init reboots without mounting the data partition or
+/// starting anything (see [`crate::config::load`] for why). It never returns on
+/// a real system.
+pub fn run(sys: &mut impl System, config_path: &str) {
+    match crate::config::load(sys, config_path) {
+        Ok(cfg) => main_loop(sys, &cfg),
+        Err(reason) => {
+            let fatal = Fatal::Config { path: config_path.into(), reason };
+            shutdown(sys, None, &Config::default(), Request::Reboot, &format!("fatal: {fatal}"));
+        }
+    }
+}
+
+/// The whole life of PID 1 with its configuration: install the signal
+/// handlers, boot, supervise, shut down. On any fatal error it reboots; it
+/// never returns on a real system.
 pub fn main_loop(sys: &mut impl System, cfg: &Config) {
+    if let Err(e) = sys.install_signal_handlers() {
+        let fatal = Fatal::Signals(e);
+        shutdown(sys, None, cfg, Request::Reboot, &format!("fatal: {fatal}"));
+        return;
+    }
     match crate::boot::boot(sys, cfg) {
         Err(fatal) => shutdown(sys, None, cfg, Request::Reboot, &format!("fatal: {fatal}")),
         Ok(booted) => {

@@ -24,6 +24,14 @@ pub enum Request {
 
 /// Everything PID 1 does to the world.
 pub trait System {
+    /// Install the handlers for the signals that ask PID 1 to reboot or power
+    /// off (`SIGTERM`, `SIGINT`, `SIGUSR1`, `SIGUSR2`); afterwards
+    /// [`request`](Self::request) reports them. The kernel drops a signal sent
+    /// to PID 1 that has no handler, so without them every request is lost.
+    ///
+    /// # Errors
+    /// As the kernel reports; init treats it as fatal.
+    fn install_signal_handlers(&mut self) -> io::Result<()>;
     /// `mount(2)`; `flags` are `MS_*` bits.
     ///
     /// # Errors

@@ -8,9 +8,10 @@ use std::io;
 use std::time::{Duration, SystemTime};
 
 use trellis_init::boot::Booted;
-use trellis_init::config::StopSignal;
-use trellis_init::supervise::{Outcome, Supervisor, main_loop};
+use trellis_init::config::{DataFs, StopSignal};
+use trellis_init::supervise::{Outcome, Supervisor, main_loop, run};
 use trellis_init::{Config, ExitStatus, Request, System, boot};
+use trellis_layout::paths::INIT_CONFIG;
 
 const DATA: &str = "/dev/rootdisk0p7";
 
@@ -36,6 +37,8 @@ struct Trace {
     files: HashMap<String, String>,
     /// Children that do not exit when signalled (stuck in the kernel).
     stubborn: Vec<u32>,
+    /// Installing the signal handlers fails.
+    signals_fail: bool,
 }
 
 impl Trace {
@@ -66,6 +69,10 @@ fn f2fs_head() -> Vec<u8> {
 }
 
 impl System for Trace {
+    fn install_signal_handlers(&mut self) -> io::Result<()> {
+        self.calls.push("install-signal-handlers".into());
+        if self.signals_fail { Err(io::Error::from_raw_os_error(22)) } else { Ok(()) } // EINVAL
+    }
     fn mount(&mut self, source: &str, target: &str, fstype: &str, _flags: u64, _data: &str) -> io::Result<()> {
         self.calls.push(format!("mount {source} {target} {fstype}"));
         if source == DATA && self.data_broken {
@@ -398,10 +405,156 @@ fn the_watchdog_is_petted_while_supervising() {
 #[test]
 fn config_defaults_and_errors() {
     let c = Config::from_toml("data-fs = \"ext4\"\n").unwrap();
-    assert_eq!(c.data_fs, "ext4");
+    assert_eq!(c.data_fs, DataFs::Ext4);
+    assert_eq!(Config::default().data_fs, DataFs::F2fs);
     assert_eq!(c.services[0].argv, ["/usr/bin/trellis-runtime"]);
     assert!(Config::from_toml("data_fs = 1").unwrap_err().contains("data_fs"));
     assert_eq!(c.backoff(1), Duration::from_millis(500));
     assert_eq!(c.backoff(20), Duration::from_secs(30));
     let _ = Outcome::Fatal(String::new());
+}
+
+/// The kernel drops signals sent to PID 1 that it has no handler for: without
+/// them `reboot` and `poweroff` would vanish. Installing them is the first
+/// thing init does; when that fails it says so and reboots the way every fatal
+/// error does, before it mounts the data partition or starts anything.
+#[test]
+fn signal_handlers_are_installed_first_and_failing_to_is_fatal() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.requests.push_back((Duration::from_secs(1), Request::Reboot));
+    main_loop(&mut t, &config());
+    assert_eq!(t.calls[0], "install-signal-handlers", "{:#?}", t.calls);
+    assert!(t.called("spawn /usr/bin/trellis-runtime"), "{:#?}", t.calls);
+
+    let mut t = Trace::pi_like(f2fs_head());
+    t.signals_fail = true;
+    main_loop(&mut t, &config());
+    assert!(
+        t.called("log fatal: cannot install the signal handlers (reboot and poweroff requests would be lost)"),
+        "{:#?}",
+        t.calls
+    );
+    assert!(!t.called("mount /dev/rootdisk0p7") && !t.called("run ") && !t.called("spawn"), "{:#?}", t.calls);
+    let tail: Vec<&str> = t.calls.iter().rev().take(4).rev().map(String::as_str).collect();
+    assert_eq!(tail, ["sync", "umount /data", "sync", "reboot Reboot"]);
+}
+
+/// `data-fs` is `f2fs` or `ext4`, checked when the file is read: an unknown
+/// value is an error naming it and the accepted ones. It used to format the
+/// partition with mkfs.f2fs and then fail to mount it as the unknown type, on
+/// every boot.
+#[test]
+fn an_unknown_data_fs_is_a_config_error_never_a_format() {
+    let e = Config::from_toml("data-fs = \"btrfs\"\n").unwrap_err();
+    assert!(e.contains("btrfs") && e.contains("f2fs") && e.contains("ext4"), "{e}");
+    assert!(Config::from_toml("data-fs = \"F2FS\"\n").is_err(), "exactly as mount(2) names it");
+
+    let mut t = Trace::pi_like(vec![0xff; 4096]); // blank: a first boot would format it
+    t.files.insert(INIT_CONFIG.into(), "data-fs = \"btrfs\"\n".into());
+    run(&mut t, INIT_CONFIG);
+    let expected =
+        "log fatal: /etc/trellis/init.toml: line 1, column 11: unknown variant `btrfs`, expected `f2fs` or `ext4`";
+    assert!(t.called(expected), "{:#?}", t.calls);
+    assert!(!t.called("run mkfs") && !t.called("mount /dev/rootdisk0p7"), "{:#?}", t.calls);
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
+}
+
+#[test]
+fn an_ext4_data_partition_is_formatted_checked_and_mounted_as_ext4() {
+    let mut t = Trace::pi_like(vec![0xff; 4096]);
+    let cfg = Config { data_fs: DataFs::Ext4, ..config() };
+    assert!(boot(&mut t, &cfg).unwrap().formatted);
+    assert!(t.called("run mkfs.ext4 -q -F -L data /dev/rootdisk0p7"), "{:#?}", t.calls);
+    assert!(t.called("mount /dev/rootdisk0p7 /data ext4"), "{:#?}", t.calls);
+    let mut t = Trace::pi_like(f2fs_head());
+    t.data_broken = true;
+    t.fsck_code = 1;
+    boot(&mut t, &cfg).unwrap();
+    assert!(t.called("run fsck.ext4 -p /dev/rootdisk0p7"), "{:#?}", t.calls);
+}
+
+/// A malformed init.toml. It is on the read-only root filesystem, so it came
+/// with the image and is the same on every boot: the image build refuses it
+/// (`trellis-init --check`, in board/rpi4/post-build.sh), and an image that
+/// has one anyway does not boot on a guess. init says what is wrong and
+/// reboots before it mounts the data partition or starts a service; a trial
+/// boot of a new image thereby falls back to the slot that booted before. It
+/// used to start the built-in defaults (the runtime only: no network, NTP,
+/// D-Bus or RAUC) after one console line.
+#[test]
+fn a_malformed_init_toml_is_fatal_and_starts_nothing() {
+    for (text, says) in [
+        ("[[services]]\nname = \"runtime\"\nargv = [\"/usr/bin/trellis-runtime\"\n", "expected"),
+        ("disks = [\"vda\"]\nwatchdog-pet-ms = \"5s\"\n", "watchdog-pet-ms"),
+        ("disk = [\"vda\"]\n", "unknown field `disk`"),
+        ("[[services]]\nname = \"network\"\nargv = []\n", "service \"network\": argv names no program"),
+        ("data-partition = 0\n", "data-partition = 0"),
+    ] {
+        let mut t = Trace::pi_like(f2fs_head());
+        t.files.insert(INIT_CONFIG.into(), text.into());
+        t.requests.push_back((Duration::from_secs(1), Request::Reboot));
+        run(&mut t, INIT_CONFIG);
+        let fatal = t.calls.iter().find(|c| c.starts_with("log fatal: /etc/trellis/init.toml: "));
+        let one_line = |l: &String| !l.contains('\n');
+        assert!(
+            fatal.is_some_and(|l| l.contains(says) && l.contains("trellis-init --check") && one_line(l)),
+            "{text}: {:#?}",
+            t.calls
+        );
+        assert!(!t.called("spawn") && !t.called("mount /dev/rootdisk0p7") && !t.called("run "), "{:#?}", t.calls);
+        let tail: Vec<&str> = t.calls.iter().rev().take(2).rev().map(String::as_str).collect();
+        assert_eq!(tail, ["sync", "reboot Reboot"], "{text}: {:#?}", t.calls);
+    }
+}
+
+#[test]
+fn a_good_init_toml_is_what_boots_and_a_missing_one_boots_the_defaults() {
+    let mut t = Trace::pi_like(f2fs_head());
+    t.files.insert(
+        INIT_CONFIG.into(),
+        "[[services]]\nname = \"network\"\nargv = [\"/usr/lib/trellis/network.sh\"]\n".into(),
+    );
+    t.requests.push_back((Duration::from_secs(1), Request::Reboot));
+    run(&mut t, INIT_CONFIG);
+    assert!(t.called("spawn /usr/lib/trellis/network.sh pid 101"), "{:#?}", t.calls);
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
+
+    let mut t = Trace::pi_like(f2fs_head());
+    t.requests.push_back((Duration::from_secs(1), Request::Reboot));
+    run(&mut t, INIT_CONFIG);
+    assert!(t.called("log no /etc/trellis/init.toml: the built-in defaults (the runtime only)"), "{:#?}", t.calls);
+    assert!(t.called("spawn /usr/bin/trellis-runtime pid 101"), "{:#?}", t.calls);
+}
+
+/// What the images ship: both boards' init.toml (post-build.sh prepends the
+/// build time) are accepted, with the whole service set.
+#[test]
+fn the_boards_init_toml_are_valid() {
+    for board in ["qemu-aarch64", "rpi4"] {
+        let path = format!("{}/../../board/{board}/init.toml", env!("CARGO_MANIFEST_DIR"));
+        let text = format!("build-time = 1800000000\n{}", std::fs::read_to_string(&path).unwrap());
+        let cfg = Config::from_toml(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let names: Vec<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["runtime", "network", "ntp", "dbus", "rauc", "console"], "{path}");
+        assert_eq!(cfg.data_fs, DataFs::F2fs);
+    }
+}
+
+/// Numbers at the edge of their type in init.toml do not make init panic
+/// (a panic in PID 1 is a kernel panic): a build time past what the system
+/// can represent leaves the clock alone (adding it to the epoch panicked),
+/// and the back-off and stop timeout saturate.
+#[test]
+fn absurd_numbers_in_init_toml_do_not_panic() {
+    let text = "build-time = 18446744073709551615\nrestart-backoff-ms = 18446744073709551615\n\
+                [[services]]\nname = \"runtime\"\nargv = [\"/usr/bin/trellis-runtime\"]\n\
+                stop-timeout-ms = 18446744073709551615\n";
+    let mut t = Trace::pi_like(f2fs_head());
+    t.files.insert(INIT_CONFIG.into(), text.into());
+    t.requests.push_back((Duration::from_secs(1), Request::Reboot));
+    run(&mut t, INIT_CONFIG);
+    assert!(t.called("log build-time 18446744073709551615 is not a time"), "{:#?}", t.calls);
+    assert!(!t.called("set-time"));
+    assert!(t.called("kill 101"), "{:#?}", t.calls);
+    assert_eq!(t.calls.last().unwrap(), "reboot Reboot");
 }
