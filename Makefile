@@ -129,7 +129,7 @@ bench: setup-host apps ## Benchmarks: the runtime's, then the twin's (results: s
 	$(CARGO) bench -p trellis-runtime --bench runtime
 	$(MAKE) --no-print-directory bench-twin
 
-fuzz: ## Fuzz the API's request parsing and the manifest parser with libFuzzer (nightly; FUZZ_SECONDS=60 each)
+fuzz: ## Fuzz the API's request parsing, the manifest parser and the app file reader with libFuzzer (nightly; FUZZ_SECONDS=60 each)
 	@scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)
 
 clean: ## Remove build output
