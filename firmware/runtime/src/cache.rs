@@ -95,16 +95,26 @@ impl CompileCache {
         entry
     }
 
-    /// The compiled form of `code` (the component without Trellis sections).
-    pub fn get(&mut self, engine: &Engine, code: &[u8]) -> Result<(Component, CompileSource), String> {
-        let digest: [u8; 32] = Sha256::digest(code).into();
+    /// The compiled form of the code whose SHA-256 is `digest` (the
+    /// component without Trellis sections, as [`trellis_appfmt::AppFile`]
+    /// computed it from the bytes it checked); `code` gives the code itself
+    /// when it has to be compiled.
+    pub fn get(
+        &mut self,
+        engine: &Engine,
+        digest: &[u8; 32],
+        code: impl FnOnce() -> Result<Vec<u8>, String>,
+    ) -> Result<(Component, CompileSource), String> {
+        let digest = *digest;
         if let Some(c) = self.memory.get(&digest) {
             return Ok((c.clone(), CompileSource::Memory));
         }
         let (component, source) = match self.load(engine, &digest) {
             Some(c) => (c, CompileSource::Disk),
             None => {
-                let component = Component::new(engine, code).map_err(|e| format!("{e:#}"))?;
+                let code = code()?;
+                debug_assert_eq!(<[u8; 32]>::from(Sha256::digest(&code)), digest);
+                let component = Component::new(engine, &code).map_err(|e| format!("{e:#}"))?;
                 self.store(&digest, &component);
                 (component, CompileSource::Compiled)
             }
@@ -229,6 +239,10 @@ mod tests {
         Engine::default()
     }
 
+    fn get(cache: &mut CompileCache, engine: &Engine, code: &[u8]) -> Result<(Component, CompileSource), String> {
+        cache.get(engine, &Sha256::digest(code).into(), || Ok(code.to_vec()))
+    }
+
     const CODE_A: &str = r#"(component (core module (func (export "a"))))"#;
     const CODE_B: &str = r#"(component (core module (func (export "b"))))"#;
 
@@ -243,10 +257,10 @@ mod tests {
         let code = wat::parse_str(CODE_A).unwrap();
         let engine = engine();
         let mut cache = CompileCache::new(&engine, cache_dir.clone(), &key);
-        assert_eq!(cache.get(&engine, &code).unwrap().1, CompileSource::Compiled);
-        assert_eq!(cache.get(&engine, &code).unwrap().1, CompileSource::Memory);
+        assert_eq!(get(&mut cache, &engine, &code).unwrap().1, CompileSource::Compiled);
+        assert_eq!(get(&mut cache, &engine, &code).unwrap().1, CompileSource::Memory);
         let mut again = CompileCache::new(&engine, cache_dir, &key);
-        assert_eq!(again.get(&engine, &code).unwrap().1, CompileSource::Disk);
+        assert_eq!(get(&mut again, &engine, &code).unwrap().1, CompileSource::Disk);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::read(&key).unwrap().len(), KEY_LEN);
@@ -293,18 +307,18 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (cache_dir, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
             let mut cache = CompileCache::new(&engine, cache_dir.clone(), &key);
-            cache.get(&engine, &code_a).unwrap();
+            get(&mut cache, &engine, &code_a).unwrap();
             let path_a = cache.path(&Sha256::digest(&code_a).into());
-            cache.get(&engine, &code_b).unwrap();
+            get(&mut cache, &engine, &code_b).unwrap();
             let path_b = cache.path(&Sha256::digest(&code_b).into());
             assert_eq!(entries(&cache_dir).len(), 2);
             tamper(&path_a, &path_b, &key);
             let mut fresh = CompileCache::new(&engine, cache_dir.clone(), &key);
             assert!(fresh.load(&engine, &Sha256::digest(&code_a).into()).is_none(), "{what}: loaded");
             assert!(!path_a.exists(), "{what}: the bad entry is still there");
-            assert_eq!(fresh.get(&engine, &code_a).unwrap().1, CompileSource::Compiled, "{what}");
+            assert_eq!(get(&mut fresh, &engine, &code_a).unwrap().1, CompileSource::Compiled, "{what}");
             let mut third = CompileCache::new(&engine, cache_dir, &key);
-            assert_eq!(third.get(&engine, &code_a).unwrap().1, CompileSource::Disk, "{what}: cached again");
+            assert_eq!(get(&mut third, &engine, &code_a).unwrap().1, CompileSource::Disk, "{what}: cached again");
         }
     }
 
@@ -314,10 +328,10 @@ mod tests {
         let (cache_dir, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
         let code = wat::parse_str(CODE_A).unwrap();
         let engine = engine();
-        CompileCache::new(&engine, cache_dir.clone(), &key).get(&engine, &code).unwrap();
+        get(&mut CompileCache::new(&engine, cache_dir.clone(), &key), &engine, &code).unwrap();
         std::fs::write(&key, b"short").unwrap();
         let mut cache = CompileCache::new(&engine, cache_dir, &key);
-        assert_eq!(cache.get(&engine, &code).unwrap().1, CompileSource::Compiled);
+        assert_eq!(get(&mut cache, &engine, &code).unwrap().1, CompileSource::Compiled);
         assert_eq!(std::fs::read(&key).unwrap().len(), KEY_LEN, "a new key was made");
     }
 
@@ -331,7 +345,7 @@ mod tests {
         let code = wat::parse_str(CODE_A).unwrap();
         let engine = engine();
         let mut cache = CompileCache::new(&engine, cache_dir.clone(), &key);
-        assert_eq!(cache.get(&engine, &code).unwrap().1, CompileSource::Compiled);
+        assert_eq!(get(&mut cache, &engine, &code).unwrap().1, CompileSource::Compiled);
         assert!(entries(&cache_dir).is_empty());
     }
 }

@@ -274,10 +274,9 @@ impl Supervisor {
         }
         self.check_interface(path, &bytes)?;
         self.check_permissions(path, &file.manifest)?;
-        let code = component_code(&bytes).map_err(fmt)?;
         let (component, source) = self
             .cache
-            .get(&self.engine, &code)
+            .get(&self.engine, &file.code_sha256, || component_code(&bytes).map_err(|e| e.to_string()))
             .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })?;
         let version = Arc::new(Version {
             manifest: Arc::new(file.manifest),
