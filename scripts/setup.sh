@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=()
+# The fleet's engine: the fleet tests start their own nats-server (JetStream) on loopback.
+APT_PACKAGES=(nats-server)
 TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 TARGETS=(wasm32-wasip2)
 if [ "${1:-}" = "--cross" ]; then
@@ -47,6 +48,11 @@ if ((${#missing[@]})); then
   if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
     echo "setup: could not install ${missing[*]} with apt-get" >&2
     exit 1
+  fi
+  # Debian's package starts a system-wide nats-server; Trellis starts its own, on loopback.
+  if [[ " ${missing[*]} " == *" nats-server "* ]] && command -v systemctl >/dev/null \
+    && systemctl is-enabled nats-server >/dev/null 2>&1; then
+    $sudo systemctl disable --now nats-server >/dev/null 2>&1 || true
   fi
 fi
 

@@ -1,0 +1,15 @@
+//! Trellis fleets on NATS JetStream (see `docs/fleet.md`).
+//!
+//! This crate is the fleet's data model, shared by the device agent, the
+//! controller and the operator's CLI: the name of every bucket, stream and
+//! subject ([`names`]), signed releases ([`release`]), desired and reported
+//! state and events ([`state`]), and the `nats-server` configuration that
+//! gives each device exactly its own keys ([`server`]).
+
+pub mod names;
+pub mod release;
+pub mod server;
+pub mod state;
+
+pub use release::{AppRef, FirmwareRef, Release, ReleaseError, Signature, Urgency};
+pub use state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};

@@ -1,0 +1,387 @@
+//! A release: a signed manifest naming a firmware bundle and/or apps by the
+//! SHA-256 of their bytes, with what it is compatible with, its urgency and
+//! the order in which its parts are applied.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList};
+
+use crate::names::valid_id;
+
+/// Why a release cannot be used. Messages name the field or the artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// Not JSON, or not a release.
+    #[error("release is not valid: {0}")]
+    Parse(String),
+    /// A field out of range.
+    #[error("release field `{field}`: {reason}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Not signed.
+    #[error("release {id} is not signed")]
+    Unsigned {
+        /// The release.
+        id: String,
+    },
+    /// The signature is not 32 + 64 bytes of hex.
+    #[error("release {id}: the signature is not a 32-byte key and a 64-byte signature in hex")]
+    SignatureEncoding {
+        /// The release.
+        id: String,
+    },
+    /// The signature does not verify.
+    #[error("release {id}: {source}")]
+    Signature {
+        /// The release.
+        id: String,
+        /// Why.
+        source: KeyError,
+    },
+    /// An artifact's bytes are not the ones the release names.
+    #[error("artifact {name} of release {id}: expected sha256 {expected}, got {actual} ({size} bytes)")]
+    ArtifactMismatch {
+        /// The release.
+        id: String,
+        /// Which artifact (an app's name, or `firmware`).
+        name: String,
+        /// What the release says.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+        /// How many bytes there were.
+        size: u64,
+    },
+}
+
+/// How soon a release should be applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Urgency {
+    /// Within maintenance windows, after apps consent.
+    #[default]
+    Normal,
+    /// Now: windows and consent deferrals do not hold it (it is still staged).
+    Critical,
+}
+
+/// What a release contains, in the order it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Part {
+    /// The release's apps.
+    Apps,
+    /// The release's firmware bundle.
+    Firmware,
+}
+
+/// A firmware bundle in a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FirmwareRef {
+    /// The firmware's version (`TRELLIS_VERSION` of its release file).
+    pub version: String,
+    /// SHA-256 of the bundle, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// An app file in a release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppRef {
+    /// The app's name (its manifest's).
+    pub name: String,
+    /// Its version (its manifest's).
+    pub version: String,
+    /// SHA-256 of the app file, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The signature of a release: an ed25519 key of the device's trust list
+/// over [`Release::signed_bytes`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Signature {
+    /// The signer's public key, hex.
+    pub key: String,
+    /// The signature, hex.
+    pub ed25519: String,
+}
+
+/// A release (stored as JSON in [`crate::names::RELEASES`] under its id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Release {
+    /// `[a-z0-9][a-z0-9-]*` plus dots (`thermostat-2.1.0`).
+    pub id: String,
+    /// The board it is for (`rpi4`, `qemu-aarch64`).
+    pub board: String,
+    /// The `trellis:app` interface version its apps were built against.
+    pub app_interface: String,
+    /// How soon to apply it.
+    #[serde(default)]
+    pub urgency: Urgency,
+    /// The firmware bundle, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<FirmwareRef>,
+    /// The apps, if any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apps: Vec<AppRef>,
+    /// The order the parts are applied in.
+    #[serde(default = "Release::default_order")]
+    pub order: Vec<Part>,
+    /// The signature over everything else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Signature>,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ReleaseError {
+    ReleaseError::Invalid { field, reason: reason.into() }
+}
+
+fn valid_sha256(hex_digits: &str) -> bool {
+    hex_digits.len() == 64 && hex_digits.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+impl Release {
+    fn default_order() -> Vec<Part> {
+        vec![Part::Apps, Part::Firmware]
+    }
+
+    /// Parse and check a release (its signature is checked by [`Self::verify`]).
+    ///
+    /// # Errors
+    /// Not JSON, an unknown field, or a field out of range (named).
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ReleaseError> {
+        let release: Self = serde_json::from_slice(bytes).map_err(|e| ReleaseError::Parse(e.to_string()))?;
+        release.validate()?;
+        Ok(release)
+    }
+
+    /// The release as JSON (what is stored).
+    #[must_use]
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Check every field.
+    ///
+    /// # Errors
+    /// The first field out of range, named.
+    pub fn validate(&self) -> Result<(), ReleaseError> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 128
+            && self
+                .id
+                .split('.')
+                .all(|part| !part.is_empty() && part.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-')))
+            && self.id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+        if !id_ok {
+            return Err(invalid("id", format!("{:?} must be a-z, 0-9, '-' and '.', like thermostat-2.1.0", self.id)));
+        }
+        if !valid_id(&self.board) {
+            return Err(invalid("board", format!("{:?} is not a board name", self.board)));
+        }
+        if semver_triple(&self.app_interface).is_none() {
+            return Err(invalid("app-interface", format!("{:?} is not a version like 0.1.1", self.app_interface)));
+        }
+        if self.firmware.is_none() && self.apps.is_empty() {
+            return Err(invalid("firmware", "a release names a firmware bundle, apps, or both"));
+        }
+        if let Some(f) = &self.firmware
+            && !valid_sha256(&f.sha256)
+        {
+            return Err(invalid("firmware.sha256", format!("{:?} is not 64 lowercase hex digits", f.sha256)));
+        }
+        for (i, app) in self.apps.iter().enumerate() {
+            if !trellis_appfmt::valid_name(&app.name) {
+                return Err(invalid("apps.name", format!("{:?} is not an app name", app.name)));
+            }
+            if !valid_sha256(&app.sha256) {
+                return Err(invalid(
+                    "apps.sha256",
+                    format!("{}: {:?} is not 64 lowercase hex digits", app.name, app.sha256),
+                ));
+            }
+            if self.apps[..i].iter().any(|a| a.name == app.name) {
+                return Err(invalid("apps", format!("{} is listed twice", app.name)));
+            }
+        }
+        let mut order = self.order.clone();
+        order.sort_by_key(|p| *p as u8);
+        order.dedup();
+        if order.len() != self.order.len() || order.len() != 2 {
+            return Err(invalid("order", "lists apps and firmware, once each"));
+        }
+        Ok(())
+    }
+
+    /// The bytes the signature covers: the release without its signature, as
+    /// compact JSON with its keys sorted (the same on every machine).
+    #[must_use]
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let unsigned = Self { signature: None, ..self.clone() };
+        // A `Value`'s maps are sorted by key: the canonical form.
+        serde_json::to_value(&unsigned).and_then(|v| serde_json::to_vec(&v)).unwrap_or_default()
+    }
+
+    /// Sign the release with `key`, replacing any signature.
+    #[must_use]
+    pub fn signed(mut self, key: &SigningKey) -> Self {
+        self.signature = None;
+        let signature = key.sign(&self.signed_bytes());
+        self.signature = Some(Signature { key: hex::encode(key.public_key_bytes()), ed25519: hex::encode(signature) });
+        self
+    }
+
+    /// Check the signature against `trust`.
+    ///
+    /// # Errors
+    /// Unsigned, a key not in `trust`, or a signature that does not match.
+    pub fn verify(&self, trust: &TrustList) -> Result<KeyId, ReleaseError> {
+        let sig = self.signature.as_ref().ok_or_else(|| ReleaseError::Unsigned { id: self.id.clone() })?;
+        let encoding = || ReleaseError::SignatureEncoding { id: self.id.clone() };
+        let mut key = [0u8; 32];
+        let mut signature = [0u8; 64];
+        hex::decode_to_slice(&sig.key, &mut key).map_err(|_| encoding())?;
+        hex::decode_to_slice(&sig.ed25519, &mut signature).map_err(|_| encoding())?;
+        trust
+            .verify(&key, &self.signed_bytes(), &signature)
+            .map_err(|source| ReleaseError::Signature { id: self.id.clone(), source })
+    }
+
+    /// Check that `bytes` are the artifact `name` (an app's name, or
+    /// `firmware`) names by hash and size.
+    ///
+    /// # Errors
+    /// No such artifact, or other bytes.
+    pub fn check_artifact(&self, name: &str, bytes: &[u8]) -> Result<(), ReleaseError> {
+        let expected = if name == "firmware" {
+            self.firmware.as_ref().map(|f| (&f.sha256, f.size))
+        } else {
+            self.apps.iter().find(|a| a.name == name).map(|a| (&a.sha256, a.size))
+        };
+        let Some((sha256, _size)) = expected else {
+            return Err(invalid("apps", format!("release {} names no artifact {name}", self.id)));
+        };
+        let actual = hex::encode(Sha256::digest(bytes));
+        if &actual == sha256 {
+            Ok(())
+        } else {
+            Err(ReleaseError::ArtifactMismatch {
+                id: self.id.clone(),
+                name: name.to_owned(),
+                expected: sha256.clone(),
+                actual,
+                size: bytes.len() as u64,
+            })
+        }
+    }
+}
+
+fn semver_triple(v: &str) -> Option<(u64, u64, u64)> {
+    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
+    let triple = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(triple)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use trellis_appfmt::generate_key;
+
+    fn release() -> Release {
+        Release {
+            id: "thermostat-2.1.0".into(),
+            board: "rpi4".into(),
+            app_interface: "0.1.1".into(),
+            urgency: Urgency::Normal,
+            firmware: None,
+            apps: vec![AppRef {
+                name: "thermostat".into(),
+                version: "2.1.0".into(),
+                sha256: hex::encode(Sha256::digest(b"app bytes")),
+                size: 9,
+            }],
+            order: Release::default_order(),
+            signature: None,
+        }
+    }
+
+    #[test]
+    fn a_signed_release_verifies_and_any_change_breaks_it() {
+        let key = generate_key();
+        let trust = TrustList::from_keys([key.public_key_bytes()]);
+        let signed = release().signed(&key);
+        let back = Release::from_json(&signed.to_json()).unwrap();
+        assert_eq!(back.verify(&trust).unwrap(), KeyId::of(&key.public_key_bytes()));
+        let mut changed = back.clone();
+        changed.apps[0].sha256 = hex::encode(Sha256::digest(b"other bytes"));
+        assert!(changed.verify(&trust).unwrap_err().to_string().contains("does not match"));
+        let mut critical = back.clone();
+        critical.urgency = Urgency::Critical;
+        assert!(critical.verify(&trust).is_err());
+        let other = TrustList::from_keys([generate_key().public_key_bytes()]);
+        assert!(back.verify(&other).unwrap_err().to_string().contains("not in the trust list"));
+        assert!(matches!(release().verify(&trust), Err(ReleaseError::Unsigned { .. })));
+    }
+
+    #[test]
+    fn the_signed_bytes_do_not_depend_on_field_order() {
+        let key = generate_key();
+        let signed = release().signed(&key);
+        let json: serde_json::Value = serde_json::from_slice(&signed.to_json()).unwrap();
+        // Reorder the top-level fields by writing them back out in reverse.
+        let serde_json::Value::Object(map) = json else { panic!() };
+        let reversed: String = format!(
+            "{{{}}}",
+            map.iter()
+                .rev()
+                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let back = Release::from_json(reversed.as_bytes()).unwrap();
+        back.verify(&TrustList::from_keys([key.public_key_bytes()])).unwrap();
+    }
+
+    #[test]
+    fn artifacts_are_checked_by_hash() {
+        let r = release();
+        r.check_artifact("thermostat", b"app bytes").unwrap();
+        let err = r.check_artifact("thermostat", b"app bytez").unwrap_err().to_string();
+        assert!(err.contains("artifact thermostat of release thermostat-2.1.0: expected sha256"), "{err}");
+        assert!(r.check_artifact("firmware", b"x").is_err());
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        type Spoil = fn(&mut Release);
+        let cases: [(&str, Spoil); 7] = [
+            ("`id`", |r| r.id = "Thermostat 2".into()),
+            ("`board`", |r| r.board = "RPi".into()),
+            ("`app-interface`", |r| r.app_interface = "one".into()),
+            ("`apps.sha256`", |r| r.apps[0].sha256 = "ABC".into()),
+            ("`apps`", |r| r.apps.push(r.apps[0].clone())),
+            ("`firmware`", |r| r.apps.clear()),
+            ("`order`", |r| r.order = vec![Part::Apps]),
+        ];
+        for (field, spoil) in cases {
+            let mut r = release();
+            spoil(&mut r);
+            let err = r.validate().unwrap_err().to_string();
+            assert!(err.contains(field), "{field}: {err}");
+        }
+        let err = Release::from_json(br#"{"id":"a","surprise":1}"#).unwrap_err().to_string();
+        assert!(err.contains("surprise"), "{err}");
+    }
+}

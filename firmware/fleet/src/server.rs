@@ -1,0 +1,142 @@
+//! The `nats-server` configuration of a fleet: JetStream, mutual TLS with
+//! each client certificate mapped to a user (`verify_and_map`), an optional
+//! cluster, and the permissions that confine each device to its own keys
+//! (`docs/fleet.md`, "Permissions of a device"). Rendered as JSON, which
+//! `nats-server -c` reads as its configuration format.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+
+use crate::names::{self, DESIRED, RELEASES, REPORTED, device_key, group_key, kv_stream, kv_subject, object_stream};
+
+/// The server's TLS files; clients must present a certificate `ca` signed.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The server's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The CA that signs devices' and operators' certificates (PEM).
+    pub ca: PathBuf,
+}
+
+/// A cluster of servers (routes between them; JetStream replicated over them).
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// The cluster's name (the same on every server).
+    pub name: String,
+    /// Where this server listens for routes.
+    pub listen: SocketAddr,
+    /// The other servers' route addresses.
+    pub routes: Vec<SocketAddr>,
+}
+
+/// A device's user: its certificate's subject maps to it.
+#[derive(Debug, Clone)]
+pub struct DeviceUser {
+    /// The device id (its certificate's common name).
+    pub device: String,
+    /// Its group.
+    pub group: String,
+}
+
+/// One server of a fleet.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// This server's name (unique in a cluster).
+    pub name: String,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// JetStream's storage directory.
+    pub store_dir: PathBuf,
+    /// Mutual TLS.
+    pub tls: Tls,
+    /// The cluster, if any.
+    pub cluster: Option<Cluster>,
+    /// Common names of operators' (and controllers') certificates: full access.
+    pub operators: Vec<String>,
+    /// The devices.
+    pub devices: Vec<DeviceUser>,
+}
+
+/// The NATS user a certificate with common name `cn` (and no other subject
+/// field or e-mail/DNS name) maps to.
+#[must_use]
+pub fn user_for(cn: &str) -> String {
+    format!("CN={cn}")
+}
+
+/// What a device may publish and subscribe to: its own desired state and its
+/// group's (read, watch), the releases and artifacts (read), its own reported
+/// state and events (write), replies on its own inbox. Nothing else.
+#[must_use]
+pub fn device_permissions(device: &str, group: &str) -> Value {
+    let api = "$JS.API";
+    let desired = kv_stream(DESIRED);
+    let releases = kv_stream(RELEASES);
+    let reported = kv_stream(REPORTED);
+    let artifacts = object_stream(names::ARTIFACTS);
+    let mut publish = vec![
+        format!("{api}.INFO"),
+        format!("{api}.STREAM.INFO.{desired}"),
+        format!("{api}.STREAM.INFO.{releases}"),
+        format!("{api}.STREAM.INFO.{reported}"),
+        format!("{api}.STREAM.INFO.{artifacts}"),
+        format!("{api}.DIRECT.GET.{releases}.>"),
+        format!("{api}.CONSUMER.CREATE.{releases}.>"),
+        format!("{api}.DIRECT.GET.{artifacts}.>"),
+        format!("{api}.CONSUMER.CREATE.{artifacts}.>"),
+        format!("{api}.CONSUMER.DELETE.{artifacts}.>"),
+        // Its reported state (a put, or a compare-and-set on the revision), and its events.
+        kv_subject(REPORTED, device),
+        names::events_subject(device),
+        format!("{api}.DIRECT.GET.{reported}.{}", kv_subject(REPORTED, device)),
+        // Flow control of its consumers' deliveries.
+        format!("$JS.FC.{desired}.>"),
+        format!("$JS.FC.{releases}.>"),
+        format!("$JS.FC.{artifacts}.>"),
+    ];
+    for key in [device_key(device), group_key(group)] {
+        let subject = kv_subject(DESIRED, &key);
+        publish.push(format!("{api}.DIRECT.GET.{desired}.{subject}"));
+        // Consumers whose filter is that one key (nats-server 2.9's create API names the filter).
+        publish.push(format!("{api}.CONSUMER.CREATE.{desired}.*.{subject}"));
+    }
+    json!({
+        "publish": { "allow": publish },
+        "subscribe": { "allow": [format!("{}.>", names::inbox(device))] },
+    })
+}
+
+impl ServerConfig {
+    /// The configuration as `nats-server -c` reads it.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut users: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
+        users.extend(
+            self.devices.iter().map(
+                |d| json!({ "user": user_for(&d.device), "permissions": device_permissions(&d.device, &d.group) }),
+            ),
+        );
+        let mut config = json!({
+            "server_name": self.name,
+            "listen": self.listen.to_string(),
+            "jetstream": { "store_dir": self.store_dir, "max_memory_store": 64 << 20, "max_file_store": 1 << 30 },
+            "tls": {
+                "cert_file": self.tls.cert,
+                "key_file": self.tls.key,
+                "ca_file": self.tls.ca,
+                "verify_and_map": true,
+                "timeout": 5,
+            },
+            "authorization": { "users": users },
+        });
+        if let (Some(c), Value::Object(map)) = (&self.cluster, &mut config) {
+            let routes: Vec<String> = c.routes.iter().map(|r| format!("nats-route://{r}")).collect();
+            map.insert("cluster".into(), json!({ "name": c.name, "listen": c.listen.to_string(), "routes": routes }));
+        }
+        serde_json::to_string_pretty(&config).unwrap_or_default()
+    }
+}

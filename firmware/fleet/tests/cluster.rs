@@ -1,0 +1,78 @@
+//! A 3-node `nats-server` cluster with the fleet's buckets replicated on all
+//! three: with one server killed, a device's reports still land and are read
+//! back from the others, and the killed server's replica catches up when it
+//! returns.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod support;
+
+use async_nats::jetstream::kv;
+use std::time::{Duration, Instant};
+use support::{Client, Pki};
+use trellis_fleet::names::{REPORTED, kv_stream, kv_subject};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_survive_a_killed_server() {
+    let pki = Pki::new();
+    let mut servers = support::cluster(&pki, &["operator"], &[("pi-1", "north")]);
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let operator = Client::connect(&pki, &addrs, "operator").await;
+    // The cluster elects its meta leader after the routes are up: retry the first create.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let made = operator
+            .js
+            .create_key_value(kv::Config { bucket: REPORTED.into(), history: 5, num_replicas: 3, ..Default::default() })
+            .await;
+        match made {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("no bucket on the cluster: {e}\n{}", servers[0].log_text()),
+        }
+    }
+    // The server the device is connected to is the one killed.
+    let device = Client::connect(&pki, &addrs, "pi-1").await;
+    let reported = device.js.get_key_value(REPORTED).await.unwrap();
+    reported.put("pi-1", "1".into()).await.unwrap();
+
+    let killed = device.nats.server_info().port;
+    let index = servers.iter().position(|s| s.addr.port() == killed).unwrap();
+    servers[index].kill();
+    // The client reconnects to another server and the write lands on the two left.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match reported.put("pi-1", "2".into()).await {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no write with one server down: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    let others: Vec<_> = addrs.iter().copied().filter(|a| a.port() != killed).collect();
+    let reader = Client::connect(&pki, &others, "operator").await;
+    let value = reader.js.get_key_value(REPORTED).await.unwrap().get("pi-1").await.unwrap().unwrap();
+    assert_eq!(value.as_ref(), b"2");
+
+    // Back, its replica catches up. A direct get is answered by a replica on
+    // the server the client is connected to first (a queue group's local
+    // member): right after the restart it answers the stale "1" it held, then
+    // "2" once it has caught up.
+    servers[index].restart();
+    let back = Client::connect(&pki, &[addrs[index]], "operator").await;
+    let subject = format!("$JS.API.DIRECT.GET.{}.{}", kv_stream(REPORTED), kv_subject(REPORTED, "pi-1"));
+    let read = || async { back.nats.request(subject.clone(), "".into()).await.ok().map(|m| m.payload) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = read().await;
+        if got.as_deref() == Some(b"2".as_slice()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the restarted server's replica did not catch up: {got:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

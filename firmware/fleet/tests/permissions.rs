@@ -1,0 +1,120 @@
+//! A device's credential against a real `nats-server` (mutual TLS, each
+//! certificate mapped to its user): it reads and watches only its own
+//! desired state and its group's, reads releases, writes only its own
+//! reported state and events, and nothing else.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod support;
+
+use async_nats::jetstream::{consumer, kv, stream};
+use futures_util::StreamExt;
+use std::time::Duration;
+use support::{Client, Pki};
+use trellis_fleet::names::{self, DESIRED, RELEASES, REPORTED, device_key, group_key, kv_stream, kv_subject};
+
+async fn buckets(operator: &Client) {
+    for bucket in [DESIRED, REPORTED, RELEASES] {
+        operator
+            .js
+            .create_key_value(kv::Config { bucket: bucket.into(), history: 5, ..Default::default() })
+            .await
+            .unwrap();
+    }
+    operator
+        .js
+        .create_stream(stream::Config {
+            name: names::EVENTS_STREAM.into(),
+            subjects: vec![names::EVENTS_SUBJECTS.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let desired = operator.js.get_key_value(DESIRED).await.unwrap();
+    for (key, release) in [
+        (device_key("pi-1"), "r-1"),
+        (device_key("pi-2"), "r-2"),
+        (group_key("north"), "r-n"),
+        (group_key("south"), "r-s"),
+    ] {
+        desired.put(key, format!("{{\"release\":\"{release}\"}}").into()).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reads_only_its_own_desired_state_and_writes_only_its_own_reports() {
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    buckets(&operator).await;
+    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+
+    // Its own desired state and its group's: readable.
+    let desired = device.js.get_key_value(DESIRED).await.unwrap();
+    assert_eq!(desired.get(device_key("pi-1")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-1"}"#);
+    assert_eq!(desired.get(group_key("north")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-n"}"#);
+
+    // Another device's, another group's: denied by the server.
+    assert!(desired.get(device_key("pi-2")).await.is_err(), "read another device's desired state");
+    assert!(device.was_denied(&kv_subject(DESIRED, &device_key("pi-2"))).await, "{:?}", device.errors);
+    assert!(desired.get(group_key("south")).await.is_err(), "read another group's desired state");
+
+    // No desired state may be written, not even its own.
+    assert!(desired.put(device_key("pi-1"), "{}".into()).await.is_err(), "wrote its own desired state");
+    assert!(device.was_denied(&kv_subject(DESIRED, &device_key("pi-1"))).await);
+    let unchanged = operator.js.get_key_value(DESIRED).await.unwrap().get(device_key("pi-1")).await.unwrap();
+    assert_eq!(unchanged.unwrap().as_ref(), br#"{"release":"r-1"}"#);
+
+    // Its reported state and events: writable; another device's: not.
+    let reported = device.js.get_key_value(REPORTED).await.unwrap();
+    reported.put("pi-1", "{\"healthy\":true}".into()).await.unwrap();
+    assert!(reported.put("pi-2", "{\"healthy\":false}".into()).await.is_err(), "wrote another device's report");
+    let ack = device.js.publish(names::events_subject("pi-1"), "{}".into()).await.unwrap();
+    ack.await.unwrap();
+    let forged = device.js.publish(names::events_subject("pi-2"), "{}".into()).await.unwrap();
+    assert!(forged.await.is_err(), "published another device's event");
+    let seen = operator.js.get_key_value(REPORTED).await.unwrap();
+    assert!(seen.get("pi-2").await.unwrap().is_none());
+    assert_eq!(seen.get("pi-1").await.unwrap().unwrap().as_ref(), b"{\"healthy\":true}");
+
+    // Releases are readable, not writable.
+    operator.js.get_key_value(RELEASES).await.unwrap().put("r-1", "{}".into()).await.unwrap();
+    let releases = device.js.get_key_value(RELEASES).await.unwrap();
+    assert!(releases.get("r-1").await.unwrap().is_some());
+    assert!(releases.put("r-evil", "{}".into()).await.is_err(), "wrote a release");
+}
+
+/// Watching: a consumer filtered on its own key follows changes; one on
+/// another device's key, or an unfiltered one (which would see every key),
+/// cannot be created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_watches_only_its_own_key() {
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    buckets(&operator).await;
+    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let stream = device.js.get_stream(kv_stream(DESIRED)).await.unwrap();
+    let watch = |key: String| consumer::push::OrderedConfig {
+        name: Some(format!("watch-{}", key.replace('.', "-"))),
+        filter_subject: kv_subject(DESIRED, &key),
+        deliver_subject: device.nats.new_inbox(),
+        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+        ..Default::default()
+    };
+    let mine = stream.create_consumer(watch(device_key("pi-1"))).await.unwrap();
+    let mut messages = mine.messages().await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(first.payload.as_ref(), br#"{"release":"r-1"}"#);
+    let desired = operator.js.get_key_value(DESIRED).await.unwrap();
+    desired.put(device_key("pi-1"), r#"{"release":"r-9"}"#.into()).await.unwrap();
+    desired.put(device_key("pi-2"), r#"{"release":"r-8"}"#.into()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(next.payload.as_ref(), br#"{"release":"r-9"}"#, "only its own key's change");
+
+    assert!(stream.create_consumer(watch(device_key("pi-2"))).await.is_err(), "watched another device's key");
+    let unfiltered = consumer::push::OrderedConfig { deliver_subject: device.nats.new_inbox(), ..Default::default() };
+    assert!(stream.create_consumer(unfiltered).await.is_err(), "watched the whole bucket");
+    let everything = device.js.get_key_value(DESIRED).await.unwrap();
+    assert!(everything.watch_all().await.is_err(), "the client library's watch-all");
+}
