@@ -19,6 +19,22 @@ pub struct AppInstalled {
     pub replaced: Option<String>,
 }
 
+/// The apps' answer when an update is about to be applied (a soft update
+/// asks; a forced or critical one does not).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "answer")]
+pub enum Consent {
+    /// Apply it now.
+    Apply,
+    /// Not now: ask again after `seconds` (a machine in use).
+    Defer {
+        /// The app that asked to wait.
+        app: String,
+        /// How long.
+        seconds: u32,
+    },
+}
+
 /// Why an app operation did not happen; in every case whatever ran before
 /// runs on and the apps directory is as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +141,13 @@ pub trait Device: Send + Sync {
     /// Why it cannot.
     fn reboot(&self) -> Result<(), String> {
         Err("this device cannot reboot on request".into())
+    }
+
+    /// Whether the apps agree to `release` being applied now (each app's
+    /// consent hook, if it has one; the first that defers wins).
+    fn update_consent(&self, release: &str) -> Consent {
+        let _ = release;
+        Consent::Apply
     }
 
     /// The recent log entries (JSON objects, oldest first) and a channel with

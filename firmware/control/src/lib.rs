@@ -17,5 +17,5 @@ pub mod socket;
 pub mod testing;
 mod types;
 
-pub use device::{AppError, AppInstalled, Device};
+pub use device::{AppError, AppInstalled, Consent, Device};
 pub use types::{AppSummary, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};

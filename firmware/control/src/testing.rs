@@ -10,7 +10,7 @@
 //!   B, unless [`FakeDevice::refuse_firmware`] is set: then RAUC's signature
 //!   check fails;
 //! - with [`FakeDevice::rolls_back`], the update is found rolled back after
-//!   the trial reboot.
+//!   the trial reboot; without it, committed.
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -21,7 +21,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use trellis_layout::AppsDir;
 
-use crate::{AppError, AppInstalled, AppSummary, Device, DeviceStatus, FirmwareStatus, Phase, Progress, UpdateRecord};
+use crate::{
+    AppError, AppInstalled, AppSummary, Consent, Device, DeviceStatus, FirmwareStatus, Phase, Progress, UpdateRecord,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -54,6 +56,10 @@ pub struct FakeDevice {
     pub rebooted_into_trial: AtomicBool,
     /// Asked to reboot.
     pub rebooted: AtomicBool,
+    /// Every app file is refused, for this reason (an app that fails to start here).
+    pub refuse_apps: Mutex<Option<String>>,
+    /// The apps' consent hooks answer this (none: apply).
+    pub defer: Mutex<Option<(String, u32)>>,
     log: Mutex<Option<Sender<String>>>,
 }
 
@@ -77,6 +83,8 @@ impl FakeDevice {
             bundles: Mutex::default(),
             rebooted_into_trial: AtomicBool::new(false),
             rebooted: AtomicBool::new(false),
+            refuse_apps: Mutex::default(),
+            defer: Mutex::default(),
             log: Mutex::default(),
         }
     }
@@ -127,10 +135,16 @@ impl Device for FakeDevice {
     fn status(&self) -> DeviceStatus {
         let mut status = lock(&self.status).clone();
         if self.rebooted_into_trial.load(Ordering::SeqCst)
-            && let (Some(reason), Some(r)) = (&self.rolls_back, status.firmware.last_update.as_mut())
+            && let Some(r) = status.firmware.last_update.as_mut()
+            && r.phase == Phase::Trial
         {
-            r.phase = Phase::RolledBack;
-            r.reason = Some(reason.clone());
+            match &self.rolls_back {
+                Some(reason) => {
+                    r.phase = Phase::RolledBack;
+                    r.reason = Some(reason.clone());
+                }
+                None => r.phase = Phase::Committed,
+            }
         }
         status
     }
@@ -144,6 +158,9 @@ impl Device for FakeDevice {
     }
 
     fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
+        if let Some(reason) = &*lock(&self.refuse_apps) {
+            return Err(AppError::Refused(reason.clone()));
+        }
         let text = String::from_utf8_lossy(bytes).into_owned();
         let mut words = text.split_whitespace();
         let version = match (words.next(), words.next(), words.next()) {
@@ -209,6 +226,13 @@ impl Device for FakeDevice {
     fn reboot(&self) -> Result<(), String> {
         self.rebooted.store(true, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn update_consent(&self, _release: &str) -> Consent {
+        match &*lock(&self.defer) {
+            Some((app, seconds)) => Consent::Defer { app: app.clone(), seconds: *seconds },
+            None => Consent::Apply,
+        }
     }
 
     fn logs(&self) -> (Vec<String>, Receiver<String>) {

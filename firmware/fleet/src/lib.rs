@@ -4,12 +4,23 @@
 //! controller and the operator's CLI: the name of every bucket, stream and
 //! subject ([`names`]), signed releases ([`release`]), desired and reported
 //! state and events ([`state`]), and the `nats-server` configuration that
-//! gives each device exactly its own keys ([`server`]).
+//! gives each device exactly its own keys ([`server`]); the device agent
+//! ([`agent`]), rollouts ([`rollout`], stepped by the [`controller`]) and what
+//! an operator does ([`ops`]), all over one connection type ([`link`]).
 
+pub mod agent;
+pub mod clock;
+pub mod controller;
+pub mod error;
+pub mod link;
 pub mod names;
+pub mod ops;
 pub mod release;
+pub mod rollout;
 pub mod server;
 pub mod state;
+pub mod window;
 
+pub use error::FleetError;
 pub use release::{AppRef, FirmwareRef, Release, ReleaseError, Signature, Urgency};
 pub use state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};

@@ -156,6 +156,44 @@ impl Release {
         vec![Part::Apps, Part::Firmware]
     }
 
+    /// An empty, unsigned, normal release (add apps and firmware, then sign).
+    #[must_use]
+    pub fn new(id: &str, board: &str, app_interface: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            board: board.to_owned(),
+            app_interface: app_interface.to_owned(),
+            urgency: Urgency::Normal,
+            firmware: None,
+            apps: Vec::new(),
+            order: Self::default_order(),
+            signature: None,
+        }
+    }
+
+    /// The same, naming app `name` at `version` whose file is `bytes`.
+    #[must_use]
+    pub fn with_app(mut self, name: &str, version: &str, bytes: &[u8]) -> Self {
+        self.apps.push(AppRef {
+            name: name.to_owned(),
+            version: version.to_owned(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+        });
+        self
+    }
+
+    /// The same, naming the firmware bundle `bytes` of firmware `version`.
+    #[must_use]
+    pub fn with_firmware(mut self, version: &str, bytes: &[u8]) -> Self {
+        self.firmware = Some(FirmwareRef {
+            version: version.to_owned(),
+            sha256: hex::encode(Sha256::digest(bytes)),
+            size: bytes.len() as u64,
+        });
+        self
+    }
+
     /// Parse and check a release (its signature is checked by [`Self::verify`]).
     ///
     /// # Errors

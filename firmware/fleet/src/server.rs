@@ -87,6 +87,10 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         format!("{api}.DIRECT.GET.{releases}.>"),
         format!("{api}.CONSUMER.CREATE.{releases}.>"),
         format!("{api}.DIRECT.GET.{artifacts}.>"),
+        // An object's metadata (the object store reads it with a message get)
+        // and its chunks (an unnamed ordered consumer): artifacts are readable by every device.
+        format!("{api}.STREAM.MSG.GET.{artifacts}"),
+        format!("{api}.CONSUMER.CREATE.{artifacts}"),
         format!("{api}.CONSUMER.CREATE.{artifacts}.>"),
         format!("{api}.CONSUMER.DELETE.{artifacts}.>"),
         // Its reported state (a put, or a compare-and-set on the revision), and its events.

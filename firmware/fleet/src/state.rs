@@ -34,6 +34,27 @@ pub struct DesiredState {
     /// When a normal release may be applied (none: any time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<Window>,
+    /// Set by an operator (`trellis fleet pin`): rollouts leave this device
+    /// or group alone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pinned: bool,
+    /// Raised by a rollout to ask a device that failed this release to try
+    /// again (after its penalty); a device tries each attempt once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's signature
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl DesiredState {
+    /// Run `release`, nothing else said.
+    #[must_use]
+    pub fn release(release: &str) -> Self {
+        Self { release: release.to_owned(), rollout: None, forced: false, window: None, pinned: false, attempt: 0 }
+    }
 }
 
 /// An app as a device reports it.
@@ -59,6 +80,12 @@ pub struct ReportedState {
     /// The release it runs in full, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub release: Option<String>,
+    /// The release it is working towards (its desired state), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The attempt at `target` (see [`DesiredState::attempt`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
     /// Its firmware version.
     pub firmware: String,
     /// The slot it booted (`A`, `B`).
@@ -69,7 +96,8 @@ pub struct ReportedState {
     pub apps: Vec<ReportedApp>,
     /// Every app running and the firmware committed.
     pub healthy: bool,
-    /// What it is doing: `idle`, `downloading`, `installing`, `trial-boot`, `deferred`.
+    /// What it is doing: `idle`, `downloading`, `installing`, `trial-boot`,
+    /// `deferred`, or `failed` (the last attempt at `target` failed: `error`).
     pub phase: String,
     /// Progress of that, 0-100.
     #[serde(default, skip_serializing_if = "Option::is_none")]

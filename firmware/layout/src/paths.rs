@@ -50,4 +50,7 @@ pub mod state {
     pub const UPDATE: &str = "update.json";
     /// A firmware bundle uploaded through the API, while RAUC installs it.
     pub const FIRMWARE: &str = "firmware";
+    /// The fleet agent's state: the desired state it follows, the release
+    /// it applied, the reports and events not yet delivered.
+    pub const FLEET: &str = "fleet";
 }

@@ -18,6 +18,8 @@ use rcgen::{
 use trellis_fleet::names;
 use trellis_fleet::server::{Cluster, DeviceUser, ServerConfig, Tls};
 
+pub mod sim;
+
 pub struct Pki {
     pub dir: tempfile::TempDir,
     cert: Certificate,
@@ -226,5 +228,46 @@ impl Client {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// The credentials of `cn` (a fresh certificate) for `servers`.
+pub fn credentials(pki: &Pki, servers: &[SocketAddr], cn: &str) -> trellis_fleet::link::Credentials {
+    let (cert, key) = pki.issue(cn, false);
+    trellis_fleet::link::Credentials {
+        servers: servers.iter().map(|a| format!("tls://{a}")).collect(),
+        ca: pki.ca(),
+        cert,
+        key,
+    }
+}
+
+/// An operator's link; the first JetStream request is retried while a
+/// cluster elects its leader.
+pub async fn operator(pki: &Pki, servers: &[SocketAddr], replicas: usize) -> trellis_fleet::link::Link {
+    let link = trellis_fleet::link::Link::connect(&credentials(pki, servers, "operator"), None, false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match trellis_fleet::ops::setup(&link, replicas).await {
+            Ok(()) => return link,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("no fleet buckets: {e}"),
+        }
+    }
+}
+
+/// Wait (at most `secs`) until `check` holds; panic with `what` otherwise.
+pub async fn until<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {secs} s waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

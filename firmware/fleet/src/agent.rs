@@ -1,0 +1,792 @@
+//! The device agent: follows the device's desired state, fetches each
+//! artifact by hash, checks it and the release's signature before anything
+//! touches the device, applies apps and firmware through the one device
+//! interface ([`trellis_control::Device`]), and reports what it did.
+//!
+//! It keeps working offline: what it applied stays applied, and its events
+//! wait in an outbox on the data partition (one file each, written
+//! atomically) until the server has acknowledged them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio::sync::Notify;
+use trellis_appfmt::TrustList;
+use trellis_control::{Consent, Device, Phase};
+
+use crate::clock::Clock;
+use crate::error::FleetError;
+use crate::link::Link;
+use crate::names::{self, DESIRED, RELEASES, REPORTED};
+use crate::release::{Part, Release, Urgency};
+use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
+use crate::window::Gate;
+
+/// What the agent needs to know about its device (`[fleet]` in the
+/// runtime's configuration, plus what the runtime knows of itself).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The device's id (its certificate's common name).
+    pub device: String,
+    /// Its group.
+    pub group: String,
+    /// Its board (`rpi4`, `qemu-aarch64`): releases for another are refused.
+    pub board: String,
+    /// The app interface its runtime provides (`0.1.1`).
+    pub app_interface: String,
+    /// The firmware version it booted.
+    pub firmware_version: String,
+    /// Where the agent keeps its state (`/data/trellis/fleet`).
+    pub state_dir: PathBuf,
+    /// How often the desired state is read even without a change notice.
+    pub poll: Duration,
+    /// How often the report is rewritten when nothing changed (last seen).
+    pub heartbeat: Duration,
+}
+
+impl AgentConfig {
+    /// A configuration with the default intervals (poll 30 s, heartbeat 30 s).
+    #[must_use]
+    pub fn new(
+        device: &str,
+        group: &str,
+        board: &str,
+        app_interface: &str,
+        firmware_version: &str,
+        state_dir: &Path,
+    ) -> Self {
+        Self {
+            device: device.to_owned(),
+            group: group.to_owned(),
+            board: board.to_owned(),
+            app_interface: app_interface.to_owned(),
+            firmware_version: firmware_version.to_owned(),
+            state_dir: state_dir.to_owned(),
+            poll: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An attempt that failed: not tried again until the desired release or its
+/// attempt number changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Failure {
+    release: String,
+    attempt: u32,
+    reason: String,
+}
+
+/// What the agent keeps across restarts (`state.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct Local {
+    /// The release applied in full.
+    applied: Option<String>,
+    /// The last desired state read (followed while offline).
+    desired: Option<DesiredState>,
+    /// The firmware version running (updated when a trial commits).
+    firmware: Option<String>,
+    /// A release whose firmware is in its trial boot.
+    trial: Option<String>,
+    /// The last failure.
+    failed: Option<Failure>,
+    /// A release held by a window or consent: until when, and why.
+    deferred: Option<(String, u64, String)>,
+    /// The next event's number in the outbox.
+    next_event: u64,
+}
+
+const STATE_FILE: &str = "state.json";
+const OUTBOX: &str = "outbox";
+
+/// The device agent. [`Agent::run`] drives it.
+pub struct Agent {
+    config: AgentConfig,
+    device: Arc<dyn Device>,
+    trust: TrustList,
+    clock: Arc<dyn Clock>,
+    local: Local,
+    phase: &'static str,
+    progress: Option<u8>,
+    wake: Arc<Notify>,
+    last_report: Option<(ReportedState, u64)>,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("device", &self.config.device).field("local", &self.local).finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt did not end with the release applied.
+enum Stop {
+    /// Refused or failed: reported, not tried again until the desired state changes.
+    Failed(String, EventKind),
+    /// Held until then.
+    Deferred(u64, String),
+    /// The firmware is in its trial boot.
+    Trial,
+    /// The server cannot be reached: try again later.
+    Offline(FleetError),
+}
+
+impl Agent {
+    /// An agent for `device`, trusting releases signed by `trust`.
+    ///
+    /// # Errors
+    /// Its state directory cannot be made or its state file read.
+    pub fn new(
+        config: AgentConfig,
+        device: Arc<dyn Device>,
+        trust: TrustList,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, FleetError> {
+        let outbox = config.state_dir.join(OUTBOX);
+        std::fs::create_dir_all(&outbox).map_err(|e| FleetError::io(&outbox, e))?;
+        let path = config.state_dir.join(STATE_FILE);
+        let mut local: Local = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!("{}: {e}: starting afresh", path.display());
+                Local::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Local::default(),
+            Err(e) => return Err(FleetError::io(&path, e)),
+        };
+        if local.trial.is_none() {
+            // The firmware this boot runs is the one the image says.
+            local.firmware = Some(config.firmware_version.clone());
+        }
+        Ok(Self {
+            config,
+            device,
+            trust,
+            clock,
+            local,
+            phase: "idle",
+            progress: None,
+            wake: Arc::new(Notify::new()),
+            last_report: None,
+        })
+    }
+
+    /// Wakes the agent (a test that moved the clock, a watch that fired).
+    #[must_use]
+    pub fn waker(&self) -> Arc<Notify> {
+        Arc::clone(&self.wake)
+    }
+
+    fn save(&self) {
+        let path = self.config.state_dir.join(STATE_FILE);
+        let bytes = serde_json::to_vec_pretty(&self.local).unwrap_or_default();
+        if let Err(e) = trellis_layout::write_atomic(&path, &bytes) {
+            tracing::error!("fleet agent state: {e}");
+        }
+    }
+
+    /// Record an event: kept in the outbox until the server acknowledges it.
+    fn event(&mut self, kind: EventKind, release: &str, reason: Option<String>) {
+        let event = Event {
+            device: self.config.device.clone(),
+            at_ms: self.clock.now_ms(),
+            kind,
+            release: release.to_owned(),
+            reason,
+        };
+        tracing::info!(
+            release,
+            "fleet: {:?}{}",
+            kind,
+            event.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        );
+        let path = self.config.state_dir.join(OUTBOX).join(format!("{:020}.json", self.local.next_event));
+        self.local.next_event += 1;
+        if let Err(e) = trellis_layout::write_atomic(&path, &serde_json::to_vec(&event).unwrap_or_default()) {
+            tracing::error!("fleet outbox: {e}");
+        }
+        self.save();
+    }
+
+    /// Send the outbox, oldest first; stop at the first that is not acknowledged.
+    async fn flush(&self, link: &Link) -> Result<(), FleetError> {
+        let dir = self.config.state_dir.join(OUTBOX);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(|e| FleetError::io(&dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let subject = names::events_subject(&self.config.device);
+        for file in files {
+            let bytes = std::fs::read(&file).map_err(|e| FleetError::io(&file, e))?;
+            let ack = link
+                .js
+                .publish(subject.clone(), bytes.into())
+                .await
+                .map_err(|e| FleetError::nats(format!("publishing on {subject}"), e))?;
+            ack.await.map_err(|e| FleetError::nats(format!("publishing on {subject}"), e))?;
+            std::fs::remove_file(&file).map_err(|e| FleetError::io(&file, e))?;
+        }
+        Ok(())
+    }
+
+    /// Events not yet acknowledged by the server.
+    #[must_use]
+    pub fn pending_events(&self) -> usize {
+        std::fs::read_dir(self.config.state_dir.join(OUTBOX)).map_or(0, |d| d.filter_map(Result::ok).count())
+    }
+
+    fn report(&self) -> ReportedState {
+        let status = self.device.status();
+        let apps: Vec<ReportedApp> = status
+            .apps
+            .iter()
+            .map(|a| ReportedApp { name: a.name.clone(), version: a.version.clone(), state: a.state.clone() })
+            .collect();
+        let healthy =
+            apps.iter().all(|a| a.state == "running") && self.local.trial.is_none() && self.local.failed.is_none();
+        ReportedState {
+            device: self.config.device.clone(),
+            seen_ms: self.clock.now_ms(),
+            release: self.local.applied.clone(),
+            target: self.local.desired.as_ref().map(|d| d.release.clone()),
+            attempt: self.local.desired.as_ref().map_or(0, |d| d.attempt),
+            firmware: self.local.firmware.clone().unwrap_or_else(|| self.config.firmware_version.clone()),
+            slot: status.firmware.slots.as_ref().map(|s| s.booted.clone()),
+            apps,
+            healthy,
+            phase: self.phase.to_owned(),
+            progress: self.progress,
+            error: self.local.failed.as_ref().map(|f| f.reason.clone()),
+        }
+    }
+
+    /// Write the report when it changed, or when the heartbeat is due.
+    async fn send_report(&mut self, link: &Link, force: bool) -> Result<(), FleetError> {
+        let report = self.report();
+        let now = self.clock.now_ms();
+        let heartbeat = u64::try_from(self.config.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        let same = self.last_report.as_ref().is_some_and(|(last, at)| {
+            let mut last = last.clone();
+            last.seen_ms = report.seen_ms;
+            last == report && now.saturating_sub(*at) < heartbeat
+        });
+        if same && !force {
+            return Ok(());
+        }
+        link.put(REPORTED, &self.config.device, serde_json::to_vec(&report).unwrap_or_default()).await?;
+        self.last_report = Some((report, now));
+        Ok(())
+    }
+
+    /// The desired state: the device's own key if there is one, else its group's.
+    async fn read_desired(&self, link: &Link) -> Result<Option<DesiredState>, FleetError> {
+        for key in [names::device_key(&self.config.device), names::group_key(&self.config.group)] {
+            if let Some(bytes) = link.get(DESIRED, &key).await? {
+                let desired: DesiredState =
+                    serde_json::from_slice(&bytes).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e))?;
+                return Ok(Some(desired));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keep a watch on the device's and the group's desired state: each
+    /// change wakes the agent. (Polling covers the gaps: a watch lost with
+    /// the link is made again.)
+    fn watch(&self, link: &Link) -> Vec<Watch> {
+        let keys = [
+            (names::device_key(&self.config.device), format!("w-{}-d", self.config.device)),
+            (names::group_key(&self.config.group), format!("w-{}-g", self.config.device)),
+        ];
+        keys.into_iter()
+            .map(|(key, name)| {
+                let (link, wake) = (link.clone(), Arc::clone(&self.wake));
+                Watch(tokio::spawn(async move {
+                    for generation in 1u64.. {
+                        let name = format!("{name}-{}-{generation}", std::process::id());
+                        if let Err(e) = follow(&link, &key, &name, &wake).await {
+                            tracing::debug!("watching {key}: {e}");
+                        }
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                }))
+            })
+            .collect()
+    }
+
+    /// Run until the task is dropped: follow the desired state, apply it,
+    /// report, deliver the outbox.
+    pub async fn run(mut self, link: Link) {
+        let _watches = self.watch(&link);
+        loop {
+            self.step(&link).await;
+            let busy = self.local.trial.is_some()
+                || self.local.deferred.is_some()
+                || self.local.desired.is_none()
+                || self.pending_events() > 0;
+            let wait = if busy { Duration::from_secs(1) } else { self.config.poll.min(self.config.heartbeat) };
+            let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+        }
+    }
+
+    /// One round: finish a trial, read the desired state, apply it, report.
+    pub async fn step(&mut self, link: &Link) {
+        self.check_trial();
+        match self.read_desired(link).await {
+            Ok(desired) if desired != self.local.desired => {
+                self.local.desired = desired;
+                self.local.deferred = None;
+                self.save();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!("desired state (following the last one read): {e}"),
+        }
+        if let Err(e) = self.converge(link).await {
+            tracing::debug!("fleet: {e}");
+        }
+        if let Err(e) = self.send_report(link, false).await {
+            tracing::debug!("report (sent when the link is back): {e}");
+        }
+        if let Err(e) = self.flush(link).await {
+            tracing::debug!("events (kept until the link is back): {e}");
+        }
+    }
+
+    /// After the trial boot of new firmware: committed (healthy) or rolled back.
+    fn check_trial(&mut self) {
+        let Some(release) = self.local.trial.clone() else { return };
+        let Some(update) = self.device.status().firmware.last_update else { return };
+        match update.phase {
+            Phase::Committed => {
+                self.local.trial = None;
+                if let Some(v) = update.version {
+                    self.local.firmware = Some(v);
+                }
+                self.phase = "idle";
+                self.save();
+                self.event(EventKind::Installed, &release, Some("firmware committed after its trial boot".into()));
+            }
+            Phase::RolledBack | Phase::Failed => {
+                self.local.trial = None;
+                let reason = update.reason.unwrap_or_else(|| "the trial boot was not healthy".into());
+                let attempt = self.local.desired.as_ref().map_or(0, |d| d.attempt);
+                self.local.failed =
+                    Some(Failure { release: release.clone(), attempt, reason: format!("rolled back: {reason}") });
+                self.phase = "failed";
+                self.save();
+                self.event(EventKind::RolledBack, &release, Some(reason));
+            }
+            Phase::Installing | Phase::Trial => self.phase = "trial-boot",
+        }
+    }
+
+    /// Bring the device to its desired release, if it is not there and the
+    /// last attempt at it did not fail.
+    async fn converge(&mut self, link: &Link) -> Result<(), FleetError> {
+        let Some(desired) = self.local.desired.clone() else { return Ok(()) };
+        if self.local.trial.is_some() {
+            return Ok(());
+        }
+        if self.local.applied.as_deref() == Some(desired.release.as_str()) {
+            self.phase = "idle";
+            self.progress = None;
+            if self.local.failed.take().is_some() {
+                self.save();
+            }
+            return Ok(());
+        }
+        if self.local.failed.as_ref().is_some_and(|f| f.release == desired.release && f.attempt == desired.attempt) {
+            self.phase = "failed";
+            return Ok(());
+        }
+        if let Some((release, until, _)) = &self.local.deferred
+            && *release == desired.release
+            && self.clock.now_ms() < *until
+        {
+            return Ok(());
+        }
+        match self.attempt(link, &desired).await {
+            Ok(()) => Ok(()),
+            Err(Stop::Offline(e)) => Err(e),
+            Err(Stop::Trial) => Ok(()),
+            Err(Stop::Deferred(until, reason)) => {
+                let again =
+                    self.local.deferred.as_ref().is_some_and(|(r, _, why)| *r == desired.release && *why == reason);
+                self.local.deferred = Some((desired.release.clone(), until, reason.clone()));
+                self.phase = "deferred";
+                self.save();
+                if !again {
+                    self.event(EventKind::Deferred, &desired.release, Some(reason));
+                }
+                Ok(())
+            }
+            Err(Stop::Failed(reason, kind)) => {
+                self.local.failed = Some(Failure {
+                    release: desired.release.clone(),
+                    attempt: desired.attempt,
+                    reason: reason.clone(),
+                });
+                self.local.deferred = None;
+                self.phase = "failed";
+                self.progress = None;
+                self.save();
+                self.event(kind, &desired.release, Some(reason));
+                Ok(())
+            }
+        }
+    }
+
+    /// Fetch, check, gate and apply one release.
+    async fn attempt(&mut self, link: &Link, desired: &DesiredState) -> Result<(), Stop> {
+        let id = &desired.release;
+        let bytes = match link.get(RELEASES, id).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return Err(Stop::Failed(format!("release {id} does not exist"), EventKind::Refused)),
+            Err(e) => return Err(Stop::Offline(e)),
+        };
+        let refused = |e: String| Stop::Failed(e, EventKind::Refused);
+        let release = Release::from_json(&bytes).map_err(|e| refused(e.to_string()))?;
+        if release.id != *id {
+            return Err(refused(format!(
+                "release {id} is stored under another name: its manifest says {}",
+                release.id
+            )));
+        }
+        release.verify(&self.trust).map_err(|e| refused(e.to_string()))?;
+        if release.board != self.config.board {
+            return Err(refused(format!(
+                "release {id} is for board {}, this device is a {}",
+                release.board, self.config.board
+            )));
+        }
+        if !interface_compatible(&release.app_interface, &self.config.app_interface) {
+            return Err(refused(format!(
+                "release {id} needs app interface {}, this runtime provides {}",
+                release.app_interface, self.config.app_interface
+            )));
+        }
+        self.gate(desired, &release)?;
+
+        // What this device does not have yet.
+        let running: BTreeMap<String, String> = self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
+        let apps: Vec<_> = release.apps.iter().filter(|a| running.get(&a.name) != Some(&a.version)).cloned().collect();
+        let firmware = release.firmware.clone().filter(|f| self.local.firmware.as_deref() != Some(f.version.as_str()));
+
+        // Everything is fetched and checked before anything is applied.
+        self.phase = "downloading";
+        self.progress = Some(0);
+        let _ = self.send_report(link, true).await;
+        let total: u64 = apps.iter().map(|a| a.size).sum::<u64>() + firmware.as_ref().map_or(0, |f| f.size);
+        let mut done = 0u64;
+        let mut app_bytes = Vec::new();
+        for app in &apps {
+            let bytes = self.fetch(link, &release, &app.name, &app.sha256, app.size, None).await?;
+            done += app.size;
+            self.progress = Some(percent(done, total));
+            app_bytes.push((app.name.clone(), bytes));
+        }
+        let bundle = match &firmware {
+            Some(f) => {
+                let Some(dir) = self.device.firmware_dir() else {
+                    return Err(refused(format!(
+                        "release {id} carries firmware and this device takes no firmware updates"
+                    )));
+                };
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Stop::Failed(format!("{}: {e}", dir.display()), EventKind::Refused))?;
+                let path = dir.join(format!("fleet-{}.raucb", &f.sha256[..16]));
+                self.fetch(link, &release, "firmware", &f.sha256, f.size, Some(&path)).await?;
+                Some(path)
+            }
+            None => None,
+        };
+        if !apps.is_empty() || bundle.is_some() {
+            self.event(EventKind::Downloaded, id, None);
+            self.event(EventKind::Verified, id, None);
+        }
+
+        self.phase = "installing";
+        self.progress = Some(0);
+        let _ = self.send_report(link, true).await;
+        for part in &release.order {
+            match part {
+                Part::Apps => {
+                    for (name, bytes) in &app_bytes {
+                        let (device, n, b) = (Arc::clone(&self.device), name.clone(), bytes.clone());
+                        // Compiling and starting an app takes a while: off the async threads.
+                        let result = tokio::task::spawn_blocking(move || device.install_app(&n, &b))
+                            .await
+                            .unwrap_or_else(|e| Err(trellis_control::AppError::Failed(e.to_string())));
+                        if let Err(e) = result {
+                            return Err(Stop::Failed(format!("app {name}: {e}"), EventKind::Refused));
+                        }
+                    }
+                }
+                Part::Firmware => {
+                    let Some(path) = &bundle else { continue };
+                    let (device, bundle_path) = (Arc::clone(&self.device), path.clone());
+                    // RAUC writes the slot for minutes: off the async threads.
+                    let (result, last) = tokio::task::spawn_blocking(move || {
+                        let mut last = 0u8;
+                        let mut progress = |p: &trellis_control::Progress| {
+                            last = u8::try_from(p.percent.clamp(0, 100)).unwrap_or(0);
+                        };
+                        (device.install_firmware(&bundle_path, &mut progress), last)
+                    })
+                    .await
+                    .unwrap_or_else(|e| (Err(e.to_string()), 0));
+                    self.progress = Some(last);
+                    let _ = std::fs::remove_file(path);
+                    match result {
+                        Ok(_) => {
+                            self.local.trial = Some(id.clone());
+                            self.phase = "trial-boot";
+                            self.save();
+                            self.event(
+                                EventKind::Installed,
+                                id,
+                                Some("firmware written; rebooting into its trial".into()),
+                            );
+                            let _ = self.send_report(link, true).await;
+                            let _ = self.flush(link).await;
+                            let device = Arc::clone(&self.device);
+                            let _ = tokio::task::spawn_blocking(move || device.installed()).await;
+                            return Err(Stop::Trial);
+                        }
+                        Err(e) => return Err(Stop::Failed(format!("firmware: {e}"), EventKind::Refused)),
+                    }
+                }
+            }
+        }
+        // Apps installed through the device run (that is what install means); check they still do.
+        let status = self.device.apps();
+        if let Some(sick) = release
+            .apps
+            .iter()
+            .find(|a| !status.iter().any(|s| s.name == a.name && s.version == a.version && s.state == "running"))
+        {
+            return Err(Stop::Failed(format!("app {} {} is not running", sick.name, sick.version), EventKind::Refused));
+        }
+        if !app_bytes.is_empty() {
+            self.event(EventKind::Installed, id, None);
+        }
+        self.local.applied = Some(id.clone());
+        self.local.failed = None;
+        self.local.deferred = None;
+        self.phase = "idle";
+        self.progress = None;
+        self.save();
+        self.event(EventKind::Healthy, id, None);
+        Ok(())
+    }
+
+    /// A maintenance window or an app's consent hook holds a normal release.
+    fn gate(&self, desired: &DesiredState, release: &Release) -> Result<(), Stop> {
+        if release.urgency == Urgency::Critical {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        if let Some(w) = &desired.window {
+            if let Err(e) = w.validate() {
+                return Err(Stop::Failed(e, EventKind::Refused));
+            }
+            if let Gate::ClosedUntil(at) = w.gate(now) {
+                return Err(Stop::Deferred(at, format!("outside the maintenance window {}-{} UTC", w.start, w.end)));
+            }
+        }
+        if !desired.forced
+            && let Consent::Defer { app, seconds } = self.device.update_consent(&release.id)
+        {
+            return Err(Stop::Deferred(
+                now + u64::from(seconds) * 1000,
+                format!("app {app} asked to wait {seconds} s"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Fetch artifact `name` by hash, into memory or into `file`, checking
+    /// its size as it arrives and its hash before it is used.
+    async fn fetch(
+        &mut self,
+        link: &Link,
+        release: &Release,
+        name: &str,
+        sha256: &str,
+        size: u64,
+        file: Option<&Path>,
+    ) -> Result<Vec<u8>, Stop> {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(sha256, &mut digest)
+            .map_err(|_| Stop::Failed(format!("artifact {name}: bad hash"), EventKind::Refused))?;
+        let object = names::artifact(&digest);
+        // In a task of its own: the client library panics on some failures
+        // while reading an object (a consumer it cannot create while the
+        // cluster moves a stream); that must cost a retry, not the agent.
+        let task = tokio::spawn(download(link.clone(), object.clone(), size, file.map(Path::to_owned)));
+        let result =
+            task.await.unwrap_or_else(|e| Err(Download::Link(FleetError::nats(format!("fetching {object}"), e))));
+        let cleanup = || {
+            if let Some(p) = file {
+                let _ = std::fs::remove_file(p);
+            }
+        };
+        let (bytes, actual, got) = match result {
+            Ok(r) => r,
+            Err(Download::Link(e)) => {
+                cleanup();
+                return Err(if e.to_string().contains("not found") {
+                    Stop::Failed(format!("artifact {name} of release {}: {e}", release.id), EventKind::Refused)
+                } else {
+                    Stop::Offline(e)
+                });
+            }
+            Err(Download::TooBig) => {
+                cleanup();
+                return Err(Stop::Failed(
+                    format!("artifact {name} of release {}: more than the {size} bytes the release names", release.id),
+                    EventKind::Refused,
+                ));
+            }
+            Err(Download::File(e)) => {
+                cleanup();
+                return Err(Stop::Failed(e, EventKind::Refused));
+            }
+        };
+        if actual != sha256 || got != size {
+            cleanup();
+            return Err(Stop::Failed(
+                format!(
+                    "artifact {name} of release {}: expected sha256 {sha256} ({size} bytes), got {actual} ({got} bytes)",
+                    release.id
+                ),
+                EventKind::Refused,
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Why a download stopped.
+enum Download {
+    /// The server: try again later.
+    Link(FleetError),
+    /// More bytes than the release names.
+    TooBig,
+    /// The file it goes into.
+    File(String),
+}
+
+/// Read `object` (at most `size` bytes) into memory or into `file`; the
+/// bytes (when in memory), their SHA-256 and their count.
+async fn download(
+    link: Link,
+    object: String,
+    size: u64,
+    file: Option<PathBuf>,
+) -> Result<(Vec<u8>, String, u64), Download> {
+    let store = link.artifacts().await.map_err(Download::Link)?;
+    let mut reader =
+        store.get(&object).await.map_err(|e| Download::Link(FleetError::nats(format!("fetching {object}"), e)))?;
+    let file_error = |p: &Path, e: std::io::Error| Download::File(format!("{}: {e}", p.display()));
+    let mut out = match &file {
+        Some(p) => Some(std::fs::File::create(p).map_err(|e| file_error(p, e))?),
+        None => None,
+    };
+    let (mut hasher, mut bytes, mut got) = (Sha256::new(), Vec::new(), 0u64);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| Download::Link(FleetError::nats(format!("fetching {object}"), e)))?;
+        if n == 0 {
+            break;
+        }
+        got += n as u64;
+        if got > size {
+            return Err(Download::TooBig);
+        }
+        hasher.update(&buf[..n]);
+        match (&mut out, &file) {
+            (Some(f), Some(p)) => std::io::Write::write_all(f, &buf[..n]).map_err(|e| file_error(p, e))?,
+            _ => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
+    if let (Some(f), Some(p)) = (out, &file) {
+        f.sync_all().map_err(|e| file_error(p, e))?;
+    }
+    Ok((bytes, hex::encode(hasher.finalize()), got))
+}
+
+/// A watch task, stopped with the agent.
+struct Watch(tokio::task::JoinHandle<()>);
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Follow one key: each message wakes the agent.
+async fn follow(link: &Link, key: &str, name: &str, wake: &Notify) -> Result<(), FleetError> {
+    use async_nats::jetstream::consumer;
+    let what = || format!("watching {DESIRED}/{key}");
+    let stream = link.js.get_stream(names::kv_stream(DESIRED)).await.map_err(|e| FleetError::nats(what(), e))?;
+    let config = consumer::push::OrderedConfig {
+        name: Some(name.to_owned()),
+        filter_subject: names::kv_subject(DESIRED, key),
+        deliver_subject: link.nats.new_inbox(),
+        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+        ..Default::default()
+    };
+    let consumer = stream.create_consumer(config).await.map_err(|e| FleetError::nats(what(), e))?;
+    let mut messages = consumer.messages().await.map_err(|e| FleetError::nats(what(), e))?;
+    while let Some(m) = messages.next().await {
+        m.map_err(|e| FleetError::nats(what(), e))?;
+        wake.notify_one();
+    }
+    Ok(())
+}
+
+fn percent(done: u64, total: u64) -> u8 {
+    done.saturating_mul(100).checked_div(total).map_or(100, |p| u8::try_from(p).unwrap_or(100))
+}
+
+/// Apps built for interface `wanted` run on a runtime providing `provided`
+/// when the major (and, before 1.0, the minor) versions match and the
+/// runtime's is not older.
+#[must_use]
+pub fn interface_compatible(wanted: &str, provided: &str) -> bool {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut p = v.split('.').map(|x| x.parse::<u64>().ok());
+        Some((p.next()??, p.next()??, p.next()??))
+    };
+    let (Some(w), Some(p)) = (parse(wanted), parse(provided)) else { return false };
+    let same_line = if w.0 == 0 { w.0 == p.0 && w.1 == p.1 } else { w.0 == p.0 };
+    same_line && p >= w
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interface_versions() {
+        assert!(interface_compatible("0.1.1", "0.1.1"));
+        assert!(interface_compatible("0.1.0", "0.1.2"));
+        assert!(!interface_compatible("0.1.2", "0.1.1"), "newer than the runtime");
+        assert!(!interface_compatible("0.2.0", "0.1.9"));
+        assert!(!interface_compatible("0.1.0", "0.2.0"), "0.x minors break");
+        assert!(interface_compatible("1.0.0", "1.4.0"));
+        assert!(!interface_compatible("x", "1.4.0"));
+    }
+}

@@ -1,0 +1,471 @@
+//! What an operator does to a fleet (the `trellis fleet` commands): set up
+//! the buckets, register devices, publish releases with their artifacts,
+//! deploy them as rollouts, follow, pause, resume, abort and pin.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{kv, object_store, stream};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::FleetError;
+use crate::link::Link;
+use crate::names::{self, ARTIFACTS, DESIRED, DEVICES, RELEASES, REPORTED, ROLLOUTS};
+use crate::release::Release;
+use crate::rollout::{Outcome, Plan, Rollout, State};
+use crate::state::{DesiredState, ReportedState};
+
+/// A device in the registry ([`names::DEVICES`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceRecord {
+    /// Its group.
+    pub group: String,
+    /// Its board.
+    pub board: String,
+}
+
+/// How long events are kept: 90 days.
+const EVENTS_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
+
+/// Create the fleet's buckets, object store and events stream (those that
+/// exist are left as they are), each with `replicas` copies.
+///
+/// # Errors
+/// The server refused (not enough servers for `replicas`, no JetStream).
+pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
+    for (bucket, history) in [(RELEASES, 1), (DESIRED, 5), (REPORTED, 1), (ROLLOUTS, 5), (DEVICES, 1)] {
+        if link.js.get_key_value(bucket).await.is_ok() {
+            continue;
+        }
+        let config = kv::Config { bucket: bucket.into(), history, num_replicas: replicas, ..Default::default() };
+        link.js.create_key_value(config).await.map_err(|e| FleetError::nats(format!("creating bucket {bucket}"), e))?;
+    }
+    if link.js.get_object_store(ARTIFACTS).await.is_err() {
+        let config = object_store::Config { bucket: ARTIFACTS.into(), num_replicas: replicas, ..Default::default() };
+        link.js
+            .create_object_store(config)
+            .await
+            .map_err(|e| FleetError::nats(format!("creating object store {ARTIFACTS}"), e))?;
+    }
+    if link.js.get_stream(names::EVENTS_STREAM).await.is_err() {
+        let config = stream::Config {
+            name: names::EVENTS_STREAM.into(),
+            subjects: vec![names::EVENTS_SUBJECTS.into()],
+            max_age: EVENTS_MAX_AGE,
+            max_bytes: 1 << 30,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        link.js
+            .create_stream(config)
+            .await
+            .map_err(|e| FleetError::nats(format!("creating stream {}", names::EVENTS_STREAM), e))?;
+    }
+    Ok(())
+}
+
+fn check_id(what: &str, id: &str) -> Result<(), FleetError> {
+    if names::valid_id(id) {
+        Ok(())
+    } else {
+        Err(FleetError::Refused(format!("{what} {id:?} is not an id ([a-z0-9][a-z0-9-]*, at most 64 characters)")))
+    }
+}
+
+/// Register `device` in `group` with `board`.
+///
+/// # Errors
+/// A bad id, or the server cannot be reached.
+pub async fn register(link: &Link, device: &str, group: &str, board: &str) -> Result<(), FleetError> {
+    check_id("device", device)?;
+    check_id("group", group)?;
+    let record = DeviceRecord { group: group.to_owned(), board: board.to_owned() };
+    link.put(DEVICES, device, serde_json::to_vec(&record).unwrap_or_default()).await?;
+    Ok(())
+}
+
+/// Every entry of `bucket`, parsed (entries that do not parse are skipped
+/// with a warning). Listing needs a consumer, which a cluster electing a
+/// stream's leader may not create at once: three tries.
+async fn entries<T: serde::de::DeserializeOwned>(link: &Link, bucket: &str) -> Result<BTreeMap<String, T>, FleetError> {
+    let mut tries = 0;
+    loop {
+        match entries_once(link, bucket).await {
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::debug!("{e}: trying again");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn entries_once<T: serde::de::DeserializeOwned>(
+    link: &Link,
+    bucket: &str,
+) -> Result<BTreeMap<String, T>, FleetError> {
+    let store = link.kv(bucket).await?;
+    let what = || format!("listing {bucket}");
+    let mut keys = store.keys().await.map_err(|e| FleetError::nats(what(), e))?;
+    let mut out = BTreeMap::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(|e| FleetError::nats(what(), e))?;
+        if let Some(value) =
+            store.get(&key).await.map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))?
+        {
+            match serde_json::from_slice(&value) {
+                Ok(v) => {
+                    out.insert(key, v);
+                }
+                Err(e) => tracing::warn!("{bucket}/{key}: {e}"),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The registry.
+///
+/// # Errors
+/// The server cannot be reached.
+pub async fn registry(link: &Link) -> Result<BTreeMap<String, DeviceRecord>, FleetError> {
+    entries(link, DEVICES).await
+}
+
+/// Every device's reported state.
+///
+/// # Errors
+/// The server cannot be reached.
+pub async fn reports(link: &Link) -> Result<BTreeMap<String, ReportedState>, FleetError> {
+    entries(link, REPORTED).await
+}
+
+/// One row of `trellis fleet devices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct DeviceRow {
+    /// The device.
+    pub device: String,
+    /// Its group (registry).
+    pub group: Option<String>,
+    /// What it reports (none: never reported).
+    pub reported: Option<ReportedState>,
+}
+
+/// The devices: every registered one and every one that reported.
+///
+/// # Errors
+/// The server cannot be reached.
+pub async fn devices(link: &Link) -> Result<Vec<DeviceRow>, FleetError> {
+    let registry = registry(link).await?;
+    let mut reports = reports(link).await?;
+    let mut rows: Vec<DeviceRow> = registry
+        .iter()
+        .map(|(d, r)| DeviceRow { device: d.clone(), group: Some(r.group.clone()), reported: reports.remove(d) })
+        .collect();
+    rows.extend(reports.into_iter().map(|(d, r)| DeviceRow { device: d, group: None, reported: Some(r) }));
+    rows.sort_by(|a, b| a.device.cmp(&b.device));
+    Ok(rows)
+}
+
+/// Publish `release` (signed) with its artifacts' bytes: each artifact is
+/// stored under its hash (skipped when already there), checked against the
+/// release first; the release is written last, and never over another of
+/// the same id.
+///
+/// # Errors
+/// An artifact that is not the one the release names, a release id that
+/// exists, or the server.
+pub async fn publish(link: &Link, release: &Release, artifacts: &[(String, Vec<u8>)]) -> Result<(), FleetError> {
+    release.validate()?;
+    if release.signature.is_none() {
+        return Err(FleetError::Refused(format!("release {} is not signed", release.id)));
+    }
+    let store = link.artifacts().await?;
+    for (name, bytes) in artifacts {
+        release.check_artifact(name, bytes)?;
+        let digest: [u8; 32] = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)).into();
+        let object = names::artifact(&digest);
+        if store.info(&object).await.is_ok() {
+            continue;
+        }
+        let mut reader = bytes.as_slice();
+        store
+            .put(object.as_str(), &mut reader)
+            .await
+            .map_err(|e| FleetError::nats(format!("storing artifact {object} ({name})"), e))?;
+    }
+    let releases = link.kv(RELEASES).await?;
+    releases.create(&release.id, release.to_json().into()).await.map_err(|e| {
+        if e.kind() == kv::CreateErrorKind::AlreadyExists {
+            FleetError::Refused(format!("release {} exists; a release is never changed, publish a new id", release.id))
+        } else {
+            FleetError::nats(format!("writing {RELEASES}/{}", release.id), e)
+        }
+    })?;
+    Ok(())
+}
+
+/// A release.
+///
+/// # Errors
+/// No such release, or the server.
+pub async fn release(link: &Link, id: &str) -> Result<Release, FleetError> {
+    let bytes = link.get(RELEASES, id).await?.ok_or_else(|| FleetError::Refused(format!("no release {id}")))?;
+    Ok(Release::from_json(&bytes)?)
+}
+
+/// Every release.
+///
+/// # Errors
+/// The server.
+pub async fn releases(link: &Link) -> Result<Vec<Release>, FleetError> {
+    Ok(entries::<Release>(link, RELEASES).await?.into_values().collect())
+}
+
+async fn desired(link: &Link, key: &str) -> Result<Option<DesiredState>, FleetError> {
+    match link.get(DESIRED, key).await? {
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e)),
+        None => Ok(None),
+    }
+}
+
+/// Every rollout.
+///
+/// # Errors
+/// The server.
+pub async fn rollouts(link: &Link) -> Result<Vec<Rollout>, FleetError> {
+    let mut all: Vec<Rollout> = entries::<Rollout>(link, ROLLOUTS).await?.into_values().collect();
+    all.sort_by_key(|r| r.created_ms);
+    Ok(all)
+}
+
+/// A rollout and its revision (for compare-and-set).
+///
+/// # Errors
+/// No such rollout, or the server.
+pub async fn rollout(link: &Link, id: &str) -> Result<(Rollout, u64), FleetError> {
+    let store = link.kv(ROLLOUTS).await?;
+    let entry = store
+        .entry(id)
+        .await
+        .map_err(|e| FleetError::nats(format!("reading {ROLLOUTS}/{id}"), e))?
+        .filter(|e| e.operation == kv::Operation::Put)
+        .ok_or_else(|| FleetError::Refused(format!("no rollout {id}")))?;
+    let rollout = serde_json::from_slice(&entry.value).map_err(|e| FleetError::value(format!("{ROLLOUTS}/{id}"), e))?;
+    Ok((rollout, entry.revision))
+}
+
+/// Write `rollout` if it is still at `revision`; false when another writer
+/// got there first.
+///
+/// # Errors
+/// The server.
+pub async fn compare_and_set(link: &Link, rollout: &Rollout, revision: u64) -> Result<bool, FleetError> {
+    let store = link.kv(ROLLOUTS).await?;
+    match store.update(&rollout.id, serde_json::to_vec(rollout).unwrap_or_default().into(), revision).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(false),
+        Err(e) => Err(FleetError::nats(format!("writing {ROLLOUTS}/{}", rollout.id), e)),
+    }
+}
+
+/// Deploy `release` to `group` as a rollout following `plan`; its id is
+/// `<group>-<now_ms>`. Refused when the release does not exist, the group
+/// is pinned, or another rollout to the group is running.
+///
+/// # Errors
+/// Why not, or the server.
+pub async fn deploy(
+    link: &Link,
+    release_id: &str,
+    group: &str,
+    plan: Plan,
+    now_ms: u64,
+) -> Result<Rollout, FleetError> {
+    check_id("group", group)?;
+    plan.validate().map_err(FleetError::Refused)?;
+    release(link, release_id).await?;
+    if let Some(d) = desired(link, &names::group_key(group)).await?
+        && d.pinned
+    {
+        return Err(FleetError::Refused(format!("group {group} is pinned to {}; unpin it first", d.release)));
+    }
+    if let Some(r) = rollouts(link).await?.into_iter().find(|r| r.group == group && !r.state.finished()) {
+        return Err(FleetError::Refused(format!(
+            "rollout {} of {} to group {group} is {:?}; abort it first",
+            r.id, r.release, r.state
+        )));
+    }
+    let rollout = Rollout::new(&format!("{group}-{now_ms}"), release_id, group, plan, now_ms);
+    let store = link.kv(ROLLOUTS).await?;
+    store
+        .create(&rollout.id, serde_json::to_vec(&rollout).unwrap_or_default().into())
+        .await
+        .map_err(|e| FleetError::nats(format!("creating {ROLLOUTS}/{}", rollout.id), e))?;
+    Ok(rollout)
+}
+
+/// Change a rollout with `change` (compare-and-set, retried on conflict).
+async fn change(
+    link: &Link,
+    id: &str,
+    change: impl Fn(&mut Rollout) -> Result<(), FleetError>,
+) -> Result<Rollout, FleetError> {
+    for _ in 0..20 {
+        let (mut rollout, revision) = rollout(link, id).await?;
+        change(&mut rollout)?;
+        if compare_and_set(link, &rollout, revision).await? {
+            return Ok(rollout);
+        }
+    }
+    Err(FleetError::Refused(format!("rollout {id} keeps changing under us; try again")))
+}
+
+/// Pause a running rollout: no new wave, no retry.
+///
+/// # Errors
+/// It is not running, or the server.
+pub async fn pause(link: &Link, id: &str) -> Result<Rollout, FleetError> {
+    change(link, id, |r| match r.state {
+        State::Running => {
+            r.state = State::Paused;
+            Ok(())
+        }
+        s => Err(FleetError::Refused(format!("rollout {id} is {s:?}, not running"))),
+    })
+    .await
+}
+
+/// Resume a paused or halted rollout. Devices that failed get another
+/// attempt at once (the operator fixed what made them fail).
+///
+/// # Errors
+/// It is finished, or the server.
+pub async fn resume(link: &Link, id: &str) -> Result<Rollout, FleetError> {
+    let rollout = change(link, id, |r| match r.state {
+        State::Paused | State::Halted => {
+            r.state = State::Running;
+            r.reason = None;
+            for m in r.members.values_mut().filter(|m| m.outcome == Outcome::Failed) {
+                m.attempt += 1;
+                m.outcome = Outcome::Pending;
+                m.failed_ms = None;
+            }
+            Ok(())
+        }
+        s => Err(FleetError::Refused(format!("rollout {id} is {s:?}; only a paused or halted one resumes"))),
+    })
+    .await?;
+    for (device, m) in &rollout.members {
+        if m.outcome == Outcome::Pending && m.attempt > 0 {
+            let d = DesiredState {
+                release: rollout.release.clone(),
+                rollout: Some(rollout.id.clone()),
+                forced: rollout.plan.forced,
+                window: rollout.plan.window.clone(),
+                pinned: false,
+                attempt: m.attempt,
+            };
+            link.put(DESIRED, &names::device_key(device), serde_json::to_vec(&d).unwrap_or_default()).await?;
+        }
+    }
+    Ok(rollout)
+}
+
+/// Abort a rollout: devices that have not updated go back to following their
+/// group (their rollout key is deleted); those that updated keep the release.
+///
+/// # Errors
+/// It is finished, or the server.
+pub async fn abort(link: &Link, id: &str) -> Result<Rollout, FleetError> {
+    let rollout = change(link, id, |r| {
+        if r.state.finished() {
+            return Err(FleetError::Refused(format!("rollout {id} is already {:?}", r.state)));
+        }
+        r.state = State::Aborted;
+        r.reason = Some("aborted by an operator".into());
+        Ok(())
+    })
+    .await?;
+    let store = link.kv(DESIRED).await?;
+    for (device, m) in &rollout.members {
+        if m.outcome == Outcome::Updated {
+            continue;
+        }
+        let key = names::device_key(device);
+        // Only the key this rollout set (a pin made since stays).
+        if desired(link, &key).await?.is_some_and(|d| d.rollout.as_deref() == Some(id)) {
+            store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))?;
+        }
+    }
+    Ok(rollout)
+}
+
+/// What `pin` pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One device.
+    Device(String),
+    /// A group.
+    Group(String),
+}
+
+impl Target {
+    fn key(&self) -> Result<String, FleetError> {
+        match self {
+            Self::Device(d) => check_id("device", d).map(|()| names::device_key(d)),
+            Self::Group(g) => check_id("group", g).map(|()| names::group_key(g)),
+        }
+    }
+}
+
+/// Pin a device or a group to `release`: rollouts leave it alone until it is unpinned.
+///
+/// # Errors
+/// No such release, or the server.
+pub async fn pin(link: &Link, target: &Target, release_id: &str) -> Result<(), FleetError> {
+    let key = target.key()?;
+    release(link, release_id).await?;
+    let d = DesiredState { pinned: true, ..DesiredState::release(release_id) };
+    link.put(DESIRED, &key, serde_json::to_vec(&d).unwrap_or_default()).await?;
+    Ok(())
+}
+
+/// Unpin: a device follows its group again; a group keeps its release, unpinned.
+///
+/// # Errors
+/// Not pinned, or the server.
+pub async fn unpin(link: &Link, target: &Target) -> Result<(), FleetError> {
+    let key = target.key()?;
+    let Some(d) = desired(link, &key).await?.filter(|d| d.pinned) else {
+        return Err(FleetError::Refused(format!("{key} is not pinned")));
+    };
+    match target {
+        Target::Device(_) => {
+            let store = link.kv(DESIRED).await?;
+            store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))?;
+        }
+        Target::Group(_) => {
+            let d = DesiredState { pinned: false, ..d };
+            link.put(DESIRED, &key, serde_json::to_vec(&d).unwrap_or_default()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The devices pinned (their device key says so).
+///
+/// # Errors
+/// The server.
+pub async fn pinned_devices(link: &Link) -> Result<Vec<String>, FleetError> {
+    Ok(entries::<DesiredState>(link, DESIRED)
+        .await?
+        .into_iter()
+        .filter(|(k, d)| d.pinned && k.starts_with("device."))
+        .map(|(k, _)| k.trim_start_matches("device.").to_owned())
+        .collect())
+}

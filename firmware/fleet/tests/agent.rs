@@ -1,0 +1,296 @@
+//! The device agent against a real `nats-server`: artifacts with a wrong
+//! hash and releases with a wrong signature or for another board are
+//! refused and reported, and nothing reaches the device; consent deferral
+//! and a maintenance window hold an update until allowed (on a fake clock);
+//! firmware goes through its trial boot and a roll-back is reported; events
+//! made while the server is away are delivered when it is back.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+use support::sim::{self, Sim};
+use support::{Pki, until};
+use trellis_control::testing::FakeDevice;
+use trellis_control::{AppError, AppInstalled, Consent, Device, DeviceStatus, Progress, UpdateRecord};
+use trellis_fleet::agent::Agent;
+use trellis_fleet::clock::ManualClock;
+use trellis_fleet::link::Link;
+use trellis_fleet::names::{self, DESIRED};
+use trellis_fleet::state::Window;
+use trellis_fleet::{DesiredState, EventKind, Release, ReportedState, Urgency, ops};
+
+struct One {
+    pki: Pki,
+    server: support::Server,
+    operator: Link,
+    key: trellis_appfmt::SigningKey,
+}
+
+async fn one(devices: &[&str]) -> One {
+    let pki = Pki::new();
+    let users: Vec<(&str, &str)> = devices.iter().map(|d| (*d, "north")).collect();
+    let server = support::single(&pki, &["operator"], &users);
+    let operator = support::operator(&pki, &[server.addr], 1).await;
+    One { pki, server, operator, key: trellis_appfmt::generate_key() }
+}
+
+async fn desire(link: &Link, device: &str, d: &DesiredState) {
+    link.put(DESIRED, &names::device_key(device), serde_json::to_vec(d).unwrap()).await.unwrap();
+}
+
+async fn report(link: &Link, device: &str) -> Option<ReportedState> {
+    link.get(names::REPORTED, device).await.unwrap().map(|b| serde_json::from_slice(&b).unwrap())
+}
+
+async fn refusal(link: &Link, device: &str, release: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = sim::events(link)
+            .await
+            .into_iter()
+            .find(|e| e.device == device && e.release == release && e.kind == EventKind::Refused);
+        if let Some(e) = found {
+            return e.reason.unwrap_or_default();
+        }
+        assert!(std::time::Instant::now() < deadline, "{device} did not refuse {release}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn artifacts_and_releases_that_do_not_check_are_refused_and_reported() {
+    let f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.start().await;
+
+    // The object store holds other bytes under the artifact's name (a tampered store).
+    let (release, _) = sim::release("thermostat-2.0.0", &f.key, &[("thermostat", "2.0.0")]);
+    let object = format!("sha256-{}", release.apps[0].sha256);
+    let store = f.operator.artifacts().await.unwrap();
+    let mut evil: &[u8] = b"APP thermostat 6.6.6\n";
+    store.put(object.as_str(), &mut evil).await.unwrap();
+    f.operator.put(names::RELEASES, &release.id, release.to_json()).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    let why = refusal(&f.operator, "pi-1", &release.id).await;
+    assert!(why.contains(&format!("expected sha256 {}", release.apps[0].sha256)), "{why}");
+    let rep = report(&f.operator, "pi-1").await.unwrap();
+    assert_eq!((rep.phase.as_str(), rep.healthy), ("failed", false), "{rep:?}");
+    assert!(rep.error.unwrap().contains("expected sha256"));
+
+    // Signed by a key the device does not trust.
+    let stranger = trellis_appfmt::generate_key();
+    let (untrusted, artifacts) = sim::release("thermostat-2.0.1", &stranger, &[("thermostat", "2.0.1")]);
+    ops::publish(&f.operator, &untrusted, &artifacts).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&untrusted.id)).await;
+    let why = refusal(&f.operator, "pi-1", &untrusted.id).await;
+    assert!(why.contains("thermostat-2.0.1") && why.contains("not in the trust list"), "{why}");
+
+    // A signed release changed after signing (the app's version edited).
+    let (mut edited, artifacts) = sim::release("thermostat-2.0.2", &f.key, &[("thermostat", "2.0.2")]);
+    edited.apps[0].version = "9.9.9".into();
+    f.operator.put(names::RELEASES, &edited.id, edited.to_json()).await.unwrap();
+    ops::publish(&f.operator, &sim::release("other", &f.key, &[("thermostat", "2.0.2")]).0, &artifacts).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&edited.id)).await;
+    let why = refusal(&f.operator, "pi-1", &edited.id).await;
+    assert!(why.contains("thermostat-2.0.2") && why.contains("signature"), "{why}");
+
+    // For another board.
+    let mut other = Release::new("thermostat-2.0.3", "bbb", sim::INTERFACE).with_app(
+        "thermostat",
+        "2.0.3",
+        &sim::app("thermostat", "2.0.3"),
+    );
+    other = other.signed(&f.key);
+    ops::publish(&f.operator, &other, &[("thermostat".into(), sim::app("thermostat", "2.0.3"))]).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&other.id)).await;
+    let why = refusal(&f.operator, "pi-1", &other.id).await;
+    assert!(why.contains("board bbb") && why.contains("rpi4"), "{why}");
+
+    // Nothing reached the device.
+    assert!(d.device.apps_installed.lock().unwrap().is_empty());
+    assert!(d.runs("thermostat", "1.0.0"));
+    // And a good release still goes through.
+    let (good, artifacts) = sim::release("thermostat-2.1.0", &f.key, &[("thermostat", "2.1.0")]);
+    ops::publish(&f.operator, &good, &artifacts).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&good.id)).await;
+    until(20, "the good release running", || async { d.runs("thermostat", "2.1.0") }).await;
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consent_and_a_maintenance_window_hold_an_update_until_allowed() {
+    let f = one(&["pi-1"]).await;
+    // 2026-12-02 (a Wednesday) 01:00 UTC.
+    let clock = Arc::new(ManualClock::at(1_796_169_600_000 + 3_600_000));
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.clock = clock.clone();
+    *d.device.defer.lock().unwrap() = Some(("press".into(), 600));
+    d.start().await;
+    let (release, artifacts) = sim::release("thermostat-2.0.0", &f.key, &[("thermostat", "2.0.0")]);
+    ops::publish(&f.operator, &release, &artifacts).await.unwrap();
+
+    // The app in use defers it.
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    until(20, "deferred by the app", || async {
+        report(&f.operator, "pi-1").await.is_some_and(|r| r.phase == "deferred")
+    })
+    .await;
+    let deferred = sim::events(&f.operator).await;
+    let e = deferred.iter().find(|e| e.kind == EventKind::Deferred).unwrap();
+    assert_eq!(e.reason.as_deref(), Some("app press asked to wait 600 s"));
+    // Still deferred while the app says so, even after its time.
+    clock.advance(601_000);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(d.runs("thermostat", "1.0.0"));
+    // The app is done: the update goes through at the next check.
+    d.device.defer.lock().unwrap().take();
+    clock.advance(601_000);
+    until(20, "applied once the app agreed", || async { d.runs("thermostat", "2.0.0") }).await;
+
+    // A window 02:00-05:00; it is about 01:20.
+    let (next, artifacts) = sim::release("thermostat-3.0.0", &f.key, &[("thermostat", "3.0.0")]);
+    ops::publish(&f.operator, &next, &artifacts).await.unwrap();
+    let window = Window { days: Vec::new(), start: "02:00".into(), end: "05:00".into() };
+    desire(&f.operator, "pi-1", &DesiredState { window: Some(window.clone()), ..DesiredState::release(&next.id) })
+        .await;
+    until(20, "held by the window", || async {
+        sim::events(&f.operator).await.iter().any(|e| {
+            e.release == next.id
+                && e.kind == EventKind::Deferred
+                && e.reason.as_deref() == Some("outside the maintenance window 02:00-05:00 UTC")
+        })
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(d.runs("thermostat", "2.0.0"), "not before the window opens");
+    clock.set(1_796_169_600_000 + 2 * 3_600_000 + 60_000);
+    until(20, "applied in the window", || async { d.runs("thermostat", "3.0.0") }).await;
+
+    // A critical release is held by neither.
+    *d.device.defer.lock().unwrap() = Some(("press".into(), 600));
+    clock.set(1_796_169_600_000 + 10 * 3_600_000);
+    let mut urgent = Release::new("thermostat-3.0.1", sim::BOARD, sim::INTERFACE).with_app(
+        "thermostat",
+        "3.0.1",
+        &sim::app("thermostat", "3.0.1"),
+    );
+    urgent.urgency = Urgency::Critical;
+    let urgent = urgent.signed(&f.key);
+    ops::publish(&f.operator, &urgent, &[("thermostat".into(), sim::app("thermostat", "3.0.1"))]).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState { window: Some(window), ..DesiredState::release(&urgent.id) }).await;
+    until(20, "a critical release applied at once", || async { d.runs("thermostat", "3.0.1") }).await;
+    d.stop();
+}
+
+/// The fake device, whose trial reboot waits until the test lets it go.
+struct HeldReboot {
+    inner: Arc<FakeDevice>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Device for HeldReboot {
+    fn status(&self) -> DeviceStatus {
+        self.inner.status()
+    }
+    fn apps_dir(&self) -> PathBuf {
+        self.inner.apps_dir()
+    }
+    fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
+        self.inner.install_app(name, bytes)
+    }
+    fn remove_app(&self, name: &str) -> Result<(), AppError> {
+        self.inner.remove_app(name)
+    }
+    fn firmware_dir(&self) -> Option<PathBuf> {
+        self.inner.firmware_dir()
+    }
+    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        self.inner.install_firmware(bundle, progress)
+    }
+    fn installed(&self) {
+        let (lock, cvar) = &*self.gate;
+        let mut open = lock.lock().unwrap();
+        while !*open {
+            open = cvar.wait(open).unwrap();
+        }
+        self.inner.installed();
+    }
+    fn update_consent(&self, release: &str) -> Consent {
+        self.inner.update_consent(release)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
+    let mut f = one(&["pi-1", "pi-2"]).await;
+    let bundle = b"RAUC BUNDLE 2.0.0".to_vec();
+    let release = Release::new("os-2.0.0", sim::BOARD, sim::INTERFACE).with_firmware("2.0.0", &bundle).signed(&f.key);
+    ops::publish(&f.operator, &release, &[("firmware".into(), bundle.clone())]).await.unwrap();
+
+    // pi-1 installs; while it reboots into the trial the server goes away.
+    let d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let gate = Arc::new((Mutex::new(false), Condvar::new()));
+    let held = Arc::new(HeldReboot { inner: d.device.clone(), gate: gate.clone() });
+    let link = Link::connect(&d.creds, Some("pi-1"), true).await.unwrap();
+    let agent = Agent::new(d.config(), held, d.trust.clone(), d.clock.clone()).unwrap();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let task = tokio::spawn(agent.run(link));
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    until(20, "the bundle given to RAUC", || async { !d.device.bundles.lock().unwrap().is_empty() }).await;
+    assert_eq!(d.device.bundles.lock().unwrap()[0].as_bytes(), bundle.as_slice(), "the checked bytes, whole");
+    f.server.kill();
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    // Committed while offline: the event waits in the outbox.
+    let outbox = d.dir.path().join("fleet/outbox");
+    until(20, "the commit recorded offline", || async {
+        std::fs::read_dir(&outbox)
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| std::fs::read_to_string(e.path()).unwrap().contains("firmware committed"))
+    })
+    .await;
+    f.server.restart();
+    until(30, "the outbox delivered and the report current", || async {
+        std::fs::read_dir(&outbox).unwrap().count() == 0
+            && report(&f.operator, "pi-1")
+                .await
+                .is_some_and(|r| r.release.as_deref() == Some("os-2.0.0") && r.firmware == "2.0.0" && r.healthy)
+    })
+    .await;
+    let kinds: Vec<EventKind> =
+        sim::events(&f.operator).await.into_iter().filter(|e| e.device == "pi-1").map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Downloaded, EventKind::Verified, EventKind::Installed, EventKind::Installed, EventKind::Healthy]
+    );
+    task.abort();
+    assert!(
+        std::fs::read_dir(d.dir.path().join("firmware")).unwrap().count() == 0,
+        "the downloaded bundle is removed after the install"
+    );
+
+    // pi-2's trial boot fails its health gate: rolled back, reported, not tried again.
+    let mut d2 = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    Arc::get_mut(&mut d2.device).unwrap().rolls_back =
+        Some("not healthy within 60 s of boot: thermostat: failed".into());
+    d2.start().await;
+    desire(&f.operator, "pi-2", &DesiredState::release(&release.id)).await;
+    until(30, "the roll-back reported", || async {
+        sim::events(&f.operator).await.iter().any(|e| {
+            e.device == "pi-2"
+                && e.kind == EventKind::RolledBack
+                && e.reason.as_deref().is_some_and(|r| r.contains("not healthy within 60 s"))
+        }) && report(&f.operator, "pi-2").await.is_some_and(|r| r.phase == "failed" && r.firmware == "1.0.0")
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(d2.device.bundles.lock().unwrap().len(), 1, "a failed attempt is not repeated by itself");
+}
