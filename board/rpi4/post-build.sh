@@ -62,6 +62,15 @@ install -D -m 0644 "$api_ca" "$target/etc/trellis/api/operator-ca.pem"
 install -D -m 0644 "$api_cert" "$target/etc/trellis/api/device.pem"
 install -D -m 0600 "$api_key" "$target/etc/trellis/api/device.key"
 
+# Fleet releases (docs/fleet.md): the public key whose signatures the device's
+# fleet agent accepts (development: scripts/dev-keys.sh's; production: FLEET_RELEASE_KEY).
+release_key=${FLEET_RELEASE_KEY:-$top/build/keys/release.pub}
+if [ -z "${FLEET_RELEASE_KEY:-}" ] && [ ! -f "$release_key" ]; then
+  "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+fi
+[ -f "$release_key" ] || { echo "post-build: no release-signing public key at $release_key" >&2; exit 1; }
+install -D -m 0644 "$release_key" "$target/etc/trellis/fleet/trust/release.pub"
+
 version=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
 printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=%s\nTRELLIS_BUILD_TIME=%s\n' "$version" "$board_name" "$epoch" \
   >"$target/etc/trellis/release"

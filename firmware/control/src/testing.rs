@@ -4,8 +4,9 @@
 //!
 //! Its rules:
 //! - an app file is acceptable when its text starts with `APP NAME VERSION`
-//!   (NAME the app it is uploaded as); it is then put in place in the apps
-//!   directory and "runs";
+//!   (NAME the app it is uploaded as), or when it is a real app file (its
+//!   manifest names NAME); it is then put in place in the apps directory
+//!   and "runs";
 //! - a firmware bundle installs (reporting [`FakeDevice::progress`]) into slot
 //!   B, unless [`FakeDevice::refuse_firmware`] is set: then RAUC's signature
 //!   check fails;
@@ -163,7 +164,10 @@ impl Device for FakeDevice {
         }
         let text = String::from_utf8_lossy(bytes).into_owned();
         let mut words = text.split_whitespace();
+        let real = trellis_appfmt::AppFile::parse(bytes).ok().map(|f| f.manifest);
         let version = match (words.next(), words.next(), words.next()) {
+            _ if real.as_ref().is_some_and(|m| m.name == name) => real.map(|m| m.version).unwrap_or_default(),
+            _ if real.is_some() => return Err(AppError::Refused(format!("the manifest names another app, not {name:?}"))),
             (Some("APP"), Some(n), Some(v)) if n == name => v.to_owned(),
             (Some("APP"), Some(n), _) => {
                 return Err(AppError::Refused(format!("the manifest names the app {n:?}, not {name:?}")));

@@ -243,6 +243,17 @@ impl Agent {
         std::fs::read_dir(self.config.state_dir.join(OUTBOX)).map_or(0, |d| d.filter_map(Result::ok).count())
     }
 
+    /// The firmware version running: the booted slot's bundle version as
+    /// RAUC records it, else what the agent knows (its image's, or the one it
+    /// saw committed).
+    fn firmware_version(&self) -> String {
+        let status = self.device.status();
+        let booted = status.firmware.slots.as_ref().and_then(|s| {
+            s.slots.iter().find(|slot| slot.bootname == s.booted).and_then(|slot| slot.version.clone())
+        });
+        booted.or_else(|| self.local.firmware.clone()).unwrap_or_else(|| self.config.firmware_version.clone())
+    }
+
     fn report(&self) -> ReportedState {
         let status = self.device.status();
         let apps: Vec<ReportedApp> = status
@@ -258,7 +269,7 @@ impl Agent {
             release: self.local.applied.clone(),
             target: self.local.desired.as_ref().map(|d| d.release.clone()),
             attempt: self.local.desired.as_ref().map_or(0, |d| d.attempt),
-            firmware: self.local.firmware.clone().unwrap_or_else(|| self.config.firmware_version.clone()),
+            firmware: self.firmware_version(),
             slot: status.firmware.slots.as_ref().map(|s| s.booted.clone()),
             apps,
             healthy,
@@ -476,9 +487,10 @@ impl Agent {
         self.gate(desired, &release)?;
 
         // What this device does not have yet.
-        let running: BTreeMap<String, String> = self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
-        let apps: Vec<_> = release.apps.iter().filter(|a| running.get(&a.name) != Some(&a.version)).cloned().collect();
-        let firmware = release.firmware.clone().filter(|f| self.local.firmware.as_deref() != Some(f.version.as_str()));
+        let apps_running: BTreeMap<String, String> = self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
+        let apps: Vec<_> = release.apps.iter().filter(|a| apps_running.get(&a.name) != Some(&a.version)).cloned().collect();
+        let running = self.firmware_version();
+        let firmware = release.firmware.clone().filter(|f| f.version != running);
 
         // Everything is fetched and checked before anything is applied.
         self.phase = "downloading";

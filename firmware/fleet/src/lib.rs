@@ -18,6 +18,8 @@ pub mod ops;
 pub mod release;
 pub mod rollout;
 pub mod server;
+#[cfg(feature = "sim")]
+pub mod sim;
 pub mod state;
 pub mod window;
 

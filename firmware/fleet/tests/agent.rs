@@ -7,12 +7,13 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-mod support;
+use trellis_fleet::sim as support;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
-use support::sim::{self, Sim};
+use support::Sim;
+use trellis_fleet::sim;
 use support::{Pki, until};
 use trellis_control::testing::FakeDevice;
 use trellis_control::{AppError, AppInstalled, Consent, Device, DeviceStatus, Progress, UpdateRecord};

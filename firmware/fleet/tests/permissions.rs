@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-mod support;
+use trellis_fleet::sim as support;
 
 use async_nats::jetstream::{consumer, kv, stream};
 use futures_util::StreamExt;

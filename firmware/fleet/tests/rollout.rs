@@ -6,12 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-mod support;
+use trellis_fleet::sim as support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::sim::{self, Sim};
+use support::Sim;
+use trellis_fleet::sim;
 use support::{Pki, until};
 use trellis_fleet::clock::SystemClock;
 use trellis_fleet::controller::Controller;

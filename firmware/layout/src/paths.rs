@@ -18,6 +18,8 @@ pub const CONTROL_SOCKET: &str = "/run/trellis/control.sock";
 pub const REBOOT_PARAM: &str = "/run/trellis/reboot-param";
 /// Public keys trusted to sign apps (`*.pub`).
 pub const TRUST_DIR: &str = "/etc/trellis/trust";
+/// Public keys whose signatures on fleet releases the device accepts.
+pub const FLEET_TRUST_DIR: &str = "/etc/trellis/fleet/trust";
 /// The image's release file (`TRELLIS_VERSION=`, `TRELLIS_BOARD=`).
 pub const RELEASE_FILE: &str = "/etc/trellis/release";
 /// The hostname (set by the network service from the serial number).
@@ -53,4 +55,8 @@ pub mod state {
     /// The fleet agent's state: the desired state it follows, the release
     /// it applied, the reports and events not yet delivered.
     pub const FLEET: &str = "fleet";
+    /// The device's fleet provisioning (`[fleet]`'s fields: its id, group,
+    /// certificate, servers), written once per device; used when the
+    /// image's configuration has no `[fleet]`.
+    pub const FLEET_PROVISION: &str = "fleet.toml";
 }

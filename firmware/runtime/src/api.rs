@@ -16,11 +16,8 @@ use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeEvent};
 pub fn announce(port: u16) {
     let host =
         std::fs::read_to_string(crate::paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned());
-    let release = std::fs::read_to_string(crate::paths::RELEASE_FILE).unwrap_or_default();
-    let field = |key: &str| {
-        release.lines().find_map(|l| l.strip_prefix(key)).map_or_else(|| "unknown".to_owned(), str::to_owned)
-    };
-    let (version, board) = (field("TRELLIS_VERSION="), field("TRELLIS_BOARD="));
+    let field = |key: &str| crate::fleet::release_field(key).unwrap_or_else(|| "unknown".to_owned());
+    let (version, board) = (field("TRELLIS_VERSION"), field("TRELLIS_BOARD"));
     match trellis_api::mdns::announce(&host, port, &[("version", &version), ("board", &board)]) {
         Ok(announcer) => {
             tracing::info!(name = announcer.fullname(), "announced over mDNS");

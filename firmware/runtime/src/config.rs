@@ -211,6 +211,9 @@ pub struct RuntimeConfig {
     /// The management API (devices only; absent: none). Fields: docs/api.md.
     #[serde(default)]
     pub api: Option<trellis_api::ApiConfig>,
+    /// The fleet agent (absent: off). Fields: docs/fleet.md.
+    #[serde(default)]
+    pub fleet: Option<crate::fleet::FleetConfig>,
 }
 
 impl RuntimeConfig {
@@ -252,6 +255,7 @@ impl RuntimeConfig {
             update: None,
             board: BoardConfig::default(),
             api: None,
+            fleet: None,
         }
     }
 

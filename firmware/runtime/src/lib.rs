@@ -16,6 +16,7 @@ pub mod device;
 mod engine;
 mod error;
 mod events;
+pub mod fleet;
 mod host;
 mod hw;
 mod kv;

@@ -78,7 +78,17 @@ fn run(args: Args) -> Result<()> {
     if matches!(args.board, BoardKind::Linux) {
         follow_hotplug(&runtime);
     }
-    start_updates(&runtime, &config)?;
+    let device = start_updates(&runtime, &config)?;
+    // The agent is one more client of the device; the apps run on without it.
+    match trellis_runtime::fleet::configured(&config) {
+        Ok(Some(fleet)) => {
+            if let Err(e) = trellis_runtime::fleet::start(&config, &fleet, device) {
+                tracing::error!("{e}");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!("{e}"),
+    }
     // Runs until killed; init restarts it if it dies.
     loop {
         std::thread::park();
@@ -88,13 +98,19 @@ fn run(args: Args) -> Result<()> {
 /// The firmware update lifecycle (when the configuration has an `[update]`
 /// section), the control socket `trellis device` talks to, and the management
 /// API (`[api]`).
+///
+/// Returns the device (the one the fleet agent drives too).
 #[cfg(feature = "linux")]
-fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
+fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<Device> {
     use std::sync::Arc;
     use trellis_runtime::device::{self, RuntimeDevice};
     use trellis_update::{Resume, StateFile, Updater, dbus::DbusRauc, system::LinuxPlatform};
 
-    let Some(policy) = config.update else { return Ok(()) };
+    let Some(policy) = config.update else {
+        let device: Device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()));
+        serve_api(config, &device);
+        return Ok(device);
+    };
     let platform = LinuxPlatform { reboot_param: paths::REBOOT_PARAM.into() };
     let file = StateFile::new(config.state_dir.join(paths::state::UPDATE));
     let updater = Arc::new(Updater::new(DbusRauc, platform, file, policy));
@@ -111,25 +127,36 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
         }
     })?;
     let socket = std::path::Path::new(paths::CONTROL_SOCKET);
-    let device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater));
+    let device: Device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater));
     trellis_control::socket::serve(socket, device.clone())?;
+    serve_api(config, &device);
+    Ok(device)
+}
+
+/// The management API, when configured. The apps run on without it: a bad
+/// certificate is an error in the log, not a crash loop.
+fn serve_api(config: &RuntimeConfig, device: &Device) {
     if let Some(api) = &config.api {
-        // The apps run on without the API: a bad certificate is an error in the log, not a crash loop.
-        match trellis_api::serve(api, device) {
+        match trellis_api::serve(api, device.clone()) {
             Ok(server) if api.announce => trellis_runtime::api::announce(server.addr().port()),
             Ok(_) => {}
             Err(e) => tracing::error!("management API: {e}"),
         }
     }
-    Ok(())
 }
 
+/// The device every client drives.
+type Device = std::sync::Arc<dyn trellis_control::Device>;
+
 #[cfg(not(feature = "linux"))]
-fn start_updates(_runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<()> {
+fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> Result<Device> {
     if config.update.is_some() {
         tracing::warn!("this build has no firmware update support (feature `linux`); [update] is ignored");
     }
-    Ok(())
+    let device: Device =
+        std::sync::Arc::new(trellis_runtime::device::RuntimeDevice::new(std::sync::Arc::clone(runtime), config.clone()));
+    serve_api(config, &device);
+    Ok(device)
 }
 
 #[cfg(feature = "linux")]

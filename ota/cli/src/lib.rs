@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod device;
+pub mod fleet;
 pub mod remote;
 
 use std::path::{Path, PathBuf};
@@ -98,6 +99,13 @@ enum Command {
         /// Print each entry as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// A fleet on NATS JetStream: devices, releases, staged rollouts (docs/fleet.md).
+    Fleet {
+        #[command(flatten)]
+        connection: fleet::Connection,
+        #[command(subcommand)]
+        command: Box<fleet::FleetCommand>,
     },
     /// Reboot a device.
     Reboot {
@@ -295,6 +303,7 @@ fn run(cli: Cli) -> Result<()> {
             remote::update(target.device.as_deref(), &bundle, no_wait, Duration::from_secs(wait_s))
         }
         Command::Logs { target, follow, json } => remote::logs(target.device.as_deref(), follow, json),
+        Command::Fleet { connection, command } => fleet::run(&connection, *command),
         Command::Reboot { target, wait } => remote::reboot(target.device.as_deref(), wait.map(Duration::from_secs)),
         Command::App(AppCommand::Pack { component, manifest, version, set, output }) => {
             pack(&component, &manifest, version, &set, output)

@@ -1,9 +1,13 @@
-//! Real `nats-server`s for the fleet's tests: a test PKI (one CA for the
-//! server, operators and devices), servers started on loopback from a
-//! [`ServerConfig`] and stopped when dropped, and clients that connect with a
-//! device's or an operator's certificate.
+//! A fleet on one machine, for the tests, the demo and the benchmarks: a
+//! test PKI, real `nats-server`s started on loopback (one, or a 3-node
+//! cluster) and stopped when dropped, and simulated devices — the real
+//! agent driving the shared fake device
+//! (`trellis_control::testing::FakeDevice`). Feature `sim`.
+//!
+//! A harness: it panics when the machine cannot set it up (no
+//! `nats-server`, no free port), naming what is missing.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::missing_panics_doc)]
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::new_without_default, missing_docs, missing_debug_implementations)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,10 +19,8 @@ use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use trellis_fleet::names;
-use trellis_fleet::server::{Cluster, DeviceUser, ServerConfig, Tls};
-
-pub mod sim;
+use crate::names;
+use crate::server::{Cluster, DeviceUser, ServerConfig, Tls};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -52,6 +54,8 @@ impl Pki {
         p.distinguished_name.push(DnType::CommonName, cn);
         if server {
             p.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            // The host as QEMU's user network shows it to a twin.
+            p.subject_alt_names.push(SanType::IpAddress("10.0.2.2".parse().unwrap()));
             p.subject_alt_names.push(SanType::DnsName("localhost".try_into().unwrap()));
         }
         p.extended_key_usages =
@@ -109,6 +113,11 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Kill the server (SIGKILL: no goodbye to the cluster).
@@ -232,9 +241,9 @@ impl Client {
 }
 
 /// The credentials of `cn` (a fresh certificate) for `servers`.
-pub fn credentials(pki: &Pki, servers: &[SocketAddr], cn: &str) -> trellis_fleet::link::Credentials {
+pub fn credentials(pki: &Pki, servers: &[SocketAddr], cn: &str) -> crate::link::Credentials {
     let (cert, key) = pki.issue(cn, false);
-    trellis_fleet::link::Credentials {
+    crate::link::Credentials {
         servers: servers.iter().map(|a| format!("tls://{a}")).collect(),
         ca: pki.ca(),
         cert,
@@ -244,11 +253,11 @@ pub fn credentials(pki: &Pki, servers: &[SocketAddr], cn: &str) -> trellis_fleet
 
 /// An operator's link; the first JetStream request is retried while a
 /// cluster elects its leader.
-pub async fn operator(pki: &Pki, servers: &[SocketAddr], replicas: usize) -> trellis_fleet::link::Link {
-    let link = trellis_fleet::link::Link::connect(&credentials(pki, servers, "operator"), None, false).await.unwrap();
+pub async fn operator(pki: &Pki, servers: &[SocketAddr], replicas: usize) -> crate::link::Link {
+    let link = crate::link::Link::connect(&credentials(pki, servers, "operator"), None, false).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match trellis_fleet::ops::setup(&link, replicas).await {
+        match crate::ops::setup(&link, replicas).await {
             Ok(()) => return link,
             Err(e) if Instant::now() < deadline => {
                 let _ = e;
@@ -270,4 +279,153 @@ where
         assert!(Instant::now() < deadline, "timed out after {secs} s waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+// Simulated devices.
+
+
+use trellis_appfmt::{SigningKey, TrustList};
+use trellis_control::testing::FakeDevice;
+use crate::agent::{Agent, AgentConfig};
+use crate::clock::{Clock, SystemClock};
+use crate::link::{Credentials, Link};
+use crate::{Event, Release};
+
+
+pub const BOARD: &str = "rpi4";
+pub const INTERFACE: &str = "0.1.1";
+
+/// An app file the fake device accepts.
+pub fn app(name: &str, version: &str) -> Vec<u8> {
+    format!("APP {name} {version}\n").into_bytes()
+}
+
+/// A signed release of apps (name, version), with the artifacts to publish.
+pub fn release(id: &str, key: &SigningKey, apps: &[(&str, &str)]) -> (Release, Vec<(String, Vec<u8>)>) {
+    let mut r = Release::new(id, BOARD, INTERFACE);
+    let mut artifacts = Vec::new();
+    for (name, version) in apps {
+        let bytes = app(name, version);
+        r = r.with_app(name, version, &bytes);
+        artifacts.push(((*name).to_owned(), bytes));
+    }
+    (r.signed(key), artifacts)
+}
+
+pub fn trust(key: &SigningKey) -> TrustList {
+    TrustList::from_keys([key.public_key_bytes()])
+}
+
+pub struct Sim {
+    pub id: String,
+    pub group: String,
+    pub board: String,
+    pub device: Arc<FakeDevice>,
+    pub dir: tempfile::TempDir,
+    pub creds: Credentials,
+    pub trust: TrustList,
+    pub clock: Arc<dyn Clock>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Device `id` of `group`, running app `thermostat` 1.0.0, taking firmware updates.
+    pub fn new(pki: &Pki, servers: &[SocketAddr], id: &str, group: &str, trust: TrustList) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let device = FakeDevice::new(dir.path().join("apps")).with_firmware(dir.path().join("firmware"));
+        std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+        device.status.lock().unwrap().apps.push(FakeDevice::app("thermostat", "1.0.0"));
+        Self {
+            id: id.to_owned(),
+            group: group.to_owned(),
+            board: BOARD.to_owned(),
+            device: Arc::new(device),
+            creds: credentials(pki, servers, id),
+            dir,
+            trust,
+            clock: Arc::new(SystemClock),
+            task: None,
+        }
+    }
+
+    pub fn config(&self) -> AgentConfig {
+        let mut c = AgentConfig::new(&self.id, &self.group, &self.board, INTERFACE, "1.0.0", &self.dir.path().join("fleet"));
+        c.poll = std::time::Duration::from_secs(2);
+        c
+    }
+
+    /// Start its agent (connecting in the background, as on a device).
+    pub async fn start(&mut self) {
+        let config = self.config();
+        self.start_with(config).await;
+    }
+
+    /// The same, with `config`.
+    pub async fn start_with(&mut self, config: AgentConfig) {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let link = Link::connect(&self.creds, Some(&self.id), true).await.unwrap();
+        let agent = Agent::new(config, self.device.clone(), self.trust.clone(), self.clock.clone()).unwrap();
+        self.task = Some(tokio::spawn(agent.run(link)));
+    }
+
+    /// Stop its agent (the device goes offline).
+    pub fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    /// The apps it runs: name and version.
+    pub fn apps(&self) -> Vec<(String, String)> {
+        self.device.status.lock().unwrap().apps.iter().map(|a| (a.name.clone(), a.version.clone())).collect()
+    }
+
+    pub fn runs(&self, name: &str, version: &str) -> bool {
+        self.apps().iter().any(|(n, v)| n == name && v == version)
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Every event in the fleet's audit log so far, oldest first (retried
+/// while a cluster that lost a server elects the stream's leader).
+pub async fn events(link: &Link) -> Vec<Event> {
+    for _ in 0..20 {
+        if let Ok(events) = events_once(link).await {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    panic!("the events stream cannot be read");
+}
+
+async fn events_once(link: &Link) -> Result<Vec<Event>, String> {
+    use async_nats::jetstream::consumer;
+    use futures_util::StreamExt;
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let stream = link.js.get_stream(crate::names::EVENTS_STREAM).await.map_err(|x| e(&x))?;
+    let count = stream.cached_info().state.messages;
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let c = stream
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .map_err(|x| e(&x))?;
+    let mut messages = c.messages().await.map_err(|x| e(&x))?.take(usize::try_from(count).unwrap());
+    let mut out = Vec::new();
+    while let Some(m) = messages.next().await {
+        out.push(serde_json::from_slice(&m.map_err(|x| e(&x))?.payload).unwrap());
+    }
+    Ok(out)
 }
