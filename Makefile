@@ -20,7 +20,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
+.PHONY: help setup setup-host check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -113,7 +113,7 @@ check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host te
 	$(CARGO) test $(TEST_SELECTION)
 	scripts/own-app.sh $(BUILD)
 
-test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories and `make qemu`
+test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories, `make qemu`, `make fleet-demo`
 	$(MAKE) --no-print-directory demo
 	scripts/br-check.sh
 	scripts/test-flash.sh
@@ -121,13 +121,21 @@ test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tre
 	scripts/aarch64-smoke.sh $(BUILD)
 	$(MAKE) --no-print-directory test-twin
 	$(MAKE) --no-print-directory qemu-session
+	$(MAKE) --no-print-directory fleet-demo
+
+fleet-demo: cli bundle ## A fleet here: a NATS server, two twins (QEMU), simulated devices; an app rollout, then a firmware one that halts
+	target/debug/trellis-fleet-demo --build $(BUILD)
 
 demo: setup-host apps ## Run the example apps on simulated hardware and swap one live
 	@scripts/demo.sh $(BUILD)
 
-bench: setup-host apps ## Benchmarks: the runtime's, then the twin's (results: see docs/benchmarks.md)
+bench: setup-host apps ## Benchmarks: the runtime's, the fleet's, then the twin's (results: see docs/benchmarks.md)
 	$(CARGO) bench -p trellis-runtime --bench runtime
+	$(MAKE) --no-print-directory bench-fleet
 	$(MAKE) --no-print-directory bench-twin
+
+bench-fleet: cli apps ## The fleet's benchmark: deploy → all running for 10, 100, 1000 devices, beside pushing one by one
+	$(CARGO) bench -p trellis-fleet --all-features --bench fleet
 
 fuzz: ## Fuzz the API's request parsing, the manifest parser and the app file reader with libFuzzer (nightly; FUZZ_SECONDS=60 each)
 	@scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

@@ -167,7 +167,9 @@ impl Device for FakeDevice {
         let real = trellis_appfmt::AppFile::parse(bytes).ok().map(|f| f.manifest);
         let version = match (words.next(), words.next(), words.next()) {
             _ if real.as_ref().is_some_and(|m| m.name == name) => real.map(|m| m.version).unwrap_or_default(),
-            _ if real.is_some() => return Err(AppError::Refused(format!("the manifest names another app, not {name:?}"))),
+            _ if real.is_some() => {
+                return Err(AppError::Refused(format!("the manifest names another app, not {name:?}")));
+            }
             (Some("APP"), Some(n), Some(v)) if n == name => v.to_owned(),
             (Some("APP"), Some(n), _) => {
                 return Err(AppError::Refused(format!("the manifest names the app {n:?}, not {name:?}")));

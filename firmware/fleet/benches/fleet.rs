@@ -27,7 +27,7 @@ use trellis_fleet::controller::Controller;
 use trellis_fleet::names::REPORTED;
 use trellis_fleet::rollout::{Plan, WaveSize};
 use trellis_fleet::sim::{self, Pki, Sim};
-use trellis_fleet::{ReportedState, Release, ops};
+use trellis_fleet::{Release, ReportedState, ops};
 
 const GROUP: &str = "bench";
 
@@ -71,7 +71,10 @@ impl Drop for RealRuntime {
 }
 
 fn real_runtime(pki: &Pki, server: std::net::SocketAddr, id: &str, api_cert: &(PathBuf, PathBuf)) -> RealRuntime {
-    let bin = PathBuf::from(env_or("TRELLIS_RUNTIME_BIN", &root().join("target/debug/trellis-runtime").display().to_string()));
+    let bin = PathBuf::from(env_or(
+        "TRELLIS_RUNTIME_BIN",
+        &root().join("target/debug/trellis-runtime").display().to_string(),
+    ));
     assert!(bin.exists(), "{}: build it (cargo build -p trellis-runtime)", bin.display());
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = pki.issue(id, false);
@@ -118,7 +121,8 @@ fn real_runtime(pki: &Pki, server: std::net::SocketAddr, id: &str, api_cert: &(P
 fn push(client: &Client, app: &str, bytes: &[u8]) {
     let mut reader = bytes;
     let upload = Upload { reader: &mut reader, len: bytes.len() as u64, sent: &mut |_| {} };
-    let answer = client.send("PUT", &format!("/v1/apps/{app}"), Some(upload)).and_then(trellis_api::client::Incoming::ok);
+    let answer =
+        client.send("PUT", &format!("/v1/apps/{app}"), Some(upload)).and_then(trellis_api::client::Incoming::ok);
     let _ = answer.unwrap_or_else(|e| panic!("push to {}: {e}", client.address())).text();
 }
 
@@ -177,8 +181,11 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
     let connect_s = t_connect.elapsed().as_secs_f64();
 
     let controller_link =
-        trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "controller"), None, false).await.unwrap();
-    let controller = tokio::spawn(Controller::new(controller_link, Arc::new(SystemClock), Duration::from_millis(100)).run());
+        trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "controller"), None, false)
+            .await
+            .unwrap();
+    let controller =
+        tokio::spawn(Controller::new(controller_link, Arc::new(SystemClock), Duration::from_millis(100)).run());
     let id = format!("counter-bench-{n}");
     let file = trellis_appfmt::AppFile::parse(app).unwrap();
     let release = Release::new(&id, sim::BOARD, "0.1.1").with_app("counter", &file.manifest.version, app).signed(&key);
@@ -192,7 +199,8 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
     while done.len() < everyone {
         let e = tokio::time::timeout(Duration::from_secs(300), watch.next()).await.unwrap().unwrap().unwrap();
         let r: ReportedState = serde_json::from_slice(&e.value).unwrap();
-        let running = r.apps.iter().any(|a| a.name == "counter" && a.version == file.manifest.version && a.state == "running");
+        let running =
+            r.apps.iter().any(|a| a.name == "counter" && a.version == file.manifest.version && a.state == "running");
         if r.release.as_deref() == Some(id.as_str()) && r.healthy && running {
             done.insert(e.key);
         }
@@ -226,7 +234,8 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
 }
 
 fn main() {
-    let sizes: Vec<usize> = env_or("FLEET_SIZES", "10,100,1000").split(',').map(|s| s.trim().parse().unwrap()).collect();
+    let sizes: Vec<usize> =
+        env_or("FLEET_SIZES", "10,100,1000").split(',').map(|s| s.trim().parse().unwrap()).collect();
     let runtimes: usize = env_or("FLEET_RUNTIMES", "10").parse().unwrap();
     let app_path = PathBuf::from(env_or("FLEET_APP", &root().join("build/apps/counter.wasm").display().to_string()));
     let app = std::fs::read(&app_path).unwrap_or_else(|e| panic!("{}: {e} (make apps)", app_path.display()));
@@ -240,14 +249,26 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())))
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
         .unwrap_or_default();
-    let server_version = Command::new("nats-server").arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+    let server_version = Command::new("nats-server")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
     let mut out = format!(
         "Fleet convergence, measured {} on {cpus} cores ({model}), {server_version}, one server, app {} ({} bytes)\n\n\
          | devices (simulated + real runtimes) | connect, all reported | deploy → all running | server CPU | server RSS (peak) | baseline: API push one by one | ratio |\n\
          |---|---|---|---|---|---|---|\n",
-        std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
         app_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
         first.len()
     );

@@ -248,9 +248,10 @@ impl Agent {
     /// saw committed).
     fn firmware_version(&self) -> String {
         let status = self.device.status();
-        let booted = status.firmware.slots.as_ref().and_then(|s| {
-            s.slots.iter().find(|slot| slot.bootname == s.booted).and_then(|slot| slot.version.clone())
-        });
+        let booted =
+            status.firmware.slots.as_ref().and_then(|s| {
+                s.slots.iter().find(|slot| slot.bootname == s.booted).and_then(|slot| slot.version.clone())
+            });
         booted.or_else(|| self.local.firmware.clone()).unwrap_or_else(|| self.config.firmware_version.clone())
     }
 
@@ -487,8 +488,10 @@ impl Agent {
         self.gate(desired, &release)?;
 
         // What this device does not have yet.
-        let apps_running: BTreeMap<String, String> = self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
-        let apps: Vec<_> = release.apps.iter().filter(|a| apps_running.get(&a.name) != Some(&a.version)).cloned().collect();
+        let apps_running: BTreeMap<String, String> =
+            self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
+        let apps: Vec<_> =
+            release.apps.iter().filter(|a| apps_running.get(&a.name) != Some(&a.version)).cloned().collect();
         let running = self.firmware_version();
         let firmware = release.firmware.clone().filter(|f| f.version != running);
 

@@ -200,27 +200,47 @@ impl Controller {
         Ok(())
     }
 
+    /// Carry out a step's writes: the group's key first (so a device whose
+    /// own key is deleted next finds the release there), then the devices'
+    /// keys, many at once.
     async fn act(&self, rollout: &Rollout, actions: &[Action]) -> Result<(), FleetError> {
         let store = self.link.kv(DESIRED).await?;
         for action in actions {
-            match action {
-                Action::Desire(device, d) => {
-                    self.link
-                        .put(DESIRED, &names::device_key(device), serde_json::to_vec(d).unwrap_or_default())
-                        .await?;
-                }
-                Action::DesireGroup(d) => {
-                    self.link
-                        .put(DESIRED, &names::group_key(&rollout.group), serde_json::to_vec(d).unwrap_or_default())
-                        .await?;
-                }
-                Action::Forget(device) => {
-                    let key = names::device_key(device);
-                    store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))?;
-                }
+            if let Action::DesireGroup(d) = action {
+                self.link
+                    .put(DESIRED, &names::group_key(&rollout.group), serde_json::to_vec(d).unwrap_or_default())
+                    .await?;
             }
         }
-        Ok(())
+        // Owned (key, value or delete) pairs: the writes run concurrently.
+        let writes: Vec<(String, Option<Vec<u8>>)> = actions
+            .iter()
+            .filter_map(|action| match action {
+                Action::Desire(device, d) => {
+                    Some((names::device_key(device), Some(serde_json::to_vec(d).unwrap_or_default())))
+                }
+                Action::Forget(device) => Some((names::device_key(device), None)),
+                Action::DesireGroup(_) => None,
+            })
+            .collect();
+        let writes = writes.into_iter().map(|(key, value)| {
+            let store = store.clone();
+            async move {
+                match value {
+                    Some(v) => store
+                        .put(&key, v.into())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| FleetError::nats(format!("writing {DESIRED}/{key}"), e)),
+                    None => {
+                        store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))
+                    }
+                }
+            }
+        });
+        let results: Vec<Result<(), FleetError>> =
+            futures_util::stream::iter(writes).buffer_unordered(64).collect().await;
+        results.into_iter().collect()
     }
 
     /// Re-issue the desired state of every member still working on it.

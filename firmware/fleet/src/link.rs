@@ -30,6 +30,8 @@ pub struct Link {
     pub nats: async_nats::Client,
     /// JetStream over it.
     pub js: jetstream::Context,
+    /// Buckets opened so far (opening one asks the server for its stream).
+    buckets: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, kv::Store>>>,
 }
 
 /// How long one request may take.
@@ -80,7 +82,7 @@ impl Link {
         }
         let nats = options.connect(urls).await.map_err(|e| FleetError::Connect { servers, reason: e.to_string() })?;
         let js = jetstream::new(nats.clone());
-        Ok(Self { nats, js })
+        Ok(Self { nats, js, buckets: std::sync::Arc::default() })
     }
 
     /// The key-value bucket `bucket`.
@@ -88,7 +90,14 @@ impl Link {
     /// # Errors
     /// It does not exist or cannot be reached.
     pub async fn kv(&self, bucket: &str) -> Result<kv::Store, FleetError> {
-        self.js.get_key_value(bucket).await.map_err(|e| FleetError::nats(format!("opening bucket {bucket}"), e))
+        let cached = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(bucket).cloned();
+        if let Some(store) = cached {
+            return Ok(store);
+        }
+        let store =
+            self.js.get_key_value(bucket).await.map_err(|e| FleetError::nats(format!("opening bucket {bucket}"), e))?;
+        self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(bucket.to_owned(), store.clone());
+        Ok(store)
     }
 
     /// The artifact store.

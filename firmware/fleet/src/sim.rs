@@ -7,7 +7,13 @@
 //! A harness: it panics when the machine cannot set it up (no
 //! `nats-server`, no free port), naming what is missing.
 
-#![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::new_without_default, missing_docs, missing_debug_implementations)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    clippy::new_without_default,
+    missing_docs,
+    missing_debug_implementations
+)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,12 +21,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::names;
+use crate::server::{Cluster, DeviceUser, ServerConfig, Tls};
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
     SanType,
 };
-use crate::names;
-use crate::server::{Cluster, DeviceUser, ServerConfig, Tls};
 
 pub struct Pki {
     pub dir: tempfile::TempDir,
@@ -283,14 +289,12 @@ where
 
 // Simulated devices.
 
-
-use trellis_appfmt::{SigningKey, TrustList};
-use trellis_control::testing::FakeDevice;
 use crate::agent::{Agent, AgentConfig};
 use crate::clock::{Clock, SystemClock};
 use crate::link::{Credentials, Link};
 use crate::{Event, Release};
-
+use trellis_appfmt::{SigningKey, TrustList};
+use trellis_control::testing::FakeDevice;
 
 pub const BOARD: &str = "rpi4";
 pub const INTERFACE: &str = "0.1.1";
@@ -349,7 +353,8 @@ impl Sim {
     }
 
     pub fn config(&self) -> AgentConfig {
-        let mut c = AgentConfig::new(&self.id, &self.group, &self.board, INTERFACE, "1.0.0", &self.dir.path().join("fleet"));
+        let mut c =
+            AgentConfig::new(&self.id, &self.group, &self.board, INTERFACE, "1.0.0", &self.dir.path().join("fleet"));
         c.poll = std::time::Duration::from_secs(2);
         c
     }

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use support::Sim;
-use trellis_fleet::sim;
 use support::{Pki, until};
 use trellis_control::testing::FakeDevice;
 use trellis_control::{AppError, AppInstalled, Consent, Device, DeviceStatus, Progress, UpdateRecord};
@@ -21,6 +20,7 @@ use trellis_fleet::agent::Agent;
 use trellis_fleet::clock::ManualClock;
 use trellis_fleet::link::Link;
 use trellis_fleet::names::{self, DESIRED};
+use trellis_fleet::sim;
 use trellis_fleet::state::Window;
 use trellis_fleet::{DesiredState, EventKind, Release, ReportedState, Urgency, ops};
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::Sim;
-use trellis_fleet::sim;
 use support::{Pki, until};
 use trellis_fleet::clock::SystemClock;
 use trellis_fleet::controller::Controller;
 use trellis_fleet::link::Link;
 use trellis_fleet::names::{self, DESIRED};
 use trellis_fleet::rollout::{Outcome, Plan, Rollout, State, WaveSize};
+use trellis_fleet::sim;
 use trellis_fleet::{EventKind, ops};
 
 const GROUP: &str = "north";

@@ -9,7 +9,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use trellis_control::{
-    AppError, AppInstalled, AppSummary, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
+    AppError, AppInstalled, AppSummary, Consent, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
 };
 use trellis_update::{Platform, Rauc, Reboot, Updater};
 
@@ -207,6 +207,10 @@ impl Device for RuntimeDevice {
         let Some(f) = &self.firmware else { return Err("this device cannot reboot on request".into()) };
         tracing::info!("rebooting on request");
         f.reboot()
+    }
+
+    fn update_consent(&self, release: &str) -> Consent {
+        self.runtime.update_consent(release)
     }
 
     fn logs(&self) -> (Vec<String>, Receiver<String>) {

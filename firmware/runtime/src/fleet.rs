@@ -98,7 +98,9 @@ pub fn start(config: &RuntimeConfig, fleet: &FleetConfig, device: Arc<dyn Device
     };
     let id = match &fleet.device {
         Some(id) => id.clone(),
-        None => std::fs::read_to_string(paths::HOSTNAME).map(|h| h.trim().to_owned()).map_err(|e| format!("fleet: hostname: {e}"))?,
+        None => std::fs::read_to_string(paths::HOSTNAME)
+            .map(|h| h.trim().to_owned())
+            .map_err(|e| format!("fleet: hostname: {e}"))?,
     };
     let board = fleet.board.clone().or_else(|| release_field("TRELLIS_BOARD")).unwrap_or_else(|| "unknown".into());
     let version = release_field("TRELLIS_VERSION").unwrap_or_else(|| "unknown".into());

@@ -12,6 +12,9 @@ pub(crate) enum WorkerMsg {
     Event(Event),
     /// Call `state.save`, reply, then pause until `Resume` or `Stop`.
     SaveState(Sender<Result<Option<Vec<u8>>, Fault>>),
+    /// Call `update.consent(release)` and reply with its answer (`None`
+    /// without a hook); a fault is replied, then ends the worker like any other.
+    Consent { release: String, reply: Sender<Result<Option<u32>, Fault>> },
     /// The swap that asked for the state failed: carry on.
     Resume,
     /// Retire: call the shutdown handler, pass queued events on, exit.

@@ -153,8 +153,10 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     if config.update.is_some() {
         tracing::warn!("this build has no firmware update support (feature `linux`); [update] is ignored");
     }
-    let device: Device =
-        std::sync::Arc::new(trellis_runtime::device::RuntimeDevice::new(std::sync::Arc::clone(runtime), config.clone()));
+    let device: Device = std::sync::Arc::new(trellis_runtime::device::RuntimeDevice::new(
+        std::sync::Arc::clone(runtime),
+        config.clone(),
+    ));
     serve_api(config, &device);
     Ok(device)
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use trellis_appfmt::TrustList;
+use trellis_control::Consent;
 use trellis_hal::Board;
 
 use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
@@ -232,6 +233,27 @@ impl Runtime {
         let (tx, rx) = bounded(1);
         if self.control.send(Control::Tick(tx)).is_ok() {
             let _ = rx.recv();
+        }
+    }
+
+    /// Whether the apps agree to `release` being applied now. Every running
+    /// app that exports the consent hook (`trellis:app/update`) is asked at
+    /// once, each under its `call-ms` deadline and waited for at most that plus
+    /// [`crate::CONSENT_MARGIN`]; apps without the hook are not asked. The
+    /// longest deferral wins, naming its app, capped at
+    /// [`crate::MAX_DEFERRAL_S`]; no deferral (or no app with the hook) is
+    /// [`Consent::Apply`]. A hook that traps, overruns its deadline or does not
+    /// answer in time counts as "apply" and is logged (a trap or an overrun is
+    /// also that app's fault, restarted like any other).
+    #[must_use]
+    pub fn update_consent(&self, release: &str) -> Consent {
+        let (tx, rx) = bounded(1);
+        if self.control.send(Control::ConsentHooks(tx)).is_err() {
+            return Consent::Apply;
+        }
+        match rx.recv() {
+            Ok(hooks) => crate::consent::ask(hooks, release),
+            Err(_) => Consent::Apply,
         }
     }
 

@@ -16,6 +16,7 @@ use wasmtime::component::{Component, Linker};
 
 use crate::cache::CompileCache;
 use crate::clock::Clock;
+use crate::consent::Hook;
 use crate::events::RuntimeEvent;
 use crate::host::{HostState, Services, Usage};
 use crate::kv::KvStore;
@@ -55,6 +56,8 @@ pub(crate) enum Control {
         generation: u64,
         fault: Option<Fault>,
     },
+    /// The running apps that export the consent hook (`update`).
+    ConsentHooks(Sender<Vec<Hook>>),
     /// Look at the clock (after a fake one moved); answered once acted on.
     Tick(Sender<()>),
     Shutdown,
@@ -72,6 +75,8 @@ struct Worker {
     tx: Sender<WorkerMsg>,
     thread: std::thread::JoinHandle<()>,
     started: Duration,
+    /// The version exports `update` (the consent hook).
+    consent: bool,
 }
 
 /// One app: its versions, worker and crash record.
@@ -136,6 +141,9 @@ impl Supervisor {
                 }
                 Ok(Control::Remove { path }) => self.remove(&path),
                 Ok(Control::Tick(reply)) => ticked = Some(reply),
+                Ok(Control::ConsentHooks(reply)) => {
+                    let _ = reply.send(self.consent_hooks());
+                }
                 Ok(Control::Exited { app, generation, fault }) => self.exited(&app, generation, fault),
                 Ok(Control::Shutdown) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
                     self.shutdown();
@@ -149,6 +157,22 @@ impl Supervisor {
                 let _ = reply.send(());
             }
         }
+    }
+
+    /// Every running app with the consent hook, by name.
+    fn consent_hooks(&self) -> Vec<Hook> {
+        let mut hooks: Vec<Hook> = self
+            .slots
+            .iter()
+            .filter(|(_, s)| s.failed.is_none())
+            .filter_map(|(app, s)| {
+                let worker = s.worker.as_ref().filter(|w| w.consent)?;
+                let call_ms = s.version.as_ref()?.manifest.limits.call_ms;
+                Some(Hook { app: app.clone(), tx: worker.tx.clone(), call_ms })
+            })
+            .collect();
+        hooks.sort_by(|a, b| a.app.cmp(&b.app));
+        hooks
     }
 
     fn last_good_path(&self, app: &str) -> PathBuf {
@@ -462,6 +486,7 @@ impl Supervisor {
         services.broker.set_subscriptions(app, data.subs.clone());
         let slot = self.slot(app, &version.manifest)?;
         lock(&slot.kv).set_quota(version.manifest.limits.kv_bytes());
+        let consent = instance.has_consent();
         let (tx, rx) = bounded(MAILBOX);
         services.broker.set_route(app, tx.clone());
         let control = self.control.clone();
@@ -485,7 +510,7 @@ impl Supervisor {
         let started = self.clock.now();
         let slot = self.slot(app, &version.manifest)?;
         let replaced = slot.version.as_ref().filter(|_| slot.worker.is_some()).map(|v| v.manifest.version.clone());
-        if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started }) {
+        if let Some(old) = slot.worker.replace(Worker { generation, tx, thread, started, consent }) {
             let _ = old.tx.send(WorkerMsg::Stop);
         }
         let same_version = slot.version.as_ref().is_some_and(|v| v.sha256 == version.sha256);

@@ -18,11 +18,15 @@ struct StateFns {
     restore: TypedFunc<(Vec<u8>,), (Result<(), String>,)>,
 }
 
+/// `update.consent`: `None` applies now, `Some(seconds)` asks to wait.
+type ConsentFn = TypedFunc<(String,), (Option<u32>,)>;
+
 /// An instantiated app version.
 pub(crate) struct Instance {
     pub store: Store<HostState>,
     app: App,
     state: Option<StateFns>,
+    consent: Option<ConsentFn>,
     call_ms: u32,
     limit: Duration,
     ticks: u64,
@@ -78,7 +82,7 @@ impl Instance {
         let app = App::new(&mut store, &instance).map_err(|e| format!("{e:#}"))?;
         // The `state` export of the app's own interface version: this one, or
         // an older compatible patch (an app built against 0.1.0 on a 0.1.1 runtime).
-        let state = state_export_names()
+        let state = export_names("state")
             .into_iter()
             .find_map(|name| instance.get_export_index(&mut store, None, &name))
             .and_then(|iface| {
@@ -89,12 +93,25 @@ impl Instance {
                     restore: instance.get_typed_func(&mut store, restore).ok()?,
                 })
             });
-        Ok(Self { store, app, state, call_ms, limit, ticks })
+        // The optional `update` export, looked up the same way.
+        let consent = export_names("update")
+            .into_iter()
+            .find_map(|name| instance.get_export_index(&mut store, None, &name))
+            .and_then(|iface| {
+                let consent = instance.get_export_index(&mut store, Some(&iface), "consent")?;
+                instance.get_typed_func(&mut store, consent).ok()
+            });
+        Ok(Self { store, app, state, consent, call_ms, limit, ticks })
     }
 
     /// Whether the app exports `state`.
     pub fn has_state(&self) -> bool {
         self.state.is_some()
+    }
+
+    /// Whether the app exports `update` (the consent hook).
+    pub fn has_consent(&self) -> bool {
+        self.consent.is_some()
     }
 
     fn call<R>(&mut self, f: impl FnOnce(&App, &mut Store<HostState>) -> wasmtime::Result<R>) -> Result<R, Fault> {
@@ -134,6 +151,13 @@ impl Instance {
         self.call_once(|_, store| restore.call(store, (data,)))?.0.map_err(Fault::StartRefused)
     }
 
+    /// Ask the consent hook about `release`, under the call deadline:
+    /// `None` (apply now; also without a hook) or `Some(seconds)` to wait.
+    pub fn consent(&mut self, release: &str) -> Result<Option<u32>, Fault> {
+        let Some(consent) = self.consent else { return Ok(None) };
+        self.call(|_, store| consent.call(store, (release.to_owned(),))).map(|(r,)| r)
+    }
+
     /// Deliver one event. An error the handler returns goes into the app's
     /// log (the device log and the runtime's event stream); a trap is a fault.
     pub fn handle(&mut self, event: &Event) -> Result<(), Fault> {
@@ -150,11 +174,14 @@ impl Instance {
     }
 }
 
-/// `trellis:app/state@0.1.P` for this runtime's patch down to 0: the names a
-/// compatible app's `state` export can have.
-fn state_export_names() -> Vec<String> {
+/// `trellis:app/INTERFACE@0.1.P` for this runtime's patch down to 0: the
+/// names a compatible app's export of `interface` (`state`, `update`) can have.
+fn export_names(interface: &str) -> Vec<String> {
     let v = semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
-    (0..=v.patch).rev().map(|p| format!("{}/state@{}.{}.{p}", crate::INTERFACE_PACKAGE, v.major, v.minor)).collect()
+    (0..=v.patch)
+        .rev()
+        .map(|p| format!("{}/{interface}@{}.{}.{p}", crate::INTERFACE_PACKAGE, v.major, v.minor))
+        .collect()
 }
 
 /// Why a worker ended.
@@ -174,6 +201,12 @@ pub(crate) fn run(mut instance: Instance, rx: &Receiver<WorkerMsg>) -> Exit {
         };
         let result = match msg {
             Ok(WorkerMsg::Event(event)) => instance.handle(&event),
+            Ok(WorkerMsg::Consent { release, reply }) => {
+                let answer = instance.consent(&release);
+                let faulted = answer.as_ref().err().cloned();
+                let _ = reply.send(answer);
+                faulted.map_or(Ok(()), Err)
+            }
             Ok(WorkerMsg::SaveState(reply)) => {
                 let saved = instance.save();
                 let faulted = saved.as_ref().err().cloned();
@@ -189,6 +222,10 @@ pub(crate) fn run(mut instance: Instance, rx: &Receiver<WorkerMsg>) -> Exit {
                         Ok(WorkerMsg::Event(event)) => held.push(event),
                         Ok(WorkerMsg::SaveState(again)) => {
                             let _ = again.send(Ok(None));
+                        }
+                        // Being replaced: the old version no longer has a say.
+                        Ok(WorkerMsg::Consent { reply, .. }) => {
+                            let _ = reply.send(Ok(None));
                         }
                         Ok(WorkerMsg::Resume) => break,
                         Ok(WorkerMsg::Stop) | Err(_) => return stop(instance, rx, held, false),

@@ -47,7 +47,8 @@ impl Connection {
         });
         let mut creds = match &file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("fleet context {}", path.display()))?;
+                let text =
+                    std::fs::read_to_string(path).with_context(|| format!("fleet context {}", path.display()))?;
                 toml::from_str::<Credentials>(&text).with_context(|| format!("fleet context {}", path.display()))?
             }
             None => Credentials { servers: Vec::new(), ca: PathBuf::new(), cert: PathBuf::new(), key: PathBuf::new() },
@@ -373,7 +374,12 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&release)?);
             } else {
-                println!("published release {} ({} app(s){})", release.id, release.apps.len(), if release.firmware.is_some() { ", firmware" } else { "" });
+                println!(
+                    "published release {} ({} app(s){})",
+                    release.id,
+                    release.apps.len(),
+                    if release.firmware.is_some() { ", firmware" } else { "" }
+                );
             }
         }
         FleetCommand::Release(ReleaseCommand::List { json }) => {
@@ -447,7 +453,8 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
             println!("unpinned {}", describe_target(&target.target()));
         }
         FleetCommand::Controller { tick_ms, seconds } => {
-            let controller = Controller::new(link.clone(), std::sync::Arc::new(SystemClock), Duration::from_millis(tick_ms));
+            let controller =
+                Controller::new(link.clone(), std::sync::Arc::new(SystemClock), Duration::from_millis(tick_ms));
             tracing::info!("rollout controller running");
             match seconds {
                 Some(s) => {
@@ -533,7 +540,10 @@ async fn devices(link: &Link, json: bool) -> Result<()> {
         return Ok(());
     }
     let now = now();
-    println!("{:<14} {:<10} {:<24} {:<10} {:<4} {:<8} {:<12} LAST SEEN", "DEVICE", "GROUP", "RELEASE", "FIRMWARE", "SLOT", "HEALTH", "PHASE");
+    println!(
+        "{:<14} {:<10} {:<24} {:<10} {:<4} {:<8} {:<12} LAST SEEN",
+        "DEVICE", "GROUP", "RELEASE", "FIRMWARE", "SLOT", "HEALTH", "PHASE"
+    );
     for row in rows {
         let group = row.group.as_deref().unwrap_or("-");
         match &row.reported {
@@ -555,7 +565,10 @@ async fn devices(link: &Link, json: bool) -> Result<()> {
                     r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
                 );
             }
-            None => println!("{:<14} {group:<10} {:<24} {:<10} {:<4} {:<8} {:<12} never", row.device, "-", "-", "-", "-", "-"),
+            None => println!(
+                "{:<14} {group:<10} {:<24} {:<10} {:<4} {:<8} {:<12} never",
+                row.device, "-", "-", "-", "-", "-"
+            ),
         }
     }
     Ok(())
@@ -567,7 +580,8 @@ pub fn describe(r: &Rollout) -> String {
     let mut out = String::new();
     let waves = r.plan.waves.len();
     let current = if r.state == State::Done { waves } else { (r.wave as usize + 1).min(waves) };
-    let _ = writeln!(out, "rollout {}: {} to group {}: {:?}, wave {current} of {waves}", r.id, r.release, r.group, r.state);
+    let _ =
+        writeln!(out, "rollout {}: {} to group {}: {:?}, wave {current} of {waves}", r.id, r.release, r.group, r.state);
     let mut per_wave: BTreeMap<u32, (usize, usize, usize)> = BTreeMap::new();
     for m in r.members.values() {
         let e = per_wave.entry(m.wave).or_default();
@@ -578,7 +592,8 @@ pub fn describe(r: &Rollout) -> String {
         }
     }
     for (i, size) in r.plan.waves.iter().enumerate() {
-        let (updated, failed, pending) = per_wave.get(&u32::try_from(i).unwrap_or(u32::MAX)).copied().unwrap_or_default();
+        let (updated, failed, pending) =
+            per_wave.get(&u32::try_from(i).unwrap_or(u32::MAX)).copied().unwrap_or_default();
         let _ = writeln!(out, "  wave {} ({size}): {updated} updated, {failed} failed, {pending} pending", i + 1);
     }
     for (d, m) in r.members.iter().filter(|(_, m)| m.outcome == Outcome::Failed) {

@@ -19,6 +19,7 @@
 pub mod compare;
 pub mod disk;
 pub mod firmware;
+pub mod fleet;
 pub mod guest;
 pub mod ntp;
 pub mod operator;
@@ -91,7 +92,7 @@ impl From<Error> for Failure {
 }
 
 impl Error {
-    fn io(path: &Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io { path: path.to_owned(), source }
     }
 }

@@ -6,12 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use trellis_fleet::sim::{self, Pki, Sim};
-use trellis_twin::operator::{Cli, text};
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, MOUNT_SHARE, Outcome, Twin, repack};
+use trellis_twin::fleet::{Operator, provision, rollout_id};
+use trellis_twin::operator::text;
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Outcome, Twin, repack};
 
 const BOARD: &str = "qemu-aarch64";
 
@@ -21,30 +22,6 @@ fn root() -> PathBuf {
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap_or("")
-}
-
-/// `trellis fleet --context CONTEXT ARGS...`
-fn fleet(cli: &Cli, context: &Path, args: &[&str]) -> String {
-    let mut all = vec!["fleet", "--context", s(context)];
-    all.extend_from_slice(args);
-    cli.ok(&all)
-}
-
-/// Wait until the rollout `id` is `state` (as `rollout status --json` says).
-fn wait_rollout(cli: &Cli, context: &Path, id: &str, state: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r: Value = serde_json::from_str(&fleet(cli, context, &["rollout", "status", id, "--json"])).expect("JSON");
-        if r["state"] == state {
-            return r;
-        }
-        assert!(Instant::now() < deadline, "rollout {id} not {state} within {timeout:?}: {r}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn rollout_id(said: &str) -> String {
-    said.strip_prefix("rollout ").and_then(|r| r.split(':').next()).expect("the rollout's id").to_owned()
 }
 
 #[test]
@@ -69,51 +46,16 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let devices = [("sim-1", "north"), ("sim-2", "north"), ("twin-1", "north")];
     let server = sim::single(&pki, &["operator"], &devices);
 
-    // The twin's provisioning: its certificate, the servers' CA, where the servers are.
+    // The twin, provisioned with its own certificate; the operator.
     let mut twin = Twin::new("fleet")?;
-    let share = twin.share().join("fleet");
-    std::fs::create_dir_all(&share).expect("share");
-    let (cert, key) = pki.issue("twin-1", false);
-    std::fs::copy(pki.ca(), share.join("ca.pem")).expect("ca");
-    std::fs::copy(&cert, share.join("device.pem")).expect("cert");
-    std::fs::copy(&key, share.join("device.key")).expect("key");
-    let id_dir = "/data/trellis/fleet-identity";
-    std::fs::write(
-        share.join("fleet.toml"),
-        format!(
-            "servers = [\"tls://10.0.2.2:{}\"]\nca = \"{id_dir}/ca.pem\"\ncert = \"{id_dir}/device.pem\"\n\
-             key = \"{id_dir}/device.key\"\ndevice = \"twin-1\"\ngroup = \"north\"\npoll-s = 2\nheartbeat-s = 5\n",
-            server.addr.port()
-        ),
-    )
-    .expect("fleet.toml");
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
-    device.wait_console()?;
-    device.sh(&format!(
-        "{MOUNT_SHARE} && mkdir -p {id_dir} && cp /mnt/fleet/*.pem /mnt/fleet/*.key {id_dir}/ && chmod 600 {id_dir}/device.key \
-         && cp /mnt/fleet/fleet.toml /data/trellis/fleet.toml && sync && kill $(pidof trellis-runtime)"
-    ))?;
-    device.seen("fleet agent started", BOOT_TIMEOUT)?;
-
-    // The operator: a context, the buckets, the registry; a controller; two simulated devices.
-    let cli = Cli::new(&twin, &dir);
-    let (op_cert, op_key) = pki.issue("operator", false);
-    let context = dir.join("fleet-context.toml");
-    std::fs::write(
-        &context,
-        format!(
-            "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            server.addr,
-            s(&pki.ca()),
-            s(&op_cert),
-            s(&op_key)
-        ),
-    )
-    .expect("context");
-    fleet(&cli, &context, &["setup"]);
+    provision(&twin, &mut device, &pki, server.addr.port(), "twin-1", "north")?;
+    let op = Operator::new(&pki, server.addr, &dir)?;
+    let fleet = |args: &[&str]| op.run(args).unwrap_or_else(|e| panic!("{e}"));
+    fleet(&["setup"]);
     for (d, g) in devices {
-        assert!(fleet(&cli, &context, &["register", d, "--group", g, "--board", BOARD]).contains("registered"));
+        assert!(fleet(&["register", d, "--group", g, "--board", BOARD]).contains("registered"));
     }
     let mut sims: Vec<Sim> = ["sim-1", "sim-2"]
         .iter()
@@ -128,60 +70,53 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
             sim.start().await;
         }
     });
-    let (mut controller, _) = cli.spawn(&["fleet", "--context", s(&context), "controller", "--tick-ms", "300"]);
+    let _controller = op.controller(300)?;
 
     // An app, in two waves: sim-1, then sim-2 and the twin.
     let app = dir.join("counter-9.wasm");
     std::fs::write(&app, repack("counter", |m| m.version = "9.0.0".into())).expect("app");
-    let said = fleet(
-        &cli,
-        &context,
-        &["release", "create", "counter-9.0.0", "--key", s(&release_key), "--app", s(&app), "--board", BOARD],
-    );
+    let said =
+        fleet(&["release", "create", "counter-9.0.0", "--key", s(&release_key), "--app", s(&app), "--board", BOARD]);
     assert!(said.contains("published release counter-9.0.0 (1 app(s))"), "{said}");
-    let said = fleet(
-        &cli,
-        &context,
-        &["deploy", "counter-9.0.0", "--group", "north", "--waves", "1,100%", "--soak-s", "0", "--errors", "50"],
-    );
+    let said =
+        fleet(&["deploy", "counter-9.0.0", "--group", "north", "--waves", "1,100%", "--soak-s", "0", "--errors", "50"]);
     let id = rollout_id(&said);
-    let done = wait_rollout(&cli, &context, &id, "done", Duration::from_secs(240));
+    let done = op.wait_rollout(&id, "done", Duration::from_secs(240))?;
     assert_eq!(done["members"]["twin-1"]["wave"], 1, "{done}");
     device.seen("app running app=\"counter\" version=9.0.0", BOOT_TIMEOUT)?;
     assert!(sims.iter().all(|d| d.runs("counter", "9.0.0")));
-    let status = fleet(&cli, &context, &["rollout", "status", &id]);
+    let status = fleet(&["rollout", "status", &id]);
     assert!(status.contains("done, wave 2 of 2") || status.contains("Done, wave 2 of 2"), "{status}");
     assert!(status.contains("wave 2 (100%): 2 updated, 0 failed, 0 pending"), "{status}");
 
     // Firmware: the twin downloads the bundle, RAUC installs it, the trial boot commits it.
-    let said = fleet(
-        &cli,
-        &context,
-        &["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle), "--board", BOARD],
-    );
+    let said =
+        fleet(&["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle), "--board", BOARD]);
     assert!(said.contains("published release os-fleet-2 (0 app(s), firmware)"), "{said}");
-    let said = fleet(
-        &cli,
-        &context,
-        &["deploy", "os-fleet-2", "--group", "north", "--waves", "1,100%", "--soak-s", "0", "--errors", "50"],
-    );
+    let said =
+        fleet(&["deploy", "os-fleet-2", "--group", "north", "--waves", "1,100%", "--soak-s", "0", "--errors", "50"]);
     let id = rollout_id(&said);
     let mut device = twin.restarted(device, Duration::from_secs(400))?;
     assert_eq!(device.partition, 3, "the trial boot runs slot B");
     device.wait_apps_running(&EXAMPLES)?;
     device.seen("phase=Committed", BOOT_TIMEOUT)?;
-    wait_rollout(&cli, &context, &id, "done", Duration::from_secs(180));
-    let rows: Value = serde_json::from_str(&fleet(&cli, &context, &["devices", "--json"])).expect("JSON");
+    op.wait_rollout(&id, "done", Duration::from_secs(180))?;
+    let rows: Value = serde_json::from_str(&fleet(&["devices", "--json"])).expect("JSON");
     let me = rows.as_array().and_then(|r| r.iter().find(|d| d["device"] == "twin-1")).expect("twin-1");
     let r = &me["reported"];
-    assert_eq!((r["release"].as_str(), r["slot"].as_str(), r["firmware"].as_str()), (Some("os-fleet-2"), Some("B"), Some("fleet-2")), "{me}");
+    assert_eq!(
+        (r["release"].as_str(), r["slot"].as_str(), r["firmware"].as_str()),
+        (Some("os-fleet-2"), Some("B"), Some("fleet-2")),
+        "{me}"
+    );
     assert_eq!(r["healthy"], true, "{me}");
-    let table = fleet(&cli, &context, &["devices"]);
-    assert!(table.lines().any(|l| l.starts_with("twin-1") && l.contains("os-fleet-2") && l.contains("healthy")), "{table}");
+    let table = fleet(&["devices"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("twin-1") && l.contains("os-fleet-2") && l.contains("healthy")),
+        "{table}"
+    );
     device.wait_console()?;
     assert_eq!(device.sh("ls -A /data/trellis/firmware")?.trim(), "", "the downloaded bundle was removed");
-    let _ = controller.kill();
-    let _ = controller.wait();
     drop(sims);
     drop(server);
     Ok(())

@@ -1,0 +1,160 @@
+//! A twin in a fleet: its provisioning (its own certificate, the servers'
+//! CA, where the servers are) written to the data partition through the
+//! harness's share, as a factory would, and the operator's `trellis fleet`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use trellis_fleet::sim::Pki;
+
+use crate::{BOOT_TIMEOUT, Error, Guest, MOUNT_SHARE, Twin};
+
+/// Where the twin keeps its fleet identity.
+pub const IDENTITY_DIR: &str = "/data/trellis/fleet-identity";
+
+/// Provision the running twin `device` as fleet device `id` of `group`
+/// (its certificate issued by `pki`), talking to the server at
+/// `10.0.2.2:port` (the host, as QEMU's user network shows it); then restart
+/// its runtime so the agent starts, and wait until it has.
+///
+/// # Errors
+/// The share cannot be written, or the agent does not start.
+pub fn provision(twin: &Twin, device: &mut Guest, pki: &Pki, port: u16, id: &str, group: &str) -> Result<(), Error> {
+    let share = twin.share().join("fleet");
+    std::fs::create_dir_all(&share).map_err(|e| Error::io(&share, e))?;
+    let (cert, key) = pki.issue(id, false);
+    for (from, to) in [(pki.ca(), "ca.pem"), (cert, "device.pem"), (key, "device.key")] {
+        std::fs::copy(&from, share.join(to)).map_err(|e| Error::io(&from, e))?;
+    }
+    let config = format!(
+        "servers = [\"tls://10.0.2.2:{port}\"]\nca = \"{IDENTITY_DIR}/ca.pem\"\ncert = \"{IDENTITY_DIR}/device.pem\"\n\
+         key = \"{IDENTITY_DIR}/device.key\"\ndevice = \"{id}\"\ngroup = \"{group}\"\npoll-s = 2\nheartbeat-s = 5\n"
+    );
+    let path = share.join("fleet.toml");
+    std::fs::write(&path, config).map_err(|e| Error::io(&path, e))?;
+    device.wait_console()?;
+    device.sh(&format!(
+        "{MOUNT_SHARE} && mkdir -p {IDENTITY_DIR} && cp /mnt/fleet/*.pem /mnt/fleet/*.key {IDENTITY_DIR}/ \
+         && chmod 600 {IDENTITY_DIR}/device.key && cp /mnt/fleet/fleet.toml /data/trellis/fleet.toml && sync \
+         && kill $(pidof trellis-runtime)"
+    ))?;
+    device.seen("fleet agent started", BOOT_TIMEOUT)?;
+    Ok(())
+}
+
+/// The operator's `trellis fleet`, with a context file for one server.
+#[derive(Debug)]
+pub struct Operator {
+    bin: PathBuf,
+    context: PathBuf,
+    /// Print each command and what it said.
+    pub echo: bool,
+}
+
+impl Operator {
+    /// The CLI (`$TRELLIS_CLI`, else `target/debug/trellis`) as operator
+    /// `operator` of `pki`, for the server at `server`; its context in `dir`.
+    ///
+    /// # Errors
+    /// The context cannot be written.
+    pub fn new(pki: &Pki, server: std::net::SocketAddr, dir: &Path) -> Result<Self, Error> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let bin = std::env::var_os("TRELLIS_CLI").map_or_else(|| root.join("target/debug/trellis"), PathBuf::from);
+        let (cert, key) = pki.issue("operator", false);
+        let context = dir.join("fleet-context.toml");
+        let text = format!(
+            "servers = [\"tls://{server}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+            pki.ca().display(),
+            cert.display(),
+            key.display()
+        );
+        std::fs::write(&context, text).map_err(|e| Error::io(&context, e))?;
+        Ok(Self { bin, context, echo: false })
+    }
+
+    /// The command `trellis fleet --context … ARGS`.
+    #[must_use]
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("fleet").arg("--context").arg(&self.context).args(args);
+        c
+    }
+
+    /// Start `trellis fleet controller` (stopped when the result is dropped).
+    ///
+    /// # Errors
+    /// It cannot be started.
+    pub fn controller(&self, tick_ms: u64) -> Result<Background, Error> {
+        let child = self
+            .command(&["controller", "--tick-ms", &tick_ms.to_string()])
+            .spawn()
+            .map_err(|e| Error::Qemu(format!("{}: {e}", self.bin.display())))?;
+        Ok(Background(child))
+    }
+
+    /// Run `trellis fleet ARGS`; it must succeed. Its standard output.
+    ///
+    /// # Errors
+    /// It failed (with what it said).
+    pub fn run(&self, args: &[&str]) -> Result<String, Error> {
+        let command = format!("trellis fleet {}", args.join(" "));
+        let out = self.command(args).output().map_err(|e| Error::Qemu(format!("{}: {e}", self.bin.display())))?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        if self.echo {
+            println!("$ {command}\n{said}");
+        }
+        if !out.status.success() {
+            return Err(Error::Command {
+                command,
+                code: out.status.code().unwrap_or(-1),
+                output: format!("{said}{}", String::from_utf8_lossy(&out.stderr)),
+            });
+        }
+        Ok(said)
+    }
+
+    /// Wait until rollout `id` is in `state` (`done`, `halted`, …); its JSON.
+    ///
+    /// # Errors
+    /// Not within `timeout`, or the CLI failed.
+    pub fn wait_rollout(&self, id: &str, state: &str, timeout: Duration) -> Result<serde_json::Value, Error> {
+        let deadline = Instant::now() + timeout;
+        let echo = self.echo;
+        let quiet = Self { bin: self.bin.clone(), context: self.context.clone(), echo: false };
+        let mut last = String::new();
+        loop {
+            let said = quiet.run(&["rollout", "status", id])?;
+            if echo && said != last {
+                print!("{said}");
+                last = said;
+            }
+            let json: serde_json::Value = serde_json::from_str(&quiet.run(&["rollout", "status", id, "--json"])?)
+                .map_err(|e| Error::Qemu(format!("rollout status --json: {e}")))?;
+            if json["state"] == state {
+                return Ok(json);
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Qemu(format!("rollout {id} was not {state} within {timeout:?}: {json}")));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// A process killed when this is dropped.
+#[derive(Debug)]
+pub struct Background(std::process::Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The rollout id in what `trellis fleet deploy` said.
+#[must_use]
+pub fn rollout_id(said: &str) -> String {
+    said.strip_prefix("rollout ").and_then(|r| r.split(':').next()).unwrap_or_default().to_owned()
+}
