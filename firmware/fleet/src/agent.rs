@@ -485,7 +485,7 @@ impl Agent {
                 release.app_interface, self.config.app_interface
             )));
         }
-        self.gate(desired, &release)?;
+        self.gate(desired, &release).await?;
 
         // What this device does not have yet.
         let apps_running: BTreeMap<String, String> =
@@ -604,7 +604,7 @@ impl Agent {
     }
 
     /// A maintenance window or an app's consent hook holds a normal release.
-    fn gate(&self, desired: &DesiredState, release: &Release) -> Result<(), Stop> {
+    async fn gate(&self, desired: &DesiredState, release: &Release) -> Result<(), Stop> {
         if release.urgency == Urgency::Critical {
             return Ok(());
         }
@@ -617,9 +617,13 @@ impl Agent {
                 return Err(Stop::Deferred(at, format!("outside the maintenance window {}-{} UTC", w.start, w.end)));
             }
         }
-        if !desired.forced
-            && let Consent::Defer { app, seconds } = self.device.update_consent(&release.id)
-        {
+        if desired.forced {
+            return Ok(());
+        }
+        // The apps' hooks run under their call deadlines: off the async threads.
+        let (device, id) = (Arc::clone(&self.device), release.id.clone());
+        let consent = tokio::task::spawn_blocking(move || device.update_consent(&id)).await.unwrap_or(Consent::Apply);
+        if let Consent::Defer { app, seconds } = consent {
             return Err(Stop::Deferred(
                 now + u64::from(seconds) * 1000,
                 format!("app {app} asked to wait {seconds} s"),
