@@ -71,7 +71,10 @@ fn a_provisioned_runtime_follows_its_desired_state_and_a_busy_app_holds_the_upda
     };
     wait("the first report", 30, || report().is_some());
     let first = report().unwrap();
-    assert!(first.apps.iter().any(|a| a.name == "counter" && a.version == "1.0.0" && a.state == "running"), "{first:?}");
+    assert!(
+        first.apps.iter().any(|a| a.name == "counter" && a.version == "1.0.0" && a.state == "running"),
+        "{first:?}"
+    );
 
     // A release of counter 9.0.0; the device is told to run it.
     let next = pack("counter", &{
