@@ -20,7 +20,8 @@ use trellis_fleet::server::{Cluster, DeviceUser, ServerConfig, Tls};
 use trellis_fleet::state::Window;
 
 /// Where the fleet is and who the operator is: a context file (TOML:
-/// `servers`, `ca`, `cert`, `key`), each field overridable.
+/// `servers`, `ca`, `cert`, `key`), each field overridable (`--server`,
+/// `--tls-ca`, `--tls-cert`, `--tls-key`).
 #[derive(Debug, Args)]
 pub struct Connection {
     /// The context file [default: $TRELLIS_FLEET_CONTEXT, or ~/.config/trellis/fleet.toml].
@@ -30,13 +31,13 @@ pub struct Connection {
     #[arg(long = "server", global = true)]
     servers: Vec<String>,
     /// The servers' CA certificate.
-    #[arg(long, global = true)]
+    #[arg(id = "tls_ca", long = "tls-ca", global = true)]
     ca: Option<PathBuf>,
     /// The operator's certificate.
-    #[arg(long, global = true)]
+    #[arg(id = "tls_cert", long = "tls-cert", global = true)]
     cert: Option<PathBuf>,
     /// The operator's key.
-    #[arg(long, global = true)]
+    #[arg(id = "tls_key", long = "tls-key", global = true)]
     key: Option<PathBuf>,
 }
 
@@ -62,7 +63,7 @@ impl Connection {
             }
         }
         if creds.servers.is_empty() || creds.ca.as_os_str().is_empty() || creds.cert.as_os_str().is_empty() {
-            bail!("no fleet to talk to: pass --context FILE (or --server, --ca, --cert, --key)");
+            bail!("no fleet to talk to: pass --context FILE (or --server, --tls-ca, --tls-cert, --tls-key)");
         }
         Ok(creds)
     }
@@ -76,6 +77,9 @@ pub enum FleetCommand {
         /// Copies of each (3 on a 3-node cluster).
         #[arg(long, default_value_t = 1)]
         replicas: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Add a device to the registry, in a group.
     Register {
@@ -87,6 +91,9 @@ pub enum FleetCommand {
         /// Its board.
         #[arg(long, default_value = "rpi4")]
         board: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// The devices: group, release, firmware, slot, health, phase, last seen.
     Devices {
@@ -106,16 +113,25 @@ pub enum FleetCommand {
     Pause {
         /// The rollout.
         rollout: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Go on with a paused or halted rollout (failed devices try again).
     Resume {
         /// The rollout.
         rollout: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a rollout: devices that have not updated follow their group again.
     Abort {
         /// The rollout.
         rollout: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Keep a device or a group on a release: rollouts leave it alone.
     Pin {
@@ -123,11 +139,17 @@ pub enum FleetCommand {
         release: String,
         #[command(flatten)]
         target: PinTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Undo `pin`.
     Unpin {
         #[command(flatten)]
         target: PinTarget,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the rollout controller (as many as you like: they agree through the server).
     Controller {
@@ -338,13 +360,21 @@ pub fn run(connection: &Connection, command: FleetCommand) -> Result<()> {
 
 async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
     match command {
-        FleetCommand::Setup { replicas } => {
+        FleetCommand::Setup { replicas, json } => {
             ops::setup(link, replicas).await?;
-            println!("fleet buckets ready ({replicas} replica{})", if replicas == 1 { "" } else { "s" });
+            if json {
+                println!("{}", serde_json::json!({ "replicas": replicas }));
+            } else {
+                println!("fleet buckets ready ({replicas} replica{})", if replicas == 1 { "" } else { "s" });
+            }
         }
-        FleetCommand::Register { device, group, board } => {
+        FleetCommand::Register { device, group, board, json } => {
             ops::register(link, &device, &group, &board).await?;
-            println!("registered {device} in group {group} ({board})");
+            if json {
+                println!("{}", serde_json::json!({ "device": device, "group": group, "board": board }));
+            } else {
+                println!("registered {device} in group {group} ({board})");
+            }
         }
         FleetCommand::Devices { json } => devices(link, json).await?,
         FleetCommand::Release(ReleaseCommand::Create {
@@ -441,16 +471,24 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
         FleetCommand::Rollout(RolloutCommand::Status { rollout, follow, json }) => {
             status(link, rollout.as_deref(), follow, json).await?;
         }
-        FleetCommand::Pause { rollout } => print_state(&ops::pause(link, &rollout).await?),
-        FleetCommand::Resume { rollout } => print_state(&ops::resume(link, &rollout).await?),
-        FleetCommand::Abort { rollout } => print_state(&ops::abort(link, &rollout).await?),
-        FleetCommand::Pin { release, target } => {
+        FleetCommand::Pause { rollout, json } => print_state(&ops::pause(link, &rollout).await?, json)?,
+        FleetCommand::Resume { rollout, json } => print_state(&ops::resume(link, &rollout).await?, json)?,
+        FleetCommand::Abort { rollout, json } => print_state(&ops::abort(link, &rollout).await?, json)?,
+        FleetCommand::Pin { release, target, json } => {
             ops::pin(link, &target.target(), &release).await?;
-            println!("pinned {} to {release}", describe_target(&target.target()));
+            if json {
+                println!("{}", serde_json::json!({ "pinned": describe_target(&target.target()), "release": release }));
+            } else {
+                println!("pinned {} to {release}", describe_target(&target.target()));
+            }
         }
-        FleetCommand::Unpin { target } => {
+        FleetCommand::Unpin { target, json } => {
             ops::unpin(link, &target.target()).await?;
-            println!("unpinned {}", describe_target(&target.target()));
+            if json {
+                println!("{}", serde_json::json!({ "unpinned": describe_target(&target.target()) }));
+            } else {
+                println!("unpinned {}", describe_target(&target.target()));
+            }
         }
         FleetCommand::Controller { tick_ms, seconds } => {
             let controller =
@@ -475,8 +513,18 @@ fn describe_target(t: &Target) -> String {
     }
 }
 
-fn print_state(r: &Rollout) {
-    println!("rollout {}: {:?}{}", r.id, r.state, r.reason.as_deref().map(|x| format!(" ({x})")).unwrap_or_default());
+fn print_state(r: &Rollout, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+    } else {
+        println!(
+            "rollout {}: {:?}{}",
+            r.id,
+            r.state,
+            r.reason.as_deref().map(|x| format!(" ({x})")).unwrap_or_default()
+        );
+    }
+    Ok(())
 }
 
 /// Each artifact's name (an app's, or `firmware`) and bytes.

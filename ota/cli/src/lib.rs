@@ -267,7 +267,8 @@ enum AppCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = match cli.verbose {
-        0 => "info,cranelift=warn,wasmtime=warn",
+        // The fleet's connection events are for -v, not for every command.
+        0 => "info,cranelift=warn,wasmtime=warn,async_nats=warn,trellis_fleet::link=warn",
         1 => "debug,cranelift=warn,wasmtime=warn",
         _ => "trace",
     };

@@ -39,6 +39,11 @@ fn help_everywhere() {
         &["app", "keygen", "--help"],
         &["device", "status", "--help"],
         &["device", "update", "--help"],
+        &["fleet", "--help"],
+        &["fleet", "deploy", "--help"],
+        &["fleet", "release", "create", "--help"],
+        &["fleet", "rollout", "status", "--help"],
+        &["fleet", "server-config", "--help"],
     ] {
         let o = trellis(args);
         assert!(o.status.success(), "{args:?}: {}", text(&o));
