@@ -96,6 +96,9 @@ struct Local {
     firmware: Option<String>,
     /// A release whose firmware is in its trial boot.
     trial: Option<String>,
+    /// The firmware version that release names (running once it commits).
+    #[serde(default)]
+    trial_version: Option<String>,
     /// The last failure.
     failed: Option<Failure>,
     /// A release held by a window or consent: until when, and why.
@@ -379,7 +382,7 @@ impl Agent {
         match update.phase {
             Phase::Committed => {
                 self.local.trial = None;
-                if let Some(v) = update.version {
+                if let Some(v) = self.local.trial_version.take().or(update.version) {
                     self.local.firmware = Some(v);
                 }
                 self.phase = "idle";
@@ -388,6 +391,7 @@ impl Agent {
             }
             Phase::RolledBack | Phase::Failed => {
                 self.local.trial = None;
+                self.local.trial_version = None;
                 let reason = update.reason.unwrap_or_else(|| "the trial boot was not healthy".into());
                 let attempt = self.local.desired.as_ref().map_or(0, |d| d.attempt);
                 self.local.failed =
@@ -563,6 +567,7 @@ impl Agent {
                     match result {
                         Ok(_) => {
                             self.local.trial = Some(id.clone());
+                            self.local.trial_version = firmware.as_ref().map(|f| f.version.clone());
                             self.phase = "trial-boot";
                             self.save();
                             self.event(

@@ -228,8 +228,9 @@ impl Device for HeldReboot {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
     let mut f = one(&["pi-1", "pi-2"]).await;
-    let bundle = b"RAUC BUNDLE 2.0.0".to_vec();
-    let release = Release::new("os-2.0.0", sim::BOARD, sim::INTERFACE).with_firmware("2.0.0", &bundle).signed(&f.key);
+    // (The fake RAUC records every bundle as version 2.0.0; the release's 2.1.0 is what runs after the commit.)
+    let bundle = b"RAUC BUNDLE 2.1.0".to_vec();
+    let release = Release::new("os-2.1.0", sim::BOARD, sim::INTERFACE).with_firmware("2.1.0", &bundle).signed(&f.key);
     ops::publish(&f.operator, &release, &[("firmware".into(), bundle.clone())]).await.unwrap();
 
     // pi-1 installs; while it reboots into the trial the server goes away.
@@ -263,7 +264,7 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
         std::fs::read_dir(&outbox).unwrap().count() == 0
             && report(&f.operator, "pi-1")
                 .await
-                .is_some_and(|r| r.release.as_deref() == Some("os-2.0.0") && r.firmware == "2.0.0" && r.healthy)
+                .is_some_and(|r| r.release.as_deref() == Some("os-2.1.0") && r.firmware == "2.1.0" && r.healthy)
     })
     .await;
     let kinds: Vec<EventKind> =
@@ -272,6 +273,7 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
         kinds,
         [EventKind::Downloaded, EventKind::Verified, EventKind::Installed, EventKind::Installed, EventKind::Healthy]
     );
+    assert_eq!(d.device.bundles.lock().unwrap().len(), 1, "installed once: committed firmware is not installed again");
     task.abort();
     assert!(
         std::fs::read_dir(d.dir.path().join("firmware")).unwrap().count() == 0,
