@@ -265,8 +265,9 @@ impl Agent {
             .iter()
             .map(|a| ReportedApp { name: a.name.clone(), version: a.version.clone(), state: a.state.clone() })
             .collect();
-        let healthy =
-            apps.iter().all(|a| a.state == "running") && self.local.trial.is_none() && self.local.failed.is_none();
+        // The device's health (its apps run, no firmware on trial); a failed
+        // attempt at a release is its phase and error, not its health.
+        let healthy = apps.iter().all(|a| a.state == "running") && self.local.trial.is_none();
         ReportedState {
             device: self.config.device.clone(),
             seen_ms: self.clock.now_ms(),

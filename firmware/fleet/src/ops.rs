@@ -87,9 +87,18 @@ pub async fn register(link: &Link, device: &str, group: &str, board: &str) -> Re
 }
 
 /// Every entry of `bucket`, parsed (entries that do not parse are skipped
-/// with a warning). Listing needs a consumer, which a cluster electing a
-/// stream's leader may not create at once: three tries.
+/// with a warning).
 async fn entries<T: serde::de::DeserializeOwned>(link: &Link, bucket: &str) -> Result<BTreeMap<String, T>, FleetError> {
+    Ok(stamped_entries(link, bucket).await?.into_iter().map(|(k, (v, _))| (k, v)).collect())
+}
+
+/// The same, with when the server stored each (Unix ms). Listing needs a
+/// consumer, which a cluster electing a stream's leader may not create at
+/// once: three tries.
+async fn stamped_entries<T: serde::de::DeserializeOwned>(
+    link: &Link,
+    bucket: &str,
+) -> Result<BTreeMap<String, (T, u64)>, FleetError> {
     let mut tries = 0;
     loop {
         match entries_once(link, bucket).await {
@@ -106,19 +115,19 @@ async fn entries<T: serde::de::DeserializeOwned>(link: &Link, bucket: &str) -> R
 async fn entries_once<T: serde::de::DeserializeOwned>(
     link: &Link,
     bucket: &str,
-) -> Result<BTreeMap<String, T>, FleetError> {
+) -> Result<BTreeMap<String, (T, u64)>, FleetError> {
     let store = link.kv(bucket).await?;
     let what = || format!("listing {bucket}");
     let mut keys = store.keys().await.map_err(|e| FleetError::nats(what(), e))?;
     let mut out = BTreeMap::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| FleetError::nats(what(), e))?;
-        if let Some(value) =
-            store.get(&key).await.map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))?
-        {
-            match serde_json::from_slice(&value) {
+        let entry = store.entry(&key).await.map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))?;
+        if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
+            let stored_ms = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+            match serde_json::from_slice(&entry.value) {
                 Ok(v) => {
-                    out.insert(key, v);
+                    out.insert(key, (v, stored_ms));
                 }
                 Err(e) => tracing::warn!("{bucket}/{key}: {e}"),
             }
@@ -153,6 +162,8 @@ pub struct DeviceRow {
     pub group: Option<String>,
     /// What it reports (none: never reported).
     pub reported: Option<ReportedState>,
+    /// When the server stored its last report (Unix ms; its own clock may be off).
+    pub last_seen_ms: Option<u64>,
 }
 
 /// The devices: every registered one and every one that reported.
@@ -161,12 +172,20 @@ pub struct DeviceRow {
 /// The server cannot be reached.
 pub async fn devices(link: &Link) -> Result<Vec<DeviceRow>, FleetError> {
     let registry = registry(link).await?;
-    let mut reports = reports(link).await?;
+    let mut reports = stamped_entries::<ReportedState>(link, REPORTED).await?;
     let mut rows: Vec<DeviceRow> = registry
         .iter()
-        .map(|(d, r)| DeviceRow { device: d.clone(), group: Some(r.group.clone()), reported: reports.remove(d) })
+        .map(|(d, r)| {
+            let (reported, last_seen_ms) = reports.remove(d).map_or((None, None), |(r, at)| (Some(r), Some(at)));
+            DeviceRow { device: d.clone(), group: Some(r.group.clone()), reported, last_seen_ms }
+        })
         .collect();
-    rows.extend(reports.into_iter().map(|(d, r)| DeviceRow { device: d, group: None, reported: Some(r) }));
+    rows.extend(reports.into_iter().map(|(d, (r, at))| DeviceRow {
+        device: d,
+        group: None,
+        reported: Some(r),
+        last_seen_ms: Some(at),
+    }));
     rows.sort_by(|a, b| a.device.cmp(&b.device));
     Ok(rows)
 }

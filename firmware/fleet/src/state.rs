@@ -94,7 +94,8 @@ pub struct ReportedState {
     /// Its apps.
     #[serde(default)]
     pub apps: Vec<ReportedApp>,
-    /// Every app running and the firmware committed.
+    /// Every app running and no firmware on trial (a failed attempt at a
+    /// release shows in `phase` and `error`, not here).
     pub healthy: bool,
     /// What it is doing: `idle`, `downloading`, `installing`, `trial-boot`,
     /// `deferred`, or `failed` (the last attempt at `target` failed: `error`).

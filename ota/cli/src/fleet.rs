@@ -589,7 +589,7 @@ async fn devices(link: &Link, json: bool) -> Result<()> {
     }
     let now = now();
     println!(
-        "{:<14} {:<10} {:<24} {:<10} {:<4} {:<8} {:<12} LAST SEEN",
+        "{:<14} {:<10} {:<24} {:<14} {:<4} {:<8} {:<12} LAST SEEN",
         "DEVICE", "GROUP", "RELEASE", "FIRMWARE", "SLOT", "HEALTH", "PHASE"
     );
     for row in rows {
@@ -601,7 +601,7 @@ async fn devices(link: &Link, json: bool) -> Result<()> {
                     (p, _) => p.to_owned(),
                 };
                 println!(
-                    "{:<14} {:<10} {:<24} {:<10} {:<4} {:<8} {:<12} {}{}",
+                    "{:<14} {:<10} {:<24} {:<14} {:<4} {:<8} {:<12} {}{}",
                     row.device,
                     group,
                     r.release.as_deref().unwrap_or("-"),
@@ -609,12 +609,12 @@ async fn devices(link: &Link, json: bool) -> Result<()> {
                     r.slot.as_deref().unwrap_or("-"),
                     if r.healthy { "healthy" } else { "sick" },
                     phase,
-                    ago(now, r.seen_ms),
+                    ago(now, row.last_seen_ms.unwrap_or(r.seen_ms)),
                     r.error.as_deref().map(|e| format!("  error: {e}")).unwrap_or_default()
                 );
             }
             None => println!(
-                "{:<14} {group:<10} {:<24} {:<10} {:<4} {:<8} {:<12} never",
+                "{:<14} {group:<10} {:<24} {:<14} {:<4} {:<8} {:<12} never",
                 row.device, "-", "-", "-", "-", "-"
             ),
         }

@@ -183,7 +183,7 @@ fn run(args: &Args) -> Result<()> {
         let back = twin.restarted(trial, Duration::from_secs(300))?;
         ensure!(back.partition == 2, "{first}: back on slot A");
         let device = device.insert(back);
-        device.seen("phase=RolledBack", BOOT_TIMEOUT)?;
+        device.seen("fleet: RolledBack", BOOT_TIMEOUT)?;
         println!("{first}: back on slot A by itself");
         let halted = op.wait_rollout(&id, "halted", Duration::from_secs(300))?;
         let reason = halted["reason"].as_str().unwrap_or_default().to_owned();
