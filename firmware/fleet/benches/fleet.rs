@@ -7,7 +7,8 @@
 //! device through each device's management API, as a script of `trellis
 //! push` would.
 //!
-//! Environment: `FLEET_SIZES` (default `10,100,1000`), `FLEET_RUNTIMES`
+//! Environment: `FLEET_SIZES` (default `10,100,1000`), `FLEET_RUNS` (runs
+//! per size, the median reported; default 3), `FLEET_RUNTIMES`
 //! (real runtimes beside them, default 10), `TRELLIS_RUNTIME_BIN` (default
 //! `target/debug/trellis-runtime`), `FLEET_APP` (default `build/apps/counter.wasm`).
 
@@ -261,6 +262,7 @@ fn main() {
         .unwrap_or_default();
     let mut out = format!(
         "Fleet convergence, measured {} on {cpus} cores ({model}), {server_version}, one server, app {} ({} bytes)\n\n\
+         Medians of {runs} runs, each on a fresh server.\n\n\
          | devices (simulated + real runtimes) | connect, all reported | deploy → all running | server CPU | server RSS (peak) | baseline: API push one by one | ratio |\n\
          |---|---|---|---|---|---|---|\n",
         std::process::Command::new("date")
@@ -270,10 +272,18 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
             .unwrap_or_default(),
         app_path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        first.len()
+        first.len(),
+        runs = env_or("FLEET_RUNS", "3"),
     );
+    let runs: usize = env_or("FLEET_RUNS", "3").parse().unwrap();
     for n in sizes {
-        let row = rt.block_on(measure(n, runtimes, &first, &next));
+        // Each run is a fresh server and fleet; the row is the run with the median convergence.
+        let mut rows: Vec<Row> = (0..runs.max(1)).map(|_| rt.block_on(measure(n, runtimes, &first, &next))).collect();
+        rows.sort_by(|a, b| a.converge_s.total_cmp(&b.converge_s));
+        let mut baselines: Vec<f64> = rows.iter().map(|r| r.baseline_s).collect();
+        baselines.sort_by(f64::total_cmp);
+        let mut row = rows.swap_remove(rows.len() / 2);
+        row.baseline_s = baselines[baselines.len() / 2];
         let line = format!(
             "| {} + {} | {:.1} s | **{:.2} s** | {:.2} s | {:.0} MiB ({:.0} MiB) | {:.2} s | {:.1}× |\n",
             row.sims,
