@@ -249,14 +249,7 @@ impl Controller {
             if m.outcome == Outcome::Updated {
                 continue;
             }
-            let d = DesiredState {
-                release: rollout.release.clone(),
-                rollout: Some(rollout.id.clone()),
-                forced: rollout.plan.forced,
-                window: rollout.plan.window.clone(),
-                pinned: false,
-                attempt: m.attempt,
-            };
+            let d = rollout.desired(m.attempt);
             let key = names::device_key(device);
             let current = self.link.get(DESIRED, &key).await?;
             if current.is_none_or(|c| serde_json::from_slice::<DesiredState>(&c).ok().as_ref() != Some(&d)) {

@@ -381,14 +381,7 @@ pub async fn resume(link: &Link, id: &str) -> Result<Rollout, FleetError> {
     .await?;
     for (device, m) in &rollout.members {
         if m.outcome == Outcome::Pending && m.attempt > 0 {
-            let d = DesiredState {
-                release: rollout.release.clone(),
-                rollout: Some(rollout.id.clone()),
-                forced: rollout.plan.forced,
-                window: rollout.plan.window.clone(),
-                pinned: false,
-                attempt: m.attempt,
-            };
+            let d = rollout.desired(m.attempt);
             link.put(DESIRED, &names::device_key(device), serde_json::to_vec(&d).unwrap_or_default()).await?;
         }
     }

@@ -236,7 +236,9 @@ impl Rollout {
         }
     }
 
-    fn desired(&self, attempt: u32) -> DesiredState {
+    /// The desired state this rollout gives a device at `attempt`.
+    #[must_use]
+    pub fn desired(&self, attempt: u32) -> DesiredState {
         DesiredState {
             release: self.release.clone(),
             rollout: Some(self.id.clone()),
