@@ -167,6 +167,11 @@ impl Agent {
             // The firmware this boot runs is the one the image says.
             local.firmware = Some(config.firmware_version.clone());
         }
+        // An event written just before a power cut, its number not yet saved: never overwrite it.
+        let highest = outbox_files(&outbox).iter().filter_map(|p| p.file_stem()?.to_str()?.parse::<u64>().ok()).max();
+        if let Some(n) = highest {
+            local.next_event = local.next_event.max(n + 1);
+        }
         Ok(Self {
             config,
             device,
@@ -219,13 +224,7 @@ impl Agent {
 
     /// Send the outbox, oldest first; stop at the first that is not acknowledged.
     async fn flush(&self, link: &Link) -> Result<(), FleetError> {
-        let dir = self.config.state_dir.join(OUTBOX);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(|e| FleetError::io(&dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
+        let files = outbox_files(&self.config.state_dir.join(OUTBOX));
         let subject = names::events_subject(&self.config.device);
         for file in files {
             let bytes = std::fs::read(&file).map_err(|e| FleetError::io(&file, e))?;
@@ -243,7 +242,7 @@ impl Agent {
     /// Events not yet acknowledged by the server.
     #[must_use]
     pub fn pending_events(&self) -> usize {
-        std::fs::read_dir(self.config.state_dir.join(OUTBOX)).map_or(0, |d| d.filter_map(Result::ok).count())
+        outbox_files(&self.config.state_dir.join(OUTBOX)).len()
     }
 
     /// The firmware version running: the booted slot's bundle version as
@@ -344,10 +343,9 @@ impl Agent {
         let _watches = self.watch(&link);
         loop {
             self.step(&link).await;
-            let busy = self.local.trial.is_some()
-                || self.local.deferred.is_some()
-                || self.local.desired.is_none()
-                || self.pending_events() > 0;
+            // Waiting on something that changes by itself: look again soon.
+            // Otherwise the watches wake it, and the poll is the safety net.
+            let busy = self.local.trial.is_some() || self.local.deferred.is_some() || self.pending_events() > 0;
             let wait = if busy { Duration::from_secs(1) } else { self.config.poll.min(self.config.heartbeat) };
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
         }
@@ -752,6 +750,16 @@ async fn download(
     Ok((bytes, hex::encode(hasher.finalize()), got))
 }
 
+/// The events in the outbox, oldest first (temporary files of a write cut
+/// short are not events).
+fn outbox_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == "json"));
+    files.sort();
+    files
+}
+
 /// A watch task, stopped with the agent.
 struct Watch(tokio::task::JoinHandle<()>);
 
@@ -803,6 +811,30 @@ pub fn interface_compatible(wanted: &str, provided: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A power cut between writing an event and saving its number: the next
+    /// event gets a new number, it does not overwrite the one not yet sent.
+    #[cfg(feature = "sim")]
+    #[test]
+    fn an_unsent_event_is_never_overwritten() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let config = AgentConfig::new("pi-1", "north", "rpi4", "0.1.1", "1.0.0", dir.path());
+        let device = Arc::new(trellis_control::testing::FakeDevice::new(dir.path().join("apps")));
+        let clock = Arc::new(crate::clock::ManualClock::at(0));
+        let mut agent = Agent::new(config.clone(), device.clone(), TrustList::default(), clock.clone()).unwrap();
+        agent.event(EventKind::Deferred, "r-1", None);
+        // The number is lost with the state file; the event and a temporary file of a cut write stay.
+        std::fs::remove_file(dir.path().join(STATE_FILE)).unwrap();
+        std::fs::write(dir.path().join(OUTBOX).join(".00000000000000000001.json.tmp"), b"{").unwrap();
+        let mut agent = Agent::new(config, device, TrustList::default(), clock).unwrap();
+        assert_eq!(agent.pending_events(), 1);
+        agent.event(EventKind::Healthy, "r-1", None);
+        let files = outbox_files(&dir.path().join(OUTBOX));
+        assert_eq!(files.len(), 2, "{files:?}");
+        let first: Event = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
+        assert_eq!(first.kind, EventKind::Deferred, "the first event is still there, first");
+    }
 
     #[test]
     fn interface_versions() {
