@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::Link;
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
-use crate::release::{Part, Release, Urgency};
+use crate::release::{Part, Release, Urgency, semver_triple};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
 
@@ -248,8 +248,7 @@ impl Agent {
     /// The firmware version running: the booted slot's bundle version as
     /// RAUC records it, else what the agent knows (its image's, or the one it
     /// saw committed).
-    fn firmware_version(&self) -> String {
-        let status = self.device.status();
+    fn firmware_version(&self, status: &trellis_control::DeviceStatus) -> String {
         let booted =
             status.firmware.slots.as_ref().and_then(|s| {
                 s.slots.iter().find(|slot| slot.bootname == s.booted).and_then(|slot| slot.version.clone())
@@ -273,7 +272,7 @@ impl Agent {
             release: self.local.applied.clone(),
             target: self.local.desired.as_ref().map(|d| d.release.clone()),
             attempt: self.local.desired.as_ref().map_or(0, |d| d.attempt),
-            firmware: self.firmware_version(),
+            firmware: self.firmware_version(&status),
             slot: status.firmware.slots.as_ref().map(|s| s.booted.clone()),
             apps,
             healthy,
@@ -495,7 +494,7 @@ impl Agent {
             self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
         let apps: Vec<_> =
             release.apps.iter().filter(|a| apps_running.get(&a.name) != Some(&a.version)).cloned().collect();
-        let running = self.firmware_version();
+        let running = self.firmware_version(&self.device.status());
         let firmware = release.firmware.clone().filter(|f| f.version != running);
 
         // Everything is fetched and checked before anything is applied.
@@ -799,11 +798,7 @@ fn percent(done: u64, total: u64) -> u8 {
 /// runtime's is not older.
 #[must_use]
 pub fn interface_compatible(wanted: &str, provided: &str) -> bool {
-    let parse = |v: &str| -> Option<(u64, u64, u64)> {
-        let mut p = v.split('.').map(|x| x.parse::<u64>().ok());
-        Some((p.next()??, p.next()??, p.next()??))
-    };
-    let (Some(w), Some(p)) = (parse(wanted), parse(provided)) else { return false };
+    let (Some(w), Some(p)) = (semver_triple(wanted), semver_triple(provided)) else { return false };
     let same_line = if w.0 == 0 { w.0 == p.0 && w.1 == p.1 } else { w.0 == p.0 };
     same_line && p >= w
 }

@@ -325,7 +325,8 @@ impl Release {
     }
 }
 
-fn semver_triple(v: &str) -> Option<(u64, u64, u64)> {
+/// `MAJOR.MINOR.PATCH` as numbers; anything else is `None`.
+pub(crate) fn semver_triple(v: &str) -> Option<(u64, u64, u64)> {
     let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
     let triple = (parts.next()??, parts.next()??, parts.next()??);
     parts.next().is_none().then_some(triple)
