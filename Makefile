@@ -10,6 +10,8 @@ CARGO      ?= RUSTC_WORKSPACE_WRAPPER="$$(rustup which clippy-driver)" CLIPPY_AR
 BUILD      ?= build
 WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
 EXAMPLES   := blinky button thermostat counter publisher subscriber
+# Apps for edge nodes (docs/fleet.md, "Edge nodes"): packed beside, not seeded into device images.
+EDGE_APPS  := aggregator
 TRELLIS    := target/debug/trellis
 # One feature set and one package selection for every host build: the lints'
 # check, the tests, the CLI and the twin's harness share one compile of each crate.
@@ -34,11 +36,15 @@ setup-host:
 cli: ## Build the trellis CLI and the twin's harness (debug; the same build the tests use)
 	$(CARGO) build $(HOST_SELECTION) --bins
 
-apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/apps/
+apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/apps/ (edge nodes' into build/edge-apps/)
 	cd wasm-apps && $(CARGO) build --release --target wasm32-wasip2
 	@mkdir -p $(BUILD)/apps
 	@for app in $(EXAMPLES); do \
 	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/apps/$$app.wasm || exit 1; \
+	done
+	@mkdir -p $(BUILD)/edge-apps
+	@for app in $(EDGE_APPS); do \
+	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/edge-apps/$$app.wasm || exit 1; \
 	done
 
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)

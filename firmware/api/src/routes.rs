@@ -8,6 +8,8 @@
 //! | `GET /v1/apps` | the apps with version, state, restarts |
 //! | `PUT /v1/apps/NAME` (body: the app file) | 201 once the new version runs (then its file is in place); 422 with the runtime's reason when it refused it (the old one runs on, nothing is written); 409 when the device's configuration does not run that app |
 //! | `DELETE /v1/apps/NAME` | 204; the app stops |
+//! | `POST /v1/apps/NAME/stop` | 200 with the app's status (state `stopped`); it stays stopped, across reboots, until started |
+//! | `POST /v1/apps/NAME/start` | 200 with the app's status once it runs; 422 with the runtime's reason (it stays stopped) |
 //! | `PUT /v1/firmware` (body: a RAUC bundle) | 200, then the installation as it goes: one JSON line per step (the control socket's replies: `progress`, then `installed` or `error`); the device reboots into the trial after `installed` |
 //! | `POST /v1/reboot` | 202; the device reboots |
 //! | `GET /v1/logs[?follow=false]` | server-sent events: the recent log, then each new line as it comes |
@@ -168,6 +170,7 @@ impl Routes {
             ("GET", ["v1", "apps"]) => Answer::json(200, &self.device.apps()).into(),
             ("PUT", ["v1", "apps", name]) => self.upload(name, head.content_length, body).into(),
             ("DELETE", ["v1", "apps", name]) => self.remove(name).into(),
+            ("POST", ["v1", "apps", name, action @ ("stop" | "start")]) => self.stop_start(name, action).into(),
             ("PUT", ["v1", "firmware"]) => self.firmware(head.content_length, body),
             ("POST", ["v1", "reboot"]) => self.reboot(),
             ("GET", ["v1", "logs"]) => self.logs(head.query.as_deref() != Some("follow=false")),
@@ -177,9 +180,13 @@ impl Routes {
                 body: self.device.metrics().into_bytes(),
             }
             .into(),
-            (_, ["v1", "status" | "apps" | "firmware" | "reboot" | "logs"] | ["v1", "apps", _] | ["metrics"]) => {
-                Answer::error(405, format!("{} is not allowed on {}", head.method, head.path)).into()
-            }
+            (
+                _,
+                ["v1", "status" | "apps" | "firmware" | "reboot" | "logs"]
+                | ["v1", "apps", _]
+                | ["v1", "apps", _, "stop" | "start"]
+                | ["metrics"],
+            ) => Answer::error(405, format!("{} is not allowed on {}", head.method, head.path)).into(),
             _ => Answer::error(404, format!("no such resource: {}", head.path)).into(),
         }
     }
@@ -286,8 +293,22 @@ impl Routes {
         match self.device.install_app(name, &bytes) {
             Ok(done) => Answer::json(
                 201,
-                &serde_json::json!({ "app": name, "version": done.version, "replaced": done.replaced, "state": "running" }),
+                &serde_json::json!({ "app": name, "version": done.version, "replaced": done.replaced,
+                    "state": if done.stopped { "stopped" } else { "running" } }),
             ),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// `stop` or `start` app `name`: its status afterwards.
+    fn stop_start(&self, name: &str, action: &str) -> Answer {
+        if !trellis_layout::valid_name(name) {
+            return UploadError::Name(name.to_owned()).into();
+        }
+        let _turn = self.locks.lock(name);
+        let result = if action == "stop" { self.device.stop_app(name) } else { self.device.start_app(name) };
+        match result {
+            Ok(app) => Answer::json(200, &app),
             Err(e) => e.into(),
         }
     }

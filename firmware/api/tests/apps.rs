@@ -100,3 +100,26 @@ fn two_concurrent_pushes_of_one_app_leave_one_complete_version() {
     assert_eq!(swapped.len(), 2);
     assert!(swapped.iter().all(|s| apps.contains(s)), "each swap saw a whole file");
 }
+
+#[test]
+fn an_app_is_stopped_and_started_and_unknown_apps_are_named() {
+    let (_fake, routes) = routes();
+    let app = "APP blinky 2.0.0 code...";
+    assert_eq!(request(&routes, &put("blinky", app, app.len())).status, 201);
+    let stop = request(&routes, b"POST /v1/apps/blinky/stop HTTP/1.1\r\n\r\n");
+    assert_eq!(stop.status, 200, "{}", body(&stop));
+    let summary: serde_json::Value = serde_json::from_slice(&stop.body).unwrap();
+    assert_eq!((summary["name"].as_str(), summary["state"].as_str()), (Some("blinky"), Some("stopped")));
+    let start = request(&routes, b"POST /v1/apps/blinky/start HTTP/1.1\r\n\r\n");
+    assert_eq!(start.status, 200, "{}", body(&start));
+    assert!(body(&start).contains(r#""state": "running""#), "{}", body(&start));
+
+    let unknown = request(&routes, b"POST /v1/apps/nope/stop HTTP/1.1\r\n\r\n");
+    assert_eq!(unknown.status, 404);
+    assert!(body(&unknown).contains("no app nope"), "{}", body(&unknown));
+    let bad = request(&routes, b"POST /v1/apps/..%2fx/start HTTP/1.1\r\n\r\n");
+    assert_eq!(bad.status, 400, "{}", body(&bad));
+    let wrong = request(&routes, b"GET /v1/apps/blinky/stop HTTP/1.1\r\n\r\n");
+    assert_eq!(wrong.status, 405, "{}", body(&wrong));
+    assert_eq!(request(&routes, b"POST /v1/apps/blinky/pause HTTP/1.1\r\n\r\n").status, 404);
+}

@@ -13,8 +13,8 @@ mod manifest;
 pub use container::{AppFile, FormatError, SignatureInfo, component_code, interface_imports, pack, sign};
 pub use keys::{KeyError, KeyId, SigningKey, TrustList, generate_key, load_signing_key, write_key_pair};
 pub use manifest::{
-    GpioLine, I2cGrant, Limits, LineBias, Manifest, ManifestError, Permissions, SpiDevice, pattern_covers,
-    topic_matches, valid_name, valid_topic_pattern,
+    FLEET_PREFIX, FleetGrants, GpioLine, HostPattern, I2cGrant, Limits, LineBias, Manifest, ManifestError, Permissions,
+    SpiDevice, pattern_covers, topic_matches, valid_fleet_pattern, valid_name, valid_topic_pattern,
 };
 
 /// Custom section holding the manifest (UTF-8 TOML).

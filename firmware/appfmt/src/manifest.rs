@@ -55,9 +55,42 @@ pub struct Permissions {
     /// Topic patterns the app may subscribe to.
     #[serde(default)]
     pub subscribe: Vec<String>,
+    /// Topics the app may use on the fleet bus (`[permissions.fleet]`).
+    #[serde(default, skip_serializing_if = "FleetGrants::is_empty")]
+    pub fleet: FleetGrants,
     /// Hot-plug subsystems the app may follow (`usb`, `gpio`, `i2c`, `tty`).
     #[serde(default)]
     pub hotplug: Vec<String>,
+    /// Hosts the app may send HTTP requests to (`wasi:http`): `name` (any
+    /// port), `name:port`, or `*.domain` (any name under it). Everything
+    /// else is refused, naming the host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<String>,
+}
+
+/// What an app may do on the fleet bus (`[permissions.fleet]`): the topics
+/// after `fleet/` in its `pubsub` calls. `publish` patterns name this
+/// device's own topics (`readings/#`); `subscribe` patterns start with the
+/// device they come from, or `+` for any (`+/readings/#`). Same `+`/`#`
+/// syntax as local topics; a level may not contain `.`, `*` or `>` (each
+/// level is one NATS subject token).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FleetGrants {
+    /// Topic patterns the app may publish to the fleet, as this device.
+    #[serde(default)]
+    pub publish: Vec<String>,
+    /// Patterns `<device or +>/<topic pattern>` the app may subscribe to.
+    #[serde(default)]
+    pub subscribe: Vec<String>,
+}
+
+impl FleetGrants {
+    /// No fleet grant at all.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.publish.is_empty() && self.subscribe.is_empty()
+    }
 }
 
 /// Resource limits; the runtime enforces them per app.
@@ -70,9 +103,22 @@ pub struct Limits {
     /// Time one call into the app (start, an event) may take, in milliseconds.
     #[serde(default = "Limits::default_call_ms")]
     pub call_ms: u32,
-    /// Key-value store quota (keys plus values), in KiB.
-    #[serde(default = "Limits::default_kv_kib")]
-    pub kv_kib: u32,
+    /// Rate limit of the app's outgoing network traffic, in kbit/s (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub net_kbit: u32,
+    /// Longest an outgoing HTTP request may take, connection to last byte, in milliseconds.
+    #[serde(default = "Limits::default_request_ms")]
+    pub request_ms: u32,
+    /// Storage quota, in KiB: everything the app writes to the data partition
+    /// (its key-value store's file, as stored). `kv-kib`, its earlier name, is
+    /// still read.
+    #[serde(default = "Limits::default_storage_kib", alias = "kv-kib")]
+    pub storage_kib: u32,
+    /// Relative CPU share: the app's cgroup v2 `cpu.weight` (1..=10000, the
+    /// kernel's default 100), enforced by the kernel when the device runs
+    /// apps in cgroups (`[cgroups]` in the runtime's configuration).
+    #[serde(default = "Limits::default_cpu_weight")]
+    pub cpu_weight: u32,
 }
 
 impl Limits {
@@ -80,8 +126,14 @@ impl Limits {
     pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
     /// Longest call deadline (60 s).
     pub const MAX_CALL_MS: u32 = 60_000;
+    /// Longest outgoing request (5 min).
+    pub const MAX_REQUEST_MS: u32 = 300_000;
+    /// Highest outgoing rate limit (10 Gbit/s).
+    pub const MAX_NET_KBIT: u32 = 10_000_000;
     /// Largest key-value quota (64 MiB).
-    pub const MAX_KV_KIB: u32 = 64 * 1024;
+    pub const MAX_STORAGE_KIB: u32 = 64 * 1024;
+    /// Smallest and largest `cpu-weight` (the kernel's `cpu.weight` range).
+    pub const CPU_WEIGHT_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
 
     const fn default_memory_kib() -> u32 {
         16 * 1024
@@ -89,8 +141,14 @@ impl Limits {
     const fn default_call_ms() -> u32 {
         100
     }
-    const fn default_kv_kib() -> u32 {
+    const fn default_request_ms() -> u32 {
+        10_000
+    }
+    const fn default_storage_kib() -> u32 {
         64
+    }
+    const fn default_cpu_weight() -> u32 {
+        100
     }
 
     /// Linear memory limit in bytes.
@@ -99,10 +157,10 @@ impl Limits {
         self.memory_kib as usize * 1024
     }
 
-    /// Key-value quota in bytes.
+    /// Storage quota in bytes.
     #[must_use]
-    pub fn kv_bytes(&self) -> u64 {
-        u64::from(self.kv_kib) * 1024
+    pub fn storage_bytes(&self) -> u64 {
+        u64::from(self.storage_kib) * 1024
     }
 }
 
@@ -111,7 +169,10 @@ impl Default for Limits {
         Self {
             memory_kib: Self::default_memory_kib(),
             call_ms: Self::default_call_ms(),
-            kv_kib: Self::default_kv_kib(),
+            net_kbit: 0,
+            request_ms: Self::default_request_ms(),
+            storage_kib: Self::default_storage_kib(),
+            cpu_weight: Self::default_cpu_weight(),
         }
     }
 }
@@ -202,6 +263,61 @@ pub struct Manifest {
     pub spi: BTreeMap<String, SpiDevice>,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+const fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// One entry of `permissions.http`: a host name (or `*.` and a domain) and
+/// an optional port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// The name, without `*.`; lowercase.
+    pub host: String,
+    /// Whether any name under `host` matches (`*.host`), but not `host` itself.
+    pub subdomains: bool,
+    /// The one port allowed, or any.
+    pub port: Option<u16>,
+}
+
+impl HostPattern {
+    /// Parse `name`, `name:port`, `*.domain[:port]` or `[v6]:port`.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => {
+                (h, Some(p.parse::<u16>().ok().filter(|p| *p > 0)?))
+            }
+            _ => (text, None),
+        };
+        let (host, subdomains) = host.strip_prefix("*.").map_or((host, false), |h| (h, true));
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && (host.starts_with('[')
+                && host.ends_with(']')
+                && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_ok()
+                || host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && !label.starts_with('-')
+                        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                }));
+        valid.then(|| Self { host: host.to_owned(), subdomains, port })
+    }
+
+    /// Whether a request to `host` (a name or an address, as in the URL) on `port` is allowed.
+    #[must_use]
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host.to_ascii_lowercase();
+        let name_ok = if self.subdomains {
+            host.strip_suffix(&self.host).is_some_and(|rest| rest.ends_with('.') && rest.len() > 1)
+        } else {
+            host == self.host
+        };
+        name_ok && self.port.is_none_or(|p| p == port)
+    }
+}
+
 fn invalid(field: &'static str, reason: impl Into<String>) -> ManifestError {
     ManifestError::Invalid { field, reason: reason.into() }
 }
@@ -225,6 +341,23 @@ pub fn valid_topic_pattern(pattern: &str) -> bool {
         };
         wild_ok && !level.is_empty() && level.bytes().all(|c| c.is_ascii_graphic())
     })
+}
+
+/// The first topic level that is the fleet bus: an app's `fleet/<topic>`
+/// goes over the fleet, never to the device's own apps.
+pub const FLEET_PREFIX: &str = "fleet";
+
+/// Whether `pattern` is valid on the fleet bus: a topic pattern whose levels
+/// are also NATS subject tokens (no `.`, `*` or `>`).
+#[must_use]
+pub fn valid_fleet_pattern(pattern: &str) -> bool {
+    valid_topic_pattern(pattern) && !pattern.contains(['.', '*', '>'])
+}
+
+/// Whether a topic pattern names the fleet bus's `fleet/` level (local
+/// grants may not: the fleet has `[permissions.fleet]`).
+fn names_fleet(pattern: &str) -> bool {
+    pattern.split('/').next() == Some(FLEET_PREFIX)
 }
 
 /// Whether `topic` (no wildcards) matches `pattern`.
@@ -307,8 +440,24 @@ impl Manifest {
         if l.call_ms == 0 || l.call_ms > Limits::MAX_CALL_MS {
             return Err(invalid("limits.call-ms", format!("{} is outside 1..={}", l.call_ms, Limits::MAX_CALL_MS)));
         }
-        if l.kv_kib > Limits::MAX_KV_KIB {
-            return Err(invalid("limits.kv-kib", format!("{} is above {}", l.kv_kib, Limits::MAX_KV_KIB)));
+        if l.request_ms == 0 || l.request_ms > Limits::MAX_REQUEST_MS {
+            return Err(invalid(
+                "limits.request-ms",
+                format!("{} is outside 1..={}", l.request_ms, Limits::MAX_REQUEST_MS),
+            ));
+        }
+        if l.net_kbit > Limits::MAX_NET_KBIT {
+            return Err(invalid("limits.net-kbit", format!("{} is above {}", l.net_kbit, Limits::MAX_NET_KBIT)));
+        }
+        if l.storage_kib > Limits::MAX_STORAGE_KIB {
+            return Err(invalid(
+                "limits.storage-kib",
+                format!("{} is above {}", l.storage_kib, Limits::MAX_STORAGE_KIB),
+            ));
+        }
+        if !Limits::CPU_WEIGHT_RANGE.contains(&l.cpu_weight) {
+            let (lo, hi) = (Limits::CPU_WEIGHT_RANGE.start(), Limits::CPU_WEIGHT_RANGE.end());
+            return Err(invalid("limits.cpu-weight", format!("{} is outside {lo}..={hi}", l.cpu_weight)));
         }
         let p = &self.permissions;
         if let Some(line) = p.gpio_outputs.iter().find(|l| p.gpio_inputs.contains(l)) {
@@ -324,6 +473,42 @@ impl Manifest {
             if let Some(t) = list.iter().find(|t| !valid_topic_pattern(t)) {
                 return Err(invalid(field, format!("{t:?} is not a valid topic pattern")));
             }
+        }
+        if let Some(h) = p.http.iter().find(|h| HostPattern::parse(h).is_none()) {
+            return Err(invalid(
+                "permissions.http",
+                format!("{h:?} is not a host (`name`, `name:port` or `*.domain`, lowercase)"),
+            ));
+        }
+        for (field, list) in [("permissions.publish", &p.publish), ("permissions.subscribe", &p.subscribe)] {
+            if let Some(t) = list.iter().find(|t| names_fleet(t)) {
+                return Err(invalid(
+                    field,
+                    format!("{t:?}: `fleet/` is the fleet bus, granted in [permissions.fleet]"),
+                ));
+            }
+        }
+        for (field, list) in
+            [("permissions.fleet.publish", &p.fleet.publish), ("permissions.fleet.subscribe", &p.fleet.subscribe)]
+        {
+            if let Some(t) = list.iter().find(|t| !valid_fleet_pattern(t)) {
+                return Err(invalid(
+                    field,
+                    format!("{t:?} is not a fleet topic pattern (a topic pattern without '.', '*' or '>')"),
+                ));
+            }
+        }
+        if let Some(t) = p.fleet.publish.iter().find(|t| names_fleet(t)) {
+            return Err(invalid(
+                "permissions.fleet.publish",
+                format!("{t:?}: name the topic after `fleet/` (\"readings/#\" grants `fleet/readings/...`)"),
+            ));
+        }
+        if let Some(t) = p.fleet.subscribe.iter().find(|t| !t.contains('/') && *t != "#") {
+            return Err(invalid(
+                "permissions.fleet.subscribe",
+                format!("{t:?} names no topic: write <device or +>/<topic pattern>, like \"+/readings/#\""),
+            ));
         }
         if let Some(s) = p.hotplug.iter().find(|s| !valid_name(s)) {
             return Err(invalid("permissions.hotplug", format!("{s:?} is not a subsystem name")));
@@ -406,7 +591,8 @@ setpoint = "21.0"
     fn parses_and_defaults() {
         let m = Manifest::from_toml(FULL).unwrap();
         assert_eq!(m.permissions.i2c, vec![I2cGrant { bus: 1, address: 0x48 }]);
-        assert_eq!(m.limits.kv_kib, 64);
+        assert_eq!(m.limits.storage_kib, 64);
+        assert_eq!(m.limits.cpu_weight, 100);
         assert_eq!(m.limits.memory_bytes(), 2048 * 1024);
         assert_eq!(m.config["setpoint"], "21.0");
         assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
@@ -427,6 +613,8 @@ setpoint = "21.0"
             ("name = \"a\"\nversion = \"1.0.0\"\ncode-digest = \"sha256:AB\"", "`code-digest`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\nmemory-kib = 1", "`limits.memory-kib`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncall-ms = 0", "`limits.call-ms`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = 0", "`limits.cpu-weight`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = 10001", "`limits.cpu-weight`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\nspi = [\"/dev/sda\"]", "`permissions.spi`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\npublish = [\"a/#/b\"]", "`permissions.publish`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[permissions]\ni2c = [{bus = 1, address = 200}]", "`permissions.i2c`"),
@@ -439,6 +627,18 @@ setpoint = "21.0"
             let err = Manifest::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn cpu_weight_bounds() {
+        for w in [1, 512, 10_000] {
+            let m =
+                Manifest::from_toml(&format!("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = {w}")).unwrap();
+            assert_eq!(m.limits.cpu_weight, w);
+            assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+        }
+        let err = Manifest::from_toml("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = -1").unwrap_err();
+        assert!(err.to_string().contains("cpu-weight"), "{err}");
     }
 
     #[test]
@@ -464,6 +664,36 @@ setpoint = "21.0"
     }
 
     #[test]
+    fn fleet_grants() {
+        let text = "name = \"a\"\nversion = \"1.0.0\"\n[permissions]\npublish = [\"demo/#\"]\n\
+                    [permissions.fleet]\npublish = [\"readings/#\"]\nsubscribe = [\"+/readings/#\", \"edge-1/summary/+\"]\n";
+        let m = Manifest::from_toml(text).unwrap();
+        assert_eq!(m.permissions.fleet.publish, ["readings/#"]);
+        assert_eq!(m.permissions.fleet.subscribe, ["+/readings/#", "edge-1/summary/+"]);
+        assert_eq!(Manifest::from_toml(&m.to_toml()).unwrap(), m);
+        let bare = Manifest::from_toml("name = \"a\"\nversion = \"1.0.0\"\n").unwrap();
+        assert!(bare.permissions.fleet.is_empty());
+        assert!(!bare.to_toml().contains("fleet"));
+        let base = "name = \"a\"\nversion = \"1.0.0\"\n[permissions";
+        for (extra, field, needle) in [
+            ("]\npublish = [\"fleet/x\"]", "`permissions.publish`", "[permissions.fleet]"),
+            ("]\nsubscribe = [\"fleet/#\"]", "`permissions.subscribe`", "[permissions.fleet]"),
+            (".fleet]\npublish = [\"a.b\"]", "`permissions.fleet.publish`", "\"a.b\""),
+            (".fleet]\npublish = [\"a/#/b\"]", "`permissions.fleet.publish`", "not a fleet topic pattern"),
+            (".fleet]\npublish = [\"fleet/a\"]", "`permissions.fleet.publish`", "after `fleet/`"),
+            (".fleet]\nsubscribe = [\"+/a*\"]", "`permissions.fleet.subscribe`", "not a fleet topic pattern"),
+            (".fleet]\nsubscribe = [\"+/a>\"]", "`permissions.fleet.subscribe`", "not a fleet topic pattern"),
+            (".fleet]\nsubscribe = [\"readings\"]", "`permissions.fleet.subscribe`", "<device or +>"),
+            (".fleet]\nsend = [\"a\"]", "send", "unknown field"),
+        ] {
+            let err = Manifest::from_toml(&format!("{base}{extra}")).unwrap_err().to_string();
+            assert!(err.contains(field) && err.contains(needle), "{extra:?} gave {err}");
+        }
+        assert!(valid_fleet_pattern("+/readings/#"));
+        assert!(!valid_fleet_pattern("a.b/c"));
+    }
+
+    #[test]
     fn topics() {
         assert!(topic_matches("sensors/#", "sensors/a/b"));
         assert!(topic_matches("sensors/+/t", "sensors/a/t"));
@@ -479,5 +709,40 @@ setpoint = "21.0"
         assert!(!valid_topic_pattern("a//b"));
         assert!(!valid_topic_pattern("a/b#"));
         assert!(!valid_topic_pattern(""));
+    }
+
+    #[test]
+    fn http_hosts() {
+        let p = |t: &str| HostPattern::parse(t);
+        let api = p("api.example.com").unwrap();
+        assert!(api.allows("api.example.com", 443) && api.allows("API.example.com", 80));
+        assert!(!api.allows("evil.com", 443) && !api.allows("x.api.example.com", 443));
+        let any = p("*.example.com:8080").unwrap();
+        assert!(any.allows("a.example.com", 8080) && any.allows("a.b.example.com", 8080));
+        assert!(!any.allows("example.com", 8080) && !any.allows("a.example.com", 80));
+        assert!(!any.allows("aexample.com", 8080), "a suffix is not a subdomain");
+        assert!(p("10.0.2.2:8080").unwrap().allows("10.0.2.2", 8080));
+        assert!(p("[::1]:80").unwrap().allows("[::1]", 80));
+        for bad in ["", "Api.example.com", "a b", "host:0", "host:99999", "*.", "a..b", "-a.com", "http://x"] {
+            assert!(p(bad).is_none(), "{bad:?} was accepted");
+        }
+        let m = |extra: &str| Manifest::from_toml(&format!("name = \"a\"\nversion = \"1.0.0\"\n{extra}"));
+        let err = m("[permissions]\nhttp = [\"http://x\"]\n").unwrap_err().to_string();
+        assert!(err.contains("permissions.http") && err.contains("http://x"), "{err}");
+        let err = m("[limits]\nrequest-ms = 0\n").unwrap_err().to_string();
+        assert!(err.contains("limits.request-ms"), "{err}");
+        let ok = m("[permissions]\nhttp = [\"api.example.com\"]\n[limits]\nnet-kbit = 2000\n").unwrap();
+        assert_eq!((ok.limits.net_kbit, ok.limits.request_ms), (2000, 10_000));
+        assert_eq!(Manifest::from_toml(&ok.to_toml()).unwrap(), ok, "round trip");
+    }
+
+    #[test]
+    fn the_storage_quota_is_read_under_its_earlier_name_too() {
+        let m = |extra: &str| Manifest::from_toml(&format!("name = \"a\"\nversion = \"1.0.0\"\n[limits]\n{extra}"));
+        assert_eq!(m("kv-kib = 8\n").unwrap().limits.storage_kib, 8);
+        assert_eq!(m("storage-kib = 9\n").unwrap().limits.storage_kib, 9);
+        assert!(m("storage-kib = 9\nkv-kib = 8\n").is_err(), "both names at once");
+        let err = m("storage-kib = 70000\n").unwrap_err().to_string();
+        assert!(err.contains("limits.storage-kib"), "{err}");
     }
 }

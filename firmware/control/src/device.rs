@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{AppSummary, DeviceStatus, Progress, UpdateRecord};
 
-/// An app the device runs now, after [`Device::install_app`].
+/// An app the device runs now (or holds, stopped), after [`Device::install_app`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct AppInstalled {
@@ -17,6 +17,10 @@ pub struct AppInstalled {
     pub version: String,
     /// The version it replaced, if one ran.
     pub replaced: Option<String>,
+    /// The app is stopped ([`Device::stop_app`]): the new version was
+    /// checked and its file put in place, but it runs only once started.
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// The apps' answer when an update is about to be applied (a soft update
@@ -116,6 +120,29 @@ pub trait Device: Send + Sync {
     /// # Errors
     /// No such app, or its file cannot be removed.
     fn remove_app(&self, name: &str) -> Result<(), AppError>;
+
+    /// Stop app `name` and keep it stopped (across restarts of the runtime
+    /// and reboots) until [`Device::start_app`]: its file, key-value store and
+    /// last good copy stay; crash handling does not restart it. A new version
+    /// installed meanwhile is checked and put in place, and stays stopped.
+    /// Stopping a stopped app changes nothing.
+    ///
+    /// # Errors
+    /// No such app, or the stop cannot be recorded (the app runs on).
+    fn stop_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        Err(AppError::Failed(format!("this device cannot stop app {name}")))
+    }
+
+    /// Run app `name` again after [`Device::stop_app`], from its file (the
+    /// normal load); an app that runs already runs on, one given up on after
+    /// a crash loop is loaded again.
+    ///
+    /// # Errors
+    /// No such app, or it was refused (then it stays stopped, with the
+    /// reason as its last error).
+    fn start_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        Err(AppError::Failed(format!("this device cannot start app {name}")))
+    }
 
     /// Where an uploaded firmware bundle is kept while RAUC installs it (on
     /// the data partition); `None`: this device takes no firmware updates.

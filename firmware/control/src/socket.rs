@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Device, DeviceStatus, Progress, UpdateRecord};
+use crate::{AppSummary, Device, DeviceStatus, Progress, UpdateRecord};
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +22,21 @@ pub enum Request {
     Install {
         /// The bundle.
         bundle: PathBuf,
+    },
+    /// Stop an app and keep it stopped until it is started ([`Device::stop_app`]).
+    StopApp {
+        /// The app.
+        app: String,
+    },
+    /// Run a stopped app again ([`Device::start_app`]).
+    StartApp {
+        /// The app.
+        app: String,
+    },
+    /// Stop an app and remove its file ([`Device::remove_app`]).
+    RemoveApp {
+        /// The app.
+        app: String,
     },
 }
 
@@ -35,6 +50,10 @@ pub enum Reply {
     Progress(Progress),
     /// Installed; the device reboots into the trial boot now.
     Installed(UpdateRecord),
+    /// An app stopped or started: its status now.
+    App(AppSummary),
+    /// An app removed.
+    Removed(String),
     /// The request failed.
     Error(String),
 }
@@ -112,6 +131,18 @@ fn answer(stream: UnixStream, device: &dyn Device) {
     match request {
         Request::Status => {
             let _ = send(&mut out, &Reply::Status(Box::new(device.status())));
+        }
+        Request::StopApp { app } => {
+            let reply = device.stop_app(&app).map_or_else(|e| Reply::Error(e.to_string()), Reply::App);
+            let _ = send(&mut out, &reply);
+        }
+        Request::StartApp { app } => {
+            let reply = device.start_app(&app).map_or_else(|e| Reply::Error(e.to_string()), Reply::App);
+            let _ = send(&mut out, &reply);
+        }
+        Request::RemoveApp { app } => {
+            let reply = device.remove_app(&app).map_or_else(|e| Reply::Error(e.to_string()), |()| Reply::Removed(app));
+            let _ = send(&mut out, &reply);
         }
         Request::Install { bundle } => {
             let result = device.install_firmware(&bundle, &mut |p| {

@@ -11,7 +11,9 @@
 //!   B, unless [`FakeDevice::refuse_firmware`] is set: then RAUC's signature
 //!   check fails;
 //! - with [`FakeDevice::rolls_back`], the update is found rolled back after
-//!   the trial reboot; without it, committed.
+//!   the trial reboot; without it, committed;
+//! - `stop_app` and `start_app` set an app's state in the status to
+//!   `stopped` or `running` (an app not in the status is not found).
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -116,6 +118,18 @@ impl FakeDevice {
         lock(&self.log).take();
     }
 
+    /// `stop_app` and `start_app`: the app's state in the status becomes
+    /// `state` (an app that is not in the status is not found).
+    fn set_state(&self, name: &str, state: &str) -> Result<AppSummary, AppError> {
+        if !trellis_layout::valid_name(name) {
+            return Err(AppError::Name(name.to_owned()));
+        }
+        let mut status = lock(&self.status);
+        let app = status.apps.iter_mut().find(|a| a.name == name).ok_or_else(|| AppError::NotFound(name.to_owned()))?;
+        state.clone_into(&mut app.state);
+        Ok(app.clone())
+    }
+
     /// One running app, as the status shows it.
     #[must_use]
     pub fn app(name: &str, version: &str) -> AppSummary {
@@ -180,9 +194,15 @@ impl Device for FakeDevice {
         trellis_layout::write_atomic(&path, bytes).map_err(|e| AppError::Failed(e.to_string()))?;
         lock(&self.apps_installed).push(text);
         let mut status = lock(&self.status);
-        let replaced = status.apps.iter().position(|a| a.name == name).map(|i| status.apps.remove(i).version);
-        status.apps.push(Self::app(name, &version));
-        Ok(AppInstalled { app: name.to_owned(), version, replaced })
+        let previous = status.apps.iter().position(|a| a.name == name).map(|i| status.apps.remove(i));
+        // As the runtime does: a new version of a stopped app stays stopped.
+        let stopped = previous.as_ref().is_some_and(|a| a.state == "stopped");
+        let mut app = Self::app(name, &version);
+        if stopped {
+            "stopped".clone_into(&mut app.state);
+        }
+        status.apps.push(app);
+        Ok(AppInstalled { app: name.to_owned(), version, replaced: previous.map(|a| a.version), stopped })
     }
 
     fn remove_app(&self, name: &str) -> Result<(), AppError> {
@@ -195,6 +215,14 @@ impl Device for FakeDevice {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(AppError::NotFound(name.to_owned())),
             Err(e) => Err(AppError::Failed(format!("{}: {e}", path.display()))),
         }
+    }
+
+    fn stop_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        self.set_state(name, "stopped")
+    }
+
+    fn start_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        self.set_state(name, "running")
     }
 
     fn firmware_dir(&self) -> Option<PathBuf> {

@@ -73,3 +73,28 @@ fn a_bad_request_gets_an_error_naming_it_and_a_missing_socket_is_named() {
     let e = socket::request(&dir.path().join("nope.sock"), &Request::Status, |_| {}).unwrap_err();
     assert!(e.to_string().contains("nope.sock"), "{e}");
 }
+
+#[test]
+fn apps_stop_start_and_remove_over_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    let device = Arc::new(device(dir.path()));
+    socket::serve(&sock, device.clone()).unwrap();
+    std::fs::write(dir.path().join("blinky.wasm"), b"APP blinky 1.0.0").unwrap();
+
+    let r = replies(&sock, &Request::StopApp { app: "blinky".into() });
+    assert!(matches!(r.as_slice(), [Reply::App(a)] if a.name == "blinky" && a.state == "stopped"), "{r:?}");
+    let r = replies(&sock, &Request::StartApp { app: "blinky".into() });
+    assert!(matches!(r.as_slice(), [Reply::App(a)] if a.state == "running"), "{r:?}");
+    // An unknown app, and a name that is none, are named in the error.
+    let r = replies(&sock, &Request::StopApp { app: "nope".into() });
+    assert!(matches!(r.as_slice(), [Reply::Error(e)] if e == "no app nope"), "{r:?}");
+    let r = replies(&sock, &Request::StartApp { app: "../x".into() });
+    assert!(matches!(r.as_slice(), [Reply::Error(e)] if e.contains("\"../x\" is not an app name")), "{r:?}");
+    let r = replies(&sock, &Request::RemoveApp { app: "blinky".into() });
+    assert!(matches!(r.as_slice(), [Reply::Removed(a)] if a == "blinky"), "{r:?}");
+    assert!(!dir.path().join("blinky.wasm").exists());
+    // The wire format: kebab-case requests.
+    let text = serde_json::to_string(&Request::StopApp { app: "blinky".into() }).unwrap();
+    assert_eq!(text, r#"{"request":"stop-app","app":"blinky"}"#);
+}

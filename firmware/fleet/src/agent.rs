@@ -263,9 +263,11 @@ impl Agent {
             .iter()
             .map(|a| ReportedApp { name: a.name.clone(), version: a.version.clone(), state: a.state.clone() })
             .collect();
-        // The device's health (its apps run, no firmware on trial); a failed
-        // attempt at a release is its phase and error, not its health.
-        let healthy = apps.iter().all(|a| a.state == "running") && self.local.trial.is_none();
+        // The device's health (its apps run, or were stopped by the operator;
+        // no firmware on trial); a failed attempt at a release is its phase
+        // and error, not its health.
+        let healthy =
+            apps.iter().all(|a| matches!(a.state.as_str(), "running" | "stopped")) && self.local.trial.is_none();
         ReportedState {
             device: self.config.device.clone(),
             seen_ms: self.clock.now_ms(),
@@ -591,7 +593,13 @@ impl Agent {
             .iter()
             .find(|a| !status.iter().any(|s| s.name == a.name && s.version == a.version && s.state == "running"))
         {
-            return Err(Stop::Failed(format!("app {} {} is not running", sick.name, sick.version), EventKind::Refused));
+            let stopped = status.iter().any(|s| s.name == sick.name && s.state == "stopped");
+            let why = if stopped {
+                format!("app {} {} is stopped on the device (trellis app start {})", sick.name, sick.version, sick.name)
+            } else {
+                format!("app {} {} is not running", sick.name, sick.version)
+            };
+            return Err(Stop::Failed(why, EventKind::Refused));
         }
         if !app_bytes.is_empty() {
             self.event(EventKind::Installed, id, None);

@@ -6,9 +6,11 @@
 //! state and events ([`state`]), and the `nats-server` configuration that
 //! gives each device exactly its own keys ([`server`]); the device agent
 //! ([`agent`]), rollouts ([`rollout`], stepped by the [`controller`]) and what
-//! an operator does ([`ops`]), all over one connection type ([`link`]).
+//! an operator does ([`ops`]), all over one connection type ([`link`]); the
+//! fleet bus between apps, NATS side ([`bus`]).
 
 pub mod agent;
+pub mod bus;
 pub mod clock;
 pub mod controller;
 pub mod error;

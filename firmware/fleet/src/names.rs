@@ -67,6 +67,55 @@ pub fn inbox(device: &str) -> String {
     format!("_INBOX_{device}")
 }
 
+/// The fleet bus between apps: an app of device `D` publishing `fleet/a/b`
+/// goes out on `trellis.app.D.a.b` ([`app_subject`]).
+pub const APP_BUS: &str = "trellis.app";
+
+/// Every subject of the fleet bus (what a device may subscribe to).
+pub const APP_BUS_SUBJECTS: &str = "trellis.app.>";
+
+/// The subject of topic `topic` (`a/b`, levels without `.`, `*`, `>`)
+/// published by an app of `device`.
+#[must_use]
+pub fn app_subject(device: &str, topic: &str) -> String {
+    format!("{APP_BUS}.{device}.{}", topic.replace('/', "."))
+}
+
+/// The subjects a device may publish on the bus: its own and no other's.
+#[must_use]
+pub fn app_subjects_of(device: &str) -> String {
+    format!("{APP_BUS}.{device}.>")
+}
+
+/// The device and topic (`a/b`) of a bus subject; `None` for another subject.
+#[must_use]
+pub fn app_topic(subject: &str) -> Option<(&str, String)> {
+    let rest = subject.strip_prefix(APP_BUS)?.strip_prefix('.')?;
+    let (device, topic) = rest.split_once('.')?;
+    (!device.is_empty() && !topic.is_empty()).then(|| (device, topic.replace('.', "/")))
+}
+
+/// The NATS subscriptions that carry every message a bus pattern
+/// `<device or +>/<topic pattern>` (`+/readings/#`) matches: `+` is `*`, and a
+/// trailing `#` is `>` plus the level above it (`a/#` matches `a` too).
+#[must_use]
+pub fn app_filters(pattern: &str) -> Vec<String> {
+    let levels: Vec<&str> = pattern
+        .split('/')
+        .map(|l| match l {
+            "+" => "*",
+            "#" => ">",
+            l => l,
+        })
+        .collect();
+    let all = format!("{APP_BUS}.{}", levels.join("."));
+    match levels.split_last() {
+        // A device alone is no subject of the bus: `D/#` is `D.>`, not `D`.
+        Some((&">", above)) if above.len() > 1 => vec![format!("{APP_BUS}.{}", above.join(".")), all],
+        _ => vec![all],
+    }
+}
+
 /// Whether `id` can name a device or a group: `[a-z0-9][a-z0-9-]*`, at most
 /// 64 characters, so it is one subject token and one key-value key.
 #[must_use]
@@ -97,5 +146,18 @@ mod tests {
         assert_eq!(kv_stream(REPORTED), "KV_trellis-reported");
         assert_eq!(events_subject("pi-1"), "trellis.events.pi-1");
         assert_eq!(artifact(&[0xab; 32]), format!("sha256-{}", "ab".repeat(32)));
+    }
+
+    #[test]
+    fn app_bus() {
+        assert_eq!(app_subject("pi-1", "readings/temperature"), "trellis.app.pi-1.readings.temperature");
+        assert_eq!(app_subjects_of("pi-1"), "trellis.app.pi-1.>");
+        assert_eq!(app_topic("trellis.app.pi-1.readings.temperature"), Some(("pi-1", "readings/temperature".into())));
+        assert_eq!(app_topic("trellis.app.pi-1"), None);
+        assert_eq!(app_topic("trellis.events.pi-1"), None);
+        assert_eq!(app_filters("+/readings/#"), ["trellis.app.*.readings", "trellis.app.*.readings.>"]);
+        assert_eq!(app_filters("edge/summary/+"), ["trellis.app.edge.summary.*"]);
+        assert_eq!(app_filters("pi-1/#"), ["trellis.app.pi-1.>"]);
+        assert_eq!(app_filters("#"), ["trellis.app.>"]);
     }
 }

@@ -70,7 +70,11 @@ pub fn user_for(cn: &str) -> String {
 
 /// What a device may publish and subscribe to: its own desired state and its
 /// group's (read, watch), the releases and artifacts (read), its own reported
-/// state and events (write), replies on its own inbox. Nothing else.
+/// state and events (write), replies on its own inbox, and the app bus: its
+/// own subjects to publish (`trellis.app.<self>.>`, so a subscriber can trust
+/// the device named in a subject), every device's to subscribe (which topics
+/// an app may read is its manifest's grant, enforced by the runtime; see
+/// docs/fleet.md, "The app bus"). Nothing else.
 #[must_use]
 pub fn device_permissions(device: &str, group: &str) -> Value {
     let api = "$JS.API";
@@ -96,6 +100,8 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         // Its reported state (a put, or a compare-and-set on the revision), and its events.
         kv_subject(REPORTED, device),
         names::events_subject(device),
+        // Its apps' messages on the fleet bus.
+        names::app_subjects_of(device),
         format!("{api}.DIRECT.GET.{reported}.{}", kv_subject(REPORTED, device)),
         // Flow control of its consumers' deliveries.
         format!("$JS.FC.{desired}.>"),
@@ -110,7 +116,7 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
     }
     json!({
         "publish": { "allow": publish },
-        "subscribe": { "allow": [format!("{}.>", names::inbox(device))] },
+        "subscribe": { "allow": [format!("{}.>", names::inbox(device)), names::APP_BUS_SUBJECTS] },
     })
 }
 

@@ -124,6 +124,28 @@ async fn artifacts_and_releases_that_do_not_check_are_refused_and_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_the_operator_stopped_is_healthy_and_named_when_a_release_needs_it() {
+    let f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.start().await;
+    d.device.stop_app("thermostat").unwrap();
+    // Stopped on purpose is not sick: the device reports itself healthy.
+    until(20, "a report with the app stopped", || async {
+        report(&f.operator, "pi-1").await.is_some_and(|r| r.apps.iter().any(|a| a.state == "stopped"))
+    })
+    .await;
+    assert!(report(&f.operator, "pi-1").await.unwrap().healthy);
+
+    // A release of that app installs it (it stays stopped) and fails, saying why.
+    let (release, artifacts) = sim::release("thermostat-2.0.0", &f.key, &[("thermostat", "2.0.0")]);
+    ops::publish(&f.operator, &release, &artifacts).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    let why = refusal(&f.operator, "pi-1", &release.id).await;
+    assert!(why.contains("thermostat 2.0.0 is stopped on the device") && why.contains("trellis app start"), "{why}");
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consent_and_a_maintenance_window_hold_an_update_until_allowed() {
     let f = one(&["pi-1"]).await;
     // 2026-12-02 (a Wednesday) 01:00 UTC.

@@ -118,3 +118,43 @@ async fn a_device_watches_only_its_own_key() {
     let everything = device.js.get_key_value(DESIRED).await.unwrap();
     assert!(everything.watch_all().await.is_err(), "the client library's watch-all");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_app_bus_a_device_publishes_only_as_itself() {
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let pi2 = Client::connect(&pki, &[server.addr], "pi-2").await;
+    // A device may follow every device's apps (the apps' grants narrow it, in the runtime).
+    let mut heard = pi2.nats.subscribe(names::APP_BUS_SUBJECTS).await.unwrap();
+    let mut operator_heard = operator.nats.subscribe(names::APP_BUS_SUBJECTS).await.unwrap();
+    pi2.nats.flush().await.unwrap();
+    operator.nats.flush().await.unwrap();
+
+    // As itself: carried.
+    pi1.nats.publish(names::app_subject("pi-1", "readings/t"), "21.5".into()).await.unwrap();
+    // As another device: refused by the server, naming the subject.
+    let forged = names::app_subject("pi-2", "readings/t");
+    pi1.nats.publish(forged.clone(), "99".into()).await.unwrap();
+    pi1.nats.flush().await.unwrap();
+    assert!(pi1.was_denied(&forged).await, "{:?}", pi1.errors);
+    // Nor outside the bus under a name that looks like it.
+    pi1.nats.publish("trellis.apps.pi-1.x", "1".into()).await.unwrap();
+    pi1.nats.flush().await.unwrap();
+    assert!(pi1.was_denied("trellis.apps.pi-1.x").await);
+    // The marker that ends the wait.
+    pi1.nats.publish(names::app_subject("pi-1", "done"), "".into()).await.unwrap();
+    for sub in [&mut heard, &mut operator_heard] {
+        let mut subjects = Vec::new();
+        while subjects.last().is_none_or(|s: &String| !s.ends_with(".done")) {
+            let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
+            subjects.push(m.subject.to_string());
+        }
+        assert_eq!(subjects, ["trellis.app.pi-1.readings.t", "trellis.app.pi-1.done"]);
+    }
+    // Subscribing beyond the bus and its inbox is refused.
+    let _events = pi2.nats.subscribe("trellis.events.>").await.unwrap();
+    pi2.nats.flush().await.unwrap();
+    assert!(pi2.was_denied("trellis.events.>").await, "{:?}", pi2.errors);
+}

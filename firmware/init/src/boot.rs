@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 use crate::config::Config;
 use crate::disk::{self, Content};
 use crate::system::{ExitStatus, System};
+use trellis_layout::paths::CGROUP_ROOT;
 
 const MS_NOSUID: u64 = 2;
 const MS_NODEV: u64 = 4;
@@ -90,6 +91,14 @@ pub fn boot(sys: &mut impl System, cfg: &Config) -> Result<Booted, Fatal> {
             Err(source) => return Err(Fatal::Mount { fstype: fstype.into(), target: target.into(), source }),
             Ok(()) => {}
         }
+    }
+    // cgroup v2, for the runtime's per-app CPU shares (it enables the `cpu`
+    // controller itself, when its `[cgroups]` says so). Not essential: on a
+    // kernel without it the device boots and the runtime runs apps unconfined.
+    match sys.mount("cgroup2", CGROUP_ROOT, "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "") {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(16) => {}
+        Err(e) => sys.log(&format!("cannot mount cgroup2 on {CGROUP_ROOT}: {e} (apps run without CPU shares)")),
     }
     let clock_stepped = step_clock(sys, cfg);
     let disk = find_disk(sys, cfg)?;

@@ -39,6 +39,8 @@ struct Trace {
     stubborn: Vec<u32>,
     /// Installing the signal handlers fails.
     signals_fail: bool,
+    /// The kernel has no cgroup v2 (mounting it fails).
+    no_cgroup2: bool,
 }
 
 impl Trace {
@@ -77,6 +79,9 @@ impl System for Trace {
         self.calls.push(format!("mount {source} {target} {fstype}"));
         if source == DATA && self.data_broken {
             return Err(io::Error::from_raw_os_error(117)); // EUCLEAN
+        }
+        if fstype == "cgroup2" && self.no_cgroup2 {
+            return Err(io::Error::from_raw_os_error(19)); // ENODEV
         }
         Ok(())
     }
@@ -214,6 +219,7 @@ fn first_boot_formats_the_data_partition() {
         "mount devtmpfs /dev devtmpfs",
         "mount tmpfs /run tmpfs",
         "mount tmpfs /tmp tmpfs",
+        "mount cgroup2 /sys/fs/cgroup cgroup2",
         "set-time 1800000000",
     ];
     assert_eq!(&t.calls[..expected_prefix.len()], &expected_prefix[..], "{:#?}", t.calls);
@@ -223,6 +229,15 @@ fn first_boot_formats_the_data_partition() {
     assert!(t.called("run mkfs.f2fs -q -f -l data /dev/rootdisk0p7"));
     assert!(t.position("run mkfs.f2fs") < t.position("mount /dev/rootdisk0p7 /data f2fs"));
     assert!(!t.called("run fsck"), "nothing to repair on a blank partition");
+}
+
+#[test]
+fn a_kernel_without_cgroup2_still_boots() {
+    let mut t = Trace { no_cgroup2: true, ..Trace::pi_like(f2fs_head()) };
+    let booted = boot(&mut t, &config()).unwrap();
+    assert!(!booted.formatted);
+    assert!(t.called("log cannot mount cgroup2 on /sys/fs/cgroup"), "{:#?}", t.calls);
+    assert!(t.position("mount cgroup2") < t.position("mount /dev/rootdisk0p7 /data f2fs"));
 }
 
 #[test]

@@ -30,6 +30,14 @@ pub const KERNEL_CMDLINE: &str = "/proc/cmdline";
 pub const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// Seconds since the kernel started.
 pub const UPTIME: &str = "/proc/uptime";
+/// Where init mounts the cgroup v2 hierarchy; the runtime's own cgroup and
+/// its apps' cgroups are under it (`[cgroups]` in the runtime's configuration).
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The runtime's cgroup (a threaded domain): every thread of the runtime, and
+/// the threaded cgroup `apps/` with one cgroup per app (`apps/NAME`).
+pub const RUNTIME_CGROUP: &str = "/sys/fs/cgroup/trellis";
+/// iproute2's `tc`: the runtime sets per-app outgoing rate limits with it (`[network]`).
+pub const TC: &str = "/sbin/tc";
 /// The AUTOBOOT partition (p1: `autoboot.txt`), through init's stable link.
 pub const AUTOBOOT_DEVICE: &str = "/dev/rootdisk0p1";
 /// Where the boot backend mounts the AUTOBOOT partition while it writes it.
@@ -48,6 +56,9 @@ pub mod state {
     pub const KV: &str = "kv";
     /// The last version of each app that ran healthy.
     pub const LAST_GOOD: &str = "last-good";
+    /// The apps stopped on request (`trellis app stop`), one name a line:
+    /// not run at boot until they are started again.
+    pub const STOPPED: &str = "stopped";
     /// The last firmware update and how it ended.
     pub const UPDATE: &str = "update.json";
     /// A firmware bundle uploaded through the API, while RAUC installs it.

@@ -7,6 +7,9 @@
 //!   cold (compile)
 //! - swap downtime: the longest gap in a periodic app's output while it is
 //!   swapped, next to the gap a whole runtime restart causes
+//! - fleet bus round trip: a device app → an edge node's app → back, through
+//!   a real `nats-server`, next to a native NATS client doing the same in the
+//!   same run
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc, clippy::cast_precision_loss)]
 
@@ -116,6 +119,99 @@ fn restart_downtime(runs: usize) -> f64 {
     median(gaps)
 }
 
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// Round trips (ms) device app → edge app → device app over the fleet bus,
+/// and of two native async-nats clients doing the same on the same server,
+/// interleaved in `rounds` of `per_round` sequential round trips each.
+fn fleet_bus_round_trip(rounds: usize, per_round: usize) -> (Vec<f64>, Vec<f64>) {
+    use futures_util::StreamExt;
+    use trellis_fleet::sim;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let _in_rt = rt.enter();
+    let pki = sim::Pki::new();
+    let server = sim::single(&pki, &[], &[("bench-dev", "bench"), ("bench-edge", "bench")]);
+    let join = |dev: &support::TestRuntime, id: &str| {
+        let (cert, key) = pki.issue(id, false);
+        let fleet: trellis_runtime::fleet::FleetConfig = toml::from_str(&format!(
+            "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ndevice = \"{id}\"\ngroup = \"bench\"\n",
+            server.addr,
+            pki.ca().display(),
+            cert.display(),
+            key.display()
+        ))
+        .unwrap();
+        let config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.state());
+        trellis_runtime::fleet::start_bus(&dev.runtime, &config, &fleet).unwrap();
+    };
+    let relay = |routes: &str| pack("relay", &with_config(manifest("relay"), &[("routes", routes)]));
+    let dev = device(&[("relay", relay("bench/ping=>fleet/bench/ping;fleet/+/bench/pong=>bench/pong"))], |_| {});
+    let edge = device(&[("relay", relay("fleet/+/bench/ping=>fleet/bench/pong"))], |_| {});
+    dev.wait_started("relay", "1.0.0");
+    edge.wait_started("relay", "1.0.0");
+    join(&dev, "bench-dev");
+    join(&edge, "bench-edge");
+    let pongs = dev.runtime.subscribe("bench/pong");
+    // Until the subscriptions are in place on the server.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        dev.runtime.publish("bench/ping", b"warm-up");
+        if pongs.recv_timeout(Duration::from_millis(200)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no pong through the fleet bus: {:?}", dev.runtime.bus_stats());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    while pongs.try_recv().is_ok() {}
+
+    // The native pair, on subjects of their own, with the same certificates.
+    let (a, b) = rt.block_on(async {
+        (
+            sim::Client::connect(&pki, &[server.addr], "bench-dev").await,
+            sim::Client::connect(&pki, &[server.addr], "bench-edge").await,
+        )
+    });
+    let mut pings = rt.block_on(b.nats.subscribe("trellis.app.*.native.ping")).unwrap();
+    let echo = b.nats.clone();
+    rt.spawn(async move {
+        while let Some(m) = pings.next().await {
+            let _ = echo.publish("trellis.app.bench-edge.native.pong", m.payload).await;
+        }
+    });
+    let mut native_pongs = rt.block_on(a.nats.subscribe("trellis.app.bench-edge.native.pong")).unwrap();
+    rt.block_on(async {
+        a.nats.flush().await.unwrap();
+        b.nats.flush().await.unwrap();
+    });
+
+    let (mut bus, mut native) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for i in 0..per_round {
+            let payload = i.to_string();
+            let t0 = Instant::now();
+            dev.runtime.publish("bench/ping", payload.as_bytes());
+            let m = pongs.recv_timeout(WAIT).unwrap();
+            bus.push(t0.elapsed().as_secs_f64() * 1e3);
+            assert_eq!(m.payload, payload.as_bytes());
+        }
+        rt.block_on(async {
+            for i in 0..per_round {
+                let payload = i.to_string();
+                let t0 = Instant::now();
+                a.nats.publish("trellis.app.bench-dev.native.ping", payload.clone().into()).await.unwrap();
+                let m = native_pongs.next().await.unwrap();
+                native.push(t0.elapsed().as_secs_f64() * 1e3);
+                assert_eq!(m.payload.as_ref(), payload.as_bytes());
+            }
+        });
+    }
+    assert_eq!(dev.runtime.bus_stats().dropped, 0, "{:?}", dev.runtime.bus_stats());
+    (bus, native)
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // cargo test --benches asks for a list
@@ -126,6 +222,8 @@ fn main() {
     let cold = swap_latency(7, true, false);
     let downtime = swap_downtime(21);
     let restart = restart_downtime(7);
+    let (bus, native) = fleet_bus_round_trip(5, 400);
+    let bus_n = bus.len();
     println!("| figure | median | runs | baseline |");
     println!("|---|---|---|---|");
     println!(
@@ -139,5 +237,11 @@ fn main() {
     println!("| app swap, cold (compile) | {cold:.2} ms | 7 | 1.4 s |");
     println!(
         "| swap downtime: longest gap in a 2 ms ticker's output during its own swap | {downtime:.2} ms | 21 | runtime restart: {restart:.1} ms (same run) |"
+    );
+    let (bus_med, native_med) = (median(bus.clone()), median(native.clone()));
+    println!(
+        "| fleet bus round trip: device app → edge app → device app via nats-server (p99 {:.3} ms) | {bus_med:.3} ms | {bus_n} | native async-nats pair: {native_med:.3} ms, p99 {:.3} ms (same run) |",
+        percentile(bus, 0.99),
+        percentile(native, 0.99)
     );
 }

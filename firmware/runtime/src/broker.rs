@@ -1,11 +1,13 @@
 //! Message routing: pub/sub topics, hot-plug subscriptions, and the mailbox of
-//! each running app (which a swap repoints at the new version).
+//! each running app (which a swap repoints at the new version); `fleet/...`
+//! topics go to and come from the fleet bus (`trellis_fleet::bus`).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError, RwLock};
 
 use crossbeam_channel::{Sender, TrySendError};
-use trellis_appfmt::topic_matches;
+use trellis_appfmt::{FLEET_PREFIX, topic_matches};
+use trellis_fleet::bus::BusHandle;
 
 use crate::bindings::Event;
 use crate::mailbox::WorkerMsg;
@@ -34,6 +36,14 @@ pub(crate) struct Broker {
     subs: RwLock<HashMap<String, Subscriptions>>,
     host: Mutex<Vec<(String, Sender<Message>)>>,
     dropped: Mutex<HashMap<String, u64>>,
+    /// The fleet bus: apps' `fleet/...` publishes go to it, and it is told
+    /// which `fleet/...` patterns are subscribed (docs/fleet.md, "The app bus").
+    bus: BusHandle,
+}
+
+/// The bus pattern of a `fleet/...` subscription (`fleet/+/a/#` → `+/a/#`).
+fn bus_pattern(pattern: &str) -> Option<&str> {
+    pattern.strip_prefix(FLEET_PREFIX)?.strip_prefix('/')
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -53,11 +63,50 @@ impl Broker {
     pub fn remove(&self, app: &str) {
         write(&self.routes).remove(app);
         write(&self.subs).remove(app);
+        self.bus_interest_changed();
     }
 
     /// Replace `app`'s subscriptions (at the commit of a swap).
     pub fn set_subscriptions(&self, app: &str, subs: Subscriptions) {
         write(&self.subs).insert(app.to_owned(), subs);
+        self.bus_interest_changed();
+    }
+
+    /// The fleet bus.
+    pub fn bus(&self) -> &BusHandle {
+        &self.bus
+    }
+
+    /// Tell the bus every `fleet/...` pattern apps and the host follow now.
+    fn bus_interest_changed(&self) {
+        let mut patterns: Vec<String> = read(&self.subs)
+            .values()
+            .flat_map(|s| s.topics.iter().filter_map(|p| bus_pattern(p)).map(str::to_owned))
+            .collect();
+        patterns.extend(lock(&self.host).iter().filter_map(|(p, _)| bus_pattern(p)).map(str::to_owned));
+        self.bus.set_interest(patterns);
+    }
+
+    /// A message from the fleet bus: topic `fleet/<device>/<topic>`, to the
+    /// apps (and host subscribers) following it. Only `fleet/...` patterns
+    /// match: a local grant such as `#` never reaches into the bus.
+    pub fn deliver_bus(&self, device: &str, topic: &str, payload: &[u8]) {
+        let topic = format!("{FLEET_PREFIX}/{device}/{topic}");
+        let matches = |p: &str| bus_pattern(p).is_some() && topic_matches(p, &topic);
+        let targets: Vec<String> = read(&self.subs)
+            .iter()
+            .filter(|(_, s)| s.topics.iter().any(|p| matches(p)))
+            .map(|(app, _)| app.clone())
+            .collect();
+        for app in targets {
+            let event = Event::Message(crate::bindings::WitMessage { topic: topic.clone(), payload: payload.to_vec() });
+            self.deliver(&app, event);
+        }
+        let mut host = lock(&self.host);
+        host.retain(|(pattern, tx)| {
+            !topic_matches(pattern, &topic)
+                || tx.send(Message { topic: topic.clone(), payload: payload.to_vec(), from: device.to_owned() }).is_ok()
+        });
     }
 
     /// Add one topic subscription for a live app.
@@ -67,12 +116,15 @@ impl Broker {
         if !s.topics.iter().any(|p| p == pattern) {
             s.topics.push(pattern.to_owned());
         }
+        drop(subs);
+        self.bus_interest_changed();
     }
 
     pub fn unsubscribe(&self, app: &str, pattern: &str) {
         if let Some(s) = write(&self.subs).get_mut(app) {
             s.topics.retain(|p| p != pattern);
         }
+        self.bus_interest_changed();
     }
 
     pub fn subscribe_hotplug(&self, app: &str, subsystem: &str) {
@@ -126,6 +178,7 @@ impl Broker {
     /// A host-side subscription (the CLI, tests).
     pub fn subscribe_host(&self, pattern: &str, tx: Sender<Message>) {
         lock(&self.host).push((pattern.to_owned(), tx));
+        self.bus_interest_changed();
     }
 
     /// Apps subscribed to hot-plug events of `subsystem`.

@@ -159,6 +159,39 @@ impl Default for LogPolicy {
     }
 }
 
+/// Per-app CPU shares through cgroup v2 (`[cgroups]`; absent: apps are not
+/// put in cgroups). See `cgroup.rs` and docs/runtime.md.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CgroupConfig {
+    /// The runtime's own cgroup, created under the cgroup2 mount; the `cpu`
+    /// controller is enabled in its parent, and each app gets `PATH/apps/NAME`.
+    #[serde(default = "CgroupConfig::default_path")]
+    pub path: PathBuf,
+}
+
+impl CgroupConfig {
+    fn default_path() -> PathBuf {
+        PathBuf::from(paths::RUNTIME_CGROUP)
+    }
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self { path: Self::default_path() }
+    }
+}
+
+/// Per-app outgoing rate limits (`[network]`; absent: `limits.net-kbit` is
+/// not enforced). See `shaping.rs` and docs/runtime.md.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NetworkConfig {
+    /// The interface whose outgoing traffic is shaped (`eth0`): the runtime
+    /// puts an HTB queueing discipline on it with one class per limited app.
+    pub shape: String,
+}
+
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -214,6 +247,12 @@ pub struct RuntimeConfig {
     /// The fleet agent (absent: off). Fields: docs/fleet.md.
     #[serde(default)]
     pub fleet: Option<crate::fleet::FleetConfig>,
+    /// Apps in cgroups, with the manifests' `cpu-weight` (absent: off).
+    #[serde(default)]
+    pub cgroups: Option<CgroupConfig>,
+    /// Apps' outgoing rate limits (absent: off).
+    #[serde(default)]
+    pub network: Option<NetworkConfig>,
 }
 
 impl RuntimeConfig {
@@ -256,6 +295,8 @@ impl RuntimeConfig {
             board: BoardConfig::default(),
             api: None,
             fleet: None,
+            cgroups: None,
+            network: None,
         }
     }
 
@@ -322,6 +363,17 @@ mod tests {
         std::fs::write(&file, "[board.i2c-buses]\none = \"/dev/i2c-1\"\n").unwrap();
         let err = RuntimeConfig::load(&file).unwrap_err().to_string();
         assert!(err.contains("runtime.toml") && err.contains("\"one\" is not a bus number"), "{err}");
+    }
+
+    #[test]
+    fn cgroups_are_off_unless_asked_for() {
+        let off: RuntimeConfig = toml::from_str("").unwrap();
+        assert_eq!(off.cgroups, None);
+        let on: RuntimeConfig = toml::from_str("[cgroups]\n").unwrap();
+        assert_eq!(on.cgroups, Some(CgroupConfig { path: PathBuf::from("/sys/fs/cgroup/trellis") }));
+        let elsewhere: RuntimeConfig = toml::from_str("[cgroups]\npath = \"/sys/fs/cgroup/rt\"\n").unwrap();
+        assert_eq!(elsewhere.cgroups.unwrap().path, Path::new("/sys/fs/cgroup/rt"));
+        assert!(toml::from_str::<RuntimeConfig>("[cgroups]\nweight = 1\n").is_err());
     }
 
     #[test]

@@ -31,7 +31,8 @@ pub fn health(runtime: &Runtime, config: &RuntimeConfig) -> Result<(), String> {
     let sick: Vec<String> = names
         .iter()
         .filter_map(|name| match runtime.app_status(name) {
-            Some(s) if s.state == AppState::Running => None,
+            // Stopped on request is what the operator asked for, not a fault.
+            Some(s) if s.state == AppState::Running || s.state == AppState::Stopped => None,
             Some(s) => Some(format!("{name}: {}", describe(&s.state, s.last_error.as_deref()))),
             None => Some(format!("{name}: not loaded")),
         })
@@ -44,6 +45,7 @@ fn describe(state: &AppState, last_error: Option<&str>) -> String {
         AppState::Running => "running".to_owned(),
         AppState::Restarting => "restarting".to_owned(),
         AppState::Failed(why) => format!("failed: {why}"),
+        AppState::Stopped => "stopped".to_owned(),
     };
     match last_error {
         Some(e) if !state.contains(e) => format!("{state} ({e})"),
@@ -138,6 +140,11 @@ impl RuntimeDevice {
         Self { runtime, config, firmware: None, logs, started: Instant::now() }
     }
 
+    /// App `name` as the status shows it.
+    fn summary(&self, name: &str) -> Result<AppSummary, AppError> {
+        apps(&self.runtime).into_iter().find(|a| a.name == name).ok_or_else(|| AppError::NotFound(name.to_owned()))
+    }
+
     /// The same, with firmware updates through `firmware`.
     #[must_use]
     pub fn with_firmware(mut self, firmware: Arc<dyn Firmware>) -> Self {
@@ -172,13 +179,23 @@ impl Device for RuntimeDevice {
 
     fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
         match self.runtime.install(name, bytes) {
-            Ok(o) => Ok(AppInstalled { app: o.app, version: o.version, replaced: o.replaced }),
+            Ok(o) => Ok(AppInstalled { app: o.app, version: o.version, replaced: o.replaced, stopped: o.stopped }),
             Err(e) => Err(app_error(name, e)),
         }
     }
 
     fn remove_app(&self, name: &str) -> Result<(), AppError> {
         self.runtime.remove(name).map_err(|e| app_error(name, e))
+    }
+
+    fn stop_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        self.runtime.stop_app(name).map_err(|e| app_error(name, e))?;
+        self.summary(name)
+    }
+
+    fn start_app(&self, name: &str) -> Result<AppSummary, AppError> {
+        self.runtime.start_app(name).map_err(|e| app_error(name, e))?;
+        self.summary(name)
     }
 
     fn firmware_dir(&self) -> Option<PathBuf> {
@@ -224,7 +241,9 @@ fn app_error(name: &str, e: LoadError) -> AppError {
         LoadError::FileName { .. } => AppError::Name(name.to_owned()),
         LoadError::NotRun { .. } => AppError::NotRun { app: name.to_owned(), reason: e.to_string() },
         LoadError::NoApp { .. } => AppError::NotFound(name.to_owned()),
-        LoadError::Remove { .. } | LoadError::NotKept { .. } | LoadError::Stopped => AppError::Failed(e.to_string()),
+        LoadError::Remove { .. } | LoadError::NotKept { .. } | LoadError::Stopped | LoadError::StoppedList { .. } => {
+            AppError::Failed(e.to_string())
+        }
         other => AppError::Refused(other.to_string()),
     }
 }

@@ -42,10 +42,14 @@ pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
 }
 
 /// The linker: WASI 0.2 (clocks, random; no files, sockets or environment are
-/// granted in the context) plus the `trellis:app` imports.
+/// granted in the context), wasi:http's outgoing handler (to the manifest's
+/// hosts only) plus the `trellis:app` imports.
 pub(crate) fn linker(engine: &Engine) -> Result<Linker<HostState>, RuntimeError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    // wasi:http's outgoing handler; every request goes through the app's `HttpHooks`.
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(&mut linker)
+        .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
     App::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
         .map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
     Ok(linker)

@@ -144,6 +144,20 @@ pub enum LoadError {
     /// The runtime has stopped.
     #[error("the runtime has stopped")]
     Stopped,
+    /// The app is stopped on request: its file is not run until it is started.
+    #[error("app {app} is stopped: start it to run it (trellis app start {app})")]
+    AppStopped {
+        /// The app.
+        app: String,
+    },
+    /// The set of stopped apps cannot be recorded; nothing was changed.
+    #[error("cannot record the stopped apps in {path}: {source}")]
+    StoppedList {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Runtime-level failures.

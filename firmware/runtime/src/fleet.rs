@@ -1,6 +1,7 @@
 //! The fleet agent in the runtime (`[fleet]`; off when absent): one thread
 //! with a small async executor, driving this device through the same
-//! device interface as the control socket and the management API.
+//! device interface as the control socket and the management API; and the
+//! fleet bus between apps ([`start_bus`]), on a thread of its own.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use trellis_fleet::agent::{Agent, AgentConfig};
 use trellis_fleet::clock::SystemClock;
 use trellis_fleet::link::{Credentials, Link};
 
-use crate::{RuntimeConfig, paths};
+use crate::{Runtime, RuntimeConfig, paths};
 
 /// `[fleet]`: where the fleet's servers are and who this device is there.
 #[derive(Debug, Clone, Deserialize)]
@@ -90,18 +91,7 @@ pub fn release_field(key: &str) -> Option<String> {
 /// The configuration is incomplete (a certificate with no default), the
 /// trust list cannot be read, or the agent's state directory cannot be made.
 pub fn start(config: &RuntimeConfig, fleet: &FleetConfig, device: Arc<dyn Device>) -> Result<(), String> {
-    let api = config.api.as_ref();
-    let cert = fleet.cert.clone().or_else(|| api.map(|a| a.cert.clone()));
-    let key = fleet.key.clone().or_else(|| api.map(|a| a.key.clone()));
-    let (Some(cert), Some(key)) = (cert, key) else {
-        return Err("fleet: no certificate: set fleet.cert and fleet.key (or configure [api])".into());
-    };
-    let id = match &fleet.device {
-        Some(id) => id.clone(),
-        None => std::fs::read_to_string(paths::HOSTNAME)
-            .map(|h| h.trim().to_owned())
-            .map_err(|e| format!("fleet: hostname: {e}"))?,
-    };
+    let (id, creds) = identity(config, fleet)?;
     let board = fleet.board.clone().or_else(|| release_field("TRELLIS_BOARD")).unwrap_or_else(|| "unknown".into());
     let version = release_field("TRELLIS_VERSION").unwrap_or_else(|| "unknown".into());
     let mut agent_config = AgentConfig::new(
@@ -120,7 +110,6 @@ pub fn start(config: &RuntimeConfig, fleet: &FleetConfig, device: Arc<dyn Device
         tracing::warn!("fleet: no release signing key is trusted: every release will be refused");
     }
     let agent = Agent::new(agent_config, device, trust, Arc::new(SystemClock)).map_err(|e| format!("fleet: {e}"))?;
-    let creds = Credentials { servers: fleet.servers.clone(), ca: fleet.ca.clone(), cert, key };
     std::thread::Builder::new()
         .name("fleet".into())
         .spawn(move || {
@@ -139,5 +128,56 @@ pub fn start(config: &RuntimeConfig, fleet: &FleetConfig, device: Arc<dyn Device
             });
         })
         .map_err(|e| format!("fleet: no thread: {e}"))?;
+    Ok(())
+}
+
+/// The device's id and its credentials for the fleet's servers.
+fn identity(config: &RuntimeConfig, fleet: &FleetConfig) -> Result<(String, Credentials), String> {
+    let api = config.api.as_ref();
+    let cert = fleet.cert.clone().or_else(|| api.map(|a| a.cert.clone()));
+    let key = fleet.key.clone().or_else(|| api.map(|a| a.key.clone()));
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err("fleet: no certificate: set fleet.cert and fleet.key (or configure [api])".into());
+    };
+    let id = match &fleet.device {
+        Some(id) => id.clone(),
+        None => std::fs::read_to_string(paths::HOSTNAME)
+            .map(|h| h.trim().to_owned())
+            .map_err(|e| format!("fleet: hostname: {e}"))?,
+    };
+    Ok((id, Credentials { servers: fleet.servers.clone(), ca: fleet.ca.clone(), cert, key }))
+}
+
+/// Start the fleet bus between apps (docs/fleet.md, "The app bus"): its own
+/// thread and executor and its own connection with the device's certificate,
+/// so the agent's downloads and installs never hold up apps' messages.
+/// Apps' `fleet/...` publishes go out as this device's, and the patterns
+/// they subscribe to come in. Nothing happens when the bus was started already.
+///
+/// # Errors
+/// As [`start`]: no certificate, or no thread.
+pub fn start_bus(runtime: &Runtime, config: &RuntimeConfig, fleet: &FleetConfig) -> Result<(), String> {
+    let (id, creds) = identity(config, fleet)?;
+    let Some(driver) = runtime.fleet_bus() else {
+        return Ok(());
+    };
+    std::thread::Builder::new()
+        .name("fleet-bus".into())
+        .spawn(move || {
+            let executor = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => return tracing::error!("fleet bus: no executor: {e}"),
+            };
+            executor.block_on(async move {
+                match Link::connect(&creds, Some(&id), true).await {
+                    Ok(link) => {
+                        tracing::info!(device = %id, "fleet bus started");
+                        driver.run(link, id).await;
+                    }
+                    Err(e) => tracing::error!("fleet bus: {e}"),
+                }
+            });
+        })
+        .map_err(|e| format!("fleet bus: no thread: {e}"))?;
     Ok(())
 }

@@ -20,7 +20,7 @@ pub(crate) enum KvError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("key-value store {path} is corrupt ({reason}); moved aside to {aside}")]
     Corrupt { path: PathBuf, reason: &'static str, aside: PathBuf },
-    #[error("quota exceeded: {needed} bytes needed, {quota} allowed (limits.kv-kib)")]
+    #[error("storage quota exceeded: the store would take {needed} bytes, {quota} allowed (limits.storage-kib)")]
     Quota { needed: u64, quota: u64 },
     #[error("invalid key {0:?}: 1-{MAX_KEY} bytes, no NUL")]
     Key(String),
@@ -31,6 +31,14 @@ pub(crate) struct KvStore {
     path: PathBuf,
     quota: u64,
     map: BTreeMap<String, Vec<u8>>,
+}
+
+/// Magic, entry count and checksum.
+const HEADER: u64 = 4 + 4 + 32;
+
+/// What one entry takes in the file: two lengths, the key, the value.
+fn entry_size(key: &str, value: &[u8]) -> u64 {
+    (8 + key.len() + value.len()) as u64
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KvError + '_ {
@@ -100,9 +108,10 @@ impl KvStore {
         Ok((Self { path, quota, map }, warning))
     }
 
-    /// Bytes used (keys plus values).
+    /// Bytes the store takes on the data partition: its file as encoded
+    /// (header, each entry with its lengths, checksum).
     pub fn used(&self) -> u64 {
-        self.map.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+        HEADER + self.map.iter().map(|(k, v)| entry_size(k, v)).sum::<u64>()
     }
 
     /// Change the quota (a new version's manifest may differ).
@@ -127,8 +136,8 @@ impl KvStore {
 
     pub fn set(&mut self, key: &str, value: &[u8]) -> Result<(), KvError> {
         Self::check_key(key)?;
-        let old = self.map.get(key).map_or(0, |v| (key.len() + v.len()) as u64);
-        let needed = self.used() - old + (key.len() + value.len()) as u64;
+        let old = self.map.get(key).map_or(0, |v| entry_size(key, v));
+        let needed = self.used() - old + entry_size(key, value);
         if needed > self.quota {
             return Err(KvError::Quota { needed, quota: self.quota });
         }
@@ -166,13 +175,19 @@ mod tests {
     fn survives_reopen_and_enforces_quota() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("kv/app.db");
-        let (mut kv, warn) = KvStore::open(path.clone(), 16).unwrap();
+        let (mut kv, warn) = KvStore::open(path.clone(), 64).unwrap();
         assert!(warn.is_none());
         kv.set("count", b"12345").unwrap();
-        assert!(matches!(kv.set("big", &[0; 20]), Err(KvError::Quota { .. })));
+        // The quota is what the file takes: 40 bytes of header and checksum, 8 + 5 + 5 for the entry.
+        assert_eq!(kv.used(), 58);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), kv.used(), "used() is the file's size");
+        let err = kv.set("big", &[0; 20]).unwrap_err();
+        assert!(matches!(err, KvError::Quota { needed: 89, quota: 64 }), "{err}");
+        assert!(err.to_string().contains("limits.storage-kib"), "{err}");
         assert!(kv.get("big").is_none(), "a refused set leaves nothing behind");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 58, "nor on disk");
         assert!(matches!(kv.set("", b"x"), Err(KvError::Key(_))));
-        let (kv2, _) = KvStore::open(path, 16).unwrap();
+        let (kv2, _) = KvStore::open(path, 64).unwrap();
         assert_eq!(kv2.get("count").unwrap(), b"12345");
         assert_eq!(kv2.keys(), vec!["count".to_owned()]);
     }

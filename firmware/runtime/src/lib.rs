@@ -10,6 +10,7 @@ pub mod api;
 mod bindings;
 mod broker;
 mod cache;
+mod cgroup;
 mod clock;
 pub mod config;
 mod consent;
@@ -25,7 +26,9 @@ mod mailbox;
 pub mod printable;
 mod runtime;
 mod seed;
+pub mod shaping;
 mod status;
+mod stopped;
 mod supervisor;
 mod sync;
 pub mod uevent;
@@ -34,14 +37,16 @@ mod worker;
 
 pub use broker::Message;
 pub use cache::CompileSource;
+pub use cgroup::CgroupError;
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use config::{BoardConfig, CrashPolicy, HardwarePolicy, LogPolicy, RuntimeConfig};
+pub use config::{BoardConfig, CgroupConfig, CrashPolicy, HardwarePolicy, LogPolicy, RuntimeConfig};
 pub use consent::{CONSENT_MARGIN, MAX_DEFERRAL_S};
 pub use error::{Fault, LoadError, RuntimeError};
 pub use events::RuntimeEvent;
 pub use host::Usage;
 pub use runtime::Runtime;
 pub use status::{AppState, AppStatus, HotplugAction, HotplugEvent, SwapOutcome};
+pub use trellis_fleet::bus::BusStats;
 /// Every on-device path (owned by `trellis-layout`).
 pub use trellis_layout::paths;
 

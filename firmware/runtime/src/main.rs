@@ -13,6 +13,9 @@ enum BoardKind {
     Sim,
     /// The kernel's GPIO character device, i2cdev and spidev (feature `linux`).
     Linux,
+    /// No hardware at all (an edge node: apps that only compute and talk):
+    /// an app granted a GPIO line is refused, I2C, SPI and PWM are `not-found`.
+    None,
 }
 
 /// Runs the WebAssembly apps in the apps directory and swaps them when their files change.
@@ -72,6 +75,7 @@ fn run(args: Args) -> Result<()> {
     let board = match args.board {
         BoardKind::Sim => trellis_hal::sim::SimBoard::standard().board(),
         BoardKind::Linux => linux_board(&config.board)?,
+        BoardKind::None => no_hardware(),
     };
     let runtime = std::sync::Arc::new(Runtime::start(config.clone(), board).context("starting the runtime")?);
     tracing::info!("runtime started");
@@ -83,6 +87,9 @@ fn run(args: Args) -> Result<()> {
     match trellis_runtime::fleet::configured(&config) {
         Ok(Some(fleet)) => {
             if let Err(e) = trellis_runtime::fleet::start(&config, &fleet, device) {
+                tracing::error!("{e}");
+            }
+            if let Err(e) = trellis_runtime::fleet::start_bus(&runtime, &config, &fleet) {
                 tracing::error!("{e}");
             }
         }
@@ -159,6 +166,17 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     ));
     serve_api(config, &device);
     Ok(device)
+}
+
+/// A board with no GPIO line, I2C bus, SPI device or PWM channel.
+fn no_hardware() -> trellis_hal::Board {
+    use trellis_hal::sim::{SimGpioChip, SimI2c, SimPwm, SimSpi};
+    trellis_hal::Board {
+        gpio: std::sync::Arc::new(SimGpioChip::new("no GPIO chip (--board none)", 0)),
+        i2c: std::sync::Arc::new(SimI2c::default()),
+        spi: std::sync::Arc::new(SimSpi::default()),
+        pwm: std::sync::Arc::new(SimPwm::new(0)),
+    }
 }
 
 #[cfg(feature = "linux")]

@@ -15,12 +15,14 @@ use trellis_hal::Board;
 use crate::bindings::{Event, WitHotplugAction, WitHotplugEvent};
 use crate::broker::{Broker, Message};
 use crate::cache::CompileCache;
+use crate::cgroup::{Cgroups, Kernel};
 use crate::clock::{Clock, SystemClock};
 use crate::engine::EpochTicker;
 use crate::events::{EventBus, RuntimeEvent};
 use crate::host::Services;
 use crate::hw::Hardware;
 use crate::seed::seed_apps;
+use crate::shaping::{Shaper, Tc};
 use crate::status::{AppStatus, HotplugAction, HotplugEvent, SwapOutcome};
 use crate::supervisor::{Control, Reply, Supervisor};
 use crate::sync::lock;
@@ -99,12 +101,20 @@ impl Runtime {
         let engine = crate::engine::engine(config.max_apps)?;
         let linker = crate::engine::linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick())?;
+        // Per-app rate limits: like CPU shares, never a reason not to run apps.
+        let shaper = config.network.as_ref().and_then(|n| {
+            Shaper::setup(&n.shape, Box::new(Tc))
+                .inspect_err(|e| tracing::warn!("{e}: apps' outgoing traffic is not limited"))
+                .ok()
+                .map(Arc::new)
+        });
         let services = Arc::new(Services {
             hw: Hardware::new(board),
             broker: Arc::new(Broker::default()),
             events: EventBus::default(),
             epoch: Instant::now(),
             app_log: config.app_log,
+            shaper,
         });
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (control_tx, control_rx) = unbounded();
@@ -126,6 +136,13 @@ impl Runtime {
         } else {
             None
         };
+        // Per-app CPU shares: never a reason not to run apps (docs/runtime.md).
+        let cgroups = config.cgroups.as_ref().and_then(|c| {
+            Cgroups::setup(&c.path, Arc::new(Kernel))
+                .inspect_err(|e| tracing::warn!("{e}: apps run without CPU shares"))
+                .ok()
+                .map(Arc::new)
+        });
         let mut sup = Supervisor {
             cache: CompileCache::new(
                 &engine,
@@ -141,6 +158,8 @@ impl Runtime {
             slots: HashMap::new(),
             next_generation: 1,
             clock,
+            cgroups,
+            stopped: crate::stopped::StoppedApps::load(&config.state_dir),
             config,
         };
         sup.load_all();
@@ -170,6 +189,25 @@ impl Runtime {
     /// Publish a message to apps from the host.
     pub fn publish(&self, topic: &str, payload: &[u8]) {
         self.services.broker.publish("host", topic, payload);
+    }
+
+    /// The NATS side of the fleet bus, once (`None` after): run it over the
+    /// device's link (`crate::fleet::start_bus`). Until it is taken, apps'
+    /// `fleet/...` publishes are dropped and counted.
+    #[must_use]
+    pub fn fleet_bus(&self) -> Option<trellis_fleet::bus::BusDriver> {
+        let broker = Arc::downgrade(&self.services.broker);
+        self.services.broker.bus().driver(Arc::new(move |device, topic, payload| {
+            if let Some(broker) = broker.upgrade() {
+                broker.deliver_bus(device, topic, payload);
+            }
+        }))
+    }
+
+    /// What the fleet bus has carried and dropped so far.
+    #[must_use]
+    pub fn bus_stats(&self) -> crate::BusStats {
+        self.services.broker.bus().stats()
     }
 
     /// Tell subscribed apps about a device appearing or going away. When one
@@ -219,6 +257,30 @@ impl Runtime {
     /// No such app file, or it cannot be removed.
     pub fn remove(&self, name: &str) -> Result<(), LoadError> {
         self.ask(|reply| Control::RemoveApp { app: name.to_owned(), reply })
+    }
+
+    /// Stop app `name` and keep it stopped, across restarts and reboots
+    /// (`STATE_DIR/stopped`), until [`Runtime::start_app`]: it gets its
+    /// `shutdown` event, is not restarted, and a new file for it (copied in
+    /// or installed) is checked and put in place but not run. Its file,
+    /// key-value store and last good copy stay. Stopping it again changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// No such app, not run by this configuration, or the stop cannot be
+    /// recorded (then it runs on).
+    pub fn stop_app(&self, name: &str) -> Result<(), LoadError> {
+        self.ask(|reply| Control::StopApp { app: name.to_owned(), reply })
+    }
+
+    /// Run app `name` again from its file, as any load: the answer is that
+    /// load's result. An app that runs already runs on; one given up on after
+    /// a crash loop is loaded again.
+    ///
+    /// # Errors
+    /// No such app file, or the load refused it (then it stays stopped).
+    pub fn start_app(&self, name: &str) -> Result<SwapOutcome, LoadError> {
+        self.ask(|reply| Control::StartApp { app: name.to_owned(), reply })
     }
 
     fn ask<T>(&self, request: impl FnOnce(Reply<T>) -> Control) -> Result<T, LoadError> {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::CompileSource;
+use crate::cgroup::AppCgroup;
 use crate::host::Usage;
 
 /// Whether an app is running.
@@ -17,6 +18,8 @@ pub enum AppState {
     Restarting,
     /// Given up on (crash loop with no good version to go back to).
     Failed(String),
+    /// Stopped on request (`stop_app`): not run, not restarted, until started.
+    Stopped,
 }
 
 /// What `status` reports per app.
@@ -38,6 +41,23 @@ pub struct AppStatus {
     pub dropped_events: u64,
     /// Memory and CPU time, read live.
     pub usage: Arc<Usage>,
+    /// The app's cgroup (`[cgroups]`), when it runs in one.
+    pub(crate) cgroup: Option<AppCgroup>,
+}
+
+impl AppStatus {
+    /// CPU time the app's threads used as the kernel counts it (`usage_usec`
+    /// of its cgroup's `cpu.stat`, read live); `None` when it runs unconfined.
+    #[must_use]
+    pub fn kernel_cpu_time(&self) -> Option<Duration> {
+        self.cgroup.as_ref().and_then(|c| c.cpu_usage().ok())
+    }
+
+    /// The app's cgroup directory, when it runs in one.
+    #[must_use]
+    pub fn cgroup(&self) -> Option<&std::path::Path> {
+        self.cgroup.as_ref().map(AppCgroup::path)
+    }
 }
 
 /// The result of a successful load.
@@ -55,6 +75,9 @@ pub struct SwapOutcome {
     pub state_handed_over: bool,
     /// File read to new version running.
     pub elapsed: Duration,
+    /// The app is stopped on request: the version was checked and its file
+    /// put in place, but it does not run until the app is started.
+    pub stopped: bool,
 }
 
 /// A hot-plug change.

@@ -15,6 +15,7 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
 
 use crate::cache::CompileCache;
+use crate::cgroup::{AppCgroup, Cgroups};
 use crate::clock::Clock;
 use crate::consent::Hook;
 use crate::events::RuntimeEvent;
@@ -23,6 +24,7 @@ use crate::kv::KvStore;
 use crate::mailbox::WorkerMsg;
 use crate::paths;
 use crate::status::{AppState, AppStatus, SwapOutcome};
+use crate::stopped::StoppedApps;
 use crate::sync::lock;
 use crate::worker::{self, Exit, Instance};
 use crate::{Fault, LoadError, RuntimeConfig};
@@ -47,6 +49,16 @@ pub(crate) enum Control {
     RemoveApp {
         app: String,
         reply: Reply<()>,
+    },
+    /// Stop an app on request and keep it stopped.
+    StopApp {
+        app: String,
+        reply: Reply<()>,
+    },
+    /// Run a stopped app again.
+    StartApp {
+        app: String,
+        reply: Reply<SwapOutcome>,
     },
     Remove {
         path: PathBuf,
@@ -93,6 +105,8 @@ pub(crate) struct Slot {
     last_error: Option<String>,
     /// How the running version got there (answers a `load` that the watcher beat).
     outcome: Option<SwapOutcome>,
+    /// The app's cgroup (`[cgroups]`), when it could be set up.
+    cgroup: Option<AppCgroup>,
 }
 
 /// The supervision loop's state, on its own thread.
@@ -108,6 +122,10 @@ pub(crate) struct Supervisor {
     pub(crate) slots: HashMap<String, Slot>,
     pub(crate) next_generation: u64,
     pub(crate) clock: Arc<dyn Clock>,
+    /// Per-app CPU shares (`[cgroups]`), when configured and set up.
+    pub(crate) cgroups: Option<Arc<Cgroups>>,
+    /// The apps stopped on request (kept in `STATE_DIR/stopped`).
+    pub(crate) stopped: StoppedApps,
 }
 
 impl Supervisor {
@@ -124,6 +142,12 @@ impl Supervisor {
                 Ok(Control::RemoveApp { app, reply }) => {
                     let _ = reply.send(self.remove_app(&app));
                 }
+                Ok(Control::StopApp { app, reply }) => {
+                    let _ = reply.send(self.stop_app(&app));
+                }
+                Ok(Control::StartApp { app, reply }) => {
+                    let _ = reply.send(self.start_app(&app));
+                }
                 Ok(Control::Load { path, reply }) => {
                     let result = self.load_path(&path);
                     match reply {
@@ -132,7 +156,7 @@ impl Supervisor {
                         }
                         None => {
                             if let Err(e) = result
-                                && !matches!(e, LoadError::Unchanged { .. })
+                                && !matches!(e, LoadError::Unchanged { .. } | LoadError::AppStopped { .. })
                             {
                                 tracing::warn!("refused: {e}");
                             }
@@ -193,6 +217,11 @@ impl Supervisor {
         };
         files.sort();
         for path in files {
+            if let Some(app) = AppsDir::name(&path).filter(|app| self.stopped.contains(app)) {
+                tracing::info!(app, "stopped on request: not started (trellis app start {app} runs it)");
+                self.publish_stopped(&app);
+                continue;
+            }
             if let Err(e) = self.load_path(&path) {
                 tracing::warn!("refused: {e}");
                 // A broken file (a power cut mid-copy, a bad update): run the last good copy.
@@ -215,6 +244,11 @@ impl Supervisor {
         let Some(app) = AppsDir::name(path) else {
             return Err(LoadError::FileName { path: path.to_owned() });
         };
+        if self.stopped.contains(&app) {
+            // A file copied in while the app is stopped: shown, not run.
+            self.publish_stopped(&app);
+            return Err(LoadError::AppStopped { app });
+        }
         let result = self.load_file(path, &app);
         self.report(&app, result)
     }
@@ -244,6 +278,9 @@ impl Supervisor {
             return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
         }
         let t0 = Instant::now();
+        if self.stopped.contains(app) {
+            return self.install_stopped(&path, app, bytes, t0);
+        }
         let result = self.load_bytes(&path, app, bytes.clone(), t0);
         let outcome = self.report(app, result)?;
         if let Err(e) = write_atomic(&path, &bytes) {
@@ -289,19 +326,7 @@ impl Supervisor {
         {
             return slot.outcome.clone().ok_or(LoadError::Unchanged { path: path.to_owned() });
         }
-        if file.manifest.name != app {
-            return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name });
-        }
-        if self.config.require_signatures {
-            let key = file.verify(&bytes, &self.trust).map_err(fmt)?;
-            tracing::debug!(app, %key, "signature verified");
-        }
-        self.check_interface(path, &bytes)?;
-        self.check_permissions(path, &file.manifest)?;
-        let (component, source) = self
-            .cache
-            .get(&self.engine, &file.code_sha256, || component_code(&bytes).map_err(|e| e.to_string()))
-            .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })?;
+        let (component, source) = self.verify(path, app, &file, &bytes)?;
         let version = Arc::new(Version {
             manifest: Arc::new(file.manifest),
             component,
@@ -324,11 +349,181 @@ impl Supervisor {
             compile: source,
             state_handed_over: handed_over,
             elapsed: t0.elapsed(),
+            stopped: false,
         };
         if let Some(slot) = self.slots.get_mut(app) {
             slot.outcome = Some(outcome.clone());
         }
         Ok(outcome)
+    }
+
+    /// Every check of a new version short of running it: its name, the
+    /// signature policy, the interface version, the hardware it asks for;
+    /// then compile it (or take it from the cache).
+    fn verify(
+        &mut self,
+        path: &Path,
+        app: &str,
+        file: &AppFile,
+        bytes: &[u8],
+    ) -> Result<(Component, crate::CompileSource), LoadError> {
+        if file.manifest.name != app {
+            return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name.clone() });
+        }
+        if self.config.require_signatures {
+            let key = file
+                .verify(bytes, &self.trust)
+                .map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
+            tracing::debug!(app, %key, "signature verified");
+        }
+        self.check_interface(path, bytes)?;
+        self.check_permissions(path, &file.manifest)?;
+        self.cache
+            .get(&self.engine, &file.code_sha256, || component_code(bytes).map_err(|e| e.to_string()))
+            .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })
+    }
+
+    /// An upload for a stopped app: every check short of running it, then its
+    /// file is put in place; it stays stopped until it is started.
+    fn install_stopped(
+        &mut self,
+        path: &Path,
+        app: &str,
+        bytes: Vec<u8>,
+        t0: Instant,
+    ) -> Result<SwapOutcome, LoadError> {
+        let checked = AppFile::parse(&bytes)
+            .map_err(|source| LoadError::Format { path: path.to_owned(), source })
+            .and_then(|file| self.verify(path, app, &file, &bytes).map(|(_, source)| (file, source)));
+        let (file, compile) = match checked {
+            Ok(c) => c,
+            Err(e) => return self.report(app, Err(e)),
+        };
+        let replaced = std::fs::read(path).ok().and_then(|b| AppFile::inspect(&b).ok()).map(|f| f.manifest.version);
+        if let Err(e) = write_atomic(path, &bytes) {
+            return self.report(app, Err(LoadError::NotKept { path: path.to_owned(), reason: e.to_string() }));
+        }
+        tracing::info!(app, version = %file.manifest.version, "app file in place; the app stays stopped");
+        self.publish_stopped(app);
+        Ok(SwapOutcome {
+            app: app.to_owned(),
+            version: file.manifest.version,
+            replaced,
+            compile,
+            state_handed_over: false,
+            elapsed: t0.elapsed(),
+            stopped: true,
+        })
+    }
+
+    /// Stop `app` on request: recorded first (if that fails, it runs on),
+    /// then its worker is told to stop (it handles `shutdown`) and its routes
+    /// go. Its file, key-value store and last good copy stay.
+    fn stop_app(&mut self, app: &str) -> Result<(), LoadError> {
+        let path = AppsDir::new(&self.config.apps_dir).path(app);
+        if !trellis_layout::valid_name(app) {
+            return Err(LoadError::FileName { path });
+        }
+        if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
+            return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
+        }
+        if !path.exists() && !self.slots.contains_key(app) {
+            return Err(LoadError::NoApp { app: app.to_owned() });
+        }
+        if !self.stopped.insert(app)? {
+            return Ok(()); // stopped already
+        }
+        let worker = self.slots.get_mut(app).and_then(|slot| {
+            slot.restart_at = None;
+            slot.failed = None;
+            slot.crashes.clear();
+            slot.worker.take()
+        });
+        self.services.broker.remove(app);
+        if let Some(w) = worker {
+            let _ = w.tx.send(WorkerMsg::Stop);
+            let _ = w.thread.join();
+        }
+        self.publish_stopped(app);
+        tracing::info!(app, "stopped on request");
+        self.services.events.emit(RuntimeEvent::Stopped { app: app.to_owned(), reason: "stopped on request".into() });
+        Ok(())
+    }
+
+    /// Run `app` again: its mark is cleared, then its file goes through the
+    /// normal load. If that refuses it, it stays stopped (the reason is its
+    /// last error). An app that runs already runs on; one given up on after a
+    /// crash loop is loaded again with a clean crash record.
+    fn start_app(&mut self, app: &str) -> Result<SwapOutcome, LoadError> {
+        let path = AppsDir::new(&self.config.apps_dir).path(app);
+        if !trellis_layout::valid_name(app) {
+            return Err(LoadError::FileName { path });
+        }
+        if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
+            return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
+        }
+        if !path.exists() {
+            return Err(LoadError::NoApp { app: app.to_owned() });
+        }
+        let was_stopped = self.stopped.remove(app)?;
+        if let Some(slot) = self.slots.get_mut(app).filter(|s| s.worker.is_none()) {
+            slot.crashes.clear();
+            slot.restart_at = None;
+        }
+        match self.load_path(&path) {
+            Err(LoadError::Unchanged { .. }) if self.slots.get(app).is_some_and(|s| s.worker.is_some()) => {
+                let version = self.slots.get(app).and_then(|s| s.version.as_ref()).map(|v| v.manifest.version.clone());
+                Ok(SwapOutcome {
+                    app: app.to_owned(),
+                    version: version.unwrap_or_default(),
+                    replaced: None,
+                    compile: crate::CompileSource::Memory,
+                    state_handed_over: false,
+                    elapsed: Duration::ZERO,
+                    stopped: false,
+                })
+            }
+            Err(e) => {
+                if was_stopped {
+                    if let Err(again) = self.stopped.insert(app) {
+                        tracing::error!(app, "{again}");
+                    }
+                    self.publish_stopped(app);
+                }
+                Err(e)
+            }
+            Ok(o) => {
+                if was_stopped {
+                    tracing::info!(app, version = %o.version, "started on request");
+                }
+                Ok(o)
+            }
+        }
+    }
+
+    /// The status of a stopped app: the version its file holds (else the
+    /// one that ran last), state `Stopped`.
+    fn publish_stopped(&self, app: &str) {
+        let path = AppsDir::new(&self.config.apps_dir).path(app);
+        let file = std::fs::read(&path).ok().and_then(|b| AppFile::inspect(&b).ok());
+        let slot = self.slots.get(app);
+        let (version, sha256) = match (file, slot.and_then(|s| s.version.as_ref())) {
+            (Some(f), _) => (f.manifest.version, hex::encode(f.sha256)),
+            (None, Some(v)) => (v.manifest.version.clone(), hex::encode(v.sha256)),
+            (None, None) => ("unknown".to_owned(), String::new()),
+        };
+        let status = AppStatus {
+            name: app.to_owned(),
+            version,
+            state: AppState::Stopped,
+            restarts: slot.map_or(0, |s| s.restarts),
+            sha256,
+            last_error: slot.and_then(|s| s.last_error.clone()),
+            dropped_events: self.services.broker.dropped(app),
+            usage: slot.map_or_else(Arc::default, |s| s.usage.clone()),
+            cgroup: None,
+        };
+        lock(&self.status).insert(app.to_owned(), status);
     }
 
     /// Refuse apps built against another `trellis:app` version.
@@ -403,7 +598,7 @@ impl Supervisor {
         match self.slots.entry(app.to_owned()) {
             std::collections::hash_map::Entry::Occupied(e) => Ok(e.into_mut()),
             std::collections::hash_map::Entry::Vacant(e) => {
-                let (kv, warning) = KvStore::open(path.clone(), manifest.limits.kv_bytes())
+                let (kv, warning) = KvStore::open(path.clone(), manifest.limits.storage_bytes())
                     .map_err(|err| LoadError::Instantiate { path, reason: err.to_string() })?;
                 if let Some(w) = warning {
                     tracing::error!(app, "{w}");
@@ -420,6 +615,7 @@ impl Supervisor {
                     failed: None,
                     last_error: None,
                     outcome: None,
+                    cgroup: None,
                 }))
             }
         }
@@ -485,15 +681,28 @@ impl Supervisor {
         data.live = true;
         services.broker.set_subscriptions(app, data.subs.clone());
         let slot = self.slot(app, &version.manifest)?;
-        lock(&slot.kv).set_quota(version.manifest.limits.kv_bytes());
+        lock(&slot.kv).set_quota(version.manifest.limits.storage_bytes());
+        if let Some(Err(e)) = services.shaper.as_ref().map(|s| s.limit(app, version.manifest.limits.net_kbit)) {
+            tracing::warn!(app, "{e}: its outgoing traffic keeps the previous limit");
+        }
         let consent = instance.has_consent();
         let (tx, rx) = bounded(MAILBOX);
         services.broker.set_route(app, tx.clone());
         let control = self.control.clone();
         let name = app.to_owned();
+        // The app's cgroup with this version's weight; the worker moves itself in.
+        let cgroup = self.cgroups.as_ref().and_then(|c| {
+            c.app(app, version.manifest.limits.cpu_weight)
+                .inspect_err(|e| tracing::warn!(app, "{e}: the app runs without its CPU share"))
+                .ok()
+        });
+        let worker_cgroup = cgroup.clone();
         let thread = std::thread::Builder::new()
             .name(format!("app-{app}"))
             .spawn(move || {
+                if let Some(Err(e)) = worker_cgroup.as_ref().map(AppCgroup::enter) {
+                    tracing::warn!(app = %name, "{e}: the app runs without its CPU share");
+                }
                 let exit = worker::run(instance, &rx);
                 let services = services.clone();
                 services.hw.release_generation(&name, generation);
@@ -522,6 +731,7 @@ impl Supervisor {
         slot.version = Some(version.clone());
         slot.failed = None;
         slot.restart_at = None;
+        slot.cgroup = cgroup;
         // The status says Running before anyone hears the event announcing it.
         self.publish_status(app);
         self.services.events.emit(RuntimeEvent::Started {
@@ -665,11 +875,25 @@ impl Supervisor {
         if path.exists() {
             return; // renamed over again already
         }
+        // A removed app is no longer stopped: installed again, it runs.
+        match self.stopped.remove(&app) {
+            Ok(true) => {
+                lock(&self.status).remove(&app);
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(app, "{e}"),
+        }
         let Some(slot) = self.slots.remove(&app) else { return };
         self.services.broker.remove(&app);
         if let Some(w) = slot.worker {
             let _ = w.tx.send(WorkerMsg::Stop);
             let _ = w.thread.join();
+        }
+        if let Some(Err(e)) = self.cgroups.as_ref().map(|c| c.remove(&app)) {
+            tracing::warn!(app, "{e}");
+        }
+        if let Some(Err(e)) = self.services.shaper.as_ref().map(|s| s.remove(&app)) {
+            tracing::warn!(app, "{e}");
         }
         lock(&self.status).remove(&app);
         tracing::info!(app, "app file removed: stopped");
@@ -688,6 +912,9 @@ impl Supervisor {
 
     fn publish_status(&self, app: &str) {
         let Some(slot) = self.slots.get(app) else { return };
+        if slot.worker.is_none() && self.stopped.contains(app) {
+            return self.publish_stopped(app);
+        }
         let state = match (&slot.failed, &slot.worker) {
             (Some(reason), _) => AppState::Failed(reason.clone()),
             (None, Some(_)) => AppState::Running,
@@ -703,6 +930,7 @@ impl Supervisor {
             last_error: slot.last_error.clone(),
             dropped_events: self.services.broker.dropped(app),
             usage: slot.usage.clone(),
+            cgroup: slot.cgroup.clone(),
         };
         lock(&self.status).insert(app.to_owned(), status);
     }

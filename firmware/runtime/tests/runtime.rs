@@ -768,3 +768,25 @@ fn native_code_planted_in_the_compile_cache_never_runs() {
     let planted = std::fs::read(&counter_entry).unwrap();
     assert_ne!(planted, std::fs::read(&blinky_entry).unwrap(), "the planted entry was replaced");
 }
+
+/// `[cgroups]` on a machine where they cannot be set up (no cgroup2 there):
+/// the runtime warns and runs every app unconfined, here the CPU-bound
+/// `spin` fixture, which keeps every call inside its deadline.
+#[test]
+fn apps_run_unconfined_when_cgroups_cannot_be_set_up() {
+    let nowhere = tempfile::tempdir().unwrap();
+    let path = nowhere.path().join("no-cgroup2/trellis");
+    let mut spin = manifest("spin");
+    spin.limits.cpu_weight = 512;
+    let dev = device(&[("spin", pack("spin", &spin))], |c| {
+        c.cgroups = Some(trellis_runtime::CgroupConfig { path: path.clone() });
+    });
+    dev.wait_started("spin", "1.0.0");
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = dev.runtime.app_status("spin").unwrap();
+    assert_eq!(status.state, trellis_runtime::AppState::Running);
+    assert_eq!(status.restarts, 0, "{:?}", status.last_error);
+    assert!(status.usage.cpu_time() > Duration::from_millis(500), "{:?}", status.usage.cpu_time());
+    assert_eq!((status.cgroup(), status.kernel_cpu_time()), (None, None));
+    assert!(!path.exists());
+}

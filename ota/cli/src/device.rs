@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use trellis_control::socket::{self as control, Reply, Request};
-use trellis_control::{DeviceStatus, Phase, UpdateRecord};
+use trellis_control::{AppSummary, DeviceStatus, Phase, UpdateRecord};
 
 /// The runtime's control socket on a device.
 pub const SOCKET: &str = trellis_layout::paths::CONTROL_SOCKET;
@@ -47,7 +47,7 @@ pub fn update(socket: &Path, bundle: &Path) -> Result<()> {
         Reply::Progress(p) => println!("{:3}% {}", p.percent, p.message),
         Reply::Installed(rec) => outcome = Some(Ok(rec)),
         Reply::Error(e) => outcome = Some(Err(e)),
-        Reply::Status(_) => {}
+        Reply::Status(_) | Reply::App(_) | Reply::Removed(_) => {}
     })?;
     match outcome {
         Some(Ok(r)) => {
@@ -63,6 +63,68 @@ pub fn update(socket: &Path, bundle: &Path) -> Result<()> {
         Some(Err(e)) => bail!("update failed: {e}"),
         None => bail!("{}: the runtime closed the connection without an answer", socket.display()),
     }
+}
+
+/// What `trellis app stop|start|remove` asks of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppOp {
+    /// Stop it and keep it stopped.
+    Stop,
+    /// Run it again.
+    Start,
+    /// Stop it and remove its file.
+    Remove,
+}
+
+impl AppOp {
+    /// The verb, for messages.
+    #[must_use]
+    pub const fn verb(self) -> &'static str {
+        match self {
+            Self::Stop => "stopping",
+            Self::Start => "starting",
+            Self::Remove => "removing",
+        }
+    }
+}
+
+/// `trellis app stop|start|remove NAME --local`: through the control socket.
+///
+/// # Errors
+/// The socket cannot be reached or the runtime refused (its reason).
+pub fn app(socket: &Path, name: &str, op: AppOp, json: bool) -> Result<()> {
+    let request = match op {
+        AppOp::Stop => Request::StopApp { app: name.to_owned() },
+        AppOp::Start => Request::StartApp { app: name.to_owned() },
+        AppOp::Remove => Request::RemoveApp { app: name.to_owned() },
+    };
+    let mut answer: Option<Result<Option<AppSummary>, String>> = None;
+    control::request(socket, &request, |r| match r {
+        Reply::App(a) => answer = Some(Ok(Some(a))),
+        Reply::Removed(_) => answer = Some(Ok(None)),
+        Reply::Error(e) => answer = Some(Err(e)),
+        Reply::Status(_) | Reply::Progress(_) | Reply::Installed(_) => {}
+    })
+    .context("is trellis-runtime running?")?;
+    match answer {
+        Some(Ok(summary)) => print_app(name, summary.as_ref(), "this device", json),
+        Some(Err(e)) => bail!("{} {name}: {e}", op.verb()),
+        None => bail!("{}: the runtime closed the connection without an answer", socket.display()),
+    }
+}
+
+/// The outcome of an app command: the app's status (`None`: removed).
+///
+/// # Errors
+/// JSON cannot be written.
+pub fn print_app(name: &str, summary: Option<&AppSummary>, device: &str, json: bool) -> Result<()> {
+    match (summary, json) {
+        (Some(a), true) => println!("{}", serde_json::to_string_pretty(a)?),
+        (None, true) => println!("{}", serde_json::json!({ "name": name, "state": "removed" })),
+        (Some(a), false) => println!("{} {} is {} on {device}", a.name, a.version, a.state),
+        (None, false) => println!("{name} is removed from {device}"),
+    }
+    Ok(())
 }
 
 /// The status as text.

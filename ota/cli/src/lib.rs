@@ -39,7 +39,7 @@ enum Command {
     /// Run apps on this machine against simulated hardware, swapping them when their files change.
     #[cfg(feature = "run")]
     Run(RunArgs),
-    /// Make, sign and look into app files.
+    /// Make, sign and look into app files; stop, start and remove apps on a device.
     #[command(subcommand)]
     App(AppCommand),
     /// Look into firmware update bundles (RAUC).
@@ -123,6 +123,33 @@ struct Target {
     /// The device's name (`trellis devices`) [default: $TRELLIS_DEVICE, the default device, or the only one].
     #[arg(short, long, env = "TRELLIS_DEVICE")]
     device: Option<String>,
+}
+
+/// Where an app command goes: a device over the network (`-d`), or with
+/// `--local` this device's runtime through its control socket.
+#[derive(Debug, clap::Args)]
+struct AppTarget {
+    #[command(flatten)]
+    target: Target,
+    /// On this device (run on the device itself), through the runtime's control socket.
+    #[arg(long)]
+    local: bool,
+    /// The runtime's control socket (implies --local) [default: /run/trellis/control.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+impl AppTarget {
+    fn run(&self, name: &str, op: device::AppOp) -> Result<()> {
+        match (&self.socket, self.local) {
+            (Some(socket), _) => device::app(socket, name, op, self.json),
+            (None, true) => device::app(Path::new(device::SOCKET), name, op, self.json),
+            (None, false) => remote::app(self.target.device.as_deref(), name, op, self.json),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +278,28 @@ enum AppCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Stop an app on a device: it stays stopped, across reboots and new
+    /// versions, until it is started (its file and stored data stay).
+    Stop {
+        /// The app.
+        name: String,
+        #[command(flatten)]
+        on: AppTarget,
+    },
+    /// Run a stopped app on a device again (from its file, as any load).
+    Start {
+        /// The app.
+        name: String,
+        #[command(flatten)]
+        on: AppTarget,
+    },
+    /// Stop an app on a device and remove its file.
+    Remove {
+        /// The app.
+        name: String,
+        #[command(flatten)]
+        on: AppTarget,
+    },
     /// Make an app-signing key pair (`NAME.key`, `NAME.pub`) in a directory.
     Keygen {
         /// Directory to write into.
@@ -310,6 +359,9 @@ fn run(cli: Cli) -> Result<()> {
             pack(&component, &manifest, version, &set, output)
         }
         Command::App(AppCommand::Sign { app, key, output }) => sign(&app, &key, output),
+        Command::App(AppCommand::Stop { name, on }) => on.run(&name, device::AppOp::Stop),
+        Command::App(AppCommand::Start { name, on }) => on.run(&name, device::AppOp::Start),
+        Command::App(AppCommand::Remove { name, on }) => on.run(&name, device::AppOp::Remove),
         Command::App(AppCommand::Inspect { app, trust, json }) => inspect(&app, &trust, json),
         Command::Bundle(BundleCommand::Inspect { bundle: path, keyring, json }) => {
             let info = bundle::inspect(&path, keyring.as_deref())?;
@@ -439,8 +491,8 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     );
     println!("             publish {:?}, subscribe {:?}, hotplug {:?}", p.publish, p.subscribe, p.hotplug);
     println!(
-        "limits:      memory {} KiB, {} ms per call, key-value {} KiB",
-        m.limits.memory_kib, m.limits.call_ms, m.limits.kv_kib
+        "limits:      memory {} KiB, {} ms per call, storage {} KiB",
+        m.limits.memory_kib, m.limits.call_ms, m.limits.storage_kib
     );
     for (k, v) in &m.config {
         println!("config:      {k} = {v}");

@@ -352,12 +352,54 @@ pub fn push(device: Option<&str>, app: &Path) -> Result<()> {
         .send("PUT", &format!("/v1/apps/{app_name}"), Some(upload))
         .and_then(trellis_api::client::Incoming::ok)
         .with_context(|| format!("pushing {app_name} {version} to {name}"))?;
-    let _ = answer.text();
-    println!(
-        "{app_name} {version} is running on {name} ({:.2} s from the first byte)",
-        started.elapsed().as_secs_f64()
-    );
+    let state = answer
+        .text()
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(str::to_owned));
+    let secs = started.elapsed().as_secs_f64();
+    if state.as_deref() == Some("stopped") {
+        println!(
+            "{app_name} {version} is in place on {name}, stopped ({secs:.2} s from the first byte): \
+             `trellis app start {app_name}` runs it"
+        );
+    } else {
+        println!("{app_name} {version} is running on {name} ({secs:.2} s from the first byte)");
+    }
     Ok(())
+}
+
+/// `trellis app stop|start|remove NAME`: over the management API; answers
+/// once the device has done it.
+///
+/// # Errors
+/// The device cannot be reached or refused (its reason).
+pub fn app(device: Option<&str>, app: &str, op: crate::device::AppOp, json: bool) -> Result<()> {
+    use crate::device::AppOp;
+    if !trellis_appfmt::valid_name(app) {
+        bail!("{app:?} is not an app name ([a-z0-9][a-z0-9_-]*)");
+    }
+    let (name, client) = connect(device)?;
+    let context = || format!("{} {app} on {name}", op.verb());
+    let summary = match op {
+        AppOp::Stop | AppOp::Start => {
+            let action = if op == AppOp::Stop { "stop" } else { "start" };
+            let summary: trellis_control::AppSummary = client
+                .send("POST", &format!("/v1/apps/{app}/{action}"), None)
+                .and_then(|a| a.json())
+                .with_context(context)?;
+            Some(summary)
+        }
+        AppOp::Remove => {
+            let answer = client
+                .send("DELETE", &format!("/v1/apps/{app}"), None)
+                .and_then(trellis_api::client::Incoming::ok)
+                .with_context(context)?;
+            let _ = answer.text();
+            None
+        }
+    };
+    crate::device::print_app(app, summary.as_ref(), &name, json)
 }
 
 /// `trellis update`: upload a bundle with a progress bar, follow RAUC's
@@ -385,7 +427,7 @@ pub fn update(device: Option<&str>, bundle: &Path, no_wait: bool, wait: Duration
             Ok(Reply::Progress(p)) => eprintln!("install {:3}% {}", p.percent, p.message),
             Ok(Reply::Installed(r)) => installed = Some(r),
             Ok(Reply::Error(e)) => bail!("{name}: the installation failed, the running firmware is untouched: {e}"),
-            Ok(Reply::Status(_)) | Err(_) => {}
+            Ok(Reply::Status(_) | Reply::App(_) | Reply::Removed(_)) | Err(_) => {}
         }
     }
     let Some(record) = installed else {

@@ -158,3 +158,45 @@ fn an_operator_adds_a_device_reads_it_and_sees_an_update_roll_back() {
     let o = s.trellis(&["device", "add", "x", &s.address, "--pki", "/nonexistent"]);
     assert!(!o.status.success() && text(&o).contains("/nonexistent/device-ca.pem: missing"), "{}", text(&o));
 }
+
+#[test]
+fn an_operator_stops_and_starts_an_app_on_a_device_and_on_its_own_console() {
+    let s = Setup::start();
+    let pki = s.dir.path().to_str().unwrap();
+    let o = s.trellis(&["device", "add", "lab", &s.address, "--pki", pki, "--server-name", "localhost"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = s.trellis(&["app", "stop", "blinky"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "blinky 1.0.0 is stopped on lab\n");
+    let o = s.trellis(&["status"]);
+    assert!(text(&o).contains("blinky       1.0.0      stopped"), "{}", text(&o));
+    let o = s.trellis(&["app", "start", "blinky", "-d", "lab", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((v["name"].as_str(), v["state"].as_str()), (Some("blinky"), Some("running")), "{}", text(&o));
+    // An unknown app is named, in one line.
+    let o = s.trellis(&["app", "stop", "nope"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("stopping nope on lab: the device answered 404: no app nope"), "{}", text(&o));
+    let o = s.trellis(&["app", "start", "../x"]);
+    assert!(!o.status.success() && text(&o).contains("\"../x\" is not an app name"), "{}", text(&o));
+
+    // On the device itself: the same through the runtime's control socket.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    std::fs::write(dir.path().join("blinky.wasm"), "APP blinky 1.0.0").unwrap();
+    trellis_control::socket::serve(
+        &sock,
+        Arc::new(FakeDevice::new(dir.path()).with_status(trellis_control::Device::status(&fake_device()))),
+    )
+    .unwrap();
+    let local = |args: &[&str]| s.trellis(&[args, &["--socket", sock.to_str().unwrap()]].concat());
+    let o = local(&["app", "stop", "blinky"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "blinky 1.0.0 is stopped on this device\n", "{}", text(&o));
+    let o = local(&["app", "start", "blinky", "--json"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains(r#""state": "running""#), "{}", text(&o));
+    let o = local(&["app", "remove", "blinky"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "blinky is removed from this device\n", "{}", text(&o));
+    assert!(!dir.path().join("blinky.wasm").exists());
+    let o = local(&["app", "stop", "blinky"]);
+    assert!(!o.status.success() && text(&o).contains("stopping blinky: no app blinky"), "{}", text(&o));
+}

@@ -100,6 +100,17 @@ fn main() -> Result<(), Error> {
 
     device.sh(MOUNT_SHARE)?;
     let gpio = gpio_bench(&twin, &mut device)?;
+    // Per-app CPU shares (Paradrop's 512/1024 on one core); the apps are removed again.
+    let shares = trellis_twin::shares::experiment(&twin, &mut device, trellis_twin::shares::WINDOW)?;
+    // Per-app rate limits (Paradrop's bandwidth experiment, seven limits); each app is removed again.
+    let runs: Vec<u32> = trellis_twin::bandwidth::LIMITS_KBIT.into_iter().chain([0]).collect();
+    let bandwidth = trellis_twin::bandwidth::experiment(&twin, &mut device, &runs)?;
+    // An app's lifecycle over the API (Paradrop's deploy, start, stop, delete); the app is removed again.
+    let lifecycle = {
+        let cli = Cli::new(&twin, &root().join("build/twin/runs/bench"));
+        let dir = root().join("build/twin/runs/bench/lifecycle");
+        trellis_twin::lifecycle::experiment(&cli, &mut device, &dir, trellis_twin::lifecycle::RUNS)?
+    };
     let (mut warm, mut warm_ms, mut cold, mut cold_ms) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..SWAPS {
         let v = format!("1.1.{i}");
@@ -241,6 +252,12 @@ fn main() -> Result<(), Error> {
         "| GPIO edge → handler → output (gpio-sim pull to the output following), app vs native | median {} vs {} µs, p90 {} vs {} µs | {EDGES} |",
         gpio.app_latency.0, gpio.native_latency.0, gpio.app_latency.1, gpio.native_latency.1
     );
+    println!("\nPer-app CPU shares: two spin apps confined to CPU 0 (docs/benchmarks.md)\n");
+    print!("{}", trellis_twin::shares::table(&shares));
+    println!("\nPer-app rate limits: the fetch fixture POSTing to a sink on the host, one limit at a time\n");
+    print!("{}", trellis_twin::bandwidth::table(&bandwidth));
+    println!("\nAn app's lifecycle over the management API, the host's CLI timed to the device's answer\n");
+    print!("{}", trellis_twin::lifecycle::table(&lifecycle));
     Ok(())
 }
 

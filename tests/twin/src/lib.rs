@@ -16,13 +16,16 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bandwidth;
 pub mod compare;
 pub mod disk;
 pub mod firmware;
 pub mod fleet;
 pub mod guest;
+pub mod lifecycle;
 pub mod ntp;
 pub mod operator;
+pub mod shares;
 pub mod timing;
 
 use std::path::{Path, PathBuf};
@@ -308,6 +311,23 @@ pub fn repack(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Ve
     let mut manifest = trellis_appfmt::AppFile::parse(&bytes).expect("a packed example").manifest;
     edit(&mut manifest);
     let code = trellis_appfmt::component_code(&bytes).expect("a component");
+    trellis_appfmt::pack(&code, &manifest).expect("packs")
+}
+
+/// Test fixture app `app` (`wasm-apps/fixtures/APP`, built by `make apps`)
+/// packed with its manifest changed by `edit`.
+///
+/// # Panics
+/// The fixture is not built (run `make apps`) or its manifest is invalid.
+#[must_use]
+pub fn fixture(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wasm-apps");
+    let code_path = apps.join(format!("target/wasm32-wasip2/release/{app}.wasm"));
+    let code = std::fs::read(&code_path).unwrap_or_else(|e| panic!("{}: {e} (make apps)", code_path.display()));
+    let toml_path = apps.join(format!("fixtures/{app}/trellis.toml"));
+    let text = std::fs::read_to_string(&toml_path).unwrap_or_else(|e| panic!("{}: {e}", toml_path.display()));
+    let mut manifest = trellis_appfmt::Manifest::from_toml(&text).expect("a valid fixture manifest");
+    edit(&mut manifest);
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 

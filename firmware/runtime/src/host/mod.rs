@@ -10,6 +10,7 @@
 mod clocks;
 mod gpio;
 mod hotplug;
+mod http;
 mod i2c;
 mod kv;
 mod log;
@@ -28,6 +29,7 @@ use trellis_hal::i2c::I2cBus;
 use trellis_hal::spi::SpiBus;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::bindings::WitError;
 use crate::bindings::trellis::app::{events, types};
@@ -51,6 +53,8 @@ pub(crate) struct Services {
     pub epoch: Instant,
     /// How much each app may log.
     pub app_log: crate::config::LogPolicy,
+    /// Per-app outgoing rate limits (`[network]`), when set up.
+    pub shaper: Option<Arc<crate::shaping::Shaper>>,
 }
 
 /// The data of one app's `Store`.
@@ -66,14 +70,18 @@ pub(crate) struct HostState {
     pub subs: Subscriptions,
     /// Committed: subscriptions go to the broker at once.
     pub live: bool,
-    /// When the current call into the app began, and how much of it the host
-    /// spent blocked (not charged to the app's deadline).
+    /// When the current call into the app began (wall clock, and this
+    /// thread's CPU clock), and how much of its CPU time the host spent in
+    /// calls that may block (not charged to the app's deadline).
     call_started: Instant,
+    call_started_cpu: Duration,
     host_time: Duration,
     /// The deadline of the current call.
     call_limit: Duration,
     wasi: WasiCtx,
     table: ResourceTable,
+    http: WasiHttpCtx,
+    http_hooks: http::HttpHooks,
     i2c: HashMap<u32, Box<dyn I2cBus>>,
     spi: HashMap<String, Box<dyn SpiBus>>,
     /// [`Hardware::unplugged`] when the handles above were last checked.
@@ -85,6 +93,12 @@ pub(crate) struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.http_hooks }
     }
 }
 
@@ -102,6 +116,13 @@ impl HostState {
         let wasi =
             wasmtime_wasi::WasiCtxBuilder::new().allow_ip_name_lookup(false).allow_tcp(false).allow_udp(false).build();
         let log_limit = log::LogLimiter::new(services.app_log, services.epoch.elapsed());
+        // A limited app's sockets carry its mark: its traffic class in the shaper.
+        let mark = services
+            .shaper
+            .as_ref()
+            .filter(|_| manifest.limits.net_kbit > 0)
+            .and_then(|s| s.mark(app).inspect_err(|e| tracing::warn!(app, "{e}: its traffic is not limited")).ok());
+        let http_hooks = http::HttpHooks::new(app, &manifest, mark, services.clone());
         Self {
             app: app.to_owned(),
             generation,
@@ -113,10 +134,13 @@ impl HostState {
             subs: Subscriptions::default(),
             live: false,
             call_started: Instant::now(),
+            call_started_cpu: Duration::ZERO,
             host_time: Duration::ZERO,
             call_limit: Duration::ZERO,
             wasi,
             table: ResourceTable::new(),
+            http: WasiHttpCtx::new(),
+            http_hooks,
             i2c: HashMap::new(),
             spi: HashMap::new(),
             unplugged: 0,
@@ -127,6 +151,7 @@ impl HostState {
     /// A call into the app begins, with `limit` for the app's own time.
     pub fn begin_call(&mut self, limit: Duration) {
         self.call_started = Instant::now();
+        self.call_started_cpu = thread_cpu_time();
         self.host_time = Duration::ZERO;
         self.call_limit = limit;
     }
@@ -137,15 +162,20 @@ impl HostState {
     }
 
     /// Time the current call has spent in the app itself, and its limit.
+    ///
+    /// It is the CPU time of the app's thread (Linux's thread CPU clock), less
+    /// what host calls that may block used: waiting (on a response, a bus, a
+    /// CPU share that other apps outweigh) costs the app nothing.
     pub fn guest_time(&self) -> (Duration, Duration) {
-        (self.call_started.elapsed().saturating_sub(self.host_time), self.call_limit)
+        let used = thread_cpu_time().saturating_sub(self.call_started_cpu);
+        (used.saturating_sub(self.host_time), self.call_limit)
     }
 
     /// Run a host operation that may block on I/O, not charging it to the app.
     fn blocking<R>(&mut self, f: impl FnOnce(&mut Self) -> R) -> R {
-        let t = Instant::now();
+        let t = thread_cpu_time();
         let r = f(self);
-        self.host_time += t.elapsed();
+        self.host_time += thread_cpu_time().saturating_sub(t);
         r
     }
 
@@ -178,6 +208,12 @@ impl HostState {
         }
         Ok(())
     }
+}
+
+/// CPU time this thread has used.
+fn thread_cpu_time() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(u64::try_from(t.tv_sec).unwrap_or(0), u32::try_from(t.tv_nsec).unwrap_or(0))
 }
 
 impl types::Host for HostState {}

@@ -1,7 +1,10 @@
 //! `trellis:app/pubsub`: publishing to and subscribing to the topics granted in
 //! the manifest; subscriptions are kept per version and go live at its commit.
+//! Topics under `fleet/` are the fleet bus (`[permissions.fleet]`): a publish
+//! is queued for NATS without waiting, a subscription follows other devices'
+//! apps (docs/fleet.md, "The app bus").
 
-use trellis_appfmt::{pattern_covers, topic_matches, valid_topic_pattern};
+use trellis_appfmt::{FLEET_PREFIX, pattern_covers, topic_matches, valid_fleet_pattern, valid_topic_pattern};
 
 use crate::bindings::WitError;
 use crate::bindings::trellis::app::pubsub;
@@ -12,6 +15,24 @@ use super::HostState;
 const MAX_PAYLOAD: usize = 64 * 1024;
 const MAX_SUBSCRIPTIONS: usize = 64;
 
+/// What follows `fleet/` in a topic or pattern on the fleet bus; `None` for a
+/// local one. `Err` for `fleet` alone.
+fn on_bus(topic: &str) -> Result<Option<&str>, WitError> {
+    match topic.strip_prefix(FLEET_PREFIX) {
+        Some("") => Err(WitError::Invalid(format!("{topic:?}: name a topic after fleet/"))),
+        Some(rest) => Ok(rest.strip_prefix('/')),
+        None => Ok(None),
+    }
+}
+
+fn check_bus_pattern(topic: &str, rest: &str) -> Result<(), WitError> {
+    if valid_fleet_pattern(rest) {
+        Ok(())
+    } else {
+        Err(WitError::Invalid(format!("{topic:?}: a level on the fleet bus may not contain '.', '*' or '>'")))
+    }
+}
+
 impl pubsub::Host for HostState {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), WitError> {
         if !valid_topic_pattern(&topic) || topic.contains(['+', '#']) {
@@ -19,6 +40,17 @@ impl pubsub::Host for HostState {
         }
         if payload.len() > MAX_PAYLOAD {
             return Err(WitError::Invalid(format!("payload of {} bytes is above {MAX_PAYLOAD}", payload.len())));
+        }
+        if let Some(rest) = on_bus(&topic)? {
+            check_bus_pattern(&topic, rest)?;
+            if !self.manifest.permissions.fleet.publish.iter().any(|p| topic_matches(p, rest)) {
+                return Err(self.denied(format!(
+                    "publishing to {topic:?} on the fleet bus is not granted (permissions.fleet.publish)"
+                )));
+            }
+            // Queued, never waited for: dropped and counted when the queue is full.
+            self.services.broker.bus().publish(rest, &payload);
+            return Ok(());
         }
         if !self.manifest.permissions.publish.iter().any(|p| topic_matches(p, &topic)) {
             return Err(self.denied(format!("publishing to {topic:?} is not granted (permissions.publish)")));
@@ -32,8 +64,14 @@ impl pubsub::Host for HostState {
             return Err(WitError::Invalid(format!("{pattern:?} is not a topic pattern")));
         }
         // The pattern must lie within a granted one: every topic it matches must be granted.
-        let granted = self.manifest.permissions.subscribe.iter().any(|g| pattern_covers(g, &pattern));
-        if !granted {
+        if let Some(rest) = on_bus(&pattern)? {
+            check_bus_pattern(&pattern, rest)?;
+            if !self.manifest.permissions.fleet.subscribe.iter().any(|g| pattern_covers(g, rest)) {
+                return Err(self.denied(format!(
+                    "subscribing to {pattern:?} on the fleet bus is not granted (permissions.fleet.subscribe)"
+                )));
+            }
+        } else if !self.manifest.permissions.subscribe.iter().any(|g| pattern_covers(g, &pattern)) {
             return Err(self.denied(format!("subscribing to {pattern:?} is not granted (permissions.subscribe)")));
         }
         if self.subs.topics.len() >= MAX_SUBSCRIPTIONS {

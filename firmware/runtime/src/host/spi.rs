@@ -1,14 +1,12 @@
 //! `trellis:app/spi`: full-duplex transfers to the SPI devices granted in the
 //! manifest, opened on first use with the manifest's mode, speed and word size.
 
-use std::time::Instant;
-
 use trellis_hal::spi::{SpiConfig, SpiError};
 
 use crate::bindings::WitError;
 use crate::bindings::trellis::app::spi;
 
-use super::HostState;
+use super::{HostState, thread_cpu_time};
 
 impl spi::Host for HostState {
     fn transfer(&mut self, device: String, data: Vec<u8>) -> Result<Vec<u8>, WitError> {
@@ -28,9 +26,9 @@ impl spi::Host for HostState {
         }
         let dev = self.spi.get_mut(&device).ok_or_else(|| WitError::NotFound(device.clone()))?;
         let mut read = vec![0; data.len()];
-        let t = Instant::now();
+        let t = thread_cpu_time();
         let result = dev.transfer(&mut read, &data).map_err(|e| WitError::Io(e.to_string()));
-        self.host_time += t.elapsed();
+        self.host_time += thread_cpu_time().saturating_sub(t);
         result.map(|()| read)
     }
 }
