@@ -267,16 +267,22 @@ impl Supervisor {
         result
     }
 
-    /// An upload: load `bytes` as `app`, then put them in place.
-    fn install(&mut self, app: &str, bytes: Vec<u8>) -> Result<SwapOutcome, LoadError> {
-        let apps = AppsDir::new(&self.config.apps_dir);
-        let path = apps.path(app);
+    /// Where app `app`'s file is, when `app` is a valid name this runtime runs
+    /// (the checks every request naming an app passes first).
+    fn app_path(&self, app: &str) -> Result<PathBuf, LoadError> {
+        let path = AppsDir::new(&self.config.apps_dir).path(app);
         if !trellis_layout::valid_name(app) {
             return Err(LoadError::FileName { path });
         }
         if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
             return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
         }
+        Ok(path)
+    }
+
+    /// An upload: load `bytes` as `app`, then put them in place.
+    fn install(&mut self, app: &str, bytes: Vec<u8>) -> Result<SwapOutcome, LoadError> {
+        let path = self.app_path(app)?;
         let t0 = Instant::now();
         if self.stopped.contains(app) {
             return self.install_stopped(&path, app, bytes, t0);
@@ -420,13 +426,7 @@ impl Supervisor {
     /// then its worker is told to stop (it handles `shutdown`) and its routes
     /// go. Its file, key-value store and last good copy stay.
     fn stop_app(&mut self, app: &str) -> Result<(), LoadError> {
-        let path = AppsDir::new(&self.config.apps_dir).path(app);
-        if !trellis_layout::valid_name(app) {
-            return Err(LoadError::FileName { path });
-        }
-        if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
-            return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
-        }
+        let path = self.app_path(app)?;
         if !path.exists() && !self.slots.contains_key(app) {
             return Err(LoadError::NoApp { app: app.to_owned() });
         }
@@ -455,13 +455,7 @@ impl Supervisor {
     /// last error). An app that runs already runs on; one given up on after a
     /// crash loop is loaded again with a clean crash record.
     fn start_app(&mut self, app: &str) -> Result<SwapOutcome, LoadError> {
-        let path = AppsDir::new(&self.config.apps_dir).path(app);
-        if !trellis_layout::valid_name(app) {
-            return Err(LoadError::FileName { path });
-        }
-        if let Some(only) = self.config.only.as_ref().filter(|_| !self.config.runs(app)) {
-            return Err(LoadError::NotRun { app: app.to_owned(), only: format!("{only:?}") });
-        }
+        let path = self.app_path(app)?;
         if !path.exists() {
             return Err(LoadError::NoApp { app: app.to_owned() });
         }
