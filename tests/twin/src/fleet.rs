@@ -158,3 +158,99 @@ impl Drop for Background {
 pub fn rollout_id(said: &str) -> String {
     said.strip_prefix("rollout ").and_then(|r| r.split(':').next()).unwrap_or_default().to_owned()
 }
+
+/// An edge node: the host build of `trellis-runtime` with no hardware
+/// (`--board none`) and `[fleet]` configured as device `id` of `group` (its
+/// certificate issued by `pki`), hosting `apps` (name, packed file) and
+/// talking to the server at `127.0.0.1:port`. Stopped when dropped.
+#[derive(Debug)]
+pub struct EdgeNode {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl EdgeNode {
+    /// Write its configuration and apps under `dir` and start it.
+    ///
+    /// # Errors
+    /// A file cannot be written or the runtime cannot be started (named).
+    pub fn start(
+        dir: &Path,
+        pki: &Pki,
+        port: u16,
+        id: &str,
+        group: &str,
+        apps: &[(&str, Vec<u8>)],
+    ) -> Result<Self, Error> {
+        let apps_dir = dir.join("apps");
+        std::fs::create_dir_all(&apps_dir).map_err(|e| Error::io(&apps_dir, e))?;
+        for (name, bytes) in apps {
+            // Written before the runtime starts: nothing reads a half-written file.
+            let path = apps_dir.join(format!("{name}.wasm"));
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
+        }
+        let (cert, key) = pki.issue(id, false);
+        let config = format!(
+            "apps-dir = \"{}\"\nstate-dir = \"{}\"\n[fleet]\nservers = [\"tls://127.0.0.1:{port}\"]\nca = \"{}\"\n\
+             cert = \"{}\"\nkey = \"{}\"\ndevice = \"{id}\"\ngroup = \"{group}\"\nboard = \"edge\"\n",
+            apps_dir.display(),
+            dir.join("state").display(),
+            pki.ca().display(),
+            cert.display(),
+            key.display()
+        );
+        let path = dir.join("runtime.toml");
+        std::fs::write(&path, config).map_err(|e| Error::io(&path, e))?;
+        // The host build beside this program (`make cli` builds both).
+        let bin = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("trellis-runtime")))
+            .unwrap_or_else(|| PathBuf::from("target/debug/trellis-runtime"));
+        let log = dir.join("edge.log");
+        let out = std::fs::File::create(&log).map_err(|e| Error::io(&log, e))?;
+        let child = Command::new(&bin)
+            .args(["--board", "none", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(&bin, e))?;
+        Ok(Self { child, log })
+    }
+
+    /// What it logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Wait until its log holds `needle`; the line.
+    ///
+    /// # Errors
+    /// Not within `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<String, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return Ok(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::Command {
+                    command: format!("the edge node logging {needle:?}"),
+                    code: -1,
+                    output: self.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for EdgeNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

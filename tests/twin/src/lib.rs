@@ -331,6 +331,19 @@ pub fn fixture(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> V
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 
+/// Set the temperature the twin's TMP102 reads: register 0 (12 bits, 0.0625 °C
+/// each, left-justified) into i2c-stub's byte registers 0 and 1, on the stub's bus.
+///
+/// # Errors
+/// `i2cset` fails on the device.
+pub fn set_temperature(device: &mut Guest, celsius: f32) -> Result<(), Error> {
+    #[allow(clippy::cast_possible_truncation)]
+    let raw = ((celsius / 0.0625) as i16) << 4;
+    let [msb, lsb] = raw.to_be_bytes();
+    let bus = "$(grep -l 'SMBus stub driver' /sys/bus/i2c/devices/i2c-*/name | head -1 | cut -d/ -f6 | cut -d- -f2)";
+    device.sh(&format!("b={bus}; i2cset -y $b 0x48 0x00 {msb:#04x} b && i2cset -y $b 0x48 0x01 {lsb:#04x} b")).map(drop)
+}
+
 /// Mount the harness's share (`Twin::share`) at `/mnt` on the device, once.
 pub const MOUNT_SHARE: &str = "grep -q ' /mnt ' /proc/mounts || mount -t 9p -o trans=virtio host /mnt";
 

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Outcome, Twin, repack};
+use trellis_twin::{
+    BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Outcome, Twin, repack, set_temperature,
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,16 +29,6 @@ fn info(device: &mut Guest, n: u32) -> Result<String, Error> {
     let all = device.sh("gpioinfo trellis-gpio")?;
     let needle = format!("line {n:>3}:");
     Ok(all.lines().find(|l| l.contains(&needle)).unwrap_or_default().to_owned())
-}
-
-/// TMP102 register 0 (12 bits, 0.0625 °C each, left-justified) into i2c-stub's
-/// byte registers 0 and 1, on the stub's bus.
-fn set_temperature(device: &mut Guest, celsius: f32) -> Result<(), Error> {
-    #[allow(clippy::cast_possible_truncation)]
-    let raw = ((celsius / 0.0625) as i16) << 4;
-    let [msb, lsb] = raw.to_be_bytes();
-    let bus = "$(grep -l 'SMBus stub driver' /sys/bus/i2c/devices/i2c-*/name | head -1 | cut -d/ -f6 | cut -d- -f2)";
-    device.sh(&format!("b={bus}; i2cset -y $b 0x48 0x00 {msb:#04x} b && i2cset -y $b 0x48 0x01 {lsb:#04x} b")).map(drop)
 }
 
 /// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (a temporary name, then a rename).

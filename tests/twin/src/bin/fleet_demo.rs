@@ -1,7 +1,9 @@
 //! `trellis-fleet-demo` (`make fleet-demo`): a fleet on this machine. A
 //! `nats-server` with JetStream on loopback, twins in QEMU whose runtimes run
 //! the fleet agent, and simulated devices (the same agent driving a simulated
-//! device). The operator's commands (`trellis fleet …`, printed as they run)
+//! device). The twins' thermostats publish their readings on the fleet bus;
+//! an edge node (the runtime on this host, without hardware) runs the
+//! aggregator app, whose setpoint the thermostats take. The operator's commands (`trellis fleet …`, printed as they run)
 //! roll an app out in waves, then a firmware release whose trial boot fails
 //! its health gate on the first device: that twin goes back to its old slot
 //! by itself and reports it, and the rollout halts at its error threshold,
@@ -16,8 +18,8 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_fleet::sim::{self, Pki, Sim};
-use trellis_twin::fleet::{Operator, provision, rollout_id};
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Twin};
+use trellis_twin::fleet::{EdgeNode, Operator, provision, rollout_id};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Twin, set_temperature};
 
 /// Run the fleet demo.
 #[derive(Debug, Parser)]
@@ -36,6 +38,8 @@ struct Args {
 
 const GROUP: &str = "demo";
 const BOARD: &str = "qemu-aarch64";
+/// The edge node's device id.
+const EDGE: &str = "edge-1";
 
 fn say(text: &str) {
     println!("\n== {text}");
@@ -77,7 +81,8 @@ fn run(args: &Args) -> Result<()> {
     let pki = Pki::new();
     let twins: Vec<String> = (1..=args.twins).map(|i| format!("pi-{i}")).collect();
     let sims: Vec<String> = (1..=args.simulated).map(|i| format!("sim-{i:02}")).collect();
-    let users: Vec<(&str, &str)> = twins.iter().chain(&sims).map(|d| (d.as_str(), GROUP)).collect();
+    let mut users: Vec<(&str, &str)> = twins.iter().chain(&sims).map(|d| (d.as_str(), GROUP)).collect();
+    users.push((EDGE, "edge"));
     let server = sim::single(&pki, &["operator"], &users);
     println!("listening on {}", server.addr);
 
@@ -93,6 +98,29 @@ fn run(args: &Args) -> Result<()> {
         device.wait_apps_running(&EXAMPLES)?;
         provision(twin, device, &pki, server.addr.port(), id, GROUP)?;
         println!("{id}: the fleet agent runs");
+    }
+
+    say("an edge node on this host (the runtime without hardware) runs the aggregator app;");
+    say("the twins' thermostats read 19.5 and 21.5 °C and publish their readings on the fleet bus");
+    let readings = [19.5_f32, 21.5];
+    for ((id, _, device), celsius) in machines.iter_mut().zip(readings.iter().cycle()) {
+        set_temperature(device.as_mut().context("a twin")?, *celsius)?;
+        println!("{id}: {celsius:.1} °C");
+    }
+    let aggregator = args.build.join("edge-apps/aggregator.wasm");
+    let bytes = std::fs::read(&aggregator).with_context(|| format!("{} (make apps)", aggregator.display()))?;
+    let edge = EdgeNode::start(&dir.join("edge"), &pki, server.addr.port(), EDGE, "edge", &[("aggregator", bytes)])?;
+    let line = edge.wait_log(&format!("following {} devices", twins.len()), BOOT_TIMEOUT)?;
+    println!("{EDGE}: {}", line.split(" INFO ").nth(1).unwrap_or(&line));
+    // The aggregator's summary: the fleet's mean, and the setpoint it asks for
+    // (target 21 °C, half the mean's shortfall added), which each thermostat takes.
+    let mean = readings.iter().cycle().take(twins.len()).sum::<f32>() / f32::from(u16::try_from(twins.len())?);
+    let setpoint = (21.0 + 0.5 * (21.0 - mean)).clamp(19.0, 23.0);
+    let expected =
+        format!("setpoint {setpoint:.2} °C from {EDGE} (fleet mean {mean:.2} °C over {} devices)", twins.len());
+    for (id, _, device) in &mut machines {
+        let line = device.as_mut().context("a twin")?.seen(&expected, BOOT_TIMEOUT)?;
+        println!("{id}: {}", line.text.split(" INFO ").nth(1).unwrap_or(&line.text));
     }
 
     let mut op = Operator::new(&pki, server.addr, &dir)?;
@@ -210,6 +238,7 @@ fn run(args: &Args) -> Result<()> {
     })();
     drop(controller);
     drop(simulated);
+    drop(edge);
     for device in machines.into_iter().filter_map(|(_, _, d)| d) {
         device.power_cut();
     }
