@@ -74,7 +74,22 @@ impl Pki {
     }
 }
 
+/// A port on 127.0.0.1 that nothing listens on now.
+///
+/// Taken below Linux's ephemeral range (32768 and up by default): a port
+/// the kernel handed out for `:0` is soon handed out again as the source port
+/// of an outgoing connection (a server dialing its routes, a client), which
+/// then holds it when the server comes to listen on it.
 pub fn free_port() -> SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let seed = std::process::id().wrapping_mul(2_654_435_761);
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + u16::try_from(seed.wrapping_add(n.wrapping_mul(7919)) % 12_000).unwrap_or(0);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            return l.local_addr().unwrap();
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 

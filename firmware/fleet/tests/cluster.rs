@@ -19,7 +19,7 @@ async fn reports_survive_a_killed_server() {
     let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
     let operator = Client::connect(&pki, &addrs, "operator").await;
     // The cluster elects its meta leader after the routes are up: retry the first create.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let made = operator
             .js
@@ -31,7 +31,10 @@ async fn reports_survive_a_killed_server() {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            Err(e) => panic!("no bucket on the cluster: {e}\n{}", servers[0].log_text()),
+            Err(e) => {
+                let logs: Vec<String> = servers.iter().map(|s| format!("--- {}:\n{}", s.name, s.log_text())).collect();
+                panic!("no bucket on the cluster: {e}\n{}", logs.join("\n"));
+            }
         }
     }
     // The server the device is connected to is the one killed.
