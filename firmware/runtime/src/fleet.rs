@@ -110,25 +110,7 @@ pub fn start(config: &RuntimeConfig, fleet: &FleetConfig, device: Arc<dyn Device
         tracing::warn!("fleet: no release signing key is trusted: every release will be refused");
     }
     let agent = Agent::new(agent_config, device, trust, Arc::new(SystemClock)).map_err(|e| format!("fleet: {e}"))?;
-    std::thread::Builder::new()
-        .name("fleet".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => return tracing::error!("fleet: no executor: {e}"),
-            };
-            runtime.block_on(async move {
-                match Link::connect(&creds, Some(&id), true).await {
-                    Ok(link) => {
-                        tracing::info!(device = %id, "fleet agent started");
-                        agent.run(link).await;
-                    }
-                    Err(e) => tracing::error!("fleet: {e}"),
-                }
-            });
-        })
-        .map_err(|e| format!("fleet: no thread: {e}"))?;
-    Ok(())
+    linked_thread("fleet", "fleet agent", creds, id, |link, _| agent.run(link))
 }
 
 /// The device's id and its credentials for the fleet's servers.
@@ -161,23 +143,33 @@ pub fn start_bus(runtime: &Runtime, config: &RuntimeConfig, fleet: &FleetConfig)
     let Some(driver) = runtime.fleet_bus() else {
         return Ok(());
     };
+    linked_thread("fleet-bus", "fleet bus", creds, id, |link, id| driver.run(link, id))
+}
+
+/// Run `run` on a thread of its own (`thread`) with a small executor, once
+/// connected to the fleet's servers as device `id`; `what` names it in the log.
+fn linked_thread<F, Fut>(thread: &str, what: &'static str, creds: Credentials, id: String, run: F) -> Result<(), String>
+where
+    F: FnOnce(Link, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     std::thread::Builder::new()
-        .name("fleet-bus".into())
+        .name(thread.into())
         .spawn(move || {
             let executor = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
-                Err(e) => return tracing::error!("fleet bus: no executor: {e}"),
+                Err(e) => return tracing::error!("{what}: no executor: {e}"),
             };
             executor.block_on(async move {
                 match Link::connect(&creds, Some(&id), true).await {
                     Ok(link) => {
-                        tracing::info!(device = %id, "fleet bus started");
-                        driver.run(link, id).await;
+                        tracing::info!(device = %id, "{what} started");
+                        run(link, id).await;
                     }
-                    Err(e) => tracing::error!("fleet bus: {e}"),
+                    Err(e) => tracing::error!("{what}: {e}"),
                 }
             });
         })
-        .map_err(|e| format!("fleet bus: no thread: {e}"))?;
+        .map_err(|e| format!("{what}: no thread: {e}"))?;
     Ok(())
 }
