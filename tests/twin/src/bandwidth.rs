@@ -22,7 +22,7 @@ use crate::{Error, Guest, Twin};
 /// The seven limits, in kbit/s: 0.25 to 16 Mbit/s, doubling. What the twin's
 /// emulated link gives an app without a limit (the `0` run of [`experiment`])
 /// depends on the host's load, since QEMU's user network and the emulated CPU
-/// do the work: 14 to 240 Mbit/s in runs here. Above about 30 Mbit/s a loaded
+/// do the work: 14 to 430 Mbit/s in runs here. Above about 30 Mbit/s a loaded
 /// host no longer keeps up with a limit.
 pub const LIMITS_KBIT: [u32; 7] = [250, 500, 1000, 2000, 4000, 8000, 16_000];
 
@@ -106,35 +106,35 @@ fn receive(stream: TcpStream, arrivals: &Arrivals) -> std::io::Result<()> {
         let mut a = arrivals.lock().unwrap_or_else(PoisonError::into_inner);
         a.entry(path.clone()).or_default().push((Instant::now(), n));
     };
+    // Read `left` bytes of body, recording each read; false when the client went away.
     let mut buf = vec![0; 64 * 1024];
+    let mut take = |reader: &mut BufReader<TcpStream>, mut left: usize| -> std::io::Result<bool> {
+        while left > 0 {
+            let n = reader.read(&mut buf[..left.min(64 * 1024)])?;
+            if n == 0 {
+                return Ok(false);
+            }
+            record(n);
+            left -= n;
+        }
+        Ok(true)
+    };
     if chunked {
         loop {
             let mut size = String::new();
             reader.read_line(&mut size)?;
-            let mut left = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            let left = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
             if left == 0 {
                 reader.read_line(&mut size)?; // the last, empty line
                 break;
             }
-            while left > 0 {
-                let n = reader.read(&mut buf[..left.min(64 * 1024)])?;
-                if n == 0 {
-                    return Ok(());
-                }
-                record(n);
-                left -= n;
+            if !take(&mut reader, left)? {
+                return Ok(());
             }
             reader.read_line(&mut size)?; // CRLF after the chunk
         }
-    } else {
-        while length > 0 {
-            let n = reader.read(&mut buf[..length.min(64 * 1024)])?;
-            if n == 0 {
-                return Ok(());
-            }
-            record(n);
-            length -= n;
-        }
+    } else if !take(&mut reader, length)? {
+        return Ok(());
     }
     let mut stream = stream;
     stream.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
