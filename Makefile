@@ -12,6 +12,8 @@ WASM_OUT   := wasm-apps/target/wasm32-wasip2/release
 EXAMPLES   := blinky button thermostat counter publisher subscriber
 # Apps for edge nodes (docs/fleet.md, "Edge nodes"): packed beside, not seeded into device images.
 EDGE_APPS  := aggregator
+# Apps in C (wasm-apps/c/NAME, scripts/build-c-app.sh): packed as c-NAME into build/lang-apps/.
+C_APPS     := blinky counter
 TRELLIS    := target/debug/trellis
 # One feature set and one package selection for every host build: the lints'
 # check, the tests, the CLI and the twin's harness share one compile of each crate.
@@ -22,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
+.PHONY: help setup setup-host lang-apps bench-assets classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,7 +39,7 @@ cli: ## Build the trellis CLI and the twin's harness (debug; the same build the 
 	$(CARGO) build $(HOST_SELECTION) --bins
 
 apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/apps/ (edge nodes' into build/edge-apps/)
-	cd wasm-apps && $(CARGO) build --release --target wasm32-wasip2
+	cd wasm-apps && $(CARGO) build --release --target wasm32-wasip2 $(INFERENCE_EXCLUDE)
 	@mkdir -p $(BUILD)/apps
 	@for app in $(EXAMPLES); do \
 	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/apps/$$app.wasm || exit 1; \
@@ -46,6 +48,39 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	@for app in $(EDGE_APPS); do \
 	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/edge-apps/$$app.wasm || exit 1; \
 	done
+
+lang-apps: setup apps ## The apps in C and Python (build/lang-apps/) and the classifier (build/heavy-apps/): not seeded into device images
+	$(MAKE) --no-print-directory classifier
+	scripts/python-apps.sh $(BUILD) $(TRELLIS)
+	@mkdir -p $(BUILD)/lang-apps
+	@for app in $(C_APPS); do \
+	  scripts/build-c-app.sh wasm-apps/c/$$app $(BUILD)/c/$$app.wasm \
+	    && $(TRELLIS) app pack $(BUILD)/c/$$app.wasm -m wasm-apps/c/$$app/trellis.toml -o $(BUILD)/lang-apps/c-$$app.wasm || exit 1; \
+	done
+
+# The classifier example (MobileNetV2 on rten or tract, wasm-apps/inference): built apart from
+# the other apps with its own profile (opt-level 3) and Wasm SIMD (simd128, relaxed-simd), packed
+# into build/heavy-apps/ (not seeded into device images), with its native benchmark for the host.
+INFERENCE_EXCLUDE := --workspace --exclude classifier --exclude classifier-bench --exclude trellis-inference
+WASM_SIMD := CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
+# INFERENCE_FEATURES: the engines besides rten (`make bench-inference` adds tract).
+INFERENCE_FEATURES ?=
+classifier: cli
+	scripts/models.sh
+	cd wasm-apps && $(WASM_SIMD) $(CARGO) build --profile inference --target wasm32-wasip2 -p classifier $(INFERENCE_FEATURES)
+	cd wasm-apps && $(CARGO) build --profile inference -p classifier-bench $(INFERENCE_FEATURES)
+	@mkdir -p $(BUILD)/heavy-apps
+	$(TRELLIS) app pack wasm-apps/target/wasm32-wasip2/inference/classifier.wasm \
+	  -m wasm-apps/examples/classifier/trellis.toml -o $(BUILD)/heavy-apps/classifier.wasm
+
+bench-inference: ## The classifier's inference, Wasm (through the runtime) vs native, same engine (rten, tract), one thread
+	$(MAKE) --no-print-directory classifier INFERENCE_FEATURES="--features trellis-inference/tract"
+	scripts/bench-inference.sh $(BUILD)
+
+# The classifier's native benchmark for the Pi (aarch64): run it in the twin or under qemu-user.
+cross-inference:
+	scripts/models.sh
+	cd wasm-apps && $(CROSS_ENV) $(CARGO) build --profile inference --target $(DEVICE) -p classifier-bench
 
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
@@ -74,7 +109,7 @@ qemu-session: ## `make qemu` with a scripted session: the example apps run, then
 # HOST_SELECTION): every test file of tests/twin, and the harness's own unit tests.
 TWIN_TESTS := $(patsubst tests/twin/tests/%.rs,--test %,$(wildcard tests/twin/tests/*.rs))
 
-test-twin: bundle ## The device-twin tests: boot the image in QEMU and play the user's stories
+test-twin: bundle lang-apps ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(CARGO) test $(HOST_SELECTION) --lib $(TWIN_TESTS) -- --test-threads=1
 
 setup-br:
@@ -108,6 +143,7 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 	cd wasm-apps && $(CARGO) fmt --all --check
 	@# Built through clippy-driver (see CARGO): this is the clippy run, and the build the tests use.
 	$(CARGO) test $(HOST_SELECTION) --all-targets --no-run
+	scripts/models.sh
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh rootfs-overlay/usr/lib/trellis/*.sh rootfs-overlay/usr/share/udhcpc/default.script
 
@@ -115,7 +151,7 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 TEST_SELECTION := $(HOST_SELECTION) --exclude trellis-twin
 
 check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
-	$(MAKE) --no-print-directory apps
+	$(MAKE) --no-print-directory apps lang-apps
 	$(CARGO) test $(TEST_SELECTION)
 	scripts/own-app.sh $(BUILD)
 
@@ -137,8 +173,14 @@ demo: setup-host apps ## Run the example apps on simulated hardware and swap one
 
 bench: setup-host apps ## Benchmarks: the runtime's, the fleet's, then the twin's (results: see docs/benchmarks.md)
 	$(CARGO) bench -p trellis-runtime --bench runtime
+	$(MAKE) --no-print-directory bench-inference
+	$(MAKE) --no-print-directory bench-assets
 	$(MAKE) --no-print-directory bench-fleet
 	$(MAKE) --no-print-directory bench-twin
+
+bench-assets: cli ## Assets on demand behind a shaped link (netns, tc; root): on the device, whole download, on demand, on demand with the recorded push
+	$(CARGO) build --release -p trellis-assets --example ondemand
+	scripts/bench-assets.sh $(TRELLIS) target/release/examples/ondemand
 
 bench-fleet: cli apps ## The fleet's benchmark: deploy → all running for 10, 100, 1000 devices, beside pushing one by one
 	$(CARGO) bench -p trellis-fleet --all-features --bench fleet

@@ -6,11 +6,20 @@
 #   setup.sh --cross  also the linters, the aarch64 cross toolchain, qemu-user, and what the
 #                     device twin's image and harness need (`make test`, `make qemu`)
 #   setup.sh --buildroot  what `make rpi4` / `make qemu-br` need: Buildroot's host packages
+#   setup.sh --models     only the classifier example's model generator (scripts/models.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The fleet's engine: the fleet tests start their own nats-server (JetStream) on loopback.
 APT_PACKAGES=(nats-server)
+# --cross (make check, make test): the apps in other languages (make lang-apps).
+# Python apps (wasm-apps/python): componentize-py goes into a venv of Debian's python3, below.
+# C apps (wasm-apps/c): clang for wasm32 and wasi-libc; the rest by scripts/c-toolchain.sh, below.
+# shellcheck source=scripts/c-toolchain.sh
+. scripts/c-toolchain.sh
+if [ "${1:-}" = "--cross" ]; then
+  APT_PACKAGES+=(python3-venv "${C_APT_PACKAGES[@]}")
+fi
 TOOLCHAIN=$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-toolchain.toml)
 TARGETS=(wasm32-wasip2)
 if [ "${1:-}" = "--cross" ]; then
@@ -35,6 +44,23 @@ if [ "${1:-}" = "--buildroot" ]; then
   # the pinned clone, and what utils/check-package uses (make br-check).
   APT_PACKAGES+=(build-essential make binutils diffutils gcc g++ bash patch gzip bzip2 perl
     tar cpio unzip rsync file bc findutils wget git python3 python3-magic flake8 libncurses-dev)
+fi
+
+# --models: the classifier example's model generator (scripts/mobilenetv2.py, run by
+# scripts/models.sh): pinned onnx and numpy from PyPI in a venv under the cache. Only this.
+if [ "${1:-}" = "--models" ]; then
+  venv=${TRELLIS_CACHE:-$HOME/.cache/trellis}/tools/onnx-venv
+  pins="onnx==1.23.2 numpy==2.4.6"
+  [ "$(cat "$venv/.pins" 2>/dev/null)" = "$pins" ] && exit 0
+  echo "setup: installing $pins into $venv"
+  rm -rf "$venv"
+  # shellcheck disable=SC2086 # $pins is a list of requirements
+  if ! { python3 -m venv "$venv" && "$venv/bin/pip" install -q $pins; }; then
+    echo "setup: could not install $pins into $venv (python3 -m venv needs Debian's python3-venv)" >&2
+    exit 1
+  fi
+  echo "$pins" >"$venv/.pins"
+  exit 0
 fi
 
 missing=()
@@ -74,3 +100,33 @@ for component in rustfmt clippy; do
   rustup component list --installed --toolchain "$TOOLCHAIN" 2>/dev/null | grep -q "^$component" \
     || rustup component add --toolchain "$TOOLCHAIN" "$component"
 done
+
+[ "${1:-}" = "--cross" ] || exit 0
+
+# Python apps (wasm-apps/python, scripts/python-apps.sh): componentize-py, pinned, from PyPI
+# into a venv of its own under the cache. A venv is complete only once its marker is written:
+# one left half-made by an interrupted install is made again.
+COMPONENTIZE_PY_VERSION=0.25.1
+py_tools=${TRELLIS_CACHE:-$HOME/.cache/trellis}/tools/componentize-py-$COMPONENTIZE_PY_VERSION
+if [ ! -f "$py_tools/.complete" ] \
+  || [ "$("$py_tools/bin/componentize-py" --version 2>/dev/null)" != "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+  echo "setup: installing componentize-py $COMPONENTIZE_PY_VERSION into $py_tools"
+  rm -rf "$py_tools"
+  mkdir -p "$(dirname "$py_tools")"
+  if ! /usr/bin/python3 -m venv "$py_tools"; then
+    echo "setup: could not make a Python venv in $py_tools (/usr/bin/python3 -m venv; Debian's python3-venv)" >&2
+    exit 1
+  fi
+  if ! "$py_tools/bin/pip" install --quiet --disable-pip-version-check "componentize-py==$COMPONENTIZE_PY_VERSION"; then
+    echo "setup: could not install componentize-py==$COMPONENTIZE_PY_VERSION from PyPI (pip install into $py_tools)" >&2
+    exit 1
+  fi
+  if [ "$("$py_tools/bin/componentize-py" --version 2>/dev/null)" != "componentize-py $COMPONENTIZE_PY_VERSION" ]; then
+    echo "setup: componentize-py $COMPONENTIZE_PY_VERSION in $py_tools does not run" >&2
+    exit 1
+  fi
+  touch "$py_tools/.complete"
+fi
+
+# C apps: wit-bindgen, wasm-tools and the WASI adapter, pinned, under the cache.
+scripts/c-toolchain.sh

@@ -261,6 +261,12 @@ pub struct Manifest {
     /// Clocking of granted SPI devices, by name (`[spi."spidev0.0"]`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub spi: BTreeMap<String, SpiDevice>,
+    /// Large read-only files the app reads through the `assets` interface,
+    /// by the name it uses: `weights = "sha256:<hex>"`, the SHA-256 of the
+    /// asset's block index (`trellis asset index FILE` prints it). The app
+    /// can read only these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub assets: BTreeMap<String, String>,
 }
 
 #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
@@ -408,11 +414,28 @@ impl Manifest {
         toml::to_string(self).unwrap_or_default()
     }
 
+    /// The content hash of the asset the app calls `name`, if the manifest names it.
+    #[must_use]
+    pub fn asset(&self, name: &str) -> Option<[u8; 32]> {
+        self.assets.get(name).and_then(|d| parse_code_digest(d))
+    }
+
     /// Check every field.
     ///
     /// # Errors
     /// The first field out of range, named.
     pub fn validate(&self) -> Result<(), ManifestError> {
+        for (name, digest) in &self.assets {
+            if !valid_name(name) {
+                return Err(invalid("assets", format!("{name:?} must be 1-64 characters of a-z, 0-9, '-' or '_'")));
+            }
+            if parse_code_digest(digest).is_none() {
+                return Err(invalid(
+                    "assets",
+                    format!("{name} = {digest:?} is not `sha256:` and 64 lowercase hex digits"),
+                ));
+            }
+        }
         if !valid_name(&self.name) {
             return Err(invalid(
                 "name",
@@ -612,6 +635,8 @@ setpoint = "21.0"
             ("name = \"a\"\nversion = \"1.0.0\"\ncode-digest = \"md5:00\"", "`code-digest`"),
             ("name = \"a\"\nversion = \"1.0.0\"\ncode-digest = \"sha256:AB\"", "`code-digest`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\nmemory-kib = 1", "`limits.memory-kib`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[assets]\nweights = \"sha256:00\"", "`assets`"),
+            ("name = \"a\"\nversion = \"1.0.0\"\n[assets]\n\"../w\" = \"sha256:00\"", "`assets`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncall-ms = 0", "`limits.call-ms`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = 0", "`limits.cpu-weight`"),
             ("name = \"a\"\nversion = \"1.0.0\"\n[limits]\ncpu-weight = 10001", "`limits.cpu-weight`"),

@@ -312,7 +312,7 @@ use trellis_appfmt::{SigningKey, TrustList};
 use trellis_control::testing::FakeDevice;
 
 pub const BOARD: &str = "rpi4";
-pub const INTERFACE: &str = "0.1.1";
+pub const INTERFACE: &str = "0.1.2";
 
 /// An app file the fake device accepts.
 pub fn app(name: &str, version: &str) -> Vec<u8> {

@@ -70,4 +70,8 @@ pub mod state {
     /// certificate, servers), written once per device; used when the
     /// image's configuration has no `[fleet]`.
     pub const FLEET_PROVISION: &str = "fleet.toml";
+    /// Assets apps read on demand (`[assets]` in a manifest): one directory
+    /// per asset, named by its content hash, holding its block index, its
+    /// blocks as verified so far and a bitmap of which those are.
+    pub const ASSETS: &str = "assets";
 }

@@ -192,6 +192,15 @@ pub struct NetworkConfig {
     pub shape: String,
 }
 
+/// Where apps' assets come from (`[assets]`; absent: apps read only the
+/// asset blocks already on the device). See docs/runtime.md, "Assets on demand".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AssetsConfig {
+    /// The origin that serves asset blocks, `host:port` (`trellis asset serve`).
+    pub origin: String,
+}
+
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -253,6 +262,9 @@ pub struct RuntimeConfig {
     /// Apps' outgoing rate limits (absent: off).
     #[serde(default)]
     pub network: Option<NetworkConfig>,
+    /// Where missing asset blocks are fetched from (absent: nowhere).
+    #[serde(default)]
+    pub assets: Option<AssetsConfig>,
 }
 
 impl RuntimeConfig {
@@ -297,6 +309,7 @@ impl RuntimeConfig {
             fleet: None,
             cgroups: None,
             network: None,
+            assets: None,
         }
     }
 

@@ -56,6 +56,6 @@ pub type EventReceiver = crossbeam_channel::Receiver<RuntimeEvent>;
 pub type MessageReceiver = crossbeam_channel::Receiver<Message>;
 
 /// The version of the `trellis:app` WIT package this runtime provides.
-pub const INTERFACE_VERSION: &str = "0.1.1";
+pub const INTERFACE_VERSION: &str = "0.1.2";
 /// The WIT package name apps import.
 pub const INTERFACE_PACKAGE: &str = "trellis:app";

@@ -115,6 +115,11 @@ impl Runtime {
             epoch: Instant::now(),
             app_log: config.app_log,
             shaper,
+            assets: Arc::new(trellis_assets::Fetcher::new(
+                config.assets.as_ref().map(|a| a.origin.clone()),
+                config.state_dir.join(paths::state::ASSETS),
+                asset_session(),
+            )),
         });
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (control_tx, control_rx) = unbounded();
@@ -348,4 +353,12 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// How this run of the runtime names itself to the asset origin: the host
+/// name and the kernel's boot id (a new one every boot), so the origin can
+/// follow the order in which this run reads.
+fn asset_session() -> String {
+    let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
+    format!("{}/{}/{}", read(paths::HOSTNAME), read(paths::BOOT_ID), std::process::id())
 }

@@ -139,7 +139,7 @@ fn a_hook_that_loops_is_cut_by_the_deadline_and_counts_as_apply() {
 /// The hook of an app built against 0.1.0 (`update@0.1.0`) is found too.
 #[test]
 fn the_hook_of_an_app_built_against_an_older_patch_is_asked() {
-    let (new, old) = (b"@0.1.1", b"@0.1.0");
+    let (new, old) = (b"@0.1.2", b"@0.1.0");
     let mut code = support::component("busy");
     for i in 0..=code.len() - new.len() {
         if &code[i..i + new.len()] == new {

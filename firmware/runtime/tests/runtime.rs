@@ -238,10 +238,10 @@ fn a_counter_survives_a_swap() {
 }
 
 /// `code` as if built against an older patch of the interface: every
-/// `trellis:app/...@0.1.1` name (imports, the `state` export, type info)
+/// `trellis:app/...@0.1.2` name (imports, the `state` export, type info)
 /// rewritten to `@0.1.0` (same length, so the binary stays valid).
 fn built_against_0_1_0(code: &[u8]) -> Vec<u8> {
-    let (new, old) = (b"@0.1.1", b"@0.1.0");
+    let (new, old) = (b"@0.1.2", b"@0.1.0");
     let mut out = code.to_vec();
     let mut i = 0;
     while i + new.len() <= out.len() {
@@ -254,8 +254,8 @@ fn built_against_0_1_0(code: &[u8]) -> Vec<u8> {
     out
 }
 
-/// An app built against 0.1.0 runs on this 0.1.1 runtime (wasmtime's linker
-/// resolves its `@0.1.0` imports to the `@0.1.1` definitions) and hands its
+/// An app built against 0.1.0 runs on this 0.1.2 runtime (wasmtime's linker
+/// resolves its `@0.1.0` imports to the `@0.1.2` definitions) and hands its
 /// state over through its `state@0.1.0` export.
 #[test]
 fn an_app_built_against_an_older_patch_runs_and_hands_over_its_state() {
@@ -329,7 +329,7 @@ fn an_app_built_for_another_interface_version_is_refused() {
     dev.install("counter", &trellis_appfmt::pack(&future, &manifest("counter")).unwrap());
     let reason = dev.wait_refused("counter");
     assert!(
-        reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.1"),
+        reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.2"),
         "{reason}"
     );
 }

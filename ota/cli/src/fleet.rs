@@ -211,7 +211,7 @@ pub enum ReleaseCommand {
         #[arg(long, default_value = "rpi4")]
         board: String,
         /// The app interface its apps need.
-        #[arg(long, default_value = "0.1.1")]
+        #[arg(long, default_value = "0.1.2")]
         app_interface: String,
         /// `critical`: not held by maintenance windows or apps' consent.
         #[arg(long, default_value = "normal")]

@@ -1,6 +1,7 @@
 //! The `trellis` command: run apps on a laptop against simulated hardware,
 //! pack, sign and inspect app files, and inspect firmware update bundles.
 
+mod asset;
 pub mod bundle;
 pub mod device;
 pub mod fleet;
@@ -45,6 +46,9 @@ enum Command {
     /// Look into firmware update bundles (RAUC).
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Assets apps read on demand: name one, serve them.
+    #[command(subcommand)]
+    Asset(asset::AssetCommand),
     /// Devices: add and remove them here; on a device, its state and firmware
     /// updates through the runtime's control socket.
     #[command(subcommand)]
@@ -354,6 +358,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Logs { target, follow, json } => remote::logs(target.device.as_deref(), follow, json),
         Command::Fleet { connection, command } => fleet::run(&connection, *command),
+        Command::Asset(command) => asset::run(command),
         Command::Reboot { target, wait } => remote::reboot(target.device.as_deref(), wait.map(Duration::from_secs)),
         Command::App(AppCommand::Pack { component, manifest, version, set, output }) => {
             pack(&component, &manifest, version, &set, output)

@@ -78,7 +78,7 @@ fn keygen_pack_sign_inspect() {
     assert!(out.contains("app:         counter 1.2.3"), "{out}");
     assert!(out.contains("signature:   none"), "{out}");
     assert!(out.contains("config:      period-ms = 5"), "{out}");
-    assert!(out.contains("trellis:app/kv@0.1.1"), "{out}");
+    assert!(out.contains("trellis:app/kv@0.1.2"), "{out}");
 
     let o = trellis(&["app", "sign", s(&app), "--key", s(&d.join("dev.key"))]);
     assert!(o.status.success(), "{}", text(&o));

@@ -306,12 +306,44 @@ pub fn add_custom_section(code: &mut Vec<u8>, name: &[u8], payload: &[u8]) {
 /// The app is not built or not a packed component (run `make apps`).
 #[must_use]
 pub fn repack(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../build/apps/{app}.wasm"));
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (make apps)", path.display()));
-    let mut manifest = trellis_appfmt::AppFile::parse(&bytes).expect("a packed example").manifest;
+    repack_from("apps", app, edit)
+}
+
+/// `build/DIR/APP.wasm` with its manifest changed by `edit`.
+fn repack_from(dir: &str, app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../../build/{dir}/{app}.wasm"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (make apps, make lang-apps)", path.display()));
+    let mut manifest = trellis_appfmt::AppFile::parse(&bytes).expect("a packed app").manifest;
     edit(&mut manifest);
     let code = trellis_appfmt::component_code(&bytes).expect("a component");
     trellis_appfmt::pack(&code, &manifest).expect("packs")
+}
+
+/// An app in another language, or a heavy example, as `make apps` packed it
+/// (`build/lang-apps`), with its manifest changed by `edit`.
+///
+/// # Panics
+/// The app is not built or not a packed component (run `make apps`).
+#[must_use]
+pub fn lang_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    repack_from("lang-apps", app, edit)
+}
+
+/// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (through
+/// the share, a temporary name, then a rename).
+///
+/// # Errors
+/// A command on the device fails.
+///
+/// # Panics
+/// The share cannot be written.
+pub fn install(twin: &Twin, device: &mut Guest, name: &str, bytes: &[u8]) -> Result<(), Error> {
+    std::fs::write(twin.share().join(format!("{name}.wasm")), bytes).expect("share");
+    device.sh(MOUNT_SHARE)?;
+    device.sh(&format!(
+        "cp /mnt/{name}.wasm /data/apps/.{name}.tmp && mv /data/apps/.{name}.tmp /data/apps/{name}.wasm"
+    ))?;
+    Ok(())
 }
 
 /// Test fixture app `app` (`wasm-apps/fixtures/APP`, built by `make apps`)

@@ -8,9 +8,7 @@
 
 use std::time::Duration;
 
-use trellis_twin::{
-    BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Outcome, Twin, repack, set_temperature,
-};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, Outcome, Twin, install, repack, set_temperature};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -29,16 +27,6 @@ fn info(device: &mut Guest, n: u32) -> Result<String, Error> {
     let all = device.sh("gpioinfo trellis-gpio")?;
     let needle = format!("line {n:>3}:");
     Ok(all.lines().find(|l| l.contains(&needle)).unwrap_or_default().to_owned())
-}
-
-/// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (a temporary name, then a rename).
-fn install(twin: &Twin, device: &mut Guest, name: &str, bytes: &[u8]) -> Result<(), Error> {
-    std::fs::write(twin.share().join(format!("{name}.wasm")), bytes).expect("share");
-    device.sh(MOUNT_SHARE)?;
-    device.sh(&format!(
-        "cp /mnt/{name}.wasm /data/apps/.{name}.tmp && mv /data/apps/.{name}.tmp /data/apps/{name}.wasm"
-    ))?;
-    Ok(())
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Guest SDK for Trellis apps.
 //!
 //! Implement [`App`] and call [`app!`]; use the host interfaces re-exported
-//! here ([`gpio`], [`i2c`], [`spi`], [`kv`], [`pubsub`], [`timers`], [`clocks`],
+//! here ([`gpio`], [`i2c`], [`spi`], [`kv`], [`pubsub`], [`timers`], [`clocks`], [`assets`],
 //! [`hotplug`]) and the logging helpers ([`info`], [`warn`], ...).
 //!
 //! ```ignore
@@ -35,7 +35,7 @@ pub mod bindings {
 pub use bindings::trellis::app::events::{Event, GpioEdge, HotplugAction, HotplugEvent, Message};
 use bindings::trellis::app::log::{LogLevel, log};
 pub use bindings::trellis::app::types::{Edge, Error, Level};
-pub use bindings::trellis::app::{clocks, gpio, hotplug, i2c, kv, pubsub, pwm, spi, timers};
+pub use bindings::trellis::app::{assets, clocks, gpio, hotplug, i2c, kv, pubsub, pwm, spi, timers};
 
 /// Host errors read as "denied: GPIO line 5 ...", so `?` works in handlers
 /// returning `Result<_, String>`.

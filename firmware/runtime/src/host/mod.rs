@@ -7,6 +7,7 @@
 //! interface's `Host` impl lives in its own file, as `wasmtime-wasi` does;
 //! `types` and `events` declare no functions and are implemented here.
 
+mod assets;
 mod clocks;
 mod gpio;
 mod hotplug;
@@ -55,6 +56,8 @@ pub(crate) struct Services {
     pub app_log: crate::config::LogPolicy,
     /// Per-app outgoing rate limits (`[network]`), when set up.
     pub shaper: Option<Arc<crate::shaping::Shaper>>,
+    /// Apps' assets: the blocks on the device, and the origin of the rest.
+    pub assets: Arc<trellis_assets::Fetcher>,
 }
 
 /// The data of one app's `Store`.

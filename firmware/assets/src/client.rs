@@ -1,0 +1,256 @@
+//! The device's side: reads served from the block store, missing blocks
+//! fetched from the origin as they are needed and verified before they are
+//! kept.
+
+use std::collections::HashMap;
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::wire::{self, HAVE, SESSION};
+use crate::{AssetError, AssetId, BlockStore, Index};
+
+/// Copies of a block refused before the read fails.
+const ATTEMPTS: u32 = 3;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Counters of what the reads cost.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    /// Reads that had to wait for the network (a block they needed was missing).
+    pub misses: AtomicU64,
+    /// Block requests sent.
+    pub requests: AtomicU64,
+    /// Bytes received (indexes and frames).
+    pub bytes: AtomicU64,
+    /// Blocks the origin sent ahead that were stored.
+    pub pushed: AtomicU64,
+    /// Blocks refused because they did not match the index.
+    pub refused: AtomicU64,
+}
+
+struct Conn {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+/// Reads assets for the apps of one device.
+pub struct Fetcher {
+    origin: Option<String>,
+    root: PathBuf,
+    session: String,
+    stores: Mutex<HashMap<AssetId, Arc<Mutex<BlockStore>>>>,
+    conn: Mutex<Option<Conn>>,
+    /// What the reads cost.
+    pub stats: FetchStats,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher").field("origin", &self.origin).field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// Assets kept under `root`, missing blocks fetched from `origin`
+    /// (`host:port`; `None`: only what is already on the device can be
+    /// read). `session` names this reader to the origin (the device and the
+    /// boot), so it can follow how this run reads.
+    #[must_use]
+    pub fn new(origin: Option<String>, root: PathBuf, session: String) -> Self {
+        Self {
+            origin,
+            root,
+            session,
+            stores: Mutex::new(HashMap::new()),
+            conn: Mutex::new(None),
+            stats: FetchStats::default(),
+        }
+    }
+
+    fn fetch_err(&self, id: AssetId, reason: impl std::fmt::Display) -> AssetError {
+        AssetError::Fetch {
+            id,
+            server: self.origin.clone().unwrap_or_else(|| "(no origin)".into()),
+            reason: reason.to_string(),
+        }
+    }
+
+    /// One request to the origin on the kept connection (made again when it broke).
+    fn get(&self, id: AssetId, path: &str, headers: &[(&str, String)]) -> Result<Vec<u8>, AssetError> {
+        let Some(origin) = &self.origin else {
+            return Err(self.fetch_err(id, "no asset origin is configured and the block is not on the device"));
+        };
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last = String::new();
+        // A kept connection the origin closed fails once; then a new one is made.
+        for _ in 0..2 {
+            if conn.is_none() {
+                *conn = Some(connect(origin).map_err(|e| self.fetch_err(id, format!("connecting: {e}")))?);
+            }
+            let Some(c) = conn.as_mut() else { continue };
+            let mut req = format!("GET {path} HTTP/1.1\r\nHost: {origin}\r\n");
+            for (name, value) in headers {
+                req.push_str(&format!("{name}: {value}\r\n"));
+            }
+            req.push_str("\r\n");
+            let answer = c.writer.write_all(req.as_bytes()).and_then(|()| wire::read_response(&mut c.reader));
+            match answer {
+                Ok((200, body)) => {
+                    self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+                    return Ok(body);
+                }
+                Ok((status, body)) => {
+                    return Err(self.fetch_err(id, format!("{status}: {}", String::from_utf8_lossy(&body))));
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    *conn = None;
+                }
+            }
+        }
+        Err(self.fetch_err(id, last))
+    }
+
+    /// The store of asset `id`: opened from the device, or its index fetched first.
+    fn store(&self, id: AssetId) -> Result<Arc<Mutex<BlockStore>>, AssetError> {
+        if let Some(s) = self.stores.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
+            return Ok(s.clone());
+        }
+        let index = match BlockStore::cached_index(&self.root, &id) {
+            Some(index) => index,
+            None => Index::decode(&self.get(id, &format!("/v1/assets/{id}/index"), &[])?, &id)?,
+        };
+        let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, &index)?));
+        self.stores.lock().unwrap_or_else(PoisonError::into_inner).insert(id, store.clone());
+        Ok(store)
+    }
+
+    /// The asset's size in bytes (its index is fetched if it is not on the device).
+    ///
+    /// # Errors
+    /// The index could not be fetched or is not the asset's.
+    pub fn size(&self, id: AssetId) -> Result<u64, AssetError> {
+        let store = self.store(id)?;
+        Ok(store.lock().unwrap_or_else(PoisonError::into_inner).index().size)
+    }
+
+    /// `len` bytes of asset `id` at `offset`: blocks not on the device are
+    /// fetched, verified and kept first.
+    ///
+    /// # Errors
+    /// The read goes past the end, a block could not be fetched, or the
+    /// origin kept sending blocks that do not match the index.
+    pub fn read(&self, id: AssetId, offset: u64, len: u64) -> Result<Vec<u8>, AssetError> {
+        let store = self.store(id)?;
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        let size = store.index().size;
+        if offset.checked_add(len).is_none_or(|end| end > size) {
+            return Err(AssetError::PastEnd { id, offset, len, size });
+        }
+        let mut missed = false;
+        for n in store.index().blocks_for(offset, len) {
+            if !store.has(n) {
+                missed = true;
+                self.fetch_block(&mut store, n)?;
+            }
+        }
+        if missed {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        store.read(offset, len)
+    }
+
+    /// Fetch the whole asset in one response, before anything reads it (for
+    /// an app that wants all of it): each block is checked as it arrives and
+    /// kept if it matches; the first that does not ends the download.
+    ///
+    /// # Errors
+    /// The origin could not be reached, or sent a block that does not match.
+    pub fn fetch_all(&self, id: AssetId) -> Result<(), AssetError> {
+        let store = self.store(id)?;
+        let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(origin) = &self.origin else {
+            return Err(self.fetch_err(id, "no asset origin is configured"));
+        };
+        let mut c = connect(origin).map_err(|e| self.fetch_err(id, format!("connecting: {e}")))?;
+        let req = format!("GET /v1/assets/{id}/data HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        c.writer.write_all(req.as_bytes()).map_err(|e| self.fetch_err(id, e))?;
+        let (status, len) = wire::read_response_head(&mut c.reader).map_err(|e| self.fetch_err(id, e))?;
+        let size = store.index().size;
+        if status != 200 || len != size {
+            return Err(self.fetch_err(id, format!("{status}, {len} bytes for an asset of {size}")));
+        }
+        let mut buf = vec![0; store.index().block_size as usize];
+        for n in 0..store.index().count() {
+            let (_, len) = store.index().span(n).unwrap_or((0, 0));
+            c.reader.read_exact(&mut buf[..len]).map_err(|e| self.fetch_err(id, format!("block {n}: {e}")))?;
+            self.stats.bytes.fetch_add(len as u64, Ordering::Relaxed);
+            if !store.put_unsynced(n, &buf[..len])? {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                store.commit()?;
+                return Err(AssetError::Corrupt { id, block: n, server: origin.clone(), attempts: 1 });
+            }
+            if n % 16 == 15 {
+                store.commit()?;
+            }
+        }
+        store.commit()
+    }
+
+    /// Fetch block `n` (and keep what the origin pushes with it).
+    fn fetch_block(&self, store: &mut BlockStore, n: u32) -> Result<(), AssetError> {
+        let id = store.id();
+        let path = format!("/v1/assets/{id}/blocks/{n}");
+        for attempt in 1..=ATTEMPTS {
+            let headers = [(SESSION, self.session.clone()), (HAVE, store.bitmap_hex())];
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let body = self.get(id, &path, &headers)?;
+            let frames = wire::frames(&body).map_err(|e| self.fetch_err(id, format!("block {n}: {e}")))?;
+            for (i, (block, data)) in frames.into_iter().enumerate() {
+                if i == 0 && block != n {
+                    return Err(self.fetch_err(id, format!("asked for block {n}, was sent block {block}")));
+                }
+                if store.has(block) {
+                    continue;
+                }
+                if store.put_unsynced(block, data)? {
+                    if i > 0 {
+                        self.stats.pushed.fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        asset = %id, block, attempt, server = self.origin.as_deref().unwrap_or(""),
+                        "refused a block that does not match the asset's index"
+                    );
+                }
+            }
+            store.commit()?;
+            if store.has(n) {
+                return Ok(());
+            }
+        }
+        Err(AssetError::Corrupt { id, block: n, server: self.origin.clone().unwrap_or_default(), attempts: ATTEMPTS })
+    }
+}
+
+fn connect(origin: &str) -> std::io::Result<Conn> {
+    let mut last = std::io::Error::other(format!("{origin} resolves to no address"));
+    for addr in origin.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+            Ok(s) => {
+                s.set_read_timeout(Some(IO_TIMEOUT))?;
+                s.set_write_timeout(Some(IO_TIMEOUT))?;
+                s.set_nodelay(true)?;
+                return Ok(Conn { reader: BufReader::new(s.try_clone()?), writer: s });
+            }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}

@@ -1,0 +1,376 @@
+//! The origin: serves the assets of a directory by id, block by block, and
+//! pushes the blocks a reader will want next from a recorded read order.
+//!
+//! Every file in the directory is an asset (its index is computed at start).
+//! For each asset the origin keeps a *recorded order*: the longest sequence
+//! of blocks one reader (`Trellis-Session`) was sent, in the order it was
+//! sent them. When a reader asks for block `b` and `b` is in the recorded
+//! order, the response carries `b` and then up to `push` blocks that follow
+//! `b` in that order, skipping those the reader's bitmap says it holds and
+//! those it was already sent. The recorded orders are kept in `traces.json`
+//! under the state directory, if one is given, so a restarted origin still
+//! predicts.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::wire::{self, HAVE, SESSION};
+use crate::{AssetError, AssetId, Index};
+
+/// Most connections served at once; more are closed at once.
+const MAX_CONNECTIONS: usize = 256;
+/// A connection idle this long is closed.
+const IDLE: Duration = Duration::from_secs(30);
+/// Most readers whose order is followed at once (the oldest are forgotten).
+const MAX_SESSIONS: usize = 4096;
+
+/// How the origin behaves.
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    /// Blocks pushed ahead of a read that matches a recorded order (0: no prediction).
+    pub push: u32,
+    /// Where the recorded orders are kept across restarts (`traces.json`), if anywhere.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        Self { push: 16, state_dir: None }
+    }
+}
+
+/// Counters of what the origin sent.
+#[derive(Debug, Default)]
+pub struct OriginStats {
+    /// Response body bytes sent (indexes and frames).
+    pub bytes: AtomicU64,
+    /// Blocks sent because a reader asked for them.
+    pub requested: AtomicU64,
+    /// Blocks sent ahead of a reader's request.
+    pub pushed: AtomicU64,
+}
+
+struct Asset {
+    name: String,
+    path: PathBuf,
+    file: File,
+    index: Index,
+    encoded: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Session {
+    sent: Vec<u32>,
+    sent_set: HashSet<u32>,
+}
+
+#[derive(Default)]
+struct Recorder {
+    orders: HashMap<AssetId, Vec<u32>>,
+    sessions: HashMap<(AssetId, String), Session>,
+    arrival: Vec<(AssetId, String)>,
+}
+
+impl Recorder {
+    /// Block `block` was asked for: what to send after it.
+    fn asked(&mut self, id: AssetId, reader: &str, block: u32, holds: &dyn Fn(u32) -> bool, push: u32) -> Vec<u32> {
+        let key = (id, reader.to_owned());
+        if !self.sessions.contains_key(&key) {
+            if self.arrival.len() >= MAX_SESSIONS {
+                let old = self.arrival.remove(0);
+                self.sessions.remove(&old);
+            }
+            self.arrival.push(key.clone());
+        }
+        let session = self.sessions.entry(key).or_default();
+        let mut ahead = Vec::new();
+        if let Some(order) = self.orders.get(&id)
+            && let Some(p) = order.iter().position(|&b| b == block)
+        {
+            ahead = order[p + 1..]
+                .iter()
+                .copied()
+                .filter(|&b| b != block && !holds(b) && !session.sent_set.contains(&b))
+                .take(push as usize)
+                .collect();
+        }
+        for &b in std::iter::once(&block).chain(&ahead) {
+            if session.sent_set.insert(b) {
+                session.sent.push(b);
+            }
+        }
+        ahead
+    }
+
+    /// The reader's order, if it is longer than the recorded one: it becomes the recorded one.
+    fn record(&mut self, id: AssetId, reader: &str) -> bool {
+        let Some(session) = self.sessions.get(&(id, reader.to_owned())) else { return false };
+        let longer = self.orders.get(&id).is_none_or(|o| session.sent.len() > o.len());
+        if longer {
+            self.orders.insert(id, session.sent.clone());
+        }
+        longer
+    }
+}
+
+/// The assets of a directory, ready to serve.
+pub struct Origin {
+    assets: HashMap<AssetId, Asset>,
+    config: OriginConfig,
+    recorder: Mutex<Recorder>,
+    /// What was sent.
+    pub stats: OriginStats,
+}
+
+impl std::fmt::Debug for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Origin").field("assets", &self.assets.len()).field("config", &self.config).finish()
+    }
+}
+
+impl Origin {
+    /// Every regular file in `dir` as an asset.
+    ///
+    /// # Errors
+    /// The directory or a file cannot be read.
+    pub fn from_dir(dir: &Path, config: OriginConfig) -> Result<Self, AssetError> {
+        let err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| AssetError::Store { path, source }
+        };
+        let mut assets = HashMap::new();
+        let mut entries: Vec<_> =
+            std::fs::read_dir(dir).map_err(err(dir))?.collect::<Result<_, _>>().map_err(err(dir))?;
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
+            let path = entry.path();
+            if !entry.file_type().map_err(err(&path))?.is_file() {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(err(&path))?;
+            let index = Index::of(&bytes);
+            let file = File::open(&path).map_err(err(&path))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let encoded = index.encode();
+            assets.insert(index.id(), Asset { name, path, file, index, encoded });
+        }
+        let mut recorder = Recorder::default();
+        if let Some(traces) = config.state_dir.as_ref().map(|d| d.join("traces.json"))
+            && let Ok(text) = std::fs::read_to_string(&traces)
+        {
+            let saved: HashMap<String, Vec<u32>> = serde_json::from_str(&text).unwrap_or_default();
+            recorder.orders = saved.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
+        }
+        Ok(Self { assets, config, recorder: Mutex::new(recorder), stats: OriginStats::default() })
+    }
+
+    /// The assets served: name and id.
+    #[must_use]
+    pub fn assets(&self) -> Vec<(String, AssetId)> {
+        let mut out: Vec<_> = self.assets.iter().map(|(id, a)| (a.name.clone(), *id)).collect();
+        out.sort();
+        out
+    }
+
+    /// Forget every recorded order (benchmarks: a run without history).
+    pub fn forget(&self) {
+        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+        *r = Recorder::default();
+    }
+
+    /// The asset a `GET /v1/assets/<id>/data` asks for.
+    fn whole(&self, req: &wire::Request) -> Option<&Asset> {
+        let id = req.path.strip_prefix("/v1/assets/")?.strip_suffix("/data")?;
+        self.assets.get(&id.parse().ok()?)
+    }
+
+    fn respond(&self, req: &wire::Request) -> (u16, Vec<u8>) {
+        let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+        let (id, rest) = match parts.as_slice() {
+            ["v1", "assets", id, rest @ ..] => (*id, rest),
+            _ => return (404, format!("no such path {}", req.path).into_bytes()),
+        };
+        let Some((id, asset)) = id.parse::<AssetId>().ok().and_then(|id| Some((id, self.assets.get(&id)?))) else {
+            return (404, format!("no asset {id}").into_bytes());
+        };
+        match rest {
+            ["index"] => (200, asset.encoded.clone()),
+            ["blocks", n] => {
+                let Some(n) = n.parse::<u32>().ok().filter(|&n| n < asset.index.count()) else {
+                    return (404, format!("asset {id} has no block {n} ({} blocks)", asset.index.count()).into_bytes());
+                };
+                self.blocks(id, asset, n, req)
+            }
+            _ => (404, format!("no such path {}", req.path).into_bytes()),
+        }
+    }
+
+    fn blocks(&self, id: AssetId, asset: &Asset, n: u32, req: &wire::Request) -> (u16, Vec<u8>) {
+        let have = req.header(HAVE).and_then(|h| hex::decode(h).ok()).unwrap_or_default();
+        let holds = |b: u32| have.get(b as usize / 8).is_some_and(|byte| byte & (1 << (b % 8)) != 0);
+        let ahead = match req.header(SESSION).filter(|s| !s.is_empty() && s.len() <= 256) {
+            Some(reader) => {
+                let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+                let ahead = r.asked(id, reader, n, &holds, self.config.push);
+                if r.record(id, reader) {
+                    self.save(&r);
+                }
+                ahead
+            }
+            None => Vec::new(),
+        };
+        let mut body = Vec::new();
+        for &b in std::iter::once(&n).chain(&ahead) {
+            let Some((start, len)) = asset.index.span(b) else { continue };
+            let mut data = vec![0; len];
+            if let Err(e) = asset.file.read_exact_at(&mut data, start) {
+                return (500, format!("reading {}: {e}", asset.path.display()).into_bytes());
+            }
+            wire::frame(&mut body, b, &data);
+        }
+        self.stats.requested.fetch_add(1, Ordering::Relaxed);
+        self.stats.pushed.fetch_add(ahead.len() as u64, Ordering::Relaxed);
+        (200, body)
+    }
+
+    fn save(&self, r: &Recorder) {
+        let Some(dir) = &self.config.state_dir else { return };
+        let saved: HashMap<String, &Vec<u32>> = r.orders.iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let path = dir.join("traces.json");
+        let written = serde_json::to_vec(&saved)
+            .map_err(std::io::Error::other)
+            .and_then(|json| trellis_layout::write_atomic(&path, &json).map_err(|e| e.into_io()));
+        if let Err(e) = written {
+            tracing::warn!("recorded read orders not saved to {}: {e}", path.display());
+        }
+    }
+
+    fn serve_connection(&self, stream: TcpStream) -> std::io::Result<()> {
+        stream.set_read_timeout(Some(IDLE))?;
+        stream.set_nodelay(true)?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut writer = BufWriter::new(stream);
+        while let Some(req) = wire::read_request(&mut reader)? {
+            if let Some(asset) = self.whole(&req) {
+                // The whole asset, streamed from the file.
+                wire::write_head(&mut writer, asset.index.size)?;
+                let mut buf = vec![0; asset.index.block_size as usize];
+                for n in 0..asset.index.count() {
+                    let (start, len) = asset.index.span(n).unwrap_or((0, 0));
+                    asset.file.read_exact_at(&mut buf[..len], start)?;
+                    writer.write_all(&buf[..len])?;
+                }
+                writer.flush()?;
+                self.stats.bytes.fetch_add(asset.index.size, Ordering::Relaxed);
+                continue;
+            }
+            let (status, body) = self.respond(&req);
+            self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            wire::write_response(&mut writer, status, &body)?;
+        }
+        Ok(())
+    }
+}
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Server {
+    addr: SocketAddr,
+    origin: Arc<Origin>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serve `origin` on `addr` (port 0: any free port).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start(origin: Origin, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr)?;
+        let addr = listener.local_addr()?;
+        let origin = Arc::new(origin);
+        let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (origin, stop) = (origin.clone(), stop.clone());
+            std::thread::Builder::new().name("asset-origin".into()).spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                        open.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let (origin, open) = (origin.clone(), open.clone());
+                    let spawned = std::thread::Builder::new().name("asset-conn".into()).spawn(move || {
+                        if let Err(e) = origin.serve_connection(stream) {
+                            tracing::debug!("asset connection ended: {e}");
+                        }
+                        open.fetch_sub(1, Ordering::SeqCst);
+                    });
+                    if spawned.is_err() {
+                        tracing::warn!("no thread for an asset connection");
+                    }
+                }
+            })?
+        };
+        Ok(Self { addr, origin, stop, thread: Some(thread) })
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The origin it serves.
+    #[must_use]
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop.
+        drop(TcpStream::connect(self.addr));
+        if let Some(t) = self.thread.take() {
+            drop(t.join());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recorded_order_predicts_what_a_later_reader_wants() {
+        let id = AssetId([1; 32]);
+        let mut r = Recorder::default();
+        let none = |_| false;
+        // The first reader has no history to follow: nothing is pushed.
+        for b in [5, 2, 9, 3, 7] {
+            assert!(r.asked(id, "a", b, &none, 2).is_empty());
+            r.record(id, "a");
+        }
+        // A second reader starting the same way gets the next two of the order...
+        assert_eq!(r.asked(id, "b", 5, &none, 2), vec![2, 9]);
+        // ...but never what it holds, nor what it was already sent.
+        assert_eq!(r.asked(id, "b", 2, &|b| b == 3, 2), vec![7]);
+        // A block outside the order pushes nothing.
+        assert!(r.asked(id, "b", 40, &none, 2).is_empty());
+    }
+}

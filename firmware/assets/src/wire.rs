@@ -1,0 +1,177 @@
+//! The origin's protocol: HTTP/1.1 with persistent connections.
+//!
+//! - `GET /v1/assets/<id>/index`: the asset's encoded index.
+//! - `GET /v1/assets/<id>/blocks/<n>` with `Trellis-Session: <reader>` and
+//!   `Trellis-Have: <bitmap hex>`: a body of frames, each `block` (u32 LE),
+//!   `len` (u32 LE) and the block's bytes. The first frame is block `n`; the
+//!   frames after it are blocks the origin predicts the reader will ask for
+//!   next and that its bitmap says it lacks.
+//!
+//! - `GET /v1/assets/<id>/data`: the whole asset (a device that wants all
+//!   of it before it starts; checked block by block as it arrives).
+//!
+//! Errors are a 4xx/5xx status with a line of text saying what was wrong.
+
+use std::io::{BufRead, Write};
+
+/// Largest head (request or response line and headers).
+const MAX_HEAD: usize = 16 * 1024;
+/// Largest body either side accepts (a 4 GiB asset's index is 4 MiB; a response of blocks is bounded by the push window).
+pub(crate) const MAX_BODY: usize = 64 << 20;
+
+/// Headers the reader sends with a block request.
+pub(crate) const SESSION: &str = "trellis-session";
+pub(crate) const HAVE: &str = "trellis-have";
+
+/// A parsed request.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Read one head (up to the empty line) from `r`; `None` at a clean end of stream.
+fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    let mut head = Vec::new();
+    loop {
+        let n = r.read_until(b'\n', &mut head)?;
+        if n == 0 {
+            return if head.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
+        }
+        if head.ends_with(b"\r\n\r\n") || head == b"\r\n" {
+            return Ok(Some(head));
+        }
+        if head.len() > MAX_HEAD {
+            return Err(std::io::Error::other("head larger than 16 KiB"));
+        }
+    }
+}
+
+fn invalid(what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
+/// Read one request; `None` when the peer closed the connection.
+pub(crate) fn read_request(r: &mut impl BufRead) -> std::io::Result<Option<Request>> {
+    let Some(head) = read_head(r)? else { return Ok(None) };
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(&head).map_err(invalid)? {
+        httparse::Status::Complete(_) => {}
+        httparse::Status::Partial => return Err(invalid("incomplete request head")),
+    }
+    if req.method != Some("GET") {
+        return Err(invalid(format!("method {:?} is not GET", req.method.unwrap_or(""))));
+    }
+    let headers =
+        req.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
+    Ok(Some(Request { path: req.path.unwrap_or("").to_owned(), headers }))
+}
+
+/// Write the head of a successful response whose body of `len` bytes follows.
+pub(crate) fn write_head(w: &mut impl Write, len: u64) -> std::io::Result<()> {
+    write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n")
+}
+
+/// Write a response with `body`.
+pub(crate) fn write_response(w: &mut impl Write, status: u16, body: &[u8]) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        _ => "Error",
+    };
+    write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n\r\n", body.len())?;
+    w.write_all(body)?;
+    w.flush()
+}
+
+/// Read a response's head: its status and body length.
+pub(crate) fn read_response_head(r: &mut impl BufRead) -> std::io::Result<(u16, u64)> {
+    let head = read_head(r)?.ok_or_else(|| invalid("the server closed the connection"))?;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&head).map_err(invalid)? {
+        httparse::Status::Complete(_) => {}
+        httparse::Status::Partial => return Err(invalid("incomplete response head")),
+    }
+    let len = resp
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<u64>().ok())
+        .ok_or_else(|| invalid("response without a Content-Length"))?;
+    Ok((resp.code.unwrap_or(0), len))
+}
+
+/// Read a response: its status and body.
+pub(crate) fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>)> {
+    let (status, len) = read_response_head(r)?;
+    let len = usize::try_from(len).unwrap_or(usize::MAX);
+    if len > MAX_BODY {
+        return Err(invalid(format!("response body of {len} bytes is above {MAX_BODY}")));
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+/// Append one frame.
+pub(crate) fn frame(out: &mut Vec<u8>, block: u32, data: &[u8]) {
+    out.extend_from_slice(&block.to_le_bytes());
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// Split a body into frames, or say where it is malformed.
+pub(crate) fn frames(mut body: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        if body.len() < 8 {
+            return Err(format!("a frame header of {} bytes", body.len()));
+        }
+        let block = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
+        let len = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
+        let rest = &body[8..];
+        if rest.len() < len {
+            return Err(format!("block {block}'s frame says {len} bytes, {} remain", rest.len()));
+        }
+        out.push((block, &rest[..len]));
+        body = &rest[len..];
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_truncation_is_named() {
+        let mut body = Vec::new();
+        frame(&mut body, 3, b"abc");
+        frame(&mut body, 9, b"");
+        assert_eq!(frames(&body).unwrap(), vec![(3, &b"abc"[..]), (9, &b""[..])]);
+        let e = frames(&body[..9]).unwrap_err();
+        assert!(e.contains("block 3's frame says 3 bytes, 1 remain"), "{e}");
+    }
+
+    #[test]
+    fn requests_and_responses_parse() {
+        let raw = b"GET /v1/assets/ab/blocks/4 HTTP/1.1\r\nTrellis-Have: 0f\r\n\r\n";
+        let req = read_request(&mut &raw[..]).unwrap().unwrap();
+        assert_eq!(req.path, "/v1/assets/ab/blocks/4");
+        assert_eq!(req.header(HAVE), Some("0f"));
+        assert!(read_request(&mut &b""[..]).unwrap().is_none());
+        let mut out = Vec::new();
+        write_response(&mut out, 404, b"no such asset").unwrap();
+        assert_eq!(read_response(&mut &out[..]).unwrap(), (404, b"no such asset".to_vec()));
+    }
+}

@@ -1,0 +1,228 @@
+//! Assets on demand over loopback: a real origin, and a hostile one written
+//! here that sends blocks the publisher did not make.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use trellis_assets::server::{Origin, OriginConfig, Server};
+use trellis_assets::{AssetError, AssetId, BLOCK_SIZE, BlockStore, Fetcher, Index};
+
+const LOOPBACK: &str = "127.0.0.1:0";
+
+fn asset(len: usize) -> Vec<u8> {
+    // Not compressible, not periodic: every block differs.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn origin(dir: &Path, bytes: &[u8], push: u32) -> (Server, AssetId) {
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("assets/weights.bin"), bytes).unwrap();
+    let config = OriginConfig { push, state_dir: Some(dir.to_owned()) };
+    let origin = Origin::from_dir(&dir.join("assets"), config).unwrap();
+    let id = origin.assets()[0].1;
+    (Server::start(origin, LOOPBACK.parse().unwrap()).unwrap(), id)
+}
+
+fn fetcher(server: SocketAddr, root: &Path, session: &str) -> Fetcher {
+    Fetcher::new(Some(server.to_string()), root.to_owned(), session.into())
+}
+
+const BS: usize = BLOCK_SIZE as usize;
+
+#[test]
+fn reads_return_the_publishers_bytes_and_only_missing_blocks_are_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(20 * BS + 123);
+    let (server, id) = origin(dir.path(), &bytes, 0);
+    assert_eq!(id, Index::of(&bytes).id(), "the id is the index's hash");
+    let root = dir.path().join("device");
+    let device = fetcher(server.addr(), &root, "dev-1/boot-1");
+    assert_eq!(device.size(id).unwrap(), bytes.len() as u64);
+    // A read across a block boundary fetches both blocks, and only those.
+    assert_eq!(device.read(id, 3 * BS as u64 - 10, 20).unwrap(), bytes[3 * BS - 10..3 * BS + 10]);
+    assert_eq!(device.stats.requests.load(Ordering::Relaxed), 2);
+    assert_eq!(device.read(id, 3 * BS as u64, 100).unwrap(), bytes[3 * BS..3 * BS + 100]);
+    assert_eq!(device.stats.requests.load(Ordering::Relaxed), 2, "a held block is not fetched again");
+    // The last, short block.
+    assert_eq!(device.read(id, bytes.len() as u64 - 5, 5).unwrap(), bytes[bytes.len() - 5..]);
+
+    // After a restart the device reads what it holds without the origin.
+    drop(device);
+    drop(server);
+    let offline = Fetcher::new(None, root.clone(), "dev-1/boot-2".into());
+    assert_eq!(offline.read(id, 3 * BS as u64 - 10, 20).unwrap(), bytes[3 * BS - 10..3 * BS + 10]);
+    let e = offline.read(id, 0, 1).unwrap_err().to_string();
+    assert!(e.contains(&id.to_string()) && e.contains("no asset origin is configured"), "{e}");
+}
+
+#[test]
+fn a_read_past_the_end_is_an_error_naming_the_asset_and_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(BS + 1);
+    let (server, id) = origin(dir.path(), &bytes, 0);
+    let device = fetcher(server.addr(), &dir.path().join("device"), "d");
+    let e = device.read(id, BS as u64, 2).unwrap_err();
+    assert!(matches!(e, AssetError::PastEnd { .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains("past the end") && e.contains(&format!("({} bytes)", BS + 1)), "{e}");
+    assert!(matches!(device.read(id, u64::MAX, 2), Err(AssetError::PastEnd { .. })));
+    assert_eq!(device.stats.requests.load(Ordering::Relaxed), 0, "nothing was fetched for it");
+    // An asset the origin does not have.
+    let e = device.size(AssetId([7; 32])).unwrap_err().to_string();
+    assert!(e.contains("404") && e.contains(&AssetId([7; 32]).to_string()), "{e}");
+}
+
+/// A hostile origin: serves the real index, and block `bad` with one bit
+/// flipped for the first `lies` requests of it.
+fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU32>) {
+    let listener = TcpListener::bind(LOOPBACK).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let served = Arc::new(AtomicU32::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        let index = Index::of(&bytes);
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut writer = stream;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+                // Skip the headers.
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let body = if path.ends_with("/index") {
+                    index.encode()
+                } else {
+                    let n: u32 = path.rsplit('/').next().unwrap().parse().unwrap();
+                    let (start, len) = index.span(n).unwrap();
+                    let mut block = bytes[start as usize..start as usize + len].to_vec();
+                    if n == bad && counter.fetch_add(1, Ordering::SeqCst) < lies {
+                        block[len / 2] ^= 0x10;
+                    }
+                    let mut body = n.to_le_bytes().to_vec();
+                    body.extend_from_slice(&(len as u32).to_le_bytes());
+                    body.extend_from_slice(&block);
+                    body
+                };
+                write!(writer, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
+                writer.write_all(&body).unwrap();
+            }
+        }
+    });
+    (addr, served)
+}
+
+#[test]
+fn a_corrupt_block_is_refused_and_fetched_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(4 * BS);
+    let id = Index::of(&bytes).id();
+    let (addr, _) = hostile(bytes.clone(), 2, 1);
+    let device = fetcher(addr, dir.path(), "d");
+    assert_eq!(device.read(id, 0, bytes.len() as u64).unwrap(), bytes);
+    assert_eq!(device.stats.refused.load(Ordering::Relaxed), 1, "the corrupt copy was refused");
+    assert_eq!(device.stats.requests.load(Ordering::Relaxed), 5, "block 2 was asked for twice");
+    // What is stored is the publisher's, byte for byte.
+    let mut stored = Vec::new();
+    std::fs::File::open(dir.path().join(id.to_string()).join("data")).unwrap().read_to_end(&mut stored).unwrap();
+    assert_eq!(stored, bytes);
+}
+
+#[test]
+fn an_origin_that_keeps_lying_fails_the_read_and_nothing_corrupt_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(3 * BS);
+    let id = Index::of(&bytes).id();
+    let (addr, served) = hostile(bytes.clone(), 1, u32::MAX);
+    let device = fetcher(addr, dir.path(), "d");
+    let e = device.read(id, 0, bytes.len() as u64).unwrap_err();
+    assert!(matches!(e, AssetError::Corrupt { block: 1, attempts: 3, .. }), "{e}");
+    let e = e.to_string();
+    assert!(e.contains(&addr.to_string()) && e.contains("block 1"), "{e}");
+    assert_eq!(served.load(Ordering::SeqCst), 3);
+    drop(device);
+    let index = Index::of(&bytes);
+    let store = BlockStore::open(dir.path(), &id, &index).unwrap();
+    assert!(store.has(0) && !store.has(1), "block 0 kept, block 1 never stored");
+    assert!(store.read(BS as u64, 1).is_err());
+}
+
+/// Read every block of the asset in `order`, one small read each.
+fn read_in(device: &Fetcher, id: AssetId, order: &[u32]) {
+    for &b in order {
+        device.read(id, u64::from(b) * BS as u64 + 17, 64).unwrap();
+    }
+}
+
+#[test]
+fn a_second_reader_following_a_recorded_order_gets_its_blocks_pushed_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(32 * BS);
+    let (server, id) = origin(dir.path(), &bytes, 8);
+    // An order that is not sequential: what a model's loader might do.
+    let order: Vec<u32> = (0..32).map(|i| (i * 13) % 32).collect();
+
+    let first = fetcher(server.addr(), &dir.path().join("a"), "device-a/boot-1");
+    read_in(&first, id, &order);
+    assert_eq!(first.stats.misses.load(Ordering::Relaxed), 32, "no history: every block is a miss");
+    assert_eq!(first.stats.pushed.load(Ordering::Relaxed), 0);
+
+    // Another device reading the same way waits for the network 4 times in 32 reads.
+    let second = fetcher(server.addr(), &dir.path().join("b"), "device-b/boot-1");
+    read_in(&second, id, &order);
+    assert_eq!(second.stats.misses.load(Ordering::Relaxed), 4);
+    assert_eq!(second.stats.pushed.load(Ordering::Relaxed), 28);
+    let pushed = server.origin().stats.pushed.load(Ordering::Relaxed);
+    assert_eq!(pushed, 28, "nothing was pushed twice or in vain");
+
+    // The recorded order survives the origin's restart.
+    let addr_dir = dir.path().to_owned();
+    drop(server);
+    let origin =
+        Origin::from_dir(&addr_dir.join("assets"), OriginConfig { push: 8, state_dir: Some(addr_dir.clone()) })
+            .unwrap();
+    let server = Server::start(origin, LOOPBACK.parse().unwrap()).unwrap();
+    let third = fetcher(server.addr(), &addr_dir.join("c"), "device-c/boot-1");
+    read_in(&third, id, &order);
+    assert_eq!(third.stats.misses.load(Ordering::Relaxed), 4);
+
+    // A reader that holds some blocks is not sent them.
+    let fourth = fetcher(server.addr(), &addr_dir.join("a"), "device-a/boot-2");
+    read_in(&fourth, id, &order);
+    assert_eq!(fourth.stats.requests.load(Ordering::Relaxed), 0, "device a holds every block");
+}
+
+#[test]
+fn a_whole_download_is_verified_and_kept_block_by_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = asset(5 * BS + 7);
+    let (server, id) = origin(dir.path(), &bytes, 0);
+    let root = dir.path().join("device");
+    let device = fetcher(server.addr(), &root, "d");
+    device.fetch_all(id).unwrap();
+    assert_eq!(device.stats.requests.load(Ordering::Relaxed), 0);
+    assert_eq!(device.read(id, 0, bytes.len() as u64).unwrap(), bytes);
+    assert_eq!(device.stats.misses.load(Ordering::Relaxed), 0, "every block was there");
+    assert_eq!(BlockStore::open(&root, &id, &Index::of(&bytes)).unwrap().held(), 6);
+}
