@@ -228,9 +228,13 @@ impl Agent {
         let subject = names::events_subject(&self.config.device);
         for file in files {
             let bytes = std::fs::read(&file).map_err(|e| FleetError::io(&file, e))?;
+            // A send whose acknowledgement was lost is sent again; the
+            // stream drops the copy by this id (its duplicate window).
+            let id = event_id(&self.config.device, &file, &bytes);
+            let publish = async_nats::jetstream::context::Publish::build().payload(bytes.into()).message_id(id);
             let ack = link
                 .js
-                .publish(subject.clone(), bytes.into())
+                .send_publish(subject.clone(), publish)
                 .await
                 .map_err(|e| FleetError::nats(format!("publishing on {subject}"), e))?;
             ack.await.map_err(|e| FleetError::nats(format!("publishing on {subject}"), e))?;
@@ -755,6 +759,15 @@ async fn download(
         f.sync_all().map_err(|e| file_error(p, e))?;
     }
     Ok((bytes, hex::encode(hasher.finalize()), got))
+}
+
+/// The id the events stream deduplicates a resent event by: the device,
+/// the event's number in its outbox and the time it was made (a number
+/// reused after the state was lost comes with another time).
+fn event_id(device: &str, file: &Path, bytes: &[u8]) -> String {
+    let number = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let at_ms = serde_json::from_slice::<Event>(bytes).map(|e| e.at_ms).unwrap_or_default();
+    format!("{device}.{number}.{at_ms}")
 }
 
 /// The events in the outbox, oldest first (temporary files of a write cut

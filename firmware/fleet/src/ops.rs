@@ -28,6 +28,10 @@ pub struct DeviceRecord {
 
 /// How long events are kept: 90 days.
 const EVENTS_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
+/// How long the events stream remembers an event's id, so that one sent
+/// again after a lost acknowledgement is stored once (an outbox resent
+/// later than this after a long outage may record an event twice).
+const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
 
 /// Create the fleet's buckets, object store and events stream (those that
 /// exist are left as they are), each with `replicas` copies.
@@ -54,6 +58,7 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
             name: names::EVENTS_STREAM.into(),
             subjects: vec![names::EVENTS_SUBJECTS.into()],
             max_age: EVENTS_MAX_AGE,
+            duplicate_window: EVENTS_DUPLICATE_WINDOW,
             max_bytes: 1 << 30,
             num_replicas: replicas,
             ..Default::default()

@@ -320,3 +320,38 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert_eq!(d2.device.bundles.lock().unwrap().len(), 1, "a failed attempt is not repeated by itself");
 }
+
+/// The server stored an event but its acknowledgement never came back (the
+/// link cut, or the ack timed out on a loaded server): the event stays in the
+/// outbox and is sent again, and the audit log still holds it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_sent_again_after_a_lost_acknowledgement_is_recorded_once() {
+    let f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let outbox = d.dir.path().join("fleet/outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let event = trellis_fleet::Event {
+        device: "pi-1".into(),
+        at_ms: 1_700_000_000_000,
+        kind: EventKind::Deferred,
+        release: "r-lost-ack".into(),
+        reason: Some("outside the maintenance window".into()),
+    };
+    let file = outbox.join(format!("{:020}.json", 0));
+    std::fs::write(&file, serde_json::to_vec(&event).unwrap()).unwrap();
+    let copy = std::fs::read(&file).unwrap();
+    d.start().await;
+    until(20, "the event delivered", || async {
+        std::fs::read_dir(&outbox).unwrap().count() == 0
+            && sim::events(&f.operator).await.iter().any(|e| e.release == "r-lost-ack")
+    })
+    .await;
+    // The same file again, as the agent leaves it when the ack is lost.
+    d.stop();
+    std::fs::write(&file, &copy).unwrap();
+    d.start().await;
+    until(20, "the outbox sent again", || async { std::fs::read_dir(&outbox).unwrap().count() == 0 }).await;
+    let stored: Vec<_> = sim::events(&f.operator).await.into_iter().filter(|e| e.release == "r-lost-ack").collect();
+    assert_eq!(stored.len(), 1, "stored once: {stored:?}");
+    d.stop();
+}

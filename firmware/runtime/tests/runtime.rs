@@ -674,8 +674,10 @@ fn a_flooding_app_is_rate_limited_and_cannot_forge_log_lines() {
     assert!(lines <= allowed, "{lines} lines got through, {allowed} allowed");
     assert!(lines >= 50, "the burst got through: {lines}");
     let first = notes.first().expect("a line saying how many were dropped");
-    let dropped: u64 = first.split(' ').next().unwrap().parse().unwrap();
-    assert!(dropped >= 20_000 - allowed, "{first}");
+    // A note comes with the next line let through, so a flood slowed down
+    // by a loaded machine may be reported in several notes: they add up.
+    let dropped: u64 = notes.iter().map(|n| n.split(' ').next().unwrap().parse::<u64>().unwrap()).sum();
+    assert!(dropped >= 20_000 - allowed, "{dropped} dropped in all: {notes:?}");
     assert!(first.contains("more than 50 at once or 20 per second"), "{first}");
     assert_eq!(dev.running_version("faulty").as_deref(), Some("1.0.0"), "the app itself keeps running");
 }

@@ -319,7 +319,7 @@ fn repack_from(dir: &str, app: &str, edit: impl FnOnce(&mut trellis_appfmt::Mani
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 
-/// An app in another language, or a heavy example, as `make apps` packed it
+/// An app in another language as `make lang-apps` packed it
 /// (`build/lang-apps`), with its manifest changed by `edit`.
 ///
 /// # Panics
@@ -327,6 +327,16 @@ fn repack_from(dir: &str, app: &str, edit: impl FnOnce(&mut trellis_appfmt::Mani
 #[must_use]
 pub fn lang_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
     repack_from("lang-apps", app, edit)
+}
+
+/// A heavy example (the classifier) as `make lang-apps` packed it
+/// (`build/heavy-apps`), with its manifest changed by `edit`.
+///
+/// # Panics
+/// The app is not built or not a packed component (run `make lang-apps`).
+#[must_use]
+pub fn heavy_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    repack_from("heavy-apps", app, edit)
 }
 
 /// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (through
