@@ -5,6 +5,9 @@
 # from `git describe` (or $VERSION). Signed with the development keys
 # (scripts/dev-keys.sh) unless RAUC_KEY and RAUC_CERT name production ones.
 # BOOT_IMAGE and ROOTFS_IMAGE replace the slot images (scripts/twin-broken-bundle.sh).
+# The description ends with the app interface the bundle's runtime provides (wit/trellis.wit's
+# package, `apps: trellis:app@0.1.2`), where `trellis fleet release create` reads it into the
+# release (RAUC 1.8's manifest has no field of its own for it); APP_INTERFACE replaces it.
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +28,8 @@ if [ ! -f "$key" ] || [ ! -f "$cert" ]; then scripts/dev-keys.sh "$build/keys" >
 
 compatible=${COMPATIBLE:-$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")}
 version=${VERSION:-$(git describe --always --dirty 2>/dev/null || echo unknown)}
+app_interface=${APP_INTERFACE:-$(sed -n 's/^package trellis:app@\(.*\);$/\1/p' wit/trellis.wit)}
+[ -n "$app_interface" ] || { echo "twin-bundle: wit/trellis.wit names no package trellis:app@VERSION" >&2; exit 1; }
 content=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bundle.XXXXXX")
 trap 'rm -rf "$content"' EXIT
 cp "$boot_image" "$content/boot.vfat"
@@ -35,7 +40,7 @@ cat >"$content/manifest.raucm" <<MANIFEST
 [update]
 compatible=$compatible
 version=$version
-description=Trellis for the device twin (QEMU virt, aarch64)
+description=Trellis for $compatible; apps: trellis:app@$app_interface
 build=$(date -u +%Y%m%d%H%M%S)
 
 [bundle]

@@ -7,10 +7,12 @@
 //! manifest are replaced in one rename and can never be mismatched.
 
 mod container;
+mod interface;
 mod keys;
 mod manifest;
 
 pub use container::{AppFile, FormatError, SignatureInfo, component_code, interface_imports, pack, sign};
+pub use interface::{INTERFACE_PACKAGE, built_for, imported_versions, interface_compatible, semver_triple};
 pub use keys::{KeyError, KeyId, SigningKey, TrustList, generate_key, load_signing_key, write_key_pair};
 pub use manifest::{
     FLEET_PREFIX, FleetGrants, GpioLine, HostPattern, I2cGrant, Limits, LineBias, Manifest, ManifestError, Permissions,

@@ -4,9 +4,9 @@
 //!
 //! Its rules:
 //! - an app file is acceptable when its text starts with `APP NAME VERSION`
-//!   (NAME the app it is uploaded as), or when it is a real app file (its
-//!   manifest names NAME); it is then put in place in the apps directory
-//!   and "runs";
+//!   (NAME the app it is uploaded as; a fourth word is the `trellis:app`
+//!   version it was built for), or when it is a real app file (its manifest
+//!   names NAME); it is then put in place in the apps directory and "runs";
 //! - a firmware bundle installs (reporting [`FakeDevice::progress`]) into slot
 //!   B, unless [`FakeDevice::refuse_firmware`] is set: then RAUC's signature
 //!   check fails;
@@ -142,6 +142,7 @@ impl FakeDevice {
             memory_bytes: 0,
             cpu_ms: 0,
             calls: 0,
+            interface: None,
         }
     }
 }
@@ -190,6 +191,11 @@ impl Device for FakeDevice {
             }
             _ => return Err(AppError::Refused("not a signed app".into())),
         };
+        // What it was built for: a real app's imports, or the word after the version.
+        let interface = match trellis_appfmt::interface_imports(bytes) {
+            Ok(imports) => trellis_appfmt::built_for(&imports),
+            Err(_) => words.next().map(str::to_owned),
+        };
         let path = self.apps.path(name);
         trellis_layout::write_atomic(&path, bytes).map_err(|e| AppError::Failed(e.to_string()))?;
         lock(&self.apps_installed).push(text);
@@ -198,6 +204,7 @@ impl Device for FakeDevice {
         // As the runtime does: a new version of a stopped app stays stopped.
         let stopped = previous.as_ref().is_some_and(|a| a.state == "stopped");
         let mut app = Self::app(name, &version);
+        app.interface = interface;
         if stopped {
             "stopped".clone_into(&mut app.state);
         }

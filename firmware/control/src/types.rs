@@ -25,6 +25,11 @@ pub struct AppSummary {
     /// Calls into it (events handled, timers, start).
     #[serde(default)]
     pub calls: u64,
+    /// The `trellis:app` interface version it was built for (`0.1.2`); absent
+    /// when it imports nothing of the interface. The fleet agent checks it
+    /// against the interface a new firmware provides before installing it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// The device's state.

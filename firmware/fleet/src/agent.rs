@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::Link;
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
-use crate::release::{Part, Release, Urgency, semver_triple};
+use crate::release::{InstalledApp, Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
 
@@ -487,21 +487,28 @@ impl Agent {
                 release.board, self.config.board
             )));
         }
-        if !interface_compatible(&release.app_interface, &self.config.app_interface) {
-            return Err(refused(format!(
-                "release {id} needs app interface {}, this runtime provides {}",
-                release.app_interface, self.config.app_interface
-            )));
-        }
-        self.gate(desired, &release).await?;
-
         // What this device does not have yet.
-        let apps_running: BTreeMap<String, String> =
-            self.device.apps().into_iter().map(|a| (a.name, a.version)).collect();
-        let apps: Vec<_> =
-            release.apps.iter().filter(|a| apps_running.get(&a.name) != Some(&a.version)).cloned().collect();
+        let installed = self.device.apps();
+        let apps_running: BTreeMap<&str, &str> =
+            installed.iter().map(|a| (a.name.as_str(), a.version.as_str())).collect();
+        let apps: Vec<_> = release
+            .apps
+            .iter()
+            .filter(|a| apps_running.get(a.name.as_str()) != Some(&a.version.as_str()))
+            .cloned()
+            .collect();
         let running = self.firmware_version(&self.device.status());
         let firmware = release.firmware.clone().filter(|f| f.version != running);
+
+        // The apps fit the runtime, and the firmware fits the apps, before anything is fetched.
+        let installed: Vec<InstalledApp> = installed
+            .into_iter()
+            .map(|a| InstalledApp { name: a.name, version: a.version, interface: a.interface })
+            .collect();
+        release
+            .check_fit(&self.config.app_interface, &installed, firmware.is_some())
+            .map_err(|e| refused(e.to_string()))?;
+        self.gate(desired, &release).await?;
 
         // Everything is fetched and checked before anything is applied.
         self.phase = "downloading";
@@ -814,16 +821,6 @@ fn percent(done: u64, total: u64) -> u8 {
     done.saturating_mul(100).checked_div(total).map_or(100, |p| u8::try_from(p).unwrap_or(100))
 }
 
-/// Apps built for interface `wanted` run on a runtime providing `provided`
-/// when the major (and, before 1.0, the minor) versions match and the
-/// runtime's is not older.
-#[must_use]
-pub fn interface_compatible(wanted: &str, provided: &str) -> bool {
-    let (Some(w), Some(p)) = (semver_triple(wanted), semver_triple(provided)) else { return false };
-    let same_line = if w.0 == 0 { w.0 == p.0 && w.1 == p.1 } else { w.0 == p.0 };
-    same_line && p >= w
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -850,16 +847,5 @@ mod tests {
         assert_eq!(files.len(), 2, "{files:?}");
         let first: Event = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
         assert_eq!(first.kind, EventKind::Deferred, "the first event is still there, first");
-    }
-
-    #[test]
-    fn interface_versions() {
-        assert!(interface_compatible("0.1.1", "0.1.1"));
-        assert!(interface_compatible("0.1.0", "0.1.2"));
-        assert!(!interface_compatible("0.1.2", "0.1.1"), "newer than the runtime");
-        assert!(!interface_compatible("0.2.0", "0.1.9"));
-        assert!(!interface_compatible("0.1.0", "0.2.0"), "0.x minors break");
-        assert!(interface_compatible("1.0.0", "1.4.0"));
-        assert!(!interface_compatible("x", "1.4.0"));
     }
 }

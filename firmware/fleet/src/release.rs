@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList};
+use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList, interface_compatible, semver_triple};
 
 use crate::names::valid_id;
 
@@ -56,6 +56,33 @@ pub enum ReleaseError {
         /// How many bytes there were.
         size: u64,
     },
+    /// The release's apps do not run on the `trellis:app` interface the
+    /// device will provide (its runtime's, or the release's firmware's).
+    #[error("release {id} needs app interface {wanted}, {by} provides {provided}")]
+    AppsDoNotFit {
+        /// The release.
+        id: String,
+        /// What the release's apps were built for.
+        wanted: String,
+        /// What the device would provide.
+        provided: String,
+        /// `this runtime`, or `the release's firmware`.
+        by: &'static str,
+    },
+    /// The release's firmware provides an interface that apps installed on
+    /// the device (and not replaced by the release) were not built for.
+    #[error(
+        "release {id}: its firmware provides app interface {provided}, which installed apps do not run on: {} (add versions of them built for {provided} to the release, applied before the firmware)",
+        apps.join(", ")
+    )]
+    BreaksApps {
+        /// The release.
+        id: String,
+        /// What the firmware provides.
+        provided: String,
+        /// `name version (built for X)`, one per app.
+        apps: Vec<String>,
+    },
 }
 
 /// How soon a release should be applied.
@@ -89,6 +116,23 @@ pub struct FirmwareRef {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// The `trellis:app` interface version its runtime provides (read from
+    /// the bundle's description by `trellis fleet release create`). Absent in
+    /// releases made before it was recorded: installed apps are then not
+    /// checked against the firmware.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_interface: Option<String>,
+}
+
+/// An app installed on a device, as the fit check sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledApp {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The `trellis:app` version it was built for (`None`: it imports none).
+    pub interface: Option<String>,
 }
 
 /// An app file in a release.
@@ -190,8 +234,68 @@ impl Release {
             version: version.to_owned(),
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len() as u64,
+            app_interface: None,
         });
         self
+    }
+
+    /// The same, recording that its firmware's runtime provides the
+    /// `trellis:app` interface `version` (after [`Self::with_firmware`]).
+    #[must_use]
+    pub fn firmware_provides(mut self, version: &str) -> Self {
+        if let Some(f) = self.firmware.as_mut() {
+            f.app_interface = Some(version.to_owned());
+        }
+        self
+    }
+
+    /// Whether the release fits a device whose runtime provides `provided`
+    /// and runs `installed`, when the release's firmware is installed too
+    /// (`installs_firmware`). Its apps must run on the runtime they are
+    /// installed under and on the one that follows; every installed app still
+    /// there during the firmware's trial boot (all of them when the firmware
+    /// goes first, else those the release does not replace) must run on the
+    /// interface the new firmware provides, or the trial fails its health gate.
+    ///
+    /// # Errors
+    /// The apps of the release, or the installed apps (named), that would not run.
+    pub fn check_fit(
+        &self,
+        provided: &str,
+        installed: &[InstalledApp],
+        installs_firmware: bool,
+    ) -> Result<(), ReleaseError> {
+        let after = self.firmware.as_ref().filter(|_| installs_firmware).and_then(|f| f.app_interface.as_deref());
+        let firmware_first = after.is_some() && self.order.first() == Some(&Part::Firmware);
+        if !self.apps.is_empty() {
+            let runtimes =
+                [(!firmware_first).then_some(("this runtime", provided)), after.map(|a| ("the release's firmware", a))];
+            for (by, runtime) in runtimes.into_iter().flatten() {
+                if !interface_compatible(&self.app_interface, runtime) {
+                    return Err(ReleaseError::AppsDoNotFit {
+                        id: self.id.clone(),
+                        wanted: self.app_interface.clone(),
+                        provided: runtime.to_owned(),
+                        by,
+                    });
+                }
+            }
+        }
+        let Some(after) = after else { return Ok(()) };
+        let broken: Vec<String> = installed
+            .iter()
+            .filter(|app| firmware_first || !self.apps.iter().any(|a| a.name == app.name))
+            .filter_map(|app| {
+                let built_for = app.interface.as_deref()?;
+                (!interface_compatible(built_for, after))
+                    .then(|| format!("{} {} (built for {built_for})", app.name, app.version))
+            })
+            .collect();
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(ReleaseError::BreaksApps { id: self.id.clone(), provided: after.to_owned(), apps: broken })
+        }
     }
 
     /// Parse and check a release (its signature is checked by [`Self::verify`]).
@@ -238,6 +342,11 @@ impl Release {
             && !valid_sha256(&f.sha256)
         {
             return Err(invalid("firmware.sha256", format!("{:?} is not 64 lowercase hex digits", f.sha256)));
+        }
+        if let Some(v) = self.firmware.as_ref().and_then(|f| f.app_interface.as_deref())
+            && semver_triple(v).is_none()
+        {
+            return Err(invalid("firmware.app-interface", format!("{v:?} is not a version like 0.1.2")));
         }
         for (i, app) in self.apps.iter().enumerate() {
             if !trellis_appfmt::valid_name(&app.name) {
@@ -325,13 +434,6 @@ impl Release {
     }
 }
 
-/// `MAJOR.MINOR.PATCH` as numbers; anything else is `None`.
-pub(crate) fn semver_triple(v: &str) -> Option<(u64, u64, u64)> {
-    let mut parts = v.split('.').map(|p| p.parse::<u64>().ok());
-    let triple = (parts.next()??, parts.next()??, parts.next()??);
-    parts.next().is_none().then_some(triple)
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -354,6 +456,73 @@ mod tests {
             order: Release::default_order(),
             signature: None,
         }
+    }
+
+    fn app(name: &str, version: &str, interface: Option<&str>) -> InstalledApp {
+        InstalledApp { name: name.into(), version: version.into(), interface: interface.map(str::to_owned) }
+    }
+
+    /// Firmware providing `trellis:app` 0.2.0 on a device whose runtime provides 0.1.2.
+    #[test]
+    fn firmware_that_would_break_installed_apps_is_refused_naming_them() {
+        let installed = [
+            app("thermostat", "1.0.0", Some("0.1.2")),
+            app("counter", "1.0.0", Some("0.1.0")),
+            app("bare", "1.0.0", None),
+        ];
+        let mut r =
+            Release::new("os-3.0.0", "rpi4", "0.1.2").with_firmware("3.0.0", b"bundle").firmware_provides("0.2.0");
+        let err = r.check_fit("0.1.2", &installed, true).unwrap_err().to_string();
+        assert!(
+            err.contains("provides app interface 0.2.0")
+                && err.contains("thermostat 1.0.0 (built for 0.1.2), counter 1.0.0 (built for 0.1.0)")
+                && !err.contains("bare"),
+            "{err}"
+        );
+        // Already running (the firmware is not installed again): nothing to break.
+        assert!(r.check_fit("0.1.2", &installed, false).is_ok());
+        // The same firmware line (0.1.3 runs 0.1.x apps): fits.
+        r = r.firmware_provides("0.1.3");
+        assert!(r.check_fit("0.1.2", &installed, true).is_ok());
+        // A firmware that does not say what it provides is not checked (releases made before it was recorded).
+        r.firmware.as_mut().unwrap().app_interface = None;
+        assert!(r.check_fit("0.1.2", &installed, true).is_ok());
+    }
+
+    #[test]
+    fn apps_carried_with_the_firmware_must_run_before_and_after_it() {
+        let installed = [app("thermostat", "1.0.0", Some("0.1.2")), app("counter", "1.0.0", Some("0.1.2"))];
+        // The release replaces thermostat with a version built for 0.1.0, which 0.1.2 and 0.1.3 both run;
+        // counter is not replaced and 0.1.3 runs it.
+        let fits = Release::new("os-2.2.0", "rpi4", "0.1.0")
+            .with_app("thermostat", "2.0.0", b"APP thermostat 2.0.0")
+            .with_firmware("2.2.0", b"bundle")
+            .firmware_provides("0.1.3");
+        fits.check_fit("0.1.2", &installed, true).unwrap();
+        // Apps built for 0.2.0: the runtime they are installed under (before the firmware) cannot run them.
+        let ahead = Release::new("os-3.0.0", "rpi4", "0.2.0")
+            .with_app("thermostat", "3.0.0", b"APP thermostat 3.0.0")
+            .with_app("counter", "3.0.0", b"APP counter 3.0.0")
+            .with_firmware("3.0.0", b"bundle")
+            .firmware_provides("0.2.0");
+        let err = ahead.check_fit("0.1.2", &installed, true).unwrap_err().to_string();
+        assert_eq!(err, "release os-3.0.0 needs app interface 0.2.0, this runtime provides 0.1.2");
+        // Firmware first: the installed versions run through its trial boot, so they must fit it.
+        let mut first = ahead.clone();
+        first.order = vec![Part::Firmware, Part::Apps];
+        let err = first.check_fit("0.1.2", &installed, true).unwrap_err().to_string();
+        assert!(err.contains("thermostat 1.0.0 (built for 0.1.2), counter 1.0.0 (built for 0.1.2)"), "{err}");
+        // Apps the new firmware would not run.
+        let behind = Release::new("os-3.0.1", "rpi4", "0.1.2")
+            .with_app("thermostat", "2.0.1", b"APP thermostat 2.0.1")
+            .with_firmware("3.0.1", b"bundle")
+            .firmware_provides("0.2.0");
+        let err = behind.check_fit("0.1.2", &installed, true).unwrap_err().to_string();
+        assert_eq!(err, "release os-3.0.1 needs app interface 0.1.2, the release's firmware provides 0.2.0");
+        // A bad version in the manifest is refused by name.
+        let mut bad = behind.clone();
+        bad.firmware.as_mut().unwrap().app_interface = Some("two".into());
+        assert!(bad.validate().unwrap_err().to_string().contains("firmware.app-interface"));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! refused and reported, and nothing reaches the device; consent deferral
 //! and a maintenance window hold an update until allowed (on a fake clock);
 //! firmware goes through its trial boot and a roll-back is reported; events
-//! made while the server is away are delivered when it is back.
+//! made while the server is away are delivered when it is back; firmware
+//! whose app interface an installed app was not built for is refused naming
+//! it, and installed with a version of the app that fits.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -353,5 +355,56 @@ async fn an_event_sent_again_after_a_lost_acknowledgement_is_recorded_once() {
     until(20, "the outbox sent again", || async { std::fs::read_dir(&outbox).unwrap().count() == 0 }).await;
     let stored: Vec<_> = sim::events(&f.operator).await.into_iter().filter(|e| e.release == "r-lost-ack").collect();
     assert_eq!(stored.len(), 1, "stored once: {stored:?}");
+    d.stop();
+}
+
+/// A firmware release whose runtime provides another `trellis:app` interface
+/// than an installed app was built for (here an older firmware, 0.1.1, under
+/// an app built for 0.1.2) is refused naming the app, before anything is
+/// fetched; the same firmware with a version of the app that runs on both
+/// interfaces installs both, the app first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firmware_that_would_break_an_installed_app_is_refused_unless_the_release_carries_one_that_fits() {
+    let f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.device.status.lock().unwrap().apps[0].interface = Some(sim::INTERFACE.into());
+    d.start().await;
+    let bundle = b"RAUC BUNDLE 1.9.0".to_vec();
+
+    let breaks = Release::new("os-1.9.0", sim::BOARD, sim::INTERFACE)
+        .with_firmware("1.9.0", &bundle)
+        .firmware_provides("0.1.1")
+        .signed(&f.key);
+    ops::publish(&f.operator, &breaks, &[("firmware".into(), bundle.clone())]).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&breaks.id)).await;
+    let why = refusal(&f.operator, "pi-1", &breaks.id).await;
+    assert!(
+        why.contains("provides app interface 0.1.1") && why.contains("thermostat 1.0.0 (built for 0.1.2)"),
+        "{why}"
+    );
+    assert!(d.device.bundles.lock().unwrap().is_empty(), "nothing given to RAUC");
+    assert!(d.runs("thermostat", "1.0.0"));
+
+    // The release carries a thermostat built for 0.1.1, which 0.1.2 (now) and 0.1.1 (after) both run.
+    let thermostat = b"APP thermostat 1.1.0 0.1.1\n".to_vec();
+    let fits = Release::new("os-1.9.0-apps", sim::BOARD, "0.1.1")
+        .with_app("thermostat", "1.1.0", &thermostat)
+        .with_firmware("1.9.0", &bundle)
+        .firmware_provides("0.1.1")
+        .signed(&f.key);
+    ops::publish(&f.operator, &fits, &[("thermostat".into(), thermostat), ("firmware".into(), bundle.clone())])
+        .await
+        .unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&fits.id)).await;
+    until(30, "the app and the firmware installed, committed", || async {
+        report(&f.operator, "pi-1")
+            .await
+            .is_some_and(|r| r.release.as_deref() == Some("os-1.9.0-apps") && r.firmware == "1.9.0" && r.healthy)
+    })
+    .await;
+    assert!(d.runs("thermostat", "1.1.0"));
+    assert_eq!(d.device.bundles.lock().unwrap().len(), 1);
+    let app = d.device.apps().into_iter().find(|a| a.name == "thermostat").unwrap();
+    assert_eq!(app.interface.as_deref(), Some("0.1.1"), "the device reports what the app was built for");
     d.stop();
 }

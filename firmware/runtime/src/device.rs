@@ -68,6 +68,7 @@ pub fn apps(runtime: &Runtime) -> Vec<AppSummary> {
             version: s.version,
             restarts: s.restarts,
             last_error: s.last_error,
+            interface: s.interface,
         })
         .collect()
 }

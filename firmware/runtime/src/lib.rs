@@ -58,4 +58,4 @@ pub type MessageReceiver = crossbeam_channel::Receiver<Message>;
 /// The version of the `trellis:app` WIT package this runtime provides.
 pub const INTERFACE_VERSION: &str = "0.1.2";
 /// The WIT package name apps import.
-pub const INTERFACE_PACKAGE: &str = "trellis:app";
+pub use trellis_appfmt::INTERFACE_PACKAGE;

@@ -43,6 +43,8 @@ pub struct AppStatus {
     pub usage: Arc<Usage>,
     /// The app's cgroup (`[cgroups]`), when it runs in one.
     pub(crate) cgroup: Option<AppCgroup>,
+    /// The `trellis:app` version it was built for (`None`: it imports none).
+    pub interface: Option<String>,
 }
 
 impl AppStatus {

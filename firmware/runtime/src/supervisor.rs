@@ -80,6 +80,8 @@ struct Version {
     component: Component,
     bytes: Arc<Vec<u8>>,
     sha256: [u8; 32],
+    /// The `trellis:app` version it was built for.
+    interface: Option<String>,
 }
 
 struct Worker {
@@ -332,12 +334,13 @@ impl Supervisor {
         {
             return slot.outcome.clone().ok_or(LoadError::Unchanged { path: path.to_owned() });
         }
-        let (component, source) = self.verify(path, app, &file, &bytes)?;
+        let (component, source, interface) = self.verify(path, app, &file, &bytes)?;
         let version = Arc::new(Version {
             manifest: Arc::new(file.manifest),
             component,
             bytes: Arc::new(bytes),
             sha256: file.sha256,
+            interface,
         });
         let (replaced, handed_over) = self.swap(path, app, version.clone(), true)?;
         tracing::info!(
@@ -372,7 +375,7 @@ impl Supervisor {
         app: &str,
         file: &AppFile,
         bytes: &[u8],
-    ) -> Result<(Component, crate::CompileSource), LoadError> {
+    ) -> Result<(Component, crate::CompileSource, Option<String>), LoadError> {
         if file.manifest.name != app {
             return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name.clone() });
         }
@@ -382,11 +385,13 @@ impl Supervisor {
                 .map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
             tracing::debug!(app, %key, "signature verified");
         }
-        self.check_interface(path, bytes)?;
+        let interface = self.check_interface(path, bytes)?;
         self.check_permissions(path, &file.manifest)?;
-        self.cache
+        let (component, source) = self
+            .cache
             .get(&self.engine, &file.code_sha256, || component_code(bytes).map_err(|e| e.to_string()))
-            .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })
+            .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })?;
+        Ok((component, source, interface))
     }
 
     /// An upload for a stopped app: every check short of running it, then its
@@ -400,7 +405,7 @@ impl Supervisor {
     ) -> Result<SwapOutcome, LoadError> {
         let checked = AppFile::parse(&bytes)
             .map_err(|source| LoadError::Format { path: path.to_owned(), source })
-            .and_then(|file| self.verify(path, app, &file, &bytes).map(|(_, source)| (file, source)));
+            .and_then(|file| self.verify(path, app, &file, &bytes).map(|(_, source, _)| (file, source)));
         let (file, compile) = match checked {
             Ok(c) => c,
             Err(e) => return self.report(app, Err(e)),
@@ -499,12 +504,16 @@ impl Supervisor {
     /// one that ran last), state `Stopped`.
     fn publish_stopped(&self, app: &str) {
         let path = AppsDir::new(&self.config.apps_dir).path(app);
-        let file = std::fs::read(&path).ok().and_then(|b| AppFile::inspect(&b).ok());
+        let bytes = std::fs::read(&path).ok();
+        let file = bytes.as_deref().and_then(|b| AppFile::inspect(b).ok());
         let slot = self.slots.get(app);
-        let (version, sha256) = match (file, slot.and_then(|s| s.version.as_ref())) {
-            (Some(f), _) => (f.manifest.version, hex::encode(f.sha256)),
-            (None, Some(v)) => (v.manifest.version.clone(), hex::encode(v.sha256)),
-            (None, None) => ("unknown".to_owned(), String::new()),
+        let (version, sha256, interface) = match (file, slot.and_then(|s| s.version.as_ref())) {
+            (Some(f), _) => {
+                let imports = bytes.as_deref().and_then(|b| interface_imports(b).ok()).unwrap_or_default();
+                (f.manifest.version, hex::encode(f.sha256), trellis_appfmt::built_for(&imports))
+            }
+            (None, Some(v)) => (v.manifest.version.clone(), hex::encode(v.sha256), v.interface.clone()),
+            (None, None) => ("unknown".to_owned(), String::new(), None),
         };
         let status = AppStatus {
             name: app.to_owned(),
@@ -516,31 +525,25 @@ impl Supervisor {
             dropped_events: self.services.broker.dropped(app),
             usage: slot.map_or_else(Arc::default, |s| s.usage.clone()),
             cgroup: None,
+            interface,
         };
         lock(&self.status).insert(app.to_owned(), status);
     }
 
-    /// Refuse apps built against another `trellis:app` version.
-    fn check_interface(&self, path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-        let provided =
-            semver::Version::parse(crate::INTERFACE_VERSION).unwrap_or_else(|_| semver::Version::new(0, 0, 0));
+    /// Refuse apps built against another `trellis:app` version; the version
+    /// the app was built for when it runs here (`None`: it imports none).
+    fn check_interface(&self, path: &Path, bytes: &[u8]) -> Result<Option<String>, LoadError> {
         let imports = interface_imports(bytes).map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
-        for import in imports {
-            let Some(rest) = import.strip_prefix(&format!("{}/", crate::INTERFACE_PACKAGE)) else { continue };
-            let found = rest.split_once('@').and_then(|(_, v)| semver::Version::parse(v).ok());
-            let compatible = found.as_ref().is_some_and(|v| {
-                // Same major (same minor below 1.0), and no newer than what we provide.
-                v.major == provided.major && (v.major > 0 || v.minor == provided.minor) && *v <= provided
-            });
-            if !compatible {
+        for (import, version) in trellis_appfmt::imported_versions(&imports) {
+            if !trellis_appfmt::interface_compatible(version, crate::INTERFACE_VERSION) {
                 return Err(LoadError::Interface {
                     path: path.to_owned(),
-                    found: import.clone(),
+                    found: import.to_owned(),
                     provided: format!("{}@{}", crate::INTERFACE_PACKAGE, crate::INTERFACE_VERSION),
                 });
             }
         }
-        Ok(())
+        Ok(trellis_appfmt::built_for(&imports))
     }
 
     /// The manifest may only ask for hardware the device policy allows, that
@@ -925,6 +928,7 @@ impl Supervisor {
             dropped_events: self.services.broker.dropped(app),
             usage: slot.usage.clone(),
             cgroup: slot.cgroup.clone(),
+            interface: v.interface.clone(),
         };
         lock(&self.status).insert(app.to_owned(), status);
     }

@@ -332,6 +332,13 @@ fn an_app_built_for_another_interface_version_is_refused() {
         reason.contains("built for trellis:app/log@0.2.0, but this runtime provides trellis:app@0.1.2"),
         "{reason}"
     );
+    // What a running app was built for is in its status: the fleet agent checks a new firmware against it.
+    dev.install("counter", &example("counter"));
+    dev.wait_started("counter", "1.0.0");
+    assert_eq!(
+        dev.runtime.app_status("counter").unwrap().interface.as_deref(),
+        Some(trellis_runtime::INTERFACE_VERSION)
+    );
 }
 
 #[test]

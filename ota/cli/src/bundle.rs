@@ -31,10 +31,20 @@ pub struct BundleInfo {
     pub version: String,
     /// Free text.
     pub description: String,
+    /// The `trellis:app` interface its runtime provides, from the description's
+    /// `apps: trellis:app@VERSION` (written by `make bundle`).
+    pub app_interface: Option<String>,
     /// The images, in manifest order.
     pub images: Vec<Image>,
     /// Who signed it, when the signature was checked against a keyring.
     pub signer: Option<String>,
+}
+
+/// The version in a description's `apps: trellis:app@VERSION`.
+fn app_interface(description: &str) -> Option<String> {
+    let (_, rest) = description.split_once(&format!("apps: {}@", trellis_appfmt::INTERFACE_PACKAGE))?;
+    let version: String = rest.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    trellis_appfmt::semver_triple(&version).map(|_| version)
 }
 
 /// Parse `rauc info --output-format=json` and its messages.
@@ -72,6 +82,7 @@ pub fn parse(json: &str, messages: &str) -> Result<BundleInfo> {
     Ok(BundleInfo {
         compatible: field("compatible"),
         version: field("version"),
+        app_interface: app_interface(&field("description")),
         description: field("description"),
         images,
         signer,
@@ -110,10 +121,14 @@ pub fn describe(info: &BundleInfo, size: u64, verified: bool) -> String {
     #[allow(clippy::cast_precision_loss)]
     let mib = |b: u64| b as f64 / 1_048_576.0;
     let mut s = format!(
-        "compatible   {}\nversion      {}\ndescription  {}\nsize         {:.1} MiB\nsignature    {}\nimages\n",
+        "compatible   {}\nversion      {}\ndescription  {}\napps         {}\nsize         {:.1} MiB\nsignature    {}\nimages\n",
         info.compatible,
         info.version,
         info.description,
+        info.app_interface.as_deref().map_or_else(
+            || "not said (the description has no apps: trellis:app@VERSION)".to_owned(),
+            |v| format!("{}@{v}", trellis_appfmt::INTERFACE_PACKAGE)
+        ),
         mib(size),
         match (&info.signer, verified) {
             (Some(who), true) => format!("verified, signed by {who}"),
@@ -151,5 +166,18 @@ mod tests {
         let text = describe(&info, 21 << 20, true);
         assert!(text.contains("rootfs.squashfs") && text.contains("verified, signed by O = T, CN = S"), "{text}");
         assert!(parse("{}", "").is_err());
+        assert_eq!(info.app_interface, None, "a bundle that does not say");
+    }
+
+    #[test]
+    fn the_app_interface_is_read_from_the_description() {
+        let info = |d: &str| {
+            let json = format!(r#"{{"compatible":"c","version":"1","description":"{d}","images":[]}}"#);
+            parse(&json, "").unwrap().app_interface
+        };
+        assert_eq!(info("Trellis for trellis-rpi4; apps: trellis:app@0.1.2").as_deref(), Some("0.1.2"));
+        assert_eq!(info("apps: trellis:app@1.10.0 (beta)").as_deref(), Some("1.10.0"));
+        assert_eq!(info("apps: trellis:app@next"), None);
+        assert_eq!(info("trellis:app@0.1.2"), None, "only after `apps: `");
     }
 }

@@ -189,6 +189,8 @@ impl PinTarget {
 
 /// Release commands.
 #[derive(Debug, Subcommand)]
+// Parsed once per run of the CLI: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum ReleaseCommand {
     /// Make a signed release from app files and/or a firmware bundle and
     /// publish it with its artifacts.
@@ -207,6 +209,10 @@ pub enum ReleaseCommand {
         /// The bundle's firmware version [default: the bundle's, read by `rauc info`].
         #[arg(long)]
         firmware_version: Option<String>,
+        /// The app interface the bundle's runtime provides, checked on each device
+        /// against its installed apps [default: the bundle's description, `apps: trellis:app@VERSION`].
+        #[arg(long)]
+        firmware_app_interface: Option<String>,
         /// The board it is for.
         #[arg(long, default_value = "rpi4")]
         board: String,
@@ -383,6 +389,7 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
             apps,
             bundle,
             firmware_version,
+            firmware_app_interface,
             board,
             app_interface,
             urgency,
@@ -395,6 +402,7 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
                 &apps,
                 bundle.as_deref(),
                 firmware_version,
+                firmware_app_interface,
                 &board,
                 &app_interface,
                 &urgency,
@@ -537,6 +545,7 @@ fn build_release(
     apps: &[PathBuf],
     bundle: Option<&Path>,
     firmware_version: Option<String>,
+    firmware_app_interface: Option<String>,
     board: &str,
     app_interface: &str,
     urgency: &str,
@@ -560,12 +569,26 @@ fn build_release(
         artifacts.push((file.manifest.name.clone(), bytes));
     }
     if let Some(path) = bundle {
-        let version = match firmware_version {
-            Some(v) => v,
-            None => crate::bundle::inspect(path, None)?.version,
+        // What is not given is read from the bundle (`rauc info`); the version must be found.
+        let info = match (&firmware_version, &firmware_app_interface) {
+            (Some(_), Some(_)) => None,
+            (Some(_), None) => crate::bundle::inspect(path, None)
+                .map_err(|e| tracing::warn!("{e:#}: the bundle's app interface is unknown"))
+                .ok(),
+            (None, _) => Some(crate::bundle::inspect(path, None)?),
         };
+        let (info_version, info_interface) = info.map_or((None, None), |i| (Some(i.version), i.app_interface));
+        let version = firmware_version.or(info_version).unwrap_or_default();
+        let provides = firmware_app_interface.or(info_interface);
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         release = release.with_firmware(&version, &bytes);
+        match provides {
+            Some(i) => release = release.firmware_provides(&i),
+            None => tracing::warn!(
+                "{}: the bundle does not say which app interface its runtime provides (give --firmware-app-interface); devices will not check their apps against it",
+                path.display()
+            ),
+        }
         artifacts.push(("firmware".to_owned(), bytes));
     }
     release.validate()?;

@@ -381,7 +381,7 @@ fn run(cli: Cli) -> Result<()> {
                     })
                     .collect();
                 let v = serde_json::json!({"compatible": info.compatible, "version": info.version,
-                    "description": info.description, "size": size, "images": images,
+                    "description": info.description, "app-interface": info.app_interface, "size": size, "images": images,
                     "signer": if keyring.is_some() { info.signer.clone() } else { None }});
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {

@@ -1,8 +1,9 @@
 //! A twin in a fleet: the real agent in the twin's runtime, provisioned with
 //! its own certificate, follows rollouts driven from the host by the
 //! operator's CLI (`trellis fleet`) through a real `nats-server`, beside
-//! simulated devices: first an app, then firmware through RAUC and the
-//! trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
+//! simulated devices: first an app, then firmware whose app interface the
+//! twin's apps do not run on (refused, naming them), then firmware through
+//! RAUC and the trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,15 +30,20 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let dir = root().join("build/twin/runs/fleet-host");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("run directory");
-    // A bundle of a newer version than the image (the same slot images).
-    let bundle = dir.join("next.raucb");
-    let made = Command::new(root().join("scripts/twin-bundle.sh"))
-        .args([s(&root().join("build")), s(&bundle)])
-        .env("VERSION", "fleet-2")
-        .current_dir(root())
-        .output()
-        .expect("twin-bundle.sh");
-    assert!(made.status.success(), "{}", text(&made));
+    // Bundles of the same slot images under another version; `APP_INTERFACE` changes the app
+    // interface the bundle says its runtime provides (by default wit/trellis.wit's, the apps').
+    let make_bundle = |name: &str, version: &str, interface: Option<&str>| {
+        let bundle = dir.join(name);
+        let mut command = Command::new(root().join("scripts/twin-bundle.sh"));
+        command.args([s(&root().join("build")), s(&bundle)]).env("VERSION", version).current_dir(root());
+        if let Some(i) = interface {
+            command.env("APP_INTERFACE", i);
+        }
+        let made = command.output().expect("twin-bundle.sh");
+        assert!(made.status.success(), "{}", text(&made));
+        bundle
+    };
+    let bundle = make_bundle("next.raucb", "fleet-2", None);
     let release_key = root().join("build/keys/release.key");
     let trust = trellis_appfmt::TrustList::load(&[root().join("build/keys/release.pub")]).expect("release.pub");
 
@@ -88,6 +94,41 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let status = fleet(&["rollout", "status", &id]);
     assert!(status.contains("done, wave 2 of 2") || status.contains("Done, wave 2 of 2"), "{status}");
     assert!(status.contains("wave 2 (100%): 2 updated, 0 failed, 0 pending"), "{status}");
+
+    // Firmware whose runtime provides app interface 0.1.1 (an older line than the one the twin's
+    // apps were built for): the twin refuses it before fetching a byte, naming its apps.
+    let older = make_bundle("older.raucb", "fleet-old", Some("0.1.1"));
+    let said = fleet(&[
+        "release",
+        "create",
+        "os-fleet-old",
+        "--key",
+        s(&release_key),
+        "--bundle",
+        s(&older),
+        "--board",
+        BOARD,
+    ]);
+    assert!(said.contains("published release os-fleet-old (0 app(s), firmware)"), "{said}");
+    fleet(&["pin", "os-fleet-old", "--device", "twin-1"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let refused = loop {
+        let rows: Value = serde_json::from_str(&fleet(&["devices", "--json"])).expect("JSON");
+        let me = rows.as_array().and_then(|r| r.iter().find(|d| d["device"] == "twin-1")).cloned().expect("twin-1");
+        if me["reported"]["target"] == "os-fleet-old" && me["reported"]["phase"] == "failed" {
+            break me["reported"]["error"].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "twin-1 did not refuse os-fleet-old: {me}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(
+        refused.contains("its firmware provides app interface 0.1.1")
+            && refused.contains("counter 9.0.0 (built for 0.1.2)")
+            && refused.contains("blinky 1.0.0 (built for 0.1.2)"),
+        "{refused}"
+    );
+    assert_eq!(device.sh("ls -A /data/trellis/firmware 2>/dev/null")?.trim(), "", "nothing of it fetched");
+    fleet(&["unpin", "--device", "twin-1"]);
 
     // Firmware: the twin downloads the bundle, RAUC installs it, the trial boot commits it.
     let said =
