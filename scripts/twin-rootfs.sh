@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:?usage: twin-rootfs.sh BUILD_DIR}
 board=board/qemu-aarch64
-bins=target/aarch64-unknown-linux-gnu/release
+# The device binaries of DEVICE_PROFILE (make cross-release; `make test` builds `twin-test`).
+bins=target/aarch64-unknown-linux-gnu/${DEVICE_PROFILE:-release}
 out=$build/twin
 stage=$out/rootfs
 sysroot=$out/debian

@@ -25,7 +25,7 @@
 //! figure. (`trellis status` is no floor: it asks RAUC for the slots over
 //! D-Bus.)
 //!
-//! [`experiment`] is what `tests/lifecycle.rs` asserts on and what `make
+//! [`experiment`] is what `tests/app_lifecycle.rs` asserts on and what `make
 //! bench-twin` prints ([`table`]).
 
 use std::path::Path;
