@@ -19,9 +19,6 @@ TRELLIS    := target/debug/trellis
 # check, the tests, the CLI and the twin's harness share one compile of each crate.
 HOST_SELECTION := --workspace --all-features
 DEVICE     := aarch64-unknown-linux-gnu
-# The profile of the device binaries: `release` (what the Pi's image and the benchmarks use);
-# `make test` builds the twin's with `twin-test` (release without LTO, Cargo.toml).
-DEVICE_PROFILE ?= release
 # Cross-building for the Pi with Debian's toolchain; tests run under qemu-user.
 CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
@@ -90,7 +87,7 @@ cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 
 cross-release:
 	@# One build: the device's CLI without `trellis run` (no wasmtime), the runtime with the Linux backends.
-	$(CROSS_ENV) $(CARGO) build --profile $(DEVICE_PROFILE) --target $(DEVICE) --no-default-features --bins \
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) --no-default-features --bins \
 	  -p trellis-init -p trellis-runtime -p trellis-boot -p trellis-cli -p trellis-hal \
 	  --features trellis-runtime/linux,trellis-hal/linux
 
@@ -158,8 +155,6 @@ check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host te
 	$(CARGO) test $(TEST_SELECTION)
 	scripts/own-app.sh $(BUILD)
 
-# The twin's image for the tests: release without LTO (DEVICE_PROFILE above).
-test: export DEVICE_PROFILE := twin-test
 test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories, `make qemu`, `make fleet-demo`
 	$(MAKE) --no-print-directory demo
 	scripts/br-check.sh

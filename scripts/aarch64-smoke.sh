@@ -5,7 +5,7 @@
 set -euo pipefail
 build=${1:-build}
 cd "$(dirname "$0")/.."
-runtime=target/aarch64-unknown-linux-gnu/${DEVICE_PROFILE:-release}/trellis-runtime
+runtime=target/aarch64-unknown-linux-gnu/release/trellis-runtime
 [ -x "$runtime" ] || { echo "aarch64-smoke: $runtime is missing; run make cross-release" >&2; exit 1; }
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT

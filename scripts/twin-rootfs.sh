@@ -11,8 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:?usage: twin-rootfs.sh BUILD_DIR}
 board=board/qemu-aarch64
-# The device binaries of DEVICE_PROFILE (make cross-release; `make test` builds `twin-test`).
-bins=target/aarch64-unknown-linux-gnu/${DEVICE_PROFILE:-release}
+bins=target/aarch64-unknown-linux-gnu/release
 out=$build/twin
 stage=$out/rootfs
 sysroot=$out/debian
