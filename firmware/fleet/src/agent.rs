@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::Link;
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
-use crate::release::{InstalledApp, Part, Release, Urgency};
+use crate::release::{Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
 
@@ -501,10 +501,6 @@ impl Agent {
         let firmware = release.firmware.clone().filter(|f| f.version != running);
 
         // The apps fit the runtime, and the firmware fits the apps, before anything is fetched.
-        let installed: Vec<InstalledApp> = installed
-            .into_iter()
-            .map(|a| InstalledApp { name: a.name, version: a.version, interface: a.interface })
-            .collect();
         release
             .check_fit(&self.config.app_interface, &installed, firmware.is_some())
             .map_err(|e| refused(e.to_string()))?;

@@ -26,5 +26,5 @@ pub mod state;
 pub mod window;
 
 pub use error::FleetError;
-pub use release::{AppRef, FirmwareRef, InstalledApp, Release, ReleaseError, Signature, Urgency};
+pub use release::{AppRef, FirmwareRef, Release, ReleaseError, Signature, Urgency};
 pub use state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList, interface_compatible, semver_triple};
+use trellis_control::AppSummary;
 
 use crate::names::valid_id;
 
@@ -122,17 +123,6 @@ pub struct FirmwareRef {
     /// checked against the firmware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_interface: Option<String>,
-}
-
-/// An app installed on a device, as the fit check sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstalledApp {
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// The `trellis:app` version it was built for (`None`: it imports none).
-    pub interface: Option<String>,
 }
 
 /// An app file in a release.
@@ -262,7 +252,7 @@ impl Release {
     pub fn check_fit(
         &self,
         provided: &str,
-        installed: &[InstalledApp],
+        installed: &[AppSummary],
         installs_firmware: bool,
     ) -> Result<(), ReleaseError> {
         let after = self.firmware.as_ref().filter(|_| installs_firmware).and_then(|f| f.app_interface.as_deref());
@@ -458,8 +448,18 @@ mod tests {
         }
     }
 
-    fn app(name: &str, version: &str, interface: Option<&str>) -> InstalledApp {
-        InstalledApp { name: name.into(), version: version.into(), interface: interface.map(str::to_owned) }
+    fn app(name: &str, version: &str, interface: Option<&str>) -> AppSummary {
+        AppSummary {
+            name: name.into(),
+            version: version.into(),
+            state: "running".into(),
+            restarts: 0,
+            last_error: None,
+            memory_bytes: 0,
+            cpu_ms: 0,
+            calls: 0,
+            interface: interface.map(str::to_owned),
+        }
     }
 
     /// Firmware providing `trellis:app` 0.2.0 on a device whose runtime provides 0.1.2.
