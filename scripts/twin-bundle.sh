@@ -5,6 +5,9 @@
 # from `git describe` (or $VERSION). Signed with the development keys
 # (scripts/dev-keys.sh) unless RAUC_KEY and RAUC_CERT name production ones.
 # BOOT_IMAGE and ROOTFS_IMAGE replace the slot images (scripts/twin-broken-bundle.sh).
+# The boot slot goes into the bundle as its files (boot.tar, taken out of the FAT image
+# with mtools): RAUC formats the slot and unpacks them, writing the files (the kernel,
+# about 8 MiB) instead of the whole 64 MiB image.
 # The description ends with the app interface the bundle's runtime provides (wit/trellis.wit's
 # package, `apps: trellis:app@0.1.2`), where `trellis fleet release create` reads it into the
 # release (RAUC 1.8's manifest has no field of its own for it); APP_INTERFACE replaces it.
@@ -32,7 +35,14 @@ app_interface=${APP_INTERFACE:-$(sed -n 's/^package trellis:app@\(.*\);$/\1/p' w
 [ -n "$app_interface" ] || { echo "twin-bundle: wit/trellis.wit names no package trellis:app@VERSION" >&2; exit 1; }
 content=$(mktemp -d "${TMPDIR:-/tmp}/trellis-bundle.XXXXXX")
 trap 'rm -rf "$content"' EXIT
-cp "$boot_image" "$content/boot.vfat"
+mkdir "$content/boot"
+mcopy -s -m -n -i "$boot_image" '::*' "$content/boot/" \
+  || { echo "twin-bundle: could not read the files of $boot_image (a FAT image, mtools)" >&2; exit 1; }
+[ -f "$content/boot/cmdline.txt" ] || { echo "twin-bundle: $boot_image has no cmdline.txt" >&2; exit 1; }
+# The top-level names, not ".": unpacking must not try to change the slot's root directory.
+mapfile -t boot_files < <(cd "$content/boot" && ls -A)
+tar --sort=name --owner=0 --group=0 --numeric-owner --format=gnu -cf "$content/boot.tar" -C "$content/boot" "${boot_files[@]}"
+rm -rf "${content:?}/boot"
 cp "$rootfs_image" "$content/rootfs.squashfs"
 cp "$board/rauc/hook.sh" "$content/hook.sh"
 chmod +x "$content/hook.sh"
@@ -50,7 +60,7 @@ format=verity
 filename=hook.sh
 
 [image.boot]
-filename=boot.vfat
+filename=boot.tar
 hooks=post-install
 
 [image.rootfs]

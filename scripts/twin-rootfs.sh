@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Assemble the twin's root filesystem as a squashfs:
 #   the Rust device binaries (release, aarch64) + rootfs-overlay/ + the board's
-#   files + the programs RAUC, dbus-daemon, mkfs.f2fs/fsck.f2fs, tc and busybox from
+#   files + the programs RAUC, dbus-daemon, mkfs.f2fs/fsck.f2fs, mkfs.vfat, tc and busybox from
 #   Debian's arm64 packages with exactly the shared libraries they need.
 #   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm, BUILD_DIR/twin/Image.modules and
 #                                 the RAUC keyring BUILD_DIR/keys/ca.cert.pem or $RAUC_KEYRING)
@@ -86,7 +86,7 @@ if [ -d "$out/Image.modules/lib/modules" ]; then
 fi
 
 # Programs from the Debian packages (path in the package = path in the rootfs).
-programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs bin/busybox usr/sbin/chronyd
+programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs sbin/mkfs.vfat bin/busybox usr/sbin/chronyd
   usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon sbin/tc)
 for p in "${programs[@]}"; do
   [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }

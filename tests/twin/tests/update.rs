@@ -90,9 +90,24 @@ fn bad_bundles_are_refused_and_a_good_one_installs_trial_boots_and_commits() -> 
 
     // The good bundle goes into slot B; the runtime reboots into the trial by
     // itself (typed, not `sh`: the reboot may take the shell before it reports).
-    device.type_line("trellis device update /mnt/update.raucb")?;
+    // Right after the install, before the reboot resets them, the kernel's
+    // count of sectors written to slot B's boot partition (the quotes keep the
+    // typed line's echo from matching).
+    device.type_line(
+        r#"trellis device update /mnt/update.raucb && echo boot-slot-B-sectors"" $(awk '{print $7}' /sys/class/block/vda3/stat)"#,
+    )?;
     device.wait_for("100% Installing done.", Duration::from_secs(300))?;
     device.wait_for("installed 2.0.0-twin into slot B", Duration::from_secs(60))?;
+    let sectors = device.wait_for("boot-slot-B-sectors ", Duration::from_secs(30))?;
+    let written =
+        sectors.text.rsplit(' ').next().and_then(|n| n.trim().parse::<u64>().ok()).expect("a sector count") * 512;
+    // The boot slot is written as its files (the bundle's boot.tar): the
+    // kernel and two small files, not the slot's whole 64 MiB FAT image.
+    let kernel = std::fs::metadata(root().join("build/twin/Image")).expect("build/twin/Image").len();
+    assert!(
+        written >= kernel && written < kernel + 4 * 1024 * 1024,
+        "{written} bytes written to the boot slot for a {kernel}-byte kernel"
+    );
     let mut device = twin.restarted(device, Duration::from_secs(120))?;
     assert_eq!(device.partition, 3, "the trial boot runs slot B");
     device.wait_apps_running(&EXAMPLES)?;
