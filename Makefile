@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test demo bench fuzz clean
+.PHONY: help setup setup-host lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -155,7 +155,12 @@ check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host te
 	$(CARGO) test $(TEST_SELECTION)
 	scripts/own-app.sh $(BUILD)
 
-test: check ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories, `make qemu`, `make fleet-demo`
+test: setup ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories, `make qemu`, `make fleet-demo`
+	@# The twin's kernel builds at the lowest priority beside the rest (scripts/background.sh).
+	scripts/background.sh $(BUILD)/twin/kernel.log scripts/twin-kernel.sh --cache-only -- \
+	  $(MAKE) --no-print-directory test-steps
+
+test-steps: check
 	$(MAKE) --no-print-directory demo
 	scripts/br-check.sh
 	scripts/test-flash.sh

@@ -3,12 +3,16 @@
 # with board/qemu-aarch64/linux.fragment, and cache it by the hash of its inputs
 # (source package version, fragment, this script, cross compiler).
 #   twin-kernel.sh OUT_IMAGE
+#   twin-kernel.sh --cache-only   only fill the cache (`make test` runs this in the
+#                                 background, scripts/background.sh)
+# One build per cache entry at a time: a second caller waits for the first
+# (flock) and then takes its result.
 # Cache: ${TRELLIS_CACHE:-~/.cache/trellis}/kernel/<hash>/{Image,config,modules/}
 # OUT_IMAGE gets the kernel, OUT_IMAGE.config its configuration and
 # OUT_IMAGE.modules/lib/modules/... the few modules (i2c-stub).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${1:?usage: twin-kernel.sh OUT_IMAGE}
+out=${1:?usage: twin-kernel.sh OUT_IMAGE | --cache-only}
 fragment=board/qemu-aarch64/linux.fragment
 tarball=/usr/src/linux-source-6.1.tar.xz
 cross=aarch64-linux-gnu-
@@ -22,10 +26,17 @@ key=$( {
   "${cross}gcc" --version | head -1
 } | sha256sum | cut -c1-16)
 cache=${TRELLIS_CACHE:-$HOME/.cache/trellis}/kernel/$key
+mkdir -p "$(dirname "$cache")"
+exec 9>"$cache.lock"
+if ! flock -n 9; then
+  echo "twin-kernel: waiting for the build of $key already running (make test builds it in the background: build/twin/kernel.log)"
+  flock 9
+fi
 if [ ! -f "$cache/Image" ]; then
   echo "twin-kernel: building the kernel ($key) into $cache; about 5 minutes on 2 cores"
   work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-kernel.XXXXXX")
   trap 'rm -rf "$work"' EXIT
+  trap 'exit 143' TERM INT
   tar -xf "$tarball" -C "$work"
   src=$work/linux-source-6.1
   make -s -C "$src" ARCH=arm64 CROSS_COMPILE="$cross" allnoconfig
@@ -49,6 +60,11 @@ if [ ! -f "$cache/Image" ]; then
   cp "$src/.config" "$cache/config"
   cp "$src/arch/arm64/boot/Image" "$cache/Image.tmp"
   mv "$cache/Image.tmp" "$cache/Image"
+fi
+flock -u 9
+if [ "$out" = --cache-only ]; then
+  echo "twin-kernel: $cache/Image"
+  exit 0
 fi
 mkdir -p "$(dirname "$out")"
 cp "$cache/Image" "$out"
