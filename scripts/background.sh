@@ -26,7 +26,13 @@ shift
 mkdir -p "$(dirname "$log")"
 echo "background: ${background[*]} (output in $log)"
 # Its own session, so that stopping it stops what it started (make, the compilers).
-setsid nice -n 19 ionice -c 3 "${background[@]}" >"$log" 2>&1 &
+# A new session is also a new scheduler autogroup where the kernel has them
+# (sched_autogroup_enabled): nice then only ranks processes inside the group,
+# and the group competes with the foreground's as an equal. So the group itself
+# gets nice 19 (/proc/self/autogroup; nothing to do where there is none).
+# shellcheck disable=SC2016 # expanded by the inner shell
+setsid bash -c '{ echo 19 >/proc/self/autogroup; } 2>/dev/null || true; exec nice -n 19 ionice -c 3 "$@"' \
+  background "${background[@]}" >"$log" 2>&1 &
 pid=$!
 trap 'kill -TERM -- -"$pid" 2>/dev/null || true' EXIT
 "$@"
