@@ -448,17 +448,11 @@ mod tests {
         }
     }
 
+    /// A running app as the device reports it, built for `interface`.
     fn app(name: &str, version: &str, interface: Option<&str>) -> AppSummary {
         AppSummary {
-            name: name.into(),
-            version: version.into(),
-            state: "running".into(),
-            restarts: 0,
-            last_error: None,
-            memory_bytes: 0,
-            cpu_ms: 0,
-            calls: 0,
             interface: interface.map(str::to_owned),
+            ..trellis_control::testing::FakeDevice::app(name, version)
         }
     }
 
