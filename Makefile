@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
+.PHONY: help setup setup-host lint-build lint-other host-tests beside-twin lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -65,16 +65,19 @@ INFERENCE_EXCLUDE := --workspace --exclude classifier --exclude classifier-bench
 WASM_SIMD := CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
 # INFERENCE_FEATURES: the engines besides rten (`make bench-inference` adds tract).
 INFERENCE_FEATURES ?=
+# NATIVE_PROFILE: classifier-bench's profile (wasm-apps/Cargo.toml): `agreement` for the tests,
+# `inference` (the Wasm build's) for `make bench-inference`.
+NATIVE_PROFILE ?= agreement
 classifier: cli
 	scripts/models.sh
 	cd wasm-apps && $(WASM_SIMD) $(CARGO) build --profile inference --target wasm32-wasip2 -p classifier $(INFERENCE_FEATURES)
-	cd wasm-apps && $(CARGO) build --profile inference -p classifier-bench $(INFERENCE_FEATURES)
+	cd wasm-apps && $(CARGO) build --profile $(NATIVE_PROFILE) -p classifier-bench $(INFERENCE_FEATURES)
 	@mkdir -p $(BUILD)/heavy-apps
 	$(TRELLIS) app pack wasm-apps/target/wasm32-wasip2/inference/classifier.wasm \
 	  -m wasm-apps/examples/classifier/trellis.toml -o $(BUILD)/heavy-apps/classifier.wasm
 
 bench-inference: ## The classifier's inference, Wasm (through the runtime) vs native, same engine (rten, tract), one thread
-	$(MAKE) --no-print-directory classifier INFERENCE_FEATURES="--features trellis-inference/tract"
+	$(MAKE) --no-print-directory classifier INFERENCE_FEATURES="--features trellis-inference/tract" NATIVE_PROFILE=inference
 	scripts/bench-inference.sh $(BUILD)
 
 # The classifier's native benchmark for the Pi (aarch64): run it in the twin or under qemu-user.
@@ -138,11 +141,17 @@ bench-twin: bundle ## The twin's benchmarks: boot time, rootfs size, memory, par
 test-aarch64: ## Run init's tests as aarch64 binaries under qemu-user
 	$(CROSS_ENV) $(CARGO) test --target $(DEVICE) -p trellis-init
 
-lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
+lint: lint-build lint-other ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
+
+# rustfmt, then the host's build through clippy-driver (see CARGO): this is the clippy run,
+# and the build the tests use.
+lint-build:
 	$(CARGO) fmt --all --check
 	cd wasm-apps && $(CARGO) fmt --all --check
-	@# Built through clippy-driver (see CARGO): this is the clippy run, and the build the tests use.
 	$(CARGO) test $(HOST_SELECTION) --all-targets --no-run
+
+# clippy on the apps' workspace, and shellcheck.
+lint-other:
 	scripts/models.sh
 	cd wasm-apps && $(CARGO) clippy --target wasm32-wasip2 --all-targets -- -D warnings
 	shellcheck scripts/*.sh .ci/run board/*/*.sh board/*/rauc/*.sh rootfs-overlay/usr/lib/trellis/*.sh rootfs-overlay/usr/share/udhcpc/default.script
@@ -150,8 +159,12 @@ lint: ## rustfmt, clippy (both workspaces, warnings are errors), shellcheck
 # The host tests: everything but the twin's stories (they need the image).
 TEST_SELECTION := $(HOST_SELECTION) --exclude trellis-twin
 
-check: setup lint ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
+check: setup lint-build ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
 	$(MAKE) --no-print-directory apps lang-apps
+	$(MAKE) --no-print-directory host-tests
+
+# What `make check` runs once the host's build and the apps are there.
+host-tests: lint-other
 	$(CARGO) test $(TEST_SELECTION)
 	scripts/own-app.sh $(BUILD)
 
@@ -160,15 +173,23 @@ test: setup ## Everything: `make check`, `make demo`, aarch64, the Buildroot tre
 	scripts/background.sh $(BUILD)/twin/kernel.log scripts/twin-kernel.sh --cache-only -- \
 	  $(MAKE) --no-print-directory test-steps
 
-test-steps: check
+# `make check` in two parts: the builds first, then the host's tests beside the twin's
+# stories (scripts/background.sh --wait; QEMU leaves a third of the two cores idle).
+test-steps: setup lint-build
+	$(MAKE) --no-print-directory apps lang-apps
 	$(MAKE) --no-print-directory demo
-	scripts/br-check.sh
-	scripts/test-flash.sh
-	$(MAKE) --no-print-directory test-aarch64 cross-release
+	$(MAKE) --no-print-directory cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
-	$(MAKE) --no-print-directory test-twin
+	scripts/background.sh --wait $(BUILD)/host-tests.log $(MAKE) --no-print-directory host-tests beside-twin -- \
+	  $(MAKE) --no-print-directory test-twin
 	$(MAKE) --no-print-directory qemu-session
 	$(MAKE) --no-print-directory fleet-demo
+
+# The host's checks that need neither the twin nor the apps' files to stay put.
+beside-twin:
+	scripts/br-check.sh
+	scripts/test-flash.sh
+	$(MAKE) --no-print-directory test-aarch64
 
 fleet-demo: cli bundle ## A fleet here: a NATS server, two twins (QEMU), simulated devices; an app rollout, then a firmware one that halts
 	target/debug/trellis-fleet-demo --build $(BUILD)

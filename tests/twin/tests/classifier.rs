@@ -27,7 +27,7 @@ fn top5(bytes: &[u8]) -> Vec<usize> {
 fn the_classifier_runs_on_the_device_and_agrees_with_native() -> Outcome {
     // The native run on the host, same engine, same synthetic image.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bench = root.join("wasm-apps/target/inference/classifier-bench");
+    let bench = root.join("wasm-apps/target/agreement/classifier-bench");
     assert!(bench.exists(), "{}: build it with `make lang-apps`", bench.display());
     let mut twin = Twin::new("inference")?;
     let out = twin.share().join("native");
