@@ -173,13 +173,15 @@ test: setup ## Everything: `make check`, `make demo`, aarch64, the Buildroot tre
 	scripts/background.sh $(BUILD)/twin/kernel.log scripts/twin-kernel.sh --cache-only -- \
 	  $(MAKE) --no-print-directory test-steps
 
-# `make check` in two parts: the builds first, then the host's tests beside the twin's
-# stories (scripts/background.sh --wait; QEMU leaves a third of the two cores idle).
+# `make check` in two parts: the builds first, then, once the twin's image is there (it
+# waits for the kernel), the host's tests beside the twin's stories (scripts/background.sh
+# --wait; QEMU leaves a third of the two cores idle).
 test-steps: setup lint-build
 	$(MAKE) --no-print-directory apps lang-apps
 	$(MAKE) --no-print-directory demo
 	$(MAKE) --no-print-directory cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
+	$(MAKE) --no-print-directory bundle
 	scripts/background.sh --wait $(BUILD)/host-tests.log $(MAKE) --no-print-directory host-tests beside-twin -- \
 	  $(MAKE) --no-print-directory test-twin
 	$(MAKE) --no-print-directory qemu-session

@@ -3,7 +3,8 @@
 //! and the operator's side that finds the devices announcing it. Pure Rust
 //! (`mdns-sd`), no avahi on the device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
@@ -84,7 +85,10 @@ pub struct Found {
     pub txt: BTreeMap<String, String>,
 }
 
-/// The devices that answer within `wait`.
+/// The devices that answer within `wait`, each with every address it was
+/// resolved at: a device answers on each of its interfaces (on the device
+/// itself, over `lo` with 127.0.0.1 as well as over `eth0`), one resolution
+/// each, in no set order.
 ///
 /// # Errors
 /// The mDNS sockets cannot be opened.
@@ -100,23 +104,78 @@ pub fn browse_via(mdns_port: u16, wait: Duration) -> Result<Vec<Found>, MdnsErro
     let daemon = ServiceDaemon::new_with_port(mdns_port).map_err(err)?;
     let events = daemon.browse(SERVICE).map_err(err)?;
     let deadline = Instant::now() + wait;
-    let mut found: BTreeMap<String, Found> = BTreeMap::new();
+    let mut found = Resolutions::default();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         let Ok(event) = events.recv_timeout(left) else { break };
         if let ServiceEvent::ServiceResolved(s) = event {
-            let name = s.get_fullname().strip_suffix(&format!(".{SERVICE}")).unwrap_or(s.get_fullname()).to_owned();
-            let mut ips: Vec<std::net::IpAddr> = s.get_addresses().iter().map(mdns_sd::ScopedIp::to_ip_addr).collect();
-            ips.sort_by_key(|ip| (ip.is_ipv6(), *ip));
-            let port = s.get_port();
-            let addresses = ips
-                .iter()
-                .map(|ip| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
-                .collect();
+            let name = s.get_fullname().strip_suffix(&format!(".{SERVICE}")).unwrap_or(s.get_fullname());
+            let ips = s.get_addresses().iter().map(mdns_sd::ScopedIp::to_ip_addr);
             let txt = s.get_properties().iter().map(|p| (p.key().to_owned(), p.val_str().to_owned())).collect();
-            found.insert(name.clone(), Found { name, addresses, txt });
+            found.add(name, ips, s.get_port(), txt);
         }
     }
     let _ = daemon.stop_browse(SERVICE);
     let _ = daemon.shutdown();
-    Ok(found.into_values().collect())
+    Ok(found.devices())
+}
+
+/// The resolutions a browse received, per instance: the union of their
+/// addresses (IPv4 first), the latest port and TXT record.
+#[derive(Debug, Default)]
+struct Resolutions(BTreeMap<String, Resolved>);
+
+/// One instance's resolutions so far.
+#[derive(Debug, Default)]
+struct Resolved {
+    /// (IPv6?, address): IPv4 sorts first.
+    ips: BTreeSet<(bool, IpAddr)>,
+    port: u16,
+    txt: BTreeMap<String, String>,
+}
+
+impl Resolutions {
+    fn add(&mut self, name: &str, ips: impl IntoIterator<Item = IpAddr>, port: u16, txt: BTreeMap<String, String>) {
+        let entry = self.0.entry(name.to_owned()).or_default();
+        entry.ips.extend(ips.into_iter().map(|ip| (ip.is_ipv6(), ip)));
+        entry.port = port;
+        entry.txt = txt;
+    }
+
+    fn devices(self) -> Vec<Found> {
+        self.0
+            .into_iter()
+            .map(|(name, Resolved { ips, port, txt })| Found {
+                name,
+                addresses: ips
+                    .into_iter()
+                    .map(|(_, ip)| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+                    .collect(),
+                txt,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_device_resolved_on_two_interfaces_is_listed_with_both_addresses_in_either_order() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let eth0: IpAddr = "10.0.2.15".parse().unwrap();
+        let v6: IpAddr = "fe80::1".parse().unwrap();
+        for order in [[vec![eth0, v6], vec![lo]], [vec![lo], vec![v6, eth0]]] {
+            let mut found = Resolutions::default();
+            for ips in order {
+                found.add("trellis-123456", ips, 8443, BTreeMap::from([("board".into(), "qemu-aarch64".into())]));
+            }
+            let devices = found.devices();
+            assert_eq!(devices.len(), 1);
+            assert_eq!(devices[0].name, "trellis-123456");
+            assert_eq!(devices[0].addresses, ["10.0.2.15:8443", "127.0.0.1:8443", "[fe80::1]:8443"]);
+            assert_eq!(devices[0].txt["board"], "qemu-aarch64");
+        }
+    }
 }
