@@ -127,8 +127,8 @@ struct Resolutions(BTreeMap<String, Resolved>);
 /// One instance's resolutions so far.
 #[derive(Debug, Default)]
 struct Resolved {
-    /// (IPv6?, address): IPv4 sorts first.
-    ips: BTreeSet<(bool, IpAddr)>,
+    /// `IpAddr` orders every IPv4 address before any IPv6 one.
+    ips: BTreeSet<IpAddr>,
     port: u16,
     txt: BTreeMap<String, String>,
 }
@@ -136,7 +136,7 @@ struct Resolved {
 impl Resolutions {
     fn add(&mut self, name: &str, ips: impl IntoIterator<Item = IpAddr>, port: u16, txt: BTreeMap<String, String>) {
         let entry = self.0.entry(name.to_owned()).or_default();
-        entry.ips.extend(ips.into_iter().map(|ip| (ip.is_ipv6(), ip)));
+        entry.ips.extend(ips);
         entry.port = port;
         entry.txt = txt;
     }
@@ -148,7 +148,7 @@ impl Resolutions {
                 name,
                 addresses: ips
                     .into_iter()
-                    .map(|(_, ip)| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
+                    .map(|ip| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
                     .collect(),
                 txt,
             })
