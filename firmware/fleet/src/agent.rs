@@ -356,7 +356,8 @@ impl Agent {
         }
     }
 
-    /// One round: finish a trial, read the desired state, apply it, report.
+    /// One round: finish a trial, read the desired state, apply it, send the
+    /// events, report.
     pub async fn step(&mut self, link: &Link) {
         self.check_trial();
         match self.read_desired(link).await {
@@ -371,11 +372,14 @@ impl Agent {
         if let Err(e) = self.converge(link).await {
             tracing::debug!("fleet: {e}");
         }
-        if let Err(e) = self.send_report(link, false).await {
-            tracing::debug!("report (sent when the link is back): {e}");
-        }
+        // Events first: a report never runs ahead of the audit log, so
+        // whoever reads a report (an operator, a rollout) finds the events
+        // that led to it already stored.
         if let Err(e) = self.flush(link).await {
             tracing::debug!("events (kept until the link is back): {e}");
+        }
+        if let Err(e) = self.send_report(link, false).await {
+            tracing::debug!("report (sent when the link is back): {e}");
         }
     }
 
