@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lint-build lint-other host-tests beside-twin lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
+.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -162,11 +162,17 @@ TEST_SELECTION := $(HOST_SELECTION) --exclude trellis-twin
 check: setup lint-build ## The inner loop: rustfmt, clippy, shellcheck and the host tests (no aarch64, no twin)
 	$(MAKE) --no-print-directory apps lang-apps
 	$(MAKE) --no-print-directory host-tests
+	$(MAKE) --no-print-directory lan-tests
 
-# What `make check` runs once the host's build and the apps are there.
+# What `make check` runs once the host's build and the apps are there (the LAN's tests apart).
 host-tests: lint-other
-	$(CARGO) test $(TEST_SELECTION)
+	$(CARGO) test $(TEST_SELECTION) -- --skip on_a_lan_
 	scripts/own-app.sh $(BUILD)
+
+# The tests of a site's LAN in network namespaces (root; ota/cli/tests/swarm.rs): apart from
+# the host's tests, so their sixteen processes never run beside the twin's rate measurements.
+lan-tests:
+	$(CARGO) test $(TEST_SELECTION) --test swarm
 
 test: setup ## Everything: `make check`, `make demo`, aarch64, the Buildroot tree, the twin's stories, `make qemu`, `make fleet-demo`
 	@# The twin's kernel builds at the lowest priority beside the rest (scripts/background.sh).
@@ -184,6 +190,7 @@ test-steps: setup lint-build
 	$(MAKE) --no-print-directory bundle
 	scripts/background.sh --wait $(BUILD)/host-tests.log $(MAKE) --no-print-directory host-tests beside-twin -- \
 	  $(MAKE) --no-print-directory test-twin
+	$(MAKE) --no-print-directory lan-tests
 	$(MAKE) --no-print-directory qemu-session
 	$(MAKE) --no-print-directory fleet-demo
 

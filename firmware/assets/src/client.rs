@@ -33,9 +33,28 @@ pub struct FetchStats {
     pub refused: AtomicU64,
 }
 
-struct Conn {
+/// A kept connection to a server of assets (the origin or a peer).
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
+}
+
+impl Conn {
+    /// One `GET` on this connection: the response's status and body.
+    pub(crate) fn get(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, String)],
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+        for (name, value) in headers {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        self.writer.write_all(req.as_bytes())?;
+        wire::read_response(&mut self.reader)
+    }
 }
 
 /// Reads assets for the apps of one device.
@@ -93,13 +112,7 @@ impl Fetcher {
                 *conn = Some(connect(origin).map_err(|e| self.fetch_err(id, format!("connecting: {e}")))?);
             }
             let Some(c) = conn.as_mut() else { continue };
-            let mut req = format!("GET {path} HTTP/1.1\r\nHost: {origin}\r\n");
-            for (name, value) in headers {
-                req.push_str(&format!("{name}: {value}\r\n"));
-            }
-            req.push_str("\r\n");
-            let answer = c.writer.write_all(req.as_bytes()).and_then(|()| wire::read_response(&mut c.reader));
-            match answer {
+            match c.get(origin, path, headers) {
                 Ok((200, body)) => {
                     self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                     return Ok(body);
@@ -239,7 +252,8 @@ impl Fetcher {
     }
 }
 
-fn connect(origin: &str) -> std::io::Result<Conn> {
+/// Connect to a server of assets (`host:port`), with the client's timeouts.
+pub(crate) fn connect(origin: &str) -> std::io::Result<Conn> {
     let mut last = std::io::Error::other(format!("{origin} resolves to no address"));
     for addr in origin.to_socket_addrs()? {
         match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {

@@ -13,16 +13,27 @@
 //! blocks that came next in that order and that the reader does not hold: a
 //! run that reads the way an earlier one did finds most of its blocks on the
 //! device before it asks (SYSFLOW's recorded "action").
+//!
+//! The same blocks travel among the devices of one site: a device shares
+//! what its stores hold ([`server::Origin::sharing`]), and [`download`]
+//! fetches a whole file (a release's artifact, named in the signed release
+//! by the same kind of id) from several peers at once, rarest first, with
+//! the origin only for what no peer holds; a peer that sends a block that
+//! does not match is banned.
 
 mod client;
+pub mod download;
 mod index;
 pub mod server;
 mod store;
 mod wire;
 
 pub use client::{FetchStats, Fetcher};
+pub use download::{DownloadOptions, DownloadReport, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
 pub use store::BlockStore;
+/// How a download chooses its next block (re-exported for its options).
+pub use trellis_swarm::Strategy;
 
 /// What went wrong with an asset. Every message names the asset (and the
 /// block, file or server) concerned.

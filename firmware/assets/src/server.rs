@@ -1,5 +1,8 @@
 //! The origin: serves the assets of a directory by id, block by block, and
 //! pushes the blocks a reader will want next from a recorded read order.
+//! The same server lets a device share with its LAN peers the blocks it
+//! holds ([`Origin::sharing`]): it serves only those, and says which they
+//! are (`GET /v1/assets/<id>/have`).
 //!
 //! Every file in the directory is an asset (its index is computed at start).
 //! For each asset the origin keeps a *recorded order*: the longest sequence
@@ -23,7 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::wire::{self, HAVE, SESSION};
-use crate::{AssetError, AssetId, Index};
+use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 256;
@@ -60,10 +63,62 @@ pub struct OriginStats {
 
 struct Asset {
     name: String,
-    path: PathBuf,
-    file: File,
+    backing: Backing,
     index: Index,
     encoded: Vec<u8>,
+}
+
+/// Where an asset's blocks are read from.
+enum Backing {
+    /// A whole file (the origin).
+    File { path: PathBuf, file: File },
+    /// A device's store: only the blocks it holds, verified.
+    Store(Arc<Mutex<BlockStore>>),
+}
+
+impl Asset {
+    /// Block `n`'s bytes; `None` when this server does not hold it.
+    fn block(&self, n: u32) -> std::io::Result<Option<Vec<u8>>> {
+        let Some((start, len)) = self.index.span(n) else { return Ok(None) };
+        match &self.backing {
+            Backing::File { file, .. } => {
+                let mut data = vec![0; len];
+                file.read_exact_at(&mut data, start)?;
+                Ok(Some(data))
+            }
+            Backing::Store(store) => {
+                let store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                if !store.has(n) {
+                    return Ok(None);
+                }
+                store.read(start, len as u64).map(Some).map_err(std::io::Error::other)
+            }
+        }
+    }
+
+    /// The bitmap of the blocks it holds, as hex (every block, for a file).
+    fn have_hex(&self) -> String {
+        match &self.backing {
+            Backing::File { .. } => {
+                let count = self.index.count() as usize;
+                let mut bits = vec![0xff_u8; count.div_ceil(8)];
+                if !count.is_multiple_of(8)
+                    && let Some(last) = bits.last_mut()
+                {
+                    *last = (1 << (count % 8)) - 1;
+                }
+                hex::encode(bits)
+            }
+            Backing::Store(store) => store.lock().unwrap_or_else(PoisonError::into_inner).bitmap_hex(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.backing {
+            Backing::File { path, .. } => path.display().to_string(),
+            Backing::Store(_) => format!("the store of {}", self.name),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -160,7 +215,7 @@ impl Origin {
             let file = File::open(&path).map_err(err(&path))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let encoded = index.encode();
-            assets.insert(index.id(), Asset { name, path, file, index, encoded });
+            assets.insert(index.id(), Asset { name, backing: Backing::File { path, file }, index, encoded });
         }
         let mut recorder = Recorder::default();
         if let Some(traces) = config.state_dir.as_ref().map(|d| d.join("traces.json"))
@@ -170,6 +225,28 @@ impl Origin {
             recorder.orders = saved.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
         }
         Ok(Self { assets, config, recorder: Mutex::new(recorder), stats: OriginStats::default() })
+    }
+
+    /// A device sharing with its peers the blocks its stores hold: each
+    /// asset's index, the blocks held (a block it does not hold is a 404),
+    /// and which those are. Nothing is pushed and no order is recorded.
+    /// The stores stay the caller's: a block that a download adds to one
+    /// is served from then on.
+    #[must_use]
+    pub fn sharing(stores: &[Arc<Mutex<BlockStore>>]) -> Self {
+        let assets = stores
+            .iter()
+            .map(|store| {
+                let (id, index) = {
+                    let s = store.lock().unwrap_or_else(PoisonError::into_inner);
+                    (s.id(), s.index().clone())
+                };
+                let encoded = index.encode();
+                (id, Asset { name: id.to_string(), backing: Backing::Store(store.clone()), index, encoded })
+            })
+            .collect();
+        let config = OriginConfig { push: 0, state_dir: None };
+        Self { assets, config, recorder: Mutex::new(Recorder::default()), stats: OriginStats::default() }
     }
 
     /// The assets served: name and id.
@@ -189,7 +266,7 @@ impl Origin {
     /// The asset a `GET /v1/assets/<id>/data` asks for.
     fn whole(&self, req: &wire::Request) -> Option<&Asset> {
         let id = req.path.strip_prefix("/v1/assets/")?.strip_suffix("/data")?;
-        self.assets.get(&id.parse().ok()?)
+        self.assets.get(&id.parse().ok()?).filter(|a| matches!(a.backing, Backing::File { .. }))
     }
 
     fn respond(&self, req: &wire::Request) -> (u16, Vec<u8>) {
@@ -203,6 +280,7 @@ impl Origin {
         };
         match rest {
             ["index"] => (200, asset.encoded.clone()),
+            ["have"] => (200, asset.have_hex().into_bytes()),
             ["blocks", n] => {
                 let Some(n) = n.parse::<u32>().ok().filter(|&n| n < asset.index.count()) else {
                     return (404, format!("asset {id} has no block {n} ({} blocks)", asset.index.count()).into_bytes());
@@ -229,12 +307,12 @@ impl Origin {
         };
         let mut body = Vec::new();
         for &b in std::iter::once(&n).chain(&ahead) {
-            let Some((start, len)) = asset.index.span(b) else { continue };
-            let mut data = vec![0; len];
-            if let Err(e) = asset.file.read_exact_at(&mut data, start) {
-                return (500, format!("reading {}: {e}", asset.path.display()).into_bytes());
+            match asset.block(b) {
+                Ok(Some(data)) => wire::frame(&mut body, b, &data),
+                Ok(None) if b == n => return (404, format!("asset {id}: block {n} is not held here").into_bytes()),
+                Ok(None) => {}
+                Err(e) => return (500, format!("reading {}: {e}", asset.describe()).into_bytes()),
             }
-            wire::frame(&mut body, b, &data);
         }
         self.stats.requested.fetch_add(1, Ordering::Relaxed);
         self.stats.pushed.fetch_add(ahead.len() as u64, Ordering::Relaxed);
@@ -259,13 +337,15 @@ impl Origin {
         let mut reader = BufReader::new(stream.try_clone()?);
         let mut writer = BufWriter::new(stream);
         while let Some(req) = wire::read_request(&mut reader)? {
-            if let Some(asset) = self.whole(&req) {
+            if let Some(asset) = self.whole(&req)
+                && let Backing::File { file, .. } = &asset.backing
+            {
                 // The whole asset, streamed from the file.
                 wire::write_head(&mut writer, asset.index.size)?;
                 let mut buf = vec![0; asset.index.block_size as usize];
                 for n in 0..asset.index.count() {
                     let (start, len) = asset.index.span(n).unwrap_or((0, 0));
-                    asset.file.read_exact_at(&mut buf[..len], start)?;
+                    file.read_exact_at(&mut buf[..len], start)?;
                     writer.write_all(&buf[..len])?;
                 }
                 writer.flush()?;

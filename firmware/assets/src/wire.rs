@@ -7,6 +7,10 @@
 //!   frames after it are blocks the origin predicts the reader will ask for
 //!   next and that its bitmap says it lacks.
 //!
+//! - `GET /v1/assets/<id>/have`: the bitmap of the blocks the server holds,
+//!   as hex (bit `n % 8` of byte `n / 8` is block `n`): every block at the
+//!   origin, those verified so far at a peer.
+//!
 //! - `GET /v1/assets/<id>/data`: the whole asset (a device that wants all
 //!   of it before it starts; checked block by block as it arrives).
 //!

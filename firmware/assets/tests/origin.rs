@@ -12,20 +12,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use trellis_assets::server::{Origin, OriginConfig, Server};
 use trellis_assets::{AssetError, AssetId, BLOCK_SIZE, BlockStore, Fetcher, Index};
 
-const LOOPBACK: &str = "127.0.0.1:0";
+mod common;
 
-fn asset(len: usize) -> Vec<u8> {
-    // Not compressible, not periodic: every block differs.
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+const LOOPBACK: &str = "127.0.0.1:0";
 
 fn origin(dir: &Path, bytes: &[u8], push: u32) -> (Server, AssetId) {
     std::fs::create_dir_all(dir.join("assets")).unwrap();
@@ -45,7 +34,7 @@ const BS: usize = BLOCK_SIZE as usize;
 #[test]
 fn reads_return_the_publishers_bytes_and_only_missing_blocks_are_fetched() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(20 * BS + 123);
+    let bytes = common::noise(20 * BS + 123);
     let (server, id) = origin(dir.path(), &bytes, 0);
     assert_eq!(id, Index::of(&bytes).id(), "the id is the index's hash");
     let root = dir.path().join("device");
@@ -71,7 +60,7 @@ fn reads_return_the_publishers_bytes_and_only_missing_blocks_are_fetched() {
 #[test]
 fn a_read_past_the_end_is_an_error_naming_the_asset_and_its_size() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(BS + 1);
+    let bytes = common::noise(BS + 1);
     let (server, id) = origin(dir.path(), &bytes, 0);
     let device = fetcher(server.addr(), &dir.path().join("device"), "d");
     let e = device.read(id, BS as u64, 2).unwrap_err();
@@ -136,7 +125,7 @@ fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU32>) 
 #[test]
 fn a_corrupt_block_is_refused_and_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(4 * BS);
+    let bytes = common::noise(4 * BS);
     let id = Index::of(&bytes).id();
     let (addr, _) = hostile(bytes.clone(), 2, 1);
     let device = fetcher(addr, dir.path(), "d");
@@ -152,7 +141,7 @@ fn a_corrupt_block_is_refused_and_fetched_again() {
 #[test]
 fn an_origin_that_keeps_lying_fails_the_read_and_nothing_corrupt_is_stored() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(3 * BS);
+    let bytes = common::noise(3 * BS);
     let id = Index::of(&bytes).id();
     let (addr, served) = hostile(bytes.clone(), 1, u32::MAX);
     let device = fetcher(addr, dir.path(), "d");
@@ -178,7 +167,7 @@ fn read_in(device: &Fetcher, id: AssetId, order: &[u32]) {
 #[test]
 fn a_second_reader_following_a_recorded_order_gets_its_blocks_pushed_ahead() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(32 * BS);
+    let bytes = common::noise(32 * BS);
     let (server, id) = origin(dir.path(), &bytes, 8);
     // An order that is not sequential: what a model's loader might do.
     let order: Vec<u32> = (0..32).map(|i| (i * 13) % 32).collect();
@@ -216,7 +205,7 @@ fn a_second_reader_following_a_recorded_order_gets_its_blocks_pushed_ahead() {
 #[test]
 fn a_whole_download_is_verified_and_kept_block_by_block() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = asset(5 * BS + 7);
+    let bytes = common::noise(5 * BS + 7);
     let (server, id) = origin(dir.path(), &bytes, 0);
     let root = dir.path().join("device");
     let device = fetcher(server.addr(), &root, "d");

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList, interface_compatible, semver_triple};
+use trellis_assets::{AssetId, Index};
 use trellis_control::AppSummary;
 
 use crate::names::valid_id;
@@ -117,6 +118,13 @@ pub struct FirmwareRef {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// The file's piece index root: the SHA-256 of its block index
+    /// (`trellis_assets::Index`, 64 KiB blocks), hex. A device that gets the
+    /// file from its peers checks the index against it, and each piece
+    /// against the index, before it keeps a byte. Absent in releases made
+    /// before pieces were shared: those come whole from the origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<String>,
     /// The `trellis:app` interface version its runtime provides (read from
     /// the bundle's description by `trellis fleet release create`). Absent in
     /// releases made before it was recorded: installed apps are then not
@@ -137,6 +145,13 @@ pub struct AppRef {
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
+    /// The file's piece index root: the SHA-256 of its block index
+    /// (`trellis_assets::Index`, 64 KiB blocks), hex. A device that gets the
+    /// file from its peers checks the index against it, and each piece
+    /// against the index, before it keeps a byte. Absent in releases made
+    /// before pieces were shared: those come whole from the origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<String>,
 }
 
 /// The signature of a release: an ed25519 key of the device's trust list
@@ -213,6 +228,7 @@ impl Release {
             version: version.to_owned(),
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len() as u64,
+            pieces: Some(Index::of(bytes).id().to_string()),
         });
         self
     }
@@ -224,6 +240,7 @@ impl Release {
             version: version.to_owned(),
             sha256: hex::encode(Sha256::digest(bytes)),
             size: bytes.len() as u64,
+            pieces: Some(Index::of(bytes).id().to_string()),
             app_interface: None,
         });
         self
@@ -333,6 +350,11 @@ impl Release {
         {
             return Err(invalid("firmware.sha256", format!("{:?} is not 64 lowercase hex digits", f.sha256)));
         }
+        if let Some(p) = self.firmware.as_ref().and_then(|f| f.pieces.as_deref())
+            && !valid_sha256(p)
+        {
+            return Err(invalid("firmware.pieces", format!("{p:?} is not 64 lowercase hex digits")));
+        }
         if let Some(v) = self.firmware.as_ref().and_then(|f| f.app_interface.as_deref())
             && semver_triple(v).is_none()
         {
@@ -347,6 +369,11 @@ impl Release {
                     "apps.sha256",
                     format!("{}: {:?} is not 64 lowercase hex digits", app.name, app.sha256),
                 ));
+            }
+            if let Some(p) = app.pieces.as_deref()
+                && !valid_sha256(p)
+            {
+                return Err(invalid("apps.pieces", format!("{}: {p:?} is not 64 lowercase hex digits", app.name)));
             }
             if self.apps[..i].iter().any(|a| a.name == app.name) {
                 return Err(invalid("apps", format!("{} is listed twice", app.name)));
@@ -393,6 +420,19 @@ impl Release {
         trust
             .verify(&key, &self.signed_bytes(), &signature)
             .map_err(|source| ReleaseError::Signature { id: self.id.clone(), source })
+    }
+
+    /// The piece index root of artifact `name` (an app's name, or
+    /// `firmware`), if the release carries one: what its pieces are checked
+    /// against when they come from peers (`trellis_assets::download`).
+    #[must_use]
+    pub fn pieces(&self, name: &str) -> Option<AssetId> {
+        let pieces = if name == "firmware" {
+            self.firmware.as_ref().and_then(|f| f.pieces.as_deref())
+        } else {
+            self.apps.iter().find(|a| a.name == name).and_then(|a| a.pieces.as_deref())
+        };
+        pieces?.parse().ok()
     }
 
     /// Check that `bytes` are the artifact `name` (an app's name, or
@@ -442,6 +482,7 @@ mod tests {
                 version: "2.1.0".into(),
                 sha256: hex::encode(Sha256::digest(b"app bytes")),
                 size: 9,
+                pieces: None,
             }],
             order: Release::default_order(),
             signature: None,
@@ -535,6 +576,33 @@ mod tests {
         let other = TrustList::from_keys([generate_key().public_key_bytes()]);
         assert!(back.verify(&other).unwrap_err().to_string().contains("not in the trust list"));
         assert!(matches!(release().verify(&trust), Err(ReleaseError::Unsigned { .. })));
+    }
+
+    #[test]
+    fn each_artifacts_piece_root_names_its_block_index_under_the_signature() {
+        let key = generate_key();
+        let trust = TrustList::from_keys([key.public_key_bytes()]);
+        let (app, bundle) = (vec![7u8; 200_000], vec![9u8; 300_000]);
+        let r = Release::new("mixed-1.0.0", "rpi4", "0.1.1")
+            .with_app("counter", "1.0.0", &app)
+            .with_firmware("1.0.0", &bundle);
+        assert_eq!(r.pieces("counter"), Some(Index::of(&app).id()));
+        assert_eq!(r.pieces("firmware"), Some(Index::of(&bundle).id()));
+        assert_eq!(r.pieces("thermostat"), None);
+        let signed = Release::from_json(&r.signed(&key).to_json()).unwrap();
+        signed.verify(&trust).unwrap();
+        assert_eq!(signed.pieces("counter"), Some(Index::of(&app).id()));
+        // A peer's index for other bytes cannot be slipped in: the root is signed.
+        let mut changed = signed.clone();
+        changed.apps[0].pieces = Some(Index::of(b"other bytes").id().to_string());
+        assert!(changed.verify(&trust).is_err());
+        let mut bad = signed;
+        bad.firmware.as_mut().unwrap().pieces = Some("ABC".into());
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("firmware.pieces") && e.contains("\"ABC\""), "{e}");
+        // A release made before pieces were shared has none, and still reads.
+        assert_eq!(release().pieces("thermostat"), None);
+        release().validate().unwrap();
     }
 
     #[test]

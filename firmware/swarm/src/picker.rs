@@ -25,6 +25,18 @@ impl std::fmt::Display for Strategy {
     }
 }
 
+impl std::str::FromStr for Strategy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rarest-first" => Ok(Self::RarestFirst),
+            "in-order" => Ok(Self::InOrder),
+            "random" => Ok(Self::Random),
+            _ => Err(format!("{s:?} is not a strategy (rarest-first, in-order, random)")),
+        }
+    }
+}
+
 /// How many of the peers a device knows hold each piece.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Availability {
@@ -142,6 +154,15 @@ mod tests {
             b.set(n);
         }
         b
+    }
+
+    #[test]
+    fn a_strategy_reads_back_from_its_name_and_a_wrong_one_is_named() {
+        for s in [Strategy::RarestFirst, Strategy::InOrder, Strategy::Random] {
+            assert_eq!(s.to_string().parse::<Strategy>(), Ok(s));
+        }
+        let e = "fastest".parse::<Strategy>().unwrap_err();
+        assert!(e.contains("\"fastest\" is not a strategy"), "{e}");
     }
 
     #[test]

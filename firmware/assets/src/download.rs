@@ -1,0 +1,502 @@
+//! One asset from several sources at once: the peers on the device's LAN
+//! that hold some of its blocks, and the origin for the blocks no peer has.
+//!
+//! Every source speaks the origin's protocol ([`crate::server`]); a peer
+//! says which blocks it holds (`/have`) and is asked again when it has
+//! nothing this device lacks, since it may be downloading too. One thread
+//! per source asks it for a block at a time, chosen by a
+//! [`trellis_swarm::Picker`] (rarest first by default) among the blocks
+//! that source holds, this device lacks and no other thread is fetching.
+//! The origin is asked only for blocks no reachable peer holds (chosen by
+//! the same picker: devices that start together ask it for different
+//! blocks, then share them).
+//!
+//! Every block is checked against the asset's index before it is kept (the
+//! index against the asset's id, which the publisher signed), in a
+//! [`BlockStore`]: a download cut by a lost link or a reboot goes on from
+//! the verified blocks on the device. A peer that sends a block (or an
+//! index) that does not match is banned for the rest of the download and
+//! named in the [`DownloadReport`]; nothing it sent is kept. A peer that
+//! cannot be reached or breaks off is asked again (it may be starting or
+//! restarting); its blocks come from the others meanwhile, and it is
+//! dropped when it has not answered for [`DownloadOptions::peer_retry`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use trellis_swarm::{Availability, Bitfield, Picker, Strategy};
+
+use crate::client::{Conn, connect};
+use crate::{AssetError, AssetId, BlockStore, Index, wire};
+
+/// Copies of a block the origin may send that do not match before the
+/// download fails (a peer gets one).
+const ORIGIN_ATTEMPTS: u32 = 3;
+
+/// How a download behaves.
+#[derive(Debug, Clone)]
+pub struct DownloadOptions {
+    /// How a peer's next block is chosen.
+    pub strategy: Strategy,
+    /// How often a peer that has nothing this device lacks is asked again
+    /// what it holds (and how often an idle source looks for work).
+    pub poll: Duration,
+    /// The download fails when no block has arrived for this long.
+    pub stall: Duration,
+    /// A peer that does not answer (not up yet, restarting, gone) is asked
+    /// again every `poll` and dropped when it has not answered for this long.
+    pub peer_retry: Duration,
+    /// Seeds the pickers' tie-breaking (each source's picker gets its own).
+    pub seed: u64,
+}
+
+impl Default for DownloadOptions {
+    fn default() -> Self {
+        Self {
+            strategy: Strategy::RarestFirst,
+            poll: Duration::from_millis(200),
+            stall: Duration::from_secs(60),
+            peer_retry: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+}
+
+/// Where an asset can come from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// The fleet's origin (`host:port`), if one is reachable.
+    pub origin: Option<String>,
+    /// Peers on the LAN (`host:port` of their asset servers).
+    pub peers: Vec<String>,
+}
+
+/// A peer that sent something that does not match the asset's index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Banned {
+    /// The peer.
+    pub peer: String,
+    /// What it sent: `block N` or `index`.
+    pub what: String,
+}
+
+impl std::fmt::Display for Banned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} sent a {} that does not match the asset's index", self.peer, self.what)
+    }
+}
+
+/// What a download did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DownloadReport {
+    /// Blocks on the device before it began (verified; not fetched again).
+    pub resumed: u32,
+    /// Blocks from the origin.
+    pub from_origin: u32,
+    /// Blocks from each peer.
+    pub from_peers: BTreeMap<String, u32>,
+    /// Peers banned for sending what does not match.
+    pub banned: Vec<Banned>,
+    /// Peers dropped because they could not be reached or broke off, with why.
+    pub lost: Vec<(String, String)>,
+}
+
+/// The store of asset `id` under `root`, with its index from the device,
+/// else from the first peer whose index matches the id, else the origin.
+/// Peers whose index does not match are returned, to be banned.
+///
+/// # Errors
+/// No source sent an index that matches, or the store cannot be made.
+pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, Vec<Banned>), AssetError> {
+    let mut banned = Vec::new();
+    if let Some(index) = BlockStore::cached_index(root, &id) {
+        return Ok((BlockStore::open(root, &id, &index)?, banned));
+    }
+    let mut last = String::from("no source to ask");
+    for (source, is_peer) in sources.peers.iter().map(|p| (p, true)).chain(sources.origin.iter().map(|o| (o, false))) {
+        let got = connect(source).and_then(|mut c| c.get(source, &format!("/v1/assets/{id}/index"), &[]));
+        match got {
+            Ok((200, body)) => match Index::decode(&body, &id) {
+                Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
+                Err(e) if is_peer => {
+                    tracing::warn!(asset = %id, peer = %source, "banned: {e}");
+                    banned.push(Banned { peer: source.clone(), what: "index".into() });
+                }
+                Err(e) => last = e.to_string(),
+            },
+            Ok((status, body)) => last = format!("{source}: {status}: {}", String::from_utf8_lossy(&body)),
+            Err(e) => last = format!("{source}: {e}"),
+        }
+    }
+    Err(AssetError::Fetch { id, server: describe(sources), reason: format!("no source sent its index ({last})") })
+}
+
+fn describe(sources: &Sources) -> String {
+    let mut all: Vec<&str> = sources.peers.iter().map(String::as_str).collect();
+    all.extend(sources.origin.as_deref());
+    if all.is_empty() { "(no source)".into() } else { all.join(", ") }
+}
+
+struct State {
+    mine: Bitfield,
+    in_flight: Bitfield,
+    availability: Availability,
+    /// What each peer holds, as far as it last said (`None` until it has said).
+    theirs: Vec<Option<Bitfield>>,
+    /// Peers dropped or banned.
+    gone: usize,
+    /// Peers that said what they hold, or are gone: the origin waits for
+    /// every one, so it is not asked for a block a peer holds.
+    heard: Vec<bool>,
+    report: DownloadReport,
+    last_block: Instant,
+    failed: Option<AssetError>,
+    done: bool,
+}
+
+struct Shared<'a> {
+    id: AssetId,
+    store: &'a Mutex<BlockStore>,
+    state: Mutex<State>,
+    wake: Condvar,
+    options: &'a DownloadOptions,
+}
+
+impl Shared<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keep block `n` if it matches; `Ok(false)` if it does not.
+    fn keep(&self, n: u32, data: &[u8], from: Option<&str>) -> Result<bool, AssetError> {
+        let kept = self.store.lock().unwrap_or_else(PoisonError::into_inner).put(n, data)?;
+        let mut s = self.lock();
+        s.in_flight.clear(n);
+        if kept {
+            s.mine.set(n);
+            s.last_block = Instant::now();
+            match from {
+                Some(peer) => *s.report.from_peers.entry(peer.to_owned()).or_default() += 1,
+                None => s.report.from_origin += 1,
+            }
+            if s.mine.is_full() {
+                s.done = true;
+            }
+        }
+        drop(s);
+        self.wake.notify_all();
+        Ok(kept)
+    }
+
+    fn fail(&self, e: AssetError) {
+        let mut s = self.lock();
+        s.failed.get_or_insert(e);
+        s.done = true;
+        drop(s);
+        self.wake.notify_all();
+    }
+
+    /// Peer `i` is gone: its blocks no longer count, the one it was sending is free.
+    fn drop_peer(&self, i: usize, n: Option<u32>) {
+        self.heard(i, None);
+        let mut s = self.lock();
+        s.gone += 1;
+        if let Some(n) = n {
+            s.in_flight.clear(n);
+        }
+        drop(s);
+        self.wake.notify_all();
+    }
+
+    /// Peer `i` said what it holds (`Some`), or did not answer (`None`: its
+    /// blocks do not count until it does).
+    fn heard(&self, i: usize, held: Option<Bitfield>) {
+        let mut s = self.lock();
+        if let Some(old) = s.theirs[i].take() {
+            s.availability.remove(&old);
+        }
+        if let Some(held) = held {
+            s.availability.add(&held);
+            s.theirs[i] = Some(held);
+        }
+        s.heard[i] = true;
+        drop(s);
+        self.wake.notify_all();
+    }
+
+    /// Wait until something changes or `poll` passes.
+    fn idle<'g>(&self, s: std::sync::MutexGuard<'g, State>) -> std::sync::MutexGuard<'g, State> {
+        self.wake.wait_timeout(s, self.options.poll).unwrap_or_else(PoisonError::into_inner).0
+    }
+}
+
+/// Download the blocks of `store`'s asset that it lacks, from `sources`,
+/// until it holds every one.
+///
+/// # Errors
+/// The origin kept sending blocks that do not match, no block arrived for
+/// [`DownloadOptions::stall`], no source is left that holds a missing
+/// block, or the store could not be written.
+pub fn download(
+    store: &Mutex<BlockStore>,
+    sources: &Sources,
+    options: &DownloadOptions,
+) -> Result<DownloadReport, AssetError> {
+    let (id, count, mine) = {
+        let s = store.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = s.index().count();
+        let mut mine = Bitfield::empty(count);
+        for n in (0..count).filter(|&n| s.has(n)) {
+            mine.set(n);
+        }
+        (s.id(), count, mine)
+    };
+    let report = DownloadReport { resumed: mine.count(), ..DownloadReport::default() };
+    if mine.is_full() {
+        return Ok(report);
+    }
+    let state = State {
+        mine,
+        in_flight: Bitfield::empty(count),
+        availability: Availability::new(count),
+        theirs: vec![None; sources.peers.len()],
+        gone: 0,
+        heard: vec![false; sources.peers.len()],
+        report,
+        last_block: Instant::now(),
+        failed: None,
+        done: false,
+    };
+    let shared = Shared { id, store, state: Mutex::new(state), wake: Condvar::new(), options };
+    std::thread::scope(|scope| {
+        for (i, peer) in sources.peers.iter().enumerate() {
+            let shared = &shared;
+            scope.spawn(move || from_peer(shared, i, peer));
+        }
+        if let Some(origin) = &sources.origin {
+            let shared = &shared;
+            scope.spawn(move || from_origin(shared, origin));
+        }
+        watch(&shared, sources);
+    });
+    let s = shared.state.into_inner().unwrap_or_else(PoisonError::into_inner);
+    match s.failed {
+        Some(e) => Err(e),
+        None => Ok(s.report),
+    }
+}
+
+/// Wait for the end: every block, a failure, a stall, or no source left.
+fn watch(shared: &Shared<'_>, sources: &Sources) {
+    let mut s = shared.lock();
+    while !s.done {
+        let missing = s.mine.len() - s.mine.count();
+        let reason = if s.last_block.elapsed() >= shared.options.stall {
+            Some(format!("no block arrived for {} s", shared.options.stall.as_secs()))
+        } else if sources.origin.is_none() && s.gone == sources.peers.len() {
+            Some("every peer is gone and there is no origin".into())
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
+            let e = AssetError::Fetch {
+                id: shared.id,
+                server: describe(sources),
+                reason: format!("{reason}; {missing} of {} blocks missing", s.mine.len()),
+            };
+            s.failed.get_or_insert(e);
+            s.done = true;
+            break;
+        }
+        s = shared.idle(s);
+    }
+    drop(s);
+    shared.wake.notify_all();
+}
+
+/// The bitmap a server sent, as a [`Bitfield`] of `len` blocks.
+fn bitfield(hex_bits: &[u8], len: u32) -> Option<Bitfield> {
+    let bytes = hex::decode(std::str::from_utf8(hex_bits).ok()?.trim()).ok()?;
+    let mut b = Bitfield::empty(len);
+    for n in (0..len).filter(|&n| bytes.get(n as usize / 8).is_some_and(|byte| byte & (1 << (n % 8)) != 0)) {
+        b.set(n);
+    }
+    Some(b)
+}
+
+/// One block from a server: its bytes, or why not.
+fn fetch(conn: &mut Option<Conn>, server: &str, id: AssetId, n: u32) -> Result<Vec<u8>, String> {
+    if conn.is_none() {
+        *conn = Some(connect(server).map_err(|e| format!("connecting: {e}"))?);
+    }
+    let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
+    let (status, body) = c.get(server, &format!("/v1/assets/{id}/blocks/{n}"), &[]).map_err(|e| {
+        *conn = None;
+        e.to_string()
+    })?;
+    if status != 200 {
+        return Err(format!("block {n}: {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let frames = wire::frames(&body).map_err(|e| format!("block {n}: {e}"))?;
+    match frames.first() {
+        Some((b, data)) if *b == n => Ok(data.to_vec()),
+        Some((b, _)) => Err(format!("asked for block {n}, was sent block {b}")),
+        None => Err(format!("block {n}: an empty response")),
+    }
+}
+
+fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
+    let id = shared.id;
+    let mut picker = Picker::new(shared.options.strategy, shared.options.seed.wrapping_add(i as u64 + 1));
+    let mut conn: Option<Conn> = None;
+    let mut asked: Option<Instant> = None;
+    // Since when the peer has not answered (it may not be up yet, or be restarting).
+    let mut down_since: Option<Instant> = None;
+    'peer: loop {
+        let failure = 'round: {
+            // What the peer holds: at the start, and again when it had nothing for us.
+            if asked.is_none_or(|at| at.elapsed() >= shared.options.poll) {
+                asked = Some(Instant::now());
+                let len = shared.lock().mine.len();
+                if conn.is_none() {
+                    match connect(peer) {
+                        Ok(c) => conn = Some(c),
+                        Err(e) => break 'round (format!("connecting: {e}"), None),
+                    }
+                }
+                let Some(c) = conn.as_mut() else { continue 'peer };
+                let held = match c.get(peer, &format!("/v1/assets/{id}/have"), &[]) {
+                    Ok((200, body)) => bitfield(&body, len),
+                    Ok((status, body)) => break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None),
+                    Err(e) => break 'round (e.to_string(), None),
+                };
+                let Some(held) = held else { break 'round ("its bitmap is not hex".into(), None) };
+                down_since = None;
+                shared.heard(i, Some(held));
+            }
+            let n = {
+                let mut s = shared.lock();
+                loop {
+                    if s.done {
+                        return;
+                    }
+                    let State { theirs, mine, in_flight, availability, .. } = &mut *s;
+                    let Some(theirs) = theirs[i].as_ref() else { break None };
+                    if let Some(n) = picker.pick(theirs, mine, in_flight, availability) {
+                        in_flight.set(n);
+                        break Some(n);
+                    }
+                    if asked.is_some_and(|at| at.elapsed() >= shared.options.poll) {
+                        break None;
+                    }
+                    s = shared.idle(s);
+                }
+            };
+            let Some(n) = n else { continue 'peer };
+            match fetch(&mut conn, peer, id, n) {
+                Ok(data) => match shared.keep(n, &data, Some(peer)) {
+                    Ok(true) => continue 'peer,
+                    Ok(false) => {
+                        let banned = Banned { peer: peer.to_owned(), what: format!("block {n}") };
+                        tracing::warn!(asset = %id, "banned: {banned}");
+                        shared.lock().report.banned.push(banned);
+                        return shared.drop_peer(i, Some(n));
+                    }
+                    Err(e) => return shared.fail(e),
+                },
+                Err(reason) => (reason, Some(n)),
+            }
+        };
+        // Not answering: its blocks do not count until it does; dropped
+        // when it has not answered for `peer_retry`.
+        let (reason, n) = failure;
+        conn = None;
+        shared.heard(i, None);
+        if let Some(n) = n {
+            shared.lock().in_flight.clear(n);
+        }
+        if down_since.get_or_insert_with(Instant::now).elapsed() >= shared.options.peer_retry {
+            tracing::info!(asset = %id, peer, "peer dropped: {reason}");
+            shared.lock().report.lost.push((peer.to_owned(), reason));
+            return shared.drop_peer(i, None);
+        }
+        let s = shared.lock();
+        if s.done {
+            return;
+        }
+        drop(shared.idle(s));
+    }
+}
+
+fn from_origin(shared: &Shared<'_>, origin: &str) {
+    let id = shared.id;
+    let mut conn: Option<Conn> = None;
+    let mut refused = 0;
+    let mut errors = 0;
+    let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
+    loop {
+        // A block no reachable peer holds and nobody is fetching, chosen by
+        // the picker: at random for rarest first, so that devices starting
+        // together ask the origin for different blocks and then share them.
+        let n = {
+            let mut s = shared.lock();
+            loop {
+                if s.done {
+                    return;
+                }
+                if s.heard.iter().all(|&h| h) {
+                    let mut nowhere = Bitfield::empty(s.mine.len());
+                    for n in (0..s.mine.len()).filter(|&n| s.availability.count(n) == 0) {
+                        nowhere.set(n);
+                    }
+                    let State { mine, in_flight, availability, .. } = &mut *s;
+                    if let Some(n) = picker.pick(&nowhere, mine, in_flight, availability) {
+                        in_flight.set(n);
+                        break n;
+                    }
+                }
+                s = shared.idle(s);
+            }
+        };
+        match fetch(&mut conn, origin, id, n) {
+            Ok(data) => match shared.keep(n, &data, None) {
+                Ok(true) => errors = 0,
+                Ok(false) => {
+                    refused += 1;
+                    tracing::warn!(asset = %id, block = n, origin, "refused a block from the origin that does not match");
+                    if refused >= ORIGIN_ATTEMPTS {
+                        let server = origin.to_owned();
+                        return shared.fail(AssetError::Corrupt { id, block: n, server, attempts: refused });
+                    }
+                }
+                Err(e) => return shared.fail(e),
+            },
+            Err(reason) => {
+                shared.lock().in_flight.clear(n);
+                errors += 1;
+                if errors >= ORIGIN_ATTEMPTS {
+                    return shared.fail(AssetError::Fetch { id, server: origin.to_owned(), reason });
+                }
+                std::thread::sleep(shared.options.poll);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_bitmap_from_a_server_is_read_bit_by_bit_and_bad_hex_is_refused() {
+        let b = bitfield(b"0581\n", 12).unwrap();
+        let held: Vec<u32> = (0..12).filter(|&n| b.has(n)).collect();
+        assert_eq!(held, vec![0, 2, 8]);
+        assert!(bitfield(b"zz", 12).is_none());
+        // A short bitmap holds nothing past its end.
+        assert_eq!(bitfield(b"ff", 12).unwrap().count(), 8);
+    }
+}

@@ -1,0 +1,160 @@
+//! One asset from several sources over loopback: real servers sharing what
+//! their stores hold (`Origin::sharing`), the origin for the rest, a peer
+//! whose store was damaged behind its back, and a download cut short.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use trellis_assets::download::{self, Banned};
+use trellis_assets::server::{Origin, OriginConfig, Server};
+use trellis_assets::{AssetId, BLOCK_SIZE, BlockStore, DownloadOptions, Index, Sources};
+
+mod common;
+
+const LOOPBACK: &str = "127.0.0.1:0";
+const BS: usize = BLOCK_SIZE as usize;
+/// 40 blocks and a short last one.
+const LEN: usize = 40 * BS + 777;
+
+fn release() -> Vec<u8> {
+    common::noise(LEN)
+}
+
+fn origin(dir: &Path, bytes: &[u8]) -> Server {
+    std::fs::create_dir_all(dir.join("origin")).unwrap();
+    std::fs::write(dir.join("origin/release.raucb"), bytes).unwrap();
+    let origin = Origin::from_dir(&dir.join("origin"), OriginConfig::default()).unwrap();
+    Server::start(origin, LOOPBACK.parse().unwrap()).unwrap()
+}
+
+/// A device on the LAN holding `blocks` of the release, sharing them.
+fn peer(root: &Path, bytes: &[u8], blocks: std::ops::Range<u32>) -> (Server, Arc<Mutex<BlockStore>>) {
+    let index = Index::of(bytes);
+    let mut store = BlockStore::open(root, &index.id(), &index).unwrap();
+    for n in blocks {
+        let (start, len) = index.span(n).unwrap();
+        let start = usize::try_from(start).unwrap();
+        assert!(store.put(n, &bytes[start..start + len]).unwrap());
+    }
+    let store = Arc::new(Mutex::new(store));
+    let server = Server::start(Origin::sharing(std::slice::from_ref(&store)), LOOPBACK.parse().unwrap()).unwrap();
+    (server, store)
+}
+
+fn options() -> DownloadOptions {
+    DownloadOptions { poll: Duration::from_millis(50), stall: Duration::from_secs(20), ..DownloadOptions::default() }
+}
+
+fn held(store: &Mutex<BlockStore>) -> Vec<u8> {
+    let s = store.lock().unwrap();
+    s.read(0, s.index().size).unwrap()
+}
+
+#[test]
+fn blocks_come_from_the_peers_and_from_the_origin_only_what_no_peer_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (a, _) = peer(&dir.path().join("a"), &bytes, 0..20);
+    let (b, _) = peer(&dir.path().join("b"), &bytes, 15..35);
+    let sources =
+        Sources { origin: Some(origin.addr().to_string()), peers: vec![a.addr().to_string(), b.addr().to_string()] };
+
+    let (store, banned) = download::open(&dir.path().join("c"), id, &sources).unwrap();
+    assert!(banned.is_empty());
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options()).unwrap();
+    assert_eq!(held(&store), bytes, "the device holds the publisher's bytes");
+    // Blocks 35..41 are on no peer: those, and only those, came from the origin.
+    assert_eq!(report.from_origin, 6, "{report:?}");
+    assert_eq!(origin.origin().stats.requested.load(Ordering::Relaxed), 6);
+    assert_eq!(report.from_peers.values().sum::<u32>(), 35, "{report:?}");
+    assert_eq!(report.from_peers.len(), 2, "both peers served: {report:?}");
+    assert!(report.banned.is_empty() && report.lost.is_empty(), "{report:?}");
+}
+
+#[test]
+fn a_peer_that_sends_a_damaged_block_is_banned_and_nothing_damaged_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    // The hostile peer claims the whole release; its store's data was changed
+    // on disk after it opened it, so every block it serves is damaged.
+    let (bad, _) = peer(&dir.path().join("bad"), &bytes, 0..41);
+    let data = dir.path().join("bad").join(id.to_string()).join("data");
+    let mut raw = std::fs::read(&data).unwrap();
+    for byte in raw.iter_mut().step_by(BS / 2) {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(&data, raw).unwrap();
+    let (good, _) = peer(&dir.path().join("good"), &bytes, 0..41);
+    let sources = Sources {
+        origin: Some(origin.addr().to_string()),
+        peers: vec![bad.addr().to_string(), good.addr().to_string()],
+    };
+
+    let (store, _) = download::open(&dir.path().join("c"), id, &sources).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options()).unwrap();
+    assert_eq!(held(&store), bytes);
+    assert_eq!(report.banned.len(), 1, "{report:?}");
+    let Banned { peer, what } = &report.banned[0];
+    assert_eq!(peer, &bad.addr().to_string());
+    assert!(what.starts_with("block "), "{what}");
+    assert!(report.banned[0].to_string().contains("does not match the asset's index"), "{}", report.banned[0]);
+    assert_eq!(report.from_peers.get(&bad.addr().to_string()), None, "nothing from the banned peer was kept");
+    assert_eq!(report.from_peers.get(&good.addr().to_string()), Some(&41));
+    assert_eq!(report.from_origin, 0, "the good peer held everything");
+}
+
+#[test]
+fn a_download_cut_short_goes_on_without_fetching_its_verified_blocks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let root = dir.path().join("c");
+    let (half, _) = peer(&dir.path().join("half"), &bytes, 0..25);
+    let first = Sources { origin: None, peers: vec![half.addr().to_string()] };
+
+    // The only source holds 25 blocks: the download stops, named, with those kept.
+    let (store, _) = download::open(&root, id, &first).unwrap();
+    let store = Mutex::new(store);
+    let quick = DownloadOptions { stall: Duration::from_secs(1), ..options() };
+    let e = download::download(&store, &first, &quick).unwrap_err().to_string();
+    assert!(e.contains("16 of 41 blocks missing") && e.contains(&half.addr().to_string()), "{e}");
+    drop(store);
+    drop(half);
+
+    // The device restarts: what it verified is on the data partition.
+    let origin = origin(dir.path(), &bytes);
+    let then = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new() };
+    let (store, _) = download::open(&root, id, &then).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &then, &options()).unwrap();
+    assert_eq!(held(&store), bytes);
+    assert_eq!(report.resumed, 25, "{report:?}");
+    assert_eq!(report.from_origin, 16);
+    assert_eq!(origin.origin().stats.requested.load(Ordering::Relaxed), 16, "no verified block fetched again");
+}
+
+#[test]
+fn when_every_peer_is_gone_and_there_is_no_origin_the_download_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let index = Index::of(&bytes);
+    let id: AssetId = index.id();
+    // A store with the index, and a peer address where nothing listens.
+    let store = Mutex::new(BlockStore::open(&dir.path().join("c"), &id, &index).unwrap());
+    let closed = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap();
+    let sources = Sources { origin: None, peers: vec![closed.to_string()] };
+    let quick = DownloadOptions { peer_retry: Duration::from_millis(500), ..options() };
+    let report = download::download(&store, &sources, &quick);
+    let e = report.unwrap_err().to_string();
+    assert!(e.contains("every peer is gone and there is no origin") && e.contains("41 of 41 blocks missing"), "{e}");
+}

@@ -1,0 +1,325 @@
+//! A site's LAN in network namespaces this test makes: a bridge, an origin
+//! (`trellis asset serve`) behind a 10 Mbit/s uplink (`tc` tbf), and eight
+//! devices (`trellis asset fetch --share`) that take a 20 MiB release from
+//! each other and from the origin only what no peer holds. Needs root (`ip
+//! netns`, `tc`), as `make test` runs it. Everything made is removed when a
+//! test ends, failed or not.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use trellis_assets::{BlockStore, Index};
+
+const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
+/// The release: 20 MiB.
+const SIZE: usize = 20 << 20;
+const PORT: u16 = 8470;
+/// Bounds every wait of these tests.
+const DEADLINE: Duration = Duration::from_secs(240);
+
+fn run(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+}
+
+/// Namespaces on one bridge: node 0 is the origin, 1.. the devices.
+struct Lan {
+    tag: String,
+    nodes: usize,
+}
+
+impl Lan {
+    fn new(test: &str, nodes: usize) -> Self {
+        let tag = format!("tsw-{}-{test}", std::process::id());
+        let lan = Self { tag, nodes };
+        let hub = lan.hub();
+        run(&["ip", "netns", "add", &hub]);
+        run(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        run(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        for k in 0..nodes {
+            let ns = lan.ns(k);
+            let port = format!("p{k}");
+            run(&["ip", "netns", "add", &ns]);
+            run(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &hub]);
+            run(&["ip", "-n", &hub, "link", "set", &port, "master", "br0", "up"]);
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", lan.ip(k)), "dev", "eth0"]);
+            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        }
+        // The origin's uplink to the site: 10 Mbit/s out of it. The bucket
+        // holds what the link carries in 8 ms.
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &lan.ns(0),
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            "10mbit",
+            "burst",
+            "10kb",
+            "latency",
+            "400ms",
+        ]);
+        lan
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.tag)
+    }
+
+    fn ns(&self, k: usize) -> String {
+        format!("{}-{k}", self.tag)
+    }
+
+    fn ip(&self, k: usize) -> String {
+        format!("10.99.0.{}", k + 1)
+    }
+
+    fn addr(&self, k: usize) -> String {
+        format!("{}:{PORT}", self.ip(k))
+    }
+
+    /// Bytes node `k` sent on its link.
+    fn sent(&self, k: usize) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns(k), "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
+    /// `trellis` with `args` in node `k`'s namespace; its stdout's lines come on the channel.
+    fn start(&self, k: usize, args: &[String]) -> Node {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.ns(k), TRELLIS])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node { child, lines }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for k in 0..self.nodes {
+            let _ = Command::new("ip").args(["netns", "del", &self.ns(k)]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.hub()]).status();
+    }
+}
+
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Node {
+    /// The first line starting with `prefix`, within the deadline.
+    fn wait_for(&self, prefix: &str, what: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.starts_with(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("{what}: no line starting {prefix:?} ({e})"),
+            }
+        }
+    }
+
+    /// The JSON report `trellis asset fetch` prints when it holds the release.
+    fn report(&self, what: &str) -> serde_json::Value {
+        serde_json::from_str(&self.wait_for("{", what)).unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn release(dir: &Path) -> (Vec<u8>, String) {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let bytes: Vec<u8> = (0..SIZE)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("origin")).unwrap();
+    std::fs::write(dir.join("origin/update.raucb"), &bytes).unwrap();
+    let id = Index::of(&bytes).id().to_string();
+    (bytes, id)
+}
+
+fn origin(lan: &Lan, dir: &Path) -> Node {
+    let args = ["asset", "serve", &dir.join("origin").display().to_string(), "--listen", &lan.addr(0), "--push", "0"];
+    let node = lan.start(0, &args.map(String::from));
+    node.wait_for("serving on", "the origin");
+    node
+}
+
+/// `trellis asset fetch` on device `k`, its store under `dir`, every other device its peer.
+fn device(lan: &Lan, k: usize, id: &str, dir: &Path, extra_peers: &[String]) -> Node {
+    let mut args: Vec<String> =
+        ["asset", "fetch", id, "--origin", &lan.addr(0), "--share", &lan.addr(k), "--linger"].map(String::from).into();
+    args.extend(["--store".into(), store(dir, k).display().to_string()]);
+    for j in (1..lan.nodes).filter(|&j| j != k) {
+        args.extend(["--peer".into(), lan.addr(j)]);
+    }
+    for p in extra_peers {
+        args.extend(["--peer".into(), p.clone()]);
+    }
+    lan.start(k, &args)
+}
+
+fn store(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("device-{k}"))
+}
+
+/// Device `k` holds every block of the release, and only the publisher's bytes.
+fn holds(dir: &Path, k: usize, bytes: &[u8]) {
+    let index = Index::of(bytes);
+    let store = BlockStore::open(&store(dir, k), &index.id(), &index).unwrap();
+    assert_eq!(store.held(), index.count(), "device {k} holds every block");
+    assert!(store.read(0, index.size).unwrap() == bytes, "device {k} holds the publisher's bytes");
+}
+
+fn fetched(report: &serde_json::Value) -> u64 {
+    report["from-origin"].as_u64().unwrap()
+        + report["from-peers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>()
+}
+
+#[test]
+fn on_a_lan_eight_devices_share_a_release_and_ban_a_peer_that_serves_damaged_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, id) = release(dir.path());
+    let blocks = u64::from(Index::of(&bytes).count());
+    // Node 9 is hostile: it holds the whole release, then its data is
+    // changed on disk behind its back, so every block it serves is damaged.
+    let lan = Lan::new("share", 10);
+    let _origin = origin(&lan, dir.path());
+    {
+        let index = Index::of(&bytes);
+        let mut s = BlockStore::open(&store(dir.path(), 9), &index.id(), &index).unwrap();
+        for n in 0..index.count() {
+            let (start, len) = index.span(n).unwrap();
+            let start = usize::try_from(start).unwrap();
+            s.put_unsynced(n, &bytes[start..start + len]).unwrap();
+        }
+        s.commit().unwrap();
+    }
+    let hostile_args: Vec<String> = ["asset", "fetch", &id, "--share", &lan.addr(9), "--linger", "--store"]
+        .map(String::from)
+        .into_iter()
+        .chain([store(dir.path(), 9).display().to_string()])
+        .collect();
+    let hostile = lan.start(9, &hostile_args);
+    assert_eq!(hostile.report("the hostile peer")["resumed"].as_u64(), Some(blocks));
+    let data = store(dir.path(), 9).join(&id).join("data");
+    let mut raw = std::fs::read(&data).unwrap();
+    for byte in raw.iter_mut().step_by(4096) {
+        *byte ^= 0xa5;
+    }
+    std::fs::write(&data, raw).unwrap();
+
+    let origin_before = lan.sent(0);
+    let started = Instant::now();
+    let devices: Vec<Node> = (1..=8).map(|k| device(&lan, k, &id, dir.path(), &[lan.addr(9)])).collect();
+    let reports: Vec<_> = devices.iter().enumerate().map(|(i, d)| d.report(&format!("device {}", i + 1))).collect();
+    let took = started.elapsed();
+    let origin_sent = lan.sent(0) - origin_before;
+
+    for (i, r) in reports.iter().enumerate() {
+        let k = i + 1;
+        holds(dir.path(), k, &bytes);
+        assert_eq!(fetched(r), blocks, "device {k} fetched each block once: {r}");
+        assert!(r["from-peers"].get(lan.addr(9)).is_none(), "nothing from the hostile peer was kept: {r}");
+        for banned in r["banned"].as_array().unwrap() {
+            assert_eq!(banned["peer"], lan.addr(9), "only the hostile peer is banned: {r}");
+        }
+    }
+    let banned_by = reports.iter().filter(|r| !r["banned"].as_array().unwrap().is_empty()).count();
+    assert!(banned_by >= 1, "a device that asked the hostile peer banned it: {reports:?}");
+    // Eight copies went out; the origin sent about one (plus HTTP), not eight.
+    let size = bytes.len() as u64;
+    assert!(origin_sent < 2 * size, "the origin sent {origin_sent} bytes for a release of {size}");
+    let from_origin: u64 = reports.iter().map(|r| r["from-origin"].as_u64().unwrap()).sum();
+    eprintln!(
+        "8 devices: {:.1} s (the origin alone at 10 Mbit/s: {:.1} s); origin sent {:.2} × F, {from_origin} of {} blocks fetched from it; banned by {banned_by}",
+        took.as_secs_f64(),
+        size as f64 * 8.0 / 10e6,
+        origin_sent as f64 / size as f64,
+        8 * blocks,
+    );
+}
+
+#[test]
+fn on_a_lan_devices_finish_when_a_fifth_of_their_peers_die_and_a_restarted_one_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, id) = release(dir.path());
+    let blocks = u64::from(Index::of(&bytes).count());
+    let lan = Lan::new("churn", 9);
+    let _origin = origin(&lan, dir.path());
+    let mut devices: Vec<Node> = (1..=8).map(|k| device(&lan, k, &id, dir.path(), &[])).collect();
+
+    // When device 1 holds a quarter of the release, two of the eight die and
+    // device 1 restarts.
+    let have = store(dir.path(), 1).join(&id).join("have");
+    let end = Instant::now() + DEADLINE;
+    while std::fs::read(&have).map_or(0, |b| b.iter().map(|x| u64::from(x.count_ones())).sum::<u64>()) < blocks / 4 {
+        assert!(Instant::now() < end, "device 1 never held a quarter of the release");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    devices[6].kill();
+    devices[7].kill();
+    devices[0].kill();
+    let held_before = {
+        let index = Index::of(&bytes);
+        BlockStore::open(&store(dir.path(), 1), &index.id(), &index).unwrap().held()
+    };
+    assert!(held_before > 0, "device 1 held some blocks when it stopped");
+    devices[0] = device(&lan, 1, &id, dir.path(), &[]);
+
+    let restarted = devices[0].report("device 1, restarted");
+    let resumed = restarted["resumed"].as_u64().unwrap();
+    assert_eq!(resumed, u64::from(held_before), "{restarted}");
+    assert_eq!(resumed + fetched(&restarted), blocks, "nothing verified was fetched again: {restarted}");
+    holds(dir.path(), 1, &bytes);
+    for k in 2..=6 {
+        let r = devices[k - 1].report(&format!("device {k}"));
+        assert_eq!(fetched(&r), blocks, "device {k}: {r}");
+        holds(dir.path(), k, &bytes);
+    }
+}
