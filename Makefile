@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
+.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin twin-stories lang-apps bench-assets bench-swarm classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -113,6 +113,10 @@ qemu-session: ## `make qemu` with a scripted session: the example apps run, then
 TWIN_TESTS := $(patsubst tests/twin/tests/%.rs,--test %,$(wildcard tests/twin/tests/*.rs))
 
 test-twin: bundle lang-apps ## The device-twin tests: boot the image in QEMU and play the user's stories
+	$(MAKE) --no-print-directory twin-stories
+
+# The stories alone, on the image and apps already built (`make test` builds them first).
+twin-stories:
 	$(CARGO) test $(HOST_SELECTION) --lib $(TWIN_TESTS) -- --test-threads=1
 
 setup-br:
@@ -189,7 +193,7 @@ test-steps: setup lint-build
 	scripts/aarch64-smoke.sh $(BUILD)
 	$(MAKE) --no-print-directory bundle
 	scripts/background.sh --wait $(BUILD)/host-tests.log $(MAKE) --no-print-directory host-tests beside-twin -- \
-	  $(MAKE) --no-print-directory test-twin
+	  $(MAKE) --no-print-directory twin-stories
 	$(MAKE) --no-print-directory lan-tests
 	$(MAKE) --no-print-directory qemu-session
 	$(MAKE) --no-print-directory fleet-demo

@@ -131,6 +131,22 @@ async fn on_the_app_bus_a_device_publishes_only_as_itself() {
     let mut operator_heard = operator.nats.subscribe(names::APP_BUS_SUBJECTS).await.unwrap();
     pi2.nats.flush().await.unwrap();
     operator.nats.flush().await.unwrap();
+    // A flush only empties the client's buffer: each subscription is in place
+    // at the server once it has heard one of pi-1's markers (sent until it has).
+    let ready = names::app_subject("pi-1", "ready");
+    for sub in [&mut heard, &mut operator_heard] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            pi1.nats.publish(ready.clone(), "".into()).await.unwrap();
+            pi1.nats.flush().await.unwrap();
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.next()).await
+                && m.subject.ends_with(".ready")
+            {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "a subscription never heard pi-1");
+        }
+    }
 
     // As itself: carried.
     pi1.nats.publish(names::app_subject("pi-1", "readings/t"), "21.5".into()).await.unwrap();
@@ -149,7 +165,9 @@ async fn on_the_app_bus_a_device_publishes_only_as_itself() {
         let mut subjects = Vec::new();
         while subjects.last().is_none_or(|s: &String| !s.ends_with(".done")) {
             let m = tokio::time::timeout(Duration::from_secs(5), sub.next()).await.unwrap().unwrap();
-            subjects.push(m.subject.to_string());
+            if !m.subject.ends_with(".ready") {
+                subjects.push(m.subject.to_string());
+            }
         }
         assert_eq!(subjects, ["trellis.app.pi-1.readings.t", "trellis.app.pi-1.done"]);
     }
