@@ -320,7 +320,7 @@ fn watch(shared: &Shared<'_>, sources: &Sources) {
 fn bitfield(hex_bits: &[u8], len: u32) -> Option<Bitfield> {
     let bytes = hex::decode(std::str::from_utf8(hex_bits).ok()?.trim()).ok()?;
     let mut b = Bitfield::empty(len);
-    for n in (0..len).filter(|&n| bytes.get(n as usize / 8).is_some_and(|byte| byte & (1 << (n % 8)) != 0)) {
+    for n in (0..len).filter(|&n| wire::holds(&bytes, n)) {
         b.set(n);
     }
     Some(b)

@@ -293,7 +293,7 @@ impl Origin {
 
     fn blocks(&self, id: AssetId, asset: &Asset, n: u32, req: &wire::Request) -> (u16, Vec<u8>) {
         let have = req.header(HAVE).and_then(|h| hex::decode(h).ok()).unwrap_or_default();
-        let holds = |b: u32| have.get(b as usize / 8).is_some_and(|byte| byte & (1 << (b % 8)) != 0);
+        let holds = |b: u32| wire::holds(&have, b);
         let ahead = match req.header(SESSION).filter(|s| !s.is_empty() && s.len() <= 256) {
             Some(reader) => {
                 let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);

@@ -115,7 +115,7 @@ impl BlockStore {
     /// Whether block `n` is here, verified.
     #[must_use]
     pub fn has(&self, n: u32) -> bool {
-        self.have.get(n as usize / 8).is_some_and(|b| b & (1 << (n % 8)) != 0)
+        crate::wire::holds(&self.have, n)
     }
 
     /// How many blocks are here.

@@ -126,6 +126,12 @@ pub(crate) fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<u
     Ok((status, body))
 }
 
+/// Whether a bitmap of blocks (the store's `have`, a `Trellis-Have` header,
+/// a `/have` answer) holds block `n`: bit `n % 8` of byte `n / 8`.
+pub(crate) fn holds(bitmap: &[u8], n: u32) -> bool {
+    bitmap.get(n as usize / 8).is_some_and(|byte| byte & (1 << (n % 8)) != 0)
+}
+
 /// Append one frame.
 pub(crate) fn frame(out: &mut Vec<u8>, block: u32, data: &[u8]) {
     out.extend_from_slice(&block.to_le_bytes());
