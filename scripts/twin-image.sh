@@ -3,6 +3,9 @@
 #   twin-image.sh BUILD_DIR   ->  BUILD_DIR/twin/trellis.img
 # Needs the kernel (scripts/twin-kernel.sh), the release aarch64 binaries
 # (make cross-release) and the packed apps (make apps); `make twin-image` does all.
+# The image is made again only when one of its inputs changed (scripts/inputs-key.sh;
+# the key is kept in BUILD_DIR/twin/inputs.key): `make test` asks for it from the
+# twin's stories, `make qemu` and `make fleet-demo`, and builds it once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:?usage: twin-image.sh BUILD_DIR}
@@ -11,6 +14,15 @@ out=$build/twin
 
 scripts/dev-keys.sh "$build/keys"
 scripts/twin-kernel.sh "$out/Image"
+key=$(echo "RAUC_KEYRING=${RAUC_KEYRING:-}" | scripts/inputs-key.sh "$0" scripts/twin-rootfs.sh "$board" rootfs-overlay \
+  target/aarch64-unknown-linux-gnu/release/trellis{-init,-runtime,-boot,} "$build/apps" "$build/keys/ca.cert.pem" \
+  "${RAUC_KEYRING:-$build/keys/ca.cert.pem}" "$out/Image" "$out/Image.modules" -)
+if [ -f "$out/trellis.img" ] && [ -f "$out/boot.vfat" ] && [ -f "$out/rootfs.squashfs" ] \
+  && [ "$(cat "$out/inputs.key" 2>/dev/null)" = "$key" ]; then
+  echo "twin-image: $out/trellis.img is up to date"
+  exit 0
+fi
+rm -f "$out/inputs.key"
 scripts/twin-rootfs.sh "$build"
 
 input=$out/genimage-input
@@ -26,4 +38,5 @@ mv "$out/images/trellis.img" "$out/trellis.img"
 # The slot images an update bundle carries (scripts/twin-bundle.sh).
 mv "$out/images/boot-a.vfat" "$out/boot.vfat"
 rm -rf "$out/genimage-tmp" "$out/genimage-root" "$input"
+echo "$key" >"$out/inputs.key"
 echo "twin-image: $out/trellis.img"

@@ -23,7 +23,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use trellis_swarm::{Availability, Bitfield, Picker, Strategy};
@@ -50,6 +51,12 @@ pub struct DownloadOptions {
     pub peer_retry: Duration,
     /// Seeds the pickers' tie-breaking (each source's picker gets its own).
     pub seed: u64,
+    /// Set (from another thread) to pause the download: its sources stop
+    /// within `poll`, the blocks verified so far stay in the store, and
+    /// [`download`] returns a report that says [`DownloadReport::paused`].
+    /// A later download of the same store goes on from there
+    /// ([`crate::queue`] pauses a download for an urgent one).
+    pub pause: Option<Arc<AtomicBool>>,
 }
 
 impl Default for DownloadOptions {
@@ -60,6 +67,7 @@ impl Default for DownloadOptions {
             stall: Duration::from_secs(60),
             peer_retry: Duration::from_secs(10),
             seed: 1,
+            pause: None,
         }
     }
 }
@@ -71,6 +79,16 @@ pub struct Sources {
     pub origin: Option<String>,
     /// Peers on the LAN (`host:port` of their asset servers).
     pub peers: Vec<String>,
+}
+
+impl Sources {
+    /// The same without the peers `banned` names (those whose index did not
+    /// match, from [`open`]): they are not asked for blocks either.
+    #[must_use]
+    pub fn without(&self, banned: &[Banned]) -> Self {
+        let peers = self.peers.iter().filter(|p| !banned.iter().any(|b| &b.peer == *p)).cloned().collect();
+        Self { origin: self.origin.clone(), peers }
+    }
 }
 
 /// A peer that sent something that does not match the asset's index.
@@ -101,6 +119,8 @@ pub struct DownloadReport {
     pub banned: Vec<Banned>,
     /// Peers dropped because they could not be reached or broke off, with why.
     pub lost: Vec<(String, String)>,
+    /// Paused ([`DownloadOptions::pause`]) before it held every block.
+    pub paused: bool,
 }
 
 /// The store of asset `id` under `root`, with its index from the device,
@@ -292,6 +312,11 @@ pub fn download(
 fn watch(shared: &Shared<'_>, sources: &Sources) {
     let mut s = shared.lock();
     while !s.done {
+        if shared.options.pause.as_ref().is_some_and(|p| p.load(Ordering::SeqCst)) {
+            s.report.paused = true;
+            s.done = true;
+            break;
+        }
         let missing = s.mine.len() - s.mine.count();
         let reason = if s.last_block.elapsed() >= shared.options.stall {
             Some(format!("no block arrived for {} s", shared.options.stall.as_secs()))

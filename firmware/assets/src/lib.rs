@@ -19,11 +19,14 @@
 //! fetches a whole file (a release's artifact, named in the signed release
 //! by the same kind of id) from several peers at once, rarest first, with
 //! the origin only for what no peer holds; a peer that sends a block that
-//! does not match is banned.
+//! does not match is banned. A [`Queue`] fetches a device's artifacts one
+//! after another, an urgent release's first (pausing a normal one, which
+//! then goes on from its verified blocks).
 
 mod client;
 pub mod download;
 mod index;
+pub mod queue;
 pub mod server;
 mod store;
 mod wire;
@@ -31,6 +34,7 @@ mod wire;
 pub use client::{FetchStats, Fetcher};
 pub use download::{DownloadOptions, DownloadReport, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
+pub use queue::{Finished, Job, Queue};
 pub use store::BlockStore;
 /// How a download chooses its next block (re-exported for its options).
 pub use trellis_swarm::Strategy;

@@ -21,7 +21,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -178,7 +178,7 @@ impl Recorder {
 
 /// The assets of a directory, ready to serve.
 pub struct Origin {
-    assets: HashMap<AssetId, Asset>,
+    assets: RwLock<HashMap<AssetId, Arc<Asset>>>,
     config: OriginConfig,
     recorder: Mutex<Recorder>,
     /// What was sent.
@@ -187,7 +187,7 @@ pub struct Origin {
 
 impl std::fmt::Debug for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Origin").field("assets", &self.assets.len()).field("config", &self.config).finish()
+        f.debug_struct("Origin").field("assets", &self.read().len()).field("config", &self.config).finish()
     }
 }
 
@@ -215,7 +215,7 @@ impl Origin {
             let file = File::open(&path).map_err(err(&path))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let encoded = index.encode();
-            assets.insert(index.id(), Asset { name, backing: Backing::File { path, file }, index, encoded });
+            assets.insert(index.id(), Arc::new(Asset { name, backing: Backing::File { path, file }, index, encoded }));
         }
         let mut recorder = Recorder::default();
         if let Some(traces) = config.state_dir.as_ref().map(|d| d.join("traces.json"))
@@ -224,35 +224,59 @@ impl Origin {
             let saved: HashMap<String, Vec<u32>> = serde_json::from_str(&text).unwrap_or_default();
             recorder.orders = saved.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
         }
-        Ok(Self { assets, config, recorder: Mutex::new(recorder), stats: OriginStats::default() })
+        Ok(Self { assets: RwLock::new(assets), config, recorder: Mutex::new(recorder), stats: OriginStats::default() })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<AssetId, Arc<Asset>>> {
+        self.assets.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, id: &AssetId) -> Option<Arc<Asset>> {
+        self.read().get(id).cloned()
     }
 
     /// A device sharing with its peers the blocks its stores hold: each
     /// asset's index, the blocks held (a block it does not hold is a 404),
     /// and which those are. Nothing is pushed and no order is recorded.
     /// The stores stay the caller's: a block that a download adds to one
-    /// is served from then on.
+    /// is served from then on. [`Self::share`] adds a store later,
+    /// [`Self::unshare`] stops serving one.
     #[must_use]
     pub fn sharing(stores: &[Arc<Mutex<BlockStore>>]) -> Self {
-        let assets = stores
-            .iter()
-            .map(|store| {
-                let (id, index) = {
-                    let s = store.lock().unwrap_or_else(PoisonError::into_inner);
-                    (s.id(), s.index().clone())
-                };
-                let encoded = index.encode();
-                (id, Asset { name: id.to_string(), backing: Backing::Store(store.clone()), index, encoded })
-            })
-            .collect();
         let config = OriginConfig { push: 0, state_dir: None };
-        Self { assets, config, recorder: Mutex::new(Recorder::default()), stats: OriginStats::default() }
+        let origin = Self {
+            assets: RwLock::default(),
+            config,
+            recorder: Mutex::new(Recorder::default()),
+            stats: OriginStats::default(),
+        };
+        for store in stores {
+            origin.share(store.clone());
+        }
+        origin
+    }
+
+    /// Serve what `store` holds from now on (a download that starts).
+    pub fn share(&self, store: Arc<Mutex<BlockStore>>) {
+        let (id, index) = {
+            let s = store.lock().unwrap_or_else(PoisonError::into_inner);
+            (s.id(), s.index().clone())
+        };
+        let encoded = index.encode();
+        let asset = Asset { name: id.to_string(), backing: Backing::Store(store), index, encoded };
+        self.assets.write().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(asset));
+    }
+
+    /// Stop serving asset `id` (a release the device rolled back): its
+    /// index, blocks and bitmap are a 404 from now on. Whether it was served.
+    pub fn unshare(&self, id: &AssetId) -> bool {
+        self.assets.write().unwrap_or_else(PoisonError::into_inner).remove(id).is_some()
     }
 
     /// The assets served: name and id.
     #[must_use]
     pub fn assets(&self) -> Vec<(String, AssetId)> {
-        let mut out: Vec<_> = self.assets.iter().map(|(id, a)| (a.name.clone(), *id)).collect();
+        let mut out: Vec<_> = self.read().iter().map(|(id, a)| (a.name.clone(), *id)).collect();
         out.sort();
         out
     }
@@ -264,9 +288,9 @@ impl Origin {
     }
 
     /// The asset a `GET /v1/assets/<id>/data` asks for.
-    fn whole(&self, req: &wire::Request) -> Option<&Asset> {
+    fn whole(&self, req: &wire::Request) -> Option<Arc<Asset>> {
         let id = req.path.strip_prefix("/v1/assets/")?.strip_suffix("/data")?;
-        self.assets.get(&id.parse().ok()?).filter(|a| matches!(a.backing, Backing::File { .. }))
+        self.get(&id.parse().ok()?).filter(|a| matches!(a.backing, Backing::File { .. }))
     }
 
     fn respond(&self, req: &wire::Request) -> (u16, Vec<u8>) {
@@ -275,7 +299,7 @@ impl Origin {
             ["v1", "assets", id, rest @ ..] => (*id, rest),
             _ => return (404, format!("no such path {}", req.path).into_bytes()),
         };
-        let Some((id, asset)) = id.parse::<AssetId>().ok().and_then(|id| Some((id, self.assets.get(&id)?))) else {
+        let Some((id, asset)) = id.parse::<AssetId>().ok().and_then(|id| Some((id, self.get(&id)?))) else {
             return (404, format!("no asset {id}").into_bytes());
         };
         match rest {
@@ -285,7 +309,7 @@ impl Origin {
                 let Some(n) = n.parse::<u32>().ok().filter(|&n| n < asset.index.count()) else {
                     return (404, format!("asset {id} has no block {n} ({} blocks)", asset.index.count()).into_bytes());
                 };
-                self.blocks(id, asset, n, req)
+                self.blocks(id, &asset, n, req)
             }
             _ => (404, format!("no such path {}", req.path).into_bytes()),
         }

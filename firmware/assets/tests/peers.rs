@@ -158,3 +158,50 @@ fn when_every_peer_is_gone_and_there_is_no_origin_the_download_says_so() {
     let e = report.unwrap_err().to_string();
     assert!(e.contains("every peer is gone and there is no origin") && e.contains("41 of 41 blocks missing"), "{e}");
 }
+
+#[test]
+fn a_device_shares_a_store_it_opens_later_and_stops_serving_one_it_unshares() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let server = Server::start(Origin::sharing(&[]), LOOPBACK.parse().unwrap()).unwrap();
+    let only_it = Sources { origin: None, peers: vec![server.addr().to_string()] };
+    let e = download::open(&dir.path().join("a"), id, &only_it).unwrap_err().to_string();
+    assert!(e.contains("no source sent its index") && e.contains("404"), "{e}");
+
+    // A store it opens (a download that begins) is served from then on.
+    let (_other, store) = peer(&dir.path().join("peer"), &bytes, 0..10);
+    server.origin().share(Arc::clone(&store));
+    let origin = origin(dir.path(), &bytes);
+    let sources = Sources { origin: Some(origin.addr().to_string()), ..only_it.clone() };
+    let mine = Mutex::new(download::open(&dir.path().join("b"), id, &sources).unwrap().0);
+    let report = download::download(&mine, &sources, &options()).unwrap();
+    assert_eq!(report.from_peers.get(&server.addr().to_string()), Some(&10), "{report:?}");
+    assert_eq!(held(&mine), bytes);
+
+    // Unshared (a release the device rolled back): nothing of it is served.
+    assert!(server.origin().unshare(&id));
+    assert!(!server.origin().unshare(&id));
+    let e = download::open(&dir.path().join("c"), id, &only_it).unwrap_err().to_string();
+    assert!(e.contains("no source sent its index"), "{e}");
+}
+
+#[test]
+fn a_paused_download_keeps_its_blocks_and_goes_on_from_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let origin = origin(dir.path(), &bytes);
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new() };
+    let (store, _) = download::open(&dir.path().join("device"), Index::of(&bytes).id(), &sources).unwrap();
+    let store = Mutex::new(store);
+    // Paused from the start: it stops within `poll` and says so.
+    let pause = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let paused = download::download(&store, &sources, &DownloadOptions { pause: Some(pause), ..options() }).unwrap();
+    assert!(paused.paused, "{paused:?}");
+    let kept = store.lock().unwrap().held();
+    assert_eq!(paused.from_origin, kept, "what it fetched before it stopped is kept");
+    let done = download::download(&store, &sources, &options()).unwrap();
+    assert!(!done.paused);
+    assert_eq!((done.resumed, done.resumed + done.from_origin), (kept, Index::of(&bytes).count()), "{done:?}");
+    assert_eq!(held(&store), bytes);
+}

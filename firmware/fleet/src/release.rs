@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trellis_appfmt::{KeyError, KeyId, SigningKey, TrustList, interface_compatible, semver_triple};
-use trellis_assets::{AssetId, Index};
+use trellis_assets::{AssetId, Index, Job};
 use trellis_control::AppSummary;
 
 use crate::names::valid_id;
@@ -435,6 +435,23 @@ impl Release {
         pieces?.parse().ok()
     }
 
+    /// Its artifacts as jobs of a download queue (`trellis_assets::Queue`),
+    /// named `RELEASE/ARTIFACT`, in the order the release is applied (the
+    /// apps a firmware needs before it, unless the release puts the firmware
+    /// first), urgent for a critical release. Artifacts without a piece root
+    /// are left out: they come whole from the origin.
+    #[must_use]
+    pub fn jobs(&self) -> Vec<Job> {
+        let urgent = self.urgency == Urgency::Critical;
+        let names = self.order.iter().flat_map(|part| match part {
+            Part::Apps => self.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+            Part::Firmware => self.firmware.iter().map(|_| "firmware").collect(),
+        });
+        names
+            .filter_map(|name| Some(Job { name: format!("{}/{name}", self.id), id: self.pieces(name)?, urgent }))
+            .collect()
+    }
+
     /// Check that `bytes` are the artifact `name` (an app's name, or
     /// `firmware`) names by hash and size.
     ///
@@ -603,6 +620,31 @@ mod tests {
         // A release made before pieces were shared has none, and still reads.
         assert_eq!(release().pieces("thermostat"), None);
         release().validate().unwrap();
+    }
+
+    #[test]
+    fn a_releases_jobs_come_in_its_order_and_a_critical_ones_are_urgent() {
+        let (app, bundle) = (vec![7u8; 1000], vec![9u8; 3000]);
+        let r = Release::new("mixed-1.0.0", "rpi4", "0.1.1")
+            .with_firmware("1.0.0", &bundle)
+            .with_app("counter", "1.0.0", &app)
+            .with_app("blinky", "1.0.0", &app);
+        let names = |r: &Release| r.jobs().into_iter().map(|j| (j.name, j.urgent)).collect::<Vec<_>>();
+        // The apps the firmware needs come first.
+        let normal = |n: &str| (n.to_owned(), false);
+        assert_eq!(
+            names(&r),
+            [normal("mixed-1.0.0/counter"), normal("mixed-1.0.0/blinky"), normal("mixed-1.0.0/firmware")]
+        );
+        assert_eq!(r.jobs()[2].id, Index::of(&bundle).id());
+        let mut first = r.clone();
+        first.order = vec![Part::Firmware, Part::Apps];
+        first.urgency = Urgency::Critical;
+        assert_eq!(names(&first)[0], ("mixed-1.0.0/firmware".to_owned(), true));
+        // An artifact without a piece root is not a job.
+        let mut old = r;
+        old.apps[0].pieces = None;
+        assert_eq!(old.jobs().len(), 2);
     }
 
     #[test]

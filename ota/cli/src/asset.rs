@@ -1,17 +1,21 @@
 //! `trellis asset`: name an asset by its index's hash, serve assets to
 //! devices that read them on demand (docs/runtime.md, "Assets on demand"),
-//! and fetch one from several peers at once while sharing it (docs/fleet.md,
+//! fetch one from several peers at once while sharing it, and fetch the
+//! artifacts of signed releases, urgent ones first (docs/fleet.md,
 //! "Verified pieces from peers").
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use trellis_appfmt::TrustList;
 use trellis_assets::server::{Origin, OriginConfig, Server};
-use trellis_assets::{AssetId, DownloadOptions, Index, Sources, Strategy, download};
+use trellis_assets::{AssetId, DownloadOptions, DownloadReport, Finished, Index, Queue, Sources, Strategy, download};
+use trellis_fleet::Release;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AssetCommand {
@@ -45,79 +49,211 @@ pub(crate) enum AssetCommand {
     Fetch {
         /// The asset's id (64 hex digits, `sha256:` allowed in front).
         id: String,
-        /// The store directory (one per device; the data partition's).
-        #[arg(long)]
-        store: PathBuf,
-        /// The origin (`host:port`).
-        #[arg(long)]
-        origin: Option<String>,
-        /// A peer's asset server (`host:port`), repeated.
-        #[arg(long = "peer")]
-        peers: Vec<String>,
-        /// Share what the store holds on this address while fetching.
-        #[arg(long)]
-        share: Option<SocketAddr>,
+        #[command(flatten)]
+        swarm: Swarm,
         /// Keep sharing after the fetch, until stopped (with `--share`).
         #[arg(long, requires = "share")]
         linger: bool,
-        /// Give up when no block has arrived for this many seconds.
-        #[arg(long, default_value_t = 60)]
-        stall_s: u64,
-        /// Which block to ask a peer for next: rarest-first, in-order (for a
-        /// consumer that reads the file as it arrives) or random.
-        #[arg(long, default_value = "rarest-first")]
-        strategy: Strategy,
     },
+    /// Fetch into STORE the artifacts of every signed release manifest in
+    /// RELEASES, and of those that land there later (write them whole, then
+    /// rename them in): from peers and the origin as `fetch` does, one
+    /// artifact at a time, a critical release's before a normal one's
+    /// (pausing a normal one, which then goes on from its verified blocks),
+    /// each release's in its order. A manifest that is not signed by a
+    /// trusted key is refused and nothing of it is fetched. Prints a JSON
+    /// line per artifact fetched or release refused; ends when every
+    /// release found is fetched, unless `--linger`.
+    Sync {
+        /// The directory of release manifests (`*.json`).
+        #[arg(long)]
+        releases: PathBuf,
+        /// A release-signing public key, or a directory of them (repeatable).
+        #[arg(long = "trust", required = true)]
+        trust: Vec<PathBuf>,
+        #[command(flatten)]
+        swarm: Swarm,
+        /// Keep watching RELEASES (and sharing) after every release is fetched, until stopped.
+        #[arg(long)]
+        linger: bool,
+    },
+}
+
+/// Where `fetch` and `sync` keep blocks, where they get them, and how.
+#[derive(Debug, Args)]
+pub(crate) struct Swarm {
+    /// The store directory (one per device; the data partition's).
+    #[arg(long)]
+    store: PathBuf,
+    /// The origin (`host:port`).
+    #[arg(long)]
+    origin: Option<String>,
+    /// A peer's asset server (`host:port`), repeated.
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Share what the store holds on this address while fetching.
+    #[arg(long)]
+    share: Option<SocketAddr>,
+    /// Give up a file when no block of it has arrived for this many seconds.
+    #[arg(long, default_value_t = 60)]
+    stall_s: u64,
+    /// Which block to ask a peer for next: rarest-first, in-order (for a
+    /// consumer that reads the file as it arrives) or random.
+    #[arg(long, default_value = "rarest-first")]
+    strategy: Strategy,
+}
+
+impl Swarm {
+    fn sources(&self) -> Sources {
+        Sources { origin: self.origin.clone(), peers: self.peers.clone() }
+    }
+
+    fn options(&self) -> DownloadOptions {
+        DownloadOptions {
+            stall: Duration::from_secs(self.stall_s),
+            strategy: self.strategy,
+            ..DownloadOptions::default()
+        }
+    }
+
+    /// `origin` served on `--share`, if given.
+    fn share(&self, origin: Origin) -> Result<Option<Server>> {
+        let Some(addr) = self.share else { return Ok(None) };
+        Ok(Some(Server::start(origin, addr).with_context(|| format!("sharing on {addr}"))?))
+    }
 }
 
 pub(crate) fn run(command: AssetCommand) -> Result<()> {
     match command {
         AssetCommand::Index { file, json } => index(&file, json),
         AssetCommand::Serve { dir, listen, push, state } => serve(&dir, listen, push, state),
-        AssetCommand::Fetch { id, store, origin, peers, share, linger, stall_s, strategy } => {
-            let options =
-                DownloadOptions { stall: Duration::from_secs(stall_s), strategy, ..DownloadOptions::default() };
-            fetch(&id, &store, &Sources { origin, peers }, share, linger, &options)
+        AssetCommand::Fetch { id, swarm, linger } => fetch(&id, &swarm, linger),
+        AssetCommand::Sync { releases, trust, swarm, linger } => {
+            sync(&releases, &TrustList::load(&trust)?, &swarm, linger)
         }
     }
 }
 
-fn fetch(
-    id: &str,
-    root: &Path,
-    sources: &Sources,
-    share: Option<SocketAddr>,
-    linger: bool,
-    options: &DownloadOptions,
-) -> Result<()> {
-    let id: AssetId = id.trim_start_matches("sha256:").parse()?;
-    let started = Instant::now();
-    let (store, banned) = download::open(root, id, sources)?;
-    let store = Arc::new(Mutex::new(store));
-    let server = match share {
-        Some(addr) => Some(
-            Server::start(Origin::sharing(std::slice::from_ref(&store)), addr)
-                .with_context(|| format!("sharing on {addr}"))?,
-        ),
-        None => None,
-    };
-    // A peer that sent a bad index is not asked for blocks either.
-    let peers = sources.peers.iter().filter(|p| !banned.iter().any(|b| &b.peer == *p)).cloned().collect();
-    let sources = Sources { origin: sources.origin.clone(), peers };
-    let mut report = download::download(&store, &sources, options)?;
-    report.banned.splice(0..0, banned);
+/// What a report says, as JSON (`trellis asset fetch` and `sync`).
+fn report_json(report: &DownloadReport) -> serde_json::Map<String, serde_json::Value> {
     let from_peers: serde_json::Map<String, serde_json::Value> =
         report.from_peers.iter().map(|(p, n)| (p.clone(), (*n).into())).collect();
-    let out = serde_json::json!({
-        "id": id.to_string(),
-        "seconds": started.elapsed().as_secs_f64(),
+    let json = serde_json::json!({
         "resumed": report.resumed,
         "from-origin": report.from_origin,
         "from-peers": from_peers,
         "banned": report.banned.iter().map(|b| serde_json::json!({"peer": b.peer, "sent": b.what})).collect::<Vec<_>>(),
         "lost": report.lost.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
     });
-    println!("{out}");
+    match json {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
+}
+
+fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()> {
+    let started = Instant::now();
+    let (sources, options) = (swarm.sources(), swarm.options());
+    let server = swarm.share(Origin::sharing(&[]))?;
+    let queue = Queue::new();
+    let print = |mut line: serde_json::Map<String, serde_json::Value>| {
+        line.insert("at-s".into(), started.elapsed().as_secs_f64().into());
+        println!("{}", serde_json::Value::Object(line));
+    };
+    // Each manifest is read once per version of the file (its size and time).
+    let mut seen: BTreeMap<PathBuf, (u64, SystemTime)> = BTreeMap::new();
+    let mut scan = || -> Result<()> {
+        let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        for path in files {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            let version = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+            if seen.insert(path.clone(), version) == Some(version) {
+                continue;
+            }
+            let release = std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(Release::from_json(&bytes)?))
+                .and_then(|r| r.verify(trust).map(|_| r).map_err(anyhow::Error::from));
+            match release {
+                Ok(release) => {
+                    tracing::info!(release = %release.id, urgency = ?release.urgency, "queued");
+                    queue.push(release.jobs());
+                }
+                Err(e) => {
+                    let mut line = serde_json::Map::new();
+                    line.insert("file".into(), path.display().to_string().into());
+                    line.insert("refused".into(), format!("{e:#}").into());
+                    print(line);
+                }
+            }
+        }
+        Ok(())
+    };
+    scan()?;
+    std::thread::scope(|scope| -> Result<()> {
+        let runner = scope.spawn(|| {
+            queue.run(
+                &swarm.store,
+                &sources,
+                &options,
+                |store| {
+                    if let Some(server) = &server {
+                        server.origin().share(Arc::clone(store));
+                    }
+                },
+                |Finished { job, paused, result }| {
+                    let (release, artifact) = job.name.split_once('/').unwrap_or((&job.name, ""));
+                    let mut line = match &result {
+                        Ok(report) => report_json(report),
+                        Err(e) => {
+                            let mut m = serde_json::Map::new();
+                            m.insert("error".into(), e.to_string().into());
+                            m
+                        }
+                    };
+                    line.insert("release".into(), release.into());
+                    line.insert("artifact".into(), artifact.into());
+                    line.insert("id".into(), job.id.to_string().into());
+                    line.insert("urgent".into(), job.urgent.into());
+                    line.insert("paused".into(), paused.into());
+                    print(line);
+                },
+            );
+        });
+        let watched = loop {
+            std::thread::sleep(options.poll);
+            if let Err(e) = scan() {
+                break Err(e);
+            }
+            if !linger && queue.idle() {
+                break Ok(());
+            }
+        };
+        queue.close();
+        drop(runner.join());
+        watched
+    })?;
+    Ok(())
+}
+
+fn fetch(id: &str, swarm: &Swarm, linger: bool) -> Result<()> {
+    let id: AssetId = id.trim_start_matches("sha256:").parse()?;
+    let started = Instant::now();
+    let (store, banned) = download::open(&swarm.store, id, &swarm.sources())?;
+    let store = Arc::new(Mutex::new(store));
+    let server = swarm.share(Origin::sharing(std::slice::from_ref(&store)))?;
+    let mut report = download::download(&store, &swarm.sources().without(&banned), &swarm.options())?;
+    report.banned.splice(0..0, banned);
+    let mut out = report_json(&report);
+    out.insert("id".into(), id.to_string().into());
+    out.insert("seconds".into(), started.elapsed().as_secs_f64().into());
+    println!("{}", serde_json::Value::Object(out));
     if linger && server.is_some() {
         loop {
             std::thread::park();

@@ -1,9 +1,10 @@
 //! A site's LAN in network namespaces this test makes: a bridge, an origin
 //! (`trellis asset serve`) behind a 10 Mbit/s uplink (`tc` tbf), and eight
 //! devices (`trellis asset fetch --share`) that take a 20 MiB release from
-//! each other and from the origin only what no peer holds. Needs root (`ip
-//! netns`, `tc`), as `make test` runs it. Everything made is removed when a
-//! test ends, failed or not.
+//! each other and from the origin only what no peer holds; then the same
+//! devices running `trellis asset sync` on signed releases, where an urgent
+//! release overtakes a running one. Needs root (`ip netns`, `tc`), as `make
+//! test` runs it. Everything made is removed when a test ends, failed or not.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -13,7 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use trellis_appfmt::{generate_key, write_key_pair};
 use trellis_assets::{BlockStore, Index};
+use trellis_fleet::{Release, Urgency};
 
 const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 /// The release: 20 MiB.
@@ -167,16 +170,21 @@ impl Drop for Node {
     }
 }
 
-fn release(dir: &Path) -> (Vec<u8>, String) {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let bytes: Vec<u8> = (0..SIZE)
+/// `size` bytes of noise, the same for the same `seed`.
+fn noise(size: usize, seed: u64) -> Vec<u8> {
+    let mut x: u64 = seed;
+    (0..size)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             x as u8
         })
-        .collect();
+        .collect()
+}
+
+fn release(dir: &Path) -> (Vec<u8>, String) {
+    let bytes = noise(SIZE, 0x9E37_79B9_7F4A_7C15);
     std::fs::create_dir_all(dir.join("origin")).unwrap();
     std::fs::write(dir.join("origin/update.raucb"), &bytes).unwrap();
     let id = Index::of(&bytes).id().to_string();
@@ -322,4 +330,90 @@ fn on_a_lan_devices_finish_when_a_fifth_of_their_peers_die_and_a_restarted_one_r
         assert_eq!(fetched(&r), blocks, "device {k}: {r}");
         holds(dir.path(), k, &bytes);
     }
+}
+
+/// Write release manifest `name` into `dir` as a writer should: whole, then renamed in.
+fn drop_release(dir: &Path, name: &str, release: &Release) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, release.to_json()).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.json"))).unwrap();
+}
+
+#[test]
+fn on_a_lan_an_urgent_release_overtakes_a_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A normal firmware release of 20 MiB, and a critical app fix of 2 MiB.
+    let (firmware, _) = release(d);
+    let fix = noise(2 << 20, 0x2545_F491_4F6C_DD1D);
+    std::fs::write(d.join("origin/fix.wasm"), &fix).unwrap();
+    std::fs::create_dir_all(d.join("keys")).unwrap();
+    let key = generate_key();
+    let (_, public) = write_key_pair(&key, &d.join("keys"), "release").unwrap();
+    let normal = Release::new("os-2.0.0", "qemu-aarch64", "0.1.2").with_firmware("2.0.0", &firmware).signed(&key);
+    let mut urgent = Release::new("fix-1.0.1", "qemu-aarch64", "0.1.2").with_app("fix", "1.0.1", &fix);
+    urgent.urgency = Urgency::Critical;
+    let urgent = urgent.signed(&key);
+    let (blocks, fix_blocks) = (u64::from(Index::of(&firmware).count()), u64::from(Index::of(&fix).count()));
+
+    let lan = Lan::new("urgent", 9);
+    let _origin = origin(&lan, d);
+    let releases = |k: usize| d.join(format!("releases-{k}"));
+    // Device 1 also finds a release signed by a key it does not trust: refused, nothing fetched.
+    let forged_bytes = noise(1 << 20, 7);
+    let forged = Release::new("os-9.9.9", "qemu-aarch64", "0.1.2").with_firmware("9.9.9", &forged_bytes);
+    let forged = forged.signed(&generate_key());
+    drop_release(&releases(1), "os-9.9.9", &forged);
+    let devices: Vec<Node> = (1..=8)
+        .map(|k| {
+            drop_release(&releases(k), "os-2.0.0", &normal);
+            let mut args: Vec<String> =
+                ["asset", "sync", "--origin", &lan.addr(0), "--share", &lan.addr(k), "--linger"]
+                    .map(String::from)
+                    .into();
+            for (flag, path) in [("--releases", releases(k)), ("--trust", public.clone()), ("--store", store(d, k))] {
+                args.extend([flag.into(), path.display().to_string()]);
+            }
+            for j in (1..=8).filter(|&j| j != k) {
+                args.extend(["--peer".into(), lan.addr(j)]);
+            }
+            lan.start(k, &args)
+        })
+        .collect();
+    let refused = devices[0].report("device 1's refusal");
+    assert!(refused["file"].as_str().unwrap().ends_with("os-9.9.9.json"), "{refused}");
+    assert!(refused["refused"].as_str().unwrap().contains("not in the trust list"), "{refused}");
+
+    // When device 1 holds a quarter of the firmware, the urgent release lands on every device.
+    let have = store(d, 1).join(normal.pieces("firmware").unwrap().to_string()).join("have");
+    let end = Instant::now() + DEADLINE;
+    while std::fs::read(&have).map_or(0, |b| b.iter().map(|x| u64::from(x.count_ones())).sum::<u64>()) < blocks / 4 {
+        assert!(Instant::now() < end, "device 1 never held a quarter of the firmware");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for k in 1..=8 {
+        drop_release(&releases(k), "fix-1.0.1", &urgent);
+    }
+    for (i, device) in devices.iter().enumerate() {
+        let k = i + 1;
+        let first = device.report(&format!("device {k}'s first release"));
+        let second = device.report(&format!("device {k}'s second release"));
+        assert_eq!(
+            (first["release"].as_str(), first["urgent"].as_bool()),
+            (Some("fix-1.0.1"), Some(true)),
+            "device {k}: {first}"
+        );
+        assert_eq!(second["release"], "os-2.0.0", "device {k}: the normal release ends after the urgent one: {second}");
+        assert!(first["at-s"].as_f64() < second["at-s"].as_f64(), "device {k}: {first} {second}");
+        assert_eq!(fetched(&first), fix_blocks, "device {k}: {first}");
+        // The firmware was paused, and went on from its verified blocks: each fetched once.
+        assert_eq!(second["paused"], 1, "device {k}: {second}");
+        assert_eq!(fetched(&second), blocks, "device {k} fetched each firmware block once: {second}");
+        holds(d, k, &firmware);
+        let index = Index::of(&fix);
+        let s = BlockStore::open(&store(d, k), &index.id(), &index).unwrap();
+        assert!(s.read(0, index.size).unwrap() == fix, "device {k} holds the fix's bytes");
+    }
+    assert!(!store(d, 1).join(Index::of(&forged_bytes).id().to_string()).exists(), "nothing of the forged release");
 }
