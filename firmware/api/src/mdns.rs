@@ -1,16 +1,22 @@
 //! The device on the local network by name: the API announced over mDNS /
 //! DNS-SD as `_trellis._tcp.local.` (instance: the hostname, `trellis-XXXXXX`),
-//! and the operator's side that finds the devices announcing it. Pure Rust
-//! (`mdns-sd`), no avahi on the device.
+//! and the operator's side that finds the devices announcing it. Devices that
+//! share the pieces of releases announce `_trellis-pieces._tcp.local.` and
+//! watch for each other ([`watch_via`]). Pure Rust (`mdns-sd`), no avahi on
+//! the device.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 
 /// The service type.
 pub const SERVICE: &str = "_trellis._tcp.local.";
+/// The service of a device sharing the pieces it holds (the asset protocol:
+/// `GET /v1/assets/<id>/have` says which).
+pub const PIECES_SERVICE: &str = "_trellis-pieces._tcp.local.";
 /// mDNS's port.
 pub const MDNS_PORT: u16 = 5353;
 
@@ -64,9 +70,24 @@ pub fn announce(instance: &str, port: u16, txt: &[(&str, &str)]) -> Result<Annou
 /// # Errors
 /// As [`announce`].
 pub fn announce_via(mdns_port: u16, instance: &str, port: u16, txt: &[(&str, &str)]) -> Result<Announcer, MdnsError> {
+    announce_service_via(mdns_port, SERVICE, instance, port, txt)
+}
+
+/// Announce `service` (such as [`PIECES_SERVICE`]) of `instance` on `port`,
+/// as [`announce_via`] does the API.
+///
+/// # Errors
+/// As [`announce`].
+pub fn announce_service_via(
+    mdns_port: u16,
+    service: &str,
+    instance: &str,
+    port: u16,
+    txt: &[(&str, &str)],
+) -> Result<Announcer, MdnsError> {
     let daemon = ServiceDaemon::new_with_port(mdns_port).map_err(err)?;
     let properties: Vec<(&str, &str)> = txt.to_vec();
-    let info = ServiceInfo::new(SERVICE, instance, &format!("{instance}.local."), "", port, &properties[..])
+    let info = ServiceInfo::new(service, instance, &format!("{instance}.local."), "", port, &properties[..])
         .map_err(err)?
         .enable_addr_auto();
     let fullname = info.get_fullname().to_owned();
@@ -107,16 +128,57 @@ pub fn browse_via(mdns_port: u16, wait: Duration) -> Result<Vec<Found>, MdnsErro
     let mut found = Resolutions::default();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         let Ok(event) = events.recv_timeout(left) else { break };
-        if let ServiceEvent::ServiceResolved(s) = event {
-            let name = s.get_fullname().strip_suffix(&format!(".{SERVICE}")).unwrap_or(s.get_fullname());
-            let ips = s.get_addresses().iter().map(mdns_sd::ScopedIp::to_ip_addr);
-            let txt = s.get_properties().iter().map(|p| (p.key().to_owned(), p.val_str().to_owned())).collect();
-            found.add(name, ips, s.get_port(), txt);
-        }
+        found.event(SERVICE, &event);
     }
     let _ = daemon.stop_browse(SERVICE);
     let _ = daemon.shutdown();
     Ok(found.devices())
+}
+
+/// A browse that goes on until dropped ([`watch_via`]).
+pub struct Watcher {
+    daemon: ServiceDaemon,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher").finish_non_exhaustive()
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        // Shutting the daemon down closes the events' channel: the thread ends.
+        let _ = self.daemon.shutdown();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Watch for instances of `service` (mDNS on `mdns_port`): `found` gets each
+/// one every time it is resolved (when it appears, and again when its
+/// announcement changes), with every address it was resolved at so far.
+///
+/// # Errors
+/// The mDNS sockets cannot be opened, or the thread cannot be started.
+pub fn watch_via(mdns_port: u16, service: &str, found: impl Fn(&Found) + Send + 'static) -> Result<Watcher, MdnsError> {
+    let daemon = ServiceDaemon::new_with_port(mdns_port).map_err(err)?;
+    let events = daemon.browse(service).map_err(err)?;
+    let service = service.to_owned();
+    let thread = std::thread::Builder::new()
+        .name("mdns-watch".into())
+        .spawn(move || {
+            let mut seen = Resolutions::default();
+            while let Ok(event) = events.recv() {
+                if let Some(device) = seen.event(&service, &event).and_then(|name| seen.device(&name)) {
+                    found(&device);
+                }
+            }
+        })
+        .map_err(err)?;
+    Ok(Watcher { daemon, thread: Some(thread) })
 }
 
 /// The resolutions a browse received, per instance: the union of their
@@ -134,6 +196,17 @@ struct Resolved {
 }
 
 impl Resolutions {
+    /// Take in a browse's event; the instance's name if it resolved one.
+    fn event(&mut self, service: &str, event: &ServiceEvent) -> Option<String> {
+        let ServiceEvent::ServiceResolved(s) = event else { return None };
+        let fullname = s.get_fullname();
+        let name = fullname.strip_suffix(&format!(".{service}")).unwrap_or(fullname).to_owned();
+        let ips = s.get_addresses().iter().map(mdns_sd::ScopedIp::to_ip_addr);
+        let txt = s.get_properties().iter().map(|p| (p.key().to_owned(), p.val_str().to_owned())).collect();
+        self.add(&name, ips, s.get_port(), txt);
+        Some(name)
+    }
+
     fn add(&mut self, name: &str, ips: impl IntoIterator<Item = IpAddr>, port: u16, txt: BTreeMap<String, String>) {
         let entry = self.0.entry(name.to_owned()).or_default();
         entry.ips.extend(ips);
@@ -141,19 +214,23 @@ impl Resolutions {
         entry.txt = txt;
     }
 
+    /// Instance `name` as resolved so far.
+    fn device(&self, name: &str) -> Option<Found> {
+        let r = self.0.get(name)?;
+        Some(Found { name: name.to_owned(), addresses: addresses(&r.ips, r.port), txt: r.txt.clone() })
+    }
+
     fn devices(self) -> Vec<Found> {
         self.0
             .into_iter()
-            .map(|(name, Resolved { ips, port, txt })| Found {
-                name,
-                addresses: ips
-                    .into_iter()
-                    .map(|ip| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") })
-                    .collect(),
-                txt,
-            })
+            .map(|(name, Resolved { ips, port, txt })| Found { name, addresses: addresses(&ips, port), txt })
             .collect()
     }
+}
+
+/// `address:port` for each address, IPv4 first.
+fn addresses(ips: &BTreeSet<IpAddr>, port: u16) -> Vec<String> {
+    ips.iter().map(|ip| if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }).collect()
 }
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! mDNS on this machine's interfaces (a port of its own, not 5353, so the
 //! machine's own responder is not involved): an announced device is found
-//! with its address, port and TXT record, and is gone once withdrawn.
+//! with its address, port and TXT record, and is gone once withdrawn; a
+//! watch sees a device that announces the pieces it shares.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::time::Duration;
 
-use trellis_api::mdns::{announce_via, browse_via};
+use trellis_api::mdns::{PIECES_SERVICE, announce_service_via, announce_via, browse_via, watch_via};
 
 #[test]
 fn an_announced_device_is_found_and_a_withdrawn_one_is_not() {
@@ -22,4 +23,22 @@ fn an_announced_device_is_found_and_a_withdrawn_one_is_not() {
     std::thread::sleep(Duration::from_millis(500));
     let after = browse_via(port, Duration::from_secs(2)).unwrap();
     assert!(after.iter().all(|d| d.name != "trellis-test01"), "withdrawn: {after:?}");
+}
+
+#[test]
+fn a_watch_sees_a_device_that_announces_its_pieces_after_the_watch_began() {
+    let port = 20_000 + u16::try_from((std::process::id() + 1) % 20_000).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _watcher = watch_via(port, PIECES_SERVICE, move |found| drop(tx.send(found.clone()))).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let _announcer = announce_service_via(port, PIECES_SERVICE, "trellis-pieces01", 8470, &[]).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let found = loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        let found = rx.recv_timeout(left).unwrap_or_else(|e| panic!("the announced device was not seen: {e}"));
+        if found.name == "trellis-pieces01" {
+            break found;
+        }
+    };
+    assert!(!found.addresses.is_empty() && found.addresses.iter().all(|a| a.ends_with(":8470")), "{found:?}");
 }

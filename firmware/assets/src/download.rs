@@ -79,6 +79,39 @@ pub struct Sources {
     pub origin: Option<String>,
     /// Peers on the LAN (`host:port` of their asset servers).
     pub peers: Vec<String>,
+    /// Peers found while the download runs (announced on the LAN): each one
+    /// added is asked too from then on.
+    pub found: Option<PeerList>,
+}
+
+/// Peers found on the LAN, shared by whoever finds them (an mDNS browse)
+/// and the downloads that ask them: a download given the list
+/// ([`Sources::found`]) looks at it every [`DownloadOptions::poll`].
+#[derive(Debug, Clone, Default)]
+pub struct PeerList(Arc<Mutex<Vec<String>>>);
+
+impl PeerList {
+    /// An empty list.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Add `peer` (`host:port`); whether it was new.
+    pub fn add(&self, peer: &str) -> bool {
+        let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if list.iter().any(|p| p == peer) {
+            return false;
+        }
+        list.push(peer.to_owned());
+        true
+    }
+
+    /// The peers found so far, in the order they were.
+    #[must_use]
+    pub fn peers(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Sources {
@@ -87,7 +120,7 @@ impl Sources {
     #[must_use]
     pub fn without(&self, banned: &[Banned]) -> Self {
         let peers = self.peers.iter().filter(|p| !banned.iter().any(|b| &b.peer == *p)).cloned().collect();
-        Self { origin: self.origin.clone(), peers }
+        Self { origin: self.origin.clone(), peers, found: self.found.clone() }
     }
 }
 
@@ -299,7 +332,10 @@ pub fn download(
             let shared = &shared;
             scope.spawn(move || from_origin(shared, origin));
         }
-        watch(&shared, sources);
+        watch(&shared, sources, |i, peer| {
+            let shared = &shared;
+            scope.spawn(move || from_peer(shared, i, &peer));
+        });
     });
     let s = shared.state.into_inner().unwrap_or_else(PoisonError::into_inner);
     match s.failed {
@@ -309,9 +345,21 @@ pub fn download(
 }
 
 /// Wait for the end: every block, a failure, a stall, or no source left.
-fn watch(shared: &Shared<'_>, sources: &Sources) {
+/// Meanwhile each peer added to [`Sources::found`] is handed to `ask` with
+/// its number (a thread that asks it).
+fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, String)) {
+    let mut known = sources.peers.clone();
     let mut s = shared.lock();
     while !s.done {
+        for peer in sources.found.as_ref().map(PeerList::peers).unwrap_or_default() {
+            if !known.contains(&peer) {
+                tracing::debug!(asset = %shared.id, peer, "asking a peer found on the LAN");
+                known.push(peer.clone());
+                s.theirs.push(None);
+                s.heard.push(false);
+                ask(known.len() - 1, peer);
+            }
+        }
         if shared.options.pause.as_ref().is_some_and(|p| p.load(Ordering::SeqCst)) {
             s.report.paused = true;
             s.done = true;
@@ -320,7 +368,7 @@ fn watch(shared: &Shared<'_>, sources: &Sources) {
         let missing = s.mine.len() - s.mine.count();
         let reason = if s.last_block.elapsed() >= shared.options.stall {
             Some(format!("no block arrived for {} s", shared.options.stall.as_secs()))
-        } else if sources.origin.is_none() && s.gone == sources.peers.len() {
+        } else if sources.origin.is_none() && sources.found.is_none() && s.gone == s.theirs.len() {
             Some("every peer is gone and there is no origin".into())
         } else {
             None
@@ -394,6 +442,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 let Some(c) = conn.as_mut() else { continue 'peer };
                 let held = match c.get(peer, &format!("/v1/assets/{id}/have"), &[]) {
                     Ok((200, body)) => bitfield(&body, len),
+                    // It does not hold the asset (yet: it may be about to fetch it too).
+                    Ok((404, _)) => Some(Bitfield::empty(len)),
                     Ok((status, body)) => break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None),
                     Err(e) => break 'round (e.to_string(), None),
                 };

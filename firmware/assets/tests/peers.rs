@@ -62,8 +62,11 @@ fn blocks_come_from_the_peers_and_from_the_origin_only_what_no_peer_holds() {
     let origin = origin(dir.path(), &bytes);
     let (a, _) = peer(&dir.path().join("a"), &bytes, 0..20);
     let (b, _) = peer(&dir.path().join("b"), &bytes, 15..35);
-    let sources =
-        Sources { origin: Some(origin.addr().to_string()), peers: vec![a.addr().to_string(), b.addr().to_string()] };
+    let sources = Sources {
+        origin: Some(origin.addr().to_string()),
+        peers: vec![a.addr().to_string(), b.addr().to_string()],
+        found: None,
+    };
 
     let (store, banned) = download::open(&dir.path().join("c"), id, &sources).unwrap();
     assert!(banned.is_empty());
@@ -97,6 +100,7 @@ fn a_peer_that_sends_a_damaged_block_is_banned_and_nothing_damaged_is_kept() {
     let sources = Sources {
         origin: Some(origin.addr().to_string()),
         peers: vec![bad.addr().to_string(), good.addr().to_string()],
+        found: None,
     };
 
     let (store, _) = download::open(&dir.path().join("c"), id, &sources).unwrap();
@@ -120,7 +124,7 @@ fn a_download_cut_short_goes_on_without_fetching_its_verified_blocks_again() {
     let id = Index::of(&bytes).id();
     let root = dir.path().join("c");
     let (half, _) = peer(&dir.path().join("half"), &bytes, 0..25);
-    let first = Sources { origin: None, peers: vec![half.addr().to_string()] };
+    let first = Sources { origin: None, peers: vec![half.addr().to_string()], found: None };
 
     // The only source holds 25 blocks: the download stops, named, with those kept.
     let (store, _) = download::open(&root, id, &first).unwrap();
@@ -133,7 +137,7 @@ fn a_download_cut_short_goes_on_without_fetching_its_verified_blocks_again() {
 
     // The device restarts: what it verified is on the data partition.
     let origin = origin(dir.path(), &bytes);
-    let then = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new() };
+    let then = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new(), found: None };
     let (store, _) = download::open(&root, id, &then).unwrap();
     let store = Mutex::new(store);
     let report = download::download(&store, &then, &options()).unwrap();
@@ -152,7 +156,7 @@ fn when_every_peer_is_gone_and_there_is_no_origin_the_download_says_so() {
     // A store with the index, and a peer address where nothing listens.
     let store = Mutex::new(BlockStore::open(&dir.path().join("c"), &id, &index).unwrap());
     let closed = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap();
-    let sources = Sources { origin: None, peers: vec![closed.to_string()] };
+    let sources = Sources { origin: None, peers: vec![closed.to_string()], found: None };
     let quick = DownloadOptions { peer_retry: Duration::from_millis(500), ..options() };
     let report = download::download(&store, &sources, &quick);
     let e = report.unwrap_err().to_string();
@@ -165,7 +169,7 @@ fn a_device_shares_a_store_it_opens_later_and_stops_serving_one_it_unshares() {
     let bytes = release();
     let id = Index::of(&bytes).id();
     let server = Server::start(Origin::sharing(&[]), LOOPBACK.parse().unwrap()).unwrap();
-    let only_it = Sources { origin: None, peers: vec![server.addr().to_string()] };
+    let only_it = Sources { origin: None, peers: vec![server.addr().to_string()], found: None };
     let e = download::open(&dir.path().join("a"), id, &only_it).unwrap_err().to_string();
     assert!(e.contains("no source sent its index") && e.contains("404"), "{e}");
 
@@ -191,7 +195,7 @@ fn a_paused_download_keeps_its_blocks_and_goes_on_from_them() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = release();
     let origin = origin(dir.path(), &bytes);
-    let sources = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new() };
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new(), found: None };
     let (store, _) = download::open(&dir.path().join("device"), Index::of(&bytes).id(), &sources).unwrap();
     let store = Mutex::new(store);
     // Paused from the start: it stops within `poll` and says so.
@@ -203,5 +207,32 @@ fn a_paused_download_keeps_its_blocks_and_goes_on_from_them() {
     let done = download::download(&store, &sources, &options()).unwrap();
     assert!(!done.paused);
     assert_eq!((done.resumed, done.resumed + done.from_origin), (kept, Index::of(&bytes).count()), "{done:?}");
+    assert_eq!(held(&store), bytes);
+}
+
+#[test]
+fn a_peer_found_while_the_download_runs_is_asked_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    // The only source at the start holds the first 20 blocks; the rest are
+    // on a peer announced a moment later.
+    let (first, _a) = peer(&dir.path().join("a"), &bytes, 0..20);
+    let (later, _b) = peer(&dir.path().join("b"), &bytes, 20..41);
+    let found = trellis_assets::download::PeerList::new();
+    let sources = Sources { origin: None, peers: vec![first.addr().to_string()], found: Some(found.clone()) };
+    let store = Mutex::new(download::open(&dir.path().join("device"), id, &sources).unwrap().0);
+    let announce = std::thread::spawn({
+        let (found, later) = (found.clone(), later.addr().to_string());
+        move || {
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(found.add(&later));
+            assert!(!found.add(&later), "a peer found twice is listed once");
+        }
+    });
+    let report = download::download(&store, &sources, &options()).unwrap();
+    announce.join().unwrap();
+    assert_eq!(report.from_peers.get(&first.addr().to_string()), Some(&20), "{report:?}");
+    assert_eq!(report.from_peers.get(&later.addr().to_string()), Some(&21), "{report:?}");
     assert_eq!(held(&store), bytes);
 }

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
+use trellis_api::mdns::{Announcer, MDNS_PORT, PIECES_SERVICE, Watcher, announce_service_via, watch_via};
 use trellis_appfmt::TrustList;
+use trellis_assets::download::PeerList;
 use trellis_assets::server::{Origin, OriginConfig, Server};
 use trellis_assets::{AssetId, DownloadOptions, DownloadReport, Finished, Index, Queue, Sources, Strategy, download};
 use trellis_fleet::Release;
@@ -94,6 +96,11 @@ pub(crate) struct Swarm {
     /// Share what the store holds on this address while fetching.
     #[arg(long)]
     share: Option<SocketAddr>,
+    /// Announce the blocks shared on `--share` on the LAN as NAME (mDNS,
+    /// `_trellis-pieces._tcp`; the device's hostname), and ask the peers
+    /// announced there too, as they appear.
+    #[arg(long, value_name = "NAME")]
+    lan: Option<String>,
     /// Give up a file when no block of it has arrived for this many seconds.
     #[arg(long, default_value_t = 60)]
     stall_s: u64,
@@ -104,8 +111,31 @@ pub(crate) struct Swarm {
 }
 
 impl Swarm {
-    fn sources(&self) -> Sources {
-        Sources { origin: self.origin.clone(), peers: self.peers.clone() }
+    /// The sources: the origin, the peers given, and with `--lan` those `found` there.
+    fn sources(&self, found: &PeerList) -> Sources {
+        let found = self.lan.is_some().then(|| found.clone());
+        Sources { origin: self.origin.clone(), peers: self.peers.clone(), found }
+    }
+
+    /// With `--lan`: this device's share announced, and the peers announced
+    /// added to `found` as they appear, until the guard is dropped.
+    fn join_lan(&self, found: &PeerList) -> Result<Option<(Option<Announcer>, Watcher)>> {
+        let Some(name) = &self.lan else { return Ok(None) };
+        let announcer = match self.share {
+            Some(addr) => Some(announce_service_via(MDNS_PORT, PIECES_SERVICE, name, addr.port(), &[])?),
+            None => None,
+        };
+        let (me, list) = (name.clone(), found.clone());
+        let watcher = watch_via(MDNS_PORT, PIECES_SERVICE, move |peer| {
+            // Its first IPv4 address that is not its loopback.
+            let addr = peer.addresses.iter().find(|a| !a.starts_with('[') && !a.starts_with("127."));
+            if let Some(addr) = addr.filter(|_| peer.name != me)
+                && list.add(addr)
+            {
+                tracing::info!(peer = %peer.name, %addr, "found a peer on the LAN");
+            }
+        })?;
+        Ok(Some((announcer, watcher)))
     }
 
     fn options(&self) -> DownloadOptions {
@@ -153,8 +183,10 @@ fn report_json(report: &DownloadReport) -> serde_json::Map<String, serde_json::V
 
 fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()> {
     let started = Instant::now();
-    let (sources, options) = (swarm.sources(), swarm.options());
+    let found = PeerList::new();
+    let (sources, options) = (swarm.sources(&found), swarm.options());
     let server = swarm.share(Origin::sharing(&[]))?;
+    let _lan = swarm.join_lan(&found)?;
     let queue = Queue::new();
     let print = |mut line: serde_json::Map<String, serde_json::Value>| {
         line.insert("at-s".into(), started.elapsed().as_secs_f64().into());
@@ -245,10 +277,12 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
 fn fetch(id: &str, swarm: &Swarm, linger: bool) -> Result<()> {
     let id: AssetId = id.trim_start_matches("sha256:").parse()?;
     let started = Instant::now();
-    let (store, banned) = download::open(&swarm.store, id, &swarm.sources())?;
+    let found = PeerList::new();
+    let (store, banned) = download::open(&swarm.store, id, &swarm.sources(&found))?;
     let store = Arc::new(Mutex::new(store));
     let server = swarm.share(Origin::sharing(std::slice::from_ref(&store)))?;
-    let mut report = download::download(&store, &swarm.sources().without(&banned), &swarm.options())?;
+    let _lan = swarm.join_lan(&found)?;
+    let mut report = download::download(&store, &swarm.sources(&found).without(&banned), &swarm.options())?;
     report.banned.splice(0..0, banned);
     let mut out = report_json(&report);
     out.insert("id".into(), id.to_string().into());

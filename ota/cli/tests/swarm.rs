@@ -1,9 +1,10 @@
 //! A site's LAN in network namespaces this test makes: a bridge, an origin
 //! (`trellis asset serve`) behind a 10 Mbit/s uplink (`tc` tbf), and eight
 //! devices (`trellis asset fetch --share`) that take a 20 MiB release from
-//! each other and from the origin only what no peer holds; then the same
-//! devices running `trellis asset sync` on signed releases, where an urgent
-//! release overtakes a running one. Needs root (`ip netns`, `tc`), as `make
+//! each other and from the origin only what no peer holds; devices that find
+//! each other by announcement (mDNS) instead of being told; then devices
+//! running `trellis asset sync` on signed releases, where an urgent release
+//! overtakes a running one. Needs root (`ip netns`, `tc`), as `make
 //! test` runs it. Everything made is removed when a test ends, failed or not.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -184,7 +185,12 @@ fn noise(size: usize, seed: u64) -> Vec<u8> {
 }
 
 fn release(dir: &Path) -> (Vec<u8>, String) {
-    let bytes = noise(SIZE, 0x9E37_79B9_7F4A_7C15);
+    release_of(dir, SIZE)
+}
+
+/// A release of `size` bytes at the origin: its bytes and id.
+fn release_of(dir: &Path, size: usize) -> (Vec<u8>, String) {
+    let bytes = noise(size, 0x9E37_79B9_7F4A_7C15);
     std::fs::create_dir_all(dir.join("origin")).unwrap();
     std::fs::write(dir.join("origin/update.raucb"), &bytes).unwrap();
     let id = Index::of(&bytes).id().to_string();
@@ -416,4 +422,44 @@ fn on_a_lan_an_urgent_release_overtakes_a_running_one() {
         assert!(s.read(0, index.size).unwrap() == fix, "device {k} holds the fix's bytes");
     }
     assert!(!store(d, 1).join(Index::of(&forged_bytes).id().to_string()).exists(), "nothing of the forged release");
+}
+
+#[test]
+fn on_a_lan_devices_find_their_peers_by_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    // 8 MiB: what is tested is finding the peers.
+    let (bytes, id) = release_of(dir.path(), 8 << 20);
+    let blocks = u64::from(Index::of(&bytes).count());
+    let lan = Lan::new("mdns", 5);
+    let _origin = origin(&lan, dir.path());
+    let (origin_before, started) = (lan.sent(0), Instant::now());
+    // No device is told of another: each announces its share and watches for theirs (mDNS).
+    let devices: Vec<Node> = (1..=4)
+        .map(|k| {
+            let (name, store) = (format!("trellis-dev{k}"), store(dir.path(), k).display().to_string());
+            let args = ["asset", "fetch", &id, "--origin", &lan.addr(0), "--share", &lan.addr(k), "--lan", &name];
+            let args: Vec<String> =
+                args.iter().chain(&["--linger", "--store", &store]).map(|s| (*s).to_owned()).collect();
+            lan.start(k, &args)
+        })
+        .collect();
+    let reports: Vec<_> = devices.iter().enumerate().map(|(i, d)| d.report(&format!("device {}", i + 1))).collect();
+    let origin_sent = lan.sent(0) - origin_before;
+    for (i, r) in reports.iter().enumerate() {
+        let k = i + 1;
+        holds(dir.path(), k, &bytes);
+        assert_eq!(fetched(r), blocks, "device {k} fetched each block once: {r}");
+        let peers = r["from-peers"].as_object().unwrap();
+        assert!(!peers.is_empty(), "device {k} found peers on the LAN and took blocks from them: {r}");
+        for peer in peers.keys() {
+            assert!((1..=4).any(|j| j != k && *peer == lan.addr(j)), "device {k}: {peer} is another device: {r}");
+        }
+    }
+    let size = bytes.len() as u64;
+    assert!(origin_sent < 2 * size, "the origin sent {origin_sent} bytes for a release of {size}");
+    eprintln!(
+        "4 devices finding each other by mDNS: {:.1} s; origin sent {:.2} × F",
+        started.elapsed().as_secs_f64(),
+        origin_sent as f64 / size as f64
+    );
 }
