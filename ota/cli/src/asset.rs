@@ -127,9 +127,12 @@ impl Swarm {
         };
         let (me, list) = (name.clone(), found.clone());
         let watcher = watch_via(MDNS_PORT, PIECES_SERVICE, move |peer| {
+            if peer.name == me {
+                return;
+            }
             // Its first IPv4 address that is not its loopback.
             let addr = peer.addresses.iter().find(|a| !a.starts_with('[') && !a.starts_with("127."));
-            if let Some(addr) = addr.filter(|_| peer.name != me)
+            if let Some(addr) = addr
                 && list.add(addr)
             {
                 tracing::info!(peer = %peer.name, %addr, "found a peer on the LAN");
@@ -164,21 +167,15 @@ pub(crate) fn run(command: AssetCommand) -> Result<()> {
     }
 }
 
-/// What a report says, as JSON (`trellis asset fetch` and `sync`).
-fn report_json(report: &DownloadReport) -> serde_json::Map<String, serde_json::Value> {
-    let from_peers: serde_json::Map<String, serde_json::Value> =
-        report.from_peers.iter().map(|(p, n)| (p.clone(), (*n).into())).collect();
-    let json = serde_json::json!({
+/// What a report says, as a JSON object (`trellis asset fetch` and `sync`).
+fn report_json(report: &DownloadReport) -> serde_json::Value {
+    serde_json::json!({
         "resumed": report.resumed,
         "from-origin": report.from_origin,
-        "from-peers": from_peers,
+        "from-peers": report.from_peers,
         "banned": report.banned.iter().map(|b| serde_json::json!({"peer": b.peer, "sent": b.what})).collect::<Vec<_>>(),
         "lost": report.lost.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
-    });
-    match json {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    }
+    })
 }
 
 fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()> {
@@ -188,9 +185,9 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
     let server = swarm.share(Origin::sharing(&[]))?;
     let _lan = swarm.join_lan(&found)?;
     let queue = Queue::new();
-    let print = |mut line: serde_json::Map<String, serde_json::Value>| {
-        line.insert("at-s".into(), started.elapsed().as_secs_f64().into());
-        println!("{}", serde_json::Value::Object(line));
+    let print = |mut line: serde_json::Value| {
+        line["at-s"] = started.elapsed().as_secs_f64().into();
+        println!("{line}");
     };
     // Each manifest is read once per version of the file (its size and time).
     let mut seen: BTreeMap<PathBuf, (u64, SystemTime)> = BTreeMap::new();
@@ -217,12 +214,7 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
                     tracing::info!(release = %release.id, urgency = ?release.urgency, "queued");
                     queue.push(release.jobs());
                 }
-                Err(e) => {
-                    let mut line = serde_json::Map::new();
-                    line.insert("file".into(), path.display().to_string().into());
-                    line.insert("refused".into(), format!("{e:#}").into());
-                    print(line);
-                }
+                Err(e) => print(serde_json::json!({"file": path.display().to_string(), "refused": format!("{e:#}")})),
             }
         }
         Ok(())
@@ -243,17 +235,13 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
                     let (release, artifact) = job.name.split_once('/').unwrap_or((&job.name, ""));
                     let mut line = match &result {
                         Ok(report) => report_json(report),
-                        Err(e) => {
-                            let mut m = serde_json::Map::new();
-                            m.insert("error".into(), e.to_string().into());
-                            m
-                        }
+                        Err(e) => serde_json::json!({"error": e.to_string()}),
                     };
-                    line.insert("release".into(), release.into());
-                    line.insert("artifact".into(), artifact.into());
-                    line.insert("id".into(), job.id.to_string().into());
-                    line.insert("urgent".into(), job.urgent.into());
-                    line.insert("paused".into(), paused.into());
+                    line["release"] = release.into();
+                    line["artifact"] = artifact.into();
+                    line["id"] = job.id.to_string().into();
+                    line["urgent"] = job.urgent.into();
+                    line["paused"] = paused.into();
                     print(line);
                 },
             );
@@ -278,16 +266,17 @@ fn fetch(id: &str, swarm: &Swarm, linger: bool) -> Result<()> {
     let id: AssetId = id.trim_start_matches("sha256:").parse()?;
     let started = Instant::now();
     let found = PeerList::new();
-    let (store, banned) = download::open(&swarm.store, id, &swarm.sources(&found))?;
+    let sources = swarm.sources(&found);
+    let (store, banned) = download::open(&swarm.store, id, &sources)?;
     let store = Arc::new(Mutex::new(store));
     let server = swarm.share(Origin::sharing(std::slice::from_ref(&store)))?;
     let _lan = swarm.join_lan(&found)?;
-    let mut report = download::download(&store, &swarm.sources(&found).without(&banned), &swarm.options())?;
+    let mut report = download::download(&store, &sources.without(&banned), &swarm.options())?;
     report.banned.splice(0..0, banned);
     let mut out = report_json(&report);
-    out.insert("id".into(), id.to_string().into());
-    out.insert("seconds".into(), started.elapsed().as_secs_f64().into());
-    println!("{}", serde_json::Value::Object(out));
+    out["id"] = id.to_string().into();
+    out["seconds"] = started.elapsed().as_secs_f64().into();
+    println!("{out}");
     if linger && server.is_some() {
         loop {
             std::thread::park();
