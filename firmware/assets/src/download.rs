@@ -7,9 +7,13 @@
 //! per source asks it for a block at a time, chosen by a
 //! [`trellis_swarm::Picker`] (rarest first by default) among the blocks
 //! that source holds, this device lacks and no other thread is fetching.
-//! The origin is asked only for blocks no reachable peer holds (chosen by
-//! the same picker: devices that start together ask it for different
-//! blocks, then share them).
+//! The origin is asked only for blocks no reachable peer holds or is
+//! fetching from the origin itself (chosen by the same picker: devices that
+//! start together ask it for different blocks, then share them). A device
+//! says which block it is fetching from the origin in its `/have`; such a
+//! claim counts for [`DownloadOptions::claim_ttl`] at most, so a peer that
+//! claims a block and never fetches it delays that block by no more than
+//! that.
 //!
 //! Every block is checked against the asset's index before it is kept (the
 //! index against the asset's id, which the publisher signed), in a
@@ -20,6 +24,11 @@
 //! cannot be reached or breaks off is asked again (it may be starting or
 //! restarting); its blocks come from the others meanwhile, and it is
 //! dropped when it has not answered for [`DownloadOptions::peer_retry`].
+//! An origin that cannot be reached is asked again every poll until no
+//! block has arrived for [`DownloadOptions::stall`]; one that answers with
+//! anything but the block three times ends the download. A peer that rolled
+//! the asset back says so (`410 Gone`): it is not asked again, and the
+//! report names it ([`DownloadReport::rolled_back`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,6 +45,9 @@ use crate::{AssetError, AssetId, BlockStore, Index, wire};
 /// download fails (a peer gets one).
 const ORIGIN_ATTEMPTS: u32 = 3;
 
+/// Rounds over the sources [`open`] makes while one of them does not answer.
+const OPEN_ROUNDS: u32 = 3;
+
 /// How a download behaves.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
@@ -49,6 +61,9 @@ pub struct DownloadOptions {
     /// A peer that does not answer (not up yet, restarting, gone) is asked
     /// again every `poll` and dropped when it has not answered for this long.
     pub peer_retry: Duration,
+    /// How long a peer's word that it is fetching a block from the origin
+    /// keeps this device from asking the origin for the same block.
+    pub claim_ttl: Duration,
     /// Seeds the pickers' tie-breaking (each source's picker gets its own).
     pub seed: u64,
     /// Set (from another thread) to pause the download: its sources stop
@@ -66,6 +81,7 @@ impl Default for DownloadOptions {
             poll: Duration::from_millis(200),
             stall: Duration::from_secs(60),
             peer_retry: Duration::from_secs(10),
+            claim_ttl: Duration::from_secs(5),
             seed: 1,
             pause: None,
         }
@@ -152,13 +168,18 @@ pub struct DownloadReport {
     pub banned: Vec<Banned>,
     /// Peers dropped because they could not be reached or broke off, with why.
     pub lost: Vec<(String, String)>,
+    /// Peers that said they rolled the asset back (`410 Gone`), with why:
+    /// not asked again (what they sent before was verified and stays).
+    pub rolled_back: Vec<(String, String)>,
     /// Paused ([`DownloadOptions::pause`]) before it held every block.
     pub paused: bool,
 }
 
 /// The store of asset `id` under `root`, with its index from the device,
 /// else from the first peer whose index matches the id, else the origin.
-/// Peers whose index does not match are returned, to be banned.
+/// Peers whose index does not match are returned, to be banned. While a
+/// source does not answer at all, every source is asked again a second
+/// later, three rounds in all.
 ///
 /// # Errors
 /// No source sent an index that matches, or the store cannot be made.
@@ -168,20 +189,36 @@ pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, 
         return Ok((BlockStore::open(root, &id, &index)?, banned));
     }
     let mut last = String::from("no source to ask");
-    for (source, is_peer) in sources.peers.iter().map(|p| (p, true)).chain(sources.origin.iter().map(|o| (o, false))) {
-        let got = connect(source).and_then(|mut c| c.get(source, &format!("/v1/assets/{id}/index"), &[]));
-        match got {
-            Ok((200, body)) => match Index::decode(&body, &id) {
-                Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
-                Err(e) if is_peer => {
-                    tracing::warn!(asset = %id, peer = %source, "banned: {e}");
-                    banned.push(Banned { peer: source.clone(), what: "index".into() });
+    // A source that does not answer at all (a saturated uplink drops
+    // packets) is asked again, up to `OPEN_ROUNDS` times in all.
+    for round in 1..=OPEN_ROUNDS {
+        let mut unanswered = false;
+        let all = sources.peers.iter().map(|p| (p, true)).chain(sources.origin.iter().map(|o| (o, false)));
+        for (source, is_peer) in all {
+            if banned.iter().any(|b| &b.peer == source) {
+                continue;
+            }
+            let got = connect(source).and_then(|mut c| c.get(source, &format!("/v1/assets/{id}/index"), &[]));
+            match got {
+                Ok((200, body)) => match Index::decode(&body, &id) {
+                    Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
+                    Err(e) if is_peer => {
+                        tracing::warn!(asset = %id, peer = %source, "banned: {e}");
+                        banned.push(Banned { peer: source.clone(), what: "index".into() });
+                    }
+                    Err(e) => last = e.to_string(),
+                },
+                Ok((status, body)) => last = format!("{source}: {status}: {}", String::from_utf8_lossy(&body)),
+                Err(e) => {
+                    unanswered = true;
+                    last = format!("{source}: {e}");
                 }
-                Err(e) => last = e.to_string(),
-            },
-            Ok((status, body)) => last = format!("{source}: {status}: {}", String::from_utf8_lossy(&body)),
-            Err(e) => last = format!("{source}: {e}"),
+            }
         }
+        if !unanswered || round == OPEN_ROUNDS {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
     Err(AssetError::Fetch { id, server: describe(sources), reason: format!("no source sent its index ({last})") })
 }
@@ -203,6 +240,11 @@ struct State {
     /// Peers that said what they hold, or are gone: the origin waits for
     /// every one, so it is not asked for a block a peer holds.
     heard: Vec<bool>,
+    /// The block each peer said it is fetching from the origin, and since
+    /// when it has said so.
+    claims: Vec<Option<(u32, Instant)>>,
+    /// Why the origin did not answer, while it does not.
+    origin_unreachable: Option<String>,
     report: DownloadReport,
     last_block: Instant,
     failed: Option<AssetError>,
@@ -253,7 +295,7 @@ impl Shared<'_> {
 
     /// Peer `i` is gone: its blocks no longer count, the one it was sending is free.
     fn drop_peer(&self, i: usize, n: Option<u32>) {
-        self.heard(i, None);
+        self.heard(i, None, None);
         let mut s = self.lock();
         s.gone += 1;
         if let Some(n) = n {
@@ -263,10 +305,15 @@ impl Shared<'_> {
         self.wake.notify_all();
     }
 
-    /// Peer `i` said what it holds (`Some`), or did not answer (`None`: its
-    /// blocks do not count until it does).
-    fn heard(&self, i: usize, held: Option<Bitfield>) {
+    /// Peer `i` said what it holds (`Some`) and which block it is fetching
+    /// from the origin, or did not answer (`None`: its blocks do not count
+    /// until it does).
+    fn heard(&self, i: usize, held: Option<Bitfield>, claim: Option<u32>) {
         let mut s = self.lock();
+        s.claims[i] = match (s.claims[i], claim) {
+            (Some((old, since)), Some(n)) if old == n => Some((n, since)),
+            (_, claim) => claim.map(|n| (n, Instant::now())),
+        };
         if let Some(old) = s.theirs[i].take() {
             s.availability.remove(&old);
         }
@@ -317,6 +364,8 @@ pub fn download(
         theirs: vec![None; sources.peers.len()],
         gone: 0,
         heard: vec![false; sources.peers.len()],
+        claims: vec![None; sources.peers.len()],
+        origin_unreachable: None,
         report,
         last_block: Instant::now(),
         failed: None,
@@ -357,6 +406,7 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
                 known.push(peer.clone());
                 s.theirs.push(None);
                 s.heard.push(false);
+                s.claims.push(None);
                 ask(known.len() - 1, peer);
             }
         }
@@ -367,7 +417,8 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
         }
         let missing = s.mine.len() - s.mine.count();
         let reason = if s.last_block.elapsed() >= shared.options.stall {
-            Some(format!("no block arrived for {} s", shared.options.stall.as_secs()))
+            let origin = s.origin_unreachable.as_ref().map(|why| format!(" (the origin: {why})")).unwrap_or_default();
+            Some(format!("no block arrived for {} s{origin}", shared.options.stall.as_secs()))
         } else if sources.origin.is_none() && sources.found.is_none() && s.gone == s.theirs.len() {
             Some("every peer is gone and there is no origin".into())
         } else {
@@ -390,13 +441,26 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
 }
 
 /// The bitmap a server sent, as a [`Bitfield`] of `len` blocks.
-fn bitfield(hex_bits: &[u8], len: u32) -> Option<Bitfield> {
-    let bytes = hex::decode(std::str::from_utf8(hex_bits).ok()?.trim()).ok()?;
+fn bitfield(hex_bits: &str, len: u32) -> Option<Bitfield> {
+    let bytes = hex::decode(hex_bits.trim()).ok()?;
     let mut b = Bitfield::empty(len);
     for n in (0..len).filter(|&n| wire::holds(&bytes, n)) {
         b.set(n);
     }
     Some(b)
+}
+
+/// A peer's `/have`: the blocks it holds and the one it says it is fetching
+/// from the origin (a line `origin N`; other lines are for later versions).
+fn have(body: &[u8], len: u32) -> Option<(Bitfield, Option<u32>)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut lines = text.lines();
+    let held = bitfield(lines.next().unwrap_or(""), len)?;
+    let claim = lines
+        .filter_map(|l| l.strip_prefix("origin "))
+        .find_map(|n| n.trim().parse::<u32>().ok())
+        .filter(|&n| n < len && !held.has(n));
+    Some((held, claim))
 }
 
 /// One block from a server: its bytes, or why not.
@@ -441,15 +505,23 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 }
                 let Some(c) = conn.as_mut() else { continue 'peer };
                 let held = match c.get(peer, &format!("/v1/assets/{id}/have"), &[]) {
-                    Ok((200, body)) => bitfield(&body, len),
+                    Ok((200, body)) => have(&body, len),
                     // It does not hold the asset (yet: it may be about to fetch it too).
-                    Ok((404, _)) => Some(Bitfield::empty(len)),
+                    Ok((404, _)) => Some((Bitfield::empty(len), None)),
+                    // It rolled the asset back: it will not serve it again.
+                    Ok((410, body)) => {
+                        let why = String::from_utf8_lossy(&body);
+                        let why = why.trim().strip_prefix(wire::ROLLED_BACK).unwrap_or(why.trim()).to_owned();
+                        tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
+                        shared.lock().report.rolled_back.push((peer.to_owned(), why));
+                        return shared.drop_peer(i, None);
+                    }
                     Ok((status, body)) => break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None),
                     Err(e) => break 'round (e.to_string(), None),
                 };
-                let Some(held) = held else { break 'round ("its bitmap is not hex".into(), None) };
+                let Some((held, claim)) = held else { break 'round ("its bitmap is not hex".into(), None) };
                 down_since = None;
-                shared.heard(i, Some(held));
+                shared.heard(i, Some(held), claim);
             }
             let n = {
                 let mut s = shared.lock();
@@ -488,7 +560,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
         // when it has not answered for `peer_retry`.
         let (reason, n) = failure;
         conn = None;
-        shared.heard(i, None);
+        shared.heard(i, None, None);
         if let Some(n) = n {
             shared.lock().in_flight.clear(n);
         }
@@ -512,9 +584,10 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
     let mut errors = 0;
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
     loop {
-        // A block no reachable peer holds and nobody is fetching, chosen by
-        // the picker: at random for rarest first, so that devices starting
-        // together ask the origin for different blocks and then share them.
+        // A block no reachable peer holds and nobody is fetching (here or,
+        // as a peer said, from the origin), chosen by the picker: at random
+        // for rarest first, so that devices starting together ask the origin
+        // for different blocks and then share them.
         let n = {
             let mut s = shared.lock();
             loop {
@@ -526,6 +599,11 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                     for n in (0..s.mine.len()).filter(|&n| s.availability.count(n) == 0) {
                         nowhere.set(n);
                     }
+                    for &(n, since) in s.claims.iter().flatten() {
+                        if since.elapsed() < shared.options.claim_ttl {
+                            nowhere.clear(n);
+                        }
+                    }
                     let State { mine, in_flight, availability, .. } = &mut *s;
                     if let Some(n) = picker.pick(&nowhere, mine, in_flight, availability) {
                         in_flight.set(n);
@@ -535,9 +613,16 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                 s = shared.idle(s);
             }
         };
-        match fetch(&mut conn, origin, id, n) {
+        let claim = |n| shared.store.lock().unwrap_or_else(PoisonError::into_inner).fetching_from_origin(n);
+        claim(Some(n));
+        let fetched = fetch(&mut conn, origin, id, n);
+        claim(None);
+        match fetched {
             Ok(data) => match shared.keep(n, &data, None) {
-                Ok(true) => errors = 0,
+                Ok(true) => {
+                    errors = 0;
+                    shared.lock().origin_unreachable = None;
+                }
                 Ok(false) => {
                     refused += 1;
                     tracing::warn!(asset = %id, block = n, origin, "refused a block from the origin that does not match");
@@ -548,6 +633,18 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                 }
                 Err(e) => return shared.fail(e),
             },
+            // Not reached, or the connection broke (a saturated uplink drops
+            // packets): asked again every `poll`, the peers meanwhile; the
+            // download fails only when no block arrives for `stall`.
+            Err(reason) if conn.is_none() => {
+                tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
+                let mut s = shared.lock();
+                s.in_flight.clear(n);
+                s.origin_unreachable = Some(reason);
+                drop(s);
+                std::thread::sleep(shared.options.poll);
+            }
+            // It answered, and not with the block.
             Err(reason) => {
                 shared.lock().in_flight.clear(n);
                 errors += 1;
@@ -567,11 +664,22 @@ mod tests {
 
     #[test]
     fn a_bitmap_from_a_server_is_read_bit_by_bit_and_bad_hex_is_refused() {
-        let b = bitfield(b"0581\n", 12).unwrap();
+        let b = bitfield("0581\n", 12).unwrap();
         let held: Vec<u32> = (0..12).filter(|&n| b.has(n)).collect();
         assert_eq!(held, vec![0, 2, 8]);
-        assert!(bitfield(b"zz", 12).is_none());
+        assert!(bitfield("zz", 12).is_none());
         // A short bitmap holds nothing past its end.
-        assert_eq!(bitfield(b"ff", 12).unwrap().count(), 8);
+        assert_eq!(bitfield("ff", 12).unwrap().count(), 8);
+    }
+
+    #[test]
+    fn a_peers_have_names_the_block_it_fetches_from_the_origin_and_only_one_it_lacks() {
+        let (held, claim) = have(b"0581\norigin 5", 12).unwrap();
+        assert_eq!((held.count(), claim), (3, Some(5)));
+        // Without the line, with a block out of range, one it holds, or no number: no claim.
+        for body in ["0581", "0581\norigin 12", "0581\norigin 2", "0581\norigin x", "0581\nlater 5"] {
+            assert_eq!(have(body.as_bytes(), 12).unwrap().1, None, "{body:?}");
+        }
+        assert!(have(b"zz\norigin 5", 12).is_none(), "a bad bitmap is refused");
     }
 }

@@ -200,6 +200,7 @@ fn add(sum: &mut DownloadReport, run: DownloadReport, first: bool) {
     }
     sum.banned.extend(run.banned);
     sum.lost.extend(run.lost);
+    sum.rolled_back.extend(run.rolled_back);
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! pushes the blocks a reader will want next from a recorded read order.
 //! The same server lets a device share with its LAN peers the blocks it
 //! holds ([`Origin::sharing`]): it serves only those, and says which they
-//! are (`GET /v1/assets/<id>/have`).
+//! are (`GET /v1/assets/<id>/have`: the bitmap in hex, then, while the
+//! device fetches one from the origin, a line `origin N` naming that block).
 //!
 //! Every file in the directory is an asset (its index is computed at start).
 //! For each asset the origin keeps a *recorded order*: the longest sequence
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::wire::{self, HAVE, SESSION};
+use crate::wire::{self, HAVE, ROLLED_BACK, SESSION};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
@@ -109,7 +110,14 @@ impl Asset {
                 }
                 hex::encode(bits)
             }
-            Backing::Store(store) => store.lock().unwrap_or_else(PoisonError::into_inner).bitmap_hex(),
+            // A second line names the block the device is fetching from the origin.
+            Backing::Store(store) => {
+                let store = store.lock().unwrap_or_else(PoisonError::into_inner);
+                match store.from_origin() {
+                    Some(n) => format!("{}\norigin {n}", store.bitmap_hex()),
+                    None => store.bitmap_hex(),
+                }
+            }
         }
     }
 
@@ -179,6 +187,8 @@ impl Recorder {
 /// The assets of a directory, ready to serve.
 pub struct Origin {
     assets: RwLock<HashMap<AssetId, Arc<Asset>>>,
+    /// Assets this device rolled back, with why: `410 Gone` and the reason.
+    withdrawn: RwLock<HashMap<AssetId, String>>,
     config: OriginConfig,
     recorder: Mutex<Recorder>,
     /// What was sent.
@@ -224,7 +234,13 @@ impl Origin {
             let saved: HashMap<String, Vec<u32>> = serde_json::from_str(&text).unwrap_or_default();
             recorder.orders = saved.into_iter().filter_map(|(k, v)| Some((k.parse().ok()?, v))).collect();
         }
-        Ok(Self { assets: RwLock::new(assets), config, recorder: Mutex::new(recorder), stats: OriginStats::default() })
+        Ok(Self {
+            assets: RwLock::new(assets),
+            withdrawn: RwLock::default(),
+            config,
+            recorder: Mutex::new(recorder),
+            stats: OriginStats::default(),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<AssetId, Arc<Asset>>> {
@@ -246,6 +262,7 @@ impl Origin {
         let config = OriginConfig { push: 0, state_dir: None };
         let origin = Self {
             assets: RwLock::default(),
+            withdrawn: RwLock::default(),
             config,
             recorder: Mutex::new(Recorder::default()),
             stats: OriginStats::default(),
@@ -264,7 +281,17 @@ impl Origin {
         };
         let encoded = index.encode();
         let asset = Asset { name: id.to_string(), backing: Backing::Store(store), index, encoded };
+        self.withdrawn.write().unwrap_or_else(PoisonError::into_inner).remove(&id);
         self.assets.write().unwrap_or_else(PoisonError::into_inner).insert(id, Arc::new(asset));
+    }
+
+    /// Stop serving asset `id` because this device rolled it back: from now
+    /// on its index, blocks and bitmap answer `410 Gone` with `reason`, so
+    /// the peers that ask see the rollback and stop asking. Sharing it again
+    /// ([`Origin::share`], another attempt) ends that. Whether it was served.
+    pub fn withdraw(&self, id: &AssetId, reason: &str) -> bool {
+        self.withdrawn.write().unwrap_or_else(PoisonError::into_inner).insert(*id, reason.to_owned());
+        self.unshare(id)
     }
 
     /// Stop serving asset `id` (a release the device rolled back): its
@@ -287,6 +314,10 @@ impl Origin {
         *r = Recorder::default();
     }
 
+    fn withdrawn_reason(&self, id: &AssetId) -> Option<String> {
+        self.withdrawn.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
+    }
+
     /// The asset a `GET /v1/assets/<id>/data` asks for.
     fn whole(&self, req: &wire::Request) -> Option<Arc<Asset>> {
         let id = req.path.strip_prefix("/v1/assets/")?.strip_suffix("/data")?;
@@ -299,6 +330,9 @@ impl Origin {
             ["v1", "assets", id, rest @ ..] => (*id, rest),
             _ => return (404, format!("no such path {}", req.path).into_bytes()),
         };
+        if let Some(reason) = id.parse::<AssetId>().ok().and_then(|id| self.withdrawn_reason(&id)) {
+            return (410, format!("{ROLLED_BACK}{reason}").into_bytes());
+        }
         let Some((id, asset)) = id.parse::<AssetId>().ok().and_then(|id| Some((id, self.get(&id)?))) else {
             return (404, format!("no asset {id}").into_bytes());
         };

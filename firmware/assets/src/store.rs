@@ -29,6 +29,8 @@ pub struct BlockStore {
     have: Vec<u8>,
     /// Blocks written but not yet flushed and marked.
     pending: Vec<u32>,
+    /// The block being fetched from the origin, if any (not kept on disk).
+    from_origin: Option<u32>,
 }
 
 fn store_err(path: &Path) -> impl FnOnce(std::io::Error) -> AssetError + '_ {
@@ -81,7 +83,8 @@ impl BlockStore {
         let mut have = vec![0; bytes];
         let read = have_file.read_at(&mut have, 0).map_err(store_err(&have_path))?;
         have[read..].fill(0);
-        let mut store = Self { dir, id: *id, index: index.clone(), data, have_file, have, pending: Vec::new() };
+        let mut store =
+            Self { dir, id: *id, index: index.clone(), data, have_file, have, pending: Vec::new(), from_origin: None };
         store.check()?;
         Ok(store)
     }
@@ -122,6 +125,19 @@ impl BlockStore {
     #[must_use]
     pub fn held(&self) -> u32 {
         self.have.iter().map(|b| b.count_ones()).sum()
+    }
+
+    /// Say which block this device is fetching from the origin now (`None`:
+    /// none). Not kept on disk: a device's asset server tells its peers
+    /// (`/have`), so that they ask the origin for other blocks.
+    pub fn fetching_from_origin(&mut self, n: Option<u32>) {
+        self.from_origin = n;
+    }
+
+    /// The block being fetched from the origin, if any.
+    #[must_use]
+    pub fn from_origin(&self) -> Option<u32> {
+        self.from_origin
     }
 
     /// The bitmap of blocks held, as hex (bit `n % 8` of byte `n / 8` is block `n`).

@@ -9,7 +9,11 @@
 //!
 //! - `GET /v1/assets/<id>/have`: the bitmap of the blocks the server holds,
 //!   as hex (bit `n % 8` of byte `n / 8` is block `n`): every block at the
-//!   origin, those verified so far at a peer.
+//!   origin, those verified so far at a peer. A peer fetching a block from
+//!   the origin adds a line `origin <n>`.
+//!
+//! - A peer that rolled the asset back answers every path of it with `410
+//!   Gone` and `rolled back: <why>`.
 //!
 //! - `GET /v1/assets/<id>/data`: the whole asset (a device that wants all
 //!   of it before it starts; checked block by block as it arrives).
@@ -26,6 +30,8 @@ pub(crate) const MAX_BODY: usize = 64 << 20;
 /// Headers the reader sends with a block request.
 pub(crate) const SESSION: &str = "trellis-session";
 pub(crate) const HAVE: &str = "trellis-have";
+/// The start of a `410 Gone` body: the peer rolled the asset back.
+pub(crate) const ROLLED_BACK: &str = "rolled back: ";
 
 /// A parsed request.
 #[derive(Debug)]

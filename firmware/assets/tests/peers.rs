@@ -164,7 +164,7 @@ fn when_every_peer_is_gone_and_there_is_no_origin_the_download_says_so() {
 }
 
 #[test]
-fn a_device_shares_a_store_it_opens_later_and_stops_serving_one_it_unshares() {
+fn a_device_shares_a_store_it_opens_later_and_stops_serving_one_it_unshares_or_rolled_back() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = release();
     let id = Index::of(&bytes).id();
@@ -183,11 +183,24 @@ fn a_device_shares_a_store_it_opens_later_and_stops_serving_one_it_unshares() {
     assert_eq!(report.from_peers.get(&server.addr().to_string()), Some(&10), "{report:?}");
     assert_eq!(held(&mine), bytes);
 
-    // Unshared (a release the device rolled back): nothing of it is served.
+    // Unshared: nothing of it is served.
     assert!(server.origin().unshare(&id));
     assert!(!server.origin().unshare(&id));
     let e = download::open(&dir.path().join("c"), id, &only_it).unwrap_err().to_string();
     assert!(e.contains("no source sent its index"), "{e}");
+
+    // Withdrawn (the device rolled it back): a peer that asks is told why,
+    // and does not ask again; shared again (another attempt), it is served.
+    server.origin().share(Arc::clone(&store));
+    assert!(server.origin().withdraw(&id, "its trial boot failed"));
+    let e = download::open(&dir.path().join("d"), id, &only_it).unwrap_err().to_string();
+    assert!(e.contains("410") && e.contains("rolled back: its trial boot failed"), "{e}");
+    let fresh = Mutex::new(download::open(&dir.path().join("d"), id, &sources).unwrap().0);
+    let report = download::download(&fresh, &sources, &options()).unwrap();
+    let told = vec![(server.addr().to_string(), "its trial boot failed".to_owned())];
+    assert_eq!((report.rolled_back, report.from_origin), (told, 41), "every block from the origin");
+    server.origin().share(store);
+    assert!(download::open(&dir.path().join("e"), id, &only_it).is_ok(), "served again");
 }
 
 #[test]
@@ -235,4 +248,57 @@ fn a_peer_found_while_the_download_runs_is_asked_too() {
     assert_eq!(report.from_peers.get(&first.addr().to_string()), Some(&20), "{report:?}");
     assert_eq!(report.from_peers.get(&later.addr().to_string()), Some(&21), "{report:?}");
     assert_eq!(held(&store), bytes);
+}
+
+#[test]
+fn a_block_a_peer_fetches_from_the_origin_is_not_asked_of_the_origin_again_and_a_stale_claim_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    // The peer holds blocks 0..20 and says it is fetching block 40 from the
+    // origin, and never does: the device takes 20..40 from the origin and
+    // leaves 40 to the peer until the claim is `claim_ttl` old.
+    let (claimer, store) = peer(&dir.path().join("a"), &bytes, 0..20);
+    store.lock().unwrap().fetching_from_origin(Some(40));
+    let sources =
+        Sources { origin: Some(origin.addr().to_string()), peers: vec![claimer.addr().to_string()], found: None };
+    let device = Mutex::new(download::open(&dir.path().join("device"), id, &sources).unwrap().0);
+    let ttl = Duration::from_millis(1500);
+    let started = std::time::Instant::now();
+    let report = download::download(&device, &sources, &DownloadOptions { claim_ttl: ttl, ..options() }).unwrap();
+    let took = started.elapsed();
+    assert_eq!(held(&device), bytes);
+    assert_eq!((report.from_peers.values().sum::<u32>(), report.from_origin), (20, 21), "{report:?}");
+    assert!(took >= ttl, "block 40 waited for the claim to expire: {took:?}");
+    assert!(took < ttl * 4, "and no longer than that: {took:?}");
+}
+
+#[test]
+fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    // Nothing listens on the origin's address for the first second (an
+    // uplink that drops every packet); the peer holds the first 20 blocks.
+    let addr = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap();
+    let (peer, _store) = peer(&dir.path().join("a"), &bytes, 0..20);
+    let sources = Sources { origin: Some(addr.to_string()), peers: vec![peer.addr().to_string()], found: None };
+    let device = Mutex::new(
+        download::open(&dir.path().join("device"), id, &Sources { origin: None, ..sources.clone() }).unwrap().0,
+    );
+    let late = std::thread::spawn({
+        let (dir, bytes) = (dir.path().to_owned(), bytes.clone());
+        move || {
+            std::thread::sleep(Duration::from_secs(1));
+            std::fs::create_dir_all(dir.join("origin")).unwrap();
+            std::fs::write(dir.join("origin/release.raucb"), &bytes).unwrap();
+            let origin = Origin::from_dir(&dir.join("origin"), OriginConfig::default()).unwrap();
+            Server::start(origin, addr).unwrap()
+        }
+    });
+    let report = download::download(&device, &sources, &options()).unwrap();
+    let _origin = late.join().unwrap();
+    assert_eq!((report.from_peers.values().sum::<u32>(), report.from_origin), (20, 21), "{report:?}");
+    assert_eq!(held(&device), bytes);
 }

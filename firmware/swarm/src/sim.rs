@@ -42,6 +42,11 @@ pub enum OriginPolicy {
     NewPiecesOnly,
     /// Anyone, any piece they ask for, like a plain download server.
     Any,
+    /// What a device's download does (`trellis_assets::download`): each
+    /// device asks the origin, one piece at a time, for a piece its picker
+    /// chooses among those no device holds yet. A device cannot see what
+    /// the others are receiving, so two may ask for the same piece.
+    Unheld,
 }
 
 /// One site and one release.
@@ -157,6 +162,8 @@ struct Node {
     up_used: f64,
     down_used: f64,
     incoming: u32,
+    /// Transfers coming from the origin.
+    from_origin: u32,
     done_at: f64,
     uploaded: u64,
     picker: Picker,
@@ -246,6 +253,9 @@ impl Swarm<'_> {
         let r = &mut self.nodes[to];
         r.down_used += rate;
         r.incoming += 1;
+        if from == ORIGIN {
+            r.from_origin += 1;
+        }
         r.coming.set(piece);
         self.copies[piece as usize] += 1;
         self.seq += 1;
@@ -254,6 +264,17 @@ impl Swarm<'_> {
 
     /// The piece the origin sends `to` now, by its policy, if any.
     fn origin_piece(&mut self, to: usize) -> Option<u32> {
+        if self.s.origin == OriginPolicy::Unheld && self.s.sharing {
+            if self.nodes[to].from_origin > 0 {
+                return None;
+            }
+            let mut unheld = Bitfield::empty(self.s.pieces());
+            for p in (0..self.s.pieces()).filter(|&p| self.availability.count(p) == 0) {
+                unheld.set(p);
+            }
+            let r = &mut self.nodes[to];
+            return r.picker.pick(&unheld, &r.have, &r.coming, &self.availability);
+        }
         if self.s.origin != OriginPolicy::Any && self.s.sharing {
             // A piece no device holds or receives yet (then `to` lacks it too), in order.
             if let Some(p) = self.copies.iter().position(|&c| c == 0) {
@@ -329,6 +350,9 @@ impl Swarm<'_> {
         let r = &mut self.nodes[d.to];
         r.down_used = (r.down_used - d.rate).max(0.0);
         r.incoming -= 1;
+        if d.from == ORIGIN {
+            r.from_origin -= 1;
+        }
         r.coming.clear(d.piece);
         r.have.set(d.piece);
         if r.have.is_full() {
@@ -398,6 +422,7 @@ pub fn run(scenario: &Scenario) -> Outcome {
             up_used: 0.0,
             down_used: 0.0,
             incoming: 0,
+            from_origin: 0,
             done_at: f64::INFINITY,
             uploaded: 0,
             picker: Picker::new(scenario.strategy, scenario.seed.wrapping_mul(1_000_003).wrapping_add(i as u64)),

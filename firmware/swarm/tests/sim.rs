@@ -28,7 +28,9 @@ fn every_device_ends_with_the_release_and_no_run_beats_the_bound() {
     let mut runs = 0;
     for (n, seed) in [(1, 1), (2, 2), (8, 3), (20, 4), (45, 5)] {
         for strategy in [Strategy::RarestFirst, Strategy::Random, Strategy::InOrder] {
-            for origin in [OriginPolicy::NewPiecesFirst, OriginPolicy::NewPiecesOnly, OriginPolicy::Any] {
+            for origin in
+                [OriginPolicy::NewPiecesFirst, OriginPolicy::NewPiecesOnly, OriginPolicy::Any, OriginPolicy::Unheld]
+            {
                 for sharing in [true, false] {
                     let s = Scenario {
                         peers: mixed(n, seed),
@@ -62,7 +64,7 @@ fn every_device_ends_with_the_release_and_no_run_beats_the_bound() {
             }
         }
     }
-    assert_eq!(runs, 90);
+    assert_eq!(runs, 120);
 }
 
 #[test]
@@ -80,7 +82,7 @@ fn client_server_takes_n_copies_at_the_origins_rate() {
 fn behind_a_slow_uplink_the_origin_sends_the_release_about_once() {
     // The site of the namespace tests: 16 devices on a 100 Mbit/s LAN, the origin behind 10 Mbit/s.
     let site = Scenario::site(16, Capacity { up: mbit(100.0), down: mbit(100.0) }, mbit(10.0), 20 * MIB);
-    for origin in [OriginPolicy::NewPiecesFirst, OriginPolicy::Any] {
+    for origin in [OriginPolicy::NewPiecesFirst, OriginPolicy::Any, OriginPolicy::Unheld] {
         let o = sim::run(&Scenario { origin, ..site.clone() });
         let egress = o.origin_bytes as f64 / (20 * MIB) as f64;
         assert!(egress < 1.05, "{origin:?}: the origin sent {egress:.2} copies");

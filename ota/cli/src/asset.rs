@@ -63,11 +63,15 @@ pub(crate) enum AssetCommand {
     /// artifact at a time, a critical release's before a normal one's
     /// (pausing a normal one, which then goes on from its verified blocks),
     /// each release's in its order. A manifest that is not signed by a
-    /// trusted key is refused and nothing of it is fetched. Prints a JSON
-    /// line per artifact fetched or release refused; ends when every
-    /// release found is fetched, unless `--linger`.
+    /// trusted key is refused and nothing of it is fetched. A file
+    /// `NAME.rolled-back` beside manifest `NAME.json`, holding why, says
+    /// this device rolled that release back: its artifacts are no longer
+    /// shared, and a peer that asks is told the release was rolled back and
+    /// why. Prints a JSON line per artifact fetched, release refused or
+    /// release rolled back; ends when every release found is fetched,
+    /// unless `--linger`.
     Sync {
-        /// The directory of release manifests (`*.json`).
+        /// The directory of release manifests (`NAME.json`, and `NAME.rolled-back`).
         #[arg(long)]
         releases: PathBuf,
         /// A release-signing public key, or a directory of them (repeatable).
@@ -175,6 +179,7 @@ fn report_json(report: &DownloadReport) -> serde_json::Value {
         "from-peers": report.from_peers,
         "banned": report.banned.iter().map(|b| serde_json::json!({"peer": b.peer, "sent": b.what})).collect::<Vec<_>>(),
         "lost": report.lost.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
+        "rolled-back": report.rolled_back.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
     })
 }
 
@@ -189,20 +194,38 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
         line["at-s"] = started.elapsed().as_secs_f64().into();
         println!("{line}");
     };
-    // Each manifest is read once per version of the file (its size and time).
+    // Each file is read once per version of it (its size and time).
     let mut seen: BTreeMap<PathBuf, (u64, SystemTime)> = BTreeMap::new();
+    // The trusted releases read, by the name of their manifest.
+    let mut known: BTreeMap<String, Release> = BTreeMap::new();
     let mut scan = || -> Result<()> {
         let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .filter(|p| p.extension().is_some_and(|e| e == "json" || e == "rolled-back"))
             .collect();
-        files.sort();
+        // Manifests before the rollbacks that name them.
+        files.sort_by_key(|p| (p.extension().is_some_and(|e| e == "rolled-back"), p.clone()));
         for path in files {
             let Ok(meta) = std::fs::metadata(&path) else { continue };
             let version = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
             if seen.insert(path.clone(), version) == Some(version) {
+                continue;
+            }
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            if path.extension().is_some_and(|e| e == "rolled-back") {
+                let Some(release) = known.get(&name) else { continue };
+                let why = std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned();
+                let why = if why.is_empty() { "no reason given".to_owned() } else { why };
+                let withdrawn: Vec<String> = release
+                    .jobs()
+                    .iter()
+                    .filter(|job| server.as_ref().is_some_and(|s| s.origin().withdraw(&job.id, &why)))
+                    .map(|job| job.name.clone())
+                    .collect();
+                tracing::info!(release = %release.id, "rolled back: {why}");
+                print(serde_json::json!({"release": release.id, "rolled-back": why, "withdrawn": withdrawn}));
                 continue;
             }
             let release = std::fs::read(&path)
@@ -213,6 +236,7 @@ fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()
                 Ok(release) => {
                     tracing::info!(release = %release.id, urgency = ?release.urgency, "queued");
                     queue.push(release.jobs());
+                    known.insert(name, release);
                 }
                 Err(e) => print(serde_json::json!({"file": path.display().to_string(), "refused": format!("{e:#}")})),
             }

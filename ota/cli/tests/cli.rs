@@ -2,11 +2,20 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod support {
+    pub mod lan;
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use support::lan::{Node, TRELLIS, noise};
+use trellis_appfmt::{generate_key, write_key_pair};
+use trellis_assets::{BlockStore, Index};
+use trellis_fleet::Release;
+
 fn trellis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trellis")).args(args).output().unwrap()
+    Command::new(TRELLIS).args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
@@ -320,4 +329,69 @@ fn device_status_and_update_talk_to_the_runtime() {
 
     let o = trellis(&["device", "status", "--socket", s(&dir.path().join("none.sock"))]);
     assert!(!o.status.success() && text(&o).contains("none.sock"), "{}", text(&o));
+}
+
+/// A free port on loopback (bound, then let go).
+fn free_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn a_device_that_rolled_a_release_back_stops_sharing_it_and_its_peers_are_told_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fix = noise(1 << 20, 0x2545_F491_4F6C_DD1D);
+    std::fs::create_dir_all(d.join("origin")).unwrap();
+    std::fs::write(d.join("origin/fix.wasm"), &fix).unwrap();
+    let key = generate_key();
+    let (_, public) = write_key_pair(&key, d, "release").unwrap();
+    let release = Release::new("fix-1.0.1", "qemu-aarch64", "0.1.2").with_app("fix", "1.0.1", &fix).signed(&key);
+    let id = release.pieces("fix").unwrap().to_string();
+    std::fs::create_dir_all(d.join("releases")).unwrap();
+    std::fs::write(d.join("releases/fix-1.0.1.json"), release.to_json()).unwrap();
+
+    let origin =
+        Node::spawn(Command::new(TRELLIS).args(["asset", "serve", s(&d.join("origin")), "--listen", "127.0.0.1:0"]));
+    let origin_addr = origin.wait_for("serving on ", "the origin").trim_start_matches("serving on ").to_owned();
+    let shared = free_port();
+    let device =
+        Node::spawn(Command::new(TRELLIS).args(["asset", "sync", "--releases", s(&d.join("releases"))]).args([
+            "--trust",
+            s(&public),
+            "--store",
+            s(&d.join("a")),
+            "--origin",
+            &origin_addr,
+            "--share",
+            &shared,
+            "--linger",
+        ]));
+    let fetched = device.report("the device's fetch");
+    assert_eq!(
+        (fetched["release"].as_str(), fetched["artifact"].as_str()),
+        (Some("fix-1.0.1"), Some("fix")),
+        "{fetched}"
+    );
+
+    // The trial boot failed: the installer says so beside the manifest.
+    std::fs::write(d.join("releases/fix-1.0.1.rolled-back"), "the trial boot was not healthy\n").unwrap();
+    let rolled = device.report("the device's rollback");
+    assert_eq!(rolled["rolled-back"], "the trial boot was not healthy", "{rolled}");
+    assert_eq!(rolled["withdrawn"], serde_json::json!(["fix-1.0.1/fix"]), "{rolled}");
+
+    // A peer that asks is told, and takes the release from the origin instead.
+    let out =
+        trellis(&["asset", "fetch", &id, "--origin", &origin_addr, "--peer", &shared, "--store", s(&d.join("b"))]);
+    assert!(out.status.success(), "{}", text(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["rolled-back"],
+        serde_json::json!([{"peer": shared, "why": "the trial boot was not healthy"}]),
+        "{report}"
+    );
+    let index = Index::of(&fix);
+    assert_eq!(report["from-origin"].as_u64(), Some(u64::from(index.count())), "{report}");
+    let store = BlockStore::open(&d.join("b"), &index.id(), &index).unwrap();
+    assert!(store.read(0, index.size).unwrap() == fix, "the peer holds the publisher's bytes");
 }

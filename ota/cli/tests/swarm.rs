@@ -5,234 +5,28 @@
 //! each other by announcement (mDNS) instead of being told; then devices
 //! running `trellis asset sync` on signed releases, where an urgent release
 //! overtakes a running one. Needs root (`ip netns`, `tc`), as `make
-//! test` runs it. Everything made is removed when a test ends, failed or not.
+//! test` runs it. Everything made is removed when a test ends, failed or not
+//! (`support/lan.rs`).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod support {
+    pub mod lan;
+}
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use support::lan::{DEADLINE, Lan, Node, device, fetched, holds, noise, origin, release_of, store};
 use trellis_appfmt::{generate_key, write_key_pair};
 use trellis_assets::{BlockStore, Index};
 use trellis_fleet::{Release, Urgency};
 
-const TRELLIS: &str = env!("CARGO_BIN_EXE_trellis");
 /// The release: 20 MiB.
 const SIZE: usize = 20 << 20;
-const PORT: u16 = 8470;
-/// Bounds every wait of these tests.
-const DEADLINE: Duration = Duration::from_secs(240);
-
-fn run(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-}
-
-/// Namespaces on one bridge: node 0 is the origin, 1.. the devices.
-struct Lan {
-    tag: String,
-    nodes: usize,
-}
-
-impl Lan {
-    fn new(test: &str, nodes: usize) -> Self {
-        let tag = format!("tsw-{}-{test}", std::process::id());
-        let lan = Self { tag, nodes };
-        let hub = lan.hub();
-        run(&["ip", "netns", "add", &hub]);
-        run(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
-        run(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
-        for k in 0..nodes {
-            let ns = lan.ns(k);
-            let port = format!("p{k}");
-            run(&["ip", "netns", "add", &ns]);
-            run(&["ip", "link", "add", "eth0", "netns", &ns, "type", "veth", "peer", "name", &port, "netns", &hub]);
-            run(&["ip", "-n", &hub, "link", "set", &port, "master", "br0", "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{}/24", lan.ip(k)), "dev", "eth0"]);
-            run(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
-            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
-        }
-        // The origin's uplink to the site: 10 Mbit/s out of it. The bucket
-        // holds what the link carries in 8 ms.
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &lan.ns(0),
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            "eth0",
-            "root",
-            "tbf",
-            "rate",
-            "10mbit",
-            "burst",
-            "10kb",
-            "latency",
-            "400ms",
-        ]);
-        lan
-    }
-
-    fn hub(&self) -> String {
-        format!("{}-hub", self.tag)
-    }
-
-    fn ns(&self, k: usize) -> String {
-        format!("{}-{k}", self.tag)
-    }
-
-    fn ip(&self, k: usize) -> String {
-        format!("10.99.0.{}", k + 1)
-    }
-
-    fn addr(&self, k: usize) -> String {
-        format!("{}:{PORT}", self.ip(k))
-    }
-
-    /// Bytes node `k` sent on its link.
-    fn sent(&self, k: usize) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns(k), "cat", "/sys/class/net/eth0/statistics/tx_bytes"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-    }
-
-    /// `trellis` with `args` in node `k`'s namespace; its stdout's lines come on the channel.
-    fn start(&self, k: usize, args: &[String]) -> Node {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.ns(k), TRELLIS])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Node { child, lines }
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        for k in 0..self.nodes {
-            let _ = Command::new("ip").args(["netns", "del", &self.ns(k)]).status();
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.hub()]).status();
-    }
-}
-
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Node {
-    /// The first line starting with `prefix`, within the deadline.
-    fn wait_for(&self, prefix: &str, what: &str) -> String {
-        let end = Instant::now() + DEADLINE;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(e) => panic!("{what}: no line starting {prefix:?} ({e})"),
-            }
-        }
-    }
-
-    /// The JSON report `trellis asset fetch` prints when it holds the release.
-    fn report(&self, what: &str) -> serde_json::Value {
-        serde_json::from_str(&self.wait_for("{", what)).unwrap()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `size` bytes of noise, the same for the same `seed`.
-fn noise(size: usize, seed: u64) -> Vec<u8> {
-    let mut x: u64 = seed;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 fn release(dir: &Path) -> (Vec<u8>, String) {
     release_of(dir, SIZE)
-}
-
-/// A release of `size` bytes at the origin: its bytes and id.
-fn release_of(dir: &Path, size: usize) -> (Vec<u8>, String) {
-    let bytes = noise(size, 0x9E37_79B9_7F4A_7C15);
-    std::fs::create_dir_all(dir.join("origin")).unwrap();
-    std::fs::write(dir.join("origin/update.raucb"), &bytes).unwrap();
-    let id = Index::of(&bytes).id().to_string();
-    (bytes, id)
-}
-
-fn origin(lan: &Lan, dir: &Path) -> Node {
-    let args = ["asset", "serve", &dir.join("origin").display().to_string(), "--listen", &lan.addr(0), "--push", "0"];
-    let node = lan.start(0, &args.map(String::from));
-    node.wait_for("serving on", "the origin");
-    node
-}
-
-/// `trellis asset fetch` on device `k`, its store under `dir`, every other device its peer.
-fn device(lan: &Lan, k: usize, id: &str, dir: &Path, extra_peers: &[String]) -> Node {
-    let mut args: Vec<String> =
-        ["asset", "fetch", id, "--origin", &lan.addr(0), "--share", &lan.addr(k), "--linger"].map(String::from).into();
-    args.extend(["--store".into(), store(dir, k).display().to_string()]);
-    for j in (1..lan.nodes).filter(|&j| j != k) {
-        args.extend(["--peer".into(), lan.addr(j)]);
-    }
-    for p in extra_peers {
-        args.extend(["--peer".into(), p.clone()]);
-    }
-    lan.start(k, &args)
-}
-
-fn store(dir: &Path, k: usize) -> PathBuf {
-    dir.join(format!("device-{k}"))
-}
-
-/// Device `k` holds every block of the release, and only the publisher's bytes.
-fn holds(dir: &Path, k: usize, bytes: &[u8]) {
-    let index = Index::of(bytes);
-    let store = BlockStore::open(&store(dir, k), &index.id(), &index).unwrap();
-    assert_eq!(store.held(), index.count(), "device {k} holds every block");
-    assert!(store.read(0, index.size).unwrap() == bytes, "device {k} holds the publisher's bytes");
-}
-
-fn fetched(report: &serde_json::Value) -> u64 {
-    report["from-origin"].as_u64().unwrap()
-        + report["from-peers"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum::<u64>()
 }
 
 #[test]
