@@ -463,6 +463,19 @@ fn have(body: &[u8], len: u32) -> Option<(Bitfield, Option<u32>)> {
     Some((held, claim))
 }
 
+/// Longest reason for a rollback a peer's `410 Gone` is believed to give.
+const REASON_MAX: usize = 200;
+
+/// Why a peer says it rolled the asset back: the first line of its answer,
+/// without the protocol's prefix, at most [`REASON_MAX`] characters (a peer
+/// is not trusted with the size of its report).
+fn rolled_back_reason(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().next().unwrap_or("").trim();
+    let why = line.strip_prefix(wire::ROLLED_BACK).unwrap_or(line);
+    why.chars().take(REASON_MAX).collect()
+}
+
 /// One block from a server: its bytes, or why not.
 fn fetch(conn: &mut Option<Conn>, server: &str, id: AssetId, n: u32) -> Result<Vec<u8>, String> {
     if conn.is_none() {
@@ -510,8 +523,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                     Ok((404, _)) => Some((Bitfield::empty(len), None)),
                     // It rolled the asset back: it will not serve it again.
                     Ok((410, body)) => {
-                        let why = String::from_utf8_lossy(&body);
-                        let why = why.trim().strip_prefix(wire::ROLLED_BACK).unwrap_or(why.trim()).to_owned();
+                        let why = rolled_back_reason(&body);
                         tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
                         shared.lock().report.rolled_back.push((peer.to_owned(), why));
                         return shared.drop_peer(i, None);
@@ -670,6 +682,14 @@ mod tests {
         assert!(bitfield("zz", 12).is_none());
         // A short bitmap holds nothing past its end.
         assert_eq!(bitfield("ff", 12).unwrap().count(), 8);
+    }
+
+    #[test]
+    fn a_peers_reason_for_a_rollback_is_its_first_line_cut_short() {
+        assert_eq!(rolled_back_reason(b"rolled back: its trial boot failed\n"), "its trial boot failed");
+        assert_eq!(rolled_back_reason(b"no prefix\nsecond line"), "no prefix");
+        let long = format!("rolled back: {}", "x".repeat(10_000));
+        assert_eq!(rolled_back_reason(long.as_bytes()).len(), REASON_MAX);
     }
 
     #[test]
