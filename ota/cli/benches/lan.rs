@@ -93,6 +93,7 @@ fn fetch_all(lan: &Lan, dir: &Path, id: &str, bytes: &[u8], strategy: Option<&st
         devices.iter().enumerate().map(|(i, d)| d.report_within(&format!("device {}", i + 1), deadline)).collect();
     let seconds = started.elapsed().as_secs_f64();
     let origin_wire = lan.sent(0) - before;
+    eprintln!("{n} devices, {}: {seconds:.1} s", strategy.unwrap_or("client–server"));
     drop(devices);
     let blocks = u64::from(Index::of(bytes).count());
     for (i, r) in reports.iter().enumerate() {
