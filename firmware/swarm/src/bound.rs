@@ -22,6 +22,20 @@ pub fn kumar_ross(file_bytes: u64, origin_up: f64, peers: &[Capacity]) -> f64 {
     (f / origin_up).max(f / d_min).max(n * f / total_up)
 }
 
+/// Jain's fairness index of what each node sent: 1 when they share evenly,
+/// 1/N when one sends everything (1 when none sends).
+#[must_use]
+pub fn jain_index(sent: &[u64]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let (sum, squares) = sent.iter().fold((0.0, 0.0), |(s, q), &u| (s + u as f64, q + (u as f64).powi(2)));
+    if squares == 0.0 {
+        return 1.0;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let n = sent.len() as f64;
+    sum * sum / (n * squares)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +51,12 @@ mod tests {
         // Everybody's upload together: 10 peers that upload nothing.
         let leech = Capacity { up: 0.0, down: 100.0 };
         assert!((kumar_ross(100, 2.0, &[leech; 10]) - 500.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn jains_index_is_one_when_even_and_one_over_n_when_one_sends_everything() {
+        assert!((jain_index(&[5, 5, 5, 5]) - 1.0).abs() < 1e-12);
+        assert!((jain_index(&[8, 0, 0, 0]) - 0.25).abs() < 1e-12);
+        assert!((jain_index(&[0, 0]) - 1.0).abs() < 1e-12);
     }
 }

@@ -16,6 +16,6 @@ mod rng;
 pub mod sim;
 
 pub use bitfield::Bitfield;
-pub use bound::{Capacity, kumar_ross};
+pub use bound::{Capacity, jain_index, kumar_ross};
 pub use picker::{Availability, Picker, Strategy};
 pub use rng::Rng;

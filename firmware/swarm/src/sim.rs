@@ -27,7 +27,7 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use crate::{Availability, Bitfield, Capacity, Picker, Rng, Strategy, kumar_ross};
+use crate::{Availability, Bitfield, Capacity, Picker, Rng, Strategy, jain_index, kumar_ross};
 
 /// A start needs this share of the node's capacity free.
 const MIN_FREE: f64 = 0.05;
@@ -138,18 +138,10 @@ impl Outcome {
         self.done_s.iter().copied().fold(0.0, f64::max)
     }
 
-    /// Jain's fairness index of the devices' uploads: 1 when they share
-    /// evenly, 1/N when one device uploads everything (1 when none uploads).
+    /// Jain's fairness index of the devices' uploads ([`jain_index`]).
     #[must_use]
     pub fn upload_fairness(&self) -> f64 {
-        #[allow(clippy::cast_precision_loss)]
-        let (sum, squares) = self.uploaded.iter().fold((0.0, 0.0), |(s, q), &u| (s + u as f64, q + (u as f64).powi(2)));
-        if squares == 0.0 {
-            return 1.0;
-        }
-        #[allow(clippy::cast_precision_loss)]
-        let n = self.uploaded.len() as f64;
-        sum * sum / (n * squares)
+        jain_index(&self.uploaded)
     }
 }
 

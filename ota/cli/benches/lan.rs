@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use lan::{Lan, Node, fetched, holds, origin, release_of, store};
 use trellis_assets::Index;
 use trellis_swarm::sim::{self, OriginPolicy, Scenario};
-use trellis_swarm::{Capacity, Strategy};
+use trellis_swarm::{Capacity, Strategy, jain_index};
 
 const MIB: usize = 1 << 20;
 /// The release.
@@ -65,8 +65,7 @@ struct Measured {
 
 impl Measured {
     fn fairness(&self) -> f64 {
-        let (sum, squares) = self.uploaded.iter().fold((0.0, 0.0), |(s, q), &u| (s + u as f64, q + (u as f64).powi(2)));
-        if squares == 0.0 { 1.0 } else { sum * sum / (self.uploaded.len() as f64 * squares) }
+        jain_index(&self.uploaded)
     }
 }
 
