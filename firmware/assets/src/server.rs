@@ -294,8 +294,9 @@ impl Origin {
         self.unshare(id)
     }
 
-    /// Stop serving asset `id` (a release the device rolled back): its
-    /// index, blocks and bitmap are a 404 from now on. Whether it was served.
+    /// Stop serving asset `id` (one the device no longer keeps): its index,
+    /// blocks and bitmap are a 404 from now on ([`Origin::withdraw`] says
+    /// why instead). Whether it was served.
     pub fn unshare(&self, id: &AssetId) -> bool {
         self.assets.write().unwrap_or_else(PoisonError::into_inner).remove(id).is_some()
     }
@@ -330,12 +331,11 @@ impl Origin {
             ["v1", "assets", id, rest @ ..] => (*id, rest),
             _ => return (404, format!("no such path {}", req.path).into_bytes()),
         };
-        if let Some(reason) = id.parse::<AssetId>().ok().and_then(|id| self.withdrawn_reason(&id)) {
+        let Ok(asset_id) = id.parse::<AssetId>() else { return (404, format!("no asset {id}").into_bytes()) };
+        if let Some(reason) = self.withdrawn_reason(&asset_id) {
             return (410, format!("{ROLLED_BACK}{reason}").into_bytes());
         }
-        let Some((id, asset)) = id.parse::<AssetId>().ok().and_then(|id| Some((id, self.get(&id)?))) else {
-            return (404, format!("no asset {id}").into_bytes());
-        };
+        let Some(asset) = self.get(&asset_id) else { return (404, format!("no asset {id}").into_bytes()) };
         match rest {
             ["index"] => (200, asset.encoded.clone()),
             ["have"] => (200, asset.have_hex().into_bytes()),
@@ -343,7 +343,7 @@ impl Origin {
                 let Some(n) = n.parse::<u32>().ok().filter(|&n| n < asset.index.count()) else {
                     return (404, format!("asset {id} has no block {n} ({} blocks)", asset.index.count()).into_bytes());
                 };
-                self.blocks(id, &asset, n, req)
+                self.blocks(asset_id, &asset, n, req)
             }
             _ => (404, format!("no such path {}", req.path).into_bytes()),
         }

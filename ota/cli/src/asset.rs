@@ -173,13 +173,16 @@ pub(crate) fn run(command: AssetCommand) -> Result<()> {
 
 /// What a report says, as a JSON object (`trellis asset fetch` and `sync`).
 fn report_json(report: &DownloadReport) -> serde_json::Value {
+    let why = |pairs: &[(String, String)]| -> Vec<serde_json::Value> {
+        pairs.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect()
+    };
     serde_json::json!({
         "resumed": report.resumed,
         "from-origin": report.from_origin,
         "from-peers": report.from_peers,
         "banned": report.banned.iter().map(|b| serde_json::json!({"peer": b.peer, "sent": b.what})).collect::<Vec<_>>(),
-        "lost": report.lost.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
-        "rolled-back": report.rolled_back.iter().map(|(p, why)| serde_json::json!({"peer": p, "why": why})).collect::<Vec<_>>(),
+        "lost": why(&report.lost),
+        "rolled-back": why(&report.rolled_back),
     })
 }
 
