@@ -471,8 +471,9 @@ impl Agent {
     /// Fetch, check, gate and apply one release.
     async fn attempt(&mut self, link: &Link, desired: &DesiredState) -> Result<(), Stop> {
         let id = &desired.release;
-        let bytes = match link.get(RELEASES, id).await {
-            Ok(Some(b)) => b,
+        // From the leader: the replica on this device's server may not hold a release just published.
+        let bytes = match link.get_latest(RELEASES, id).await {
+            Ok(Some(stored)) => stored.value,
             Ok(None) => return Err(Stop::Failed(format!("release {id} does not exist"), EventKind::Refused)),
             Err(e) => return Err(Stop::Offline(e)),
         };

@@ -251,8 +251,8 @@ impl Controller {
             }
             let d = rollout.desired(m.attempt);
             let key = names::device_key(device);
-            let current = self.link.get(DESIRED, &key).await?;
-            if current.is_none_or(|c| serde_json::from_slice::<DesiredState>(&c).ok().as_ref() != Some(&d)) {
+            let current = self.link.get_latest(DESIRED, &key).await?;
+            if current.is_none_or(|c| serde_json::from_slice::<DesiredState>(&c.value).ok().as_ref() != Some(&d)) {
                 self.link.put(DESIRED, &key, serde_json::to_vec(&d).unwrap_or_default()).await?;
             }
         }

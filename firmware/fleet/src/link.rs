@@ -34,6 +34,21 @@ pub struct Link {
     buckets: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, kv::Store>>>,
 }
 
+/// The header a key-value bucket's message says its operation in (`PUT`,
+/// `DEL`, `PURGE`; none is a put).
+const KV_OPERATION: &str = "KV-Operation";
+
+/// A key's value as a bucket's leader holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The value.
+    pub value: Vec<u8>,
+    /// Its revision (for compare-and-set).
+    pub revision: u64,
+    /// When the server stored it (Unix ms).
+    pub stored_ms: u64,
+}
+
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -111,7 +126,13 @@ impl Link {
             .map_err(|e| FleetError::nats(format!("opening object store {}", names::ARTIFACTS), e))
     }
 
-    /// The value of `key` in `bucket` (none when absent or deleted).
+    /// The value of `key` in `bucket` (none when absent or deleted), as a
+    /// replica on the server this client is connected to has it: the buckets
+    /// allow direct gets, which a device's permissions are written for and
+    /// which spread reads over the cluster. A replica may lag the bucket's
+    /// leader, so this can miss a write made a moment before; a device does
+    /// not mind (it watches its keys), an operator's read-after-write uses
+    /// [`Link::get_latest`].
     ///
     /// # Errors
     /// The server cannot be asked.
@@ -122,6 +143,30 @@ impl Link {
             .await
             .map(|v| v.map(|b| b.to_vec()))
             .map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))
+    }
+
+    /// The value of `key` in `bucket` as the bucket's stream leader holds it;
+    /// none when absent or deleted.
+    /// Unlike [`Link::get`] it sees every write acknowledged before it asks,
+    /// whichever server took the write (a deploy right after a publish). It
+    /// costs the leader a request: an operator's and the controller's read,
+    /// which a device's permissions do not allow.
+    ///
+    /// # Errors
+    /// The server cannot be asked.
+    pub async fn get_latest(&self, bucket: &str, key: &str) -> Result<Option<Stored>, FleetError> {
+        use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        let store = self.kv(bucket).await?;
+        let subject = format!("{}{key}", store.prefix);
+        match store.stream.get_last_raw_message_by_subject(&subject).await {
+            Ok(m) => {
+                let deleted = m.headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT");
+                let stored_ms = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
+                Ok((!deleted).then(|| Stored { value: m.payload.to_vec(), revision: m.sequence, stored_ms }))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(e) => Err(FleetError::nats(format!("reading {bucket}/{key}"), e)),
+        }
     }
 
     /// Set `key` in `bucket`.

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FleetError;
-use crate::link::Link;
+use crate::link::{Link, Stored};
 use crate::names::{self, ARTIFACTS, DESIRED, DEVICES, RELEASES, REPORTED, ROLLOUTS};
 use crate::release::Release;
 use crate::rollout::{Outcome, Plan, Rollout, State};
@@ -127,10 +127,8 @@ async fn entries_once<T: serde::de::DeserializeOwned>(
     let mut out = BTreeMap::new();
     while let Some(key) = keys.next().await {
         let key = key.map_err(|e| FleetError::nats(what(), e))?;
-        let entry = store.entry(&key).await.map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))?;
-        if let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) {
-            let stored_ms = u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
-            match serde_json::from_slice(&entry.value) {
+        if let Some(Stored { value, stored_ms, .. }) = link.get_latest(bucket, &key).await? {
+            match serde_json::from_slice(&value) {
                 Ok(v) => {
                     out.insert(key, (v, stored_ms));
                 }
@@ -238,8 +236,8 @@ pub async fn publish(link: &Link, release: &Release, artifacts: &[(String, Vec<u
 /// # Errors
 /// No such release, or the server.
 pub async fn release(link: &Link, id: &str) -> Result<Release, FleetError> {
-    let bytes = link.get(RELEASES, id).await?.ok_or_else(|| FleetError::Refused(format!("no release {id}")))?;
-    Ok(Release::from_json(&bytes)?)
+    let stored = link.get_latest(RELEASES, id).await?.ok_or_else(|| FleetError::Refused(format!("no release {id}")))?;
+    Ok(Release::from_json(&stored.value)?)
 }
 
 /// Every release.
@@ -251,8 +249,10 @@ pub async fn releases(link: &Link) -> Result<Vec<Release>, FleetError> {
 }
 
 async fn desired(link: &Link, key: &str) -> Result<Option<DesiredState>, FleetError> {
-    match link.get(DESIRED, key).await? {
-        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e)),
+    match link.get_latest(DESIRED, key).await? {
+        Some(Stored { value: b, .. }) => {
+            serde_json::from_slice(&b).map(Some).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e))
+        }
         None => Ok(None),
     }
 }
@@ -272,13 +272,7 @@ pub async fn rollouts(link: &Link) -> Result<Vec<Rollout>, FleetError> {
 /// # Errors
 /// No such rollout, or the server.
 pub async fn rollout(link: &Link, id: &str) -> Result<(Rollout, u64), FleetError> {
-    let store = link.kv(ROLLOUTS).await?;
-    let entry = store
-        .entry(id)
-        .await
-        .map_err(|e| FleetError::nats(format!("reading {ROLLOUTS}/{id}"), e))?
-        .filter(|e| e.operation == kv::Operation::Put)
-        .ok_or_else(|| FleetError::Refused(format!("no rollout {id}")))?;
+    let entry = link.get_latest(ROLLOUTS, id).await?.ok_or_else(|| FleetError::Refused(format!("no rollout {id}")))?;
     let rollout = serde_json::from_slice(&entry.value).map_err(|e| FleetError::value(format!("{ROLLOUTS}/{id}"), e))?;
     Ok((rollout, entry.revision))
 }

@@ -89,6 +89,8 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         format!("{api}.STREAM.INFO.{reported}"),
         format!("{api}.STREAM.INFO.{artifacts}"),
         format!("{api}.DIRECT.GET.{releases}.>"),
+        // A release as the bucket's leader has it (a replica may not hold one just published).
+        format!("{api}.STREAM.MSG.GET.{releases}"),
         format!("{api}.CONSUMER.CREATE.{releases}.>"),
         format!("{api}.DIRECT.GET.{artifacts}.>"),
         // An object's metadata (the object store reads it with a message get)

@@ -79,3 +79,42 @@ async fn reports_survive_a_killed_server() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// A deploy right after a publish, through another server: the buckets allow
+/// direct gets, which the replica on the reader's server answers, and a
+/// replica that was not in the write's quorum may not hold it yet. The
+/// operator's reads go to the bucket's leader, so each release (and its
+/// rollout) is there the moment its write is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reads_what_was_just_written_whichever_server_it_asks() {
+    use trellis_fleet::{ops, rollout::Plan, sim};
+    let pki = Pki::new();
+    let servers = support::cluster(&pki, &["operator"], &[("pi-1", "north")]);
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let writer = support::operator(&pki, &addrs[..1], 3).await;
+    let readers = [support::operator(&pki, &addrs[1..2], 3).await, support::operator(&pki, &addrs[2..], 3).await];
+    ops::register(&writer, "pi-1", "north", sim::BOARD).await.unwrap();
+    let key = trellis_appfmt::generate_key();
+    for i in 0..40 {
+        let id = format!("thermostat-1.{i}.0");
+        let (release, artifacts) = sim::release(&id, &key, &[("thermostat", &format!("1.{i}.0"))]);
+        ops::publish(&writer, &release, &artifacts).await.unwrap();
+        for reader in &readers {
+            let read = ops::release(reader, &id).await;
+            assert_eq!(
+                read.map(|r| r.id).map_err(|e| e.to_string()),
+                Ok(id.clone()),
+                "server {}",
+                reader.nats.server_info().port
+            );
+        }
+        assert!(ops::releases(&readers[0]).await.unwrap().iter().any(|r| r.id == id), "{id} listed");
+    }
+    // The last one deployed through one server, its rollout read at once through another.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    let r = ops::deploy(&readers[0], "thermostat-1.39.0", "north", Plan::default(), u64::try_from(now).unwrap())
+        .await
+        .unwrap();
+    let (read, _) = ops::rollout(&readers[1], &r.id).await.unwrap();
+    assert_eq!(read.release, "thermostat-1.39.0");
+}
