@@ -2,7 +2,7 @@
 //! fetched from the origin as they are needed and verified before they are
 //! kept.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -55,6 +55,24 @@ impl Conn {
         self.writer.write_all(req.as_bytes())?;
         wire::read_response(&mut self.reader)
     }
+}
+
+/// An asset [`Fetcher::retain`] removed from the device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removed {
+    /// The asset.
+    pub id: AssetId,
+    /// What its files took on the disk.
+    pub bytes: u64,
+}
+
+/// Bytes the files directly in `dir` take on the disk (a block store's
+/// data file is sparse until every block is there).
+fn disk_usage(dir: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.blocks() * 512).sum())
+        .unwrap_or(0)
 }
 
 /// Reads assets for the apps of one device.
@@ -141,6 +159,39 @@ impl Fetcher {
         let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, &index)?));
         self.stores.lock().unwrap_or_else(PoisonError::into_inner).insert(id, store.clone());
         Ok(store)
+    }
+
+    /// Remove from the device every asset not in `keep` (the assets the
+    /// installed apps name) and forget its open store. What is in the
+    /// store's directory and is not an asset's (a name that is not 64 hex
+    /// digits) is left alone. A removed asset that an app names again later
+    /// is fetched again, as on first use.
+    ///
+    /// # Errors
+    /// The directory cannot be listed, or an asset's cannot be removed (named).
+    pub fn retain(&self, keep: &HashSet<AssetId>) -> Result<Vec<Removed>, AssetError> {
+        let entries = match std::fs::read_dir(&self.root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(AssetError::Store { path: self.root.clone(), source }),
+        };
+        let mut removed = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| AssetError::Store { path: self.root.clone(), source })?;
+            let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<AssetId>().ok()) else { continue };
+            if keep.contains(&id) {
+                continue;
+            }
+            // A read still running on it finishes first.
+            let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            let _finished = open.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
+            let path = entry.path();
+            let bytes = disk_usage(&path);
+            std::fs::remove_dir_all(&path).map_err(|source| AssetError::Store { path: path.clone(), source })?;
+            removed.push(Removed { id, bytes });
+        }
+        removed.sort_by_key(|r| r.id.0);
+        Ok(removed)
     }
 
     /// The asset's size in bytes (its index is fetched if it is not on the device).

@@ -31,7 +31,7 @@ pub mod server;
 mod store;
 mod wire;
 
-pub use client::{FetchStats, Fetcher};
+pub use client::{FetchStats, Fetcher, Removed};
 pub use download::{DownloadOptions, DownloadReport, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
 pub use queue::{Finished, Job, Queue};

@@ -166,8 +166,10 @@ impl Runtime {
             cgroups,
             stopped: crate::stopped::StoppedApps::load(&config.state_dir),
             config,
+            apps_changed: false,
         };
         sup.load_all();
+        sup.retain_assets();
         let thread = std::thread::Builder::new()
             .name("supervisor".into())
             .spawn(move || sup.run(&control_rx))

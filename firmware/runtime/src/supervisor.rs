@@ -3,7 +3,7 @@
 //! after a crash loop. It owns every app's slot and runs on its own thread;
 //! the [`crate::Runtime`] handle sends it [`Control`] requests.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -128,6 +128,9 @@ pub(crate) struct Supervisor {
     pub(crate) cgroups: Option<Arc<Cgroups>>,
     /// The apps stopped on request (kept in `STATE_DIR/stopped`).
     pub(crate) stopped: StoppedApps,
+    /// An app was installed, swapped, removed or marked good since the
+    /// assets were last collected.
+    pub(crate) apps_changed: bool,
 }
 
 impl Supervisor {
@@ -139,9 +142,11 @@ impl Supervisor {
             let due = self.slots.values().filter_map(|s| s.restart_at).map(|t| t.saturating_sub(now)).min();
             match rx.recv_timeout(due.map_or(TICK, |d| d.min(TICK))) {
                 Ok(Control::Install { app, bytes, reply }) => {
+                    self.apps_changed = true;
                     let _ = reply.send(self.install(&app, bytes));
                 }
                 Ok(Control::RemoveApp { app, reply }) => {
+                    self.apps_changed = true;
                     let _ = reply.send(self.remove_app(&app));
                 }
                 Ok(Control::StopApp { app, reply }) => {
@@ -151,6 +156,7 @@ impl Supervisor {
                     let _ = reply.send(self.start_app(&app));
                 }
                 Ok(Control::Load { path, reply }) => {
+                    self.apps_changed = true;
                     let result = self.load_path(&path);
                     match reply {
                         Some(reply) => {
@@ -165,7 +171,10 @@ impl Supervisor {
                         }
                     }
                 }
-                Ok(Control::Remove { path }) => self.remove(&path),
+                Ok(Control::Remove { path }) => {
+                    self.apps_changed = true;
+                    self.remove(&path);
+                }
                 Ok(Control::Tick(reply)) => ticked = Some(reply),
                 Ok(Control::ConsentHooks(reply)) => {
                     let _ = reply.send(self.consent_hooks());
@@ -179,6 +188,9 @@ impl Supervisor {
             }
             self.restart_due();
             self.mark_good();
+            if std::mem::take(&mut self.apps_changed) {
+                self.retain_assets();
+            }
             if let Some(reply) = ticked {
                 let _ = reply.send(());
             }
@@ -851,6 +863,7 @@ impl Supervisor {
             })
             .map(|(n, _)| n.clone())
             .collect();
+        self.apps_changed |= !ready.is_empty();
         for app in ready {
             let path = self.last_good_path(&app);
             let Some(slot) = self.slots.get_mut(&app) else { continue };
@@ -864,6 +877,40 @@ impl Supervisor {
                 Ok(()) => tracing::info!(app, version = %v.manifest.version, "marked as the last good version"),
                 Err(e) => tracing::warn!(app, path = %path.display(), "cannot keep the last good copy: {e}"),
             }
+        }
+    }
+
+    /// The assets an app on the device names: in its file in the apps
+    /// directory, in its last good copy (what runs when that file is
+    /// broken), or in the version running now.
+    fn assets_in_use(&self) -> HashSet<trellis_assets::AssetId> {
+        let mut manifests: Vec<Arc<Manifest>> =
+            self.slots.values().filter_map(|s| s.version.as_ref()).map(|v| v.manifest.clone()).collect();
+        let files = std::fs::read_dir(&self.config.apps_dir).into_iter().flatten().filter_map(Result::ok);
+        for app in files.filter_map(|e| AppsDir::name(&e.path())) {
+            for path in [AppsDir::new(&self.config.apps_dir).path(&app), self.last_good_path(&app)] {
+                if let Some(file) = std::fs::read(&path).ok().and_then(|bytes| AppFile::parse(&bytes).ok()) {
+                    manifests.push(Arc::new(file.manifest));
+                }
+            }
+        }
+        manifests
+            .iter()
+            .flat_map(|m| m.assets.keys().filter_map(|name| m.asset(name)))
+            .map(trellis_assets::AssetId)
+            .collect()
+    }
+
+    /// Remove the assets no app on the device names any more (an app
+    /// removed, or updated to a version that reads other files).
+    pub(crate) fn retain_assets(&self) {
+        match self.services.assets.retain(&self.assets_in_use()) {
+            Ok(removed) => {
+                for r in removed {
+                    tracing::info!(asset = %r.id, kib = r.bytes / 1024, "no app names this asset: removed");
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
         }
     }
 

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{boot, device, manifest, pack};
+use support::{boot, device, device_on_fake_clock_with, manifest, pack};
 use trellis_assets::server::{Origin, OriginConfig, Server};
 use trellis_runtime::config::AssetsConfig;
 
@@ -23,9 +23,73 @@ fn weights(len: usize) -> Vec<u8> {
 
 /// The reader fixture with `[assets] weights = <id>`.
 fn reader(id: &str) -> Vec<u8> {
+    reader_version(id, "1.0.0")
+}
+
+fn reader_version(id: &str, version: &str) -> Vec<u8> {
     let mut m = manifest("reader");
+    m.version = version.into();
     m.assets.insert("weights".into(), format!("sha256:{id}"));
     pack("reader", &m)
+}
+
+/// An asset stays on the device while an app on it names it (in its file,
+/// its last good copy or the version running) and is removed once none
+/// does: an update to weights of another hash does not leave the old ones
+/// on the data partition for ever, nor does removing the app.
+#[test]
+fn an_asset_no_app_on_the_device_names_any_more_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("v1.bin"), weights(300_000)).unwrap();
+    std::fs::write(dir.path().join("v2.bin"), weights(200_000)).unwrap();
+    let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
+    let id = |name: &str| origin.assets().into_iter().find(|(n, _)| n == name).unwrap().1.to_string();
+    let (v1, v2) = (id("v1.bin"), id("v2.bin"));
+    let server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let origin_addr = server.addr().to_string();
+    let (dev, clock) = device_on_fake_clock_with(&[("reader", reader_version(&v1, "1.0.0"))], |c| {
+        c.assets = Some(AssetsConfig { origin: origin_addr });
+    });
+    let good_after = Duration::from_millis(trellis_runtime::CrashPolicy::default().good_after_ms);
+    let stored = |id: &str| dev.state().join("assets").join(id).exists();
+    let read_all = |len: usize| {
+        let results = dev.runtime.subscribe("reader/result");
+        dev.runtime.publish("reader/read", format!("weights 0 {len}").as_bytes());
+        let answer = String::from_utf8(results.recv_timeout(SECS).expect("no answer from reader").payload).unwrap();
+        assert!(answer.starts_with(&format!("ok {len} ")), "{answer}");
+    };
+    dev.wait_started("reader", "1.0.0");
+    read_all(300_000);
+    clock.advance(good_after);
+    dev.runtime.tick();
+    assert!(stored(&v1) && dev.state().join("last-good/reader.wasm").exists());
+
+    // 2.0.0 reads other weights. Until it has run well, 1.0.0 is the version
+    // to fall back to, and its weights stay.
+    dev.install("reader", &reader_version(&v2, "2.0.0"));
+    dev.wait_started("reader", "2.0.0");
+    read_all(200_000);
+    dev.runtime.tick();
+    assert!(stored(&v1) && stored(&v2), "the last good version's asset was removed before its successor ran well");
+    clock.advance(good_after);
+    dev.runtime.tick();
+    assert!(!stored(&v1), "no app names {v1} any more, yet it is still on the device");
+    assert!(stored(&v2));
+    // What else is in the store's directory is not an asset's: left alone.
+    std::fs::write(dev.state().join("assets/README"), "mine").unwrap();
+
+    // A broken 3.0.0 is refused; 2.0.0 runs on, with its weights.
+    dev.install("reader", b"not an app");
+    dev.wait_refused("reader");
+    dev.runtime.tick();
+    assert!(stored(&v2));
+    read_all(200_000);
+
+    // The app removed: nothing names its weights.
+    dev.runtime.remove("reader").unwrap();
+    dev.runtime.tick();
+    assert!(!stored(&v2), "the removed app's asset is still on the device");
+    assert!(dev.state().join("assets/README").exists());
 }
 
 #[test]

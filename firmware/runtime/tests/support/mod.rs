@@ -143,6 +143,14 @@ pub fn boot(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig)) 
 /// ([`TestRuntime::advance`]): back-off, crash windows and "good after" take
 /// no real time.
 pub fn device_on_fake_clock(apps: &[(&str, Vec<u8>)]) -> (TestRuntime, Arc<FakeClock>) {
+    device_on_fake_clock_with(apps, |_| {})
+}
+
+/// [`device_on_fake_clock`], configured by `configure`.
+pub fn device_on_fake_clock_with(
+    apps: &[(&str, Vec<u8>)],
+    configure: impl FnOnce(&mut RuntimeConfig),
+) -> (TestRuntime, Arc<FakeClock>) {
     let dir = tempfile::tempdir().unwrap();
     let apps_dir = dir.path().join("apps");
     std::fs::create_dir_all(&apps_dir).unwrap();
@@ -150,7 +158,7 @@ pub fn device_on_fake_clock(apps: &[(&str, Vec<u8>)]) -> (TestRuntime, Arc<FakeC
         install(&apps_dir, name, bytes);
     }
     let clock = Arc::new(FakeClock::default());
-    (start(dir, |_| {}, clock.clone()), clock)
+    (start(dir, configure, clock.clone()), clock)
 }
 
 fn start(dir: tempfile::TempDir, configure: impl FnOnce(&mut RuntimeConfig), clock: Arc<dyn Clock>) -> TestRuntime {
