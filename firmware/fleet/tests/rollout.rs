@@ -110,11 +110,12 @@ async fn a_rollout_advances_wave_by_wave_and_halts_at_the_error_threshold() {
         assert!(d.runs("thermostat", "2.0.0"), "{}: {:?}", d.id, d.apps());
     }
     // The group now says the release; the devices' own keys are gone.
-    let desired = fleet.operator.kv(DESIRED).await.unwrap();
-    let group: trellis_fleet::DesiredState =
-        serde_json::from_slice(&desired.get(names::group_key(GROUP)).await.unwrap().unwrap()).unwrap();
-    assert_eq!(group.release, "thermostat-2.0.0");
-    assert!(desired.get(names::device_key("pi-1")).await.unwrap().is_none());
+    let group = || async {
+        let stored = fleet.operator.get_latest(DESIRED, &names::group_key(GROUP)).await.unwrap().unwrap();
+        serde_json::from_slice::<trellis_fleet::DesiredState>(&stored.value).unwrap()
+    };
+    assert_eq!(group().await.release, "thermostat-2.0.0");
+    assert!(fleet.operator.get_latest(DESIRED, &names::device_key("pi-1")).await.unwrap().is_none());
     // Nobody got a wave before the one before it was healthy.
     let events = sim::events(&fleet.operator).await;
     let at = |d: &str, k: EventKind| {
@@ -147,9 +148,7 @@ async fn a_rollout_advances_wave_by_wave_and_halts_at_the_error_threshold() {
     })
     .await;
     // A halted rollout's group is not moved on.
-    let group: trellis_fleet::DesiredState =
-        serde_json::from_slice(&desired.get(names::group_key(GROUP)).await.unwrap().unwrap()).unwrap();
-    assert_eq!(group.release, "thermostat-2.0.0");
+    assert_eq!(group().await.release, "thermostat-2.0.0");
     // Fixed, resumed: the failed devices try again and the rollout finishes.
     for d in &fleet.devices[3..5] {
         d.device.refuse_apps.lock().unwrap().take();
