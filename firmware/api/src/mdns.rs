@@ -181,6 +181,33 @@ pub fn watch_via(mdns_port: u16, service: &str, found: impl Fn(&Found) + Send + 
     Ok(Watcher { daemon, thread: Some(thread) })
 }
 
+/// Join a LAN's sharing of pieces as `name`: announce this device's piece
+/// server on `port` as [`PIECES_SERVICE`] (none: it only asks), and call
+/// `found` with each other device's name and address (`ip:port`, its first
+/// IPv4 address that is not a loopback one) as it appears. Both last until
+/// the guards are dropped.
+///
+/// # Errors
+/// The mDNS sockets cannot be opened, or the thread cannot be started.
+pub fn join_pieces(
+    mdns_port: u16,
+    name: &str,
+    port: Option<u16>,
+    found: impl Fn(&str, &str) + Send + 'static,
+) -> Result<(Option<Announcer>, Watcher), MdnsError> {
+    let announcer = port.map(|port| announce_service_via(mdns_port, PIECES_SERVICE, name, port, &[])).transpose()?;
+    let me = name.to_owned();
+    let watcher = watch_via(mdns_port, PIECES_SERVICE, move |peer| {
+        if peer.name == me {
+            return;
+        }
+        if let Some(addr) = peer.addresses.iter().find(|a| !a.starts_with('[') && !a.starts_with("127.")) {
+            found(&peer.name, addr);
+        }
+    })?;
+    Ok((announcer, watcher))
+}
+
 /// The resolutions a browse received, per instance: the union of their
 /// addresses (IPv4 first), the latest port and TXT record.
 #[derive(Debug, Default)]

@@ -4,18 +4,22 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::download::PeerList;
+use crate::server::{Origin, Server};
 use crate::wire::{self, HAVE, SESSION};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Copies of a block refused before the read fails.
 const ATTEMPTS: u32 = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A peer is on the LAN: it answers at once or is not there.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Counters of what the reads cost.
@@ -31,6 +35,8 @@ pub struct FetchStats {
     pub pushed: AtomicU64,
     /// Blocks refused because they did not match the index.
     pub refused: AtomicU64,
+    /// Blocks a peer on the LAN sent (and matched the index).
+    pub from_peers: AtomicU64,
 }
 
 /// A kept connection to a server of assets (the origin or a peer).
@@ -82,6 +88,12 @@ pub struct Fetcher {
     session: String,
     stores: Mutex<HashMap<AssetId, Arc<Mutex<BlockStore>>>>,
     conn: Mutex<Option<Conn>>,
+    /// Peers asked for a block (and an index) before the origin.
+    peers: PeerList,
+    /// Peers that sent something the index does not vouch for: not asked again.
+    banned: Mutex<HashSet<String>>,
+    /// The blocks this device holds, served to its peers.
+    server: Option<Server>,
     /// What the reads cost.
     pub stats: FetchStats,
 }
@@ -105,8 +117,112 @@ impl Fetcher {
             session,
             stores: Mutex::new(HashMap::new()),
             conn: Mutex::new(None),
+            peers: PeerList::new(),
+            banned: Mutex::new(HashSet::new()),
+            server: None,
             stats: FetchStats::default(),
         }
+    }
+
+    /// Ask `peers` (each a peer's asset server, `host:port`; the list may
+    /// grow while the device runs, as peers are found on the LAN) for a
+    /// missing block, and for an index, before the origin. What a peer
+    /// sends is checked like the origin's; a peer whose block or index does
+    /// not match is never asked again.
+    #[must_use]
+    pub fn with_peers(mut self, peers: PeerList) -> Self {
+        self.peers = peers;
+        self
+    }
+
+    /// Serve the blocks this device holds to its peers on `addr` (the
+    /// assets already on the device, then each one as it is first read);
+    /// an asset [`Fetcher::retain`] removes is no longer served.
+    ///
+    /// The address it listens on.
+    ///
+    /// # Errors
+    /// The address cannot be listened on.
+    pub fn share(&mut self, addr: SocketAddr) -> Result<SocketAddr, AssetError> {
+        let server = Server::start(Origin::sharing(&[]), addr).map_err(|source| AssetError::Listen { addr, source })?;
+        let bound = server.addr();
+        self.server = Some(server);
+        for id in self.on_device() {
+            if let Err(e) = self.store_on_device(id) {
+                tracing::warn!("not shared: {e}");
+            }
+        }
+        Ok(bound)
+    }
+
+    /// Where this device serves its blocks to its peers ([`Fetcher::share`]).
+    #[must_use]
+    pub fn shared_on(&self) -> Option<SocketAddr> {
+        self.server.as_ref().map(Server::addr)
+    }
+
+    /// The assets whose directory is in the store.
+    fn on_device(&self) -> Vec<AssetId> {
+        let entries = std::fs::read_dir(&self.root).into_iter().flatten().filter_map(Result::ok);
+        entries.filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
+    }
+
+    /// The store of `id` if its index is on the device.
+    fn store_on_device(&self, id: AssetId) -> Result<(), AssetError> {
+        if BlockStore::cached_index(&self.root, &id).is_some() {
+            self.store(id)?;
+        }
+        Ok(())
+    }
+
+    fn banned(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.banned.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The peers not banned, in the order they were found.
+    fn trusted_peers(&self) -> Vec<String> {
+        let banned = self.banned();
+        self.peers.peers().into_iter().filter(|p| !banned.contains(p)).collect()
+    }
+
+    fn ban(&self, peer: &str, id: AssetId, what: &str) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(asset = %id, peer, "a peer sent {what} that does not match: not asked again");
+        self.banned().insert(peer.to_owned());
+    }
+
+    /// The index of `id` from the first peer that has it and whose copy is
+    /// the asset's.
+    fn index_from_peers(&self, id: AssetId) -> Option<Index> {
+        for peer in self.trusted_peers() {
+            let Ok((200, body)) = peer_get(&peer, &format!("/v1/assets/{id}/index")) else { continue };
+            self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            match Index::decode(&body, &id) {
+                Ok(index) => return Some(index),
+                Err(_) => self.ban(&peer, id, "an index"),
+            }
+        }
+        None
+    }
+
+    /// Block `n` from the first peer that holds it; whether one did. A
+    /// peer that does not hold it answers 404 and the next one is asked.
+    fn block_from_peers(&self, store: &mut BlockStore, n: u32) -> Result<bool, AssetError> {
+        let id = store.id();
+        for peer in self.trusted_peers() {
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let Ok((200, body)) = peer_get(&peer, &format!("/v1/assets/{id}/blocks/{n}")) else { continue };
+            self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            let block = wire::frames(&body).ok().and_then(|f| f.into_iter().find(|(b, _)| *b == n).map(|(_, d)| d));
+            match block {
+                Some(data) if store.put(n, data)? => {
+                    self.stats.from_peers.fetch_add(1, Ordering::Relaxed);
+                    return Ok(true);
+                }
+                _ => self.ban(&peer, id, &format!("block {n}")),
+            }
+        }
+        Ok(false)
     }
 
     fn fetch_err(&self, id: AssetId, reason: impl std::fmt::Display) -> AssetError {
@@ -120,7 +236,10 @@ impl Fetcher {
     /// One request to the origin on the kept connection (made again when it broke).
     fn get(&self, id: AssetId, path: &str, headers: &[(&str, String)]) -> Result<Vec<u8>, AssetError> {
         let Some(origin) = &self.origin else {
-            return Err(self.fetch_err(id, "no asset origin is configured and the block is not on the device"));
+            return Err(self.fetch_err(
+                id,
+                "no asset origin is configured, and neither the device nor a peer holds what was asked",
+            ));
         };
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let mut last = String::new();
@@ -152,12 +271,15 @@ impl Fetcher {
         if let Some(s) = self.stores.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
             return Ok(s.clone());
         }
-        let index = match BlockStore::cached_index(&self.root, &id) {
+        let index = match BlockStore::cached_index(&self.root, &id).or_else(|| self.index_from_peers(id)) {
             Some(index) => index,
             None => Index::decode(&self.get(id, &format!("/v1/assets/{id}/index"), &[])?, &id)?,
         };
         let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, &index)?));
         self.stores.lock().unwrap_or_else(PoisonError::into_inner).insert(id, store.clone());
+        if let Some(server) = &self.server {
+            server.origin().share(store.clone());
+        }
         Ok(store)
     }
 
@@ -183,6 +305,9 @@ impl Fetcher {
                 continue;
             }
             // A read still running on it finishes first.
+            if let Some(server) = &self.server {
+                server.origin().unshare(&id);
+            }
             let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
             let _finished = open.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
             let path = entry.path();
@@ -266,8 +391,12 @@ impl Fetcher {
         store.commit()
     }
 
-    /// Fetch block `n` (and keep what the origin pushes with it).
+    /// Fetch block `n` from a peer, or else from the origin (and keep what
+    /// the origin pushes with it).
     fn fetch_block(&self, store: &mut BlockStore, n: u32) -> Result<(), AssetError> {
+        if self.block_from_peers(store, n)? {
+            return Ok(());
+        }
         let id = store.id();
         let path = format!("/v1/assets/{id}/blocks/{n}");
         for attempt in 1..=ATTEMPTS {
@@ -303,11 +432,20 @@ impl Fetcher {
     }
 }
 
+/// One `GET` to a peer, on a connection of its own.
+fn peer_get(peer: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+    connect_within(peer, PEER_CONNECT_TIMEOUT)?.get(peer, path, &[])
+}
+
 /// Connect to a server of assets (`host:port`), with the client's timeouts.
 pub(crate) fn connect(origin: &str) -> std::io::Result<Conn> {
+    connect_within(origin, CONNECT_TIMEOUT)
+}
+
+fn connect_within(origin: &str, timeout: Duration) -> std::io::Result<Conn> {
     let mut last = std::io::Error::other(format!("{origin} resolves to no address"));
     for addr in origin.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;

@@ -32,7 +32,7 @@ mod store;
 mod wire;
 
 pub use client::{FetchStats, Fetcher, Removed};
-pub use download::{DownloadOptions, DownloadReport, Sources};
+pub use download::{DownloadOptions, DownloadReport, PeerList, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
 pub use queue::{Finished, Job, Queue};
 pub use store::BlockStore;
@@ -83,6 +83,14 @@ pub enum AssetError {
         server: String,
         /// What went wrong.
         reason: String,
+    },
+    /// The device cannot serve its blocks to its peers.
+    #[error("sharing assets on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
     },
     /// The origin kept sending a block that does not match the index.
     #[error("asset {id} block {block} from {server}: {attempts} copies did not match the index; none was stored")]

@@ -194,11 +194,25 @@ pub struct NetworkConfig {
 
 /// Where apps' assets come from (`[assets]`; absent: apps read only the
 /// asset blocks already on the device). See docs/runtime.md, "Assets on demand".
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AssetsConfig {
-    /// The origin that serves asset blocks, `host:port` (`trellis asset serve`).
-    pub origin: String,
+    /// The origin that serves asset blocks, `host:port` (`trellis asset
+    /// serve`); absent: only the device and its peers.
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Peers' asset servers (`host:port`), asked for a missing block before
+    /// the origin.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Serve the blocks this device holds to its peers on this address
+    /// (`0.0.0.0:8471`).
+    #[serde(default)]
+    pub share: Option<std::net::SocketAddr>,
+    /// Announce `share` on the LAN (mDNS, `_trellis-pieces._tcp`, as the
+    /// hostname) and ask the peers announced there too, as they appear.
+    #[serde(default)]
+    pub lan: bool,
 }
 
 /// Everything the runtime needs to know.

@@ -37,6 +37,7 @@ pub struct Runtime {
     thread: Option<std::thread::JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
     _ticker: EpochTicker,
+    _lan: Option<Lan>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -108,6 +109,7 @@ impl Runtime {
                 .ok()
                 .map(Arc::new)
         });
+        let (fetcher, lan) = asset_fetcher(&config);
         let services = Arc::new(Services {
             hw: Hardware::new(board),
             broker: Arc::new(Broker::default()),
@@ -115,11 +117,7 @@ impl Runtime {
             epoch: Instant::now(),
             app_log: config.app_log,
             shaper,
-            assets: Arc::new(trellis_assets::Fetcher::new(
-                config.assets.as_ref().map(|a| a.origin.clone()),
-                config.state_dir.join(paths::state::ASSETS),
-                asset_session(),
-            )),
+            assets: Arc::new(fetcher),
         });
         let status = Arc::new(Mutex::new(BTreeMap::new()));
         let (control_tx, control_rx) = unbounded();
@@ -174,9 +172,23 @@ impl Runtime {
             .name("supervisor".into())
             .spawn(move || sup.run(&control_rx))
             .map_err(|source| RuntimeError::Io { path: PathBuf::from("supervisor thread"), source })?;
-        let runtime =
-            Self { control: control_tx, services, status, thread: Some(thread), _watcher: watcher, _ticker: ticker };
+        let runtime = Self {
+            control: control_tx,
+            services,
+            status,
+            thread: Some(thread),
+            _watcher: watcher,
+            _ticker: ticker,
+            _lan: lan,
+        };
         Ok((runtime, events))
+    }
+
+    /// Where this device serves the asset blocks it holds to its peers
+    /// (`[assets] share`), once it does.
+    #[must_use]
+    pub fn assets_shared_on(&self) -> Option<std::net::SocketAddr> {
+        self.services.assets.shared_on()
     }
 
     /// Follow what happens (loads, refusals, crashes, app logs).
@@ -360,6 +372,55 @@ impl Drop for Runtime {
 /// How this run of the runtime names itself to the asset origin: the host
 /// name and the kernel's boot id (a new one every boot), so the origin can
 /// follow the order in which this run reads.
+/// The apps' assets: from the device, its peers, then the origin; what the
+/// device holds served to its peers, and the peers on the LAN found, as
+/// `[assets]` says. Sharing that cannot start is logged, never a reason
+/// not to run apps.
+fn asset_fetcher(config: &RuntimeConfig) -> (trellis_assets::Fetcher, Option<Lan>) {
+    let assets = config.assets.clone().unwrap_or_default();
+    let peers = trellis_assets::PeerList::new();
+    for peer in &assets.peers {
+        peers.add(peer);
+    }
+    let mut fetcher = trellis_assets::Fetcher::new(
+        assets.origin.clone(),
+        config.state_dir.join(paths::state::ASSETS),
+        asset_session(),
+    )
+    .with_peers(peers.clone());
+    let shared = assets.share.and_then(|addr| {
+        fetcher
+            .share(addr)
+            .inspect(|bound| tracing::info!(%bound, "sharing the asset blocks held with the peers"))
+            .inspect_err(|e| tracing::warn!("{e}: asset blocks are not shared"))
+            .ok()
+    });
+    if !assets.lan {
+        return (fetcher, None);
+    }
+    let host = std::fs::read_to_string(paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned());
+    let joined = trellis_api::mdns::join_pieces(
+        trellis_api::mdns::MDNS_PORT,
+        &host,
+        shared.map(|a| a.port()),
+        move |name, addr| {
+            if peers.add(addr) {
+                tracing::info!(peer = name, addr, "found a peer on the LAN");
+            }
+        },
+    );
+    match joined {
+        Ok(lan) => (fetcher, Some(lan)),
+        Err(e) => {
+            tracing::warn!("{e}: no peers are found on the LAN");
+            (fetcher, None)
+        }
+    }
+}
+
+/// This device's part in the LAN's sharing of asset blocks, while it runs.
+type Lan = (Option<trellis_api::mdns::Announcer>, trellis_api::mdns::Watcher);
+
 fn asset_session() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     format!("{}/{}/{}", read(paths::HOSTNAME), read(paths::BOOT_ID), std::process::id())

@@ -21,6 +21,18 @@ fn weights(len: usize) -> Vec<u8> {
     (0..len).map(|i| ((i * 31) ^ (i >> 9)) as u8).collect()
 }
 
+/// An origin on loopback serving 700,000 bytes of weights: its directory,
+/// the bytes, the asset's id and the server.
+fn weights_origin() -> (tempfile::TempDir, Vec<u8>, String, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = weights(700_000);
+    std::fs::write(dir.path().join("weights.bin"), &bytes).unwrap();
+    let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
+    let id = origin.assets()[0].1.to_string();
+    let server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
+    (dir, bytes, id, server)
+}
+
 /// The reader fixture with `[assets] weights = <id>`.
 fn reader(id: &str) -> Vec<u8> {
     reader_version(id, "1.0.0")
@@ -48,7 +60,7 @@ fn an_asset_no_app_on_the_device_names_any_more_is_removed() {
     let server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
     let origin_addr = server.addr().to_string();
     let (dev, clock) = device_on_fake_clock_with(&[("reader", reader_version(&v1, "1.0.0"))], |c| {
-        c.assets = Some(AssetsConfig { origin: origin_addr });
+        c.assets = Some(AssetsConfig { origin: Some(origin_addr), ..AssetsConfig::default() });
     });
     let good_after = Duration::from_millis(trellis_runtime::CrashPolicy::default().good_after_ms);
     let stored = |id: &str| dev.state().join("assets").join(id).exists();
@@ -94,14 +106,11 @@ fn an_asset_no_app_on_the_device_names_any_more_is_removed() {
 
 #[test]
 fn an_app_reads_verified_blocks_of_a_named_asset_and_nothing_else() {
-    let dir = tempfile::tempdir().unwrap();
-    let bytes = weights(700_000);
-    std::fs::write(dir.path().join("weights.bin"), &bytes).unwrap();
-    let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
-    let id = origin.assets()[0].1.to_string();
-    let server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (_dir, bytes, id, server) = weights_origin();
     let origin_addr = server.addr().to_string();
-    let dev = device(&[("reader", reader(&id))], |c| c.assets = Some(AssetsConfig { origin: origin_addr }));
+    let dev = device(&[("reader", reader(&id))], |c| {
+        c.assets = Some(AssetsConfig { origin: Some(origin_addr), ..AssetsConfig::default() })
+    });
     dev.wait_started("reader", "1.0.0");
     let results = dev.runtime.subscribe("reader/result");
     let ask = |payload: &str| {
@@ -146,4 +155,81 @@ fn a_manifest_naming_an_asset_badly_is_refused_by_name() {
     m.assets.insert("weights".into(), "sha256:1234".into());
     let err = m.validate().unwrap_err().to_string();
     assert!(err.contains("`assets`") && err.contains("weights"), "{err}");
+}
+
+/// A peer that serves the asset's real index and, for every block, bytes
+/// that are not the block; it counts the blocks it was asked for.
+fn lying_peer(index: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split(' ').nth(1).unwrap_or("").to_owned();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {}
+            let body = match path.rsplit_once("/blocks/") {
+                Some((_, n)) => {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let n: u32 = n.trim().parse().unwrap_or(0);
+                    let mut frame = n.to_le_bytes().to_vec();
+                    frame.extend(65_536u32.to_le_bytes());
+                    frame.extend(vec![0x5a; 65_536]);
+                    frame
+                }
+                None => index.clone(),
+            };
+            let mut out = stream;
+            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+            let _ = out.write_all(&body);
+        }
+    });
+    (addr, asked)
+}
+
+/// Two devices on a LAN: the first reads the weights from the origin and
+/// shares what it holds; the origin goes away; the second reads every block
+/// from its peers, each checked against the index. A peer that sends a
+/// block that does not match is refused at once and never asked again, and
+/// the app reads the publisher's bytes.
+#[test]
+fn a_device_reads_an_asset_from_a_peer_and_a_lying_peer_is_asked_once() {
+    let (_dir, bytes, id, server) = weights_origin();
+    let origin_addr = server.addr().to_string();
+    let assets = |peers: Vec<String>| AssetsConfig {
+        origin: Some(origin_addr.clone()),
+        peers,
+        share: Some("127.0.0.1:0".parse().unwrap()),
+        lan: false,
+    };
+    let read_all = |dev: &support::TestRuntime| {
+        let results = dev.runtime.subscribe("reader/result");
+        dev.runtime.publish("reader/read", format!("weights 0 {}", bytes.len()).as_bytes());
+        String::from_utf8(results.recv_timeout(SECS).expect("no answer from reader").payload).unwrap()
+    };
+    let whole = format!("ok {} {:016x}", bytes.len(), fnv1a(&bytes));
+
+    let first = device(&[("reader", reader(&id))], |c| c.assets = Some(assets(Vec::new())));
+    first.wait_started("reader", "1.0.0");
+    assert_eq!(read_all(&first), whole);
+    let shared = first.runtime.assets_shared_on().expect("the first device shares its blocks").to_string();
+    drop(server);
+
+    let (liar, asked) = lying_peer(trellis_assets::Index::of(&bytes).encode());
+    let second = device(&[("reader", reader(&id))], |c| c.assets = Some(assets(vec![liar, shared])));
+    second.wait_started("reader", "1.0.0");
+    assert_eq!(read_all(&second), whole, "the second device, its origin gone, did not read the weights from its peers");
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1, "the lying peer was asked again");
+    // What it keeps is the publisher's: read again after a restart with no peer and no origin.
+    let support::TestRuntime { dir: state, runtime, .. } = second;
+    runtime.shutdown();
+    let again = boot(state, |c| c.assets = None);
+    again.wait_started("reader", "1.0.0");
+    assert_eq!(read_all(&again), whole);
 }

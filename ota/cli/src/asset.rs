@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use trellis_api::mdns::{Announcer, MDNS_PORT, PIECES_SERVICE, Watcher, announce_service_via, watch_via};
+use trellis_api::mdns::{Announcer, MDNS_PORT, Watcher, join_pieces};
 use trellis_appfmt::TrustList;
 use trellis_assets::download::PeerList;
 use trellis_assets::server::{Origin, OriginConfig, Server};
@@ -125,24 +125,13 @@ impl Swarm {
     /// added to `found` as they appear, until the guard is dropped.
     fn join_lan(&self, found: &PeerList) -> Result<Option<(Option<Announcer>, Watcher)>> {
         let Some(name) = &self.lan else { return Ok(None) };
-        let announcer = match self.share {
-            Some(addr) => Some(announce_service_via(MDNS_PORT, PIECES_SERVICE, name, addr.port(), &[])?),
-            None => None,
-        };
-        let (me, list) = (name.clone(), found.clone());
-        let watcher = watch_via(MDNS_PORT, PIECES_SERVICE, move |peer| {
-            if peer.name == me {
-                return;
-            }
-            // Its first IPv4 address that is not its loopback.
-            let addr = peer.addresses.iter().find(|a| !a.starts_with('[') && !a.starts_with("127."));
-            if let Some(addr) = addr
-                && list.add(addr)
-            {
-                tracing::info!(peer = %peer.name, %addr, "found a peer on the LAN");
+        let list = found.clone();
+        let joined = join_pieces(MDNS_PORT, name, self.share.map(|a| a.port()), move |peer, addr| {
+            if list.add(addr) {
+                tracing::info!(peer, addr, "found a peer on the LAN");
             }
         })?;
-        Ok(Some((announcer, watcher)))
+        Ok(Some(joined))
     }
 
     fn options(&self) -> DownloadOptions {
