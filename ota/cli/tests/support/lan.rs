@@ -203,18 +203,10 @@ impl Drop for Node {
     }
 }
 
+#[path = "../../../../firmware/assets/tests/common/mod.rs"]
+mod assets_common;
 /// `size` bytes of noise, the same for the same `seed`.
-pub fn noise(size: usize, seed: u64) -> Vec<u8> {
-    let mut x: u64 = seed;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+pub use assets_common::noise_from as noise;
 
 /// A release of `size` bytes at the origin: its bytes and id.
 pub fn release_of(dir: &Path, size: usize) -> (Vec<u8>, String) {
