@@ -16,7 +16,9 @@
 //!
 //! Then the calibrated simulation, times the mean of measured over simulated,
 //! extends the curve to 1,000 and 10,000 devices (`LAN_EXTEND`). Prints
-//! Markdown tables.
+//! Markdown tables; each run's time, when its first device was done and
+//! what the site delivered in all go to stderr as it ends.
+//! `LAN_CLIENT_SERVER=0` runs only the swarm (no client–server, no table).
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, clippy::missing_panics_doc)]
 
@@ -92,7 +94,14 @@ fn fetch_all(lan: &Lan, dir: &Path, id: &str, bytes: &[u8], strategy: Option<&st
         devices.iter().enumerate().map(|(i, d)| d.report_within(&format!("device {}", i + 1), deadline)).collect();
     let seconds = started.elapsed().as_secs_f64();
     let origin_wire = lan.sent(0) - before;
-    eprintln!("{n} devices, {}: {seconds:.1} s", strategy.unwrap_or("client–server"));
+    // When the first device was done, and what the site delivered in all
+    // (what the machine's emulated links carried, against what the bound needs).
+    let first = reports.iter().filter_map(|r| r["seconds"].as_f64()).fold(f64::INFINITY, f64::min);
+    let delivered = (n * bytes.len()) as f64 * 8.0 / seconds / 1e6;
+    eprintln!(
+        "{n} devices, {}: {seconds:.1} s (the first done at {first:.1} s; {delivered:.0} Mbit/s delivered in all)",
+        strategy.unwrap_or("client–server")
+    );
     drop(devices);
     let blocks = u64::from(Index::of(bytes).count());
     for (i, r) in reports.iter().enumerate() {
@@ -145,6 +154,10 @@ fn main() {
         let deadline = Duration::from_secs_f64(cs_bound * 3.0 + 120.0);
         let rarest = fetch_all(&lan, &dir.path().join("rarest"), &id, &bytes, Some("rarest-first"), deadline);
         let random = fetch_all(&lan, &dir.path().join("random"), &id, &bytes, Some("random"), deadline);
+        if std::env::var("LAN_CLIENT_SERVER").is_ok_and(|v| v == "0") {
+            // Only the swarm's runs (their lines on stderr): no table row, no calibration.
+            continue;
+        }
         let server = fetch_all(&lan, &dir.path().join("server"), &id, &bytes, None, deadline);
         // The goodput through the origin's link, as a share of its rate.
         let efficiency = cs_bound / server.seconds;
