@@ -14,8 +14,7 @@ use crate::{AppState, AppStatus, EventReceiver, Runtime, RuntimeEvent};
 /// hostname, with the firmware's version and board; for the runtime's
 /// lifetime. A failure is logged: the API works without it.
 pub fn announce(port: u16) {
-    let host =
-        std::fs::read_to_string(crate::paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned());
+    let host = mdns_name();
     let field = |key: &str| crate::fleet::release_field(key).unwrap_or_else(|| "unknown".to_owned());
     let (version, board) = (field("TRELLIS_VERSION"), field("TRELLIS_BOARD"));
     match trellis_api::mdns::announce(&host, port, &[("version", &version), ("board", &board)]) {
@@ -26,6 +25,12 @@ pub fn announce(port: u16) {
         }
         Err(e) => tracing::warn!("not announced over mDNS: {e}"),
     }
+}
+
+/// The name this device announces itself by over mDNS: its hostname, or
+/// `trellis` when that cannot be read.
+pub(crate) fn mdns_name() -> String {
+    std::fs::read_to_string(crate::paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned())
 }
 
 /// How many log entries a new follower gets first.

@@ -369,9 +369,6 @@ impl Drop for Runtime {
     }
 }
 
-/// How this run of the runtime names itself to the asset origin: the host
-/// name and the kernel's boot id (a new one every boot), so the origin can
-/// follow the order in which this run reads.
 /// The apps' assets: from the device, its peers, then the origin; what the
 /// device holds served to its peers, and the peers on the LAN found, as
 /// `[assets]` says. Sharing that cannot start is logged, never a reason
@@ -398,10 +395,9 @@ fn asset_fetcher(config: &RuntimeConfig) -> (trellis_assets::Fetcher, Option<Lan
     if !assets.lan {
         return (fetcher, None);
     }
-    let host = std::fs::read_to_string(paths::HOSTNAME).map_or_else(|_| "trellis".to_owned(), |h| h.trim().to_owned());
     let joined = trellis_api::mdns::join_pieces(
         trellis_api::mdns::MDNS_PORT,
-        &host,
+        &crate::api::mdns_name(),
         shared.map(|a| a.port()),
         move |name, addr| {
             if peers.add(addr) {
@@ -421,6 +417,9 @@ fn asset_fetcher(config: &RuntimeConfig) -> (trellis_assets::Fetcher, Option<Lan
 /// This device's part in the LAN's sharing of asset blocks, while it runs.
 type Lan = (Option<trellis_api::mdns::Announcer>, trellis_api::mdns::Watcher);
 
+/// How this run of the runtime names itself to the asset origin: the host
+/// name and the kernel's boot id (a new one every boot), so the origin can
+/// follow the order in which this run reads.
 fn asset_session() -> String {
     let read = |p: &str| std::fs::read_to_string(p).map(|s| s.trim().to_owned()).unwrap_or_default();
     format!("{}/{}/{}", read(paths::HOSTNAME), read(paths::BOOT_ID), std::process::id())
