@@ -60,7 +60,8 @@ lang-apps: setup apps ## The apps in C and Python (build/lang-apps/) and the cla
 
 # The classifier example (MobileNetV2 on rten or tract, wasm-apps/inference): built apart from
 # the other apps with its own profile (opt-level 3) and Wasm SIMD (simd128, relaxed-simd), packed
-# into build/heavy-apps/ (not seeded into device images), with its native benchmark for the host.
+# into build/heavy-apps/ (not seeded into device images; build/pi-apps/ holds it precompiled for
+# the Pi and signed), with its native benchmark for the host.
 INFERENCE_EXCLUDE := --workspace --exclude classifier --exclude classifier-bench --exclude trellis-inference
 WASM_SIMD := CARGO_TARGET_WASM32_WASIP2_RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd"
 # INFERENCE_FEATURES: the engines besides rten (`make bench-inference` adds tract).
@@ -72,9 +73,13 @@ classifier: cli
 	scripts/models.sh
 	cd wasm-apps && $(WASM_SIMD) $(CARGO) build --profile inference --target wasm32-wasip2 -p classifier $(INFERENCE_FEATURES)
 	cd wasm-apps && $(CARGO) build --profile $(NATIVE_PROFILE) -p classifier-bench $(INFERENCE_FEATURES)
-	@mkdir -p $(BUILD)/heavy-apps
+	@mkdir -p $(BUILD)/heavy-apps $(BUILD)/pi-apps
 	$(TRELLIS) app pack wasm-apps/target/wasm32-wasip2/inference/classifier.wasm \
 	  -m wasm-apps/examples/classifier/trellis.toml -o $(BUILD)/heavy-apps/classifier.wasm
+	@# For the Pi: compiled ahead of time for aarch64, signed with the development app key the images trust.
+	@scripts/dev-keys.sh $(BUILD)/keys >/dev/null
+	$(TRELLIS) app precompile $(BUILD)/heavy-apps/classifier.wasm -o $(BUILD)/pi-apps/classifier.wasm
+	$(TRELLIS) app sign $(BUILD)/pi-apps/classifier.wasm --key $(BUILD)/keys/apps.key
 
 bench-inference: ## The classifier's inference, Wasm (through the runtime) vs native, same engine (rten, tract), one thread
 	$(MAKE) --no-print-directory classifier INFERENCE_FEATURES="--features trellis-inference/tract" NATIVE_PROFILE=inference

@@ -9,8 +9,11 @@
 #   trellis.local                       ->  DIR/api/{operator-ca,operator,device-ca,device}.{pem,key}
 #   Fleet releases (docs/fleet.md): an ed25519 release-signing key in the
 #   format of `trellis app keygen` (hex)  ->  DIR/release.{key,pub}
+#   Apps (docs/app-format.md): an ed25519 app-signing key, the same format; the
+#   image trusts it (/etc/trellis/trust), so apps precompiled on this
+#   machine and signed with it load without compiling  ->  DIR/apps.{key,pub}
 # Production keys are passed by path instead (RAUC_KEY, RAUC_CERT, RAUC_KEYRING;
-# API_OPERATOR_CA, API_DEVICE_CERT, API_DEVICE_KEY; FLEET_RELEASE_KEY).
+# API_OPERATOR_CA, API_DEVICE_CERT, API_DEVICE_KEY; FLEET_RELEASE_KEY; APP_TRUST_KEY).
 set -euo pipefail
 dir=${1:?usage: dev-keys.sh DIR}
 command -v openssl >/dev/null || { echo "dev-keys: openssl is missing (apt-get install openssl)" >&2; exit 1; }
@@ -53,15 +56,19 @@ ca device-ca "Trellis development device CA"
 leaf operator "Trellis development operator" operator-ca "extendedKeyUsage=clientAuth"
 leaf device "trellis.local" device-ca "extendedKeyUsage=serverAuth
 subjectAltName=DNS:trellis.local"
-# The release-signing key: raw 32-byte ed25519 secret and public key, hex.
-if [ ! -f "$dir/release.key" ]; then
-  pem=$dir/release.pem
+# ed25519 signing keys in the format of `trellis app keygen`: raw 32-byte secret
+# and public key, hex. NAME.key, NAME.pub
+ed25519_pair() {
+  [ -f "$dir/$1.key" ] && return 0
+  local pem=$dir/$1.pem
   openssl genpkey -algorithm ed25519 -out "$pem" 2>/dev/null
-  openssl pkey -in "$pem" -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/release.key"
-  openssl pkey -in "$pem" -pubout -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/release.pub"
-  echo >>"$dir/release.key"
-  echo >>"$dir/release.pub"
-  chmod 0644 "$dir/release.pub"
+  openssl pkey -in "$pem" -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/$1.key"
+  openssl pkey -in "$pem" -pubout -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/$1.pub"
+  echo >>"$dir/$1.key"
+  echo >>"$dir/$1.pub"
+  chmod 0644 "$dir/$1.pub"
   rm -f "$pem"
-fi
-echo "dev-keys: $dir (keyring: ca.cert.pem; signing: signing.{key,cert}.pem; API: api/; releases: release.{key,pub})"
+}
+ed25519_pair release
+ed25519_pair apps
+echo "dev-keys: $dir (keyring: ca.cert.pem; signing: signing.{key,cert}.pem; API: api/; releases: release.{key,pub}; apps: apps.{key,pub})"

@@ -9,6 +9,11 @@
 # WIT, the tool's version) and made again only when one of them changes; packing is
 # done every time (a second). The components are not in BUILD/lang-apps/, which a
 # runtime can be pointed at as an apps directory.
+# The same apps for the Pi go to BUILD/pi-apps/py-NAME.wasm: their code compiled
+# ahead of time for aarch64 with the runtime's engine settings (`trellis app
+# precompile`, about 10 s each; kept in BUILD/python/ under the component's key and
+# the engine's) and signed with the development app key BUILD/keys/apps.key, which
+# the images trust (scripts/dev-keys.sh): a device loads them without compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,7 +37,11 @@ fi
 # `python` on PATH: point it at an empty one so that nothing installed on the
 # build machine ends up in the component.
 empty_site=$(realpath -m "$BUILD/python/empty-venv")
-mkdir -p "$empty_site/lib/python3/site-packages" "$BUILD/lang-apps"
+mkdir -p "$empty_site/lib/python3/site-packages" "$BUILD/lang-apps" "$BUILD/pi-apps"
+scripts/dev-keys.sh "$BUILD/keys" >/dev/null
+# What the compiled code depends on besides the component: wasmtime's version and
+# the runtime's engine settings.
+engine_key=$({ grep -A1 '^name = "wasmtime"$' Cargo.lock; cat firmware/runtime/src/engine.rs; } | sha256sum | cut -c1-16)
 
 for app in "${APPS[@]}"; do
   src=wasm-apps/python/$app
@@ -61,4 +70,12 @@ for app in "${APPS[@]}"; do
     mv "$component.tmp" "$component"
   fi
   "$TRELLIS" app pack "$component" -m "$src/trellis.toml" -o "$BUILD/lang-apps/py-$app.wasm"
+  native=$BUILD/python/py-$app-$key-$engine_key.aarch64.wasm
+  if [ ! -f "$native" ]; then
+    rm -f "$BUILD/python/py-$app-"*.aarch64.wasm
+    "$TRELLIS" app precompile "$BUILD/lang-apps/py-$app.wasm" --target aarch64-unknown-linux-gnu -o "$native.tmp"
+    mv "$native.tmp" "$native"
+  fi
+  "$TRELLIS" app pack "$native" -m "$src/trellis.toml" -o "$BUILD/pi-apps/py-$app.wasm"
+  "$TRELLIS" app sign "$BUILD/pi-apps/py-$app.wasm" --key "$BUILD/keys/apps.key"
 done

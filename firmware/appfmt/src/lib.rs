@@ -11,7 +11,9 @@ mod interface;
 mod keys;
 mod manifest;
 
-pub use container::{AppFile, FormatError, SignatureInfo, component_code, interface_imports, pack, sign};
+pub use container::{
+    AppFile, FormatError, NativeCode, SignatureInfo, component_code, interface_imports, pack, sign, with_native,
+};
 pub use interface::{INTERFACE_PACKAGE, built_for, imported_versions, interface_compatible, semver_triple};
 pub use keys::{KeyError, KeyId, SigningKey, TrustList, generate_key, load_signing_key, write_key_pair};
 pub use manifest::{
@@ -23,3 +25,8 @@ pub use manifest::{
 pub const MANIFEST_SECTION: &str = "trellis-manifest";
 /// Custom section holding the signature: 32-byte public key then 64-byte signature.
 pub const SIGNATURE_SECTION: &str = "trellis-signature";
+/// Custom section holding the component compiled ahead of time for one
+/// target (`trellis app precompile`): a header naming the code it was
+/// compiled from and the target, then wasmtime's serialized component. Not
+/// part of the code (the code digest and the compile cache leave it out).
+pub const NATIVE_SECTION: &str = "trellis-native";

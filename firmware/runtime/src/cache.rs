@@ -38,6 +38,9 @@ pub enum CompileSource {
     Memory,
     /// Loaded from the precompiled cache on disk.
     Disk,
+    /// Loaded from the code compiled ahead of time that the app file carries
+    /// (`trellis app precompile`), signed by a trusted key.
+    Native,
     /// Compiled now (and written to the cache).
     Compiled,
 }
@@ -99,18 +102,29 @@ impl CompileCache {
     /// component without Trellis sections, as [`trellis_appfmt::AppFile`]
     /// computed it from the bytes it checked); `code` gives the code itself
     /// when it has to be compiled.
+    ///
+    /// `native` gives that code compiled ahead of time, when the caller has
+    /// checked it was compiled from this code and signed by a key the device
+    /// trusts: asked for when nothing in the cache holds the code, and when
+    /// wasmtime refuses it (another target, another engine) the code is
+    /// compiled. It is not written to the disk cache: the app file keeps it.
     pub fn get(
         &mut self,
         engine: &Engine,
         digest: &[u8; 32],
+        native: impl FnOnce() -> Option<Vec<u8>>,
         code: impl FnOnce() -> Result<Vec<u8>, String>,
     ) -> Result<(Component, CompileSource), String> {
         let digest = *digest;
         if let Some(c) = self.memory.get(&digest) {
             return Ok((c.clone(), CompileSource::Memory));
         }
-        let (component, source) = match self.load(engine, &digest) {
-            Some(c) => (c, CompileSource::Disk),
+        let loaded = self
+            .load(engine, &digest)
+            .map(|c| (c, CompileSource::Disk))
+            .or_else(|| native().and_then(|bytes| load_native(engine, &bytes)).map(|c| (c, CompileSource::Native)));
+        let (component, source) = match loaded {
+            Some(found) => found,
             None => {
                 let code = code()?;
                 debug_assert_eq!(<[u8; 32]>::from(Sha256::digest(&code)), digest);
@@ -178,6 +192,22 @@ impl CompileCache {
     }
 }
 
+/// Code compiled ahead of time, if wasmtime accepts it for this engine.
+fn load_native(engine: &Engine, bytes: &[u8]) -> Option<Component> {
+    // SAFETY: wasmtime requires bytes produced by `precompile_component` of a
+    // compatible engine, and checks the engine and the target itself. Only
+    // bytes under a signature by a key the device trusts reach here (the
+    // caller checks it), bound by that signature to this code's digest.
+    #[allow(unsafe_code)]
+    match unsafe { Component::deserialize(engine, bytes) } {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("the app's precompiled code does not load here ({e:#}): compiling its code");
+            None
+        }
+    }
+}
+
 /// The compiled bytes of an entry, if its MAC and header are right.
 fn authentic<'a>(
     key: &hmac::Key,
@@ -240,7 +270,7 @@ mod tests {
     }
 
     fn get(cache: &mut CompileCache, engine: &Engine, code: &[u8]) -> Result<(Component, CompileSource), String> {
-        cache.get(engine, &Sha256::digest(code).into(), || Ok(code.to_vec()))
+        cache.get(engine, &Sha256::digest(code).into(), || None, || Ok(code.to_vec()))
     }
 
     const CODE_A: &str = r#"(component (core module (func (export "a"))))"#;

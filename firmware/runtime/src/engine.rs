@@ -29,6 +29,15 @@ pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
         .total_stacks(instances)
         .max_memory_size(Limits::MAX_MEMORY_KIB as usize * 1024)
         .max_unused_warm_slots(4);
+    let mut config = code_config();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+}
+
+/// Every setting of the engine that shapes the code it compiles: the
+/// runtime's engine and [`precompile`]'s use the same, so code compiled on a
+/// build machine loads on the device.
+fn code_config() -> Config {
     let mut config = Config::new();
     config
         .epoch_interruption(true)
@@ -36,9 +45,27 @@ pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
         .memory_reservation(u64::from(Limits::MAX_MEMORY_KIB) * 1024)
         .memory_guard_size(64 * 1024)
         .memory_reservation_for_growth(0)
-        .max_wasm_stack(512 * 1024)
-        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+        .max_wasm_stack(512 * 1024);
+    config
+}
+
+/// Compile the code of app file `app` ahead of time for `target` (a target
+/// triple: `aarch64-unknown-linux-gnu` for a Pi 4) with the runtime's engine
+/// settings, and return the app file carrying it ([`trellis_appfmt::with_native`];
+/// unsigned: a runtime loads precompiled code only from a file signed by a key
+/// it trusts).
+///
+/// # Errors
+/// The file is not a usable app, the target is unknown to this build's
+/// compiler, or the component does not compile.
+pub fn precompile(app: &[u8], target: &str) -> Result<Vec<u8>, RuntimeError> {
+    let engine_error = |e: wasmtime::Error| RuntimeError::Engine(format!("precompiling for {target}: {e:#}"));
+    let code = trellis_appfmt::component_code(app).map_err(|e| RuntimeError::Engine(e.to_string()))?;
+    let mut config = code_config();
+    config.target(target).map_err(engine_error)?;
+    let engine = Engine::new(&config).map_err(engine_error)?;
+    let compiled = engine.precompile_component(&code).map_err(engine_error)?;
+    trellis_appfmt::with_native(app, target, &compiled).map_err(|e| RuntimeError::Engine(e.to_string()))
 }
 
 /// The linker: WASI 0.2 (clocks, random; no files, sockets or environment are

@@ -41,6 +41,7 @@ pub use cgroup::CgroupError;
 pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::{BoardConfig, CgroupConfig, CrashPolicy, HardwarePolicy, LogPolicy, RuntimeConfig};
 pub use consent::{CONSENT_MARGIN, MAX_DEFERRAL_S};
+pub use engine::precompile;
 pub use error::{Fault, LoadError, RuntimeError};
 pub use events::RuntimeEvent;
 pub use host::Usage;

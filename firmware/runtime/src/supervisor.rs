@@ -391,17 +391,25 @@ impl Supervisor {
         if file.manifest.name != app {
             return Err(LoadError::NameMismatch { path: path.to_owned(), manifest: file.manifest.name.clone() });
         }
+        let mut signed = false;
         if self.config.require_signatures {
             let key = file
                 .verify(bytes, &self.trust)
                 .map_err(|source| LoadError::Format { path: path.to_owned(), source })?;
             tracing::debug!(app, %key, "signature verified");
+            signed = true;
         }
         let interface = self.check_interface(path, bytes)?;
         self.check_permissions(path, &file.manifest)?;
+        let trust = &self.trust;
         let (component, source) = self
             .cache
-            .get(&self.engine, &file.code_sha256, || component_code(bytes).map_err(|e| e.to_string()))
+            .get(
+                &self.engine,
+                &file.code_sha256,
+                || trusted_native(trust, path, app, file, bytes, signed),
+                || component_code(bytes).map_err(|e| e.to_string()),
+            )
             .map_err(|reason| LoadError::Compile { path: path.to_owned(), reason })?;
         Ok((component, source, interface))
     }
@@ -979,4 +987,34 @@ impl Supervisor {
         };
         lock(&self.status).insert(app.to_owned(), status);
     }
+}
+
+/// The code compiled ahead of time that `file` carries, if the runtime
+/// may load it: native code runs unchecked, so only from a file signed by
+/// a key in the trust list (`signed`: already verified), compiled from
+/// this very code. Otherwise the code is compiled, and the log says why.
+fn trusted_native(
+    trust: &TrustList,
+    path: &Path,
+    app: &str,
+    file: &AppFile,
+    bytes: &[u8],
+    signed: bool,
+) -> Option<Vec<u8>> {
+    let native = file.native.as_ref()?;
+    let trusted = if native.code_sha256 != file.code_sha256 {
+        Err("it was compiled from other code".to_owned())
+    } else if signed {
+        Ok(())
+    } else {
+        file.verify(bytes, trust)
+            .map(drop)
+            .map_err(|e| format!("it is loaded only from a file signed by a trusted key ({e})"))
+    };
+    let why_not = match trusted.and_then(|()| native.compiled(bytes).map_err(|e| e.to_string())) {
+        Ok(compiled) => return Some(compiled),
+        Err(why) => why,
+    };
+    tracing::warn!(app, path = %path.display(), target = %native.target, "precompiled code not used, {why_not}: compiling the app's code");
+    None
 }

@@ -317,6 +317,51 @@ fn signatures_when_required() {
     dev.wait_started("counter", "1.0.0");
 }
 
+/// Code compiled ahead of time (`trellis app precompile`) runs unchecked, so
+/// the runtime loads it only from a file signed by a key in its trust list,
+/// compiled from that very code; any other file's code is compiled from the
+/// Wasm, and the app runs either way. Each case on a device of its own, as a
+/// compiled component is kept in memory and on disk once loaded.
+#[test]
+fn precompiled_code_is_loaded_only_from_a_trusted_signer_for_its_own_code() {
+    use trellis_runtime::CompileSource;
+    let keys = tempfile::tempdir().unwrap();
+    let (trusted, stranger) = (trellis_appfmt::generate_key(), trellis_appfmt::generate_key());
+    trellis_appfmt::write_key_pair(&trusted, keys.path(), "ops").unwrap();
+    let host = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+    let (counter, blinky) = (example("counter"), example("blinky"));
+    let native = trellis_runtime::precompile(&counter, &host).unwrap();
+    let sign = |bytes: &[u8], key| trellis_appfmt::sign(bytes, key).unwrap();
+    let load = |bytes: &[u8]| {
+        let dev = device(&[], |c| c.trust = vec![keys.path().to_owned()]);
+        let compile = dev.runtime.install("counter", bytes).unwrap().compile;
+        let values = dev.runtime.subscribe("counter/value");
+        assert!(!recv_ticks(&values, 2).is_empty(), "counter does not count ({compile:?})");
+        compile
+    };
+
+    assert_eq!(load(&sign(&native, &trusted)), CompileSource::Native);
+    assert_eq!(load(&native), CompileSource::Compiled, "unsigned");
+    assert_eq!(load(&sign(&native, &stranger)), CompileSource::Compiled, "signed by a stranger");
+
+    // blinky's precompiled code put into counter's file, signed by the trusted key.
+    let blinky_native = trellis_runtime::precompile(&blinky, &host).unwrap();
+    let mut mixed = counter.clone();
+    mixed.extend_from_slice(&blinky_native[blinky.len()..]);
+    let mixed = sign(&mixed, &trusted);
+    let file = trellis_appfmt::AppFile::parse(&mixed).unwrap();
+    assert_ne!(file.native.unwrap().code_sha256, file.code_sha256);
+    assert_eq!(load(&mixed), CompileSource::Compiled, "another app's precompiled code");
+
+    // Compiled for another target: wasmtime refuses it, the code is compiled.
+    if cfg!(feature = "cross-compile") && std::env::consts::ARCH == "x86_64" {
+        let pi = trellis_runtime::precompile(&counter, "aarch64-unknown-linux-gnu").unwrap();
+        assert_eq!(load(&sign(&pi, &trusted)), CompileSource::Compiled, "precompiled for a Pi");
+    }
+    let err = trellis_runtime::precompile(&counter, "no-such-target").unwrap_err().to_string();
+    assert!(err.contains("no-such-target"), "{err}");
+}
+
 #[test]
 fn an_app_built_for_another_interface_version_is_refused() {
     let dev = device(&[], |_| {});

@@ -271,6 +271,21 @@ enum AppCommand {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Compile an app file's code ahead of time for a device's target and
+    /// add it to the file (in place unless `--output`), so the device loads
+    /// it instead of compiling it. Sign the result: a device loads
+    /// precompiled code only from a file signed by a key it trusts.
+    #[cfg(feature = "run")]
+    Precompile {
+        /// The app file.
+        app: PathBuf,
+        /// The device's target triple.
+        #[arg(long, default_value = "aarch64-unknown-linux-gnu")]
+        target: String,
+        /// Output file [default: overwrite the input].
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Show an app file's manifest, interface, hash and signature.
     Inspect {
         /// The app file.
@@ -364,6 +379,8 @@ fn run(cli: Cli) -> Result<()> {
             pack(&component, &manifest, version, &set, output)
         }
         Command::App(AppCommand::Sign { app, key, output }) => sign(&app, &key, output),
+        #[cfg(feature = "run")]
+        Command::App(AppCommand::Precompile { app, target, output }) => precompile(&app, &target, output),
         Command::App(AppCommand::Stop { name, on }) => on.run(&name, device::AppOp::Stop),
         Command::App(AppCommand::Start { name, on }) => on.run(&name, device::AppOp::Start),
         Command::App(AppCommand::Remove { name, on }) => on.run(&name, device::AppOp::Remove),
@@ -439,6 +456,23 @@ fn sign(app: &Path, key: &Path, output: Option<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "run")]
+fn precompile(app: &Path, target: &str, output: Option<PathBuf>) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let bytes = read(app)?;
+    let with = trellis_runtime::precompile(&bytes, target).with_context(|| format!("{}", app.display()))?;
+    let out = output.unwrap_or_else(|| app.to_owned());
+    write_atomic(&out, &with)?;
+    let native = AppFile::parse(&with).ok().and_then(|f| f.native).map_or(0, |n| n.range.len());
+    println!(
+        "precompiled {} for {target} in {:.1} s: {native} bytes of native code (compressed), {} bytes in all, unsigned",
+        out.display(),
+        t0.elapsed().as_secs_f64(),
+        with.len()
+    );
+    Ok(())
+}
+
 fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
     let bytes = read(path)?;
     let file = AppFile::inspect(&bytes).with_context(|| format!("{}", path.display()))?;
@@ -466,6 +500,11 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
             "manifest": m,
             "imports": imports.as_ref().ok(),
             "signature": file.signature.as_ref().map(|s| s.key_id().to_string()),
+            "native": file.native.as_ref().map(|n| serde_json::json!({
+                "target": n.target,
+                "bytes": n.range.len(),
+                "for-this-code": n.code_sha256 == file.code_sha256,
+            })),
             "verified": verified.as_ref().map(|r| match r { Ok(k) => serde_json::json!({"key": k}), Err(e) => serde_json::json!({"error": e}) }),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -482,6 +521,10 @@ fn inspect(path: &Path, trust: &[PathBuf], json: bool) -> Result<()> {
         file.code_digest(),
         code.as_ref().map_or_else(|e| format!("DOES NOT MATCH: {e}"), |()| "matches the manifest".to_owned())
     );
+    if let Some(n) = &file.native {
+        let stale = if n.code_sha256 == file.code_sha256 { "" } else { ", compiled from OTHER code: not used" };
+        println!("native:      {} ({} bytes compressed{stale})", n.target, n.range.len());
+    }
     println!("signature:   {}", file.signature.as_ref().map_or("none".to_owned(), |s| format!("key {}", s.key_id())));
     if let Some(v) = &verified {
         println!("verified:    {}", v.as_ref().map_or_else(|e| format!("NO: {e}"), |k| format!("yes, key {k}")));

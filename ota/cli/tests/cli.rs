@@ -44,6 +44,7 @@ fn help_everywhere() {
         &["app", "--help"],
         &["app", "pack", "--help"],
         &["app", "sign", "--help"],
+        &["app", "precompile", "--help"],
         &["app", "inspect", "--help"],
         &["app", "keygen", "--help"],
         &["device", "status", "--help"],
@@ -117,6 +118,37 @@ fn keygen_pack_sign_inspect() {
     let o = trellis(&["app", "inspect", s(&app), "--trust", s(&d.join("other.pub"))]);
     assert!(!o.status.success());
     assert!(text(&o).contains("not in the trust list"), "{}", text(&o));
+}
+
+/// `trellis app precompile` adds the Pi's native code to an app file; the
+/// code digest stays, `inspect` shows it, and signing covers it.
+#[test]
+fn precompile_for_the_pi_then_sign() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(trellis(&["app", "keygen", "--dir", s(d), "--name", "dev"]).status.success());
+    let (app, pi) = (d.join("blinky.wasm"), d.join("pi/blinky.wasm"));
+    std::fs::create_dir(d.join("pi")).unwrap();
+    let manifest = repo().join("wasm-apps/examples/blinky/trellis.toml");
+    assert!(trellis(&["app", "pack", s(&component("blinky")), "-m", s(&manifest), "-o", s(&app)]).status.success());
+    let o = trellis(&["app", "precompile", s(&app), "-o", s(&pi)]);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("for aarch64-unknown-linux-gnu") && out.contains("unsigned"), "{out}");
+    assert!(trellis(&["app", "sign", s(&pi), "--key", s(&d.join("dev.key"))]).status.success());
+    let o = trellis(&["app", "inspect", s(&pi), "--trust", s(&d.join("dev.pub")), "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_slice(&trellis(&["app", "inspect", s(&app), "--json"]).stdout).unwrap();
+    assert_eq!(v["code"]["digest"], plain["code"]["digest"], "precompiling changed the code digest");
+    assert_eq!(v["native"]["target"], "aarch64-unknown-linux-gnu", "{v}");
+    assert_eq!(v["native"]["for-this-code"], true, "{v}");
+    assert!(v["native"]["bytes"].as_u64().unwrap() > 10_000, "{v}");
+    assert!(v["verified"]["key"].is_string(), "{v}");
+    assert!(plain["native"].is_null(), "{plain}");
+
+    let o = trellis(&["app", "precompile", s(&app), "--target", "mips-nowhere", "-o", s(&pi)]);
+    assert!(!o.status.success() && text(&o).contains("mips-nowhere"), "{}", text(&o));
 }
 
 #[test]

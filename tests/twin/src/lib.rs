@@ -315,8 +315,8 @@ fn repack_from(dir: &str, app: &str, edit: impl FnOnce(&mut trellis_appfmt::Mani
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (make apps, make lang-apps)", path.display()));
     let mut manifest = trellis_appfmt::AppFile::parse(&bytes).expect("a packed app").manifest;
     edit(&mut manifest);
-    let code = trellis_appfmt::component_code(&bytes).expect("a component");
-    trellis_appfmt::pack(&code, &manifest).expect("packs")
+    // Packing keeps precompiled code (it is for this code) and drops the signature.
+    trellis_appfmt::pack(&bytes, &manifest).expect("packs")
 }
 
 /// An app in another language as `make lang-apps` packed it
@@ -329,14 +329,20 @@ pub fn lang_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> 
     repack_from("lang-apps", app, edit)
 }
 
-/// A heavy example (the classifier) as `make lang-apps` packed it
-/// (`build/heavy-apps`), with its manifest changed by `edit`.
+/// An app compiled ahead of time for the Pi as `make lang-apps` made it
+/// (`build/pi-apps`: the Python apps, the classifier), with its manifest changed by `edit`,
+/// signed again with the development app key the image trusts
+/// (`build/keys/apps.key`): the runtime loads its precompiled code.
 ///
 /// # Panics
-/// The app is not built or not a packed component (run `make lang-apps`).
+/// The app or the key is not built (run `make lang-apps`).
 #[must_use]
-pub fn heavy_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
-    repack_from("heavy-apps", app, edit)
+pub fn pi_app(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> Vec<u8> {
+    let bytes = repack_from("pi-apps", app, edit);
+    let key = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/keys/apps.key");
+    let key =
+        trellis_appfmt::load_signing_key(&key).unwrap_or_else(|e| panic!("{}: {e} (make lang-apps)", key.display()));
+    trellis_appfmt::sign(&bytes, &key).expect("signs")
 }
 
 /// Put `bytes` in place as `/data/apps/NAME.wasm` the careful way (through

@@ -110,6 +110,11 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
     );
     let release = std::fs::read_to_string(target.join("etc/trellis/release")).expect("release");
     assert!(release.contains("TRELLIS_BOARD=rpi4"), "{release}");
+    // The runtime trusts the development app key (precompiled apps signed with it load as they are).
+    assert_eq!(
+        std::fs::read(target.join("etc/trellis/trust/apps.pub")).expect("app trust key"),
+        std::fs::read(root().join("build/keys/apps.pub")).expect("dev app key"),
+    );
 
     // BINARIES_DIR as Buildroot leaves it: the kernel, the device tree, the
     // firmware, the root filesystem (the twin's real one).
