@@ -49,7 +49,7 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	  $(TRELLIS) app pack $(WASM_OUT)/$$app.wasm -m wasm-apps/examples/$$app/trellis.toml -o $(BUILD)/edge-apps/$$app.wasm || exit 1; \
 	done
 
-lang-apps: setup apps ## The apps in C and Python (build/lang-apps/) and the classifier (build/heavy-apps/): not seeded into device images
+lang-apps: setup apps ## The apps in C and Python (build/lang-apps/), the classifier (build/heavy-apps/), the Python ones and the classifier precompiled for the Pi and signed (build/pi-apps/): not seeded into device images
 	$(MAKE) --no-print-directory classifier
 	scripts/python-apps.sh $(BUILD) $(TRELLIS)
 	@mkdir -p $(BUILD)/lang-apps

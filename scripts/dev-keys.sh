@@ -59,14 +59,15 @@ subjectAltName=DNS:trellis.local"
 # ed25519 signing keys in the format of `trellis app keygen`: raw 32-byte secret
 # and public key, hex. NAME.key, NAME.pub
 ed25519_pair() {
-  [ -f "$dir/$1.key" ] && return 0
+  [ -f "$dir/$1.key" ] && [ -f "$dir/$1.pub" ] && return 0
   local pem=$dir/$1.pem
   openssl genpkey -algorithm ed25519 -out "$pem" 2>/dev/null
-  openssl pkey -in "$pem" -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/$1.key"
-  openssl pkey -in "$pem" -pubout -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' >"$dir/$1.pub"
-  echo >>"$dir/$1.key"
-  echo >>"$dir/$1.pub"
-  chmod 0644 "$dir/$1.pub"
+  { openssl pkey -in "$pem" -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n'; echo; } >"$dir/$1.key.tmp"
+  { openssl pkey -in "$pem" -pubout -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n'; echo; } >"$dir/$1.pub.tmp"
+  chmod 0644 "$dir/$1.pub.tmp"
+  # The public half last: a pair is whole once both names exist.
+  mv "$dir/$1.key.tmp" "$dir/$1.key"
+  mv "$dir/$1.pub.tmp" "$dir/$1.pub"
   rm -f "$pem"
 }
 ed25519_pair release

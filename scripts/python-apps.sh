@@ -12,7 +12,7 @@
 # The same apps for the Pi go to BUILD/pi-apps/py-NAME.wasm: their code compiled
 # ahead of time for aarch64 with the runtime's engine settings (`trellis app
 # precompile`, about 10 s each; kept in BUILD/python/ under the component's key and
-# the engine's) and signed with the development app key BUILD/keys/apps.key, which
+# the CLI's) and signed with the development app key BUILD/keys/apps.key, which
 # the images trust (scripts/dev-keys.sh): a device loads them without compiling.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,9 +39,9 @@ fi
 empty_site=$(realpath -m "$BUILD/python/empty-venv")
 mkdir -p "$empty_site/lib/python3/site-packages" "$BUILD/lang-apps" "$BUILD/pi-apps"
 scripts/dev-keys.sh "$BUILD/keys" >/dev/null
-# What the compiled code depends on besides the component: wasmtime's version and
-# the runtime's engine settings.
-engine_key=$({ grep -A1 '^name = "wasmtime"$' Cargo.lock; cat firmware/runtime/src/engine.rs; } | sha256sum | cut -c1-16)
+# What the compiled code depends on besides the component: the CLI that compiles it
+# (its wasmtime, the runtime's engine settings and the section's format are in it).
+engine_key=$(sha256sum "$TRELLIS" | cut -c1-16)
 
 for app in "${APPS[@]}"; do
   src=wasm-apps/python/$app

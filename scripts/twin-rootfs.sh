@@ -92,7 +92,7 @@ rm -f "$stage/README.md"
 # unless RAUC_KEYRING names a production one).
 keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 [ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
-RAUC_KEYRING=$keyring board/rpi4/post-build.sh "$stage" qemu-aarch64
+RAUC_KEYRING=$keyring APP_TRUST_KEY=${APP_TRUST_KEY:-$build/keys/apps.pub} board/rpi4/post-build.sh "$stage" qemu-aarch64
 epoch=$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$stage/etc/trellis/release")
 cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
 if [ -d "$out/Image.modules/lib/modules" ]; then

@@ -73,13 +73,18 @@ install -D -m 0644 "$release_key" "$target/etc/trellis/fleet/trust/release.pub"
 
 # Apps (docs/app-format.md): the public key whose signatures the runtime trusts,
 # in its trust directory (development: scripts/dev-keys.sh's; production:
-# APP_TRUST_KEY). Apps signed with it may carry code precompiled for the Pi.
-app_key=${APP_TRUST_KEY:-$top/build/keys/apps.pub}
-if [ -z "${APP_TRUST_KEY:-}" ] && [ ! -f "$app_key" ]; then
-  "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+# APP_TRUST_KEY=path; APP_TRUST_KEY=none trusts no key). Apps signed with it may
+# carry code precompiled for the Pi, which the runtime runs as native code.
+if [ "${APP_TRUST_KEY:-}" = none ]; then
+  rm -f "$target/etc/trellis/trust/apps.pub"
+else
+  app_key=${APP_TRUST_KEY:-$top/build/keys/apps.pub}
+  if [ -z "${APP_TRUST_KEY:-}" ] && [ ! -f "$app_key" ]; then
+    "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+  fi
+  [ -f "$app_key" ] || { echo "post-build: no app-signing public key at $app_key" >&2; exit 1; }
+  install -D -m 0644 "$app_key" "$target/etc/trellis/trust/apps.pub"
 fi
-[ -f "$app_key" ] || { echo "post-build: no app-signing public key at $app_key" >&2; exit 1; }
-install -D -m 0644 "$app_key" "$target/etc/trellis/trust/apps.pub"
 
 version=$(git -C "$top" describe --always --dirty 2>/dev/null || echo unknown)
 printf 'TRELLIS_VERSION=%s\nTRELLIS_BOARD=%s\nTRELLIS_BUILD_TIME=%s\n' "$version" "$board_name" "$epoch" \

@@ -115,6 +115,15 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
         std::fs::read(target.join("etc/trellis/trust/apps.pub")).expect("app trust key"),
         std::fs::read(root().join("build/keys/apps.pub")).expect("dev app key"),
     );
+    // APP_TRUST_KEY=none: an image that trusts no app key (no precompiled code runs).
+    let o = Command::new(root().join("board/rpi4/post-build.sh"))
+        .arg(&target)
+        .arg("rpi4")
+        .env("APP_TRUST_KEY", "none")
+        .output()
+        .expect("post-build");
+    assert!(o.status.success(), "post-build: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(!target.join("etc/trellis/trust/apps.pub").exists(), "APP_TRUST_KEY=none left a trusted key");
 
     // BINARIES_DIR as Buildroot leaves it: the kernel, the device tree, the
     // firmware, the root filesystem (the twin's real one).
