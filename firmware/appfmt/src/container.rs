@@ -214,7 +214,9 @@ pub fn pack(component: &[u8], manifest: &Manifest) -> Result<Vec<u8>, FormatErro
             Some((NATIVE_SECTION, payload)) => Some((s, payload)),
             _ => None,
         })
-        .find(|(_, payload)| NativeCode::read(payload, 0).is_ok_and(|n| n.code_sha256 == code_sha256))
+        .find(|(s, payload)| {
+            NativeCode::read(payload, s.end - payload.len()).is_ok_and(|n| n.code_sha256 == code_sha256)
+        })
         .map(|(s, _)| &component[s.start..s.end]);
     let mut out = code;
     let mut manifest = manifest.clone();

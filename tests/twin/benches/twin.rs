@@ -12,7 +12,9 @@ use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::guest::Ports;
 use trellis_twin::operator::{Cli, text};
 use trellis_twin::timing::{printk_seconds, rfc3339_seconds};
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Twin, add_custom_section, pi_app};
+use trellis_twin::{
+    BOOT_TIMEOUT, EMULATED_CALL_MS, EXAMPLES, Error, GPIO_SIM, Guest, MOUNT_SHARE, Twin, add_custom_section, pi_app,
+};
 
 const BOOTS: usize = 5;
 const SWAPS: usize = 5;
@@ -127,15 +129,15 @@ fn main() -> Result<(), Error> {
     // A Python app (CPython inside, `make lang-apps`): py-blinky's code precompiled
     // for aarch64 and signed with the key the image trusts, loaded as it is; then
     // py-counter's file, the same but unsigned, so the twin compiles its code.
-    // Neither code was loaded before in this run. The calls get 1 s (emulation).
+    // Neither code was loaded before in this run. The calls get EMULATED_CALL_MS.
     let native = pi_app("py-blinky", |m| {
         m.permissions.gpio_outputs = vec![6];
         m.config.insert("line".into(), "6".into());
-        m.limits.call_ms = 1000;
+        m.limits.call_ms = EMULATED_CALL_MS;
     });
     let (py_native, py_native_ms) = swap(&twin, &mut device, "py-blinky", &native, "1.0.0")?;
     device.sh("rm /data/apps/py-blinky.wasm")?;
-    let signed = pi_app("py-counter", |m| m.limits.call_ms = 1000);
+    let signed = pi_app("py-counter", |m| m.limits.call_ms = EMULATED_CALL_MS);
     let unsigned = pack(&signed, &AppFile::parse(&signed).expect("packed").manifest).expect("packs");
     let (py_compiled, py_compiled_ms) = swap(&twin, &mut device, "py-counter", &unsigned, "1.0.0")?;
     device.sh("rm /data/apps/py-counter.wasm")?;

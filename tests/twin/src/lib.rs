@@ -103,6 +103,12 @@ impl Error {
 /// How long a boot may take to reach a running app under TCG.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// `limits.call-ms` for the Python apps in the twin: the interpreter runs each
+/// call some ten times slower under emulation than on a Pi 4, and a loaded
+/// host inflates the guest's CPU time further, so their calls get 1 s instead
+/// of the manifests' 50 ms.
+pub const EMULATED_CALL_MS: u32 = 1000;
+
 /// The image `make twin-image` builds.
 #[must_use]
 pub fn default_image() -> PathBuf {

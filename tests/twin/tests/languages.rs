@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use trellis_appfmt::Manifest;
-use trellis_twin::{EXAMPLES, Error, GPIO_SIM, Guest, Outcome, Twin, install, lang_app, pi_app};
+use trellis_twin::{EMULATED_CALL_MS, EXAMPLES, Error, GPIO_SIM, Guest, Outcome, Twin, install, lang_app, pi_app};
 
 /// Compiling a small component under emulation takes seconds; allow for a loaded host.
 const COMPILE: Duration = Duration::from_secs(180);
@@ -27,15 +27,14 @@ struct Lang {
 }
 
 const C: Lang = Lang { blinky: "c-blinky", counter: "c-counter", line: 5, app: |a, e| lang_app(a, e) };
-/// The interpreter runs each call some ten times slower under the twin's
-/// emulation than on a Pi 4: the calls get 1 s instead of the manifests' 50 ms.
+/// The Python apps' calls get [`EMULATED_CALL_MS`].
 const PYTHON: Lang = Lang {
     blinky: "py-blinky",
     counter: "py-counter",
     line: 6,
     app: |a, e| {
         pi_app(a, |m| {
-            m.limits.call_ms = 1000;
+            m.limits.call_ms = EMULATED_CALL_MS;
             e(m);
         })
     },

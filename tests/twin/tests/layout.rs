@@ -97,9 +97,17 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
     let _ = std::fs::remove_dir_all(&work);
     let (target, images) = (work.join("target"), work.join("images"));
     std::fs::create_dir_all(&target).expect("target");
-    let o =
-        Command::new(root().join("board/rpi4/post-build.sh")).arg(&target).arg("rpi4").output().expect("post-build");
-    assert!(o.status.success(), "post-build: {}", String::from_utf8_lossy(&o.stderr));
+    // Buildroot's post-build hook on `target`, with `env` set.
+    let post_build = |env: &[(&str, &str)]| {
+        let o = Command::new(root().join("board/rpi4/post-build.sh"))
+            .arg(&target)
+            .arg("rpi4")
+            .envs(env.iter().copied())
+            .output()
+            .expect("post-build");
+        assert!(o.status.success(), "post-build: {}", String::from_utf8_lossy(&o.stderr));
+    };
+    post_build(&[]);
     let init = std::fs::read_to_string(target.join("etc/trellis/init.toml")).expect("init.toml");
     assert!(init.starts_with("# The build time") && init.contains("disks = [\"mmcblk0\"]"), "{init}");
     let system = std::fs::read_to_string(target.join("etc/rauc/system.conf")).expect("system.conf");
@@ -116,13 +124,7 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
         std::fs::read(root().join("build/keys/apps.pub")).expect("dev app key"),
     );
     // APP_TRUST_KEY=none: an image that trusts no app key (no precompiled code runs).
-    let o = Command::new(root().join("board/rpi4/post-build.sh"))
-        .arg(&target)
-        .arg("rpi4")
-        .env("APP_TRUST_KEY", "none")
-        .output()
-        .expect("post-build");
-    assert!(o.status.success(), "post-build: {}", String::from_utf8_lossy(&o.stderr));
+    post_build(&[("APP_TRUST_KEY", "none")]);
     assert!(!target.join("etc/trellis/trust/apps.pub").exists(), "APP_TRUST_KEY=none left a trusted key");
 
     // BINARIES_DIR as Buildroot leaves it: the kernel, the device tree, the
