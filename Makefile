@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin twin-stories lang-apps bench-assets bench-swarm bench-lan bench-transport classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
+.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin twin-stories lang-apps bench-assets bench-delta bench-swarm bench-lan bench-transport classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -224,6 +224,7 @@ bench: setup-host apps ## Benchmarks: the runtime's, the fleet's, then the twin'
 	$(MAKE) --no-print-directory bench-swarm
 	$(MAKE) --no-print-directory bench-lan
 	$(MAKE) --no-print-directory bench-transport
+	$(MAKE) --no-print-directory bench-delta
 	$(MAKE) --no-print-directory bench-twin
 
 bench-assets: cli ## Assets on demand behind a shaped link (netns, tc; root): on the device, whole download, on demand, on demand with the recorded push
@@ -238,6 +239,10 @@ bench-swarm: ## A site's swarm in the discrete-event simulation: 8 to 10,000 dev
 
 bench-lan: ## A site's LAN in network namespaces (root): 8, 16, 32 devices sharing a release, beside the Kumar-Ross bound, client-server and the calibrated simulation
 	$(CARGO) bench -p trellis-cli --no-default-features --bench lan
+
+bench-delta: cross-release twin-image ## What one changed line of the runtime costs to fetch: RAUC's adaptive mode vs casync, xdelta3, zstd --patch-from (one run)
+	@scripts/setup.sh --bench
+	scripts/bench-delta.sh $(BUILD)
 
 bench-transport: ## What a library for the LAN's transport would add to the device: bao-tree, and iroh with iroh-blobs, beside tokio and rustls (aarch64, stripped, in a squashfs), each run once
 	scripts/transport-size.sh $(BUILD)

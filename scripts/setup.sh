@@ -7,6 +7,8 @@
 #                     device twin's image and harness need (`make test`, `make qemu`)
 #   setup.sh --buildroot  what `make rpi4` / `make qemu-br` need: Buildroot's host packages
 #   setup.sh --models     only the classifier example's model generator (scripts/models.sh)
+#   setup.sh --bench      also what `make bench-delta` compares RAUC's adaptive mode with
+#                         (casync, xdelta3, bsdiff, erofs-utils)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +29,7 @@ if [ "${1:-}" = "--cross" ]; then
   # The twin: its kernel (Debian's source, built with the cross compiler), the image tools, QEMU.
   APT_PACKAGES+=(linux-source-6.1 make flex bison bc kmod libssl-dev libelf-dev xz-utils
     genimage squashfs-tools dosfstools mtools f2fs-tools qemu-system-arm
-    rauc openssl)
+    rauc openssl curl libglib2.0-dev-bin)
   TARGETS+=(aarch64-unknown-linux-gnu)
   # Debian's arm64 packages (RAUC, dbus, f2fs-tools, busybox) go into the twin's root filesystem.
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then
@@ -37,6 +39,10 @@ if [ "${1:-}" = "--cross" ]; then
     { $sudo dpkg --add-architecture arm64 && $sudo apt-get update -qq; } \
       || { echo "setup: could not add the arm64 architecture (dpkg --add-architecture arm64)" >&2; exit 1; }
   fi
+fi
+
+if [ "${1:-}" = "--bench" ]; then
+  APT_PACKAGES+=(casync xdelta3 bsdiff erofs-utils)
 fi
 
 if [ "${1:-}" = "--buildroot" ]; then

@@ -29,7 +29,7 @@ case $kind in
       { echo "no-such-setting = true"; cat "$conf"; } >"$work/runtime.toml"
     fi
     mv "$work/runtime.toml" "$conf"
-    mksquashfs "$work/root" "$work/rootfs.squashfs" -comp zstd -all-root -noappend -quiet -no-progress >/dev/null
+    scripts/twin-squashfs.sh "$work/root" "$work/rootfs.squashfs"
     ROOTFS_IMAGE=$work/rootfs.squashfs VERSION=${VERSION:-$kind} scripts/twin-bundle.sh "$build" "$out"
     ;;
   kernel)

@@ -65,6 +65,7 @@ hooks=post-install
 
 [image.rootfs]
 filename=rootfs.squashfs
+adaptive=block-hash-index
 MANIFEST
 rm -f "$out"
 rauc bundle --cert="$cert" --key="$key" --keyring="$keyring" "$content" "$out" >/dev/null

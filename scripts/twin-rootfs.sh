@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Assemble the twin's root filesystem as a squashfs:
 #   the Rust device binaries (release, aarch64) + rootfs-overlay/ + the board's
-#   files + the programs RAUC, dbus-daemon, mkfs.f2fs/fsck.f2fs, mkfs.vfat, tc and busybox from
-#   Debian's arm64 packages with exactly the shared libraries they need.
+#   files + RAUC with streaming (scripts/rauc-build.sh) + the programs dbus-daemon,
+#   mkfs.f2fs/fsck.f2fs, mkfs.vfat, tc and busybox from Debian's arm64 packages, with exactly
+#   the shared libraries they need.
 #   twin-rootfs.sh BUILD_DIR     (reads BUILD_DIR/apps/*.wasm, BUILD_DIR/twin/Image.modules and
 #                                 the RAUC keyring BUILD_DIR/keys/ca.cert.pem or $RAUC_KEYRING)
 # Writes BUILD_DIR/twin/rootfs.squashfs. The .debs are cached by package version in
@@ -24,53 +25,11 @@ for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot" "$bin
 done
 ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
 
-# 1. The Debian packages, downloaded once per version, all missing ones in one apt-get call.
-mapfile -t packages < <(sed 's/#.*//' "$board/debian-packages.txt" | tr ' ' '\n' | sed '/^$/d')
-mkdir -p "$cache"
-exec 9>"$cache/.lock"
-if ! flock -n 9; then
-  echo "twin-rootfs: waiting for another download into $cache"
-  flock 9
-fi
-apt_opts=(-qq)
-# apt's download sandbox user cannot write to a root-owned cache.
-[ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
-# One apt-cache call for every candidate version (one per package takes a second or two).
-declare -A candidate=()
-while read -r name version; do
-  candidate[$name]=$version
-done < <(apt-cache policy "${packages[@]/%/:arm64}" "${packages[@]}" 2>/dev/null \
-  | awk '/^[^ ].*:$/ { name = substr($0, 1, length($0) - 1) } /^  Candidate:/ { print name, $2 }')
-declare -A deb_of=()
-missing=()
-for pkg in "${packages[@]}"; do
-  spec=$pkg:arm64
-  version=${candidate[$spec]:-}
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-    # Architecture-independent packages (configuration files) have no :arm64.
-    spec=$pkg
-    version=${candidate[$spec]:-}
-  fi
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-    echo "twin-rootfs: Debian has no arm64 package $pkg (dpkg --add-architecture arm64 && apt-get update)" >&2
-    exit 1
-  fi
-  deb_of[$pkg]="${pkg}_${version//:/%3a}_"
-  debs=("$cache/${deb_of[$pkg]}"*.deb)
-  [ -e "${debs[0]}" ] || missing+=("$spec=$version")
-done
-if ((${#missing[@]})); then
-  echo "twin-rootfs: downloading ${#missing[@]} Debian packages into $cache"
-  (cd "$cache" && apt-get download "${apt_opts[@]}" "${missing[@]}") \
-    || { echo "twin-rootfs: cannot download ${missing[*]}" >&2; exit 1; }
-fi
-flock -u 9
-rm -rf "$sysroot"; mkdir -p "$sysroot"
-for pkg in "${packages[@]}"; do
-  debs=("$cache/${deb_of[$pkg]}"*.deb)
-  [ -e "${debs[0]}" ] || { echo "twin-rootfs: ${deb_of[$pkg]}*.deb is not in $cache after the download" >&2; exit 1; }
-  dpkg-deb -x "${debs[0]}" "$sysroot"
-done
+# 1. The Debian packages, downloaded once per version (scripts/debs.sh).
+# shellcheck source=scripts/debs.sh
+. scripts/debs.sh
+mapfile -t packages < <(debs_list "$board/debian-packages.txt")
+debs_extract "$cache" "$sysroot" "${packages[@]}"
 
 # 2. The tree.
 rm -rf "$stage"; mkdir -p "$stage"
@@ -93,14 +52,13 @@ rm -f "$stage/README.md"
 keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 [ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
 RAUC_KEYRING=$keyring APP_TRUST_KEY=${APP_TRUST_KEY:-$build/keys/apps.pub} board/rpi4/post-build.sh "$stage" qemu-aarch64
-epoch=$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$stage/etc/trellis/release")
 cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
 if [ -d "$out/Image.modules/lib/modules" ]; then
   cp -a "$out/Image.modules/lib/modules" "$stage/lib/"
 fi
 
 # Programs from the Debian packages (path in the package = path in the rootfs).
-programs=(usr/bin/rauc usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs sbin/mkfs.vfat bin/busybox usr/sbin/chronyd
+programs=(usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs sbin/mkfs.vfat bin/busybox usr/sbin/chronyd
   usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon sbin/tc)
 for p in "${programs[@]}"; do
   [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }
@@ -108,6 +66,9 @@ for p in "${programs[@]}"; do
   cp -L "$sysroot/$p" "$stage/$p"
 done
 cp -a "$sysroot/usr/share/dbus-1" "$stage/usr/share/"
+scripts/rauc-build.sh "$out/rauc"
+install -m 0755 "$out/rauc" "$stage/usr/bin/rauc"
+"$strip" "$stage/usr/bin/rauc"
 mkdir -p "$stage/etc/dbus-1"
 
 # Shared libraries: the closure of what every ELF file in the tree needs.
@@ -152,6 +113,5 @@ for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trel
 done
 
 # 4. The image.
-rm -f "$out/rootfs.squashfs"
-SOURCE_DATE_EPOCH=$epoch mksquashfs "$stage" "$out/rootfs.squashfs" -comp zstd -all-root -noappend -quiet -no-progress >/dev/null
+scripts/twin-squashfs.sh "$stage" "$out/rootfs.squashfs"
 echo "twin-rootfs: $out/rootfs.squashfs ($(du -h --apparent-size "$out/rootfs.squashfs" | cut -f1), $(du -sh --apparent-size "$stage" | cut -f1) unpacked)"

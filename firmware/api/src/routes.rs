@@ -11,6 +11,7 @@
 //! | `POST /v1/apps/NAME/stop` | 200 with the app's status (state `stopped`); it stays stopped, across reboots, until started |
 //! | `POST /v1/apps/NAME/start` | 200 with the app's status once it runs; 422 with the runtime's reason (it stays stopped) |
 //! | `PUT /v1/firmware` (body: a RAUC bundle) | 200, then the installation as it goes: one JSON line per step (the control socket's replies: `progress`, then `installed` or `error`); the device reboots into the trial after `installed` |
+//! | `POST /v1/firmware` (body: `{"url": "http(s)://..."}`) | the same, RAUC streaming the bundle from that URL (nothing stored on the device); 400 when the body is not such a URL |
 //! | `POST /v1/reboot` | 202; the device reboots |
 //! | `GET /v1/logs[?follow=false]` | server-sent events: the recent log, then each new line as it comes |
 //! | `GET /metrics` | Prometheus text |
@@ -22,7 +23,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 use trellis_control::socket::Reply;
-use trellis_control::{AppError, Device};
+use trellis_control::{AppError, Bundle, Device};
 
 use crate::apps::{AppLocks, UploadError, admit, receive};
 use crate::firmware;
@@ -172,6 +173,7 @@ impl Routes {
             ("DELETE", ["v1", "apps", name]) => self.remove(name).into(),
             ("POST", ["v1", "apps", name, action @ ("stop" | "start")]) => self.stop_start(name, action).into(),
             ("PUT", ["v1", "firmware"]) => self.firmware(head.content_length, body),
+            ("POST", ["v1", "firmware"]) => self.firmware_url(head.content_length, body),
             ("POST", ["v1", "reboot"]) => self.reboot(),
             ("GET", ["v1", "logs"]) => self.logs(head.query.as_deref() != Some("follow=false")),
             ("GET", ["metrics"]) => Answer {
@@ -209,6 +211,50 @@ impl Routes {
             Ok(p) => p,
             Err(e) => return e.into(),
         };
+        self.install(Bundle::File(bundle), turn)
+    }
+
+    /// A bundle RAUC streams from a URL (`{"url": ...}`, at most 4 KiB):
+    /// nothing is stored on the device; installed as [`Routes::firmware`]
+    /// installs an upload.
+    fn firmware_url(&self, size: Option<u64>, body: &mut dyn Read) -> Response {
+        if self.device.firmware_dir().is_none() {
+            return Answer::error(404, "this device takes no firmware updates").into();
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Request {
+            url: String,
+        }
+        const MAX: u64 = 4096;
+        let Some(size) = size.filter(|n| *n <= MAX) else {
+            return Answer::error(400, format!("the body must be {{\"url\": ...}} with a length, at most {MAX} bytes"))
+                .into();
+        };
+        // Exactly the body: the connection stays open after it.
+        let mut text = vec![0; usize::try_from(size).unwrap_or(0)];
+        if let Err(e) = body.read_exact(&mut text) {
+            return Answer::error(400, format!("reading the body: {e}")).into();
+        }
+        let bundle =
+            match serde_json::from_slice::<Request>(&text).map_err(|e| e.to_string()).and_then(|r| match Bundle::parse(
+                &r.url,
+            )? {
+                url @ Bundle::Url(_) => Ok(url),
+                Bundle::File(_) => Err(format!("{:?} is not an http:// or https:// URL", r.url)),
+            }) {
+                Ok(b) => b,
+                Err(e) => return Answer::error(400, format!("bad firmware URL request: {e}")).into(),
+            };
+        let Some(turn) = Busy::take(&self.installing) else {
+            return Answer::error(409, "a firmware update is already in progress on this device").into();
+        };
+        self.install(bundle, turn)
+    }
+
+    /// Install `bundle` with the progress streamed back, then (when it
+    /// installed) the trial reboot; an uploaded file is removed afterwards.
+    fn install(&self, bundle: Bundle, turn: Busy) -> Response {
         let device = Arc::clone(&self.device);
         Response::Stream(Stream {
             status: 200,
@@ -229,8 +275,10 @@ impl Routes {
                         gone = true;
                     }
                 });
-                if let Err(e) = std::fs::remove_file(&bundle) {
-                    tracing::warn!("api: removing {}: {e}", bundle.display());
+                if let Bundle::File(path) = &bundle
+                    && let Err(e) = std::fs::remove_file(path)
+                {
+                    tracing::warn!("api: removing {}: {e}", path.display());
                 }
                 match result {
                     Ok(record) => {

@@ -106,6 +106,37 @@ fn refused_bundles_say_why_and_leave_nothing() {
     assert_eq!(fake.bundles.lock().unwrap().len(), 1, "RAUC saw none of them");
 }
 
+fn post_url(body: &str) -> Vec<u8> {
+    format!("POST /v1/firmware HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+#[test]
+fn a_bundle_url_is_handed_to_rauc_to_stream_and_nothing_is_stored() {
+    let (fake, routes) = setup();
+    let a = send(&routes, &post_url(r#"{"url": "http://origin.lan:8080/v2.raucb"}"#)).collect().unwrap();
+    assert_eq!((a.status, a.content_type.as_str()), (200, "application/x-ndjson"), "{}", text(&a));
+    assert!(
+        matches!(replies(&a).last(), Some(Reply::Installed(rec)) if rec.bundle == "http://origin.lan:8080/v2.raucb")
+    );
+    assert_eq!(*fake.bundles.lock().unwrap(), ["http://origin.lan:8080/v2.raucb"], "RAUC was given the URL");
+    assert!(files(&fake).is_empty(), "nothing stored: {:?}", files(&fake));
+
+    let long = format!(r#"{{"url": "http://h/{}"}}"#, "a".repeat(5000));
+    for (body, needle) in [
+        (r#"{"url": "/data/update.raucb"}"#, "is not an http:// or https:// URL"),
+        (r#"{"url": "ftp://h/u.raucb"}"#, "is not an http:// or https:// URL"),
+        (r#"{"url": "http://"}"#, "is not a bundle URL"),
+        (r#"{"path": "x"}"#, "unknown field"),
+        ("not json", "bad firmware URL request"),
+        (long.as_str(), "at most 4096 bytes"),
+    ] {
+        let a = send(&routes, &post_url(body)).collect().unwrap();
+        assert_eq!(a.status, 400, "{body}: {}", text(&a));
+        assert!(text(&a).contains(needle), "{body}: {}", text(&a));
+    }
+    assert_eq!(fake.bundles.lock().unwrap().len(), 1, "RAUC saw none of them");
+}
+
 #[test]
 fn one_update_at_a_time() {
     let (_fake, routes) = setup();

@@ -1,11 +1,11 @@
 //! The device trait every client drives.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AppSummary, DeviceStatus, Progress, UpdateRecord};
+use crate::{AppSummary, Bundle, DeviceStatus, Progress, UpdateRecord};
 
 /// An app the device runs now (or holds, stopped), after [`Device::install_app`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,11 +150,12 @@ pub trait Device: Send + Sync {
         None
     }
 
-    /// Install the firmware bundle at `bundle` through RAUC, reporting progress.
+    /// Install the firmware bundle `bundle` (a file on the device, or a URL
+    /// RAUC streams it from) through RAUC, reporting progress.
     ///
     /// # Errors
     /// Why the installation failed (RAUC's reason); the booted slot is untouched.
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+    fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
         let _ = (bundle, progress);
         Err("this device takes no firmware updates".into())
     }

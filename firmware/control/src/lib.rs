@@ -18,4 +18,4 @@ pub mod testing;
 mod types;
 
 pub use device::{AppError, AppInstalled, Consent, Device};
-pub use types::{AppSummary, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};
+pub use types::{AppSummary, Bundle, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AppSummary, Device, DeviceStatus, Progress, UpdateRecord};
+use crate::{AppSummary, Bundle, Device, DeviceStatus, Progress, UpdateRecord};
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -18,10 +18,11 @@ use crate::{AppSummary, Device, DeviceStatus, Progress, UpdateRecord};
 pub enum Request {
     /// The device's state.
     Status,
-    /// Install a firmware bundle (a path on the device) and trial-boot it.
+    /// Install a firmware bundle (a path on the device, or a URL RAUC
+    /// streams it from) and trial-boot it.
     Install {
         /// The bundle.
-        bundle: PathBuf,
+        bundle: Bundle,
     },
     /// Stop an app and keep it stopped until it is started ([`Device::stop_app`]).
     StopApp {

@@ -17,7 +17,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -25,7 +25,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use trellis_layout::AppsDir;
 
 use crate::{
-    AppError, AppInstalled, AppSummary, Consent, Device, DeviceStatus, FirmwareStatus, Phase, Progress, UpdateRecord,
+    AppError, AppInstalled, AppSummary, Bundle, Consent, Device, DeviceStatus, FirmwareStatus, Phase, Progress,
+    UpdateRecord,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -236,17 +237,22 @@ impl Device for FakeDevice {
         self.firmware_dir.clone()
     }
 
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
-        let text = std::fs::read(bundle).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+        let text = match bundle {
+            Bundle::File(path) => {
+                std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+            }
+            Bundle::Url(url) => url.clone(),
+        };
         lock(&self.bundles).push(text);
         for p in &self.progress {
             progress(p);
         }
         if self.refuse_firmware.load(Ordering::SeqCst) {
-            return Err(format!("RAUC: {}: signature verification failed", bundle.display()));
+            return Err(format!("RAUC: {bundle}: signature verification failed"));
         }
         let record = UpdateRecord {
-            bundle: bundle.display().to_string(),
+            bundle: bundle.to_string(),
             version: Some("2.0.0".into()),
             from: "A".into(),
             to: Some("B".into()),

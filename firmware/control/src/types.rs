@@ -121,6 +121,80 @@ impl Phase {
     }
 }
 
+/// Where RAUC reads a firmware bundle from: a file on the device, or an
+/// `http://` or `https://` URL it streams the bundle from with range requests
+/// (RAUC's streaming mode: nothing is stored on the data partition first).
+/// As text, JSON included: the path or the URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum Bundle {
+    /// A bundle file on the device.
+    File(std::path::PathBuf),
+    /// A bundle on an HTTP(S) server that answers range requests.
+    Url(String),
+}
+
+impl Bundle {
+    /// `text` as a bundle: an `http://` or `https://` URL, else a path.
+    ///
+    /// # Errors
+    /// Empty, or a URL with nothing after the scheme or with white space
+    /// in it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.is_empty() {
+            return Err("no bundle given".into());
+        }
+        let lower = text.to_ascii_lowercase();
+        let Some(rest) = ["http://", "https://"].iter().find_map(|s| lower.strip_prefix(s)) else {
+            return Ok(Self::File(text.into()));
+        };
+        if rest.is_empty() || rest.starts_with('/') || text.chars().any(char::is_whitespace) {
+            return Err(format!("{text:?} is not a bundle URL (http://host[:port]/path)"));
+        }
+        Ok(Self::Url(text.to_owned()))
+    }
+
+    /// Streamed over the network rather than read from a file.
+    #[must_use]
+    pub const fn is_url(&self) -> bool {
+        matches!(self, Self::Url(_))
+    }
+}
+
+impl std::fmt::Display for Bundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => write!(f, "{}", p.display()),
+            Self::Url(u) => f.write_str(u),
+        }
+    }
+}
+
+impl From<Bundle> for String {
+    fn from(b: Bundle) -> Self {
+        b.to_string()
+    }
+}
+
+impl TryFrom<String> for Bundle {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<&std::path::Path> for Bundle {
+    fn from(p: &std::path::Path) -> Self {
+        Self::File(p.to_owned())
+    }
+}
+
+impl From<std::path::PathBuf> for Bundle {
+    fn from(p: std::path::PathBuf) -> Self {
+        Self::File(p)
+    }
+}
+
 /// The last firmware update: what, where to, how it ended and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

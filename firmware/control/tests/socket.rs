@@ -41,7 +41,7 @@ fn status_and_install_round_trip_over_the_socket() {
 
     let bundle = dir.path().join("update.raucb");
     std::fs::write(&bundle, b"BUNDLE good").unwrap();
-    let r = replies(&sock, &Request::Install { bundle });
+    let r = replies(&sock, &Request::Install { bundle: bundle.into() });
     assert!(matches!(&r[0], Reply::Progress(p) if p.percent == 40), "{r:?}");
     assert!(matches!(&r[1], Reply::Installed(rec) if rec.to.as_deref() == Some("B")), "{r:?}");
     // The reboot is asked for after the reply, once the client has gone.
@@ -53,7 +53,7 @@ fn status_and_install_round_trip_over_the_socket() {
 
     device.rebooted_into_trial.store(false, Ordering::SeqCst);
     device.refuse_firmware.store(true, Ordering::SeqCst);
-    let r = replies(&sock, &Request::Install { bundle: "/data/bad.raucb".into() });
+    let r = replies(&sock, &Request::Install { bundle: std::path::Path::new("/data/bad.raucb").into() });
     assert!(matches!(r.last(), Some(Reply::Error(e)) if e.contains("signature")), "{r:?}");
     assert!(!device.rebooted_into_trial.load(Ordering::SeqCst), "no reboot after a refused bundle");
 }

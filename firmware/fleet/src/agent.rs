@@ -570,7 +570,7 @@ impl Agent {
                         let mut progress = |p: &trellis_control::Progress| {
                             last = u8::try_from(p.percent.clamp(0, 100)).unwrap_or(0);
                         };
-                        (device.install_firmware(&bundle_path, &mut progress), last)
+                        (device.install_firmware(&bundle_path.clone().into(), &mut progress), last)
                     })
                     .await
                     .unwrap_or_else(|e| (Err(e.to_string()), 0));

@@ -11,7 +11,7 @@
 
 use trellis_fleet::sim as support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
 use support::Sim;
@@ -234,7 +234,11 @@ impl Device for HeldReboot {
     fn firmware_dir(&self) -> Option<PathBuf> {
         self.inner.firmware_dir()
     }
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+    fn install_firmware(
+        &self,
+        bundle: &trellis_control::Bundle,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<UpdateRecord, String> {
         self.inner.install_firmware(bundle, progress)
     }
     fn installed(&self) {

@@ -3,13 +3,13 @@
 //! and the fleet agent serve, and the health the update gate waits for
 //! (docs/update.md).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use trellis_control::{
-    AppError, AppInstalled, AppSummary, Consent, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
+    AppError, AppInstalled, AppSummary, Bundle, Consent, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
 };
 use trellis_update::{Platform, Rauc, Reboot, Updater};
 
@@ -80,11 +80,12 @@ pub trait Firmware: Send + Sync {
     fn status(&self) -> FirmwareStatus;
     /// Time since the kernel started.
     fn uptime(&self) -> Duration;
-    /// Install `bundle` through RAUC, reporting progress.
+    /// Install `bundle` (a file, or a URL RAUC streams from) through RAUC,
+    /// reporting progress.
     ///
     /// # Errors
     /// Why the installation failed.
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
+    fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String>;
     /// Reboot into the trial boot of what was installed.
     ///
     /// # Errors
@@ -104,7 +105,7 @@ impl<R: Rauc, P: Platform> Firmware for Updater<R, P> {
     fn uptime(&self) -> Duration {
         self.platform().uptime()
     }
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+    fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
         Updater::install(self, bundle, progress).map_err(|e| e.to_string())
     }
     fn reboot_into_trial(&self) -> Result<(), String> {
@@ -203,7 +204,7 @@ impl Device for RuntimeDevice {
         self.firmware.as_ref().map(|_| self.config.state_dir.join(paths::state::FIRMWARE))
     }
 
-    fn install_firmware(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+    fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
         match &self.firmware {
             Some(f) => f.install(bundle, progress),
             None => Err("this device takes no firmware updates".into()),

@@ -23,7 +23,7 @@ impl Firmware for NoUpdates {
     fn uptime(&self) -> Duration {
         Duration::from_millis(1500)
     }
-    fn install(&self, _: &std::path::Path, _: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
+    fn install(&self, _: &trellis_control::Bundle, _: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
         Err("no firmware updates here".into())
     }
     fn reboot_into_trial(&self) -> Result<(), String> {

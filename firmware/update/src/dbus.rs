@@ -1,7 +1,6 @@
 //! RAUC over its D-Bus service (`de.pengutronix.rauc.Installer` on the system bus).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -9,7 +8,7 @@ use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
 
-use crate::{Mark, Progress, Rauc, SlotInfo, Slots, UpdateError};
+use crate::{Bundle, Mark, Progress, Rauc, SlotInfo, Slots, UpdateError};
 
 #[zbus::proxy(interface = "de.pengutronix.rauc.Installer", default_service = "de.pengutronix.rauc", default_path = "/")]
 trait Installer {
@@ -51,11 +50,16 @@ fn text(d: &HashMap<String, OwnedValue>, key: &str) -> Option<String> {
 }
 
 impl Rauc for DbusRauc {
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
+    fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
         let proxy = proxy()?;
-        let source = bundle
-            .to_str()
-            .ok_or_else(|| UpdateError::Bundle { path: bundle.to_owned(), reason: "the path is not UTF-8".into() })?;
+        // A URL is RAUC's streaming mode: it reads the bundle with range requests.
+        let source = match bundle {
+            Bundle::File(path) => path.to_str().ok_or_else(|| UpdateError::Bundle {
+                bundle: bundle.clone(),
+                reason: "the path is not UTF-8".into(),
+            })?,
+            Bundle::Url(url) => url.as_str(),
+        };
         // Subscribe before starting, so a fast failure's signal is not missed.
         let mut completed = proxy.receive_completed().map_err(|e| bus(&e))?;
         let (tx, rx) = mpsc::channel();

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use trellis_control::Bundle;
+
 /// What went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -15,10 +17,10 @@ pub enum UpdateError {
     #[error("busy: {0}")]
     Busy(String),
     /// The bundle cannot be used.
-    #[error("bundle {path}: {reason}")]
+    #[error("bundle {bundle}: {reason}")]
     Bundle {
-        /// The bundle.
-        path: PathBuf,
+        /// The bundle (file or URL).
+        bundle: Bundle,
         /// Why.
         reason: String,
     },

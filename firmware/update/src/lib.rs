@@ -34,4 +34,4 @@ pub use lifecycle::{GateOutcome, Platform, Policy, Reboot, Resume, Updater};
 pub use rauc::{Mark, Rauc};
 pub use state::StateFile;
 // What the lifecycle reports is part of the device interface (`trellis-control`).
-pub use trellis_control::{FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};
+pub use trellis_control::{Bundle, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};

@@ -1,12 +1,11 @@
 //! The update lifecycle: install, trial boot, health gate, commit or roll back.
 
-use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::{FirmwareStatus, Mark, Phase, Progress, Rauc, StateFile, UpdateError, UpdateRecord};
+use crate::{Bundle, FirmwareStatus, Mark, Phase, Progress, Rauc, StateFile, UpdateError, UpdateRecord};
 
 /// How a reboot is to go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +49,15 @@ pub struct Policy {
     /// How often health is checked.
     #[serde(default = "Policy::default_poll_ms")]
     pub poll_ms: u64,
+    /// A streamed install (a bundle URL) that fails on the network is
+    /// started again, this many times at most; RAUC's adaptive mode then
+    /// takes what the slots already hold, the blocks written before the cut
+    /// included, and fetches only the rest.
+    #[serde(default = "Policy::default_stream_retries")]
+    pub stream_retries: u32,
+    /// The wait before the first retry; it doubles with each.
+    #[serde(default = "Policy::default_stream_retry_ms")]
+    pub stream_retry_ms: u64,
 }
 
 impl Policy {
@@ -62,6 +70,12 @@ impl Policy {
     const fn default_poll_ms() -> u64 {
         250
     }
+    const fn default_stream_retries() -> u32 {
+        5
+    }
+    const fn default_stream_retry_ms() -> u64 {
+        5_000
+    }
 }
 
 impl Default for Policy {
@@ -70,6 +84,8 @@ impl Default for Policy {
             health_deadline_ms: Self::default_deadline_ms(),
             settle_ms: Self::default_settle_ms(),
             poll_ms: Self::default_poll_ms(),
+            stream_retries: Self::default_stream_retries(),
+            stream_retry_ms: Self::default_stream_retry_ms(),
         }
     }
 }
@@ -254,7 +270,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
     /// # Errors
     /// Another installation or a trial is under way, RAUC cannot be reached,
     /// or RAUC refused or failed.
-    pub fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+    pub fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
         let slots = self.rauc.slots()?;
         {
             let mut live = self.live();
@@ -274,7 +290,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             live.progress = None;
             let now = self.platform.now();
             live.record = Some(UpdateRecord {
-                bundle: bundle.display().to_string(),
+                bundle: bundle.to_string(),
                 version: None,
                 from: slots.booted.clone(),
                 to: None,
@@ -299,24 +315,42 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         }
     }
 
-    fn install_inner(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+    fn install_inner(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
         self.update(|_| {})?;
-        if !bundle.is_file() {
-            return Err(UpdateError::Bundle { path: bundle.to_owned(), reason: "no such file".into() });
+        if let Bundle::File(path) = bundle
+            && !path.is_file()
+        {
+            return Err(UpdateError::Bundle { bundle: bundle.clone(), reason: "no such file".into() });
         }
-        self.rauc
-            .install(bundle, &mut |p| {
+        let mut attempt = 0;
+        loop {
+            let result = self.rauc.install(bundle, &mut |p| {
                 self.live().progress = Some(p.clone());
                 tracing::info!(percent = p.percent, "{}", p.message);
                 progress(p);
-            })
-            .map_err(|e| match e {
-                // RAUC's reasons do not say which file they are about.
-                UpdateError::Rauc(why) => {
-                    UpdateError::Bundle { path: bundle.to_owned(), reason: format!("RAUC: {why}") }
+            });
+            match result {
+                Ok(()) => break,
+                Err(UpdateError::Rauc(why))
+                    if bundle.is_url() && attempt < self.policy.stream_retries && transfer_failed(&why) =>
+                {
+                    let wait = self.policy.stream_retry_ms.saturating_mul(1 << attempt.min(16));
+                    attempt += 1;
+                    tracing::warn!(
+                        "streaming {bundle} failed on the network ({why}); again in {} s, the blocks already written are kept (attempt {} of {})",
+                        wait / 1000,
+                        attempt + 1,
+                        self.policy.stream_retries + 1
+                    );
+                    self.platform.sleep(Duration::from_millis(wait));
                 }
-                e => e,
-            })?;
+                // RAUC's reasons do not say which bundle they are about.
+                Err(UpdateError::Rauc(why)) => {
+                    return Err(UpdateError::Bundle { bundle: bundle.clone(), reason: format!("RAUC: {why}") });
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let slots = self.rauc.slots()?;
         let to = slots.other().ok_or_else(|| UpdateError::Rauc("no other bootable slot".into()))?;
         let (to, version) = (to.bootname.clone(), to.version.clone());
@@ -363,6 +397,30 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             last_update: live.record.clone(),
         }
     }
+}
+
+/// RAUC's reason for a failed streamed install is not a refusal of the
+/// bundle (signature, compatible, format, an origin that answers 4xx: no
+/// such bundle, or not for this device): then it is the network's. A read
+/// that fails on the network reaches RAUC as an I/O error of the block
+/// device, whatever it was writing (`tar: read error`, a failed copy), so
+/// its message does not say so; a bundle whose signature held cannot be at
+/// fault for it, as dm-verity checks every block read.
+fn transfer_failed(why: &str) -> bool {
+    const REFUSED: [&str; 10] = [
+        "http error code 4",
+        "signature",
+        "compatible",
+        "not supported",
+        "unsupported",
+        "invalid",
+        "not found",
+        "unauthorized",
+        "forbidden",
+        "no such",
+    ];
+    let why = why.to_ascii_lowercase();
+    !REFUSED.iter().any(|r| why.contains(r))
 }
 
 fn log(r: &UpdateRecord) {

@@ -1,8 +1,6 @@
 //! What the lifecycle needs from RAUC.
 
-use std::path::Path;
-
-use crate::{Progress, Slots, UpdateError};
+use crate::{Bundle, Progress, Slots, UpdateError};
 
 /// What a slot is marked as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,13 +24,13 @@ impl Mark {
 
 /// RAUC, as the lifecycle uses it.
 pub trait Rauc: Send + Sync {
-    /// Install `bundle` into the other slot, calling `progress` as RAUC reports
-    /// it; returns when RAUC is done.
+    /// Install `bundle` (a file, or a URL RAUC streams from) into the other
+    /// slot, calling `progress` as RAUC reports it; returns when RAUC is done.
     ///
     /// # Errors
     /// RAUC refused the bundle or failed to install it (its message), or the
     /// service cannot be reached.
-    fn install(&self, bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError>;
+    fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError>;
 
     /// Mark a slot (`booted`, `other` or a slot name).
     ///

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use trellis_update::{
-    GateOutcome, Mark, Phase, Platform, Policy, Progress, Rauc, Reboot, Resume, SlotInfo, Slots, StateFile,
+    Bundle, GateOutcome, Mark, Phase, Platform, Policy, Progress, Rauc, Reboot, Resume, SlotInfo, Slots, StateFile,
     UpdateError, Updater,
 };
 
@@ -18,6 +18,10 @@ struct World {
     boot_id: String,
     uptime: Duration,
     install_fails: Option<String>,
+    /// Failures of the next installs, one each, before they succeed.
+    next_failures: Vec<String>,
+    installs: Vec<String>,
+    sleeps: Vec<Duration>,
     installed_version: String,
     marks: Vec<(Mark, String)>,
     reboots: Vec<Reboot>,
@@ -43,11 +47,17 @@ impl Fake {
 }
 
 impl Rauc for Fake {
-    fn install(&self, _bundle: &Path, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
+    fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
         progress(&Progress { percent: 0, message: "Installing".into() });
-        if let Some(why) = self.w().install_fails.clone() {
+        let mut w = self.w();
+        w.installs.push(bundle.to_string());
+        if let Some(why) = w.install_fails.clone() {
             return Err(UpdateError::Rauc(why));
         }
+        if !w.next_failures.is_empty() {
+            return Err(UpdateError::Rauc(w.next_failures.remove(0)));
+        }
+        drop(w);
         progress(&Progress { percent: 100, message: "Installing done.".into() });
         Ok(())
     }
@@ -91,7 +101,9 @@ impl Platform for Fake {
         1_700_000_000
     }
     fn sleep(&self, d: Duration) {
-        self.w().uptime += d;
+        let mut w = self.w();
+        w.uptime += d;
+        w.sleeps.push(d);
     }
     fn reboot(&self, how: Reboot) -> Result<(), UpdateError> {
         self.w().reboots.push(how);
@@ -99,7 +111,8 @@ impl Platform for Fake {
     }
 }
 
-const POLICY: Policy = Policy { health_deadline_ms: 30_000, settle_ms: 2_000, poll_ms: 250 };
+const POLICY: Policy =
+    Policy { health_deadline_ms: 30_000, settle_ms: 2_000, poll_ms: 250, stream_retries: 3, stream_retry_ms: 1_000 };
 
 fn updater(fake: &Fake, file: &StateFile) -> Updater<Fake, Fake> {
     Updater::new(fake.clone(), fake.clone(), file.clone(), POLICY)
@@ -112,7 +125,7 @@ fn installed_then_trial_boot(dir: &Path) -> (Fake, StateFile) {
     let bundle = dir.join("update.raucb");
     std::fs::write(&bundle, b"bundle").unwrap();
     let mut seen = Vec::new();
-    let record = updater(&fake, &file).install(&bundle, &mut |p| seen.push(p.percent)).unwrap();
+    let record = updater(&fake, &file).install(&bundle.into(), &mut |p| seen.push(p.percent)).unwrap();
     assert_eq!(seen, [0, 100], "progress is passed on");
     assert_eq!(
         (record.phase, record.to.as_deref(), record.version.as_deref()),
@@ -221,7 +234,7 @@ fn a_refused_bundle_is_recorded_as_failed_and_nothing_reboots() {
     let bundle = dir.path().join("b.raucb");
     std::fs::write(&bundle, b"x").unwrap();
     let u = updater(&fake, &file);
-    let e = u.install(&bundle, &mut |_| {}).unwrap_err();
+    let e = u.install(&bundle.into(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("signature verification failed"), "{e}");
     let r = file.load().unwrap();
     assert_eq!((r.phase, r.to), (Phase::Failed, None));
@@ -229,7 +242,7 @@ fn a_refused_bundle_is_recorded_as_failed_and_nothing_reboots() {
     assert!(fake.w().reboots.is_empty() && fake.w().marks.is_empty());
     assert_eq!(u.status().operation, "idle");
     // A missing file is named.
-    let e = u.install(&dir.path().join("nope.raucb"), &mut |_| {}).unwrap_err();
+    let e = u.install(&dir.path().join("nope.raucb").into(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("nope.raucb: no such file"), "{e}");
 }
 
@@ -261,6 +274,69 @@ fn no_second_installation_during_a_trial() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, file) = installed_then_trial_boot(dir.path());
     let u = updater(&fake, &file);
-    let e = u.install(&dir.path().join("update.raucb"), &mut |_| {}).unwrap_err();
+    let e = u.install(&dir.path().join("update.raucb").into(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("slot B is in its trial boot"), "{e}");
+}
+
+/// What RAUC 1.8 says when the origin of a streamed bundle goes away while it
+/// writes the boot slot (seen in the twin: tests/twin/tests/stream.rs).
+const CUT: &str =
+    "Installation error: Failed updating slot boot.0: failed to run tar extract: Child process exited with code 1";
+
+#[test]
+fn a_streamed_install_cut_by_the_network_is_started_again_until_it_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new("A", "boot-1");
+    fake.w().next_failures = vec![CUT.into(), CUT.into()];
+    let file = StateFile::new(dir.path().join("update.json"));
+    let url = Bundle::parse("http://10.0.2.2:8080/update.raucb").unwrap();
+    let record = updater(&fake, &file).install(&url, &mut |_| {}).unwrap();
+    assert_eq!((record.phase, record.bundle.as_str()), (Phase::Trial, "http://10.0.2.2:8080/update.raucb"));
+    let w = fake.w();
+    assert_eq!(w.installs.len(), 3, "two cuts, then the install that completes");
+    assert_eq!(w.sleeps, [Duration::from_secs(1), Duration::from_secs(2)], "the wait doubles");
+}
+
+#[test]
+fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("update.json"));
+    let url = Bundle::parse("https://origin.example/u.raucb").unwrap();
+    // The network never comes back: 1 + 3 attempts, then failed with RAUC's reason.
+    let fake = Fake::new("A", "boot-1");
+    fake.w().install_fails = Some(CUT.into());
+    let e = updater(&fake, &file).install(&url, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("https://origin.example/u.raucb: RAUC: Installation error: Failed updating"), "{e}");
+    assert_eq!(fake.w().installs.len(), 4);
+    assert_eq!(file.load().unwrap().phase, Phase::Failed);
+    // A refused bundle is refused once, streamed or not.
+    for refusal in [
+        "signature verification failed: certificate not trusted",
+        "Compatible mismatch: Expected 'trellis-qemu-aarch64' but bundle manifest has 'trellis-rpi4'",
+        "Failed to mount bundle: unexpected HTTP error code 404",
+    ] {
+        let fake = Fake::new("A", "boot-1");
+        fake.w().install_fails = Some(refusal.into());
+        updater(&fake, &file).install(&url, &mut |_| {}).unwrap_err();
+        assert_eq!(fake.w().installs.len(), 1, "{refusal}");
+    }
+    // A file cut short is not the network's doing.
+    let fake = Fake::new("A", "boot-1");
+    fake.w().install_fails = Some(CUT.into());
+    let bundle = dir.path().join("b.raucb");
+    std::fs::write(&bundle, b"x").unwrap();
+    updater(&fake, &file).install(&bundle.into(), &mut |_| {}).unwrap_err();
+    assert_eq!(fake.w().installs.len(), 1);
+}
+
+#[test]
+fn a_bundle_is_a_path_or_an_http_url() {
+    assert_eq!(Bundle::parse("/data/u.raucb").unwrap(), Bundle::File("/data/u.raucb".into()));
+    assert!(Bundle::parse("HTTPS://h/u.raucb").unwrap().is_url());
+    for bad in ["", "http://", "https:///u.raucb", "http://h/a b.raucb"] {
+        assert!(Bundle::parse(bad).is_err(), "{bad:?}");
+    }
+    // As JSON, the text: what the control socket carried before URLs.
+    let b: Bundle = serde_json::from_str("\"/data/u.raucb\"").unwrap();
+    assert_eq!(serde_json::to_string(&b).unwrap(), "\"/data/u.raucb\"");
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use trellis_control::socket::{self as control, Reply, Request};
-use trellis_control::{AppSummary, DeviceStatus, Phase, UpdateRecord};
+use trellis_control::{AppSummary, Bundle, DeviceStatus, Phase, UpdateRecord};
 
 /// The runtime's control socket on a device.
 pub const SOCKET: &str = trellis_layout::paths::CONTROL_SOCKET;
@@ -36,12 +36,17 @@ pub fn status(socket: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Install `bundle` and print the progress; the device then reboots into the trial.
+/// Install `bundle` (a file on the device, or an `http(s)://` URL RAUC streams
+/// it from) and print the progress; the device then reboots into the trial.
 ///
 /// # Errors
-/// The socket cannot be reached, or the installation failed (RAUC's reason).
-pub fn update(socket: &Path, bundle: &Path) -> Result<()> {
-    let bundle = std::path::absolute(bundle).with_context(|| format!("{}", bundle.display()))?;
+/// Not a path or URL, the socket cannot be reached, or the installation
+/// failed (RAUC's reason).
+pub fn update(socket: &Path, bundle: &str) -> Result<()> {
+    let bundle = match Bundle::parse(bundle).map_err(anyhow::Error::msg)? {
+        Bundle::File(path) => Bundle::File(std::path::absolute(&path).with_context(|| format!("{}", path.display()))?),
+        url => url,
+    };
     let mut outcome: Option<Result<UpdateRecord, String>> = None;
     control::request(socket, &Request::Install { bundle }, |r| match r {
         Reply::Progress(p) => println!("{:3}% {}", p.percent, p.message),

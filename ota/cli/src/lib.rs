@@ -79,11 +79,14 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Update a device's firmware: upload the bundle, follow the installation,
-    /// then wait for the trial boot and report commit or rollback.
+    /// Update a device's firmware: upload the bundle (or give the device its
+    /// URL to stream it from), follow the installation, then wait for the
+    /// trial boot and report commit or rollback.
     Update {
-        /// The RAUC bundle (`make bundle`).
-        bundle: PathBuf,
+        /// The RAUC bundle (`make bundle`), or the `http(s)://` URL of one on a
+        /// server that answers range requests: the device's RAUC streams it,
+        /// nothing is uploaded or stored.
+        bundle: String,
         #[command(flatten)]
         target: Target,
         /// Return once it is installed, without waiting for the trial boot's verdict.
@@ -191,8 +194,11 @@ enum DeviceCommand {
     /// Install a firmware bundle into the other slot, then trial-boot it: the
     /// device commits it when healthy, or goes back to this slot by itself.
     Update {
-        /// The bundle, on the device (`/data/update.raucb`).
-        bundle: PathBuf,
+        /// The bundle, on the device (`/data/update.raucb`), or the URL of one
+        /// on an HTTP(S) server that answers range requests: RAUC streams it,
+        /// nothing is stored on the data partition, and an install cut by the
+        /// network starts again where it was.
+        bundle: String,
         /// The runtime's control socket.
         #[arg(long, default_value = device::SOCKET)]
         socket: PathBuf,

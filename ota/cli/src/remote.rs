@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use trellis_api::client::{Client, ClientError, Credentials, Upload};
 use trellis_appfmt::AppFile;
 use trellis_control::socket::Reply;
-use trellis_control::{DeviceStatus, Phase, UpdateRecord};
+use trellis_control::{Bundle, DeviceStatus, Phase, UpdateRecord};
 
 /// The files `scripts/dev-keys.sh` makes for the API, in its `api/` directory.
 pub const PKI_FILES: [&str; 3] = ["device-ca.pem", "operator.pem", "operator.key"];
@@ -402,24 +402,34 @@ pub fn app(device: Option<&str>, app: &str, op: crate::device::AppOp, json: bool
     crate::device::print_app(app, summary.as_ref(), &name, json)
 }
 
-/// `trellis update`: upload a bundle with a progress bar, follow RAUC's
-/// installation, then (unless `no_wait`) wait for the trial boot and report
-/// whether the device committed the new firmware or went back.
+/// `trellis update`: upload a bundle with a progress bar (or, for a URL, ask
+/// the device to stream it), follow RAUC's installation, then (unless
+/// `no_wait`) wait for the trial boot and report whether the device
+/// committed the new firmware or went back.
 ///
 /// # Errors
 /// The device cannot be reached, refused the bundle, failed to install it,
 /// or rolled back.
-pub fn update(device: Option<&str>, bundle: &Path, no_wait: bool, wait: Duration) -> Result<()> {
-    let mut file = std::fs::File::open(bundle).with_context(|| format!("{}", bundle.display()))?;
-    let len = file.metadata().with_context(|| format!("{}", bundle.display()))?.len();
+pub fn update(device: Option<&str>, bundle: &str, no_wait: bool, wait: Duration) -> Result<()> {
+    let source = Bundle::parse(bundle).map_err(anyhow::Error::msg)?;
     let (name, client) = connect(device)?;
     let client = client.with_timeout(Duration::from_secs(600));
-    let mut bar = Bar::new("upload", len);
-    let upload = Upload { reader: &mut file, len, sent: &mut |n| bar.show(n) };
-    let answer = client
-        .send("PUT", "/v1/firmware", Some(upload))
-        .and_then(trellis_api::client::Incoming::ok)
-        .with_context(|| format!("updating {name} with {}", bundle.display()))?;
+    let answer = match &source {
+        Bundle::File(path) => {
+            let mut file = std::fs::File::open(path).with_context(|| format!("{}", path.display()))?;
+            let len = file.metadata().with_context(|| format!("{}", path.display()))?.len();
+            let mut bar = Bar::new("upload", len);
+            let upload = Upload { reader: &mut file, len, sent: &mut |n| bar.show(n) };
+            client.send("PUT", "/v1/firmware", Some(upload))
+        }
+        Bundle::Url(url) => {
+            let body = serde_json::to_vec(&serde_json::json!({ "url": url }))?;
+            let upload = Upload { reader: &mut body.as_slice(), len: body.len() as u64, sent: &mut |_| {} };
+            client.send("POST", "/v1/firmware", Some(upload))
+        }
+    }
+    .and_then(trellis_api::client::Incoming::ok)
+    .with_context(|| format!("updating {name} with {source}"))?;
     let mut installed: Option<UpdateRecord> = None;
     for line in answer.lines() {
         let line = line.with_context(|| format!("{name}: following the installation"))?;

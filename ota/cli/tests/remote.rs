@@ -140,6 +140,15 @@ fn an_operator_adds_a_device_reads_it_and_sees_an_update_roll_back() {
         "the last line says why: {out}"
     );
 
+    // A URL: nothing uploaded, the device is given the URL to stream from.
+    let o = s.trellis(&["update", "http://origin.lan:8080/v2.raucb", "--no-wait"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(!out.contains("upload"), "nothing was uploaded: {out}");
+    assert!(out.contains("installed 2.0.0 into slot B of lab"), "{out}");
+    let o = s.trellis(&["update", "http://", "--no-wait"]);
+    assert!(!o.status.success() && text(&o).contains("is not a bundle URL"), "{}", text(&o));
+
     // Too large for the device: refused before the upload, with the device's reason.
     std::fs::write(&bundle, vec![7u8; 2 << 20]).unwrap();
     let o = s.trellis(&["update", bundle.to_str().unwrap(), "--no-wait"]);

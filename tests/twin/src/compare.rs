@@ -1,7 +1,9 @@
 //! `make compare`: the two update paths side by side on one device, in one run.
 //!
 //! The partial path copies a new `.wasm` onto the data partition; the full path
-//! installs a RAUC bundle and trial-boots it. For each: bytes transferred,
+//! installs a RAUC bundle and trial-boots it, from a file on the device or
+//! streamed from an HTTP origin (RAUC's adaptive mode fetching only the blocks
+//! no slot holds; [`streamed`]). For each: bytes transferred,
 //! bytes written to storage (the kernel's own counter for the disk), time to
 //! apply, time to healthy, the longest silence of a periodic app, and what it
 //! costs when the update is bad and is undone by the device itself.
@@ -239,6 +241,30 @@ pub fn full(t: &mut dyn Target, i: &Inputs<'_>) -> Result<Figures, Error> {
     Ok(f)
 }
 
+/// The full path streamed: `trellis device update URL`, RAUC reading the
+/// bundle from an origin with range requests; `served` says how many bytes
+/// the origin has sent so far. No bad bundle (its rollback is the file path's).
+///
+/// # Errors
+/// A step fails or times out.
+pub fn streamed(t: &mut dyn Target, url: &str, served: &dyn Fn() -> u64, tick: &str) -> Result<Figures, Error> {
+    let mut f = Figures::default();
+    let w0 = written(t)?;
+    let s0 = served();
+    let start = Instant::now();
+    let out = t.sh(&format!("trellis device update {url} && {{ {DISK_STAT}; }}"), Duration::from_secs(900))?;
+    f.apply = start.elapsed();
+    let install_written = stat_written(&out)?.saturating_sub(w0);
+    f.transferred = served() - s0;
+    t.await_restart(Duration::from_secs(300))?;
+    let committed = t.wait_log("phase=Committed", BOOT_TIMEOUT)?;
+    f.healthy = committed.at - start;
+    std::thread::sleep(SETTLE);
+    f.written = install_written + written(t)?;
+    f.downtime = longest_gap(t, tick, start, Instant::now());
+    Ok(f)
+}
+
 fn bytes(n: u64) -> String {
     #[allow(clippy::cast_precision_loss)]
     let n = n as f64;
@@ -249,22 +275,30 @@ fn secs(d: Duration) -> String {
     if d < Duration::from_secs(10) { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
 }
 
-/// The table (Markdown).
+/// The table (Markdown): the app path, the firmware from a file, then each
+/// streamed firmware column (`streamed`: its heading and figures; a zero
+/// rollback is shown as not measured), and the ratio of the file firmware to
+/// the app.
 #[must_use]
-pub fn table(app: &Figures, fw: &Figures, i: &Inputs<'_>) -> String {
+pub fn table(app: &Figures, fw: &Figures, streamed: &[(&str, Figures)], i: &Inputs<'_>) -> String {
     let mut out = String::new();
     let period = secs(i.period);
-    let rows = [
-        ("bytes transferred", bytes(app.transferred), bytes(fw.transferred)),
-        ("bytes written to storage", bytes(app.written), bytes(fw.written)),
-        ("time to apply (on the device)", secs(app.apply), secs(fw.apply)),
-        ("time to healthy (new version running)", secs(app.healthy), secs(fw.healthy)),
-        (&*format!("downtime: longest gap of a {period} periodic app"), secs(app.downtime), secs(fw.downtime)),
-        ("rollback of a bad update: old version running again", secs(app.rollback), secs(fw.rollback)),
-        ("rollback: longest gap of the periodic app", secs(app.rollback_downtime), secs(fw.rollback_downtime)),
+    type Row = (String, fn(&Figures) -> String);
+    let rows: [Row; 7] = [
+        ("bytes transferred".into(), |f| bytes(f.transferred)),
+        ("bytes written to storage".into(), |f| bytes(f.written)),
+        ("time to apply (on the device)".into(), |f| secs(f.apply)),
+        ("time to healthy (new version running)".into(), |f| secs(f.healthy)),
+        (format!("downtime: longest gap of a {period} periodic app"), |f| secs(f.downtime)),
+        ("rollback of a bad update: old version running again".into(), |f| secs(f.rollback)),
+        ("rollback: longest gap of the periodic app".into(), |f| secs(f.rollback_downtime)),
     ];
-    let _ = writeln!(out, "| | app (`.wasm` to /data/apps) | firmware (RAUC bundle, trial boot) | ratio |");
-    let _ = writeln!(out, "|---|---|---|---|");
+    let mut head = "| | app (`.wasm` to /data/apps) | firmware (RAUC bundle, trial boot) |".to_owned();
+    for (name, _) in streamed {
+        let _ = write!(head, " {name} |");
+    }
+    let _ = writeln!(out, "{head} ratio |");
+    let _ = writeln!(out, "|---|---|---|{}---|", "---|".repeat(streamed.len()));
     let ratio = |a: &str, b: &str| -> String {
         let v = |s: &str| {
             let (n, unit) = s.split_once(' ')?;
@@ -281,9 +315,16 @@ pub fn table(app: &Figures, fw: &Figures, i: &Inputs<'_>) -> String {
             _ => "-".into(),
         }
     };
-    for (what, a, b) in rows {
+    for (n, (what, cell)) in rows.iter().enumerate() {
+        let (a, b) = (cell(app), cell(fw));
+        let mut line = format!("| {what} | {a} | {b} |");
+        for (_, f) in streamed {
+            // The rollback rows (the last two) are not measured on a streamed column.
+            let measured = n < 5 || !f.rollback.is_zero();
+            let _ = write!(line, " {} |", if measured { cell(f) } else { "-".to_owned() });
+        }
         let r = ratio(&a, &b);
-        let _ = writeln!(out, "| {what} | {a} | {b} | {r} |");
+        let _ = writeln!(out, "{line} {r} |");
     }
     let _ = writeln!(
         out,
@@ -327,10 +368,18 @@ mod tests {
             bundle: p,
             bad_bundle: p,
         };
-        let t = table(&app, &fw, &i);
+        let t = table(&app, &fw, &[], &i);
         assert!(t.contains("| bytes transferred | 40.0 KiB | 20.0 MiB | 512× |"), "{t}");
         assert!(t.contains("| time to healthy (new version running) | 700 ms | 14.0 s | 20× |"), "{t}");
         assert!(t.contains("longest gap of a 100 ms periodic app | 180 ms | 12.0 s"), "{t}");
         assert_eq!(t.lines().filter(|l| l.starts_with("| ")).count(), 8, "{t}");
+        let small = Figures { transferred: 5 * 1024 * 1024, healthy: Duration::from_secs(15), ..Figures::default() };
+        let t = table(&app, &fw, &[("streamed, small change", small)], &i);
+        assert!(t.contains("| firmware (RAUC bundle, trial boot) | streamed, small change | ratio |"), "{t}");
+        assert!(t.contains("| bytes transferred | 40.0 KiB | 20.0 MiB | 5.0 MiB | 512× |"), "{t}");
+        assert!(
+            t.contains("| rollback of a bad update: old version running again | 60 ms | 45.0 s | - | 750× |"),
+            "{t}"
+        );
     }
 }

@@ -137,6 +137,23 @@ pub fn write_at(image: &Path, part: &Partition, offset: u64, bytes: &[u8]) -> Re
         .map_err(|e| Error::io(image, e))
 }
 
+/// Read `len` bytes at `offset` of partition `part` (while the twin runs too:
+/// what its disk has written through to the image file).
+///
+/// # Errors
+/// The read falls outside the partition or fails.
+pub fn read_at(image: &Path, part: &Partition, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
+    if offset + len as u64 > part.size {
+        return Err(Error::Disk(format!("read past the end of partition {}", part.number)));
+    }
+    let mut f = std::fs::File::open(image).map_err(|e| Error::io(image, e))?;
+    let mut bytes = vec![0; len];
+    f.seek(SeekFrom::Start(part.start + offset))
+        .and_then(|_| f.read_exact(&mut bytes))
+        .map_err(|e| Error::io(image, e))?;
+    Ok(bytes)
+}
+
 /// Copy an image, keeping it sparse.
 ///
 /// # Errors

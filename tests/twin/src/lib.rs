@@ -25,6 +25,7 @@ pub mod guest;
 pub mod lifecycle;
 pub mod ntp;
 pub mod operator;
+pub mod origin;
 pub mod shares;
 pub mod timing;
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin, disk};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -205,16 +205,35 @@ fn untouched_b_bad(device: &mut Guest) -> Result<(), Error> {
 #[test]
 fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     let mut twin = Twin::new("update-power-cut")?;
-    bundle(&twin.share().join("update.raucb"), &[("VERSION", "2.0.1-twin")]);
+    // A root filesystem that shares no block with the slots, so RAUC's adaptive
+    // mode writes every block (one the slot already held it would skip).
+    let out = twin.share().join("update.raucb");
+    let o = Command::new(root().join("scripts/twin-variant-bundle.sh"))
+        .arg(root().join("build"))
+        .args(["rebuilt", out.to_str().unwrap_or_default()])
+        .env("VERSION", "2.0.1-twin")
+        .output()
+        .expect("twin-variant-bundle.sh");
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
     device.sh(&format!("{MOUNT_SHARE} && echo kept > {MARKER} && sync"))?;
+    // The kernel writes dirty pages back at once, so what RAUC writes reaches the
+    // disk image as it goes.
+    device.sh("echo 65536 > /proc/sys/vm/dirty_background_bytes")?;
+    let slot_b = disk::partition(twin.image(), 6)?;
+    let factory = disk::read_at(twin.image(), &slot_b, 0, 4096)?;
     device.type_line("trellis device update /mnt/update.raucb")?;
-    // Cut while RAUC writes the root filesystem image into slot B (which takes
-    // about a second here).
-    device.wait_for("writing data to device /dev/rootdisk0p6", BOOT_TIMEOUT)?;
-    std::thread::sleep(Duration::from_millis(300));
+    // Cut while RAUC writes the root filesystem image into slot B: once its first
+    // block, which RAUC writes first, has reached the disk (after RAUC has
+    // hashed both slots; the whole write takes several seconds here).
+    device.wait_for("Updating /dev/rootdisk0p6 with", BOOT_TIMEOUT)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while disk::read_at(twin.image(), &slot_b, 0, 4096)? == factory {
+        assert!(std::time::Instant::now() < deadline, "RAUC never wrote slot B");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut device = twin.power_cycle(device)?;
     assert_eq!(device.partition, 2, "the old slot boots");
     device.wait_apps_running(&EXAMPLES)?;
@@ -224,6 +243,10 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     assert_eq!(device.sh("trellis-boot get-primary")?.trim(), "A");
     let s = status(&mut device)?;
     assert!(s.contains("last update: failed") && s.contains("interrupted"), "{s}");
+    // The cut came while RAUC was writing B: its first block (written first) is
+    // the new image's, where the factory put the same image in A and B.
+    let same = device.sh("cmp -s -n 4096 /dev/vda5 /dev/vda6 && echo same || echo written")?;
+    assert_eq!(same.trim(), "written", "the power was cut before RAUC wrote slot B");
     data_survived(&mut device)?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_twin::compare::{self, Inputs, TwinTarget};
+use trellis_twin::origin::Origin;
 use trellis_twin::{EXAMPLES, Twin};
 
 /// Measure both update paths on the twin and print one table.
@@ -53,6 +54,18 @@ fn run(args: &Args) -> Result<String> {
     let g = good.to_str().context("path")?;
     script(&["scripts/twin-bundle.sh", build, g], &[("VERSION", "compare")])?;
     script(&["scripts/twin-broken-bundle.sh", build, "unhealthy", bad.to_str().context("path")?], &[])?;
+    // Streamed from an origin on the host: a small change (one line of one file) and a
+    // root filesystem with no block in common with the slots.
+    let served = work.join("origin");
+    std::fs::create_dir_all(&served).with_context(|| served.display().to_string())?;
+    for (kind, version) in [("small", "compare-small"), ("rebuilt", "compare-rebuilt")] {
+        let out = served.join(format!("{kind}.raucb"));
+        script(
+            &["scripts/twin-variant-bundle.sh", build, kind, out.to_str().context("path")?],
+            &[("VERSION", version)],
+        )?;
+    }
+    let origin = Origin::start(&served).context("the bundle origin")?;
     let (fast, new, broken) =
         (work.join("fast/publisher.wasm"), work.join("new/publisher.wasm"), work.join("broken/publisher.wasm"));
     for p in [&fast, &new, &broken] {
@@ -82,7 +95,11 @@ fn run(args: &Args) -> Result<String> {
     };
     let app = compare::partial(&mut t, &inputs)?;
     let fw = compare::full(&mut t, &inputs)?;
-    Ok(compare::table(&app, &fw, &inputs))
+    let served = || origin.served();
+    let small = compare::streamed(&mut t, &origin.url("small.raucb"), &served, inputs.tick)?;
+    let rebuilt = compare::streamed(&mut t, &origin.url("rebuilt.raucb"), &served, inputs.tick)?;
+    let streamed = [("streamed, one line changed", small), ("streamed, every block new", rebuilt)];
+    Ok(compare::table(&app, &fw, &streamed, &inputs))
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Healthy, signed bundles whose root filesystem differs from the image's by a
+# known amount, for the streamed and adaptive install tests (tests/twin/tests/stream.rs):
+#   twin-variant-bundle.sh BUILD_DIR small OUT    one line added to /etc/trellis/release:
+#       the blocks RAUC's adaptive mode must fetch are the few this changes
+#   twin-variant-bundle.sh BUILD_DIR rebuilt OUT  the same files with 64 KiB squashfs
+#       blocks instead of 128 KiB: no 4 KiB block is the same, everything is fetched
+# VERSION names the bundle's version (default: the kind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+usage="usage: twin-variant-bundle.sh BUILD_DIR small|rebuilt OUT"
+build=${1:?$usage}
+kind=${2:?$usage}
+out=${3:?$usage}
+twin=$build/twin
+work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-variant.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+unsquashfs -q -no-progress -d "$work/root" "$twin/rootfs.squashfs" >/dev/null
+case $kind in
+  small)
+    echo "TRELLIS_VARIANT=small" >>"$work/root/etc/trellis/release"
+    scripts/twin-squashfs.sh "$work/root" "$work/rootfs.squashfs"
+    ;;
+  rebuilt)
+    epoch=$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$work/root/etc/trellis/release")
+    SOURCE_DATE_EPOCH=$epoch mksquashfs "$work/root" "$work/rootfs.squashfs" -comp zstd -b 65536 \
+      -all-root -noappend -quiet -no-progress >/dev/null
+    ;;
+  *) echo "twin-variant-bundle: unknown kind '$kind' ($usage)" >&2; exit 2 ;;
+esac
+ROOTFS_IMAGE=$work/rootfs.squashfs VERSION=${VERSION:-$kind} scripts/twin-bundle.sh "$build" "$out"

@@ -1,0 +1,259 @@
+//! A bundle origin on the host for the twin's streamed installs: an HTTP/1.1
+//! server on 127.0.0.1 (the twin reaches it as `10.0.2.2`) that serves the
+//! files of one directory with range requests, as RAUC's streaming mode needs,
+//! counts every byte of body it sends, and can be made to go away after a
+//! given number of bytes (a link cut mid-install) and come back.
+
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+#[derive(Debug, Default)]
+struct State {
+    /// Bytes of response bodies sent, in all.
+    served: AtomicU64,
+    /// Range requests answered.
+    requests: AtomicU64,
+    /// Down: every connection is closed without an answer.
+    down: AtomicBool,
+    /// Go down once `served` reaches this.
+    cut_at: Mutex<Option<u64>>,
+    /// The open connections, closed when the origin goes down.
+    open: Mutex<Vec<TcpStream>>,
+}
+
+/// The origin: see the module's documentation.
+#[derive(Debug)]
+pub struct Origin {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    state: Arc<State>,
+}
+
+impl Origin {
+    /// Serve the files of `dir` on an unused port of 127.0.0.1.
+    ///
+    /// # Errors
+    /// The socket cannot be bound.
+    pub fn start(dir: &Path) -> std::io::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let state = Arc::new(State::default());
+        let (s, dir) = (Arc::clone(&state), dir.to_owned());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if s.down.load(Ordering::SeqCst) {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if let Ok(c) = stream.try_clone() {
+                    s.open.lock().unwrap_or_else(PoisonError::into_inner).push(c);
+                }
+                let (s, dir) = (Arc::clone(&s), dir.clone());
+                std::thread::spawn(move || {
+                    let _ = serve(stream, &dir, &s);
+                });
+            }
+        });
+        Ok(Self { port, state })
+    }
+
+    /// The URL the twin fetches `file` at.
+    #[must_use]
+    pub fn url(&self, file: &str) -> String {
+        format!("http://10.0.2.2:{}/{file}", self.port)
+    }
+
+    /// Bytes of response bodies sent so far.
+    #[must_use]
+    pub fn served(&self) -> u64 {
+        self.state.served.load(Ordering::SeqCst)
+    }
+
+    /// Requests answered so far.
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Go down once `bytes` have been sent in all (counting from the start).
+    pub fn cut_at(&self, bytes: u64) {
+        *self.state.cut_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+    }
+
+    /// Down since a cut.
+    #[must_use]
+    pub fn is_down(&self) -> bool {
+        self.state.down.load(Ordering::SeqCst)
+    }
+
+    /// Answer again.
+    pub fn restore(&self) {
+        *self.state.cut_at.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.state.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Go down: every open connection is closed.
+fn go_down(state: &State) {
+    state.down.store(true, Ordering::SeqCst);
+    for c in state.open.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+        let _ = c.shutdown(Shutdown::Both);
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` of a file of `len` bytes, as the
+/// first and last byte.
+fn range(spec: &str, len: u64) -> Option<(u64, u64)> {
+    let (a, b) = spec.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let (first, last) = match (a.trim(), b.trim()) {
+        ("", n) => (len.checked_sub(n.parse().ok()?)?, len.checked_sub(1)?),
+        (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.checked_sub(1)?)),
+    };
+    (first <= last).then_some((first, last))
+}
+
+/// The requests of one connection (keep-alive), until the client closes it.
+fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let mut parts = line.split_whitespace();
+        let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let mut spec = None;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 {
+                return Ok(());
+            }
+            if header == "\r\n" || header == "\n" {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':')
+                && name.eq_ignore_ascii_case("range")
+            {
+                spec = Some(value.trim().to_owned());
+            }
+        }
+        if state.down.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let name = target.trim_start_matches('/');
+        let path: PathBuf = dir.join(name);
+        let file = (!name.is_empty() && !name.contains('/') && !name.contains(".."))
+            .then(|| std::fs::File::open(&path).ok())
+            .flatten();
+        let Some(mut file) = file else {
+            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            continue;
+        };
+        let len = file.metadata()?.len();
+        let (status, first, last) = match spec.as_deref().map(|s| range(s, len)) {
+            None => ("200 OK", 0, len.saturating_sub(1)),
+            Some(Some((a, b))) => ("206 Partial Content", a, b),
+            Some(None) => {
+                let head = format!(
+                    "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
+                );
+                out.write_all(head.as_bytes())?;
+                continue;
+            }
+        };
+        let count = if len == 0 { 0 } else { last - first + 1 };
+        let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {count}\r\nAccept-Ranges: bytes\r\n");
+        if spec.is_some() {
+            head.push_str(&format!("Content-Range: bytes {first}-{last}/{len}\r\n"));
+        }
+        head.push_str("\r\n");
+        out.write_all(head.as_bytes())?;
+        state.requests.fetch_add(1, Ordering::SeqCst);
+        if method.eq_ignore_ascii_case("HEAD") {
+            continue;
+        }
+        file.seek(SeekFrom::Start(first))?;
+        let mut left = count;
+        let mut buf = vec![0; 64 * 1024];
+        while left > 0 {
+            // Up to the cut, if one is set; then down, this connection and all others closed.
+            let cut = *state.cut_at.lock().unwrap_or_else(PoisonError::into_inner);
+            let room = cut.map_or(u64::MAX, |c| c.saturating_sub(state.served.load(Ordering::SeqCst)));
+            if room == 0 {
+                go_down(state);
+                return Ok(());
+            }
+            let want = usize::try_from(left.min(room).min(buf.len() as u64)).unwrap_or(buf.len());
+            let n = file.read(&mut buf[..want])?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(&buf[..n])?;
+            state.served.fetch_add(n as u64, Ordering::SeqCst);
+            left -= n as u64;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_are_read_as_http_says() {
+        assert_eq!(range("bytes=0-3", 10), Some((0, 3)));
+        assert_eq!(range("bytes=4-", 10), Some((4, 9)));
+        assert_eq!(range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(range("bytes=8-100", 10), Some((8, 9)));
+        assert_eq!(range("bytes=5-4", 10), None);
+        assert_eq!(range("bytes=-11", 10), None);
+        assert_eq!(range("lines=1-2", 10), None);
+    }
+
+    /// GET with a range from this very origin, over loopback.
+    fn get(port: u16, first: u64, last: u64) -> std::io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(("127.0.0.1", port))?;
+        write!(s, "GET /f HTTP/1.1\r\nHost: x\r\nRange: bytes={first}-{last}\r\n\r\n")?;
+        let mut r = BufReader::new(s);
+        let mut status = String::new();
+        r.read_line(&mut status)?;
+        if !status.starts_with("HTTP/1.1 2") {
+            return Err(std::io::Error::other(format!("answered {status:?}")));
+        }
+        let mut len = 0;
+        loop {
+            let mut h = String::new();
+            if r.read_line(&mut h)? == 0 || h == "\r\n" {
+                break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; len];
+        r.read_exact(&mut body)?;
+        Ok(body)
+    }
+
+    #[test]
+    fn it_serves_ranges_counts_them_and_goes_down_at_the_cut() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("f"), &data)?;
+        let origin = Origin::start(dir.path())?;
+        assert_eq!(get(origin.port, 1000, 1999)?, data[1000..2000]);
+        assert_eq!(origin.served(), 1000);
+        origin.cut_at(1500);
+        assert!(get(origin.port, 0, 99_999).is_err(), "cut after 500 more bytes");
+        assert!(origin.is_down() && origin.served() == 1500);
+        assert!(get(origin.port, 0, 9).is_err(), "down");
+        origin.restore();
+        assert_eq!(get(origin.port, 199_990, 199_999)?, data[199_990..]);
+        Ok(())
+    }
+}
