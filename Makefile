@@ -240,7 +240,7 @@ bench-swarm: ## A site's swarm in the discrete-event simulation: 8 to 10,000 dev
 bench-lan: ## A site's LAN in network namespaces (root): 8, 16, 32 devices sharing a release, beside the Kumar-Ross bound, client-server and the calibrated simulation
 	$(CARGO) bench -p trellis-cli --no-default-features --bench lan
 
-bench-delta: cross-release twin-image ## What one changed line of the runtime costs to fetch: RAUC's adaptive mode vs casync, xdelta3, zstd --patch-from (one run)
+bench-delta: cross-release bundle ## What one changed line of the runtime costs to fetch: RAUC's adaptive mode vs casync, xdelta3, zstd --patch-from (one run)
 	@scripts/setup.sh --bench
 	scripts/bench-delta.sh $(BUILD)
 

@@ -25,16 +25,17 @@ target=aarch64-unknown-linux-gnu
 for t in casync xdelta3 zstd unsquashfs mkfs.erofs bsdiff; do
   command -v "$t" >/dev/null || { echo "bench-delta: $t is missing (scripts/setup.sh --bench)" >&2; exit 1; }
 done
-rm -rf "$out"; mkdir -p "$out"
-work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-delta.XXXXXX")
-# The variants build into the checkout's target directory (its registry crates are
-# shared); cargo puts each build's runtime binary at the same path, so the checkout's is
-# kept aside and put back as it was.
 top=$(pwd)
 bin=$top/target/$target/release/trellis-runtime
 [ -x "$bin" ] || { echo "bench-delta: $bin is missing (make cross-release)" >&2; exit 1; }
+rm -rf "$out"; mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-delta.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+# The variants build into the checkout's target directory (its registry crates are
+# shared); cargo puts each build's runtime binary at the same path (a hard link to its
+# file in deps/), so the checkout's is kept aside and put back as a file of its own.
 cp -a "$bin" "$work/trellis-runtime.checkout"
-trap 'cp -a "$work/trellis-runtime.checkout" "$bin"; rm -rf "$work"' EXIT
+trap 'rm -f "$bin"; cp -a "$work/trellis-runtime.checkout" "$bin"; rm -rf "$work"' EXIT
 
 # The source, copied (not the build trees): its workspace crates build apart from the
 # checkout's, the registry's crates are shared through the same target directory.

@@ -53,9 +53,13 @@ if [ ! -x "$cache/rauc" ]; then
   debs_extract "$top/debs" "$sysroot" "${packages[@]}"
   tar -xJf "$tarball" -C "$work"
   src=$work/rauc-$version
+  # git apply relative to the source alone (its own repository: inside another work
+  # tree git would skip paths outside it and still succeed).
+  git -C "$src" init -q
   for p in "$board/rauc-$version"-*.patch; do
-    (cd "$src" && git apply "$OLDPWD/$p") || { echo "rauc-build: $p does not apply" >&2; exit 1; }
+    git -C "$src" apply --whitespace=nowarn "$PWD/$p" || { echo "rauc-build: $p does not apply" >&2; exit 1; }
   done
+  grep -q 'ctx.broken = TRUE' "$src/src/nbd.c" || { echo "rauc-build: the patches are not in $src/src/nbd.c" >&2; exit 1; }
   lib=$sysroot/usr/lib/$cross
   # pkg-config is not used: the flags of each library, as its .pc file gives them, with the
   # sysroot's paths (pkg-config would want every Requires.private's -dev package too).

@@ -231,7 +231,7 @@ impl Routes {
             return Answer::error(400, format!("the body must be {{\"url\": ...}} with a length, at most {MAX} bytes"))
                 .into();
         };
-        // Exactly the body: the connection stays open after it.
+        // Exactly the body: nothing past it is read.
         let mut text = vec![0; usize::try_from(size).unwrap_or(0)];
         if let Err(e) = body.read_exact(&mut text) {
             return Answer::error(400, format!("reading the body: {e}")).into();

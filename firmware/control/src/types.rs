@@ -138,8 +138,9 @@ impl Bundle {
     /// `text` as a bundle: an `http://` or `https://` URL, else a path.
     ///
     /// # Errors
-    /// Empty, or a URL with nothing after the scheme or with white space
-    /// in it.
+    /// Empty, or a URL with no host, with white space or control
+    /// characters in it, or with a login (`user:password@`, which would be
+    /// recorded and shown in the device's status).
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.is_empty() {
             return Err("no bundle given".into());
@@ -148,8 +149,12 @@ impl Bundle {
         let Some(rest) = ["http://", "https://"].iter().find_map(|s| lower.strip_prefix(s)) else {
             return Ok(Self::File(text.into()));
         };
-        if rest.is_empty() || rest.starts_with('/') || text.chars().any(char::is_whitespace) {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if authority.is_empty() || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("{text:?} is not a bundle URL (http://host[:port]/path)"));
+        }
+        if authority.contains('@') {
+            return Err(format!("{text:?}: a bundle URL cannot carry a login (it would be recorded and shown)"));
         }
         Ok(Self::Url(text.to_owned()))
     }

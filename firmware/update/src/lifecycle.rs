@@ -337,8 +337,8 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                     let wait = self.policy.stream_retry_ms.saturating_mul(1 << attempt.min(16));
                     attempt += 1;
                     tracing::warn!(
-                        "streaming {bundle} failed on the network ({why}); again in {} s, the blocks already written are kept (attempt {} of {})",
-                        wait / 1000,
+                        "streaming {bundle} failed on the network ({why}); again in {:.1} s, the blocks already written are kept (attempt {} of {})",
+                        Duration::from_millis(wait).as_secs_f64(),
                         attempt + 1,
                         self.policy.stream_retries + 1
                     );
@@ -399,16 +399,20 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
     }
 }
 
-/// RAUC's reason for a failed streamed install is not a refusal of the
-/// bundle (signature, compatible, format, an origin that answers 4xx: no
-/// such bundle, or not for this device): then it is the network's. A read
+/// RAUC's reason for a failed streamed install is not a refusal (of the
+/// bundle: signature, compatible, format; by the origin: 4xx, no such
+/// bundle or not for this device; by the device: no space, another
+/// installation running): then it is the network's. A read
 /// that fails on the network reaches RAUC as an I/O error of the block
 /// device, whatever it was writing (`tar: read error`, a failed copy), so
 /// its message does not say so; a bundle whose signature held cannot be at
 /// fault for it, as dm-verity checks every block read.
 fn transfer_failed(why: &str) -> bool {
-    const REFUSED: [&str; 10] = [
+    const REFUSED: [&str; 13] = [
         "http error code 4",
+        "no space left",
+        "already processing",
+        "read-only file system",
         "signature",
         "compatible",
         "not supported",

@@ -314,6 +314,7 @@ fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_
         "signature verification failed: certificate not trusted",
         "Compatible mismatch: Expected 'trellis-qemu-aarch64' but bundle manifest has 'trellis-rpi4'",
         "Failed to mount bundle: unexpected HTTP error code 404",
+        "Failed updating slot rootfs.0: No space left on device",
     ] {
         let fake = Fake::new("A", "boot-1");
         fake.w().install_fails = Some(refusal.into());
@@ -333,9 +334,13 @@ fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_
 fn a_bundle_is_a_path_or_an_http_url() {
     assert_eq!(Bundle::parse("/data/u.raucb").unwrap(), Bundle::File("/data/u.raucb".into()));
     assert!(Bundle::parse("HTTPS://h/u.raucb").unwrap().is_url());
-    for bad in ["", "http://", "https:///u.raucb", "http://h/a b.raucb"] {
-        assert!(Bundle::parse(bad).is_err(), "{bad:?}");
+    assert_eq!(Bundle::parse("").unwrap_err(), "no bundle given");
+    for bad in ["http://", "https:///u.raucb", "http://h/a b.raucb", "http://h/u\u{0}.raucb", "http://?x"] {
+        assert!(Bundle::parse(bad).unwrap_err().contains("is not a bundle URL"), "{bad:?}");
     }
+    let e = Bundle::parse("https://ops:secret@origin/u.raucb").unwrap_err();
+    assert!(e.contains("cannot carry a login"), "{e}");
+    assert!(Bundle::parse("http://origin/u.raucb?user@example").unwrap().is_url(), "an @ in the query is no login");
     // As JSON, the text: what the control socket carried before URLs.
     let b: Bundle = serde_json::from_str("\"/data/u.raucb\"").unwrap();
     assert_eq!(serde_json::to_string(&b).unwrap(), "\"/data/u.raucb\"");

@@ -72,7 +72,7 @@ impl Origin {
         self.state.served.load(Ordering::SeqCst)
     }
 
-    /// Requests answered so far.
+    /// Requests answered with a body or a head (200, 206) so far.
     #[must_use]
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
@@ -109,7 +109,8 @@ fn go_down(state: &State) {
 fn range(spec: &str, len: u64) -> Option<(u64, u64)> {
     let (a, b) = spec.trim().strip_prefix("bytes=")?.split_once('-')?;
     let (first, last) = match (a.trim(), b.trim()) {
-        ("", n) => (len.checked_sub(n.parse().ok()?)?, len.checked_sub(1)?),
+        // The last n bytes, or the whole file when it is shorter (RFC 9110).
+        ("", n) => (len.saturating_sub(n.parse().ok()?), len.checked_sub(1)?),
         (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
         (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.checked_sub(1)?)),
     };
@@ -124,6 +125,9 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
             return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
         }
         let mut parts = line.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
@@ -211,7 +215,8 @@ mod tests {
         assert_eq!(range("bytes=-3", 10), Some((7, 9)));
         assert_eq!(range("bytes=8-100", 10), Some((8, 9)));
         assert_eq!(range("bytes=5-4", 10), None);
-        assert_eq!(range("bytes=-11", 10), None);
+        assert_eq!(range("bytes=-11", 10), Some((0, 9)));
+        assert_eq!(range("bytes=0-0", 0), None);
         assert_eq!(range("lines=1-2", 10), None);
     }
 
