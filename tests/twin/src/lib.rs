@@ -386,6 +386,26 @@ pub fn fixture(app: &str, edit: impl FnOnce(&mut trellis_appfmt::Manifest)) -> V
     trellis_appfmt::pack(&code, &manifest).expect("packs")
 }
 
+/// A healthy signed bundle of `scripts/twin-variant-bundle.sh` at `out`, its
+/// root filesystem differing from the image's by one line (`small`) or in
+/// every block (`rebuilt`), with `version`; returns its size.
+///
+/// # Panics
+/// The script fails (its output is in the message).
+#[must_use]
+pub fn variant_bundle(kind: &str, out: &Path, version: &str) -> u64 {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = std::process::Command::new(root.join("scripts/twin-variant-bundle.sh"))
+        .arg(root.join("build"))
+        .arg(kind)
+        .arg(out)
+        .env("VERSION", version)
+        .output()
+        .expect("twin-variant-bundle.sh");
+    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    std::fs::metadata(out).expect("the bundle").len()
+}
+
 /// Set the temperature the twin's TMP102 reads: register 0 (12 bits, 0.0625 °C
 /// each, left-justified) into i2c-stub's byte registers 0 and 1, on the stub's bus.
 ///

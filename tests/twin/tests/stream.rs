@@ -11,22 +11,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trellis_twin::origin::Origin;
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, Twin};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, Twin, variant_bundle};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A bundle of scripts/twin-variant-bundle.sh (`small` or `rebuilt`) at `out`.
-fn variant(out: &Path, kind: &str, version: &str) -> u64 {
-    let o = Command::new(root().join("scripts/twin-variant-bundle.sh"))
-        .arg(root().join("build"))
-        .args([kind, out.to_str().unwrap_or_default()])
-        .env("VERSION", version)
-        .output()
-        .expect("twin-variant-bundle.sh");
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    std::fs::metadata(out).expect("the bundle").len()
 }
 
 /// The size of `file` inside the bundle `bundle` (a squashfs), from its listing.
@@ -101,8 +89,8 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     let mut twin = Twin::new("stream")?;
     let dir = twin.share().join("origin");
     std::fs::create_dir_all(&dir).expect("origin directory");
-    let small = variant(&dir.join("small.raucb"), "small", "2.1.0-small");
-    let rebuilt = variant(&dir.join("rebuilt.raucb"), "rebuilt", "2.2.0-rebuilt");
+    let small = variant_bundle("small", &dir.join("small.raucb"), "2.1.0-small");
+    let rebuilt = variant_bundle("rebuilt", &dir.join("rebuilt.raucb"), "2.2.0-rebuilt");
     let boot_tar = size_in_bundle(&dir.join("small.raucb"), "boot.tar");
     let changed = chunks_not_in(&dir.join("small.raucb"), &root().join("build/twin/rootfs.squashfs"));
     let origin = Origin::start(&dir).expect("the origin");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin, disk};
+use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, MOUNT_SHARE, Outcome, Twin, disk, variant_bundle};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -207,14 +207,7 @@ fn a_power_cut_during_installation_leaves_the_old_slot_booting() -> Outcome {
     let mut twin = Twin::new("update-power-cut")?;
     // A root filesystem that shares no block with the slots, so RAUC's adaptive
     // mode writes every block (one the slot already held it would skip).
-    let out = twin.share().join("update.raucb");
-    let o = Command::new(root().join("scripts/twin-variant-bundle.sh"))
-        .arg(root().join("build"))
-        .args(["rebuilt", out.to_str().unwrap_or_default()])
-        .env("VERSION", "2.0.1-twin")
-        .output()
-        .expect("twin-variant-bundle.sh");
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    let _ = variant_bundle("rebuilt", &twin.share().join("update.raucb"), "2.0.1-twin");
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
