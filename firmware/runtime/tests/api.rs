@@ -76,7 +76,11 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let (recent, live) = loop {
         let (recent, live) = api.logs();
-        if recent.iter().any(|e| e.contains("refused a new file")) || Instant::now() > deadline {
+        let all = recent.join("\n");
+        // The first refusals were logged before the swap: wait for the
+        // swap and for the last refusal (GPIO line 99), not the first line.
+        let done = all.contains("2.0.0 replaced 1.0.0") && all.contains("GPIO line 99");
+        if done || Instant::now() > deadline {
             break (recent, live);
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -84,6 +88,7 @@ fn uploads_are_checked_like_copied_files_and_the_swap_is_reported() {
     let recent = recent.join("\n");
     assert!(recent.contains(r#""app":"blinky""#) && recent.contains("2.0.0 replaced 1.0.0"), "{recent}");
     assert!(recent.contains("refused a new file, the old version runs on"), "{recent}");
+    assert!(recent.contains("GPIO line 99"), "the runtime's refusal is logged too: {recent}");
     // A file copied in (cp, scp) is still swapped in by the watcher.
     let mut v4 = manifest("blinky");
     v4.version = "4.0.0".into();
