@@ -6,14 +6,15 @@
 #   The management API (docs/api.md): an operator CA (baked into the image: the
 #   device accepts clients it signed) with one operator certificate, and a
 #   device CA (the CLI's trust) with the device's certificate for the name
-#   trellis.local                       ->  DIR/api/{operator-ca,operator,device-ca,device}.{pem,key}
+#   trellis.local (also its client certificate), and the CA of the servers a
+#   device streams bundles from          ->  DIR/api/{operator-ca,operator,device-ca,device,origin-ca}.{pem,key}
 #   Fleet releases (docs/fleet.md): an ed25519 release-signing key in the
 #   format of `trellis app keygen` (hex)  ->  DIR/release.{key,pub}
 #   Apps (docs/app-format.md): an ed25519 app-signing key, the same format; the
 #   image trusts it (/etc/trellis/trust), so apps precompiled on this
 #   machine and signed with it load without compiling  ->  DIR/apps.{key,pub}
 # Production keys are passed by path instead (RAUC_KEY, RAUC_CERT, RAUC_KEYRING;
-# API_OPERATOR_CA, API_DEVICE_CERT, API_DEVICE_KEY; FLEET_RELEASE_KEY; APP_TRUST_KEY).
+# API_OPERATOR_CA, API_DEVICE_CERT, API_DEVICE_KEY; UPDATE_ORIGIN_CA; FLEET_RELEASE_KEY; APP_TRUST_KEY).
 set -euo pipefail
 dir=${1:?usage: dev-keys.sh DIR}
 command -v openssl >/dev/null || { echo "dev-keys: openssl is missing (apt-get install openssl)" >&2; exit 1; }
@@ -53,8 +54,16 @@ leaf() { # NAME CN CA EXTENSIONS
 }
 ca operator-ca "Trellis development operator CA"
 ca device-ca "Trellis development device CA"
+ca origin-ca "Trellis development update origin CA"
 leaf operator "Trellis development operator" operator-ca "extendedKeyUsage=clientAuth"
-leaf device "trellis.local" device-ca "extendedKeyUsage=serverAuth
+# The device's certificate is its one identity: the API's server certificate, and the
+# client certificate it presents to the fleet's servers and to an update origin. A
+# certificate made before it was a client certificate is made again.
+if [ -f "$api/device.pem" ] && ! openssl x509 -in "$api/device.pem" -noout -ext extendedKeyUsage 2>/dev/null \
+  | grep -q 'Client Authentication'; then
+  rm -f "$api/device.pem" "$api/device.key"
+fi
+leaf device "trellis.local" device-ca "extendedKeyUsage=serverAuth,clientAuth
 subjectAltName=DNS:trellis.local"
 # ed25519 signing keys in the format of `trellis app keygen`: raw 32-byte secret
 # and public key, hex. NAME.key, NAME.pub

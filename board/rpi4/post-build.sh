@@ -62,6 +62,17 @@ install -D -m 0644 "$api_ca" "$target/etc/trellis/api/operator-ca.pem"
 install -D -m 0644 "$api_cert" "$target/etc/trellis/api/device.pem"
 install -D -m 0600 "$api_key" "$target/etc/trellis/api/device.key"
 
+# Streamed firmware updates (docs/update.md): the CA whose servers the device
+# streams bundles from over HTTPS (development: scripts/dev-keys.sh's origin CA;
+# production: UPDATE_ORIGIN_CA, a CA file or a bundle of them). The device presents
+# its API certificate to them ([update.stream-tls] in runtime.toml).
+origin_ca=${UPDATE_ORIGIN_CA:-$top/build/keys/api/origin-ca.pem}
+if [ -z "${UPDATE_ORIGIN_CA:-}" ] && [ ! -f "$origin_ca" ]; then
+  "$top/scripts/dev-keys.sh" "$top/build/keys" >/dev/null
+fi
+[ -f "$origin_ca" ] || { echo "post-build: no update origin CA at $origin_ca" >&2; exit 1; }
+install -D -m 0644 "$origin_ca" "$target/etc/trellis/update/origin-ca.pem"
+
 # Fleet releases (docs/fleet.md): the public key whose signatures the device's
 # fleet agent accepts (development: scripts/dev-keys.sh's; production: FLEET_RELEASE_KEY).
 release_key=${FLEET_RELEASE_KEY:-$top/build/keys/release.pub}

@@ -45,6 +45,15 @@ pub const AUTOBOOT_MOUNT: &str = "/run/trellis/autoboot";
 /// Where the slot hook mounts a boot slot to rewrite its `cmdline.txt`.
 pub const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
 
+/// The user database (the streaming sandbox user's ids are read from it).
+pub const PASSWD: &str = "/etc/passwd";
+/// RAUC's streaming sandbox user (`[streaming] sandbox-user` in its
+/// system.conf): its HTTP side runs as this user.
+pub const STREAM_USER: &str = "rauc-fetch";
+/// The device's key handed to RAUC's HTTP side for one HTTPS install: a copy
+/// owned by [`STREAM_USER`], mode 0400, on tmpfs, removed after the install.
+pub const STREAM_KEY: &str = "/run/trellis/stream.key";
+
 /// Sub-directories and files of the state directory ([`STATE_DIR`]).
 pub mod state {
     /// Precompiled components, named by content and engine hash.

@@ -393,6 +393,24 @@ mod tests {
     }
 
     #[test]
+    fn both_boards_stream_over_https_with_the_devices_identity() {
+        for board in ["qemu-aarch64", "rpi4"] {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../board").join(board).join("runtime.toml");
+            let c = RuntimeConfig::load(&file).unwrap();
+            let (update, api) = (c.update.unwrap(), c.api.unwrap());
+            let tls = update.stream_tls.unwrap_or_else(|| panic!("{board}: no [update.stream-tls]"));
+            assert_eq!((tls.cert.as_ref(), tls.key.as_ref()), (Some(&api.cert), Some(&api.key)), "{board}");
+            // The file board/rpi4/post-build.sh installs.
+            assert_eq!(tls.ca, Some(PathBuf::from("/etc/trellis/update/origin-ca.pem")), "{board}");
+        }
+        let bad = toml::from_str::<RuntimeConfig>(
+            "[update.stream-tls]
+certificate = \"/x\"\n",
+        );
+        assert!(bad.unwrap_err().to_string().contains("certificate"));
+    }
+
+    #[test]
     fn cgroups_are_off_unless_asked_for() {
         let off: RuntimeConfig = toml::from_str("").unwrap();
         assert_eq!(off.cgroups, None);

@@ -113,14 +113,15 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     use trellis_runtime::device::{self, RuntimeDevice};
     use trellis_update::{Resume, StateFile, Updater, dbus::DbusRauc, system::LinuxPlatform};
 
-    let Some(policy) = config.update else {
+    let Some(policy) = config.update.clone() else {
         let device: Device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()));
         serve_api(config, &device);
         return Ok(device);
     };
     let platform = LinuxPlatform { reboot_param: paths::REBOOT_PARAM.into() };
     let file = StateFile::new(config.state_dir.join(paths::state::UPDATE));
-    let updater = Arc::new(Updater::new(DbusRauc, platform, file, policy));
+    let rauc = DbusRauc::new(policy.stream_tls.clone());
+    let updater = Arc::new(Updater::new(rauc, platform, file, policy));
     let (u, r, c) = (Arc::clone(&updater), Arc::clone(runtime), config.clone());
     std::thread::Builder::new().name("update".into()).spawn(move || match u.resume() {
         Resume::Idle => {}

@@ -8,7 +8,10 @@ use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
 
-use crate::{Bundle, Mark, Progress, Rauc, SlotInfo, Slots, UpdateError};
+use trellis_layout::paths;
+
+use crate::stream_key::{HandedKey, user_ids};
+use crate::{Bundle, Mark, Progress, Rauc, SlotInfo, Slots, StreamTls, UpdateError};
 
 #[zbus::proxy(interface = "de.pengutronix.rauc.Installer", default_service = "de.pengutronix.rauc", default_path = "/")]
 trait Installer {
@@ -30,8 +33,45 @@ trait Installer {
 
 /// RAUC's D-Bus service on the system bus. Each call opens its own
 /// connection, so a restarted `dbus-daemon` or `rauc service` is picked up.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DbusRauc;
+#[derive(Debug, Default, Clone)]
+pub struct DbusRauc {
+    tls: Option<StreamTls>,
+}
+
+impl DbusRauc {
+    /// RAUC, with the device's identity for bundles streamed over HTTPS.
+    #[must_use]
+    pub const fn new(tls: Option<StreamTls>) -> Self {
+        Self { tls }
+    }
+
+    /// `InstallBundle`'s TLS arguments for `url` (only over HTTPS), and the
+    /// key's copy for RAUC's sandbox user, which must live until the install
+    /// is over.
+    fn tls_args(&self, url: &str) -> Result<(HashMap<&'static str, String>, Option<HandedKey>), UpdateError> {
+        let mut args = HashMap::new();
+        let Some(tls) = self.tls.as_ref().filter(|_| url.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://")))
+        else {
+            return Ok((args, None));
+        };
+        let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
+        if let Some(cert) = &tls.cert {
+            args.insert("tls-cert", text(cert));
+        }
+        if let Some(ca) = &tls.ca {
+            args.insert("tls-ca", text(ca));
+        }
+        let Some(key) = &tls.key else { return Ok((args, None)) };
+        let passwd = std::fs::read_to_string(paths::PASSWD).unwrap_or_default();
+        let owner = user_ids(&passwd, paths::STREAM_USER).ok_or_else(|| UpdateError::StreamKey {
+            path: paths::PASSWD.into(),
+            reason: format!("no user {} (RAUC's streaming sandbox user)", paths::STREAM_USER),
+        })?;
+        let handed = HandedKey::new(key, std::path::Path::new(paths::STREAM_KEY), owner)?;
+        args.insert("tls-key", text(handed.path()));
+        Ok((args, Some(handed)))
+    }
+}
 
 fn bus(e: &zbus::Error) -> UpdateError {
     match e {
@@ -53,13 +93,17 @@ impl Rauc for DbusRauc {
     fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
         let proxy = proxy()?;
         // A URL is RAUC's streaming mode: it reads the bundle with range requests.
-        let source = match bundle {
-            Bundle::File(path) => path.to_str().ok_or_else(|| UpdateError::Bundle {
-                bundle: bundle.clone(),
-                reason: "the path is not UTF-8".into(),
-            })?,
-            Bundle::Url(url) => url.as_str(),
+        let (source, (tls, _key)) = match bundle {
+            Bundle::File(path) => (
+                path.to_str().ok_or_else(|| UpdateError::Bundle {
+                    bundle: bundle.clone(),
+                    reason: "the path is not UTF-8".into(),
+                })?,
+                (HashMap::new(), None),
+            ),
+            Bundle::Url(url) => (url.as_str(), self.tls_args(url)?),
         };
+        let args: HashMap<&str, Value<'_>> = tls.iter().map(|(k, v)| (*k, Value::from(v.as_str()))).collect();
         // Subscribe before starting, so a fast failure's signal is not missed.
         let mut completed = proxy.receive_completed().map_err(|e| bus(&e))?;
         let (tx, rx) = mpsc::channel();
@@ -67,7 +111,7 @@ impl Rauc for DbusRauc {
             let code = completed.next().map(|s| s.args().map(|a| a.result).unwrap_or(-1));
             let _ = tx.send(code);
         });
-        proxy.install_bundle(source, HashMap::new()).map_err(|e| bus(&e))?;
+        proxy.install_bundle(source, args).map_err(|e| bus(&e))?;
         let mut last: Option<Progress> = None;
         let code = loop {
             match rx.recv_timeout(Duration::from_millis(200)) {

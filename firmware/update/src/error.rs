@@ -32,6 +32,14 @@ pub enum UpdateError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The device's key cannot be handed to RAUC for a streamed install.
+    #[error("streaming key {path}: {reason}")]
+    StreamKey {
+        /// The key or its copy.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Init could not be asked to reboot.
     #[error("requesting a reboot: {0}")]
     Reboot(String),

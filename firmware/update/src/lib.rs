@@ -26,11 +26,12 @@ mod error;
 mod lifecycle;
 mod rauc;
 mod state;
+pub mod stream_key;
 #[cfg(feature = "device")]
 pub mod system;
 
 pub use error::UpdateError;
-pub use lifecycle::{GateOutcome, Platform, Policy, Reboot, Resume, Updater};
+pub use lifecycle::{GateOutcome, Platform, Policy, Reboot, Resume, StreamTls, Updater};
 pub use rauc::{Mark, Rauc};
 pub use state::StateFile;
 // What the lifecycle reports is part of the device interface (`trellis-control`).

@@ -1,5 +1,6 @@
 //! The update lifecycle: install, trial boot, health gate, commit or roll back.
 
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -36,8 +37,8 @@ pub trait Platform: Send + Sync {
     fn reboot(&self, how: Reboot) -> Result<(), UpdateError>;
 }
 
-/// When a trial boot counts as healthy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// When a trial boot counts as healthy, and how streamed installs go.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Policy {
     /// The trial must be healthy this long after the kernel started.
@@ -58,6 +59,28 @@ pub struct Policy {
     /// The wait before the first retry; it doubles with each.
     #[serde(default = "Policy::default_stream_retry_ms")]
     pub stream_retry_ms: u64,
+    /// The device's certificate and the servers' CA for bundles streamed
+    /// over HTTPS (absent: no client certificate, curl's own CAs).
+    #[serde(default)]
+    pub stream_tls: Option<StreamTls>,
+}
+
+/// `[update.stream-tls]`: what the device presents to the server it streams
+/// a bundle from over HTTPS, and which servers it trusts. RAUC's HTTP side
+/// (curl) reads them; it runs as its sandbox user, so the key is handed to
+/// it for each install ([`crate::dbus::DbusRauc`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamTls {
+    /// The device's certificate (PEM; readable by RAUC's sandbox user).
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM; may be readable by root alone).
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    /// The CA certificates the server's certificate must chain to.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 impl Policy {
@@ -86,6 +109,7 @@ impl Default for Policy {
             poll_ms: Self::default_poll_ms(),
             stream_retries: Self::default_stream_retries(),
             stream_retry_ms: Self::default_stream_retry_ms(),
+            stream_tls: None,
         }
     }
 }
@@ -401,15 +425,19 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
 
 /// RAUC's reason for a failed streamed install is not a refusal (of the
 /// bundle: signature, compatible, format; by the origin: 4xx, no such
-/// bundle or not for this device; by the device: no space, another
-/// installation running): then it is the network's. A read
+/// bundle or not for this device; of a TLS certificate, either way; by the
+/// device: no space, another installation running): then it is the network's. A read
 /// that fails on the network reaches RAUC as an I/O error of the block
 /// device, whatever it was writing (`tar: read error`, a failed copy), so
 /// its message does not say so; a bundle whose signature held cannot be at
 /// fault for it, as dm-verity checks every block read.
 fn transfer_failed(why: &str) -> bool {
-    const REFUSED: [&str; 13] = [
+    const REFUSED: [&str; 15] = [
         "http error code 4",
+        // TLS: the origin's certificate refused by the device, or the
+        // device's by the origin (curl's reasons, through RAUC).
+        "certificate",
+        "fatal alert",
         "no space left",
         "already processing",
         "read-only file system",

@@ -111,8 +111,14 @@ impl Platform for Fake {
     }
 }
 
-const POLICY: Policy =
-    Policy { health_deadline_ms: 30_000, settle_ms: 2_000, poll_ms: 250, stream_retries: 3, stream_retry_ms: 1_000 };
+const POLICY: Policy = Policy {
+    health_deadline_ms: 30_000,
+    settle_ms: 2_000,
+    poll_ms: 250,
+    stream_retries: 3,
+    stream_retry_ms: 1_000,
+    stream_tls: None,
+};
 
 fn updater(fake: &Fake, file: &StateFile) -> Updater<Fake, Fake> {
     Updater::new(fake.clone(), fake.clone(), file.clone(), POLICY)
@@ -315,6 +321,10 @@ fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_
         "Compatible mismatch: Expected 'trellis-qemu-aarch64' but bundle manifest has 'trellis-rpi4'",
         "Failed to mount bundle: unexpected HTTP error code 404",
         "Failed updating slot rootfs.0: No space left on device",
+        "Failed to stream bundle https://o/u.raucb: failed to configure streaming: server not responding: \
+         server certificate verification failed. CAfile: /etc/trellis/update/origin-ca.pem CRLfile: none",
+        "Failed to stream bundle https://o/u.raucb: failed to configure streaming: server not responding: \
+         GnuTLS recv error (-12): A TLS fatal alert has been received.",
     ] {
         let fake = Fake::new("A", "boot-1");
         fake.w().install_fails = Some(refusal.into());

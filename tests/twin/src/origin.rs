@@ -2,7 +2,9 @@
 //! server on 127.0.0.1 (the twin reaches it as `10.0.2.2`) that serves the
 //! files of one directory with range requests, as RAUC's streaming mode needs,
 //! counts every byte of body it sends, and can be made to go away after a
-//! given number of bytes (a link cut mid-install) and come back.
+//! given number of bytes (a link cut mid-install) and come back. Over plain
+//! HTTP, or HTTPS with mutual TLS ([`Origin::start_tls`]): the device must
+//! present a certificate of the CA the origin trusts.
 
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -10,12 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use rustls::{ServerConfig, ServerConnection, StreamOwned};
+
 #[derive(Debug, Default)]
 struct State {
     /// Bytes of response bodies sent, in all.
     served: AtomicU64,
     /// Range requests answered.
     requests: AtomicU64,
+    /// TLS connections that failed or ended before a request.
+    refused: AtomicU64,
     /// Down: every connection is closed without an answer.
     down: AtomicBool,
     /// Go down once `served` reaches this.
@@ -29,6 +35,7 @@ struct State {
 pub struct Origin {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    scheme: &'static str,
     state: Arc<State>,
 }
 
@@ -38,8 +45,23 @@ impl Origin {
     /// # Errors
     /// The socket cannot be bound.
     pub fn start(dir: &Path) -> std::io::Result<Self> {
+        Self::listen(dir, None)
+    }
+
+    /// Serve the files of `dir` over HTTPS with `tls` (which says whose
+    /// client certificates it takes). Connections that fail or end before a
+    /// request are counted ([`Origin::refused`]).
+    ///
+    /// # Errors
+    /// The socket cannot be bound.
+    pub fn start_tls(dir: &Path, tls: Arc<ServerConfig>) -> std::io::Result<Self> {
+        Self::listen(dir, Some(tls))
+    }
+
+    fn listen(dir: &Path, tls: Option<Arc<ServerConfig>>) -> std::io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let state = Arc::new(State::default());
         let (s, dir) = (Arc::clone(&state), dir.to_owned());
         std::thread::spawn(move || {
@@ -51,19 +73,29 @@ impl Origin {
                 if let Ok(c) = stream.try_clone() {
                     s.open.lock().unwrap_or_else(PoisonError::into_inner).push(c);
                 }
-                let (s, dir) = (Arc::clone(&s), dir.clone());
+                let (s, dir, tls) = (Arc::clone(&s), dir.clone(), tls.clone());
                 std::thread::spawn(move || {
-                    let _ = serve(stream, &dir, &s);
+                    let _ = match tls {
+                        None => serve(stream, &dir, &s, &mut false),
+                        Some(tls) => serve_tls(stream, tls, &dir, &s),
+                    };
                 });
             }
         });
-        Ok(Self { port, state })
+        Ok(Self { port, scheme, state })
     }
 
     /// The URL the twin fetches `file` at.
     #[must_use]
     pub fn url(&self, file: &str) -> String {
-        format!("http://10.0.2.2:{}/{file}", self.port)
+        format!("{}://10.0.2.2:{}/{file}", self.scheme, self.port)
+    }
+
+    /// TLS connections that failed or ended before a request: a client
+    /// certificate refused, or the client refusing the origin's.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.state.refused.load(Ordering::SeqCst)
     }
 
     /// Bytes of response bodies sent so far.
@@ -96,6 +128,60 @@ impl Origin {
     }
 }
 
+/// The origin's TLS: a certificate for `10.0.2.2` (the host as the twin
+/// sees it), made in `dir` with `openssl` and signed by the CA `ca` (its
+/// certificate and key), taking clients whose certificates chain to `client_ca`.
+///
+/// # Errors
+/// `openssl` fails, or its files do not make a TLS configuration.
+pub fn server_tls(dir: &Path, ca: (&Path, &Path), client_ca: &Path) -> Result<Arc<ServerConfig>, String> {
+    let (cert, key, csr, ext) =
+        (dir.join("origin.pem"), dir.join("origin.key"), dir.join("origin.csr"), dir.join("origin.ext"));
+    std::fs::write(&ext, "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:10.0.2.2\n")
+        .map_err(|e| format!("{}: {e}", ext.display()))?;
+    let openssl = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
+        let o = std::process::Command::new("openssl").args(args).output().map_err(|e| format!("openssl: {e}"))?;
+        if o.status.success() {
+            Ok(())
+        } else {
+            Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)))
+        }
+    };
+    let s = |t: &'static str| std::ffi::OsStr::new(t);
+    openssl(&[
+        s("req"),
+        s("-newkey"),
+        s("ec"),
+        s("-pkeyopt"),
+        s("ec_paramgen_curve:P-256"),
+        s("-nodes"),
+        s("-subj"),
+        s("/CN=10.0.2.2"),
+        s("-keyout"),
+        key.as_os_str(),
+        s("-out"),
+        csr.as_os_str(),
+    ])?;
+    openssl(&[
+        s("x509"),
+        s("-req"),
+        s("-in"),
+        csr.as_os_str(),
+        s("-CA"),
+        ca.0.as_os_str(),
+        s("-CAkey"),
+        ca.1.as_os_str(),
+        s("-CAcreateserial"),
+        s("-days"),
+        s("2"),
+        s("-extfile"),
+        ext.as_os_str(),
+        s("-out"),
+        cert.as_os_str(),
+    ])?;
+    trellis_api::tls::server_config(client_ca, &cert, &key).map_err(|e| e.to_string())
+}
+
 /// Go down: every open connection is closed.
 fn go_down(state: &State) {
     state.down.store(true, Ordering::SeqCst);
@@ -117,10 +203,38 @@ fn range(spec: &str, len: u64) -> Option<(u64, u64)> {
     (first <= last).then_some((first, last))
 }
 
+/// One HTTPS connection: the handshake, then its requests (counted in
+/// `refused` when it ends before one).
+fn serve_tls(mut stream: TcpStream, tls: Arc<ServerConfig>, dir: &Path, state: &State) -> std::io::Result<()> {
+    let mut conn = ServerConnection::new(tls).map_err(std::io::Error::other)?;
+    while conn.is_handshaking() {
+        // An error, or the client hanging up (it refused the origin's certificate).
+        let failed = match conn.complete_io(&mut stream) {
+            Ok((0, 0)) => Some(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = failed {
+            state.refused.fetch_add(1, Ordering::SeqCst);
+            // Closed now: `open` holds a clone of the socket until the origin goes down.
+            let _ = stream.shutdown(Shutdown::Both);
+            return Err(e);
+        }
+    }
+    // A client that refuses the origin's certificate may do so only once the
+    // handshake is over (GnuTLS checks it then) and hang up before a request.
+    let mut asked = false;
+    let served = serve(StreamOwned::new(conn, stream), dir, state, &mut asked);
+    if !asked {
+        state.refused.fetch_add(1, Ordering::SeqCst);
+    }
+    served
+}
+
 /// The requests of one connection (keep-alive), until the client closes it.
-fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+/// `asked`: a request came.
+fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -129,6 +243,7 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
+        *asked = true;
         let mut parts = line.split_whitespace();
         let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
         let mut spec = None;
@@ -155,7 +270,7 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
             .then(|| std::fs::File::open(&path).ok())
             .flatten();
         let Some(mut file) = file else {
-            out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
+            reader.get_mut().write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
             continue;
         };
         let len = file.metadata()?.len();
@@ -166,7 +281,7 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
                 let head = format!(
                     "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{len}\r\nContent-Length: 0\r\n\r\n"
                 );
-                out.write_all(head.as_bytes())?;
+                reader.get_mut().write_all(head.as_bytes())?;
                 continue;
             }
         };
@@ -176,7 +291,7 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
             head.push_str(&format!("Content-Range: bytes {first}-{last}/{len}\r\n"));
         }
         head.push_str("\r\n");
-        out.write_all(head.as_bytes())?;
+        reader.get_mut().write_all(head.as_bytes())?;
         state.requests.fetch_add(1, Ordering::SeqCst);
         if method.eq_ignore_ascii_case("HEAD") {
             continue;
@@ -197,7 +312,7 @@ fn serve(stream: TcpStream, dir: &Path, state: &State) -> std::io::Result<()> {
             if n == 0 {
                 return Ok(());
             }
-            out.write_all(&buf[..n])?;
+            reader.get_mut().write_all(&buf[..n])?;
             state.served.fetch_add(n as u64, Ordering::SeqCst);
             left -= n as u64;
         }
@@ -243,6 +358,31 @@ mod tests {
         let mut body = vec![0; len];
         r.read_exact(&mut body)?;
         Ok(body)
+    }
+
+    #[test]
+    fn over_tls_a_client_without_a_handshake_gets_nothing_and_is_counted() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("f"), b"bundle")?;
+        let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        let o = std::process::Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&ca)
+            .output()?;
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let tls = server_tls(dir.path(), (&ca, &key), &ca).map_err(std::io::Error::other)?;
+        let origin = Origin::start_tls(dir.path(), tls)?;
+        assert!(origin.url("f").starts_with("https://10.0.2.2:"));
+        assert!(get(origin.port, 0, 5).is_err(), "plain HTTP to a TLS origin");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while origin.refused() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!((origin.refused(), origin.served()), (1, 0));
+        Ok(())
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! host with range requests through the kernel's network block device, so
 //! nothing is stored on `/data`; its adaptive mode (`block-hash-index`) takes
 //! every 4 KiB block the slots already hold from them and fetches only the
-//! rest; and an install cut by the network is started again by the runtime,
-//! fetching only what it had not written yet. Needs `make bundle`.
+//! rest; over HTTPS the device and the origin authenticate each other (mutual
+//! TLS: the device presents its certificate, trusts only the image's update
+//! origin CA); and an install cut by the network is started again by the
+//! runtime, fetching only what it had not written yet. Needs `make bundle`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use trellis_twin::origin::Origin;
+use trellis_twin::ntp::NtpServer;
+use trellis_twin::origin::{Origin, server_tls};
 use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, Twin, variant_bundle};
 
 fn root() -> PathBuf {
@@ -64,8 +67,8 @@ fn chunks_fetched(device: &mut Guest) -> Result<usize, Error> {
 /// Returns the new boot and the chunks RAUC fetched.
 fn install_and_commit(twin: &mut Twin, mut device: Guest, url: &str, version: &str) -> Result<(Guest, usize), Error> {
     device.type_line(&format!("trellis device update {url}"))?;
-    // RAUC's HTTP side runs as `nobody` (its sandbox user).
-    device.wait_for("running as UID 65534, GID 65534", Duration::from_secs(300))?;
+    // RAUC's HTTP side runs as its sandbox user, `rauc-fetch`.
+    device.wait_for("running as UID 990, GID 990", Duration::from_secs(300))?;
     let fetched = chunks_fetched(&mut device)?;
     device.wait_for(&format!("installed {version} into slot"), Duration::from_secs(900))?;
     let mut device = twin.restarted(device, Duration::from_secs(120))?;
@@ -84,6 +87,43 @@ fn nothing_stored(device: &mut Guest) -> Result<(), Error> {
     Ok(())
 }
 
+/// A CA of the test's own, which neither the device nor the origin trusts:
+/// its certificate and key in `dir`.
+fn stranger_ca(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("stranger-ca.pem"), dir.join("stranger-ca.key"));
+    let o = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+        .args(["-subj", "/CN=stranger CA", "-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    (cert, key)
+}
+
+/// Until the device's clock is within 5 s of the host's (chronyd steps it).
+fn wait_clock(device: &mut Guest) -> Result<(), Error> {
+    let deadline = Instant::now() + BOOT_TIMEOUT;
+    loop {
+        let guest: i64 = device.sh("date +%s")?.trim().parse().expect("date +%s");
+        let host = i64::try_from(std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_secs())).unwrap_or(0);
+        if (guest - host).abs() <= 5 {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "the device's clock never came from NTP: {guest}, the host's {host}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// `trellis device update URL` on the console, to its end: what it printed.
+fn refused_install(device: &mut Guest, url: &str) -> Result<String, Error> {
+    device.sh_timeout(&format!("trellis device update {url} 2>&1; echo exit=$?"), Duration::from_secs(300))
+}
+
 #[test]
 fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome {
     let mut twin = Twin::new("stream")?;
@@ -93,18 +133,61 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     let rebuilt = variant_bundle("rebuilt", &dir.join("rebuilt.raucb"), "2.2.0-rebuilt");
     let boot_tar = size_in_bundle(&dir.join("small.raucb"), "boot.tar");
     let changed = chunks_not_in(&dir.join("small.raucb"), &root().join("build/twin/rootfs.squashfs"));
-    let origin = Origin::start(&dir).expect("the origin");
+    // The origins: over HTTPS with the image's update origin CA, taking the
+    // development device CA's clients (the fleet's own origin), and over HTTP.
+    let keys = root().join("build/keys/api");
+    let (origin_ca, device_ca) = ((keys.join("origin-ca.pem"), keys.join("origin-ca.key")), keys.join("device-ca.pem"));
+    let tls_dir = |name: &str| {
+        let d = twin.share().join(name);
+        std::fs::create_dir_all(&d).expect("a TLS directory");
+        d
+    };
+    let tls = server_tls(&tls_dir("tls"), (&origin_ca.0, &origin_ca.1), &device_ca).expect("the origin's TLS");
+    let https = Origin::start_tls(&dir, tls).expect("the HTTPS origin");
+    let origin = Origin::start(&dir).expect("the HTTP origin");
+    // Two that must be refused: one whose certificate the device does not
+    // trust (anyone on the path), one that does not take the device's.
+    let stranger = stranger_ca(&tls_dir("stranger"));
+    let impostor = server_tls(&tls_dir("impostor"), (&stranger.0, &stranger.1), &device_ca).expect("impostor TLS");
+    let impostor = Origin::start_tls(&dir, impostor).expect("the impostor");
+    let picky = server_tls(&tls_dir("picky"), (&origin_ca.0, &origin_ca.1), &stranger.0).expect("picky TLS");
+    let picky = Origin::start_tls(&dir, picky).expect("the origin taking other devices");
 
+    // Certificates are checked against the device's clock: it comes from NTP
+    // (until then it reads the image's build time, before these were made).
+    let _ntp = NtpServer::start(0)?;
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
     device.wait_console()?;
+    wait_clock(&mut device)?;
 
-    // 1. A small change (one line of one file): RAUC finds all but a few of
-    // the root filesystem's blocks in slot A and fetches the rest; the boot
-    // slot's boot.tar has no adaptive mode and comes whole.
+    // 0. Mutual TLS, refused both ways: the install fails at once, naming the
+    // certificate, is not started again as a network failure would be, and
+    // not a byte of the bundle is served.
+    for (who, server) in [("the device refuses the origin", &impostor), ("the origin refuses the device", &picky)] {
+        let started = Instant::now();
+        let said = refused_install(&mut device, &server.url("small.raucb"))?;
+        eprintln!("{who}: {said:?} in {:.0} s", started.elapsed().as_secs_f64());
+        assert!(said.contains("exit=1") || said.contains("exit=2"), "{who}: {said}");
+        assert!(!said.contains("failed on the network"), "{who}: retried as a network failure: {said}");
+        assert!(
+            server.refused() > 0 && server.served() == 0,
+            "{who}: {} refused, {} served",
+            server.refused(),
+            server.served()
+        );
+    }
+    let s = device.sh("trellis device status; ls /run/trellis")?;
+    assert!(s.contains("last update: failed"), "{s}");
+    assert!(!s.contains("stream.key"), "the key's copy outlived the install: {s}");
+
+    // 1. A small change (one line of one file), over HTTPS with the device's
+    // certificate: RAUC finds all but a few of the root filesystem's blocks
+    // in slot A and fetches the rest; the boot slot's boot.tar has no
+    // adaptive mode and comes whole.
     let started = Instant::now();
-    let (mut device, chunks) = install_and_commit(&mut twin, device, &origin.url("small.raucb"), "2.1.0-small")?;
-    let fetched = origin.served();
+    let (mut device, chunks) = install_and_commit(&mut twin, device, &https.url("small.raucb"), "2.1.0-small")?;
+    let fetched = https.served();
     eprintln!(
         "small change: {fetched} bytes fetched of a {small}-byte bundle ({:.1} %; boot.tar {boot_tar} unpacked), \
          root filesystem: {chunks} chunks of 4 KiB read from the bundle, {changed} changed; {:.0} s to committed",
@@ -121,6 +204,7 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     // failed (after RAUC's own retries, 5 × 1 s) and 1 s more, so the runtime
     // starts it again once it is back; the root filesystem's blocks already
     // written stay, the boot slot's archive is unpacked again.
+    assert_eq!(https.refused(), 0, "the device's certificate was taken");
     let base = origin.served();
     device.type_line(&format!("trellis device update {}", origin.url("rebuilt.raucb")))?;
     for percent in [10, 50, 90] {
