@@ -5,10 +5,12 @@
 #       the blocks RAUC's adaptive mode must fetch are the few this changes
 #   twin-variant-bundle.sh BUILD_DIR rebuilt OUT  the same files with 64 KiB squashfs
 #       blocks instead of 128 KiB: no 4 KiB block is the same, everything is fetched
+#   twin-variant-bundle.sh BUILD_DIR reblocked OUT  the same with 32 KiB blocks: nothing
+#       in common with the image nor with `rebuilt` (installed over a slot holding it)
 # VERSION names the bundle's version (default: the kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: twin-variant-bundle.sh BUILD_DIR small|rebuilt OUT"
+usage="usage: twin-variant-bundle.sh BUILD_DIR small|rebuilt|reblocked OUT"
 build=${1:?$usage}
 kind=${2:?$usage}
 out=${3:?$usage}
@@ -21,9 +23,11 @@ case $kind in
     echo "TRELLIS_VARIANT=small" >>"$work/root/etc/trellis/release"
     scripts/twin-squashfs.sh "$work/root" "$work/rootfs.squashfs"
     ;;
-  rebuilt)
+  rebuilt | reblocked)
+    block=65536
+    [ "$kind" = reblocked ] && block=32768
     epoch=$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$work/root/etc/trellis/release")
-    SOURCE_DATE_EPOCH=$epoch mksquashfs "$work/root" "$work/rootfs.squashfs" -comp zstd -b 65536 \
+    SOURCE_DATE_EPOCH=$epoch mksquashfs "$work/root" "$work/rootfs.squashfs" -comp zstd -b "$block" \
       -all-root -noappend -quiet -no-progress >/dev/null
     ;;
   *) echo "twin-variant-bundle: unknown kind '$kind' ($usage)" >&2; exit 2 ;;

@@ -261,6 +261,7 @@ impl Device for FakeDevice {
             boot_id: "boot-1".into(),
             started: 100,
             changed: 101,
+            resumed: 0,
         };
         lock(&self.status).firmware.last_update = Some(record.clone());
         Ok(record)

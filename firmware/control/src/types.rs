@@ -222,6 +222,15 @@ pub struct UpdateRecord {
     pub started: u64,
     /// Seconds since the epoch when the phase last changed.
     pub changed: u64,
+    /// How many times a streamed installation cut by a reboot or power cut
+    /// was started again in a later boot.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub resumed: u32,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+const fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the device reports about its firmware.

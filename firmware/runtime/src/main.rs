@@ -133,6 +133,14 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
         Resume::Trial => {
             u.gate(&|| device::health(&r, &c));
         }
+        Resume::Install(bundle) => match u.install_again(&bundle, &mut |_| {}) {
+            Ok(_) => {
+                if let Err(e) = u.reboot_into_trial() {
+                    tracing::error!("{e}");
+                }
+            }
+            Err(e) => tracing::error!("firmware update {bundle}: {e}"),
+        },
     })?;
     let socket = std::path::Path::new(paths::CONTROL_SOCKET);
     let device: Device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater));

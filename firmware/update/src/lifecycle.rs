@@ -114,6 +114,9 @@ impl Default for Policy {
     }
 }
 
+/// How long a resumed installation waits for RAUC's service after start.
+const RAUC_START: Duration = Duration::from_secs(60);
+
 /// What [`Updater::resume`] found at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resume {
@@ -124,6 +127,10 @@ pub enum Resume {
     /// An installation finished in this boot but the trial reboot has not
     /// happened (the runtime was restarted in between): reboot into it.
     RebootPending,
+    /// A streamed installation was cut by a reboot or power cut: start it
+    /// again with [`Updater::install_again`] (RAUC takes the blocks it had
+    /// written), then reboot into the trial.
+    Install(Bundle),
 }
 
 /// How the health gate ended.
@@ -188,13 +195,33 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         let this_boot = record.boot_id == boot_id;
         match record.phase {
             Phase::Installing => {
-                let why = if this_boot {
-                    "the runtime restarted during the installation; its outcome is unknown, install again"
-                } else {
-                    "the installation was interrupted (reboot or power cut); the running slot was not changed"
-                };
-                self.finish(Phase::Failed, why);
-                Resume::Idle
+                // A URL is fetched again; a file may be gone, or was only a
+                // copy the API had received.
+                let url = Bundle::parse(&record.bundle).ok().filter(Bundle::is_url);
+                match url {
+                    Some(bundle) if !this_boot && record.resumed < self.policy.stream_retries => {
+                        let resumed = record.resumed + 1;
+                        tracing::warn!(
+                            "streaming {bundle} was interrupted (reboot or power cut); starting it again, the blocks \
+                             already written are kept (resumed {resumed} of {} times)",
+                            self.policy.stream_retries
+                        );
+                        let _ = self.update(|r| r.resumed = resumed);
+                        Resume::Install(bundle)
+                    }
+                    _ => {
+                        let why = if this_boot {
+                            "the runtime restarted during the installation; its outcome is unknown, install again"
+                        } else if record.resumed > 0 {
+                            "the installation was interrupted again (reboot or power cut) after being resumed as \
+                             often as stream-retries allows; the running slot was not changed"
+                        } else {
+                            "the installation was interrupted (reboot or power cut); the running slot was not changed"
+                        };
+                        self.finish(Phase::Failed, why);
+                        Resume::Idle
+                    }
+                }
             }
             Phase::Trial => {
                 let Some(booted) = self.platform.booted_slot() else {
@@ -295,6 +322,42 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
     /// Another installation or a trial is under way, RAUC cannot be reached,
     /// or RAUC refused or failed.
     pub fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+        self.install_with(bundle, 0, progress)
+    }
+
+    /// Install the bundle of [`Resume::Install`] again, counting the resume
+    /// in the record (so an installation that keeps being cut is given up
+    /// after `stream-retries` boots).
+    ///
+    /// # Errors
+    /// As [`Updater::install`].
+    pub fn install_again(
+        &self,
+        bundle: &Bundle,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<UpdateRecord, UpdateError> {
+        // RAUC's service starts beside the runtime: wait for it to answer.
+        let (step, mut waited) = (Duration::from_millis(self.policy.poll_ms.max(1)), Duration::ZERO);
+        while let Err(e) = self.rauc.slots() {
+            if waited >= RAUC_START {
+                let why =
+                    format!("RAUC did not answer within {} s to resume the installation: {e}", RAUC_START.as_secs());
+                self.finish(Phase::Failed, &why);
+                return Err(e);
+            }
+            self.platform.sleep(step);
+            waited += step;
+        }
+        let resumed = self.live().record.as_ref().map_or(0, |r| r.resumed);
+        self.install_with(bundle, resumed, progress)
+    }
+
+    fn install_with(
+        &self,
+        bundle: &Bundle,
+        resumed: u32,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<UpdateRecord, UpdateError> {
         let slots = self.rauc.slots()?;
         {
             let mut live = self.live();
@@ -323,6 +386,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 boot_id: self.platform.boot_id(),
                 started: now,
                 changed: now,
+                resumed,
             });
         }
         let result = self.install_inner(bundle, progress);

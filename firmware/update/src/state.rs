@@ -80,6 +80,7 @@ mod tests {
             boot_id: "b1".into(),
             started: 1,
             changed: 2,
+            resumed: 0,
         }
     }
 

@@ -26,6 +26,8 @@ struct World {
     marks: Vec<(Mark, String)>,
     reboots: Vec<Reboot>,
     rauc_down: bool,
+    /// RAUC's service not yet answering: this many more calls to `slots` fail.
+    slots_unanswered: u32,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -70,7 +72,11 @@ impl Rauc for Fake {
         Ok(format!("marked {slot} {}", mark.as_str()))
     }
     fn slots(&self) -> Result<Slots, UpdateError> {
-        let w = self.w();
+        let mut w = self.w();
+        if w.slots_unanswered > 0 {
+            w.slots_unanswered -= 1;
+            return Err(UpdateError::Bus("The name de.pengutronix.rauc was not provided".into()));
+        }
         let slot = |name: &str, bootname: &str| SlotInfo {
             name: name.into(),
             bootname: bootname.into(),
@@ -257,8 +263,15 @@ fn an_installation_cut_by_a_reboot_is_recorded_as_failed() {
     let dir = tempfile::tempdir().unwrap();
     let file = StateFile::new(dir.path().join("update.json"));
     let fake = Fake::new("A", "boot-2");
+    cut_install(&file, "/data/u.raucb", 0);
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+    failed_with(&file, "interrupted");
+}
+
+/// The record an install of `bundle` left when the power went in boot `boot-1`.
+fn cut_install(file: &StateFile, bundle: &str, resumed: u32) {
     let record = trellis_update::UpdateRecord {
-        bundle: "/data/u.raucb".into(),
+        bundle: bundle.into(),
         version: None,
         from: "A".into(),
         to: None,
@@ -267,12 +280,74 @@ fn an_installation_cut_by_a_reboot_is_recorded_as_failed() {
         boot_id: "boot-1".into(),
         started: 1,
         changed: 1,
+        resumed,
     };
     file.save(&record).unwrap();
-    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+}
+
+/// The record says failed, with `why` in its reason.
+fn failed_with(file: &StateFile, why: &str) {
     let r = file.load().unwrap();
     assert_eq!(r.phase, Phase::Failed);
-    assert!(r.reason.unwrap().contains("interrupted"));
+    assert!(r.reason.as_deref().unwrap_or_default().contains(why), "{r:?}");
+}
+
+/// A streamed install cut by the power in boot `boot-1`.
+fn cut_streamed_install(file: &StateFile, resumed: u32) {
+    cut_install(file, "https://origin.example/u.raucb", resumed);
+}
+
+#[test]
+fn a_streamed_install_cut_by_a_reboot_is_started_again_in_the_next_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("update.json"));
+    cut_streamed_install(&file, 0);
+    let fake = Fake::new("A", "boot-2");
+    fake.w().slots_unanswered = 3; // RAUC's service is still starting
+    let u = updater(&fake, &file);
+    let url = Bundle::parse("https://origin.example/u.raucb").unwrap();
+    assert_eq!(u.resume(), Resume::Install(url.clone()));
+    assert_eq!(file.load().unwrap().resumed, 1, "the resume is counted before it starts");
+    let r = u.install_again(&url, &mut |_| {}).unwrap();
+    assert_eq!((r.phase, r.resumed, r.boot_id.as_str()), (Phase::Trial, 1, "boot-2"));
+    assert_eq!(fake.w().installs, ["https://origin.example/u.raucb"]);
+    assert_eq!(fake.w().sleeps.len(), 3, "waited for RAUC");
+    // Cut again in each of the next boots: resumed stream-retries (3) times, then given up.
+    for (boot, resumed) in [("boot-3", 2), ("boot-4", 3)] {
+        let mut cut = file.load().unwrap();
+        (cut.phase, cut.boot_id) = (Phase::Installing, "boot-1".into());
+        file.save(&cut).unwrap();
+        let fake = Fake::new("A", boot);
+        assert_eq!(updater(&fake, &file).resume(), Resume::Install(url.clone()));
+        assert_eq!(file.load().unwrap().resumed, resumed);
+    }
+    let mut cut = file.load().unwrap();
+    (cut.phase, cut.boot_id) = (Phase::Installing, "boot-4".into());
+    file.save(&cut).unwrap();
+    let fake = Fake::new("A", "boot-5");
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+    failed_with(&file, "interrupted again");
+    assert!(fake.w().installs.is_empty());
+}
+
+#[test]
+fn a_streamed_install_is_not_resumed_in_its_own_boot_nor_without_rauc() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = StateFile::new(dir.path().join("update.json"));
+    // The runtime restarted while RAUC may still be installing: not started twice.
+    cut_streamed_install(&file, 0);
+    let fake = Fake::new("A", "boot-1");
+    assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
+    failed_with(&file, "the runtime restarted");
+    // RAUC never answers: recorded as failed, with the reason.
+    cut_streamed_install(&file, 0);
+    let fake = Fake::new("A", "boot-2");
+    fake.w().slots_unanswered = u32::MAX;
+    let u = updater(&fake, &file);
+    let Resume::Install(url) = u.resume() else { panic!("not resumed") };
+    u.install_again(&url, &mut |_| {}).unwrap_err();
+    failed_with(&file, "RAUC did not answer within 60 s");
+    assert!(fake.w().installs.is_empty());
 }
 
 #[test]

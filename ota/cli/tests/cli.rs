@@ -313,6 +313,7 @@ fn fake_device() -> trellis_control::testing::FakeDevice {
                 boot_id: "x".into(),
                 started: 1,
                 changed: 2,
+                resumed: 0,
             }),
         },
         apps: vec![AppSummary {
