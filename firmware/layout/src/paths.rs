@@ -51,7 +51,8 @@ pub const PASSWD: &str = "/etc/passwd";
 /// system.conf): its HTTP side runs as this user.
 pub const STREAM_USER: &str = "rauc-fetch";
 /// The device's key handed to RAUC's HTTP side for one HTTPS install: a copy
-/// owned by [`STREAM_USER`], mode 0400, on tmpfs, removed after the install.
+/// named this plus `.PID.N`, owned by root and [`STREAM_USER`]'s group, mode
+/// 0440, on tmpfs, removed after the install.
 pub const STREAM_KEY: &str = "/run/trellis/stream.key";
 
 /// Sub-directories and files of the state directory ([`STATE_DIR`]).

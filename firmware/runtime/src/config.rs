@@ -337,6 +337,9 @@ impl RuntimeConfig {
         let config: Self = toml::from_str(&text)
             .map_err(|e| crate::RuntimeError::Config { path: path.to_owned(), reason: e.to_string() })?;
         config.board.i2c_bus_map().map_err(|reason| crate::RuntimeError::Config { path: path.to_owned(), reason })?;
+        if let Some(update) = &config.update {
+            update.check().map_err(|reason| crate::RuntimeError::Config { path: path.to_owned(), reason })?;
+        }
         Ok(config)
     }
 
@@ -408,6 +411,11 @@ mod tests {
 certificate = \"/x\"\n",
         );
         assert!(bad.unwrap_err().to_string().contains("certificate"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime.toml");
+        std::fs::write(&file, "[update.stream-tls]\nkey = \"/etc/trellis/api/device.key\"\n").unwrap();
+        let err = RuntimeConfig::load(&file).unwrap_err().to_string();
+        assert!(err.contains("runtime.toml") && err.contains("`cert` and `key` go together"), "{err}");
     }
 
     #[test]

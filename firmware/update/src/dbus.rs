@@ -67,7 +67,8 @@ impl DbusRauc {
             path: paths::PASSWD.into(),
             reason: format!("no user {} (RAUC's streaming sandbox user)", paths::STREAM_USER),
         })?;
-        let handed = HandedKey::new(key, std::path::Path::new(paths::STREAM_KEY), owner)?;
+        let to = HandedKey::path_for(std::path::Path::new(paths::STREAM_KEY));
+        let handed = HandedKey::new(key, &to, owner.1)?;
         args.insert("tls-key", text(handed.path()));
         Ok((args, Some(handed)))
     }

@@ -84,6 +84,20 @@ pub struct StreamTls {
 }
 
 impl Policy {
+    /// What the fields cannot say alone: a client key goes with its
+    /// certificate.
+    ///
+    /// # Errors
+    /// `[update.stream-tls]` has a `cert` without a `key`, or the reverse.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.stream_tls {
+            Some(t) if t.cert.is_some() != t.key.is_some() => {
+                Err("[update.stream-tls]: `cert` and `key` go together (the device's certificate and its key)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     const fn default_deadline_ms() -> u64 {
         120_000
     }
@@ -206,7 +220,12 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                              already written are kept (resumed {resumed} of {} times)",
                             self.policy.stream_retries
                         );
-                        let _ = self.update(|r| r.resumed = resumed);
+                        if let Err(e) = self.update(|r| r.resumed = resumed) {
+                            tracing::error!("{e}");
+                        }
+                        // Reserved until it has run: an install asked for
+                        // meanwhile is told one is running.
+                        self.live().installing = true;
                         Resume::Install(bundle)
                     }
                     _ => {
@@ -336,19 +355,20 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         bundle: &Bundle,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<UpdateRecord, UpdateError> {
-        // RAUC's service starts beside the runtime: wait for it to answer.
-        let (step, mut waited) = (Duration::from_millis(self.policy.poll_ms.max(1)), Duration::ZERO);
+        // RAUC's service starts beside the runtime: wait for it to answer
+        // (by the kernel's clock: a call may itself wait for D-Bus).
+        let until = self.platform.uptime() + RAUC_START;
         while let Err(e) = self.rauc.slots() {
-            if waited >= RAUC_START {
+            if self.platform.uptime() >= until {
+                self.live().installing = false;
                 let why =
                     format!("RAUC did not answer within {} s to resume the installation: {e}", RAUC_START.as_secs());
                 self.finish(Phase::Failed, &why);
                 return Err(e);
             }
-            self.platform.sleep(step);
-            waited += step;
+            self.platform.sleep(Duration::from_millis(self.policy.poll_ms.max(1)));
         }
-        let resumed = self.live().record.as_ref().map_or(0, |r| r.resumed);
+        let resumed = self.live().record.as_ref().map_or(1, |r| r.resumed.max(1));
         self.install_with(bundle, resumed, progress)
     }
 
@@ -358,10 +378,24 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         resumed: u32,
         progress: &mut dyn FnMut(&Progress),
     ) -> Result<UpdateRecord, UpdateError> {
-        let slots = self.rauc.slots()?;
+        // A resumed install was reserved by `resume`.
+        let reserved = resumed > 0;
+        if self.live().installing && !reserved {
+            return Err(UpdateError::Busy("an installation is already running".into()));
+        }
+        let slots = match self.rauc.slots() {
+            Ok(slots) => slots,
+            Err(e) => {
+                if reserved {
+                    self.live().installing = false;
+                    self.finish(Phase::Failed, &e.to_string());
+                }
+                return Err(e);
+            }
+        };
         {
             let mut live = self.live();
-            if live.installing {
+            if live.installing && !reserved {
                 return Err(UpdateError::Busy("an installation is already running".into()));
             }
             if let Some(r) = &live.record
@@ -389,7 +423,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 resumed,
             });
         }
-        let result = self.install_inner(bundle, progress);
+        let result = self.install_inner(bundle, resumed, progress);
         let mut live = self.live();
         live.installing = false;
         live.progress = None;
@@ -403,7 +437,15 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         }
     }
 
-    fn install_inner(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, UpdateError> {
+    /// `resumed`: a resumed install was accepted once already, so each of
+    /// its failures is retried: right after boot the network and the clock
+    /// (which TLS certificates are checked against) may not be ready yet.
+    fn install_inner(
+        &self,
+        bundle: &Bundle,
+        resumed: u32,
+        progress: &mut dyn FnMut(&Progress),
+    ) -> Result<UpdateRecord, UpdateError> {
         self.update(|_| {})?;
         if let Bundle::File(path) = bundle
             && !path.is_file()
@@ -420,7 +462,9 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             match result {
                 Ok(()) => break,
                 Err(UpdateError::Rauc(why))
-                    if bundle.is_url() && attempt < self.policy.stream_retries && transfer_failed(&why) =>
+                    if bundle.is_url()
+                        && attempt < self.policy.stream_retries
+                        && (resumed > 0 || transfer_failed(&why)) =>
                 {
                     let wait = self.policy.stream_retry_ms.saturating_mul(1 << attempt.min(16));
                     attempt += 1;

@@ -3,8 +3,9 @@
 //! RAUC streams a bundle through a helper process that drops to its sandbox
 //! user before curl opens the key, so a key readable by root alone cannot be
 //! used. Rather than make the device's key readable by another user for good,
-//! each HTTPS install gets a copy: owned by the sandbox user, mode 0400, on
-//! tmpfs, removed when the install is over.
+//! each HTTPS install gets a copy of its own: owned by root, readable by the
+//! sandbox user's group alone (mode 0440), on tmpfs, removed when the
+//! install is over.
 
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
@@ -30,30 +31,39 @@ pub fn user_ids(passwd: &str, user: &str) -> Option<(u32, u32)> {
 pub struct HandedKey(PathBuf);
 
 impl HandedKey {
-    /// Copy `key` to `to`, readable only by `owner` (`(uid, gid)`). A copy
-    /// left by an install cut short is replaced.
+    /// Copy `key` to `to`, owned by root and readable by the group `gid`
+    /// alone (mode 0440: its reader cannot make it anyone's). `to` must not
+    /// exist (`O_EXCL`: a link put there is not followed); each install
+    /// names its own ([`HandedKey::path_for`]).
     ///
     /// # Errors
     /// The key cannot be read, or the copy cannot be written or given away;
     /// the error names the file.
-    pub fn new(key: &Path, to: &Path, owner: (u32, u32)) -> Result<Self, UpdateError> {
+    pub fn new(key: &Path, to: &Path, gid: u32) -> Result<Self, UpdateError> {
         let err =
             |path: &Path, e: std::io::Error| UpdateError::StreamKey { path: path.to_owned(), reason: e.to_string() };
         let bytes = std::fs::read(key).map_err(|e| err(key, e))?;
-        match std::fs::remove_file(to) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(err(to, e)),
-        }
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).map_err(|e| err(dir, e))?;
         }
-        let handed = Self(to.to_owned());
         let mut file =
-            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o400).open(to).map_err(|e| err(to, e))?;
-        std::os::unix::fs::fchown(&file, Some(owner.0), Some(owner.1)).map_err(|e| err(to, e))?;
+            std::fs::OpenOptions::new().write(true).create_new(true).mode(0o440).open(to).map_err(|e| err(to, e))?;
+        // Ours from here: removed when dropped, also if what follows fails.
+        let handed = Self(to.to_owned());
+        std::os::unix::fs::fchown(&file, None, Some(gid)).map_err(|e| err(to, e))?;
         file.write_all(&bytes).map_err(|e| err(to, e))?;
         Ok(handed)
+    }
+
+    /// A name of its own for the copy of one install: `base` with the
+    /// process and a counter appended.
+    #[must_use]
+    pub fn path_for(base: &Path) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = base.as_os_str().to_owned();
+        name.push(format!(".{}.{n}", std::process::id()));
+        PathBuf::from(name)
     }
 
     /// Where the copy is.

@@ -303,15 +303,25 @@ fn a_streamed_install_cut_by_a_reboot_is_started_again_in_the_next_boot() {
     let file = StateFile::new(dir.path().join("update.json"));
     cut_streamed_install(&file, 0);
     let fake = Fake::new("A", "boot-2");
-    fake.w().slots_unanswered = 3; // RAUC's service is still starting
     let u = updater(&fake, &file);
     let url = Bundle::parse("https://origin.example/u.raucb").unwrap();
     assert_eq!(u.resume(), Resume::Install(url.clone()));
     assert_eq!(file.load().unwrap().resumed, 1, "the resume is counted before it starts");
+    // Until it has run, it holds the place: another install is told so.
+    assert_eq!(u.status().operation, "installing");
+    fake.w().slots_unanswered = 3; // RAUC's service is still starting
+    let e = u.install(&url, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("already running"), "{e}");
+    // Right after boot the clock may still read the image's build time: a
+    // certificate "not yet valid" is retried for a resumed install.
+    fake.w().next_failures =
+        vec!["failed to configure streaming: server not responding: server certificate verification failed.".into()];
     let r = u.install_again(&url, &mut |_| {}).unwrap();
     assert_eq!((r.phase, r.resumed, r.boot_id.as_str()), (Phase::Trial, 1, "boot-2"));
-    assert_eq!(fake.w().installs, ["https://origin.example/u.raucb"]);
-    assert_eq!(fake.w().sleeps.len(), 3, "waited for RAUC");
+    assert_eq!(fake.w().installs, ["https://origin.example/u.raucb"; 2]);
+    let sleeps = fake.w().sleeps.clone();
+    assert_eq!(sleeps.len(), 4, "waited for RAUC three times, then once to retry: {sleeps:?}");
+    assert_eq!(u.status().operation, "trial", "the place is given back");
     // Cut again in each of the next boots: resumed stream-retries (3) times, then given up.
     for (boot, resumed) in [("boot-3", 2), ("boot-4", 3)] {
         let mut cut = file.load().unwrap();
@@ -347,6 +357,7 @@ fn a_streamed_install_is_not_resumed_in_its_own_boot_nor_without_rauc() {
     let Resume::Install(url) = u.resume() else { panic!("not resumed") };
     u.install_again(&url, &mut |_| {}).unwrap_err();
     failed_with(&file, "RAUC did not answer within 60 s");
+    assert_eq!(u.status().operation, "idle", "the place is given back");
     assert!(fake.w().installs.is_empty());
 }
 

@@ -171,13 +171,15 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         let said = refused_install(&mut device, &server.url("small.raucb"))?;
         eprintln!("{who}: {said:?} in {:.0} s", started.elapsed().as_secs_f64());
         assert!(said.contains("exit=1") || said.contains("exit=2"), "{who}: {said}");
-        assert!(!said.contains("failed on the network"), "{who}: retried as a network failure: {said}");
+        // One attempt: RAUC's first request and its five retries, 1 s apart;
+        // the runtime does not start it again.
+        let refused = server.refused();
         assert!(
-            server.refused() > 0 && server.served() == 0,
-            "{who}: {} refused, {} served",
-            server.refused(),
+            (1..=6).contains(&refused) && server.served() == 0,
+            "{who}: {refused} refused, {} served",
             server.served()
         );
+        assert!(started.elapsed() < Duration::from_secs(40), "{who}: retried ({:?})", started.elapsed());
     }
     let s = device.sh("trellis device status; ls /run/trellis")?;
     assert!(s.contains("last update: failed"), "{s}");
@@ -241,15 +243,16 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     nothing_stored(&mut device)?;
 
     // 3. A power cut at 60 % of a bundle that shares no block with either
-    // slot: B keeps booting, and the runtime there starts the install again
-    // by itself; RAUC takes the blocks that reached slot A before the cut.
-    // The kernel writes them back at once, as a device's flash would keep
-    // what was written.
+    // slot, over HTTPS: the old slot keeps booting, and the runtime there
+    // starts the install again by itself (should its clock not be set yet,
+    // a certificate not yet valid is retried like a cut); RAUC takes the blocks that reached the target
+    // slot before the cut. The kernel writes them back at once here, as a
+    // device's flash would keep what was written.
     device.sh("echo 65536 > /proc/sys/vm/dirty_background_bytes")?;
-    let base = origin.served();
-    device.type_line(&format!("trellis device update {}", origin.url("reblocked.raucb")))?;
+    let base = https.served();
+    device.type_line(&format!("trellis device update {}", https.url("reblocked.raucb")))?;
     let deadline = Instant::now() + Duration::from_secs(900);
-    while origin.served() < base + reblocked * 6 / 10 {
+    while https.served() < base + reblocked * 6 / 10 {
         assert!(Instant::now() < deadline, "the install never reached 60 %");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -259,7 +262,7 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     device.wait_apps_running(&EXAMPLES)?;
     device.seen("phase=Committed", BOOT_TIMEOUT)?;
     device.wait_console()?;
-    let fetched = origin.served() - base;
+    let fetched = https.served() - base;
     eprintln!(
         "reblocked, power cut at 60 %: {fetched} bytes fetched for a {reblocked}-byte bundle ({:.2}×)",
         fetched as f64 / reblocked as f64
