@@ -216,7 +216,14 @@ fn serve_tls(mut stream: TcpStream, tls: Arc<ServerConfig>, dir: &Path, state: &
         };
         if let Some(e) = failed {
             state.refused.fetch_add(1, Ordering::SeqCst);
-            // Closed now: `open` holds a clone of the socket until the origin goes down.
+            // Closed now (`open` holds a clone of the socket until the origin
+            // goes down), but lingering: what the client sent after its
+            // certificate is read first, so the close is no reset that could
+            // reach the client before the alert rustls sent.
+            let _ = stream.shutdown(Shutdown::Write);
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut sink = [0u8; 4096];
+            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
             let _ = stream.shutdown(Shutdown::Both);
             return Err(e);
         }

@@ -174,9 +174,13 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         // One attempt: RAUC's first request and its five retries, 1 s apart;
         // the runtime does not start it again.
         let refused = server.refused();
+        let url = server.url("");
+        let lines = device.lines();
+        let retried: Vec<&str> =
+            lines.iter().map(|l| l.text.as_str()).filter(|t| t.contains(&url) && t.contains("again in")).collect();
         assert!(
             (1..=6).contains(&refused) && server.served() == 0,
-            "{who}: {refused} refused, {} served",
+            "{who}: {refused} refused, {} served; the runtime's retries: {retried:#?}",
             server.served()
         );
         assert!(started.elapsed() < Duration::from_secs(40), "{who}: retried ({:?})", started.elapsed());
