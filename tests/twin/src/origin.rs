@@ -139,14 +139,6 @@ pub fn server_tls(dir: &Path, ca: (&Path, &Path), client_ca: &Path) -> Result<Ar
         (dir.join("origin.pem"), dir.join("origin.key"), dir.join("origin.csr"), dir.join("origin.ext"));
     std::fs::write(&ext, "basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:10.0.2.2\n")
         .map_err(|e| format!("{}: {e}", ext.display()))?;
-    let openssl = |args: &[&std::ffi::OsStr]| -> Result<(), String> {
-        let o = std::process::Command::new("openssl").args(args).output().map_err(|e| format!("openssl: {e}"))?;
-        if o.status.success() {
-            Ok(())
-        } else {
-            Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr)))
-        }
-    };
     let s = |t: &'static str| std::ffi::OsStr::new(t);
     openssl(&[
         s("req"),
@@ -180,6 +172,45 @@ pub fn server_tls(dir: &Path, ca: (&Path, &Path), client_ca: &Path) -> Result<Ar
         cert.as_os_str(),
     ])?;
     trellis_api::tls::server_config(client_ca, &cert, &key).map_err(|e| e.to_string())
+}
+
+/// `openssl ARGS`; its error output when it fails.
+fn openssl(args: &[&std::ffi::OsStr]) -> Result<(), String> {
+    let o = std::process::Command::new("openssl").args(args).output().map_err(|e| format!("openssl: {e}"))?;
+    if o.status.success() { Ok(()) } else { Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr))) }
+}
+
+/// A CA of a test's own (ECDSA P-256, two days), made in `dir` with
+/// `openssl` as `NAME.pem` and `NAME.key`, for `CN=cn`: its certificate and key.
+///
+/// # Errors
+/// `openssl` fails.
+pub fn test_ca(dir: &Path, name: &str, cn: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let subject = format!("/CN={cn}");
+    let s = |t: &'static str| std::ffi::OsStr::new(t);
+    openssl(&[
+        s("req"),
+        s("-x509"),
+        s("-newkey"),
+        s("ec"),
+        s("-pkeyopt"),
+        s("ec_paramgen_curve:P-256"),
+        s("-nodes"),
+        s("-days"),
+        s("2"),
+        s("-subj"),
+        std::ffi::OsStr::new(&subject),
+        s("-addext"),
+        s("basicConstraints=critical,CA:TRUE"),
+        s("-addext"),
+        s("keyUsage=critical,keyCertSign"),
+        s("-keyout"),
+        key.as_os_str(),
+        s("-out"),
+        cert.as_os_str(),
+    ])?;
+    Ok((cert, key))
 }
 
 /// Go down: every open connection is closed.
@@ -371,15 +402,7 @@ mod tests {
     fn over_tls_a_client_without_a_handshake_gets_nothing_and_is_counted() -> std::io::Result<()> {
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("f"), b"bundle")?;
-        let (ca, key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
-        let o = std::process::Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-            .args(["-subj", "/CN=test CA", "-addext", "basicConstraints=critical,CA:TRUE", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&ca)
-            .output()?;
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let (ca, key) = test_ca(dir.path(), "ca", "test CA").map_err(std::io::Error::other)?;
         let tls = server_tls(dir.path(), (&ca, &key), &ca).map_err(std::io::Error::other)?;
         let origin = Origin::start_tls(dir.path(), tls)?;
         assert!(origin.url("f").starts_with("https://10.0.2.2:"));

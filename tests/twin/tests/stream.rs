@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trellis_twin::ntp::NtpServer;
-use trellis_twin::origin::{Origin, server_tls};
+use trellis_twin::origin::{Origin, server_tls, test_ca};
 use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, Twin, variant_bundle};
 
 fn root() -> PathBuf {
@@ -88,24 +88,6 @@ fn nothing_stored(device: &mut Guest) -> Result<(), Error> {
     Ok(())
 }
 
-/// A CA of the test's own, which neither the device nor the origin trusts:
-/// its certificate and key in `dir`.
-fn stranger_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("stranger-ca.pem"), dir.join("stranger-ca.key"));
-    let o = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
-        .args(["-subj", "/CN=stranger CA", "-addext", "basicConstraints=critical,CA:TRUE"])
-        .args(["-addext", "keyUsage=critical,keyCertSign"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    (cert, key)
-}
-
 /// Until the device's clock is within 5 s of the host's (chronyd steps it).
 fn wait_clock(device: &mut Guest) -> Result<(), Error> {
     let deadline = Instant::now() + BOOT_TIMEOUT;
@@ -149,7 +131,8 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     let origin = Origin::start(&dir).expect("the HTTP origin");
     // Two that must be refused: one whose certificate the device does not
     // trust (anyone on the path), one that does not take the device's.
-    let stranger = stranger_ca(&tls_dir("stranger"));
+    // A CA of the test's own, which neither the device nor the origin trusts.
+    let stranger = test_ca(&tls_dir("stranger"), "stranger-ca", "stranger CA").expect("a CA");
     let impostor = server_tls(&tls_dir("impostor"), (&stranger.0, &stranger.1), &device_ca).expect("impostor TLS");
     let impostor = Origin::start_tls(&dir, impostor).expect("the impostor");
     let picky = server_tls(&tls_dir("picky"), (&origin_ca.0, &origin_ca.1), &stranger.0).expect("picky TLS");
