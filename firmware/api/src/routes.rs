@@ -240,8 +240,8 @@ impl Routes {
             match serde_json::from_slice::<Request>(&text).map_err(|e| e.to_string()).and_then(|r| match Bundle::parse(
                 &r.url,
             )? {
-                url @ Bundle::Url(_) => Ok(url),
-                Bundle::File(_) => Err(format!("{:?} is not an http:// or https:// URL", r.url)),
+                streamed @ (Bundle::Url(_) | Bundle::Asset(_)) => Ok(streamed),
+                Bundle::File(_) => Err(format!("{:?} is neither an http:// or https:// URL nor asset:<id>", r.url)),
             }) {
                 Ok(b) => b,
                 Err(e) => return Answer::error(400, format!("bad firmware URL request: {e}")).into(),

@@ -120,12 +120,18 @@ fn a_bundle_url_is_handed_to_rauc_to_stream_and_nothing_is_stored() {
     );
     assert_eq!(*fake.bundles.lock().unwrap(), ["http://origin.lan:8080/v2.raucb"], "RAUC was given the URL");
     assert!(files(&fake).is_empty(), "nothing stored: {:?}", files(&fake));
+    // A bundle named by its piece root streams from the device's asset sources.
+    let root = "AB".repeat(32);
+    let a = send(&routes, &post_url(&format!(r#"{{"url": "asset:{root}"}}"#))).collect().unwrap();
+    assert_eq!(a.status, 200, "{}", text(&a));
+    assert_eq!(fake.bundles.lock().unwrap()[1], format!("asset:{}", root.to_lowercase()));
 
     let long = format!(r#"{{"url": "http://h/{}"}}"#, "a".repeat(5000));
     for (body, needle) in [
-        (r#"{"url": "/data/update.raucb"}"#, "is not an http:// or https:// URL"),
-        (r#"{"url": "ftp://h/u.raucb"}"#, "is not an http:// or https:// URL"),
+        (r#"{"url": "/data/update.raucb"}"#, "is neither an http:// or https:// URL nor asset:<id>"),
+        (r#"{"url": "ftp://h/u.raucb"}"#, "is neither an http:// or https:// URL nor asset:<id>"),
         (r#"{"url": "http://"}"#, "is not a bundle URL"),
+        (r#"{"url": "asset:abc"}"#, "an asset bundle is asset:<64 hex digits>"),
         (r#"{"path": "x"}"#, "unknown field"),
         ("not json", "bad firmware URL request"),
         (long.as_str(), "at most 4096 bytes"),
@@ -134,7 +140,7 @@ fn a_bundle_url_is_handed_to_rauc_to_stream_and_nothing_is_stored() {
         assert_eq!(a.status, 400, "{body}: {}", text(&a));
         assert!(text(&a).contains(needle), "{body}: {}", text(&a));
     }
-    assert_eq!(fake.bundles.lock().unwrap().len(), 1, "RAUC saw none of them");
+    assert_eq!(fake.bundles.lock().unwrap().len(), 2, "RAUC saw none of them");
 }
 
 #[test]

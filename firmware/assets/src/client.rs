@@ -21,6 +21,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A peer is on the LAN: it answers at once or is not there.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Why a read failed when nothing on the device or at a peer had it.
+pub(crate) const NO_ORIGIN: &str =
+    "no asset origin is configured, and neither the device nor a peer holds what was asked";
 
 /// Counters of what the reads cost.
 #[derive(Debug, Default)]
@@ -135,6 +138,12 @@ impl Fetcher {
         self
     }
 
+    /// The peers asked before the origin (the list the LAN adds to).
+    #[must_use]
+    pub fn peers(&self) -> PeerList {
+        self.peers.clone()
+    }
+
     /// Serve the blocks this device holds to its peers on `addr` (the
     /// assets already on the device, then each one as it is first read);
     /// an asset [`Fetcher::retain`] removes is no longer served.
@@ -236,10 +245,7 @@ impl Fetcher {
     /// One request to the origin on the kept connection (made again when it broke).
     fn get(&self, id: AssetId, path: &str, headers: &[(&str, String)]) -> Result<Vec<u8>, AssetError> {
         let Some(origin) = &self.origin else {
-            return Err(self.fetch_err(
-                id,
-                "no asset origin is configured, and neither the device nor a peer holds what was asked",
-            ));
+            return Err(self.fetch_err(id, NO_ORIGIN));
         };
         let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let mut last = String::new();

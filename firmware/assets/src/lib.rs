@@ -22,6 +22,12 @@
 //! does not match is banned. A [`Queue`] fetches a device's artifacts one
 //! after another, an urgent release's first (pausing a normal one, which
 //! then goes on from its verified blocks).
+//!
+//! A firmware bundle named by such an id streams to RAUC from the same
+//! sources ([`StreamServer`]): RAUC asks a loopback server for byte ranges,
+//! and the blocks they cover come from the device, its peers or the origin,
+//! each verified before it is passed on; the origin answers ranges of a
+//! whole file too (`GET /v1/assets/<id>/data` with `Range`).
 
 mod client;
 pub mod download;
@@ -29,6 +35,7 @@ mod index;
 pub mod queue;
 pub mod server;
 mod store;
+pub mod stream;
 mod wire;
 
 pub use client::{FetchStats, Fetcher, Removed};
@@ -36,8 +43,10 @@ pub use download::{DownloadOptions, DownloadReport, PeerList, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
 pub use queue::{Finished, Job, Queue};
 pub use store::BlockStore;
+pub use stream::StreamServer;
 /// How a download chooses its next block (re-exported for its options).
 pub use trellis_swarm::Strategy;
+pub use wire::byte_range;
 
 /// What went wrong with an asset. Every message names the asset (and the
 /// block, file or server) concerned.

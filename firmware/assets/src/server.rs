@@ -398,49 +398,68 @@ impl Origin {
             if let Some(asset) = self.whole(&req)
                 && let Backing::File { file, .. } = &asset.backing
             {
-                // The whole asset, streamed from the file.
-                wire::write_head(&mut writer, asset.index.size)?;
+                // The whole asset, or the range asked for, streamed from the file.
+                let size = asset.index.size;
+                let Some((first, last)) = wire::write_data_head(&mut writer, wire::wanted(&req, size), size)? else {
+                    continue;
+                };
+                if req.is_head() {
+                    writer.flush()?;
+                    continue;
+                }
                 let mut buf = vec![0; asset.index.block_size as usize];
-                for n in 0..asset.index.count() {
-                    let (start, len) = asset.index.span(n).unwrap_or((0, 0));
-                    file.read_exact_at(&mut buf[..len], start)?;
-                    writer.write_all(&buf[..len])?;
+                let mut at = first;
+                while at <= last {
+                    let n = usize::try_from((last - at + 1).min(buf.len() as u64)).unwrap_or(buf.len());
+                    file.read_exact_at(&mut buf[..n], at)?;
+                    writer.write_all(&buf[..n])?;
+                    self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    at += n as u64;
                 }
                 writer.flush()?;
-                self.stats.bytes.fetch_add(asset.index.size, Ordering::Relaxed);
                 continue;
             }
             let (status, body) = self.respond(&req);
-            self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-            wire::write_response(&mut writer, status, &body)?;
+            if !req.is_head() {
+                self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+            }
+            wire::write_response(&mut writer, &req, status, &body)?;
         }
         Ok(())
     }
 }
 
-/// A running origin.
-#[derive(Debug)]
-pub struct Server {
+/// An accept loop on its own thread: each connection served on a thread of
+/// its own by `serve`, at most [`MAX_CONNECTIONS`] at once (more are closed
+/// at once), until the [`Listener`] is dropped.
+pub(crate) struct Listener {
     addr: SocketAddr,
-    origin: Arc<Origin>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Server {
-    /// Serve `origin` on `addr` (port 0: any free port).
-    ///
-    /// # Errors
-    /// The address cannot be bound.
-    pub fn start(origin: Origin, addr: SocketAddr) -> std::io::Result<Self> {
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// Listen on `addr` (port 0: any free port); threads named `name`.
+    pub(crate) fn start(
+        addr: SocketAddr,
+        name: &str,
+        serve: impl Fn(TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
-        let origin = Arc::new(origin);
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(AtomicUsize::new(0));
+        let serve = Arc::new(serve);
+        let conn_name = format!("{name}-conn");
         let thread = {
-            let (origin, stop) = (origin.clone(), stop.clone());
-            std::thread::Builder::new().name("asset-origin".into()).spawn(move || {
+            let stop = stop.clone();
+            std::thread::Builder::new().name(name.into()).spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Relaxed) {
                         break;
@@ -450,36 +469,28 @@ impl Server {
                         open.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     }
-                    let (origin, open) = (origin.clone(), open.clone());
-                    let spawned = std::thread::Builder::new().name("asset-conn".into()).spawn(move || {
-                        if let Err(e) = origin.serve_connection(stream) {
-                            tracing::debug!("asset connection ended: {e}");
+                    let (serve, open) = (serve.clone(), open.clone());
+                    let spawned = std::thread::Builder::new().name(conn_name.clone()).spawn(move || {
+                        if let Err(e) = serve(stream) {
+                            tracing::debug!("connection ended: {e}");
                         }
                         open.fetch_sub(1, Ordering::SeqCst);
                     });
                     if spawned.is_err() {
-                        tracing::warn!("no thread for an asset connection");
+                        tracing::warn!("no thread for a connection");
                     }
                 }
             })?
         };
-        Ok(Self { addr, origin, stop, thread: Some(thread) })
+        Ok(Self { addr, stop, thread: Some(thread) })
     }
 
-    /// Where it listens.
-    #[must_use]
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
-    }
-
-    /// The origin it serves.
-    #[must_use]
-    pub fn origin(&self) -> &Origin {
-        &self.origin
     }
 }
 
-impl Drop for Server {
+impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the accept loop.
@@ -487,6 +498,38 @@ impl Drop for Server {
         if let Some(t) = self.thread.take() {
             drop(t.join());
         }
+    }
+}
+
+/// A running origin.
+#[derive(Debug)]
+pub struct Server {
+    origin: Arc<Origin>,
+    listener: Listener,
+}
+
+impl Server {
+    /// Serve `origin` on `addr` (port 0: any free port).
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub fn start(origin: Origin, addr: SocketAddr) -> std::io::Result<Self> {
+        let origin = Arc::new(origin);
+        let serving = origin.clone();
+        let listener = Listener::start(addr, "asset-origin", move |stream| serving.serve_connection(stream))?;
+        Ok(Self { origin, listener })
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.listener.addr()
+    }
+
+    /// The origin it serves.
+    #[must_use]
+    pub fn origin(&self) -> &Origin {
+        &self.origin
     }
 }
 

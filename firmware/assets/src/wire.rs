@@ -16,7 +16,11 @@
 //!   Gone` and `rolled back: <why>`.
 //!
 //! - `GET /v1/assets/<id>/data`: the whole asset (a device that wants all
-//!   of it before it starts; checked block by block as it arrives).
+//!   of it before it starts; checked block by block as it arrives). With
+//!   `Range: bytes=a-b` (or `a-`, `-n`), that part of it: `206 Partial
+//!   Content` with its `Content-Range`, as RAUC's streaming mode asks; a
+//!   range that is not in the asset is `416` with `Content-Range: bytes */size`.
+//!   `HEAD` gives the same head without the body.
 //!
 //! Errors are a 4xx/5xx status with a line of text saying what was wrong.
 
@@ -36,6 +40,8 @@ pub(crate) const ROLLED_BACK: &str = "rolled back: ";
 /// A parsed request.
 #[derive(Debug)]
 pub(crate) struct Request {
+    /// `GET` or `HEAD`.
+    pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
 }
@@ -76,30 +82,95 @@ pub(crate) fn read_request(r: &mut impl BufRead) -> std::io::Result<Option<Reque
         httparse::Status::Complete(_) => {}
         httparse::Status::Partial => return Err(invalid("incomplete request head")),
     }
-    if req.method != Some("GET") {
-        return Err(invalid(format!("method {:?} is not GET", req.method.unwrap_or(""))));
+    let method = req.method.unwrap_or("");
+    if method != "GET" && method != "HEAD" {
+        return Err(invalid(format!("method {method:?} is neither GET nor HEAD")));
     }
     let headers =
         req.headers.iter().map(|h| (h.name.to_owned(), String::from_utf8_lossy(h.value).into_owned())).collect();
-    Ok(Some(Request { path: req.path.unwrap_or("").to_owned(), headers }))
+    Ok(Some(Request { method: method.to_owned(), path: req.path.unwrap_or("").to_owned(), headers }))
 }
 
-/// Write the head of a successful response whose body of `len` bytes follows.
-pub(crate) fn write_head(w: &mut impl Write, len: u64) -> std::io::Result<()> {
-    write!(w, "HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n")
+impl Request {
+    /// A `HEAD`: the head of the answer, no body.
+    pub fn is_head(&self) -> bool {
+        self.method == "HEAD"
+    }
 }
 
-/// Write a response with `body`.
-pub(crate) fn write_response(w: &mut impl Write, status: u16, body: &[u8]) -> std::io::Result<()> {
+/// Write a response with `body` (only its head for a `HEAD`).
+pub(crate) fn write_response(w: &mut impl Write, req: &Request, status: u16, body: &[u8]) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        410 => "Gone",
+        416 => "Range Not Satisfiable",
+        502 => "Bad Gateway",
         _ => "Error",
     };
     write!(w, "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\n\r\n", body.len())?;
-    w.write_all(body)?;
+    if !req.is_head() {
+        w.write_all(body)?;
+    }
     w.flush()
+}
+
+/// The part of an asset of `size` bytes a `GET .../data` asks for: the first
+/// and last byte, `Ok(None)` for all of it (no `Range`), `Err` for a range
+/// not in it (`416`).
+pub(crate) fn wanted(req: &Request, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    match req.header("range") {
+        None => Ok(None),
+        Some(spec) => byte_range(spec, size).map(Some).ok_or(()),
+    }
+}
+
+/// Write the head of an answer to a `GET .../data` of an asset of `size`
+/// bytes: `200` for all of it, `206` with its `Content-Range` for a part,
+/// `416` for a range not in it. The bytes to send, if any.
+pub(crate) fn write_data_head(
+    w: &mut impl Write,
+    wanted: Result<Option<(u64, u64)>, ()>,
+    size: u64,
+) -> std::io::Result<Option<(u64, u64)>> {
+    match wanted {
+        Err(()) => {
+            write!(
+                w,
+                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n\r\n"
+            )?;
+            w.flush()?;
+            Ok(None)
+        }
+        Ok(None) => {
+            write!(w, "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nContent-Length: {size}\r\n\r\n")?;
+            Ok(size.checked_sub(1).map(|last| (0, last)))
+        }
+        Ok(Some((first, last))) => {
+            let len = last - first + 1;
+            write!(
+                w,
+                "HTTP/1.1 206 Partial Content\r\nAccept-Ranges: bytes\r\nContent-Range: bytes {first}-{last}/{size}\r\nContent-Length: {len}\r\n\r\n"
+            )?;
+            Ok(Some((first, last)))
+        }
+    }
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` of a file of `len` bytes, as its
+/// first and last byte (RFC 9110: a last byte past the end is the end, a
+/// suffix longer than the file is all of it); `None` for a range that is
+/// not in the file or a spec that is not one range of bytes.
+#[must_use]
+pub fn byte_range(spec: &str, len: u64) -> Option<(u64, u64)> {
+    let (a, b) = spec.trim().strip_prefix("bytes=")?.split_once('-')?;
+    let (first, last) = match (a.trim(), b.trim()) {
+        ("", n) => (len.saturating_sub(n.parse().ok()?), len.checked_sub(1)?),
+        (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
+        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.checked_sub(1)?)),
+    };
+    (first <= last).then_some((first, last))
 }
 
 /// Read a response's head: its status and body length.
@@ -187,7 +258,27 @@ mod tests {
         assert_eq!(req.header(HAVE), Some("0f"));
         assert!(read_request(&mut &b""[..]).unwrap().is_none());
         let mut out = Vec::new();
-        write_response(&mut out, 404, b"no such asset").unwrap();
+        write_response(&mut out, &req, 404, b"no such asset").unwrap();
         assert_eq!(read_response(&mut &out[..]).unwrap(), (404, b"no such asset".to_vec()));
+        // HEAD: the same head, no body; other methods are refused by name.
+        let head = read_request(&mut &b"HEAD /v1/assets/ab/data HTTP/1.1\r\n\r\n"[..]).unwrap().unwrap();
+        let mut out = Vec::new();
+        write_response(&mut out, &head, 404, b"no such asset").unwrap();
+        assert!(out.ends_with(b"Content-Length: 13\r\n\r\n"), "{}", String::from_utf8_lossy(&out));
+        let e = read_request(&mut &b"PUT /x HTTP/1.1\r\n\r\n"[..]).unwrap_err();
+        assert!(e.to_string().contains("\"PUT\" is neither GET nor HEAD"), "{e}");
+    }
+
+    #[test]
+    fn ranges_are_read_as_http_says() {
+        assert_eq!(byte_range("bytes=0-3", 10), Some((0, 3)));
+        assert_eq!(byte_range("bytes=4-", 10), Some((4, 9)));
+        assert_eq!(byte_range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(byte_range("bytes=8-100", 10), Some((8, 9)));
+        assert_eq!(byte_range("bytes=5-4", 10), None);
+        assert_eq!(byte_range("bytes=10-", 10), None);
+        assert_eq!(byte_range("bytes=-11", 10), Some((0, 9)));
+        assert_eq!(byte_range("bytes=0-0", 0), None);
+        assert_eq!(byte_range("lines=1-2", 10), None);
     }
 }

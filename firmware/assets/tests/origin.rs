@@ -3,11 +3,10 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 
 use trellis_assets::server::{Origin, OriginConfig, Server};
 use trellis_assets::{AssetError, AssetId, BLOCK_SIZE, BlockStore, Fetcher, Index};
@@ -74,60 +73,12 @@ fn a_read_past_the_end_is_an_error_naming_the_asset_and_its_size() {
     assert!(e.contains("404") && e.contains(&AssetId([7; 32]).to_string()), "{e}");
 }
 
-/// A hostile origin: serves the real index, and block `bad` with one bit
-/// flipped for the first `lies` requests of it.
-fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU32>) {
-    let listener = TcpListener::bind(LOOPBACK).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let served = Arc::new(AtomicU32::new(0));
-    let counter = served.clone();
-    std::thread::spawn(move || {
-        let index = Index::of(&bytes);
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut writer = stream;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                // Skip the headers.
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
-                let body = if path.ends_with("/index") {
-                    index.encode()
-                } else {
-                    let n: u32 = path.rsplit('/').next().unwrap().parse().unwrap();
-                    let (start, len) = index.span(n).unwrap();
-                    let mut block = bytes[start as usize..start as usize + len].to_vec();
-                    if n == bad && counter.fetch_add(1, Ordering::SeqCst) < lies {
-                        block[len / 2] ^= 0x10;
-                    }
-                    let mut body = n.to_le_bytes().to_vec();
-                    body.extend_from_slice(&(len as u32).to_le_bytes());
-                    body.extend_from_slice(&block);
-                    body
-                };
-                write!(writer, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).unwrap();
-                writer.write_all(&body).unwrap();
-            }
-        }
-    });
-    (addr, served)
-}
-
 #[test]
 fn a_corrupt_block_is_refused_and_fetched_again() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = common::noise(4 * BS);
     let id = Index::of(&bytes).id();
-    let (addr, _) = hostile(bytes.clone(), 2, 1);
+    let (addr, _) = common::hostile(bytes.clone(), 2, 1);
     let device = fetcher(addr, dir.path(), "d");
     assert_eq!(device.read(id, 0, bytes.len() as u64).unwrap(), bytes);
     assert_eq!(device.stats.refused.load(Ordering::Relaxed), 1, "the corrupt copy was refused");
@@ -143,7 +94,7 @@ fn an_origin_that_keeps_lying_fails_the_read_and_nothing_corrupt_is_stored() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = common::noise(3 * BS);
     let id = Index::of(&bytes).id();
-    let (addr, served) = hostile(bytes.clone(), 1, u32::MAX);
+    let (addr, served) = common::hostile(bytes.clone(), 1, u32::MAX);
     let device = fetcher(addr, dir.path(), "d");
     let e = device.read(id, 0, bytes.len() as u64).unwrap_err();
     assert!(matches!(e, AssetError::Corrupt { block: 1, attempts: 3, .. }), "{e}");

@@ -150,8 +150,18 @@ pub trait Device: Send + Sync {
         None
     }
 
-    /// Install the firmware bundle `bundle` (a file on the device, or a URL
-    /// RAUC streams it from) through RAUC, reporting progress.
+    /// Whether a firmware bundle named by its piece root
+    /// ([`Bundle::Asset`]) streams from this device's asset sources (its
+    /// peers on the LAN, the asset origin): a fleet agent then gives the
+    /// device the root its signed release names instead of fetching the
+    /// bundle first.
+    fn streams_firmware(&self) -> bool {
+        false
+    }
+
+    /// Install the firmware bundle `bundle` (a file on the device, a URL
+    /// RAUC streams it from, or a piece root the device streams from its
+    /// asset sources) through RAUC, reporting progress.
     ///
     /// # Errors
     /// Why the installation failed (RAUC's reason); the booted slot is untouched.

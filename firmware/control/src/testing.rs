@@ -44,6 +44,11 @@ pub struct FakeDevice {
     pub apps: AppsDir,
     /// Where firmware uploads go; `None`: no firmware updates.
     pub firmware_dir: Option<PathBuf>,
+    /// Bundles named by their piece root stream from the device's asset sources.
+    pub streams_firmware: bool,
+    /// Every bundle streamed by its piece root fails, for this reason (the
+    /// site's sources do not hold it); RAUC has written nothing.
+    pub stream_fails: Option<String>,
     /// What RAUC reports while it installs.
     pub progress: Vec<Progress>,
     /// RAUC refuses every bundle (bad signature).
@@ -75,6 +80,8 @@ impl FakeDevice {
             metrics: String::new(),
             apps: AppsDir::new(apps_dir),
             firmware_dir: None,
+            streams_firmware: false,
+            stream_fails: None,
             progress: vec![
                 Progress { percent: 0, message: "Installing".into() },
                 Progress { percent: 50, message: "Copying image".into() },
@@ -237,14 +244,21 @@ impl Device for FakeDevice {
         self.firmware_dir.clone()
     }
 
+    fn streams_firmware(&self) -> bool {
+        self.streams_firmware
+    }
+
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {
         let text = match bundle {
             Bundle::File(path) => {
                 std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
             }
-            Bundle::Url(url) => url.clone(),
+            Bundle::Url(_) | Bundle::Asset(_) => bundle.to_string(),
         };
         lock(&self.bundles).push(text);
+        if let (Bundle::Asset(_), Some(why)) = (bundle, &self.stream_fails) {
+            return Err(format!("RAUC: Failed to stream bundle {bundle}: {why}"));
+        }
         for p in &self.progress {
             progress(p);
         }

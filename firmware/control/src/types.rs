@@ -121,10 +121,13 @@ impl Phase {
     }
 }
 
-/// Where RAUC reads a firmware bundle from: a file on the device, or an
+/// Where RAUC reads a firmware bundle from: a file on the device, an
 /// `http://` or `https://` URL it streams the bundle from with range requests
-/// (RAUC's streaming mode: nothing is stored on the data partition first).
-/// As text, JSON included: the path or the URL.
+/// (RAUC's streaming mode: nothing is stored on the data partition first), or
+/// `asset:<id>`, a bundle named by its piece root (the SHA-256 of its block
+/// index, as a signed release names it) that streams from the device's asset
+/// sources: its peers on the LAN and the origin, every block verified.
+/// As text, JSON included: the path, the URL or `asset:<id>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "String", try_from = "String")]
 pub enum Bundle {
@@ -132,6 +135,8 @@ pub enum Bundle {
     File(std::path::PathBuf),
     /// A bundle on an HTTP(S) server that answers range requests.
     Url(String),
+    /// A bundle named by its piece root (64 hex digits, lower case).
+    Asset(String),
 }
 
 impl Bundle {
@@ -144,6 +149,12 @@ impl Bundle {
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.is_empty() {
             return Err("no bundle given".into());
+        }
+        if let Some(id) = text.strip_prefix(ASSET) {
+            if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("{text:?}: an asset bundle is {ASSET}<64 hex digits> (its piece root)"));
+            }
+            return Ok(Self::Asset(id.to_ascii_lowercase()));
         }
         let lower = text.to_ascii_lowercase();
         let Some(rest) = ["http://", "https://"].iter().find_map(|s| lower.strip_prefix(s)) else {
@@ -161,8 +172,8 @@ impl Bundle {
 
     /// Streamed over the network rather than read from a file.
     #[must_use]
-    pub const fn is_url(&self) -> bool {
-        matches!(self, Self::Url(_))
+    pub const fn is_streamed(&self) -> bool {
+        matches!(self, Self::Url(_) | Self::Asset(_))
     }
 }
 
@@ -171,9 +182,13 @@ impl std::fmt::Display for Bundle {
         match self {
             Self::File(p) => write!(f, "{}", p.display()),
             Self::Url(u) => f.write_str(u),
+            Self::Asset(id) => write!(f, "{ASSET}{id}"),
         }
     }
 }
+
+/// How a bundle named by its piece root is written.
+const ASSET: &str = "asset:";
 
 impl From<Bundle> for String {
     fn from(b: Bundle) -> Self {

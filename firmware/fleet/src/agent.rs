@@ -18,13 +18,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use trellis_appfmt::TrustList;
-use trellis_control::{Consent, Device, Phase};
+use trellis_control::{Bundle, Consent, Device, Phase};
 
 use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::Link;
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
-use crate::release::{Part, Release, Urgency};
+use crate::release::{FirmwareRef, Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
 
@@ -511,11 +511,15 @@ impl Agent {
             .map_err(|e| refused(e.to_string()))?;
         self.gate(desired, &release).await?;
 
-        // Everything is fetched and checked before anything is applied.
+        // Everything is fetched and checked before anything is applied; but
+        // a device that streams firmware by its piece root is given the root
+        // the signed release names, and checks every block as RAUC reads it.
+        let streamed = firmware.as_ref().and_then(|f| f.pieces.clone()).filter(|_| self.device.streams_firmware());
         self.phase = "downloading";
         self.progress = Some(0);
         let _ = self.send_report(link, true).await;
-        let total: u64 = apps.iter().map(|a| a.size).sum::<u64>() + firmware.as_ref().map_or(0, |f| f.size);
+        let fetched_firmware = firmware.as_ref().filter(|_| streamed.is_none());
+        let total: u64 = apps.iter().map(|a| a.size).sum::<u64>() + fetched_firmware.map_or(0, |f| f.size);
         let mut done = 0u64;
         let mut app_bytes = Vec::new();
         for app in &apps {
@@ -524,22 +528,12 @@ impl Agent {
             self.progress = Some(percent(done, total));
             app_bytes.push((app.name.clone(), bytes));
         }
-        let bundle = match &firmware {
-            Some(f) => {
-                let Some(dir) = self.device.firmware_dir() else {
-                    return Err(refused(format!(
-                        "release {id} carries firmware and this device takes no firmware updates"
-                    )));
-                };
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Stop::Failed(format!("{}: {e}", dir.display()), EventKind::Refused))?;
-                let path = dir.join(format!("fleet-{}.raucb", &f.sha256[..16]));
-                self.fetch(link, &release, "firmware", &f.sha256, f.size, Some(&path)).await?;
-                Some(path)
-            }
-            None => None,
+        let bundle = match (&firmware, &streamed) {
+            (Some(_), Some(root)) => Some(Bundle::parse(&format!("asset:{root}")).map_err(refused)?),
+            (Some(f), None) => Some(Bundle::File(self.fetch_bundle(link, &release, f).await?)),
+            (None, _) => None,
         };
-        if !apps.is_empty() || bundle.is_some() {
+        if !apps.is_empty() || fetched_firmware.is_some() {
             self.event(EventKind::Downloaded, id, None);
             self.event(EventKind::Verified, id, None);
         }
@@ -562,22 +556,36 @@ impl Agent {
                     }
                 }
                 Part::Firmware => {
-                    let Some(path) = &bundle else { continue };
-                    let (device, bundle_path) = (Arc::clone(&self.device), path.clone());
-                    // RAUC writes the slot for minutes: off the async threads.
-                    let (result, last) = tokio::task::spawn_blocking(move || {
-                        let mut last = 0u8;
-                        let mut progress = |p: &trellis_control::Progress| {
-                            last = u8::try_from(p.percent.clamp(0, 100)).unwrap_or(0);
-                        };
-                        (device.install_firmware(&bundle_path.clone().into(), &mut progress), last)
-                    })
-                    .await
-                    .unwrap_or_else(|e| (Err(e.to_string()), 0));
+                    let Some(mut bundle) = bundle.clone() else { continue };
+                    let (mut result, mut last) = self.install_firmware(&bundle).await;
+                    // A stream that fails (the site's sources lack the bundle,
+                    // or cannot be reached) leaves the running slot as it was:
+                    // the bundle is then fetched whole from the object store.
+                    if let (Err(streaming), Some(f), Bundle::Asset(_)) = (&result, &firmware, &bundle) {
+                        tracing::warn!(release = %id, "firmware streamed as {bundle}: {streaming}; fetching it whole");
+                        let streaming = format!("firmware streamed as {bundle}: {streaming}");
+                        self.phase = "downloading";
+                        let path = self.fetch_bundle(link, &release, f).await.map_err(|stop| match stop {
+                            Stop::Failed(why, kind) => Stop::Failed(format!("{streaming}; fetched whole: {why}"), kind),
+                            other => other,
+                        })?;
+                        self.event(EventKind::Downloaded, id, Some(format!("{streaming}; fetched whole")));
+                        self.event(EventKind::Verified, id, None);
+                        self.phase = "installing";
+                        bundle = Bundle::File(path);
+                        (result, last) = self.install_firmware(&bundle).await;
+                    }
                     self.progress = Some(last);
-                    let _ = std::fs::remove_file(path);
+                    if let Bundle::File(path) = &bundle {
+                        let _ = std::fs::remove_file(path);
+                    }
                     match result {
                         Ok(_) => {
+                            if matches!(bundle, Bundle::Asset(_)) {
+                                let how = format!("firmware streamed as {bundle}, every block checked against it");
+                                self.event(EventKind::Downloaded, id, Some(how));
+                                self.event(EventKind::Verified, id, None);
+                            }
                             self.local.trial = Some(id.clone());
                             self.local.trial_version = firmware.as_ref().map(|f| f.version.clone());
                             self.phase = "trial-boot";
@@ -624,6 +632,37 @@ impl Agent {
         self.save();
         self.event(EventKind::Healthy, id, None);
         Ok(())
+    }
+
+    /// Fetch release `release`'s firmware bundle `f` whole into the device's
+    /// firmware directory, checked.
+    async fn fetch_bundle(&mut self, link: &Link, release: &Release, f: &FirmwareRef) -> Result<PathBuf, Stop> {
+        let Some(dir) = self.device.firmware_dir() else {
+            return Err(Stop::Failed(
+                format!("release {} carries firmware and this device takes no firmware updates", release.id),
+                EventKind::Refused,
+            ));
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Stop::Failed(format!("{}: {e}", dir.display()), EventKind::Refused))?;
+        let path = dir.join(format!("fleet-{}.raucb", &f.sha256[..16]));
+        self.fetch(link, release, "firmware", &f.sha256, f.size, Some(&path)).await?;
+        Ok(path)
+    }
+
+    /// Install `bundle` through the device (RAUC writes the slot for
+    /// minutes: off the async threads); the result and the last percentage.
+    async fn install_firmware(&self, bundle: &Bundle) -> (Result<trellis_control::UpdateRecord, String>, u8) {
+        let (device, source) = (Arc::clone(&self.device), bundle.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut last = 0u8;
+            let mut progress = |p: &trellis_control::Progress| {
+                last = u8::try_from(p.percent.clamp(0, 100)).unwrap_or(0);
+            };
+            (device.install_firmware(&source, &mut progress), last)
+        })
+        .await
+        .unwrap_or_else(|e| (Err(e.to_string()), 0))
     }
 
     /// A maintenance window or an app's consent hook holds a normal release.

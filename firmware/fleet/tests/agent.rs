@@ -5,7 +5,8 @@
 //! firmware goes through its trial boot and a roll-back is reported; events
 //! made while the server is away are delivered when it is back; firmware
 //! whose app interface an installed app was not built for is refused naming
-//! it, and installed with a version of the app that fits.
+//! it, and installed with a version of the app that fits; a device that
+//! streams firmware is given its piece root and fetches nothing first.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -411,4 +412,80 @@ async fn firmware_that_would_break_an_installed_app_is_refused_unless_the_releas
     let app = d.device.apps().into_iter().find(|a| a.name == "thermostat").unwrap();
     assert_eq!(app.interface.as_deref(), Some("0.1.1"), "the device reports what the app was built for");
     d.stop();
+}
+
+/// A device that streams firmware by its piece root (the runtime has asset
+/// sources) is given the root the signed release names, and fetches nothing
+/// from the object store: here the bundle was never uploaded to it. A device
+/// that does not stream fetches the bundle whole, and refuses the release
+/// naming the missing artifact; one whose stream fails fetches it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_nothing_first() {
+    let f = one(&["pi-1", "pi-2", "pi-3"]).await;
+    let bundle = b"RAUC BUNDLE 2.2.0, streamed".to_vec();
+    let release = Release::new("os-2.2.0", sim::BOARD, sim::INTERFACE).with_firmware("2.2.0", &bundle).signed(&f.key);
+    let root = release.firmware.as_ref().unwrap().pieces.clone().unwrap();
+    ops::publish(&f.operator, &release, &[]).await.unwrap();
+
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    Arc::get_mut(&mut d.device).unwrap().streams_firmware = true;
+    d.start().await;
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    until(30, "the streamed firmware committed", || async {
+        report(&f.operator, "pi-1")
+            .await
+            .is_some_and(|r| r.release.as_deref() == Some("os-2.2.0") && r.firmware == "2.2.0" && r.healthy)
+    })
+    .await;
+    assert_eq!(*d.device.bundles.lock().unwrap(), [format!("asset:{root}")], "RAUC was given the root");
+    assert_eq!(std::fs::read_dir(d.dir.path().join("firmware")).map_or(0, Iterator::count), 0, "nothing stored");
+    let events: Vec<_> = sim::events(&f.operator).await.into_iter().filter(|e| e.device == "pi-1").collect();
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [EventKind::Downloaded, EventKind::Verified, EventKind::Installed, EventKind::Installed, EventKind::Healthy]
+    );
+    assert!(events[0].reason.as_deref().is_some_and(|r| r.contains(&format!("streamed as asset:{root}"))));
+    d.stop();
+
+    let mut d2 = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    d2.start().await;
+    desire(&f.operator, "pi-2", &DesiredState::release(&release.id)).await;
+    let why = refusal(&f.operator, "pi-2", &release.id).await;
+    assert!(why.contains("artifact firmware of release os-2.2.0"), "{why}");
+    assert!(d2.device.bundles.lock().unwrap().is_empty(), "nothing given to RAUC");
+    d2.stop();
+
+    // pi-3 streams, but its site's sources do not hold the bundle: it is
+    // fetched whole from the object store and installed from the file. Where
+    // the object store lacks it too, both reasons are reported.
+    let mut d3 = Sim::new(&f.pki, &[f.server.addr], "pi-3", "north", sim::trust(&f.key));
+    let device = Arc::get_mut(&mut d3.device).unwrap();
+    device.streams_firmware = true;
+    device.stream_fails = Some("failed to configure streaming: server not responding".into());
+    d3.start().await;
+    desire(&f.operator, "pi-3", &DesiredState::release(&release.id)).await;
+    let why = refusal(&f.operator, "pi-3", &release.id).await;
+    assert!(why.contains("server not responding; fetched whole: artifact firmware of release os-2.2.0"), "{why}");
+    let later = Release::new("os-2.2.1", sim::BOARD, sim::INTERFACE).with_firmware("2.2.1", &bundle).signed(&f.key);
+    ops::publish(&f.operator, &later, &[("firmware".into(), bundle.clone())]).await.unwrap();
+    desire(&f.operator, "pi-3", &DesiredState::release(&later.id)).await;
+    until(30, "the firmware fetched whole committed", || async {
+        report(&f.operator, "pi-3")
+            .await
+            .is_some_and(|r| r.release.as_deref() == Some("os-2.2.1") && r.firmware == "2.2.1" && r.healthy)
+    })
+    .await;
+    let given = d3.device.bundles.lock().unwrap().clone();
+    // os-2.2.0 streamed (failed); os-2.2.1 streamed (failed), then the file.
+    assert_eq!(given.len(), 3, "{given:?}");
+    assert_eq!((given[1].as_str(), given[2].as_bytes()), (&*format!("asset:{root}"), bundle.as_slice()));
+    let fetched_whole = sim::events(&f.operator).await.into_iter().any(|e| {
+        e.device == "pi-3"
+            && e.release == "os-2.2.1"
+            && e.kind == EventKind::Downloaded
+            && e.reason.as_deref().is_some_and(|r| r.contains("server not responding; fetched whole"))
+    });
+    assert!(fetched_whole, "the fall-back is in the audit log");
+    d3.stop();
 }

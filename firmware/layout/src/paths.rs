@@ -84,4 +84,9 @@ pub mod state {
     /// per asset, named by its content hash, holding its block index, its
     /// blocks as verified so far and a bitmap of which those are.
     pub const ASSETS: &str = "assets";
+    /// Firmware bundles streamed by their piece root (`asset:<id>`): the
+    /// blocks RAUC read so far, verified, kept like an asset's until the
+    /// install has written the slot, so a retried or resumed install does
+    /// not fetch them again.
+    pub const BUNDLES: &str = "bundles";
 }

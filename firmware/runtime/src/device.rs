@@ -124,6 +124,7 @@ pub struct RuntimeDevice {
     runtime: Arc<Runtime>,
     config: RuntimeConfig,
     firmware: Option<Arc<dyn Firmware>>,
+    streams_firmware: bool,
     logs: Arc<LogBook>,
     started: Instant,
 }
@@ -139,7 +140,7 @@ impl RuntimeDevice {
     /// firmware updates.
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
         let logs = LogBook::start(runtime.events());
-        Self { runtime, config, firmware: None, logs, started: Instant::now() }
+        Self { runtime, config, firmware: None, streams_firmware: false, logs, started: Instant::now() }
     }
 
     /// App `name` as the status shows it.
@@ -151,6 +152,14 @@ impl RuntimeDevice {
     #[must_use]
     pub fn with_firmware(mut self, firmware: Arc<dyn Firmware>) -> Self {
         self.firmware = Some(firmware);
+        self
+    }
+
+    /// Bundles named by their piece root stream from the device's asset
+    /// sources ([`Runtime::bundle_stream`] runs).
+    #[must_use]
+    pub const fn streaming_firmware(mut self, streams: bool) -> Self {
+        self.streams_firmware = streams;
         self
     }
 }
@@ -202,6 +211,10 @@ impl Device for RuntimeDevice {
 
     fn firmware_dir(&self) -> Option<PathBuf> {
         self.firmware.as_ref().map(|_| self.config.state_dir.join(paths::state::FIRMWARE))
+    }
+
+    fn streams_firmware(&self) -> bool {
+        self.firmware.is_some() && self.streams_firmware
     }
 
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

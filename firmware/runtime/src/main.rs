@@ -120,30 +120,46 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     };
     let platform = LinuxPlatform { reboot_param: paths::REBOOT_PARAM.into() };
     let file = StateFile::new(config.state_dir.join(paths::state::UPDATE));
-    let rauc = DbusRauc::new(policy.stream_tls.clone());
+    let mut rauc = DbusRauc::new(policy.stream_tls.clone());
+    let stream = runtime.bundle_stream(config);
+    let streams = stream.is_some();
+    if let Some(server) = &stream {
+        rauc = rauc.with_assets(Arc::clone(server));
+    }
     let updater = Arc::new(Updater::new(rauc, platform, file, policy));
     let (u, r, c) = (Arc::clone(&updater), Arc::clone(runtime), config.clone());
-    std::thread::Builder::new().name("update".into()).spawn(move || match u.resume() {
-        Resume::Idle => {}
-        Resume::RebootPending => {
-            if let Err(e) = u.reboot_into_trial() {
-                tracing::error!("{e}");
-            }
+    std::thread::Builder::new().name("update".into()).spawn(move || {
+        let resume = u.resume();
+        // Streamed blocks are kept only for the install they were read for.
+        if !matches!(resume, Resume::Install(_))
+            && let Some(server) = &stream
+        {
+            server.clear();
         }
-        Resume::Trial => {
-            u.gate(&|| device::health(&r, &c));
-        }
-        Resume::Install(bundle) => match u.install_again(&bundle, &mut |_| {}) {
-            Ok(_) => {
+        match resume {
+            Resume::Idle => {}
+            Resume::RebootPending => {
                 if let Err(e) = u.reboot_into_trial() {
                     tracing::error!("{e}");
                 }
             }
-            Err(e) => tracing::error!("firmware update {bundle}: {e}"),
-        },
+            Resume::Trial => {
+                u.gate(&|| device::health(&r, &c));
+            }
+            Resume::Install(bundle) => match u.install_again(&bundle, &mut |_| {}) {
+                Ok(_) => {
+                    if let Err(e) = u.reboot_into_trial() {
+                        tracing::error!("{e}");
+                    }
+                }
+                Err(e) => tracing::error!("firmware update {bundle}: {e}"),
+            },
+        }
     })?;
     let socket = std::path::Path::new(paths::CONTROL_SOCKET);
-    let device: Device = Arc::new(RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater));
+    let device: Device = Arc::new(
+        RuntimeDevice::new(Arc::clone(runtime), config.clone()).with_firmware(updater).streaming_firmware(streams),
+    );
     trellis_control::socket::serve(socket, device.clone())?;
     serve_api(config, &device);
     Ok(device)

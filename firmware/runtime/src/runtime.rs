@@ -191,6 +191,30 @@ impl Runtime {
         self.services.assets.shared_on()
     }
 
+    /// A loopback server from which RAUC streams the firmware bundles named
+    /// by their piece root (`asset:<id>`), fetched from the same sources as
+    /// the apps' assets (`[assets]`: the peers, those found on the LAN, the
+    /// origin) and verified block by block. The blocks are kept under
+    /// `STATE_DIR/bundles` while an install needs them. Nothing is pushed
+    /// ahead of RAUC's reads: which blocks an adaptive install reads depends
+    /// on what the device's slots hold. `None` without a source, or when
+    /// loopback cannot be listened on (logged).
+    #[must_use]
+    pub fn bundle_stream(&self, config: &RuntimeConfig) -> Option<Arc<trellis_assets::StreamServer>> {
+        let assets = config.assets.as_ref()?;
+        if assets.origin.is_none() && assets.peers.is_empty() && !assets.lan {
+            return None;
+        }
+        let root = config.state_dir.join(paths::state::BUNDLES);
+        let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), root, String::new())
+            .with_peers(self.services.assets.peers());
+        let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
+        trellis_assets::StreamServer::start(Arc::new(fetcher), loopback)
+            .inspect_err(|e| tracing::warn!("bundles named by their piece root cannot stream: {e}"))
+            .ok()
+            .map(Arc::new)
+    }
+
     /// Follow what happens (loads, refusals, crashes, app logs).
     #[must_use]
     pub fn events(&self) -> Receiver<RuntimeEvent> {

@@ -1,13 +1,14 @@
 //! RAUC over its D-Bus service (`de.pengutronix.rauc.Installer` on the system bus).
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
 
+use trellis_assets::{AssetId, StreamServer};
 use trellis_layout::paths;
 
 use crate::stream_key::{HandedKey, user_ids};
@@ -36,13 +37,34 @@ trait Installer {
 #[derive(Debug, Default, Clone)]
 pub struct DbusRauc {
     tls: Option<StreamTls>,
+    assets: Option<Arc<StreamServer>>,
 }
 
 impl DbusRauc {
     /// RAUC, with the device's identity for bundles streamed over HTTPS.
     #[must_use]
     pub const fn new(tls: Option<StreamTls>) -> Self {
-        Self { tls }
+        Self { tls, assets: None }
+    }
+
+    /// Bundles named by their piece root (`asset:<id>`) stream to RAUC from
+    /// `server` (loopback): their blocks come from the device's peers and
+    /// the asset origin, each verified before RAUC reads it. The blocks are
+    /// removed once an install has written the slot.
+    #[must_use]
+    pub fn with_assets(mut self, server: Arc<StreamServer>) -> Self {
+        self.assets = Some(server);
+        self
+    }
+
+    /// Where RAUC reads a bundle named by its piece root.
+    fn asset_url(&self, bundle: &Bundle, id: &str) -> Result<String, UpdateError> {
+        let refused = |reason: String| UpdateError::Bundle { bundle: bundle.clone(), reason };
+        let server = self.assets.as_ref().ok_or_else(|| {
+            refused("no asset sources: the runtime's [assets] names no origin and no peers, and lan is off".into())
+        })?;
+        let id = id.parse::<AssetId>().map_err(|e| refused(e.to_string()))?;
+        Ok(server.url(&id))
     }
 
     /// `InstallBundle`'s TLS arguments for `url` (only over HTTPS), and the
@@ -94,6 +116,7 @@ impl Rauc for DbusRauc {
     fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
         let proxy = proxy()?;
         // A URL is RAUC's streaming mode: it reads the bundle with range requests.
+        let asset_url;
         let (source, (tls, _key)) = match bundle {
             Bundle::File(path) => (
                 path.to_str().ok_or_else(|| UpdateError::Bundle {
@@ -103,6 +126,10 @@ impl Rauc for DbusRauc {
                 (HashMap::new(), None),
             ),
             Bundle::Url(url) => (url.as_str(), self.tls_args(url)?),
+            Bundle::Asset(id) => {
+                asset_url = self.asset_url(bundle, id)?;
+                (asset_url.as_str(), (HashMap::new(), None))
+            }
         };
         let args: HashMap<&str, Value<'_>> = tls.iter().map(|(k, v)| (*k, Value::from(v.as_str()))).collect();
         // Subscribe before starting, so a fast failure's signal is not missed.
@@ -135,6 +162,10 @@ impl Rauc for DbusRauc {
             }
         }
         if code == 0 {
+            // The slot is written: the streamed blocks are not needed again.
+            if let (Bundle::Asset(_), Some(server)) = (bundle, &self.assets) {
+                server.clear();
+            }
             Ok(())
         } else {
             let why = proxy.last_error().unwrap_or_default();

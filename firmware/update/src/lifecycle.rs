@@ -211,7 +211,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             Phase::Installing => {
                 // A URL is fetched again; a file may be gone, or was only a
                 // copy the API had received.
-                let url = Bundle::parse(&record.bundle).ok().filter(Bundle::is_url);
+                let url = Bundle::parse(&record.bundle).ok().filter(Bundle::is_streamed);
                 match url {
                     Some(bundle) if !this_boot && record.resumed < self.policy.stream_retries => {
                         let resumed = record.resumed + 1;
@@ -462,7 +462,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             match result {
                 Ok(()) => break,
                 Err(UpdateError::Rauc(why))
-                    if bundle.is_url()
+                    if bundle.is_streamed()
                         && attempt < self.policy.stream_retries
                         && (resumed > 0 || transfer_failed(&why)) =>
                 {

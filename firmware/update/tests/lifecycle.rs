@@ -429,14 +429,26 @@ fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_
 #[test]
 fn a_bundle_is_a_path_or_an_http_url() {
     assert_eq!(Bundle::parse("/data/u.raucb").unwrap(), Bundle::File("/data/u.raucb".into()));
-    assert!(Bundle::parse("HTTPS://h/u.raucb").unwrap().is_url());
+    assert!(Bundle::parse("HTTPS://h/u.raucb").unwrap().is_streamed());
     assert_eq!(Bundle::parse("").unwrap_err(), "no bundle given");
     for bad in ["http://", "https:///u.raucb", "http://h/a b.raucb", "http://h/u\u{0}.raucb", "http://?x"] {
         assert!(Bundle::parse(bad).unwrap_err().contains("is not a bundle URL"), "{bad:?}");
     }
     let e = Bundle::parse("https://ops:secret@origin/u.raucb").unwrap_err();
     assert!(e.contains("cannot carry a login"), "{e}");
-    assert!(Bundle::parse("http://origin/u.raucb?user@example").unwrap().is_url(), "an @ in the query is no login");
+    assert!(
+        Bundle::parse("http://origin/u.raucb?user@example").unwrap().is_streamed(),
+        "an @ in the query is no login"
+    );
+    // A bundle named by its piece root streams; its id is checked, and kept in lower case.
+    let root = format!("asset:{}", "C0".repeat(32));
+    let b = Bundle::parse(&root).unwrap();
+    assert!(b.is_streamed());
+    assert_eq!(b, Bundle::Asset("c0".repeat(32)));
+    assert_eq!(b.to_string(), root.to_lowercase());
+    for bad in ["asset:", "asset:c0", &format!("asset:{}", "g0".repeat(32))] {
+        assert!(Bundle::parse(bad).unwrap_err().contains("asset:<64 hex digits>"), "{bad:?}");
+    }
     // As JSON, the text: what the control socket carried before URLs.
     let b: Bundle = serde_json::from_str("\"/data/u.raucb\"").unwrap();
     assert_eq!(serde_json::to_string(&b).unwrap(), "\"/data/u.raucb\"");

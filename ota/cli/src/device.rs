@@ -36,11 +36,11 @@ pub fn status(socket: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Install `bundle` (a file on the device, or an `http(s)://` URL RAUC streams
-/// it from) and print the progress; the device then reboots into the trial.
+/// Install `bundle` (a file on the device, an `http(s)://` URL RAUC streams
+/// it from, or `asset:<id>`, streamed from the device's asset sources) and print the progress; the device then reboots into the trial.
 ///
 /// # Errors
-/// Not a path or URL, the socket cannot be reached, or the installation
+/// Not a path, URL or `asset:<id>`, the socket cannot be reached, or the installation
 /// failed (RAUC's reason).
 pub fn update(socket: &Path, bundle: &str) -> Result<()> {
     let bundle = match Bundle::parse(bundle).map_err(anyhow::Error::msg)? {

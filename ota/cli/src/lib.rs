@@ -85,7 +85,9 @@ enum Command {
     Update {
         /// The RAUC bundle (`make bundle`), or the `http(s)://` URL of one on a
         /// server that answers range requests: the device's RAUC streams it,
-        /// nothing is uploaded or stored.
+        /// nothing is uploaded or stored; or `asset:<id>` (its piece root,
+        /// `trellis asset index`): streamed from the device's asset sources,
+        /// its LAN peers and the asset origin.
         bundle: String,
         #[command(flatten)]
         target: Target,
@@ -197,7 +199,8 @@ enum DeviceCommand {
         /// The bundle, on the device (`/data/update.raucb`), or the URL of one
         /// on an HTTP(S) server that answers range requests: RAUC streams it,
         /// nothing is stored on the data partition, and an install cut by the
-        /// network starts again where it was.
+        /// network starts again where it was; or `asset:<id>` (its piece
+        /// root): streamed from the device's peers and asset origin.
         bundle: String,
         /// The runtime's control socket.
         #[arg(long, default_value = device::SOCKET)]

@@ -402,8 +402,8 @@ pub fn app(device: Option<&str>, app: &str, op: crate::device::AppOp, json: bool
     crate::device::print_app(app, summary.as_ref(), &name, json)
 }
 
-/// `trellis update`: upload a bundle with a progress bar (or, for a URL, ask
-/// the device to stream it), follow RAUC's installation, then (unless
+/// `trellis update`: upload a bundle with a progress bar (or, for a URL or
+/// `asset:<id>`, ask the device to stream it), follow RAUC's installation, then (unless
 /// `no_wait`) wait for the trial boot and report whether the device
 /// committed the new firmware or went back.
 ///
@@ -422,8 +422,8 @@ pub fn update(device: Option<&str>, bundle: &str, no_wait: bool, wait: Duration)
             let upload = Upload { reader: &mut file, len, sent: &mut |n| bar.show(n) };
             client.send("PUT", "/v1/firmware", Some(upload))
         }
-        Bundle::Url(url) => {
-            let body = serde_json::to_vec(&serde_json::json!({ "url": url }))?;
+        Bundle::Url(_) | Bundle::Asset(_) => {
+            let body = serde_json::to_vec(&serde_json::json!({ "url": source.to_string() }))?;
             let upload = Upload { reader: &mut body.as_slice(), len: body.len() as u64, sent: &mut |_| {} };
             client.send("POST", "/v1/firmware", Some(upload))
         }

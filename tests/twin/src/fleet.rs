@@ -93,6 +93,32 @@ impl Operator {
         Ok(Background(child))
     }
 
+    /// Start `trellis asset serve DIR` on the site's origin port (what the
+    /// twin's `[assets] origin` names), stopped when the result is dropped;
+    /// once it answers.
+    ///
+    /// # Errors
+    /// It cannot be started, or does not answer within 30 s.
+    pub fn asset_origin(&self, dir: &Path) -> Result<Background, Error> {
+        let listen = format!("127.0.0.1:{}", crate::SITE_ORIGIN_PORT);
+        let child = Command::new(&self.bin)
+            .args(["asset", "serve"])
+            .arg(dir)
+            .args(["--listen", &listen])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| Error::Qemu(format!("{}: {e}", self.bin.display())))?;
+        let origin = Background(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            if Instant::now() > deadline {
+                return Err(Error::Qemu(format!("trellis asset serve {} did not listen on {listen}", dir.display())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(origin)
+    }
+
     /// Run `trellis fleet ARGS`; it must succeed. Its standard output.
     ///
     /// # Errors

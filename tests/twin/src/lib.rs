@@ -104,6 +104,12 @@ impl Error {
 /// How long a boot may take to reach a running app under TCG.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The host's port the twin's `[assets] origin` names (`10.0.2.2:8470`,
+/// board/qemu-aarch64/runtime.toml): the site's asset origin.
+pub const SITE_ORIGIN_PORT: u16 = 8470;
+/// The host's port the twin's `[assets] peers` names: the site's LAN peer.
+pub const SITE_PEER_PORT: u16 = 8471;
+
 /// `limits.call-ms` for the Python apps in the twin: the interpreter runs each
 /// call some ten times slower under emulation than on a Pi 4, and a loaded
 /// host inflates the guest's CPU time further, so their calls get 1 s instead

@@ -28,6 +28,8 @@ struct State {
     cut_at: Mutex<Option<u64>>,
     /// The open connections, closed when the origin goes down.
     open: Mutex<Vec<TcpStream>>,
+    /// Each range asked for with a body: file, first and last byte.
+    ranges: Mutex<Vec<(String, u64, u64)>>,
 }
 
 /// The origin: see the module's documentation.
@@ -108,6 +110,31 @@ impl Origin {
     #[must_use]
     pub fn requests(&self) -> u64 {
         self.state.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes of `file` asked for at least once (the union of the ranges
+    /// asked for): what a reader that never reads a byte twice would fetch.
+    #[must_use]
+    pub fn distinct(&self, file: &str) -> u64 {
+        let mut ranges: Vec<(u64, u64)> = self
+            .state
+            .ranges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(f, _, _)| f == file)
+            .map(|(_, a, b)| (*a, *b))
+            .collect();
+        ranges.sort_unstable();
+        let (mut total, mut end) = (0, 0);
+        for (first, last) in ranges {
+            let from = first.max(end);
+            if last + 1 > from {
+                total += last + 1 - from;
+            }
+            end = end.max(last + 1);
+        }
+        total
     }
 
     /// Go down once `bytes` have been sent in all (counting from the start).
@@ -221,19 +248,6 @@ fn go_down(state: &State) {
     }
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` of a file of `len` bytes, as the
-/// first and last byte.
-fn range(spec: &str, len: u64) -> Option<(u64, u64)> {
-    let (a, b) = spec.trim().strip_prefix("bytes=")?.split_once('-')?;
-    let (first, last) = match (a.trim(), b.trim()) {
-        // The last n bytes, or the whole file when it is shorter (RFC 9110).
-        ("", n) => (len.saturating_sub(n.parse().ok()?), len.checked_sub(1)?),
-        (a, "") => (a.parse().ok()?, len.checked_sub(1)?),
-        (a, b) => (a.parse().ok()?, b.parse::<u64>().ok()?.min(len.checked_sub(1)?)),
-    };
-    (first <= last).then_some((first, last))
-}
-
 /// One HTTPS connection: the handshake, then its requests (counted in
 /// `refused` when it ends before one).
 fn serve_tls(mut stream: TcpStream, tls: Arc<ServerConfig>, dir: &Path, state: &State) -> std::io::Result<()> {
@@ -312,7 +326,7 @@ fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool)
             continue;
         };
         let len = file.metadata()?.len();
-        let (status, first, last) = match spec.as_deref().map(|s| range(s, len)) {
+        let (status, first, last) = match spec.as_deref().map(|s| trellis_assets::byte_range(s, len)) {
             None => ("200 OK", 0, len.saturating_sub(1)),
             Some(Some((a, b))) => ("206 Partial Content", a, b),
             Some(None) => {
@@ -333,6 +347,9 @@ fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool)
         state.requests.fetch_add(1, Ordering::SeqCst);
         if method.eq_ignore_ascii_case("HEAD") {
             continue;
+        }
+        if count > 0 {
+            state.ranges.lock().unwrap_or_else(PoisonError::into_inner).push((name.to_owned(), first, last));
         }
         file.seek(SeekFrom::Start(first))?;
         let mut left = count;
@@ -360,18 +377,6 @@ fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ranges_are_read_as_http_says() {
-        assert_eq!(range("bytes=0-3", 10), Some((0, 3)));
-        assert_eq!(range("bytes=4-", 10), Some((4, 9)));
-        assert_eq!(range("bytes=-3", 10), Some((7, 9)));
-        assert_eq!(range("bytes=8-100", 10), Some((8, 9)));
-        assert_eq!(range("bytes=5-4", 10), None);
-        assert_eq!(range("bytes=-11", 10), Some((0, 9)));
-        assert_eq!(range("bytes=0-0", 0), None);
-        assert_eq!(range("lines=1-2", 10), None);
-    }
 
     /// GET with a range from this very origin, over loopback.
     fn get(port: u16, first: u64, last: u64) -> std::io::Result<Vec<u8>> {
@@ -429,6 +434,11 @@ mod tests {
         assert!(get(origin.port, 0, 9).is_err(), "down");
         origin.restore();
         assert_eq!(get(origin.port, 199_990, 199_999)?, data[199_990..]);
+        // Asked for: 1000-1999, 0-99999 (cut), 0-9 (down: not answered), 199990-199999.
+        assert_eq!(origin.distinct("f"), 100_000 + 10);
+        assert_eq!(get(origin.port, 99_990, 100_009)?, data[99_990..100_010]);
+        assert_eq!(origin.distinct("f"), 100_000 + 10 + 10, "only the 10 bytes not asked before count");
+        assert_eq!(origin.distinct("g"), 0);
         Ok(())
     }
 }

@@ -7,15 +7,24 @@
 //! TLS: the device presents its certificate, trusts only the image's update
 //! origin CA); and an install cut by the network, or by a power cut, is
 //! started again by the runtime, fetching only what it had not written yet.
+//! A bundle named by its piece root streams through the runtime from the
+//! site's peer and the asset origin, every block verified on the way.
 //! Needs `make bundle`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use trellis_assets::server::{Origin as AssetOrigin, OriginConfig, Server};
+use trellis_assets::{AssetId, BlockStore, Index};
 
 use trellis_twin::ntp::NtpServer;
 use trellis_twin::origin::{Origin, server_tls, test_ca};
-use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, Twin, variant_bundle};
+use trellis_twin::{
+    BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, SITE_ORIGIN_PORT, SITE_PEER_PORT, Twin, variant_bundle,
+};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -102,6 +111,33 @@ fn wait_clock(device: &mut Guest) -> Result<(), Error> {
     }
 }
 
+/// The site the twin's `[assets]` names, on the host: the asset origin
+/// serving the files of `dir` (one bundle), and a peer holding every other
+/// block of it, verified (in a store under `peer`).
+/// Both servers and the bundle's piece root.
+fn site(dir: &Path, peer: &Path) -> (Server, Server, AssetId) {
+    let origin = AssetOrigin::from_dir(dir, OriginConfig { push: 16, state_dir: None }).expect("the asset origin");
+    let (name, id) = origin.assets().pop().expect("the bundle");
+    let bytes = std::fs::read(dir.join(name)).expect("the bundle");
+    let index = Index::of(&bytes);
+    let mut store = BlockStore::open(peer, &id, &index).expect("the peer's store");
+    for n in (0..index.count()).step_by(2) {
+        let (start, len) = index.span(n).expect("a block");
+        let start = usize::try_from(start).expect("an offset");
+        assert!(store.put(n, &bytes[start..start + len]).expect("a block stored"), "block {n} is the bundle's");
+    }
+    let peer = AssetOrigin::sharing(&[Arc::new(Mutex::new(store))]);
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let origin = Server::start(origin, loopback(SITE_ORIGIN_PORT)).expect("the site's origin port");
+    let peer = Server::start(peer, loopback(SITE_PEER_PORT)).expect("the site's peer port");
+    (origin, peer, id)
+}
+
+/// Bytes an asset server sent.
+fn sent(server: &Server) -> u64 {
+    server.origin().stats.bytes.load(Ordering::Relaxed)
+}
+
 /// `trellis device update URL` on the console, to its end: what it printed.
 fn refused_install(device: &mut Guest, url: &str) -> Result<String, Error> {
     device.sh_timeout(&format!("trellis device update {url} 2>&1; echo exit=$?"), Duration::from_secs(300))
@@ -178,16 +214,50 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     // adaptive mode and comes whole.
     let started = Instant::now();
     let (mut device, chunks) = install_and_commit(&mut twin, device, &https.url("small.raucb"), "2.1.0-small")?;
-    let fetched = https.served();
+    let (fetched, distinct) = (https.served(), https.distinct("small.raucb"));
     eprintln!(
-        "small change: {fetched} bytes fetched of a {small}-byte bundle ({:.1} %; boot.tar {boot_tar} unpacked), \
-         root filesystem: {chunks} chunks of 4 KiB read from the bundle, {changed} changed; {:.0} s to committed",
+        "small change: {fetched} bytes fetched of a {small}-byte bundle ({:.1} %; {distinct} distinct, {:.1} %; \
+         boot.tar {boot_tar} unpacked), root filesystem: {chunks} chunks of 4 KiB read from the bundle, {changed} \
+         changed; {:.0} s to committed",
         100.0 * fetched as f64 / small as f64,
+        100.0 * distinct as f64 / small as f64,
         started.elapsed().as_secs_f64()
     );
     assert!(chunks > 0 && chunks <= changed, "RAUC read {chunks} chunks of the root filesystem; {changed} changed");
     assert!(fetched < small / 4, "the small change fetched {fetched} bytes of a {small}-byte bundle");
     nothing_stored(&mut device)?;
+
+    // 1b. The same change named by its piece root (`asset:ID`), as a fleet
+    // release names it: RAUC streams it from the runtime's loopback server,
+    // which takes each block from the site's peer (on the host, holding
+    // every other block) or else the asset origin (on the host too), and
+    // checks it against the index whose hash is the id before RAUC reads a
+    // byte of it. Into slot A this time, from slot B.
+    let (pieces, started) = (twin.share().join("pieces"), Instant::now());
+    std::fs::create_dir_all(&pieces).expect("the asset origin's directory");
+    let small2 = variant_bundle("small", &pieces.join("small2.raucb"), "2.1.1-small");
+    let (asset_origin, peer, id) = site(&pieces, &twin.share().join("peer"));
+    let (mut device, chunks) = install_and_commit(&mut twin, device, &format!("asset:{id}"), "2.1.1-small")?;
+    let (from_origin, from_peer) = (sent(&asset_origin), sent(&peer));
+    eprintln!(
+        "small change by its piece root: {from_peer} bytes from the peer, {from_origin} from the origin of a \
+         {small2}-byte bundle ({:.1} %), root filesystem: {chunks} chunks of 4 KiB read; {:.0} s to committed",
+        100.0 * (from_origin + from_peer) as f64 / small2 as f64,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        from_peer > 0 && from_origin > 0,
+        "blocks came from both: {from_peer} from the peer, {from_origin} from the origin"
+    );
+    assert!(
+        from_origin + from_peer < small2 / 4,
+        "the small change by its root fetched {} bytes",
+        from_origin + from_peer
+    );
+    let left = device.sh("ls /data/trellis/bundles | wc -l")?;
+    assert_eq!(left.trim(), "0", "the streamed blocks outlived the install");
+    nothing_stored(&mut device)?;
+    drop((asset_origin, peer));
 
     // 2. A root filesystem with no block in common: fetched whole, and cut at
     // 10 % (in the boot slot's boot.tar), 50 % and 90 % (in the root

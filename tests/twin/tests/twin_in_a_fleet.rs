@@ -2,8 +2,9 @@
 //! its own certificate, follows rollouts driven from the host by the
 //! operator's CLI (`trellis fleet`) through a real `nats-server`, beside
 //! simulated devices: first an app, then firmware whose app interface the
-//! twin's apps do not run on (refused, naming them), then firmware through
-//! RAUC and the trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
+//! twin's apps do not run on (refused, naming them), then firmware streamed
+//! by its piece root from the site's asset origin through RAUC, and the
+//! trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,6 +45,11 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
         bundle
     };
     let bundle = make_bundle("next.raucb", "fleet-2", None);
+    // The site's asset origin (`trellis asset serve`, where the twin's
+    // `[assets] origin` points), holding the bundle the firmware release names.
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).expect("the asset origin's directory");
+    std::fs::copy(&bundle, site.join("next.raucb")).expect("the bundle at the asset origin");
     let release_key = root().join("build/keys/release.key");
     let trust = trellis_appfmt::TrustList::load(&[root().join("build/keys/release.pub")]).expect("release.pub");
 
@@ -130,7 +136,10 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     assert_eq!(device.sh("ls -A /data/trellis/firmware 2>/dev/null || true")?.trim(), "", "nothing of it fetched");
     fleet(&["unpin", "--device", "twin-1"]);
 
-    // Firmware: the twin downloads the bundle, RAUC installs it, the trial boot commits it.
+    // Firmware: the twin is given the bundle's piece root, and RAUC streams it
+    // from the site's asset origin through the runtime (each block checked
+    // against the signed root); the trial boot commits it.
+    let _site_origin = op.asset_origin(&site)?;
     let said =
         fleet(&["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle), "--board", BOARD]);
     assert!(said.contains("published release os-fleet-2 (0 app(s), firmware)"), "{said}");
@@ -157,7 +166,15 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
         "{table}"
     );
     device.wait_console()?;
-    assert_eq!(device.sh("ls -A /data/trellis/firmware")?.trim(), "", "the downloaded bundle was removed");
+    let kept = device.sh("find /data/trellis/firmware /data/trellis/bundles -type f 2>/dev/null | wc -l")?;
+    assert_eq!(kept.trim(), "0", "nothing of the bundle was kept");
+    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr], 1).await).await });
+    let streamed = events.iter().any(|e| {
+        e.device == "twin-1"
+            && e.release == "os-fleet-2"
+            && e.reason.as_deref().is_some_and(|r| r.starts_with("firmware streamed as asset:") && !r.contains("whole"))
+    });
+    assert!(streamed, "the twin streamed the firmware by its piece root: {events:#?}");
     drop(sims);
     drop(server);
     Ok(())

@@ -125,6 +125,11 @@ fn run(args: &Args) -> Result<()> {
 
     let mut op = Operator::new(&pki, server.addr, &dir)?;
     op.echo = true;
+    say("the site's asset origin (trellis asset serve) holds the bundle: twins stream firmware by its piece root");
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).with_context(|| site.display().to_string())?;
+    std::fs::copy(&broken, site.join("broken.raucb")).context("the bundle at the asset origin")?;
+    let _site_origin = op.asset_origin(&site)?;
     say("the operator sets up the fleet and registers the devices");
     op.run(&["setup"])?;
     for d in twins.iter().chain(&sims) {

@@ -1,0 +1,176 @@
+//! Byte ranges of an asset, as RAUC's streaming mode reads a bundle: from the
+//! origin's file, and from the device's loopback stream server, which
+//! fetches and verifies the blocks a range covers first.
+
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use trellis_assets::server::{Origin, OriginConfig, Server};
+use trellis_assets::{BLOCK_SIZE, Fetcher, Index, StreamServer};
+
+mod common;
+
+const BS: u64 = BLOCK_SIZE as u64;
+
+/// An answer: status, headers (lower-case names) and the body as far as it came.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+    fn length(&self) -> u64 {
+        self.header("content-length").unwrap().parse().unwrap()
+    }
+}
+
+/// One request on a connection of its own; the body is read to its length
+/// or to the end of the connection, whichever comes first.
+fn ask(addr: SocketAddr, method: &str, path: &str, range: Option<&str>) -> Answer {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let range = range.map(|r| format!("Range: {r}\r\n")).unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{range}\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':').unwrap();
+        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let mut answer = Answer { status, headers, body: Vec::new() };
+    if method != "HEAD" {
+        let len = answer.length();
+        r.take(len).read_to_end(&mut answer.body).unwrap_or_default();
+    }
+    answer
+}
+
+fn origin_of(dir: &std::path::Path, bytes: &[u8]) -> Server {
+    std::fs::create_dir_all(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/update.raucb"), bytes).unwrap();
+    let origin = Origin::from_dir(&dir.join("files"), OriginConfig { push: 16, state_dir: None }).unwrap();
+    Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+/// What both servers must answer alike for a file of `bytes` at `path`.
+fn answers_ranges_as_http_says(addr: SocketAddr, path: &str, bytes: &[u8]) {
+    let size = bytes.len() as u64;
+    let a = ask(addr, "GET", path, Some("bytes=100-199"));
+    assert_eq!((a.status, a.header("content-range")), (206, Some(&*format!("bytes 100-199/{size}"))));
+    assert_eq!(a.body, bytes[100..200]);
+    // Across blocks, open-ended, and the last n bytes (RAUC reads the signature's size so).
+    let a = ask(addr, "GET", path, Some(&format!("bytes={}-", size - BS - 7)));
+    assert_eq!(a.body, bytes[(size - BS - 7) as usize..]);
+    let a = ask(addr, "GET", path, Some("bytes=-8"));
+    assert_eq!((a.status, &a.body[..]), (206, &bytes[bytes.len() - 8..]));
+    // Not in the file: 416 naming the size.
+    let a = ask(addr, "GET", path, Some(&format!("bytes={size}-")));
+    assert_eq!((a.status, a.header("content-range")), (416, Some(&*format!("bytes */{size}"))));
+    // HEAD: the size, no body.
+    let a = ask(addr, "HEAD", path, None);
+    assert_eq!((a.status, a.length(), a.header("accept-ranges")), (200, size, Some("bytes")));
+}
+
+#[test]
+fn the_origin_serves_ranges_of_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = common::noise(5 * BS as usize + 1000);
+    let server = origin_of(dir.path(), &bytes);
+    let id = Index::of(&bytes).id();
+    answers_ranges_as_http_says(server.addr(), &format!("/v1/assets/{id}/data"), &bytes);
+    let a = ask(server.addr(), "GET", &format!("/v1/assets/{id}/data"), None);
+    assert_eq!((a.status, a.body == bytes), (200, true));
+}
+
+#[test]
+fn the_stream_server_fetches_only_the_blocks_a_range_covers_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = common::noise(40 * BS as usize + 1000);
+    let origin = origin_of(dir.path(), &bytes);
+    let id = Index::of(&bytes).id();
+    // No session: nothing is pushed ahead of what the reader asks.
+    let fetcher = Arc::new(Fetcher::new(Some(origin.addr().to_string()), dir.path().join("device"), String::new()));
+    let stream = StreamServer::start(fetcher.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let path = format!("/v1/assets/{id}/data");
+    assert_eq!(stream.url(&id), format!("http://{}{path}", stream.addr()));
+
+    answers_ranges_as_http_says(stream.addr(), &path, &bytes);
+    // Block 0 (100-199), the last two (the open range) and the last again.
+    assert_eq!(fetcher.stats.requests.load(Ordering::Relaxed), 3, "only the blocks the ranges cover");
+    assert_eq!(origin.origin().stats.pushed.load(Ordering::Relaxed), 0);
+
+    // Asked again (a retried request), it comes from the device.
+    let a = ask(stream.addr(), "GET", &path, Some("bytes=65000-65600"));
+    assert_eq!(a.body, bytes[65000..65601]);
+    assert_eq!(fetcher.stats.requests.load(Ordering::Relaxed), 4, "block 1 only: block 0 is on the device");
+
+    // Offline (a restart with no source), what is on the device still
+    // streams; a range needing a block that is not ends the answer short.
+    drop(stream);
+    let offline = Arc::new(Fetcher::new(None, dir.path().join("device"), String::new()));
+    let stream = StreamServer::start(offline, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = ask(stream.addr(), "GET", &path, Some("bytes=65536-131071"));
+    assert_eq!(a.body, bytes[65536..131_072]);
+    let a = ask(stream.addr(), "GET", &path, Some(&format!("bytes=0-{}", 3 * BS - 1)));
+    assert_eq!(a.status, 206);
+    assert!(a.body.is_empty(), "block 2 could not be had: nothing of the range was sent");
+}
+
+#[test]
+fn a_corrupt_origin_never_gets_a_byte_to_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = common::noise(4 * BS as usize);
+    let id = Index::of(&bytes).id();
+    let (liar, _) = common::hostile(bytes.clone(), 0, u32::MAX);
+    let fetcher = Arc::new(Fetcher::new(Some(liar.to_string()), dir.path().join("device"), String::new()));
+    let stream = StreamServer::start(fetcher.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-99"));
+    assert_eq!((a.status, a.length()), (206, 100));
+    assert!(a.body.is_empty(), "the block did not match: nothing was sent");
+    assert_eq!(fetcher.stats.refused.load(Ordering::Relaxed), 3, "three copies were refused");
+}
+
+#[test]
+fn bad_requests_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let fetcher = Arc::new(Fetcher::new(None, dir.path().join("device"), String::new()));
+    let e = StreamServer::start(fetcher.clone(), "0.0.0.0:0".parse().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("loopback only"), "{e}");
+    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = ask(stream.addr(), "GET", "/v1/assets/nope/data", None);
+    assert_eq!(a.status, 404);
+    assert!(String::from_utf8_lossy(&a.body).contains("no such path /v1/assets/nope/data"));
+    let id = Index::of(b"x").id();
+    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, 404, "no source holds it: {body}");
+    assert!(body.contains(&id.to_string()) && body.contains("no asset origin is configured"), "{body}");
+    // An origin without it: a 404 too, naming the origin's answer.
+    let origin = origin_of(dir.path(), b"another file");
+    let fetcher = Arc::new(Fetcher::new(Some(origin.addr().to_string()), dir.path().join("d2"), String::new()));
+    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    assert_eq!(a.status, 404, "{}", String::from_utf8_lossy(&a.body));
+    // An origin that cannot be reached may be back: a 502, asked again.
+    drop(origin);
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let fetcher = Arc::new(Fetcher::new(Some(gone.to_string()), dir.path().join("d3"), String::new()));
+    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    assert_eq!(a.status, 502, "{}", String::from_utf8_lossy(&a.body));
+}
