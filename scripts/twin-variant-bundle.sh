@@ -3,6 +3,8 @@
 # known amount, for the streamed and adaptive install tests (tests/twin/tests/stream.rs):
 #   twin-variant-bundle.sh BUILD_DIR small OUT    one line added to /etc/trellis/release:
 #       the blocks RAUC's adaptive mode must fetch are the few this changes
+#   twin-variant-bundle.sh BUILD_DIR tweaked OUT  another line added there: one line
+#       changed against `small`
 #   twin-variant-bundle.sh BUILD_DIR rebuilt OUT  the same files with 64 KiB squashfs
 #       blocks instead of 128 KiB: no 4 KiB block is the same, everything is fetched
 #   twin-variant-bundle.sh BUILD_DIR reblocked OUT  the same with 32 KiB blocks: nothing
@@ -10,7 +12,7 @@
 # VERSION names the bundle's version (default: the kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: twin-variant-bundle.sh BUILD_DIR small|rebuilt|reblocked OUT"
+usage="usage: twin-variant-bundle.sh BUILD_DIR small|tweaked|rebuilt|reblocked OUT"
 build=${1:?$usage}
 kind=${2:?$usage}
 out=${3:?$usage}
@@ -19,8 +21,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-variant.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 unsquashfs -q -no-progress -d "$work/root" "$twin/rootfs.squashfs" >/dev/null
 case $kind in
-  small)
-    echo "TRELLIS_VARIANT=small" >>"$work/root/etc/trellis/release"
+  small | tweaked)
+    echo "TRELLIS_VARIANT=$kind" >>"$work/root/etc/trellis/release"
     scripts/twin-squashfs.sh "$work/root" "$work/rootfs.squashfs"
     ;;
   rebuilt | reblocked)

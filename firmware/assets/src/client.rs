@@ -406,7 +406,13 @@ impl Fetcher {
         let id = store.id();
         let path = format!("/v1/assets/{id}/blocks/{n}");
         for attempt in 1..=ATTEMPTS {
-            let headers = [(SESSION, self.session.clone()), (HAVE, store.bitmap_hex())];
+            // A reader with no session is sent nothing ahead: what it holds does
+            // not matter to the origin (and a large file's bitmap is long).
+            let headers = if self.session.is_empty() {
+                Vec::new()
+            } else {
+                vec![(SESSION, self.session.clone()), (HAVE, store.bitmap_hex())]
+            };
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let body = self.get(id, &path, &headers)?;
             let frames = wire::frames(&body).map_err(|e| self.fetch_err(id, format!("block {n}: {e}")))?;

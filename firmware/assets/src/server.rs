@@ -430,8 +430,8 @@ impl Origin {
 }
 
 /// An accept loop on its own thread: each connection served on a thread of
-/// its own by `serve`, at most [`MAX_CONNECTIONS`] at once (more are closed
-/// at once), until the [`Listener`] is dropped.
+/// its own by `serve`, at most `max` at once (more are closed at once),
+/// until the [`Listener`] is dropped.
 pub(crate) struct Listener {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -449,6 +449,7 @@ impl Listener {
     pub(crate) fn start(
         addr: SocketAddr,
         name: &str,
+        max: usize,
         serve: impl Fn(TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
@@ -465,7 +466,7 @@ impl Listener {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    if open.fetch_add(1, Ordering::SeqCst) >= max {
                         open.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     }
@@ -516,7 +517,8 @@ impl Server {
     pub fn start(origin: Origin, addr: SocketAddr) -> std::io::Result<Self> {
         let origin = Arc::new(origin);
         let serving = origin.clone();
-        let listener = Listener::start(addr, "asset-origin", move |stream| serving.serve_connection(stream))?;
+        let listener =
+            Listener::start(addr, "asset-origin", MAX_CONNECTIONS, move |stream| serving.serve_connection(stream))?;
         Ok(Self { origin, listener })
     }
 

@@ -145,6 +145,9 @@ pub(crate) fn write_data_head(
         }
         Ok(None) => {
             write!(w, "HTTP/1.1 200 OK\r\nAccept-Ranges: bytes\r\nContent-Length: {size}\r\n\r\n")?;
+            if size == 0 {
+                w.flush()?;
+            }
             Ok(size.checked_sub(1).map(|last| (0, last)))
         }
         Ok(Some((first, last))) => {

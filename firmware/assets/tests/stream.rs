@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use trellis_assets::server::{Origin, OriginConfig, Server};
-use trellis_assets::{BLOCK_SIZE, Fetcher, Index, StreamServer};
+use trellis_assets::stream::Ticket;
+use trellis_assets::{BLOCK_SIZE, Fetcher, Index, PeerList, StreamServer};
 
 mod common;
 
@@ -97,6 +98,16 @@ fn the_origin_serves_ranges_of_a_file() {
     assert_eq!((a.status, a.body == bytes), (200, true));
 }
 
+/// The path of a ticket's URL.
+fn path_of(ticket: &Ticket) -> String {
+    let (_, path) = ticket.url().split_once("/v1/").unwrap();
+    format!("/v1/{path}")
+}
+
+fn stream_of(fetcher: &Arc<Fetcher>) -> StreamServer {
+    StreamServer::start(fetcher.clone(), "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
 #[test]
 fn the_stream_server_fetches_only_the_blocks_a_range_covers_and_keeps_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -105,9 +116,13 @@ fn the_stream_server_fetches_only_the_blocks_a_range_covers_and_keeps_them() {
     let id = Index::of(&bytes).id();
     // No session: nothing is pushed ahead of what the reader asks.
     let fetcher = Arc::new(Fetcher::new(Some(origin.addr().to_string()), dir.path().join("device"), String::new()));
-    let stream = StreamServer::start(fetcher.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let path = format!("/v1/assets/{id}/data");
-    assert_eq!(stream.url(&id), format!("http://{}{path}", stream.addr()));
+    let stream = stream_of(&fetcher);
+    let ticket = stream.open(&id).unwrap();
+    let path = path_of(&ticket);
+    let token = path.strip_prefix("/v1/streams/").unwrap();
+    assert!(token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit()), "{path}");
+    assert_eq!(ticket.url(), format!("http://{}{path}", stream.addr()));
+    assert_ne!(path_of(&stream.open(&id).unwrap()), path, "each reader has a ticket of its own");
 
     answers_ranges_as_http_says(stream.addr(), &path, &bytes);
     // Block 0 (100-199), the last two (the open range) and the last again.
@@ -118,17 +133,33 @@ fn the_stream_server_fetches_only_the_blocks_a_range_covers_and_keeps_them() {
     let a = ask(stream.addr(), "GET", &path, Some("bytes=65000-65600"));
     assert_eq!(a.body, bytes[65000..65601]);
     assert_eq!(fetcher.stats.requests.load(Ordering::Relaxed), 4, "block 1 only: block 0 is on the device");
+    let a = ask(stream.addr(), "GET", &path, Some("bytes=0-1048575"));
+    assert_eq!(a.body, bytes[..1 << 20]);
+    assert_eq!(fetcher.stats.requests.load(Ordering::Relaxed), 18, "blocks 2 to 15");
+
+    // Closed: the URL answers no more.
+    drop(ticket);
+    let a = ask(stream.addr(), "GET", &path, Some("bytes=0-0"));
+    assert_eq!(a.status, 404);
+    assert!(String::from_utf8_lossy(&a.body).contains("not open"));
 
     // Offline (a restart with no source), what is on the device still
-    // streams; a range needing a block that is not ends the answer short.
+    // streams. A range whose first part cannot be had is an error; one
+    // whose later part cannot ends short, after what could.
     drop(stream);
     let offline = Arc::new(Fetcher::new(None, dir.path().join("device"), String::new()));
-    let stream = StreamServer::start(offline, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let stream = stream_of(&offline);
+    let ticket = stream.open(&id).unwrap();
+    let path = path_of(&ticket);
     let a = ask(stream.addr(), "GET", &path, Some("bytes=65536-131071"));
     assert_eq!(a.body, bytes[65536..131_072]);
-    let a = ask(stream.addr(), "GET", &path, Some(&format!("bytes=0-{}", 3 * BS - 1)));
-    assert_eq!(a.status, 206);
-    assert!(a.body.is_empty(), "block 2 could not be had: nothing of the range was sent");
+    let a = ask(stream.addr(), "GET", &path, Some(&format!("bytes=0-{}", 20 * BS - 1)));
+    assert_eq!((a.status, a.length()), (206, 20 * BS));
+    assert_eq!(a.body, bytes[..1 << 20], "the first MiB, then the end: block 16 is not on the device");
+    let a = ask(stream.addr(), "GET", &path, Some(&format!("bytes={}-", 20 * BS)));
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, 404, "no source holds block 20: {body}");
+    assert!(body.contains("no asset origin is configured"), "{body}");
 }
 
 #[test]
@@ -138,10 +169,12 @@ fn a_corrupt_origin_never_gets_a_byte_to_the_reader() {
     let id = Index::of(&bytes).id();
     let (liar, _) = common::hostile(bytes.clone(), 0, u32::MAX);
     let fetcher = Arc::new(Fetcher::new(Some(liar.to_string()), dir.path().join("device"), String::new()));
-    let stream = StreamServer::start(fetcher.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
-    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-99"));
-    assert_eq!((a.status, a.length()), (206, 100));
-    assert!(a.body.is_empty(), "the block did not match: nothing was sent");
+    let stream = stream_of(&fetcher);
+    let ticket = stream.open(&id).unwrap();
+    let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-99"));
+    let body = String::from_utf8_lossy(&a.body);
+    assert_eq!(a.status, 502, "{body}");
+    assert!(body.contains("did not match the index"), "only the reason was sent: {body}");
     assert_eq!(fetcher.stats.refused.load(Ordering::Relaxed), 3, "three copies were refused");
 }
 
@@ -151,26 +184,40 @@ fn bad_requests_are_named() {
     let fetcher = Arc::new(Fetcher::new(None, dir.path().join("device"), String::new()));
     let e = StreamServer::start(fetcher.clone(), "0.0.0.0:0".parse().unwrap()).unwrap_err();
     assert!(e.to_string().contains("loopback only"), "{e}");
-    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let a = ask(stream.addr(), "GET", "/v1/assets/nope/data", None);
-    assert_eq!(a.status, 404);
-    assert!(String::from_utf8_lossy(&a.body).contains("no such path /v1/assets/nope/data"));
+    let stream = stream_of(&fetcher);
     let id = Index::of(b"x").id();
-    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    // Not opened: an asset's id is no URL.
+    for path in [format!("/v1/assets/{id}/data"), "/v1/streams/nope".into()] {
+        let a = ask(stream.addr(), "GET", &path, None);
+        assert_eq!(a.status, 404, "{path}");
+        assert!(String::from_utf8_lossy(&a.body).contains("no such stream"), "{path}");
+    }
+    let ticket = stream.open(&id).unwrap();
+    let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-0"));
     let body = String::from_utf8_lossy(&a.body);
     assert_eq!(a.status, 404, "no source holds it: {body}");
     assert!(body.contains(&id.to_string()) && body.contains("no asset origin is configured"), "{body}");
-    // An origin without it: a 404 too, naming the origin's answer.
+    // Peers that do not hold it yet may: a 502, asked again.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let peers = PeerList::new();
+    peers.add(&gone.to_string());
+    let fetcher = Arc::new(Fetcher::new(None, dir.path().join("d1"), String::new()).with_peers(peers));
+    let stream = stream_of(&fetcher);
+    let ticket = stream.open(&id).unwrap();
+    let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-0"));
+    assert_eq!(a.status, 502, "{}", String::from_utf8_lossy(&a.body));
+    // An origin without it: a 404, naming the origin's answer.
     let origin = origin_of(dir.path(), b"another file");
     let fetcher = Arc::new(Fetcher::new(Some(origin.addr().to_string()), dir.path().join("d2"), String::new()));
-    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    let stream = stream_of(&fetcher);
+    let ticket = stream.open(&id).unwrap();
+    let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-0"));
     assert_eq!(a.status, 404, "{}", String::from_utf8_lossy(&a.body));
     // An origin that cannot be reached may be back: a 502, asked again.
     drop(origin);
-    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let fetcher = Arc::new(Fetcher::new(Some(gone.to_string()), dir.path().join("d3"), String::new()));
-    let stream = StreamServer::start(fetcher, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let a = ask(stream.addr(), "GET", &format!("/v1/assets/{id}/data"), Some("bytes=0-0"));
+    let stream = stream_of(&fetcher);
+    let ticket = stream.open(&id).unwrap();
+    let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-0"));
     assert_eq!(a.status, 502, "{}", String::from_utf8_lossy(&a.body));
 }

@@ -18,4 +18,6 @@ pub mod testing;
 mod types;
 
 pub use device::{AppError, AppInstalled, Consent, Device};
-pub use types::{AppSummary, Bundle, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord};
+pub use types::{
+    AppSummary, Bundle, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord, is_refusal,
+};

@@ -49,6 +49,9 @@ pub struct FakeDevice {
     /// Every bundle streamed by its piece root fails, for this reason (the
     /// site's sources do not hold it); RAUC has written nothing.
     pub stream_fails: Option<String>,
+    /// Another installation runs (the status's `last_update` says which):
+    /// every install is refused as busy.
+    pub installing: AtomicBool,
     /// What RAUC reports while it installs.
     pub progress: Vec<Progress>,
     /// RAUC refuses every bundle (bad signature).
@@ -82,6 +85,7 @@ impl FakeDevice {
             firmware_dir: None,
             streams_firmware: false,
             stream_fails: None,
+            installing: AtomicBool::new(false),
             progress: vec![
                 Progress { percent: 0, message: "Installing".into() },
                 Progress { percent: 50, message: "Copying image".into() },
@@ -255,6 +259,9 @@ impl Device for FakeDevice {
             }
             Bundle::Url(_) | Bundle::Asset(_) => bundle.to_string(),
         };
+        if self.installing.load(Ordering::SeqCst) {
+            return Err("busy: an installation is already running".into());
+        }
         lock(&self.bundles).push(text);
         if let (Bundle::Asset(_), Some(why)) = (bundle, &self.stream_fails) {
             return Err(format!("RAUC: Failed to stream bundle {bundle}: {why}"));

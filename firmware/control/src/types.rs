@@ -187,6 +187,40 @@ impl std::fmt::Display for Bundle {
     }
 }
 
+/// Whether RAUC's reason for a failed streamed install is a refusal (of the
+/// bundle: signature, compatible, format; by the origin: 4xx, no such
+/// bundle or not for this device; of a TLS certificate, either way; by the
+/// device: no space, another installation running). Anything else is the
+/// network's, and worth another attempt. A read
+/// that fails on the network reaches RAUC as an I/O error of the block
+/// device, whatever it was writing (`tar: read error`, a failed copy), so
+/// its message does not say so; a bundle whose signature held cannot be at
+/// fault for it, as dm-verity checks every block read.
+#[must_use]
+pub fn is_refusal(why: &str) -> bool {
+    const REFUSED: [&str; 15] = [
+        "http error code 4",
+        // TLS: the origin's certificate refused by the device, or the
+        // device's by the origin (curl's reasons, through RAUC).
+        "certificate",
+        "fatal alert",
+        "no space left",
+        "already processing",
+        "read-only file system",
+        "signature",
+        "compatible",
+        "not supported",
+        "unsupported",
+        "invalid",
+        "not found",
+        "unauthorized",
+        "forbidden",
+        "no such",
+    ];
+    let why = why.to_ascii_lowercase();
+    REFUSED.iter().any(|r| why.contains(r))
+}
+
 /// How a bundle named by its piece root is written.
 const ASSET: &str = "asset:";
 

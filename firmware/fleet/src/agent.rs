@@ -533,7 +533,10 @@ impl Agent {
             (Some(f), None) => Some(Bundle::File(self.fetch_bundle(link, &release, f).await?)),
             (None, _) => None,
         };
-        if !apps.is_empty() || fetched_firmware.is_some() {
+        // `downloaded` and `verified` once per attempt: here, or for streamed
+        // firmware alone, once RAUC has read it.
+        let mut announced = !apps.is_empty() || fetched_firmware.is_some();
+        if announced {
             self.event(EventKind::Downloaded, id, None);
             self.event(EventKind::Verified, id, None);
         }
@@ -557,11 +560,30 @@ impl Agent {
                 }
                 Part::Firmware => {
                     let Some(mut bundle) = bundle.clone() else { continue };
+                    let mut how = None;
                     let (mut result, mut last) = self.install_firmware(&bundle).await;
-                    // A stream that fails (the site's sources lack the bundle,
-                    // or cannot be reached) leaves the running slot as it was:
-                    // the bundle is then fetched whole from the object store.
-                    if let (Err(streaming), Some(f), Bundle::Asset(_)) = (&result, &firmware, &bundle) {
+                    // The device installs this very bundle already (the runtime
+                    // resumed it after a reboot or power cut): follow that
+                    // install to its trial boot rather than start another.
+                    if result.as_ref().is_err_and(|e| e.starts_with("busy: "))
+                        && let Some(running) = self.device.status().firmware.last_update
+                        && running.phase == Phase::Installing
+                        && running.bundle == bundle.to_string()
+                    {
+                        tracing::info!(release = %id, "the device is installing {bundle} already: following it");
+                        self.local.trial = Some(id.clone());
+                        self.local.trial_version = firmware.as_ref().map(|f| f.version.clone());
+                        self.phase = "trial-boot";
+                        self.save();
+                        return Err(Stop::Trial);
+                    }
+                    // A stream that fails on the way (the site's sources lack
+                    // the bundle, or cannot be reached) has not switched a
+                    // slot: the bundle is then fetched whole from the object
+                    // store. A refusal of the bundle itself is final.
+                    if let (Err(streaming), Some(f), Bundle::Asset(_)) = (&result, &firmware, &bundle)
+                        && falls_back(streaming)
+                    {
                         tracing::warn!(release = %id, "firmware streamed as {bundle}: {streaming}; fetching it whole");
                         let streaming = format!("firmware streamed as {bundle}: {streaming}");
                         self.phase = "downloading";
@@ -569,8 +591,12 @@ impl Agent {
                             Stop::Failed(why, kind) => Stop::Failed(format!("{streaming}; fetched whole: {why}"), kind),
                             other => other,
                         })?;
-                        self.event(EventKind::Downloaded, id, Some(format!("{streaming}; fetched whole")));
-                        self.event(EventKind::Verified, id, None);
+                        how = Some(format!("{streaming}; fetched whole"));
+                        if !announced {
+                            self.event(EventKind::Downloaded, id, how.clone());
+                            self.event(EventKind::Verified, id, None);
+                            announced = true;
+                        }
                         self.phase = "installing";
                         bundle = Bundle::File(path);
                         (result, last) = self.install_firmware(&bundle).await;
@@ -582,18 +608,21 @@ impl Agent {
                     match result {
                         Ok(_) => {
                             if matches!(bundle, Bundle::Asset(_)) {
-                                let how = format!("firmware streamed as {bundle}, every block checked against it");
-                                self.event(EventKind::Downloaded, id, Some(how));
-                                self.event(EventKind::Verified, id, None);
+                                how = Some(format!("firmware streamed as {bundle}, every block checked against it"));
+                                if !announced {
+                                    self.event(EventKind::Downloaded, id, how.clone());
+                                    self.event(EventKind::Verified, id, None);
+                                }
                             }
                             self.local.trial = Some(id.clone());
                             self.local.trial_version = firmware.as_ref().map(|f| f.version.clone());
                             self.phase = "trial-boot";
                             self.save();
+                            let how = how.map(|h| format!(" ({h})")).unwrap_or_default();
                             self.event(
                                 EventKind::Installed,
                                 id,
-                                Some("firmware written; rebooting into its trial".into()),
+                                Some(format!("firmware written{how}; rebooting into its trial")),
                             );
                             let _ = self.send_report(link, true).await;
                             let _ = self.flush(link).await;
@@ -756,6 +785,18 @@ impl Agent {
     }
 }
 
+/// Whether a streamed install that failed with `why` is worth doing again
+/// from the bundle fetched whole: when its sources could not deliver it (a
+/// transfer failure, no source holding it, none configured), not when the
+/// bundle was refused or the device is busy.
+fn falls_back(why: &str) -> bool {
+    let lower = why.to_ascii_lowercase();
+    if lower.starts_with("busy: ") {
+        return false;
+    }
+    ["http error code 404", "no asset sources"].iter().any(|s| lower.contains(s)) || !trellis_control::is_refusal(why)
+}
+
 /// Why a download stopped.
 enum Download {
     /// The server: try again later.
@@ -868,6 +909,25 @@ mod tests {
     /// A power cut between writing an event and saving its number: the next
     /// event gets a new number, it does not overwrite the one not yet sent.
     #[cfg(feature = "sim")]
+    #[test]
+    fn a_stream_falls_back_to_the_whole_bundle_only_when_its_sources_failed() {
+        for why in [
+            "bundle asset:ab: RAUC: Failed to stream bundle http://127.0.0.1:4/v1/assets/ab/data: \
+             failed to configure streaming: unexpected HTTP error code 404",
+            "bundle asset:ab: no asset sources: the runtime's [assets] names no origin and no peers",
+            "bundle asset:ab: RAUC: Installation error: Failed updating slot rootfs.1: tar: read error",
+        ] {
+            assert!(super::falls_back(why), "{why}");
+        }
+        for why in [
+            "busy: an installation is already running",
+            "bundle asset:ab: RAUC: signature verification failed: certificate not trusted",
+            "bundle asset:ab: RAUC: Compatible mismatch: Expected 'trellis-qemu-aarch64'",
+        ] {
+            assert!(!super::falls_back(why), "{why}");
+        }
+    }
+
     #[test]
     fn an_unsent_event_is_never_overwritten() {
         #![allow(clippy::unwrap_used)]

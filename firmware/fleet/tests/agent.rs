@@ -489,3 +489,53 @@ async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_noth
     assert!(fetched_whole, "the fall-back is in the audit log");
     d3.stop();
 }
+
+/// After a power cut mid-stream the runtime resumes the install of the
+/// release's bundle by itself; the agent, converging again, finds the device
+/// busy with that very bundle and follows it to its trial boot instead of
+/// starting (or fetching) another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
+    let f = one(&["pi-4"]).await;
+    let bundle = b"RAUC BUNDLE 2.3.0, resumed".to_vec();
+    let release = Release::new("os-2.3.0", sim::BOARD, sim::INTERFACE).with_firmware("2.3.0", &bundle).signed(&f.key);
+    let root = release.firmware.as_ref().unwrap().pieces.clone().unwrap();
+    ops::publish(&f.operator, &release, &[]).await.unwrap();
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-4", "north", sim::trust(&f.key));
+    let device = Arc::get_mut(&mut d.device).unwrap();
+    device.streams_firmware = true;
+    device.installing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let resumed = UpdateRecord {
+        bundle: format!("asset:{root}"),
+        version: None,
+        from: "A".into(),
+        to: None,
+        phase: trellis_control::Phase::Installing,
+        reason: None,
+        boot_id: "boot-2".into(),
+        started: 100,
+        changed: 100,
+        resumed: 1,
+    };
+    device.status.lock().unwrap().firmware.last_update = Some(resumed);
+    d.start().await;
+    desire(&f.operator, "pi-4", &DesiredState::release(&release.id)).await;
+    until(20, "the resumed install followed", || async {
+        report(&f.operator, "pi-4").await.is_some_and(|r| r.phase == "trial-boot")
+    })
+    .await;
+    assert!(d.device.bundles.lock().unwrap().is_empty(), "no second install was started");
+    // The resumed install reaches its trial, which commits.
+    d.device.installing.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Some(r) = d.device.status.lock().unwrap().firmware.last_update.as_mut() {
+        r.phase = trellis_control::Phase::Committed;
+    }
+    until(30, "the release applied and healthy", || async {
+        report(&f.operator, "pi-4")
+            .await
+            .is_some_and(|r| r.release.as_deref() == Some("os-2.3.0") && r.firmware == "2.3.0" && r.healthy)
+    })
+    .await;
+    assert!(d.device.bundles.lock().unwrap().is_empty(), "still no second install");
+    d.stop();
+}

@@ -197,12 +197,15 @@ impl Runtime {
     /// origin) and verified block by block. The blocks are kept under
     /// `STATE_DIR/bundles` while an install needs them. Nothing is pushed
     /// ahead of RAUC's reads: which blocks an adaptive install reads depends
-    /// on what the device's slots hold. `None` without a source, or when
-    /// loopback cannot be listened on (logged).
+    /// on what the device's slots hold. `None` without an origin or a peer
+    /// named, or when loopback cannot be listened on (logged).
     #[must_use]
     pub fn bundle_stream(&self, config: &RuntimeConfig) -> Option<Arc<trellis_assets::StreamServer>> {
+        // Peers found on the LAN are asked too, but they share what their
+        // apps read, not bundles: without an origin or a peer named, no
+        // source would hold one.
         let assets = config.assets.as_ref()?;
-        if assets.origin.is_none() && assets.peers.is_empty() && !assets.lan {
+        if assets.origin.is_none() && assets.peers.is_empty() {
             return None;
         }
         let root = config.state_dir.join(paths::state::BUNDLES);

@@ -8,6 +8,7 @@ use zbus::blocking::Connection;
 use zbus::proxy::CacheProperties;
 use zbus::zvariant::{OwnedValue, Value};
 
+use trellis_assets::stream::Ticket;
 use trellis_assets::{AssetId, StreamServer};
 use trellis_layout::paths;
 
@@ -57,14 +58,16 @@ impl DbusRauc {
         self
     }
 
-    /// Where RAUC reads a bundle named by its piece root.
-    fn asset_url(&self, bundle: &Bundle, id: &str) -> Result<String, UpdateError> {
+    /// Where RAUC reads a bundle named by its piece root, for as long as
+    /// the ticket lives.
+    fn asset_ticket(&self, bundle: &Bundle, id: &str) -> Result<Ticket, UpdateError> {
         let refused = |reason: String| UpdateError::Bundle { bundle: bundle.clone(), reason };
-        let server = self.assets.as_ref().ok_or_else(|| {
-            refused("no asset sources: the runtime's [assets] names no origin and no peers, and lan is off".into())
-        })?;
+        let server = self
+            .assets
+            .as_ref()
+            .ok_or_else(|| refused("no asset sources: the runtime's [assets] names no origin and no peers".into()))?;
         let id = id.parse::<AssetId>().map_err(|e| refused(e.to_string()))?;
-        Ok(server.url(&id))
+        server.open(&id).map_err(|e| refused(format!("no stream: {e}")))
     }
 
     /// `InstallBundle`'s TLS arguments for `url` (only over HTTPS), and the
@@ -116,7 +119,7 @@ impl Rauc for DbusRauc {
     fn install(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<(), UpdateError> {
         let proxy = proxy()?;
         // A URL is RAUC's streaming mode: it reads the bundle with range requests.
-        let asset_url;
+        let ticket;
         let (source, (tls, _key)) = match bundle {
             Bundle::File(path) => (
                 path.to_str().ok_or_else(|| UpdateError::Bundle {
@@ -127,8 +130,8 @@ impl Rauc for DbusRauc {
             ),
             Bundle::Url(url) => (url.as_str(), self.tls_args(url)?),
             Bundle::Asset(id) => {
-                asset_url = self.asset_url(bundle, id)?;
-                (asset_url.as_str(), (HashMap::new(), None))
+                ticket = self.asset_ticket(bundle, id)?;
+                (ticket.url(), (HashMap::new(), None))
             }
         };
         let args: HashMap<&str, Value<'_>> = tls.iter().map(|(k, v)| (*k, Value::from(v.as_str()))).collect();
@@ -170,6 +173,12 @@ impl Rauc for DbusRauc {
         } else {
             let why = proxy.last_error().unwrap_or_default();
             Err(UpdateError::Rauc(if why.is_empty() { format!("installation failed (code {code})") } else { why }))
+        }
+    }
+
+    fn given_up(&self, bundle: &Bundle) {
+        if let (Bundle::Asset(_), Some(server)) = (bundle, &self.assets) {
+            server.clear();
         }
     }
 

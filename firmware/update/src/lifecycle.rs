@@ -432,6 +432,8 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             Ok(record) => Ok(record),
             Err(e) => {
                 self.finish(Phase::Failed, &e.to_string());
+                // Over for good: what was kept for it can go.
+                self.rauc.given_up(bundle);
                 Err(e)
             }
         }
@@ -464,7 +466,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 Err(UpdateError::Rauc(why))
                     if bundle.is_streamed()
                         && attempt < self.policy.stream_retries
-                        && (resumed > 0 || transfer_failed(&why)) =>
+                        && (resumed > 0 || !trellis_control::is_refusal(&why)) =>
                 {
                     let wait = self.policy.stream_retry_ms.saturating_mul(1 << attempt.min(16));
                     attempt += 1;
@@ -529,38 +531,6 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             last_update: live.record.clone(),
         }
     }
-}
-
-/// RAUC's reason for a failed streamed install is not a refusal (of the
-/// bundle: signature, compatible, format; by the origin: 4xx, no such
-/// bundle or not for this device; of a TLS certificate, either way; by the
-/// device: no space, another installation running): then it is the network's. A read
-/// that fails on the network reaches RAUC as an I/O error of the block
-/// device, whatever it was writing (`tar: read error`, a failed copy), so
-/// its message does not say so; a bundle whose signature held cannot be at
-/// fault for it, as dm-verity checks every block read.
-fn transfer_failed(why: &str) -> bool {
-    const REFUSED: [&str; 15] = [
-        "http error code 4",
-        // TLS: the origin's certificate refused by the device, or the
-        // device's by the origin (curl's reasons, through RAUC).
-        "certificate",
-        "fatal alert",
-        "no space left",
-        "already processing",
-        "read-only file system",
-        "signature",
-        "compatible",
-        "not supported",
-        "unsupported",
-        "invalid",
-        "not found",
-        "unauthorized",
-        "forbidden",
-        "no such",
-    ];
-    let why = why.to_ascii_lowercase();
-    !REFUSED.iter().any(|r| why.contains(r))
 }
 
 fn log(r: &UpdateRecord) {

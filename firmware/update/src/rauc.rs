@@ -43,4 +43,10 @@ pub trait Rauc: Send + Sync {
     /// # Errors
     /// The service cannot be reached.
     fn slots(&self) -> Result<Slots, UpdateError>;
+
+    /// The install of `bundle` failed for good (no retry, no resume will
+    /// follow): what was kept on the device for it can go.
+    fn given_up(&self, bundle: &Bundle) {
+        let _ = bundle;
+    }
 }
