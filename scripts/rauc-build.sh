@@ -59,8 +59,10 @@ if [ ! -x "$cache/rauc" ]; then
   for p in "$board/rauc-$version"-*.patch; do
     git -C "$src" apply --whitespace=nowarn "$PWD/$p" || { echo "rauc-build: $p does not apply" >&2; exit 1; }
   done
-  for mark in 'ctx.broken = TRUE' 'server not responding: %s' 'the slot is being rewritten' 'names no image while it is rewritten'; do
-    grep -qF "$mark" "$src/src/nbd.c" "$src/src/update_handler.c" "$src/src/install.c" || { echo "rauc-build: the patches are not in $src/src ($mark)" >&2; exit 1; }
+  for mark in 'ctx.broken = TRUE' 'server not responding: %s' 'the slot is being rewritten' \
+    'names no image while it is rewritten' 'cannot be synced'; do
+    grep -qF "$mark" "$src"/src/{nbd,update_handler,install,config_file}.c \
+      || { echo "rauc-build: the patches are not in $src/src ($mark)" >&2; exit 1; }
   done
   lib=$sysroot/usr/lib/$cross
   # pkg-config is not used: the flags of each library, as its .pc file gives them, with the

@@ -5,6 +5,8 @@
 #       the blocks RAUC's adaptive mode must fetch are the few this changes
 #   twin-variant-bundle.sh BUILD_DIR tweaked OUT  another line added there: one line
 #       changed against `small`
+#   twin-variant-bundle.sh BUILD_DIR bootfile OUT  the image's root filesystem, and its boot
+#       files with one file added: a boot.tar of its own
 #   twin-variant-bundle.sh BUILD_DIR rebuilt OUT  the same files with 64 KiB squashfs
 #       blocks instead of 128 KiB: no 4 KiB block is the same, everything is fetched
 #   twin-variant-bundle.sh BUILD_DIR reblocked OUT  the same with 32 KiB blocks: nothing
@@ -12,7 +14,7 @@
 # VERSION names the bundle's version (default: the kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: twin-variant-bundle.sh BUILD_DIR small|tweaked|rebuilt|reblocked OUT"
+usage="usage: twin-variant-bundle.sh BUILD_DIR small|tweaked|bootfile|rebuilt|reblocked OUT"
 build=${1:?$usage}
 kind=${2:?$usage}
 out=${3:?$usage}
@@ -32,6 +34,14 @@ case $kind in
     SOURCE_DATE_EPOCH=$epoch mksquashfs "$work/root" "$work/rootfs.squashfs" -comp zstd -b "$block" \
       -all-root -noappend -quiet -no-progress >/dev/null
     ;;
+  bootfile)
+    cp "$twin/boot.vfat" "$work/boot.vfat"
+    echo "a boot file of the $kind variant" >"$work/variant.txt"
+    mcopy -i "$work/boot.vfat" "$work/variant.txt" ::/variant.txt
+    cp "$twin/rootfs.squashfs" "$work/rootfs.squashfs"
+    ;;
   *) echo "twin-variant-bundle: unknown kind '$kind' ($usage)" >&2; exit 2 ;;
 esac
-ROOTFS_IMAGE=$work/rootfs.squashfs VERSION=${VERSION:-$kind} scripts/twin-bundle.sh "$build" "$out"
+boot_image=$twin/boot.vfat
+if [ -f "$work/boot.vfat" ]; then boot_image=$work/boot.vfat; fi
+BOOT_IMAGE=$boot_image ROOTFS_IMAGE=$work/rootfs.squashfs VERSION=${VERSION:-$kind} scripts/twin-bundle.sh "$build" "$out"

@@ -28,8 +28,10 @@ use crate::{AssetError, AssetId, Fetcher};
 const CHUNK: u64 = 1 << 20;
 /// A connection idle this long is closed.
 const IDLE: Duration = Duration::from_secs(60);
-/// Most connections at once (RAUC uses one).
-const MAX_CONNECTIONS: usize = 8;
+/// Most connections at once: RAUC's streaming side may open several (one
+/// transfer per request of the kernel's), and the tickets, not this, keep
+/// others out.
+const MAX_CONNECTIONS: usize = 64;
 
 /// The files open for readers, by ticket.
 type Open = Arc<Mutex<HashMap<String, AssetId>>>;

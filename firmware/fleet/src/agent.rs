@@ -397,7 +397,19 @@ impl Agent {
                 self.save();
                 self.event(EventKind::Installed, &release, Some("firmware committed after its trial boot".into()));
             }
-            Phase::RolledBack | Phase::Failed => {
+            // An install the agent followed (the device resumed it) that
+            // failed before any trial: no slot was switched.
+            Phase::Failed => {
+                self.local.trial = None;
+                self.local.trial_version = None;
+                let reason = format!("firmware: {}", update.reason.unwrap_or_else(|| "the install failed".into()));
+                let attempt = self.local.desired.as_ref().map_or(0, |d| d.attempt);
+                self.local.failed = Some(Failure { release: release.clone(), attempt, reason: reason.clone() });
+                self.phase = "failed";
+                self.save();
+                self.event(EventKind::Refused, &release, Some(reason));
+            }
+            Phase::RolledBack => {
                 self.local.trial = None;
                 self.local.trial_version = None;
                 let reason = update.reason.unwrap_or_else(|| "the trial boot was not healthy".into());
@@ -906,9 +918,6 @@ fn percent(done: u64, total: u64) -> u8 {
 mod tests {
     use super::*;
 
-    /// A power cut between writing an event and saving its number: the next
-    /// event gets a new number, it does not overwrite the one not yet sent.
-    #[cfg(feature = "sim")]
     #[test]
     fn a_stream_falls_back_to_the_whole_bundle_only_when_its_sources_failed() {
         for why in [
@@ -928,6 +937,9 @@ mod tests {
         }
     }
 
+    /// A power cut between writing an event and saving its number: the next
+    /// event gets a new number, it does not overwrite the one not yet sent.
+    #[cfg(feature = "sim")]
     #[test]
     fn an_unsent_event_is_never_overwritten() {
         #![allow(clippy::unwrap_used)]

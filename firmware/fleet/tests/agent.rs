@@ -496,7 +496,7 @@ async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_noth
 /// starting (or fetching) another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
-    let f = one(&["pi-4"]).await;
+    let f = one(&["pi-4", "pi-5"]).await;
     let bundle = b"RAUC BUNDLE 2.3.0, resumed".to_vec();
     let release = Release::new("os-2.3.0", sim::BOARD, sim::INTERFACE).with_firmware("2.3.0", &bundle).signed(&f.key);
     let root = release.firmware.as_ref().unwrap().pieces.clone().unwrap();
@@ -517,7 +517,7 @@ async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
         changed: 100,
         resumed: 1,
     };
-    device.status.lock().unwrap().firmware.last_update = Some(resumed);
+    device.status.lock().unwrap().firmware.last_update = Some(resumed.clone());
     d.start().await;
     desire(&f.operator, "pi-4", &DesiredState::release(&release.id)).await;
     until(20, "the resumed install followed", || async {
@@ -537,5 +537,30 @@ async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
     })
     .await;
     assert!(d.device.bundles.lock().unwrap().is_empty(), "still no second install");
+    d.stop();
+
+    // Another device's resumed install fails for good before its trial: a
+    // failure of the release, not a rollback (no slot was switched).
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-5", "north", sim::trust(&f.key));
+    let device = Arc::get_mut(&mut d.device).unwrap();
+    device.streams_firmware = true;
+    device.installing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failing = UpdateRecord { boot_id: "boot-7".into(), ..resumed };
+    device.status.lock().unwrap().firmware.last_update = Some(failing);
+    d.start().await;
+    desire(&f.operator, "pi-5", &DesiredState::release(&release.id)).await;
+    until(20, "the resumed install followed", || async {
+        report(&f.operator, "pi-5").await.is_some_and(|r| r.phase == "trial-boot")
+    })
+    .await;
+    if let Some(r) = d.device.status.lock().unwrap().firmware.last_update.as_mut() {
+        r.phase = trellis_control::Phase::Failed;
+        r.reason = Some("RAUC: streaming failed on the network".into());
+    }
+    let why = refusal(&f.operator, "pi-5", &release.id).await;
+    assert!(why.starts_with("firmware: RAUC: streaming failed"), "{why}");
+    let kinds: Vec<EventKind> =
+        sim::events(&f.operator).await.into_iter().filter(|e| e.device == "pi-5").map(|e| e.kind).collect();
+    assert!(!kinds.contains(&EventKind::RolledBack), "{kinds:?}");
     d.stop();
 }

@@ -28,6 +28,8 @@ trait Installer {
     #[zbus(property)]
     fn progress(&self) -> zbus::Result<(i32, String, i32)>;
     #[zbus(property)]
+    fn operation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn compatible(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn boot_slot(&self) -> zbus::Result<String>;
@@ -111,6 +113,19 @@ fn proxy() -> Result<InstallerProxyBlocking<'static>, UpdateError> {
     InstallerProxyBlocking::builder(&conn).cache_properties(CacheProperties::No).build().map_err(|e| bus(&e))
 }
 
+/// Until RAUC's service says it is idle, asking it again each second on a
+/// connection of its own (at most half an hour: each attempt of an install
+/// is bounded by the kernel's NBD timeout).
+fn wait_idle() {
+    let deadline = std::time::Instant::now() + Duration::from_secs(1800);
+    while std::time::Instant::now() < deadline {
+        if proxy().and_then(|p| p.operation().map_err(|e| bus(&e))).is_ok_and(|op| op == "idle") {
+            return;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn text(d: &HashMap<String, OwnedValue>, key: &str) -> Option<String> {
     d.get(key).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_owned)
 }
@@ -146,9 +161,14 @@ impl Rauc for DbusRauc {
         let mut last: Option<Progress> = None;
         let code = loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(code) => break code.unwrap_or(-1),
+                Ok(Some(code)) => break code,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => break -1,
+                // The signal stream ended (the bus went away): RAUC may still
+                // be installing, and reading the bundle through the ticket.
+                Ok(None) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    wait_idle();
+                    break -1;
+                }
             }
             if let Ok((percent, message, _depth)) = proxy.progress() {
                 let p = Progress { percent, message };

@@ -8,7 +8,9 @@
 //! origin CA); and an install cut by the network, or by a power cut, is
 //! started again by the runtime, fetching only what it had not written yet.
 //! A bundle named by its piece root streams through the runtime from the
-//! site's peer and the asset origin, every block verified on the way.
+//! site's peer and the asset origin, every block verified on the way. A boot
+//! slot already holding a bundle's boot files is skipped, and one an install
+//! was cut while rewriting is never taken for the image it held before.
 //! Needs `make bundle`.
 
 use std::path::{Path, PathBuf};
@@ -309,8 +311,8 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         "rebuilt, cut three times: {fetched} bytes fetched for a {rebuilt}-byte bundle ({:.2}×)",
         fetched as f64 / rebuilt as f64
     );
-    // Started over each time it would be 1.9 bundles (0.1 + 0.4 + 0.4 before
-    // the cuts, then a whole one). Resumed, it is one, plus what each cut
+    // Started over each time it would be about 1.8 bundles (0.1 + 0.4 + 0.4
+    // before the cuts, then a whole one less boot.tar, which is skipped). Resumed, it is one, plus what each cut
     // attempt read and had not written yet (1.45 when each attempt fetched
     // boot.tar again).
     assert!(fetched < rebuilt * 12 / 10, "{fetched} bytes fetched for a {rebuilt}-byte bundle cut three times");
@@ -347,11 +349,31 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         "reblocked, power cut at 60 %: {fetched} bytes fetched for a {reblocked}-byte bundle ({:.2}×)",
         fetched as f64 / reblocked as f64
     );
-    // Started over it would be 1.6 bundles; resumed, one, plus what had not
+    // Started over it would be about 1.5 bundles; resumed, one, plus what had not
     // reached the slot before the cut.
     assert!(fetched < reblocked * 12 / 10, "{fetched} bytes fetched for a {reblocked}-byte bundle cut by a power cut");
     let s = device.sh("trellis device status")?;
     assert!(s.contains("last update: committed: 2.3.0-reblocked"), "{s}");
+    nothing_stored(&mut device)?;
+
+    // 4. An install cut while it rewrites a boot slot, then the slot's former
+    // image installed again: RAUC must not take the half-written slot for
+    // that image and skip it (install-same=false). Its status stopped
+    // naming the image when the rewrite began; without the fix it still
+    // did, and the trial boot would find the slot's files half unpacked. A
+    // bundle whose boot files differ (one file added) is cut at 5 %, in its
+    // boot.tar, the origin down until the runtime has given the install up.
+    let bootfile = variant_bundle("bootfile", &dir.join("bootfile.raucb"), "2.4.0-bootfile");
+    let base = origin.served();
+    origin.cut_at(base + bootfile / 20);
+    let said = refused_install(&mut device, &origin.url("bootfile.raucb"))?;
+    let given_up = said.contains("exit=1") || said.contains("exit=2");
+    assert!(given_up && origin.is_down(), "the install was cut and given up: {said}");
+    device.seen("names no image while it is rewritten", BOOT_TIMEOUT)?;
+    origin.restore();
+    // The bundle slot B runs (its root filesystem comes from B, nothing of
+    // it is fetched), into A: the boot slot's former boot.tar.
+    let (mut device, _) = install_and_commit(&mut twin, device, &origin.url("reblocked.raucb"), "2.3.0-reblocked")?;
     nothing_stored(&mut device)?;
     Ok(())
 }
