@@ -85,8 +85,9 @@ enum Command {
     Update {
         /// The RAUC bundle (`make bundle`), or the `http(s)://` URL of one on a
         /// server that answers range requests: the device's RAUC streams it,
-        /// nothing is uploaded or stored; or `asset:<id>` (its piece root,
-        /// `trellis asset index`): streamed from the device's asset sources,
+        /// nothing is uploaded or stored; or `asset:<id>` (its piece root: the
+        /// hex `trellis asset index` prints after `sha256:`): streamed from
+        /// the device's asset sources,
         /// its LAN peers and the asset origin.
         bundle: String,
         #[command(flatten)]
