@@ -215,6 +215,16 @@ pub struct AssetsConfig {
     pub lan: bool,
 }
 
+impl AssetsConfig {
+    /// Whether it names a source that can hold a firmware bundle: an origin
+    /// or a peer. Peers found on the LAN share what their apps read, not
+    /// bundles, so `lan` alone is none.
+    #[must_use]
+    pub fn names_bundle_sources(&self) -> bool {
+        self.origin.is_some() || !self.peers.is_empty()
+    }
+}
+
 /// Everything the runtime needs to know.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

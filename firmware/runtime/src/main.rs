@@ -123,8 +123,7 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     let mut rauc = DbusRauc::new(policy.stream_tls.clone());
     let stream = runtime.bundle_stream(config);
     let streams = stream.is_some();
-    let sources = config.assets.as_ref().is_some_and(|a| a.origin.is_some() || !a.peers.is_empty());
-    if !sources {
+    if !config.assets.as_ref().is_some_and(trellis_runtime::config::AssetsConfig::names_bundle_sources) {
         // Blocks kept by an image that streamed bundles, should it no longer.
         let kept = config.state_dir.join(paths::state::BUNDLES);
         match std::fs::remove_dir_all(&kept) {

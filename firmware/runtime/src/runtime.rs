@@ -201,13 +201,7 @@ impl Runtime {
     /// named, or when loopback cannot be listened on (logged).
     #[must_use]
     pub fn bundle_stream(&self, config: &RuntimeConfig) -> Option<Arc<trellis_assets::StreamServer>> {
-        // Peers found on the LAN are asked too, but they share what their
-        // apps read, not bundles: without an origin or a peer named, no
-        // source would hold one.
-        let assets = config.assets.as_ref()?;
-        if assets.origin.is_none() && assets.peers.is_empty() {
-            return None;
-        }
+        let assets = config.assets.as_ref().filter(|a| a.names_bundle_sources())?;
         let root = config.state_dir.join(paths::state::BUNDLES);
         let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), root, String::new())
             .with_peers(self.services.assets.peers());

@@ -53,7 +53,7 @@ impl DbusRauc {
     /// Bundles named by their piece root (`asset:<id>`) stream to RAUC from
     /// `server` (loopback): their blocks come from the device's peers and
     /// the asset origin, each verified before RAUC reads it. The blocks are
-    /// removed once an install has written the slot.
+    /// removed once the install is over ([`Rauc::finished`]).
     #[must_use]
     pub fn with_assets(mut self, server: Arc<StreamServer>) -> Self {
         self.assets = Some(server);
@@ -185,10 +185,6 @@ impl Rauc for DbusRauc {
             }
         }
         if code == 0 {
-            // The slot is written: the streamed blocks are not needed again.
-            if let (Bundle::Asset(_), Some(server)) = (bundle, &self.assets) {
-                server.clear();
-            }
             Ok(())
         } else {
             let why = proxy.last_error().unwrap_or_default();
@@ -196,7 +192,7 @@ impl Rauc for DbusRauc {
         }
     }
 
-    fn given_up(&self, bundle: &Bundle) {
+    fn finished(&self, bundle: &Bundle) {
         if let (Bundle::Asset(_), Some(server)) = (bundle, &self.assets) {
             server.clear();
         }

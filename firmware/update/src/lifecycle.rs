@@ -424,6 +424,8 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             });
         }
         let result = self.install_inner(bundle, resumed, progress);
+        // Over, either way: what was kept for it can go.
+        self.rauc.finished(bundle);
         let mut live = self.live();
         live.installing = false;
         live.progress = None;
@@ -432,8 +434,6 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             Ok(record) => Ok(record),
             Err(e) => {
                 self.finish(Phase::Failed, &e.to_string());
-                // Over for good: what was kept for it can go.
-                self.rauc.given_up(bundle);
                 Err(e)
             }
         }

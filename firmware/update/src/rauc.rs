@@ -44,9 +44,10 @@ pub trait Rauc: Send + Sync {
     /// The service cannot be reached.
     fn slots(&self) -> Result<Slots, UpdateError>;
 
-    /// The install of `bundle` failed for good (no retry, no resume will
-    /// follow): what was kept on the device for it can go.
-    fn given_up(&self, bundle: &Bundle) {
+    /// The install of `bundle` is over: the slot is written, or it failed
+    /// for good (no retry, no resume will follow). What was kept on the
+    /// device for it can go.
+    fn finished(&self, bundle: &Bundle) {
         let _ = bundle;
     }
 }
