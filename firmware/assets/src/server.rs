@@ -412,8 +412,9 @@ impl Origin {
                 while at <= last {
                     let n = usize::try_from((last - at + 1).min(buf.len() as u64)).unwrap_or(buf.len());
                     file.read_exact_at(&mut buf[..n], at)?;
-                    writer.write_all(&buf[..n])?;
+                    // Counted before it is sent, as the other answers are.
                     self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    writer.write_all(&buf[..n])?;
                     at += n as u64;
                 }
                 writer.flush()?;

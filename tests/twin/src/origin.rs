@@ -343,8 +343,8 @@ fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool)
             head.push_str(&format!("Content-Range: bytes {first}-{last}/{len}\r\n"));
         }
         head.push_str("\r\n");
-        reader.get_mut().write_all(head.as_bytes())?;
         state.requests.fetch_add(1, Ordering::SeqCst);
+        reader.get_mut().write_all(head.as_bytes())?;
         if method.eq_ignore_ascii_case("HEAD") {
             continue;
         }
@@ -367,8 +367,10 @@ fn serve(stream: impl Read + Write, dir: &Path, state: &State, asked: &mut bool)
             if n == 0 {
                 return Ok(());
             }
-            reader.get_mut().write_all(&buf[..n])?;
+            // Counted before it is sent: a client that has read the bytes
+            // must find them counted.
             state.served.fetch_add(n as u64, Ordering::SeqCst);
+            reader.get_mut().write_all(&buf[..n])?;
             left -= n as u64;
         }
     }
