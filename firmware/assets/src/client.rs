@@ -95,8 +95,9 @@ pub struct Fetcher {
     peers: PeerList,
     /// Peers that sent something the index does not vouch for: not asked again.
     banned: Mutex<HashSet<String>>,
-    /// The blocks this device holds, served to its peers.
-    server: Option<Server>,
+    /// The blocks this device holds, served to its peers (a server of its
+    /// own, or another fetcher's: [`Fetcher::sharing_through`]).
+    server: Option<Arc<Server>>,
     /// What the reads cost.
     pub stats: FetchStats,
 }
@@ -155,19 +156,40 @@ impl Fetcher {
     pub fn share(&mut self, addr: SocketAddr) -> Result<SocketAddr, AssetError> {
         let server = Server::start(Origin::sharing(&[]), addr).map_err(|source| AssetError::Listen { addr, source })?;
         let bound = server.addr();
-        self.server = Some(server);
+        self.server = Some(Arc::new(server));
+        self.share_on_device();
+        Ok(bound)
+    }
+
+    /// Serve what this fetcher holds on `other`'s sharing server too, each
+    /// asset under its id beside `other`'s: one address for a device's
+    /// peers, whatever the blocks are for (its apps' assets, a firmware
+    /// bundle it streamed). Nothing changes when `other` does not share.
+    /// Either fetcher removing an asset ([`Fetcher::retain`],
+    /// [`Fetcher::remove`]) stops only its own.
+    #[must_use]
+    pub fn sharing_through(mut self, other: &Fetcher) -> Self {
+        self.server = other.server.clone();
+        self.share_on_device();
+        self
+    }
+
+    /// Share the assets already on the device.
+    fn share_on_device(&self) {
+        if self.server.is_none() {
+            return;
+        }
         for id in self.on_device() {
             if let Err(e) = self.store_on_device(id) {
                 tracing::warn!("not shared: {e}");
             }
         }
-        Ok(bound)
     }
 
     /// Where this device serves its blocks to its peers ([`Fetcher::share`]).
     #[must_use]
     pub fn shared_on(&self) -> Option<SocketAddr> {
-        self.server.as_ref().map(Server::addr)
+        self.server.as_deref().map(Server::addr)
     }
 
     /// The assets whose directory is in the store.
@@ -307,22 +329,46 @@ impl Fetcher {
         for entry in entries {
             let entry = entry.map_err(|source| AssetError::Store { path: self.root.clone(), source })?;
             let Some(id) = entry.file_name().to_str().and_then(|n| n.parse::<AssetId>().ok()) else { continue };
-            if keep.contains(&id) {
-                continue;
+            if !keep.contains(&id) {
+                removed.extend(self.remove(id)?);
             }
-            // A read still running on it finishes first.
-            if let Some(server) = &self.server {
-                server.origin().unshare(&id);
-            }
-            let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
-            let _finished = open.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
-            let path = entry.path();
-            let bytes = disk_usage(&path);
-            std::fs::remove_dir_all(&path).map_err(|source| AssetError::Store { path: path.clone(), source })?;
-            removed.push(Removed { id, bytes });
         }
         removed.sort_by_key(|r| r.id.0);
         Ok(removed)
+    }
+
+    /// Remove asset `id` from the device (no longer served to the peers)
+    /// and forget its open store; a read still running on it finishes
+    /// first. What was removed, `None` when it was not on the device.
+    ///
+    /// # Errors
+    /// Its directory cannot be removed (named).
+    pub fn remove(&self, id: AssetId) -> Result<Option<Removed>, AssetError> {
+        if let Some(server) = &self.server {
+            server.origin().unshare(&id);
+        }
+        let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let _finished = open.as_ref().map(|s| s.lock().unwrap_or_else(PoisonError::into_inner));
+        let path = self.root.join(id.to_string());
+        let bytes = disk_usage(&path);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => Ok(Some(Removed { id, bytes })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(AssetError::Store { path, source }),
+        }
+    }
+
+    /// Remove asset `id` from the device because this device rolled it
+    /// back: its peers asking for it from now on are told so, with `why`
+    /// (`410 Gone`), and stop asking. What was removed.
+    ///
+    /// # Errors
+    /// Its directory cannot be removed (named).
+    pub fn withdraw(&self, id: AssetId, why: &str) -> Result<Option<Removed>, AssetError> {
+        if let Some(server) = &self.server {
+            server.origin().withdraw(&id, why);
+        }
+        self.remove(id)
     }
 
     /// The asset's size in bytes (its index is fetched if it is not on the device).

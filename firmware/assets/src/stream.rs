@@ -106,18 +106,42 @@ impl StreamServer {
         Ok(Ticket { url, ticket, open: self.open.clone() })
     }
 
-    /// Remove every file's blocks from the device (the install that read
-    /// them is over); a read still running finishes first. Logged, as
-    /// nothing depends on it but the space.
+    /// Remove every file's blocks from the device; a read still running
+    /// finishes first. Logged (as are the others below), as nothing
+    /// depends on it but the space and what the peers can read here.
     pub fn clear(&self) {
-        match self.fetcher.retain(&std::collections::HashSet::new()) {
-            Ok(removed) => {
-                for r in removed {
-                    tracing::info!(asset = %r.id, kib = r.bytes / 1024, "streamed blocks removed");
-                }
-            }
-            Err(e) => tracing::warn!("{e}"),
+        logged(self.fetcher.retain(&std::collections::HashSet::new()));
+    }
+
+    /// The install that read `id` wrote it into a slot. When this device
+    /// shares its blocks with its peers (the fetcher's
+    /// [`Fetcher::shared_on`]), what it fetched of `id` stays on the device
+    /// and is served to them, so the site's next devices to install it read
+    /// those blocks on the LAN, and every other file's blocks go; without
+    /// sharing they all go.
+    pub fn installed(&self, id: &AssetId) {
+        if self.fetcher.shared_on().is_none() {
+            return self.clear();
         }
+        logged(self.fetcher.retain(&std::iter::once(*id).collect()));
+        tracing::info!(asset = %id, "the streamed blocks of the installed firmware are kept for the peers");
+    }
+
+    /// This device rolled `id` back (`why`): its blocks go, and peers that
+    /// ask for them are told why.
+    pub fn rolled_back(&self, id: &AssetId, why: &str) {
+        logged(self.fetcher.withdraw(*id, why).map(Vec::from_iter));
+    }
+}
+
+fn logged(removed: Result<Vec<crate::Removed>, AssetError>) {
+    match removed {
+        Ok(removed) => {
+            for r in removed {
+                tracing::info!(asset = %r.id, kib = r.bytes / 1024, "streamed blocks removed");
+            }
+        }
+        Err(e) => tracing::warn!("{e}"),
     }
 }
 

@@ -221,3 +221,73 @@ fn bad_requests_are_named() {
     let a = ask(stream.addr(), "GET", &path_of(&ticket), Some("bytes=0-0"));
     assert_eq!(a.status, 502, "{}", String::from_utf8_lossy(&a.body));
 }
+
+/// Reads `ranges` of `id` through `stream` and checks them against `bytes`.
+fn read_ranges(stream: &StreamServer, id: &trellis_assets::AssetId, ranges: &[String], bytes: &[u8]) {
+    let ticket = stream.open(id).unwrap();
+    for range in ranges {
+        let a = ask(stream.addr(), "GET", &path_of(&ticket), Some(range));
+        let (first, last) = trellis_assets::byte_range(range, bytes.len() as u64).unwrap();
+        assert_eq!((a.status, a.body == bytes[first as usize..=last as usize]), (206, true), "{range}");
+    }
+}
+
+/// A device that shares its blocks keeps what a written bundle's install
+/// fetched (across a restart, as in the trial boot) and serves it to the
+/// site's next device, which reads the same ranges (same firmware before:
+/// same adaptive reads) from it alone; the next bundle written, or a
+/// rollback, and it is gone; a device that does not share keeps nothing.
+#[test]
+fn a_written_bundles_blocks_are_served_to_the_peers_until_the_next_one_or_a_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = common::noise(20 * BS as usize + 100);
+    let next = common::noise_from(3 * BS as usize, 7);
+    std::fs::create_dir_all(dir.path().join("files")).unwrap();
+    std::fs::write(dir.path().join("files/next.raucb"), &next).unwrap();
+    let origin = origin_of(dir.path(), &bytes);
+    let (id, next_id) = (Index::of(&bytes).id(), Index::of(&next).id());
+    let ranges = ["bytes=0-99".to_owned(), format!("bytes={}-{}", 5 * BS, 8 * BS - 1), "bytes=-8".to_owned()];
+    let kept = dir.path().join("a/bundles").join(id.to_string());
+    // The first device: its bundles shared beside its apps' assets.
+    let device_a = |port: u16| {
+        let mut apps = Fetcher::new(None, dir.path().join("a/assets"), String::new());
+        let shared = apps.share(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+        let bundles = Fetcher::new(Some(origin.addr().to_string()), dir.path().join("a/bundles"), String::new())
+            .sharing_through(&apps);
+        (apps, shared, stream_of(&Arc::new(bundles)))
+    };
+    let (apps, shared, stream_a) = device_a(0);
+    read_ranges(&stream_a, &id, &ranges, &bytes);
+    stream_a.installed(&id);
+    assert!(kept.exists(), "kept for the peers");
+    let asked = origin.origin().stats.requested.load(Ordering::Relaxed);
+    assert_eq!(asked, 5, "blocks 0, 5, 6, 7 and 20");
+    // Restarted (the trial boot): what is on the device is served again.
+    drop((stream_a, apps));
+    let (_apps, shared, stream_a) = device_a(shared.port());
+
+    // The second device: no origin, the first as its peer.
+    let peers = PeerList::new();
+    peers.add(&shared.to_string());
+    let second = Arc::new(Fetcher::new(None, dir.path().join("b/bundles"), String::new()).with_peers(peers));
+    let stream_b = stream_of(&second);
+    read_ranges(&stream_b, &id, &ranges, &bytes);
+    assert_eq!(second.stats.from_peers.load(Ordering::Relaxed), 5, "every block from the peer");
+    assert_eq!(origin.origin().stats.requested.load(Ordering::Relaxed), asked, "none from the origin");
+    // A device that does not share keeps nothing.
+    stream_b.installed(&id);
+    assert!(!dir.path().join("b/bundles").join(id.to_string()).exists());
+
+    // The next bundle written: the first one's blocks go.
+    read_ranges(&stream_a, &next_id, &["bytes=0-9".to_owned()], &next);
+    stream_a.installed(&next_id);
+    assert!(!kept.exists(), "only the bundle written last is kept");
+    let block = |id: &trellis_assets::AssetId| ask(shared, "GET", &format!("/v1/assets/{id}/blocks/0"), None);
+    assert_eq!((block(&id).status, block(&next_id).status), (404, 200));
+    // Rolled back: gone, and a peer that asks is told why.
+    stream_a.rolled_back(&next_id, "its trial boot failed");
+    assert!(!dir.path().join("a/bundles").join(next_id.to_string()).exists());
+    let a = block(&next_id);
+    assert_eq!(a.status, 410);
+    assert!(String::from_utf8_lossy(&a.body).contains("its trial boot failed"));
+}

@@ -217,8 +217,9 @@ pub struct AssetsConfig {
 
 impl AssetsConfig {
     /// Whether it names a source that can hold a firmware bundle: an origin
-    /// or a peer. Peers found on the LAN share what their apps read, not
-    /// bundles, so `lan` alone is none.
+    /// or a peer. Peers found on the LAN are asked too once bundles stream,
+    /// but `lan` alone is none: a bundle no peer holds yet would have
+    /// nowhere to come from.
     #[must_use]
     pub fn names_bundle_sources(&self) -> bool {
         self.origin.is_some() || !self.peers.is_empty()

@@ -138,14 +138,8 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     let updater = Arc::new(Updater::new(rauc, platform, file, policy));
     let (u, r, c) = (Arc::clone(&updater), Arc::clone(runtime), config.clone());
     std::thread::Builder::new().name("update".into()).spawn(move || {
-        let resume = u.resume();
-        // Streamed blocks are kept only for the install they were read for.
-        if !matches!(resume, Resume::Install(_))
-            && let Some(server) = &stream
-        {
-            server.clear();
-        }
-        match resume {
+        // Also tells the stream server which blocks to keep (`Rauc::settled`).
+        match u.resume() {
             Resume::Idle => {}
             Resume::RebootPending => {
                 if let Err(e) = u.reboot_into_trial() {

@@ -195,7 +195,9 @@ impl Runtime {
     /// by their piece root (`asset:<id>`), fetched from the same sources as
     /// the apps' assets (`[assets]`: the peers, those found on the LAN, the
     /// origin) and verified block by block. The blocks are kept under
-    /// `STATE_DIR/bundles` while an install needs them. Nothing is pushed
+    /// `STATE_DIR/bundles` while an install needs them, and those of the
+    /// firmware written last after it, served to the peers beside the
+    /// apps' assets when `[assets] share` is set. Nothing is pushed
     /// ahead of RAUC's reads: which blocks an adaptive install reads depends
     /// on what the device's slots hold. `None` without an origin or a peer
     /// named, or when loopback cannot be listened on (logged).
@@ -204,7 +206,8 @@ impl Runtime {
         let assets = config.assets.as_ref().filter(|a| a.names_bundle_sources())?;
         let root = config.state_dir.join(paths::state::BUNDLES);
         let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), root, String::new())
-            .with_peers(self.services.assets.peers());
+            .with_peers(self.services.assets.peers())
+            .sharing_through(&self.services.assets);
         let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
         trellis_assets::StreamServer::start(Arc::new(fetcher), loopback)
             .inspect_err(|e| tracing::warn!("bundles named by their piece root cannot stream: {e}"))

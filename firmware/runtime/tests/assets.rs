@@ -233,3 +233,60 @@ fn a_device_reads_an_asset_from_a_peer_and_a_lying_peer_is_asked_once() {
     again.wait_started("reader", "1.0.0");
     assert_eq!(read_all(&again), whole);
 }
+
+/// One ranged GET of `url` (`http://host:port/path`): the status and the body.
+fn get_range(url: &str, range: &str) -> (u16, Vec<u8>) {
+    use std::io::{BufRead, Read, Write};
+    let (addr, path) = url.strip_prefix("http://").unwrap().split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: x\r\nRange: {range}\r\n\r\n").unwrap();
+    let mut r = std::io::BufReader::new(s);
+    let (mut line, mut len) = (String::new(), 0);
+    r.read_line(&mut line).unwrap();
+    let status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).unwrap();
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    (status, body)
+}
+
+/// A firmware bundle named by its piece root streams through the runtime
+/// from the origin, and once it is written what the install read is served
+/// to the device's peers on the address its apps' assets are shared on.
+#[test]
+fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
+    let (_dir, bytes, id, server) = weights_origin();
+    let assets = AssetsConfig {
+        origin: Some(server.addr().to_string()),
+        peers: Vec::new(),
+        share: Some("127.0.0.1:0".parse().unwrap()),
+        lan: false,
+    };
+    let dev = device(&[], |c| c.assets = Some(assets.clone()));
+    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.dir.path().join("state"));
+    config.assets = Some(assets);
+    let stream = dev.runtime.bundle_stream(&config).expect("an origin is named: bundles stream");
+    let id: trellis_assets::AssetId = id.parse().unwrap();
+    let ticket = stream.open(&id).unwrap();
+    assert_eq!(get_range(ticket.url(), "bytes=100-199"), (206, bytes[100..200].to_vec()));
+    drop(ticket);
+    stream.installed(&id);
+    drop(server);
+
+    let shared = dev.runtime.assets_shared_on().unwrap().to_string();
+    let peers = trellis_assets::PeerList::new();
+    peers.add(&shared);
+    let peer = tempfile::tempdir().unwrap();
+    let next = trellis_assets::Fetcher::new(None, peer.path().to_path_buf(), String::new()).with_peers(peers);
+    assert_eq!(next.read(id, 100, 100).unwrap(), bytes[100..200], "from the first device, the origin gone");
+    assert_eq!(next.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed), 1);
+}

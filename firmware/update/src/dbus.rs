@@ -52,8 +52,11 @@ impl DbusRauc {
 
     /// Bundles named by their piece root (`asset:<id>`) stream to RAUC from
     /// `server` (loopback): their blocks come from the device's peers and
-    /// the asset origin, each verified before RAUC reads it. The blocks are
-    /// removed once the install is over ([`Rauc::finished`]).
+    /// the asset origin, each verified before RAUC reads it. Once the
+    /// install is over ([`Rauc::settled`]) a failed one's blocks are
+    /// removed and a written one's kept for the peers when the device
+    /// shares ([`StreamServer::installed`]), until its slot is rolled back
+    /// ([`Rauc::rolled_back`]) or another install ends.
     #[must_use]
     pub fn with_assets(mut self, server: Arc<StreamServer>) -> Self {
         self.assets = Some(server);
@@ -192,9 +195,19 @@ impl Rauc for DbusRauc {
         }
     }
 
-    fn finished(&self, bundle: &Bundle) {
-        if let (Bundle::Asset(_), Some(server)) = (bundle, &self.assets) {
-            server.clear();
+    fn settled(&self, written: Option<&Bundle>) {
+        let Some(server) = &self.assets else { return };
+        match written {
+            Some(Bundle::Asset(id)) if let Ok(id) = id.parse() => server.installed(&id),
+            _ => server.clear(),
+        }
+    }
+
+    fn rolled_back(&self, bundle: &Bundle, why: &str) {
+        if let (Bundle::Asset(id), Some(server)) = (bundle, &self.assets)
+            && let Ok(id) = id.parse()
+        {
+            server.rolled_back(&id, why);
         }
     }
 

@@ -203,7 +203,23 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
     /// Unresolved trials that are not this boot's are recorded as rolled back
     /// (the firmware went back to the old slot by itself) and their slot is
     /// marked bad; installations interrupted by a reboot are recorded as failed.
+    ///
+    /// Unless an install resumes, the backend is told none runs
+    /// ([`Rauc::settled`]), with the bundle whose slot was written if the
+    /// record names one in its trial or committed.
     pub fn resume(&self) -> Resume {
+        let resume = self.resume_record();
+        if !matches!(resume, Resume::Install(_)) {
+            let record = self.live().record.clone();
+            let written = record
+                .filter(|r| matches!(r.phase, Phase::Trial | Phase::Committed))
+                .and_then(|r| Bundle::parse(&r.bundle).ok());
+            self.rauc.settled(written.as_ref());
+        }
+        resume
+    }
+
+    fn resume_record(&self) -> Resume {
         let Some(record) = self.live().record.clone() else { return Resume::Idle };
         let boot_id = self.platform.boot_id();
         let this_boot = record.boot_id == boot_id;
@@ -259,6 +275,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                          power cut or watchdog reset); the firmware booted slot {booted} again"
                     );
                     self.finish(Phase::RolledBack, &why);
+                    self.rolled_back(&record.bundle, &why);
                     // RAUC's service may still be starting.
                     let until = self.platform.uptime() + Duration::from_millis(self.policy.health_deadline_ms);
                     while let Err(e) = self.rauc.mark(Mark::Bad, "other") {
@@ -272,6 +289,13 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 }
             }
             Phase::Committed | Phase::RolledBack | Phase::Failed => Resume::Idle,
+        }
+    }
+
+    /// Tell the backend the bundle on record was rolled back.
+    fn rolled_back(&self, bundle: &str, why: &str) {
+        if let Ok(bundle) = Bundle::parse(bundle) {
+            self.rauc.rolled_back(&bundle, why);
         }
     }
 
@@ -324,6 +348,9 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                     tracing::warn!("marking the trial slot bad: {e}");
                 }
                 self.finish(Phase::RolledBack, &why);
+                if let Some(r) = self.live().record.clone() {
+                    self.rolled_back(&r.bundle, &why);
+                }
                 if let Err(e) = self.platform.reboot(Reboot::Normal) {
                     tracing::error!("{e}");
                 }
@@ -424,8 +451,8 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             });
         }
         let result = self.install_inner(bundle, resumed, progress);
-        // Over, either way: what was kept for it can go.
-        self.rauc.finished(bundle);
+        // Over, either way.
+        self.rauc.settled(result.is_ok().then_some(bundle));
         let mut live = self.live();
         live.installing = false;
         live.progress = None;

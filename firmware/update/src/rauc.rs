@@ -44,10 +44,20 @@ pub trait Rauc: Send + Sync {
     /// The service cannot be reached.
     fn slots(&self) -> Result<Slots, UpdateError>;
 
-    /// The install of `bundle` is over: the slot is written, or it failed
-    /// for good (no retry, no resume will follow). What was kept on the
-    /// device for it can go.
-    fn finished(&self, bundle: &Bundle) {
-        let _ = bundle;
+    /// No install runs, nor will one resume: an install just ended
+    /// (written or failed for good: no retry follows), or the device
+    /// started without one to resume. `written` is the bundle on record
+    /// whose slot was written (in its trial, or committed), if any. What
+    /// was kept on the device for installs can go, except what `written`
+    /// fetched, which may be kept for the device's peers.
+    fn settled(&self, written: Option<&Bundle>) {
+        let _ = written;
+    }
+
+    /// The trial of `bundle`'s slot failed (`why`) and the device went back
+    /// to the other slot, or is about to: nothing of it is kept or offered
+    /// to the device's peers any more.
+    fn rolled_back(&self, bundle: &Bundle, why: &str) {
+        let _ = (bundle, why);
     }
 }

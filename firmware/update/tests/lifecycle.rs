@@ -21,8 +21,10 @@ struct World {
     /// Failures of the next installs, one each, before they succeed.
     next_failures: Vec<String>,
     installs: Vec<String>,
-    /// Bundles whose install was over ([`Rauc::finished`]).
-    finished: Vec<String>,
+    /// No install running: the bundle written, if any ([`Rauc::settled`]).
+    settled: Vec<Option<String>>,
+    /// Bundles rolled back, and why ([`Rauc::rolled_back`]).
+    rolled_back: Vec<(String, String)>,
     sleeps: Vec<Duration>,
     installed_version: String,
     marks: Vec<(Mark, String)>,
@@ -65,8 +67,11 @@ impl Rauc for Fake {
         progress(&Progress { percent: 100, message: "Installing done.".into() });
         Ok(())
     }
-    fn finished(&self, bundle: &Bundle) {
-        self.w().finished.push(bundle.to_string());
+    fn settled(&self, written: Option<&Bundle>) {
+        self.w().settled.push(written.map(Bundle::to_string));
+    }
+    fn rolled_back(&self, bundle: &Bundle, why: &str) {
+        self.w().rolled_back.push((bundle.to_string(), why.to_owned()));
     }
     fn mark(&self, mark: Mark, slot: &str) -> Result<String, UpdateError> {
         let mut w = self.w();
@@ -161,7 +166,10 @@ fn a_healthy_trial_is_committed() {
     let dir = tempfile::tempdir().unwrap();
     let (fake, file) = installed_then_trial_boot(dir.path());
     let u = updater(&fake, &file);
+    fake.w().settled.clear();
     assert_eq!(u.resume(), Resume::Trial);
+    let bundle = file.load().unwrap().bundle;
+    assert_eq!(fake.w().settled, [Some(bundle.clone())], "what the trial's bundle fetched may stay");
     assert_eq!(u.status().operation, "trial");
     // Healthy only from 5 s on: committed once it stayed healthy for the settle time.
     let f = fake.clone();
@@ -172,10 +180,12 @@ fn a_healthy_trial_is_committed() {
     assert_eq!(w.marks, [(Mark::Good, "booted".into())]);
     assert!(w.uptime >= Duration::from_secs(7), "settled for 2 s: {:?}", w.uptime);
     assert!(w.reboots.is_empty());
+    assert!(w.rolled_back.is_empty(), "still offered to the peers");
     drop(w);
     let r = file.load().unwrap();
     assert_eq!(r.phase, Phase::Committed, "the verdict is on the data partition");
     assert_eq!(updater(&fake, &file).resume(), Resume::Idle, "and is final");
+    assert_eq!(fake.w().settled.last(), Some(&Some(bundle)), "and may stay while it is committed");
 }
 
 #[test]
@@ -198,11 +208,13 @@ fn an_unhealthy_trial_is_marked_bad_and_rebooted_into_the_old_slot() {
     drop(w);
     let r = file.load().unwrap();
     assert_eq!((r.phase, r.reason.as_deref()), (Phase::RolledBack, Some(why.as_str())));
+    assert_eq!(fake.w().rolled_back, [(r.bundle.clone(), why.clone())], "no longer offered to the peers");
     // Back on A, nothing more happens.
     fake.w().booted = "A".into();
     fake.w().boot_id = "boot-3".into();
     assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
     assert_eq!(fake.w().marks.len(), 1);
+    assert_eq!(fake.w().rolled_back.len(), 1);
 }
 
 #[test]
@@ -229,6 +241,8 @@ fn a_trial_that_never_reached_the_gate_is_recorded_as_rolled_back() {
     assert_eq!(r.phase, Phase::RolledBack);
     assert!(r.reason.as_deref().unwrap().contains("trial boot of slot B did not come up"), "{r:?}");
     assert_eq!(fake.w().marks, [(Mark::Bad, "other".into())]);
+    assert_eq!(fake.w().rolled_back, [(r.bundle.clone(), r.reason.clone().unwrap())], "no longer offered to the peers");
+    assert_eq!(fake.w().settled.last(), Some(&None), "nothing kept");
     assert!(fake.w().reboots.is_empty());
 }
 
@@ -312,6 +326,7 @@ fn a_streamed_install_cut_by_a_reboot_is_started_again_in_the_next_boot() {
     let url = Bundle::parse("https://origin.example/u.raucb").unwrap();
     assert_eq!(u.resume(), Resume::Install(url.clone()));
     assert_eq!(file.load().unwrap().resumed, 1, "the resume is counted before it starts");
+    assert!(fake.w().settled.is_empty(), "what the install fetched stays for it");
     // Until it has run, it holds the place: another install is told so.
     assert_eq!(u.status().operation, "installing");
     fake.w().slots_unanswered = 3; // RAUC's service is still starting
@@ -343,6 +358,7 @@ fn a_streamed_install_cut_by_a_reboot_is_started_again_in_the_next_boot() {
     assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
     failed_with(&file, "interrupted again");
     assert!(fake.w().installs.is_empty());
+    assert_eq!(fake.w().settled, [None], "given up: nothing kept");
 }
 
 #[test]
@@ -393,7 +409,11 @@ fn a_streamed_install_cut_by_the_network_is_started_again_until_it_completes() {
     assert_eq!(w.installs.len(), 3, "two cuts, then the install that completes");
     assert_eq!(w.sleeps, [Duration::from_secs(1), Duration::from_secs(2)], "the wait doubles");
     let url = url.to_string();
-    assert_eq!(w.finished, [url], "what was kept stays for every attempt: over once, after the one that completed");
+    assert_eq!(
+        w.settled,
+        [Some(url)],
+        "what was kept stays for every attempt: over once, after the one that completed"
+    );
 }
 
 #[test]
@@ -408,7 +428,7 @@ fn a_streamed_install_gives_up_after_its_retries_and_never_retries_a_refusal_or_
     assert!(e.to_string().contains("https://origin.example/u.raucb: RAUC: Installation error: Failed updating"), "{e}");
     assert_eq!(fake.w().installs.len(), 4);
     assert_eq!(file.load().unwrap().phase, Phase::Failed);
-    assert_eq!(fake.w().finished, ["https://origin.example/u.raucb"], "given up once, after the last attempt");
+    assert_eq!(fake.w().settled, [None], "given up once, after the last attempt");
     // A refused bundle is refused once, streamed or not.
     for refusal in [
         "signature verification failed: certificate not trusted",

@@ -73,6 +73,9 @@ pub struct Ports {
     pub api: u16,
     /// Forwarded to guest port 9000, for a plain copy with `nc` (benchmarks).
     pub copy: u16,
+    /// Forwarded to the blocks the device shares with its peers (guest
+    /// port 8471, `[assets] share`).
+    pub share: u16,
 }
 
 impl Ports {
@@ -80,8 +83,10 @@ impl Ports {
     pub const GUEST_API: u16 = 8443;
     /// The plain copy's port in the guest.
     pub const GUEST_COPY: u16 = 9000;
+    /// Where the device shares its blocks in the guest.
+    pub const GUEST_SHARE: u16 = 8471;
 
-    /// Two free loopback ports; `api` first when given and free.
+    /// Three free loopback ports; `api` first when given and free.
     ///
     /// # Errors
     /// No free port.
@@ -100,7 +105,11 @@ impl Ports {
         while copy == api {
             copy = free(0)?;
         }
-        Ok(Self { api, copy })
+        let mut share = free(0)?;
+        while share == api || share == copy {
+            share = free(0)?;
+        }
+        Ok(Self { api, copy, share })
     }
 }
 
@@ -121,11 +130,13 @@ pub fn qemu_command(boot: &Boot) -> Command {
         .args(["-device", "virtio-9p-device,fsdev=host,mount_tag=host"])
         .arg("-netdev")
         .arg(format!(
-            "user,id=net,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:{}",
+            "user,id=net,hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:{},hostfwd=tcp:127.0.0.1:{}-:{}",
             boot.ports.api,
             Ports::GUEST_API,
             boot.ports.copy,
-            Ports::GUEST_COPY
+            Ports::GUEST_COPY,
+            boot.ports.share,
+            Ports::GUEST_SHARE
         ))
         .args(["-device", "virtio-net-device,netdev=net"]);
     c

@@ -257,10 +257,24 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         "the small change by its root fetched {} bytes",
         from_origin + from_peer
     );
-    let left = device.sh("ls /data/trellis/bundles | wc -l")?;
-    assert_eq!(left.trim(), "0", "the streamed blocks outlived the install");
-    nothing_stored(&mut device)?;
+    // What RAUC read stays on the device, the written bundle's blocks only,
+    // and is served to the device's own peers (`[assets] share`): a device
+    // of the site with no origin reads the bundle's first and last blocks
+    // (RAUC read both: the signature and the squashfs superblock) from the
+    // twin, each checked against the root.
+    let kept = device.sh("ls /data/trellis/bundles")?;
+    assert_eq!(kept.trim(), id.to_string(), "the installed bundle's blocks, and nothing else, are kept");
     drop((asset_origin, peer));
+    let twin_peer = trellis_assets::PeerList::new();
+    twin_peer.add(&format!("127.0.0.1:{}", twin.ports().share));
+    let next =
+        trellis_assets::Fetcher::new(None, twin.share().join("next-device"), String::new()).with_peers(twin_peer);
+    let bytes = std::fs::read(pieces.join("small2.raucb")).expect("the bundle");
+    let len = bytes.len() as u64;
+    assert_eq!(next.read(id, 0, 4096).expect("the first block from the twin"), bytes[..4096]);
+    assert_eq!(next.read(id, len - 8, 8).expect("the last block from the twin"), bytes[bytes.len() - 8..]);
+    assert_eq!(next.stats.from_peers.load(Ordering::Relaxed), 2, "both from the twin");
+    nothing_stored(&mut device)?;
 
     // 1c. One line changed again (against what both slots hold now), into
     // slot B, whose boot slot RAUC wrote in step 1 from this same boot.tar:
@@ -284,6 +298,8 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
         "a one-line change fetched {fetched} bytes of a {tweaked}-byte bundle (5 % or more)"
     );
     nothing_stored(&mut device)?;
+    let left = device.sh("ls /data/trellis/bundles | wc -l")?;
+    assert_eq!(left.trim(), "0", "the blocks of the bundle written before outlived the next install");
 
     // 2. A root filesystem with no block in common: fetched whole, and cut at
     // 10 %, 50 % and 90 % of the bundle (boot.tar, the same as slot A's, is
