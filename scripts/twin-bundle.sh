@@ -39,9 +39,7 @@ mkdir "$content/boot"
 mcopy -s -m -n -i "$boot_image" '::*' "$content/boot/" \
   || { echo "twin-bundle: could not read the files of $boot_image (a FAT image, mtools)" >&2; exit 1; }
 [ -f "$content/boot/cmdline.txt" ] || { echo "twin-bundle: $boot_image has no cmdline.txt" >&2; exit 1; }
-# The top-level names, not ".": unpacking must not try to change the slot's root directory.
-mapfile -t boot_files < <(cd "$content/boot" && ls -A)
-tar --sort=name --owner=0 --group=0 --numeric-owner --format=gnu -cf "$content/boot.tar" -C "$content/boot" "${boot_files[@]}"
+scripts/boot-tar.sh "$content/boot" "$content/boot.tar"
 rm -rf "${content:?}/boot"
 cp "$rootfs_image" "$content/rootfs.squashfs"
 cp "$board/rauc/hook.sh" "$content/hook.sh"

@@ -53,6 +53,26 @@ keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 [ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
 RAUC_KEYRING=$keyring APP_TRUST_KEY=${APP_TRUST_KEY:-$build/keys/apps.pub} board/rpi4/post-build.sh "$stage" qemu-aarch64
 cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
+# What the image's boot slots hold, for RAUC's status at first boot
+# (board/qemu-aarch64/rauc-seed.sh): the boot.tar a bundle of this build
+# carries (made from boot slot A's files, scripts/twin-bundle.sh), and each
+# slot's files as genimage.cfg puts them there.
+[ -f "$out/Image" ] || { echo "twin-rootfs: $out/Image is missing (scripts/twin-kernel.sh)" >&2; exit 1; }
+bootdir=$(mktemp -d "${TMPDIR:-/tmp}/trellis-boot.XXXXXX")
+cp "$out/Image" "$board/config.txt" "$bootdir/"
+cp "$board/cmdline-a.txt" "$bootdir/cmdline.txt"
+scripts/boot-tar.sh "$bootdir" "$out/boot.tar"
+{
+  echo "tar $(sha256sum <"$out/boot.tar" | cut -d' ' -f1) $(stat -c %s "$out/boot.tar")"
+  for slot in 0 1; do
+    letter=$( ((slot)) && echo b || echo a)
+    cp "$board/cmdline-$letter.txt" "$bootdir/cmdline.txt"
+    for f in Image config.txt cmdline.txt; do
+      echo "boot.$slot $(sha256sum <"$bootdir/$f" | cut -d' ' -f1) $f"
+    done
+  done
+} >"$stage/usr/share/trellis/boot-slots"
+rm -rf "$bootdir" "$out/boot.tar"
 if [ -d "$out/Image.modules/lib/modules" ]; then
   cp -a "$out/Image.modules/lib/modules" "$stage/lib/"
 fi

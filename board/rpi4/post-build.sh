@@ -36,6 +36,11 @@ cp "$board/runtime.toml" "$target/etc/trellis/runtime.toml"
 if [ -f "$board/hardware.sh" ]; then
   install -D -m 0755 "$board/hardware.sh" "$target/usr/lib/trellis/hardware.sh"
 fi
+# A board whose boot slots RAUC skips when they hold the bundle's boot files
+# names them in RAUC's status at first boot (the twin: rauc-seed.sh).
+if [ -f "$board/rauc-seed.sh" ]; then
+  install -D -m 0755 "$board/rauc-seed.sh" "$target/usr/lib/trellis/rauc-seed.sh"
+fi
 cp "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
 cp "$board/chrony.conf" "$target/etc/trellis/chrony.conf"
 
