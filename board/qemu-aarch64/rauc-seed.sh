@@ -47,7 +47,12 @@ for slot in $slots; do
   have=$(cd "$mnt" && find . -type f | sed 's|^\./||' | sort | while IFS= read -r f; do
     printf '%s %s\n' "$(sha256sum "$f" | cut -d' ' -f1)" "$f"
   done | sort)
-  umount "$mnt"
+  # Left mounted, the slot could not be formatted by the next install.
+  if ! umount "$mnt"; then
+    umount -l "$mnt" || say "$slot ($device) is still mounted on $mnt"
+    say "$slot ($device) could not be unmounted: not named"
+    continue
+  fi
   if [ "$want" = "$have" ]; then
     printf '[slot.%s]\nbundle.compatible=%s\nsha256=%s\nsize=%s\nstatus=ok\n\n' \
       "$slot" "$compatible" "$tar_sha" "$tar_size" >>"$tmp"

@@ -95,9 +95,14 @@ pub struct Fetcher {
     peers: PeerList,
     /// Peers that sent something the index does not vouch for: not asked again.
     banned: Mutex<HashSet<String>>,
+    /// Peers that rolled an asset back (`410 Gone`): not asked for it again.
+    withdrawn: Mutex<HashSet<(String, AssetId)>>,
     /// The blocks this device holds, served to its peers (a server of its
     /// own, or another fetcher's: [`Fetcher::sharing_through`]).
     server: Option<Arc<Server>>,
+    /// Every asset opened is served ([`Fetcher::share`]); else only those
+    /// named ([`Fetcher::share_asset`]).
+    share_opened: bool,
     /// What the reads cost.
     pub stats: FetchStats,
 }
@@ -123,7 +128,9 @@ impl Fetcher {
             conn: Mutex::new(None),
             peers: PeerList::new(),
             banned: Mutex::new(HashSet::new()),
+            withdrawn: Mutex::new(HashSet::new()),
             server: None,
+            share_opened: false,
             stats: FetchStats::default(),
         }
     }
@@ -157,33 +164,43 @@ impl Fetcher {
         let server = Server::start(Origin::sharing(&[]), addr).map_err(|source| AssetError::Listen { addr, source })?;
         let bound = server.addr();
         self.server = Some(Arc::new(server));
-        self.share_on_device();
-        Ok(bound)
-    }
-
-    /// Serve what this fetcher holds on `other`'s sharing server too, each
-    /// asset under its id beside `other`'s: one address for a device's
-    /// peers, whatever the blocks are for (its apps' assets, a firmware
-    /// bundle it streamed). Nothing changes when `other` does not share.
-    /// Either fetcher removing an asset ([`Fetcher::retain`],
-    /// [`Fetcher::remove`]) stops only its own.
-    #[must_use]
-    pub fn sharing_through(mut self, other: &Fetcher) -> Self {
-        self.server = other.server.clone();
-        self.share_on_device();
-        self
-    }
-
-    /// Share the assets already on the device.
-    fn share_on_device(&self) {
-        if self.server.is_none() {
-            return;
-        }
+        self.share_opened = true;
         for id in self.on_device() {
             if let Err(e) = self.store_on_device(id) {
                 tracing::warn!("not shared: {e}");
             }
         }
+        Ok(bound)
+    }
+
+    /// Serve, on `other`'s sharing server, the assets of this fetcher it
+    /// is told to ([`Fetcher::share_asset`]), each under its id beside
+    /// `other`'s: one address for a device's peers, whatever the blocks are
+    /// for (its apps' assets, a firmware bundle it streamed). Nothing is
+    /// served when `other` does not share. Removing an asset
+    /// ([`Fetcher::retain`], [`Fetcher::remove`]) stops serving its id
+    /// (whichever fetcher served it).
+    #[must_use]
+    pub fn sharing_through(mut self, other: &Fetcher) -> Self {
+        self.server = other.server.clone();
+        self.share_opened = false;
+        self
+    }
+
+    /// Serve asset `id` to the peers from now on, with the blocks of it on
+    /// the device (and those read later). Whether it is served: not when
+    /// this fetcher has no sharing server, or `id` is not on the device.
+    ///
+    /// # Errors
+    /// Its store on the device cannot be opened (named).
+    pub fn share_asset(&self, id: AssetId) -> Result<bool, AssetError> {
+        let Some(server) = &self.server else { return Ok(false) };
+        let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&id);
+        if !open && BlockStore::cached_index(&self.root, &id).is_none() {
+            return Ok(false);
+        }
+        server.origin().share(self.store(id)?);
+        Ok(true)
     }
 
     /// Where this device serves its blocks to its peers ([`Fetcher::share`]).
@@ -210,10 +227,26 @@ impl Fetcher {
         self.banned.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The peers not banned, in the order they were found.
-    fn trusted_peers(&self) -> Vec<String> {
+    /// The peers to ask for asset `id`: not banned, nor having rolled it
+    /// back, in the order they were found.
+    fn trusted_peers(&self, id: AssetId) -> Vec<String> {
         let banned = self.banned();
-        self.peers.peers().into_iter().filter(|p| !banned.contains(p)).collect()
+        let withdrawn = self.withdrawn.lock().unwrap_or_else(PoisonError::into_inner);
+        self.peers
+            .peers()
+            .into_iter()
+            .filter(|p| !banned.contains(p) && !withdrawn.contains(&(p.clone(), id)))
+            .collect()
+    }
+
+    /// Whether `answer` says `peer` rolled asset `id` back (`410 Gone`);
+    /// then it is not asked for it again.
+    fn gone(&self, peer: &str, id: AssetId, answer: &std::io::Result<(u16, Vec<u8>)>) -> bool {
+        let Ok((410, why)) = answer else { return false };
+        let why = String::from_utf8_lossy(&why[..why.len().min(200)]).into_owned();
+        tracing::info!(asset = %id, peer, "the peer rolled it back ({why}): not asked for it again");
+        self.withdrawn.lock().unwrap_or_else(PoisonError::into_inner).insert((peer.to_owned(), id));
+        true
     }
 
     fn ban(&self, peer: &str, id: AssetId, what: &str) {
@@ -225,8 +258,12 @@ impl Fetcher {
     /// The index of `id` from the first peer that has it and whose copy is
     /// the asset's.
     fn index_from_peers(&self, id: AssetId) -> Option<Index> {
-        for peer in self.trusted_peers() {
-            let Ok((200, body)) = peer_get(&peer, &format!("/v1/assets/{id}/index")) else { continue };
+        for peer in self.trusted_peers(id) {
+            let answer = peer_get(&peer, &format!("/v1/assets/{id}/index"));
+            if self.gone(&peer, id, &answer) {
+                continue;
+            }
+            let Ok((200, body)) = answer else { continue };
             self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             match Index::decode(&body, &id) {
                 Ok(index) => return Some(index),
@@ -240,9 +277,13 @@ impl Fetcher {
     /// peer that does not hold it answers 404 and the next one is asked.
     fn block_from_peers(&self, store: &mut BlockStore, n: u32) -> Result<bool, AssetError> {
         let id = store.id();
-        for peer in self.trusted_peers() {
+        for peer in self.trusted_peers(id) {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let Ok((200, body)) = peer_get(&peer, &format!("/v1/assets/{id}/blocks/{n}")) else { continue };
+            let answer = peer_get(&peer, &format!("/v1/assets/{id}/blocks/{n}"));
+            if self.gone(&peer, id, &answer) {
+                continue;
+            }
+            let Ok((200, body)) = answer else { continue };
             self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             let block = wire::frames(&body).ok().and_then(|f| f.into_iter().find(|(b, _)| *b == n).map(|(_, d)| d));
             match block {
@@ -305,7 +346,7 @@ impl Fetcher {
         };
         let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, &index)?));
         self.stores.lock().unwrap_or_else(PoisonError::into_inner).insert(id, store.clone());
-        if let Some(server) = &self.server {
+        if let Some(server) = self.server.as_ref().filter(|_| self.share_opened) {
             server.origin().share(store.clone());
         }
         Ok(store)

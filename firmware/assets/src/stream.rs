@@ -116,15 +116,22 @@ impl StreamServer {
     /// The install that read `id` wrote it into a slot. When this device
     /// shares its blocks with its peers (the fetcher's
     /// [`Fetcher::shared_on`]), what it fetched of `id` stays on the device
-    /// and is served to them, so the site's next devices to install it read
-    /// those blocks on the LAN, and every other file's blocks go; without
-    /// sharing they all go.
+    /// and is served to them from now on (not before: a file no slot holds
+    /// is not offered), so the site's next devices to install it read those
+    /// blocks on the LAN, and every other file's blocks go; without sharing
+    /// they all go.
     pub fn installed(&self, id: &AssetId) {
         if self.fetcher.shared_on().is_none() {
             return self.clear();
         }
         logged(self.fetcher.retain(&std::iter::once(*id).collect()));
-        tracing::info!(asset = %id, "the streamed blocks of the installed firmware are kept for the peers");
+        match self.fetcher.share_asset(*id) {
+            Ok(true) => {
+                tracing::info!(asset = %id, "the streamed blocks of the installed firmware are served to the peers")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!("{e}"),
+        }
     }
 
     /// This device rolled `id` back (`why`): its blocks go, and peers that

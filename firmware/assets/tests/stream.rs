@@ -256,15 +256,22 @@ fn a_written_bundles_blocks_are_served_to_the_peers_until_the_next_one_or_a_roll
             .sharing_through(&apps);
         (apps, shared, stream_of(&Arc::new(bundles)))
     };
+    let block =
+        |at: SocketAddr, id: &trellis_assets::AssetId| ask(at, "GET", &format!("/v1/assets/{id}/blocks/0"), None);
     let (apps, shared, stream_a) = device_a(0);
     read_ranges(&stream_a, &id, &ranges, &bytes);
+    assert_eq!(block(shared, &id).status, 404, "not offered while no slot holds it");
     stream_a.installed(&id);
     assert!(kept.exists(), "kept for the peers");
+    assert_eq!(block(shared, &id).status, 200);
     let asked = origin.origin().stats.requested.load(Ordering::Relaxed);
     assert_eq!(asked, 5, "blocks 0, 5, 6, 7 and 20");
-    // Restarted (the trial boot): what is on the device is served again.
+    // Restarted (the trial boot): offered again once the lifecycle says it
+    // is the bundle written (`Rauc::settled` at start).
     drop((stream_a, apps));
     let (_apps, shared, stream_a) = device_a(shared.port());
+    assert_eq!(block(shared, &id).status, 404, "not offered before it is said to be written");
+    stream_a.installed(&id);
 
     // The second device: no origin, the first as its peer.
     let peers = PeerList::new();
@@ -282,12 +289,20 @@ fn a_written_bundles_blocks_are_served_to_the_peers_until_the_next_one_or_a_roll
     read_ranges(&stream_a, &next_id, &["bytes=0-9".to_owned()], &next);
     stream_a.installed(&next_id);
     assert!(!kept.exists(), "only the bundle written last is kept");
-    let block = |id: &trellis_assets::AssetId| ask(shared, "GET", &format!("/v1/assets/{id}/blocks/0"), None);
-    assert_eq!((block(&id).status, block(&next_id).status), (404, 200));
+    assert_eq!((block(shared, &id).status, block(shared, &next_id).status), (404, 200));
     // Rolled back: gone, and a peer that asks is told why.
     stream_a.rolled_back(&next_id, "its trial boot failed");
     assert!(!dir.path().join("a/bundles").join(next_id.to_string()).exists());
-    let a = block(&next_id);
+    let a = block(shared, &next_id);
     assert_eq!(a.status, 410);
     assert!(String::from_utf8_lossy(&a.body).contains("its trial boot failed"));
+    // A device told so asks it no more: the next source (the origin, asked
+    // as a peer) serves the index and both blocks, one request each.
+    let peers = PeerList::new();
+    peers.add(&shared.to_string());
+    peers.add(&origin.addr().to_string());
+    let third = Fetcher::new(None, dir.path().join("c"), String::new()).with_peers(peers);
+    assert_eq!(third.read(next_id, 0, 10).unwrap(), next[..10]);
+    assert_eq!(third.read(next_id, BS, 10).unwrap(), next[BS as usize..BS as usize + 10]);
+    assert_eq!(third.stats.requests.load(Ordering::Relaxed), 2, "the device that rolled it back was asked again");
 }

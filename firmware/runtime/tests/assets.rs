@@ -279,7 +279,6 @@ fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
     let ticket = stream.open(&id).unwrap();
     assert_eq!(get_range(ticket.url(), "bytes=100-199"), (206, bytes[100..200].to_vec()));
     drop(ticket);
-    stream.installed(&id);
     drop(server);
 
     let shared = dev.runtime.assets_shared_on().unwrap().to_string();
@@ -287,6 +286,8 @@ fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
     peers.add(&shared);
     let peer = tempfile::tempdir().unwrap();
     let next = trellis_assets::Fetcher::new(None, peer.path().to_path_buf(), String::new()).with_peers(peers);
+    assert!(next.read(id, 100, 100).is_err(), "offered before it was written");
+    stream.installed(&id);
     assert_eq!(next.read(id, 100, 100).unwrap(), bytes[100..200], "from the first device, the origin gone");
     assert_eq!(next.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed), 1);
 }

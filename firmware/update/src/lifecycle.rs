@@ -391,6 +391,8 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 let why =
                     format!("RAUC did not answer within {} s to resume the installation: {e}", RAUC_START.as_secs());
                 self.finish(Phase::Failed, &why);
+                // Given up: no install runs (`resume` left that to the install).
+                self.rauc.settled(None);
                 return Err(e);
             }
             self.platform.sleep(Duration::from_millis(self.policy.poll_ms.max(1)));
@@ -416,6 +418,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
                 if reserved {
                     self.live().installing = false;
                     self.finish(Phase::Failed, &e.to_string());
+                    self.rauc.settled(None);
                 }
                 return Err(e);
             }

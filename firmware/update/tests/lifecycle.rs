@@ -380,6 +380,7 @@ fn a_streamed_install_is_not_resumed_in_its_own_boot_nor_without_rauc() {
     failed_with(&file, "RAUC did not answer within 60 s");
     assert_eq!(u.status().operation, "idle", "the place is given back");
     assert!(fake.w().installs.is_empty());
+    assert_eq!(fake.w().settled, [None], "given up: nothing kept");
 }
 
 #[test]

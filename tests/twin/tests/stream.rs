@@ -395,13 +395,17 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     nothing_stored(&mut device)?;
 
     // 5. The status made at first boot names a boot slot only when it holds
-    // this image's boot files. Both do here (RAUC wrote them from this
-    // build's boot.tar, its hook gave each its own cmdline.txt); with a file
-    // added to boot slot B and RAUC's status gone, boot.0 alone is named.
-    let said = device.sh(
-        "mkdir -p /run/t && mount -t vfat /dev/rootdisk0p3 /run/t && echo x >/run/t/extra.txt && umount /run/t \
-         && rm /data/trellis/rauc.status && /usr/lib/trellis/rauc-seed.sh 2>&1; grep '^\\[slot' /data/trellis/rauc.status",
-    )?;
+    // this image's boot files. Both do here: A as RAUC wrote it from this
+    // build's boot.tar in step 4 (its hook gave it its own cmdline.txt), B as
+    // the image made it (skipped since); with RAUC's status gone, both are
+    // named. With a file added to boot slot B, boot.0 alone is.
+    let seed =
+        "rm /data/trellis/rauc.status && /usr/lib/trellis/rauc-seed.sh 2>&1; grep '^\\[slot' /data/trellis/rauc.status";
+    let said = device.sh(seed)?;
+    assert!(said.contains("[slot.boot.0]") && said.contains("[slot.boot.1]"), "{said}");
+    let said = device.sh(&format!(
+        "mkdir -p /run/t && mount -t vfat /dev/rootdisk0p3 /run/t && echo x >/run/t/extra.txt && umount /run/t && {seed}"
+    ))?;
     assert!(
         said.contains("boot.0 holds this image's boot files: named")
             && said.contains("boot.1 does not hold this image's boot files: not named")
