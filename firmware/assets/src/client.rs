@@ -195,11 +195,8 @@ impl Fetcher {
     /// Its store on the device cannot be opened (named).
     pub fn share_asset(&self, id: AssetId) -> Result<bool, AssetError> {
         let Some(server) = &self.server else { return Ok(false) };
-        let open = self.stores.lock().unwrap_or_else(PoisonError::into_inner).contains_key(&id);
-        if !open && BlockStore::cached_index(&self.root, &id).is_none() {
-            return Ok(false);
-        }
-        server.origin().share(self.store(id)?);
+        let Some(store) = self.store_here(id)? else { return Ok(false) };
+        server.origin().share(store);
         Ok(true)
     }
 
@@ -243,7 +240,7 @@ impl Fetcher {
     /// then it is not asked for it again.
     fn gone(&self, peer: &str, id: AssetId, answer: &std::io::Result<(u16, Vec<u8>)>) -> bool {
         let Ok((410, why)) = answer else { return false };
-        let why = String::from_utf8_lossy(&why[..why.len().min(200)]).into_owned();
+        let why = crate::download::rolled_back_reason(why);
         tracing::info!(asset = %id, peer, "the peer rolled it back ({why}): not asked for it again");
         self.withdrawn.lock().unwrap_or_else(PoisonError::into_inner).insert((peer.to_owned(), id));
         true
@@ -335,17 +332,33 @@ impl Fetcher {
         Err(self.fetch_err(id, last))
     }
 
+    /// The store of asset `id` if it is open or on the device; nothing is
+    /// fetched.
+    fn store_here(&self, id: AssetId) -> Result<Option<Arc<Mutex<BlockStore>>>, AssetError> {
+        if let Some(s) = self.stores.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(index) = BlockStore::cached_index(&self.root, &id) else { return Ok(None) };
+        self.opened(id, &index).map(Some)
+    }
+
     /// The store of asset `id`: opened from the device, or its index fetched first.
     fn store(&self, id: AssetId) -> Result<Arc<Mutex<BlockStore>>, AssetError> {
-        if let Some(s) = self.stores.lock().unwrap_or_else(PoisonError::into_inner).get(&id) {
-            return Ok(s.clone());
+        if let Some(s) = self.store_here(id)? {
+            return Ok(s);
         }
-        let index = match BlockStore::cached_index(&self.root, &id).or_else(|| self.index_from_peers(id)) {
+        let index = match self.index_from_peers(id) {
             Some(index) => index,
             None => Index::decode(&self.get(id, &format!("/v1/assets/{id}/index"), &[])?, &id)?,
         };
-        let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, &index)?));
-        self.stores.lock().unwrap_or_else(PoisonError::into_inner).insert(id, store.clone());
+        self.opened(id, &index)
+    }
+
+    /// Open the store of asset `id` with `index`, and keep it (served to the
+    /// peers when every store opened is).
+    fn opened(&self, id: AssetId, index: &Index) -> Result<Arc<Mutex<BlockStore>>, AssetError> {
+        let store = Arc::new(Mutex::new(BlockStore::open(&self.root, &id, index)?));
+        let store = self.stores.lock().unwrap_or_else(PoisonError::into_inner).entry(id).or_insert(store).clone();
         if let Some(server) = self.server.as_ref().filter(|_| self.share_opened) {
             server.origin().share(store.clone());
         }

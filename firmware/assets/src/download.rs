@@ -469,7 +469,7 @@ const REASON_MAX: usize = 200;
 /// Why a peer says it rolled the asset back: the first line of its answer,
 /// without the protocol's prefix, at most [`REASON_MAX`] characters (a peer
 /// is not trusted with the size of its report).
-fn rolled_back_reason(body: &[u8]) -> String {
+pub(crate) fn rolled_back_reason(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
     let line = text.lines().next().unwrap_or("").trim();
     let why = line.strip_prefix(wire::ROLLED_BACK).unwrap_or(line);

@@ -288,7 +288,8 @@ impl Origin {
     /// Stop serving asset `id` because this device rolled it back: from now
     /// on its index, blocks and bitmap answer `410 Gone` with `reason`, so
     /// the peers that ask see the rollback and stop asking. Sharing it again
-    /// ([`Origin::share`], another attempt) ends that. Whether it was served.
+    /// ([`Origin::share`]: a sync's new attempt, a bundle written again)
+    /// ends that. Whether it was served.
     pub fn withdraw(&self, id: &AssetId, reason: &str) -> bool {
         self.withdrawn.write().unwrap_or_else(PoisonError::into_inner).insert(*id, reason.to_owned());
         self.unshare(id)

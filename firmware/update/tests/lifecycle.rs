@@ -32,6 +32,8 @@ struct World {
     rauc_down: bool,
     /// RAUC's service not yet answering: this many more calls to `slots` fail.
     slots_unanswered: u32,
+    /// RAUC's service going away: `slots` answers this many more times, then fails.
+    slots_answered: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -86,6 +88,11 @@ impl Rauc for Fake {
         if w.slots_unanswered > 0 {
             w.slots_unanswered -= 1;
             return Err(UpdateError::Bus("The name de.pengutronix.rauc was not provided".into()));
+        }
+        match w.slots_answered {
+            Some(0) => return Err(UpdateError::Bus("The name de.pengutronix.rauc has no owner".into())),
+            Some(n) => w.slots_answered = Some(n - 1),
+            None => {}
         }
         let slot = |name: &str, bootname: &str| SlotInfo {
             name: name.into(),
@@ -371,13 +378,22 @@ fn a_streamed_install_is_not_resumed_in_its_own_boot_nor_without_rauc() {
     assert_eq!(updater(&fake, &file).resume(), Resume::Idle);
     failed_with(&file, "the runtime restarted");
     // RAUC never answers: recorded as failed, with the reason.
-    cut_streamed_install(&file, 0);
-    let fake = Fake::new("A", "boot-2");
-    fake.w().slots_unanswered = u32::MAX;
-    let u = updater(&fake, &file);
+    resume_given_up(&file, "boot-2", |w| w.slots_unanswered = u32::MAX, "RAUC did not answer within 60 s");
+    // RAUC answers, then goes away before the install starts: the same.
+    resume_given_up(&file, "boot-3", |w| w.slots_answered = Some(1), "has no owner");
+}
+
+/// A streamed install cut by a reboot, resumed in `boot` on a RAUC set up
+/// by `rauc`, fails for `why`: recorded so, nothing installed, the place
+/// given back, and the backend told nothing is kept.
+fn resume_given_up(file: &StateFile, boot: &str, rauc: impl FnOnce(&mut World), why: &str) {
+    cut_streamed_install(file, 0);
+    let fake = Fake::new("A", boot);
+    rauc(&mut fake.w());
+    let u = updater(&fake, file);
     let Resume::Install(url) = u.resume() else { panic!("not resumed") };
     u.install_again(&url, &mut |_| {}).unwrap_err();
-    failed_with(&file, "RAUC did not answer within 60 s");
+    failed_with(file, why);
     assert_eq!(u.status().operation, "idle", "the place is given back");
     assert!(fake.w().installs.is_empty());
     assert_eq!(fake.w().settled, [None], "given up: nothing kept");

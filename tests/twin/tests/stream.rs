@@ -402,7 +402,13 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     let seed =
         "rm /data/trellis/rauc.status && /usr/lib/trellis/rauc-seed.sh 2>&1; grep '^\\[slot' /data/trellis/rauc.status";
     let said = device.sh(seed)?;
-    assert!(said.contains("[slot.boot.0]") && said.contains("[slot.boot.1]"), "{said}");
+    assert!(
+        said.contains("boot.0 holds this image's boot files: named")
+            && said.contains("boot.1 holds this image's boot files: named")
+            && said.contains("[slot.boot.0]")
+            && said.contains("[slot.boot.1]"),
+        "{said}"
+    );
     let said = device.sh(&format!(
         "mkdir -p /run/t && mount -t vfat /dev/rootdisk0p3 /run/t && echo x >/run/t/extra.txt && umount /run/t && {seed}"
     ))?;
