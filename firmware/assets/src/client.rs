@@ -166,7 +166,7 @@ impl Fetcher {
         self.server = Some(Arc::new(server));
         self.share_opened = true;
         for id in self.on_device() {
-            if let Err(e) = self.store_on_device(id) {
+            if let Err(e) = self.store_here(id) {
                 tracing::warn!("not shared: {e}");
             }
         }
@@ -210,14 +210,6 @@ impl Fetcher {
     fn on_device(&self) -> Vec<AssetId> {
         let entries = std::fs::read_dir(&self.root).into_iter().flatten().filter_map(Result::ok);
         entries.filter_map(|e| e.file_name().to_str()?.parse().ok()).collect()
-    }
-
-    /// The store of `id` if its index is on the device.
-    fn store_on_device(&self, id: AssetId) -> Result<(), AssetError> {
-        if BlockStore::cached_index(&self.root, &id).is_some() {
-            self.store(id)?;
-        }
-        Ok(())
     }
 
     fn banned(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {

@@ -129,6 +129,14 @@ fn wait_idle() {
     }
 }
 
+/// The piece root a bundle streamed by it names.
+fn asset_id(bundle: &Bundle) -> Option<AssetId> {
+    match bundle {
+        Bundle::Asset(id) => id.parse().ok(),
+        _ => None,
+    }
+}
+
 fn text(d: &HashMap<String, OwnedValue>, key: &str) -> Option<String> {
     d.get(key).and_then(|v| v.downcast_ref::<&str>().ok()).map(str::to_owned)
 }
@@ -197,16 +205,14 @@ impl Rauc for DbusRauc {
 
     fn settled(&self, written: Option<&Bundle>) {
         let Some(server) = &self.assets else { return };
-        match written {
-            Some(Bundle::Asset(id)) if let Ok(id) = id.parse() => server.installed(&id),
-            _ => server.clear(),
+        match written.and_then(asset_id) {
+            Some(id) => server.installed(&id),
+            None => server.clear(),
         }
     }
 
     fn rolled_back(&self, bundle: &Bundle, why: &str) {
-        if let (Bundle::Asset(id), Some(server)) = (bundle, &self.assets)
-            && let Ok(id) = id.parse()
-        {
+        if let (Some(id), Some(server)) = (asset_id(bundle), &self.assets) {
             server.rolled_back(&id, why);
         }
     }

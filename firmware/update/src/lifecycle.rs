@@ -292,6 +292,15 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         }
     }
 
+    /// A resumed install that cannot start: recorded as failed (`why`), its
+    /// place given back, and the backend told no install runs (`resume`
+    /// left that to the install).
+    fn give_up_resume(&self, why: &str) {
+        self.live().installing = false;
+        self.finish(Phase::Failed, why);
+        self.rauc.settled(None);
+    }
+
     /// Tell the backend the bundle on record was rolled back.
     fn rolled_back(&self, bundle: &str, why: &str) {
         if let Ok(bundle) = Bundle::parse(bundle) {
@@ -387,12 +396,10 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
         let until = self.platform.uptime() + RAUC_START;
         while let Err(e) = self.rauc.slots() {
             if self.platform.uptime() >= until {
-                self.live().installing = false;
-                let why =
-                    format!("RAUC did not answer within {} s to resume the installation: {e}", RAUC_START.as_secs());
-                self.finish(Phase::Failed, &why);
-                // Given up: no install runs (`resume` left that to the install).
-                self.rauc.settled(None);
+                self.give_up_resume(&format!(
+                    "RAUC did not answer within {} s to resume the installation: {e}",
+                    RAUC_START.as_secs()
+                ));
                 return Err(e);
             }
             self.platform.sleep(Duration::from_millis(self.policy.poll_ms.max(1)));
@@ -416,9 +423,7 @@ impl<R: Rauc, P: Platform> Updater<R, P> {
             Ok(slots) => slots,
             Err(e) => {
                 if reserved {
-                    self.live().installing = false;
-                    self.finish(Phase::Failed, &e.to_string());
-                    self.rauc.settled(None);
+                    self.give_up_resume(&e.to_string());
                 }
                 return Err(e);
             }
