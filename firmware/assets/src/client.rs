@@ -206,6 +206,19 @@ impl Fetcher {
         self.server.as_deref().map(Server::addr)
     }
 
+    /// The assets on the device whose index is in the store, with their
+    /// sizes in bytes (however many of their blocks are there).
+    #[must_use]
+    pub fn held(&self) -> Vec<(AssetId, u64)> {
+        let mut held: Vec<_> = self
+            .on_device()
+            .into_iter()
+            .filter_map(|id| Some((id, BlockStore::cached_index(&self.root, &id)?.size)))
+            .collect();
+        held.sort_by_key(|(id, _)| id.0);
+        held
+    }
+
     /// The assets whose directory is in the store.
     fn on_device(&self) -> Vec<AssetId> {
         let entries = std::fs::read_dir(&self.root).into_iter().flatten().filter_map(Result::ok);

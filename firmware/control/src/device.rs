@@ -159,6 +159,20 @@ pub trait Device: Send + Sync {
         false
     }
 
+    /// Read the release artifact whose piece root is `root` (`size` bytes,
+    /// as the signed release names both) from this device's asset sources:
+    /// its peers on the LAN, then the site's asset origin, every block
+    /// checked against the root as it arrives. `None`: this device has no
+    /// asset sources (a fleet agent then fetches the artifact whole).
+    ///
+    /// # Errors
+    /// (Inside the `Some`.) No source holds it or could be reached, or its
+    /// size is not `size`.
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+        let _ = (root, size);
+        None
+    }
+
     /// Install the firmware bundle `bundle` (a file on the device, a URL
     /// RAUC streams it from, or a piece root the device streams from its
     /// asset sources) through RAUC, reporting progress.

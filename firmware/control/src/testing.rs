@@ -17,6 +17,7 @@
 
 #![allow(clippy::missing_panics_doc)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -49,6 +50,13 @@ pub struct FakeDevice {
     /// Every bundle streamed by its piece root fails, for this reason (the
     /// site's sources do not hold it); RAUC has written nothing.
     pub stream_fails: Option<String>,
+    /// The device's asset sources, by piece root (`None`: it has none):
+    /// [`Device::fetch_by_root`] answers the bytes held under the root (as
+    /// the real device answers them once every block matched), else that
+    /// no source holds it.
+    pub sources: Option<BTreeMap<String, Vec<u8>>>,
+    /// Each root [`Device::fetch_by_root`] was asked for, in order.
+    pub fetched_by_root: Mutex<Vec<String>>,
     /// Another installation runs (the status's `last_update` says which):
     /// every install is refused as busy.
     pub installing: AtomicBool,
@@ -85,6 +93,8 @@ impl FakeDevice {
             firmware_dir: None,
             streams_firmware: false,
             stream_fails: None,
+            sources: None,
+            fetched_by_root: Mutex::default(),
             installing: AtomicBool::new(false),
             progress: vec![
                 Progress { percent: 0, message: "Installing".into() },
@@ -250,6 +260,16 @@ impl Device for FakeDevice {
 
     fn streams_firmware(&self) -> bool {
         self.streams_firmware
+    }
+
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+        let sources = self.sources.as_ref()?;
+        lock(&self.fetched_by_root).push(root.to_owned());
+        Some(match sources.get(root) {
+            Some(bytes) if bytes.len() as u64 == size => Ok(bytes.clone()),
+            Some(bytes) => Err(format!("asset:{root} is {} bytes, the release names {size}", bytes.len())),
+            None => Err(format!("asset {root}: no peer or origin holds it")),
+        })
     }
 
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -24,7 +24,7 @@ use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::Link;
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
-use crate::release::{FirmwareRef, Part, Release, Urgency};
+use crate::release::{AppRef, FirmwareRef, Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
 
@@ -533,12 +533,13 @@ impl Agent {
         let fetched_firmware = firmware.as_ref().filter(|_| streamed.is_none());
         let total: u64 = apps.iter().map(|a| a.size).sum::<u64>() + fetched_firmware.map_or(0, |f| f.size);
         let mut done = 0u64;
-        let mut app_bytes = Vec::new();
+        let (mut app_bytes, mut hows) = (Vec::new(), Vec::new());
         for app in &apps {
-            let bytes = self.fetch(link, &release, &app.name, &app.sha256, app.size, None).await?;
+            let (bytes, how) = self.fetch_app(link, &release, app).await?;
             done += app.size;
             self.progress = Some(percent(done, total));
             app_bytes.push((app.name.clone(), bytes));
+            hows.extend(how);
         }
         let bundle = match (&firmware, &streamed) {
             (Some(_), Some(root)) => Some(Bundle::parse(&format!("asset:{root}")).map_err(refused)?),
@@ -549,7 +550,7 @@ impl Agent {
         // firmware alone, once RAUC has read it.
         let mut announced = !apps.is_empty() || fetched_firmware.is_some();
         if announced {
-            self.event(EventKind::Downloaded, id, None);
+            self.event(EventKind::Downloaded, id, (!hows.is_empty()).then(|| hows.join("; ")));
             self.event(EventKind::Verified, id, None);
         }
 
@@ -733,6 +734,51 @@ impl Agent {
             ));
         }
         Ok(())
+    }
+
+    /// App `app` of `release`, checked against the hash the signed release
+    /// names. By its piece root from the device's asset sources (its LAN
+    /// peers, the site's origin) when the release names a root and the
+    /// device has sources, each block checked as it arrives; else, or when
+    /// those sources cannot deliver it, whole from the object store. The
+    /// bytes, and how they came when by root.
+    async fn fetch_app(
+        &mut self,
+        link: &Link,
+        release: &Release,
+        app: &AppRef,
+    ) -> Result<(Vec<u8>, Option<String>), Stop> {
+        let Some(root) = app.pieces.clone() else {
+            return Ok((self.fetch(link, release, &app.name, &app.sha256, app.size, None).await?, None));
+        };
+        let (device, asked, size) = (Arc::clone(&self.device), root.clone(), app.size);
+        let fetched = tokio::task::spawn_blocking(move || device.fetch_by_root(&asked, size))
+            .await
+            .unwrap_or_else(|e| Some(Err(e.to_string())));
+        let by_root = format!("app {} by asset:{root}", app.name);
+        match fetched {
+            None => Ok((self.fetch(link, release, &app.name, &app.sha256, app.size, None).await?, None)),
+            Some(Ok(bytes)) => {
+                // The root and the hash are both the publisher's: bytes that
+                // match one and not the other mean a release made wrong.
+                release
+                    .check_artifact(&app.name, &bytes)
+                    .map_err(|e| Stop::Failed(format!("{by_root}: {e}"), EventKind::Refused))?;
+                Ok((bytes, Some(by_root)))
+            }
+            Some(Err(why)) => {
+                tracing::warn!(release = %release.id, "{by_root}: {why}; fetching it whole");
+                let bytes = self.fetch(link, release, &app.name, &app.sha256, app.size, None).await.map_err(
+                    |stop| match stop {
+                        Stop::Failed(whole, kind) => {
+                            Stop::Failed(format!("{by_root}: {why}; fetched whole: {whole}"), kind)
+                        }
+                        other => other,
+                    },
+                )?;
+                Ok((bytes, Some(format!("{by_root}: {why}; fetched whole"))))
+            }
+        }
     }
 
     /// Fetch artifact `name` by hash, into memory or into `file`, checking

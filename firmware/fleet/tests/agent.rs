@@ -564,3 +564,86 @@ async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
     assert!(!kinds.contains(&EventKind::RolledBack), "{kinds:?}");
     d.stop();
 }
+
+/// A device with asset sources (its LAN peers, the site's origin) fetches a
+/// release's app by the piece root the signed release names, and nothing
+/// from the object store: here the app was never uploaded there. Where its
+/// sources lack the app it comes whole from the object store, and the audit
+/// log says so. Bytes that match the root but not the signed hash (a
+/// release whose root and hash name other files) are refused, and the app
+/// running stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
+    let f = one(&["pi-6", "pi-7"]).await;
+    let root_of = |bytes: &[u8]| trellis_assets::Index::of(bytes).id().to_string();
+    let (release, _) = sim::release("thermostat-2.1.0", &f.key, &[("thermostat", "2.1.0")]);
+    let root = release.apps[0].pieces.clone().unwrap();
+    assert_eq!(root, root_of(&sim::app("thermostat", "2.1.0")));
+    ops::publish(&f.operator, &release, &[]).await.unwrap();
+    // Signed with the root of another file of the same size.
+    let (mut crossed, _) = sim::release("thermostat-2.1.2", &f.key, &[("thermostat", "2.1.2")]);
+    let other = sim::app("thermostat", "2.1.3");
+    crossed.apps[0].pieces = Some(root_of(&other));
+    let crossed = crossed.signed(&f.key);
+    ops::publish(&f.operator, &crossed, &[]).await.unwrap();
+
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-6", "north", sim::trust(&f.key));
+    let held = [(root.clone(), sim::app("thermostat", "2.1.0")), (root_of(&other), other)];
+    Arc::get_mut(&mut d.device).unwrap().sources = Some(held.into_iter().collect());
+    d.start().await;
+    desire(&f.operator, "pi-6", &DesiredState::release(&release.id)).await;
+    until(30, "the app fetched by its root runs", || async {
+        report(&f.operator, "pi-6").await.is_some_and(|r| r.release.as_deref() == Some("thermostat-2.1.0"))
+    })
+    .await;
+    assert!(d.runs("thermostat", "2.1.0"));
+    assert_eq!(*d.device.fetched_by_root.lock().unwrap(), std::slice::from_ref(&root));
+    let downloaded = sim::events(&f.operator)
+        .await
+        .into_iter()
+        .find(|e| e.device == "pi-6" && e.release == "thermostat-2.1.0" && e.kind == EventKind::Downloaded);
+    let how = downloaded.and_then(|e| e.reason).unwrap_or_default();
+    assert_eq!(how, format!("app thermostat by asset:{root}"));
+
+    desire(&f.operator, "pi-6", &DesiredState::release(&crossed.id)).await;
+    let why = refusal(&f.operator, "pi-6", &crossed.id).await;
+    assert!(
+        why.starts_with(&format!("app thermostat by asset:{}: ", root_of(&sim::app("thermostat", "2.1.3"))))
+            && why.contains(&format!("expected sha256 {}", crossed.apps[0].sha256)),
+        "{why}"
+    );
+    assert!(d.runs("thermostat", "2.1.0"), "the app running stays");
+    assert_eq!(d.device.apps_installed.lock().unwrap().len(), 1, "nothing else installed");
+    d.stop();
+
+    // pi-7's sources do not hold it: whole from the object store.
+    let (whole, artifacts) = sim::release("thermostat-2.1.1", &f.key, &[("thermostat", "2.1.1")]);
+    ops::publish(&f.operator, &whole, &artifacts).await.unwrap();
+    let mut d7 = Sim::new(&f.pki, &[f.server.addr], "pi-7", "north", sim::trust(&f.key));
+    Arc::get_mut(&mut d7.device).unwrap().sources = Some(std::collections::BTreeMap::new());
+    d7.start().await;
+    desire(&f.operator, "pi-7", &DesiredState::release(&release.id)).await;
+    let why = refusal(&f.operator, "pi-7", &release.id).await;
+    assert!(
+        why.contains("no peer or origin holds it; fetched whole: artifact thermostat of release thermostat-2.1.0"),
+        "both reasons: {why}"
+    );
+    desire(&f.operator, "pi-7", &DesiredState::release(&whole.id)).await;
+    until(30, "the app fetched whole runs", || async {
+        report(&f.operator, "pi-7").await.is_some_and(|r| r.release.as_deref() == Some("thermostat-2.1.1"))
+    })
+    .await;
+    assert!(d7.runs("thermostat", "2.1.1"));
+    let how = sim::events(&f.operator)
+        .await
+        .into_iter()
+        .find(|e| e.device == "pi-7" && e.release == "thermostat-2.1.1" && e.kind == EventKind::Downloaded)
+        .and_then(|e| e.reason)
+        .unwrap_or_default();
+    let whole_root = whole.apps[0].pieces.clone().unwrap();
+    assert_eq!(
+        how,
+        format!("app thermostat by asset:{whole_root}: asset {whole_root}: no peer or origin holds it; fetched whole")
+    );
+    d7.stop();
+}

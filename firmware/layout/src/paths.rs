@@ -89,4 +89,8 @@ pub mod state {
     /// install has written the slot, so a retried or resumed install does
     /// not fetch them again.
     pub const BUNDLES: &str = "bundles";
+    /// Apps of a release fetched by their piece root from the site's
+    /// peers and asset origin, kept (and served to the peers) while the
+    /// device runs that very file.
+    pub const ARTIFACTS: &str = "artifacts";
 }

@@ -125,6 +125,8 @@ pub struct RuntimeDevice {
     config: RuntimeConfig,
     firmware: Option<Arc<dyn Firmware>>,
     streams_firmware: bool,
+    /// A release's apps fetched by their piece root (with asset sources).
+    artifacts: Option<Arc<trellis_assets::Fetcher>>,
     logs: Arc<LogBook>,
     started: Instant,
 }
@@ -137,10 +139,63 @@ impl std::fmt::Debug for RuntimeDevice {
 
 impl RuntimeDevice {
     /// The device made of `runtime` (configured by `config`), without
-    /// firmware updates.
+    /// firmware updates. With asset sources (`[assets]` names an origin or
+    /// peers) it fetches a release's apps by their piece root
+    /// ([`Device::fetch_by_root`]); what it keeps of them it serves to its
+    /// peers again; without, what an earlier configuration kept is removed.
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
         let logs = LogBook::start(runtime.events());
-        Self { runtime, config, firmware: None, streams_firmware: false, logs, started: Instant::now() }
+        let artifacts = runtime.artifact_fetcher(&config).map(Arc::new);
+        if artifacts.is_none() {
+            let kept = config.state_dir.join(paths::state::ARTIFACTS);
+            match std::fs::remove_dir_all(&kept) {
+                Ok(()) => tracing::info!(path = %kept.display(), "apps' pieces removed: no asset sources"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %kept.display(), "{e}"),
+            }
+        }
+        let device =
+            Self { runtime, config, firmware: None, streams_firmware: false, artifacts, logs, started: Instant::now() };
+        device.keep_artifacts();
+        device
+    }
+
+    /// Keep (and serve to the peers) the apps' pieces this device fetched
+    /// whose file an app on it is now, when it shares its blocks; remove
+    /// the rest: a version replaced or refused, an app removed. Only app
+    /// files the size of a kept asset are hashed.
+    fn keep_artifacts(&self) {
+        let Some(fetcher) = &self.artifacts else { return };
+        let held = fetcher.held();
+        if held.is_empty() {
+            return;
+        }
+        let mut keep = std::collections::HashSet::new();
+        let listed = trellis_layout::AppsDir::new(&self.config.apps_dir).list().unwrap_or_default();
+        for (_, path) in listed.iter().filter(|_| fetcher.shared_on().is_some()) {
+            let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else { continue };
+            if !held.iter().any(|(_, size)| *size == len) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(path) else { continue };
+            let id = trellis_assets::Index::of(&bytes).id();
+            if held.iter().any(|(held, _)| *held == id) {
+                keep.insert(id);
+            }
+        }
+        match fetcher.retain(&keep) {
+            Ok(removed) => {
+                for r in removed {
+                    tracing::info!(asset = %r.id, kib = r.bytes / 1024, "no app runs these pieces: removed");
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+        for id in keep {
+            if let Err(e) = fetcher.share_asset(id) {
+                tracing::warn!("not shared: {e}");
+            }
+        }
     }
 
     /// App `name` as the status shows it.
@@ -189,14 +244,18 @@ impl Device for RuntimeDevice {
     }
 
     fn install_app(&self, name: &str, bytes: &[u8]) -> Result<AppInstalled, AppError> {
-        match self.runtime.install(name, bytes) {
+        let installed = match self.runtime.install(name, bytes) {
             Ok(o) => Ok(AppInstalled { app: o.app, version: o.version, replaced: o.replaced, stopped: o.stopped }),
             Err(e) => Err(app_error(name, e)),
-        }
+        };
+        self.keep_artifacts();
+        installed
     }
 
     fn remove_app(&self, name: &str) -> Result<(), AppError> {
-        self.runtime.remove(name).map_err(|e| app_error(name, e))
+        let removed = self.runtime.remove(name).map_err(|e| app_error(name, e));
+        self.keep_artifacts();
+        removed
     }
 
     fn stop_app(&self, name: &str) -> Result<AppSummary, AppError> {
@@ -215,6 +274,19 @@ impl Device for RuntimeDevice {
 
     fn streams_firmware(&self) -> bool {
         self.firmware.is_some() && self.streams_firmware
+    }
+
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+        let fetcher = self.artifacts.as_ref()?;
+        let read = || {
+            let id: trellis_assets::AssetId = root.parse().map_err(|e| format!("asset:{root}: {e}"))?;
+            let held = fetcher.size(id).map_err(|e| e.to_string())?;
+            if held != size {
+                return Err(format!("asset:{root} is {held} bytes, the release names {size}"));
+            }
+            fetcher.read(id, 0, size).map_err(|e| e.to_string())
+        };
+        Some(read())
     }
 
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -203,16 +203,34 @@ impl Runtime {
     /// named, or when loopback cannot be listened on (logged).
     #[must_use]
     pub fn bundle_stream(&self, config: &RuntimeConfig) -> Option<Arc<trellis_assets::StreamServer>> {
-        let assets = config.assets.as_ref().filter(|a| a.names_bundle_sources())?;
-        let root = config.state_dir.join(paths::state::BUNDLES);
-        let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), root, String::new())
-            .with_peers(self.services.assets.peers())
-            .sharing_through(&self.services.assets);
+        let fetcher = self.release_fetcher(config, paths::state::BUNDLES)?;
         let loopback = std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0));
         trellis_assets::StreamServer::start(Arc::new(fetcher), loopback)
             .inspect_err(|e| tracing::warn!("bundles named by their piece root cannot stream: {e}"))
             .ok()
             .map(Arc::new)
+    }
+
+    /// A fetcher of a release's apps by their piece root, from the same
+    /// sources as the apps' assets (the peers, those found on the LAN, the
+    /// origin), each block verified; kept under `STATE_DIR/artifacts` and
+    /// served to the peers beside the apps' assets only as its device says
+    /// ([`crate::device::RuntimeDevice`]: while an app runs that very file).
+    /// `None` without an origin or a peer named.
+    #[must_use]
+    pub fn artifact_fetcher(&self, config: &RuntimeConfig) -> Option<trellis_assets::Fetcher> {
+        self.release_fetcher(config, paths::state::ARTIFACTS)
+    }
+
+    /// A fetcher of what releases carry, kept under `STATE_DIR/dir`: from
+    /// the apps' asset sources, shared through their server only as told
+    /// ([`trellis_assets::Fetcher::share_asset`]).
+    fn release_fetcher(&self, config: &RuntimeConfig, dir: &str) -> Option<trellis_assets::Fetcher> {
+        let assets = config.assets.as_ref().filter(|a| a.names_bundle_sources())?;
+        let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), config.state_dir.join(dir), String::new())
+            .with_peers(self.services.assets.peers())
+            .sharing_through(&self.services.assets);
+        Some(fetcher)
     }
 
     /// Follow what happens (loads, refusals, crashes, app logs).

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{boot, device, device_on_fake_clock_with, manifest, pack};
+use support::{boot, device, device_on_fake_clock_with, example, manifest, pack};
 use trellis_assets::server::{Origin, OriginConfig, Server};
 use trellis_runtime::config::AssetsConfig;
 
@@ -290,4 +290,78 @@ fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
     stream.installed(&id);
     assert_eq!(next.read(id, 100, 100).unwrap(), bytes[100..200], "from the first device, the origin gone");
     assert_eq!(next.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+/// A release's app fetched by its piece root comes from the device's asset
+/// sources, each block checked; its pieces are served to the peers only once
+/// the device runs that very file, beside the apps' assets. They go when the
+/// install is refused, when another version replaces the app, and when the
+/// device has no asset sources any more. A size other than the release's is
+/// refused.
+#[test]
+fn an_app_fetched_by_its_root_is_shared_while_it_runs() {
+    use std::sync::Arc;
+    use trellis_control::Device;
+    use trellis_runtime::device::RuntimeDevice;
+    let dir = tempfile::tempdir().unwrap();
+    let mut v2 = manifest("counter");
+    v2.version = "2.0.0".into();
+    let (v1, v2) = (example("counter"), pack("counter", &v2));
+    std::fs::write(dir.path().join("counter-1.tpk"), &v1).unwrap();
+    std::fs::write(dir.path().join("counter-2.tpk"), &v2).unwrap();
+    let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
+    let (r1, r2) = (trellis_assets::Index::of(&v1).id(), trellis_assets::Index::of(&v2).id());
+    let _server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let assets = AssetsConfig {
+        origin: Some(_server.addr().to_string()),
+        peers: Vec::new(),
+        share: Some("127.0.0.1:0".parse().unwrap()),
+        lan: false,
+    };
+    let dev = device(&[], |c| c.assets = Some(assets.clone()));
+    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.state());
+    config.assets = Some(assets);
+    let shared = dev.runtime.assets_shared_on().unwrap().to_string();
+    let support::TestRuntime { runtime, dir: _state, .. } = dev;
+    let runtime = Arc::new(runtime);
+    let device = RuntimeDevice::new(Arc::clone(&runtime), config.clone());
+    let kept = |id: trellis_assets::AssetId| config.state_dir.join("artifacts").join(id.to_string()).exists();
+    let peers = trellis_assets::PeerList::new();
+    peers.add(&shared);
+    // Another device of the site, the first its only source.
+    let next = || {
+        let peer = tempfile::tempdir().unwrap();
+        let fetcher = trellis_assets::Fetcher::new(None, peer.path().to_path_buf(), String::new());
+        (fetcher.with_peers(peers.clone()), peer)
+    };
+    let by_root =
+        |id: trellis_assets::AssetId, size: usize| device.fetch_by_root(&id.to_string(), size as u64).unwrap();
+
+    let too_long = by_root(r1, v1.len() + 1).unwrap_err();
+    assert!(too_long.contains(&format!("asset:{r1} is {} bytes, the release names", v1.len())), "{too_long}");
+    let fetched = by_root(r1, v1.len()).unwrap();
+    assert_eq!(fetched, v1);
+    assert!(next().0.read(r1, 0, 10).is_err(), "offered before it runs");
+    device.install_app("counter", &fetched).unwrap();
+    let (peer, _tmp) = next();
+    assert_eq!(peer.read(r1, 0, v1.len() as u64).unwrap(), v1, "from the device, while it runs");
+    assert!(peer.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed) > 0);
+
+    // Fetched, then refused (the file is counter's, installed as another app): not kept.
+    let fetched = by_root(r2, v2.len()).unwrap();
+    assert!(device.install_app("other", &fetched).is_err());
+    assert!(!kept(r2), "a refused app's pieces are removed");
+    assert!(kept(r1), "the running app's stay");
+    // Fetched and running: the version it replaced goes, and is no longer served.
+    device.install_app("counter", &by_root(r2, v2.len()).unwrap()).unwrap();
+    assert!(kept(r2) && !kept(r1));
+    assert!(next().0.read(r1, 0, 10).is_err(), "the replaced version is no longer served");
+    assert_eq!(next().0.read(r2, 0, 10).unwrap(), v2[..10]);
+
+    // The same device without asset sources keeps nothing.
+    let mut plain = config.clone();
+    plain.assets = None;
+    let device = RuntimeDevice::new(runtime, plain);
+    assert!(device.fetch_by_root(&r2.to_string(), v2.len() as u64).is_none());
+    assert!(!config.state_dir.join("artifacts").exists(), "what was kept is removed");
 }

@@ -1,7 +1,8 @@
 //! A twin in a fleet: the real agent in the twin's runtime, provisioned with
 //! its own certificate, follows rollouts driven from the host by the
 //! operator's CLI (`trellis fleet`) through a real `nats-server`, beside
-//! simulated devices: first an app, then firmware whose app interface the
+//! simulated devices: first an app (by its piece root from the site's asset
+//! origin, for the twin), then firmware whose app interface the
 //! twin's apps do not run on (refused, naming them), then firmware streamed
 //! by its piece root from the site's asset origin through RAUC, and the
 //! trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
@@ -84,9 +85,13 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     });
     let _controller = op.controller(300)?;
 
-    // An app, in two waves: sim-1, then sim-2 and the twin.
+    // An app, in two waves: sim-1, then sim-2 and the twin. The site's asset
+    // origin holds it too: the twin, which has asset sources, fetches it by
+    // its piece root from there (the simulated devices, whole).
     let app = dir.join("counter-9.wasm");
     std::fs::write(&app, repack("counter", |m| m.version = "9.0.0".into())).expect("app");
+    std::fs::copy(&app, site.join("counter-9.wasm")).expect("the app at the asset origin");
+    let _site_origin = op.asset_origin(&site)?;
     let said =
         fleet(&["release", "create", "counter-9.0.0", "--key", s(&release_key), "--app", s(&app), "--board", BOARD]);
     assert!(said.contains("published release counter-9.0.0 (1 app(s))"), "{said}");
@@ -100,6 +105,16 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let status = fleet(&["rollout", "status", &id]);
     assert!(status.contains("done, wave 2 of 2") || status.contains("Done, wave 2 of 2"), "{status}");
     assert!(status.contains("wave 2 (100%): 2 updated, 0 failed, 0 pending"), "{status}");
+    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr], 1).await).await });
+    let how = events.iter().find_map(|e| {
+        (e.device == "twin-1" && e.release == "counter-9.0.0" && e.kind == trellis_fleet::EventKind::Downloaded)
+            .then(|| e.reason.clone())
+            .flatten()
+    });
+    let app_root = how.as_deref().and_then(|h| h.strip_prefix("app counter by asset:")).map(str::to_owned);
+    let app_root = app_root.unwrap_or_else(|| panic!("the twin fetched counter by its piece root: {how:?}"));
+    // Its pieces stay while it runs that file, for the twin's peers.
+    assert_eq!(device.sh("ls /data/trellis/artifacts")?.trim(), app_root, "the app's pieces are kept");
 
     // Firmware whose runtime provides app interface 0.1.1 (an older line than the one the twin's
     // apps were built for): the twin refuses it before fetching a byte, naming its apps.
@@ -139,7 +154,6 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     // Firmware: the twin is given the bundle's piece root, and RAUC streams it
     // from the site's asset origin through the runtime (each block checked
     // against the signed root); the trial boot commits it.
-    let _site_origin = op.asset_origin(&site)?;
     let said =
         fleet(&["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle), "--board", BOARD]);
     assert!(said.contains("published release os-fleet-2 (0 app(s), firmware)"), "{said}");
@@ -177,6 +191,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let root = root.unwrap_or_else(|| panic!("the twin streamed the firmware by its piece root: {events:#?}"));
     // What RAUC read of it stays, for the twin's peers (`[assets] share`).
     assert_eq!(device.sh("ls /data/trellis/bundles")?.trim(), root, "the streamed bundle's blocks alone are kept");
+    assert_eq!(device.sh("ls /data/trellis/artifacts")?.trim(), app_root, "and the running app's, across the reboot");
     drop(sims);
     drop(server);
     Ok(())
