@@ -125,10 +125,18 @@ fn run(args: &Args) -> Result<()> {
 
     let mut op = Operator::new(&pki, server.addr, &dir)?;
     op.echo = true;
-    say("the site's asset origin (trellis asset serve) holds the bundle: twins stream firmware by its piece root");
+    let app = args.build.join("apps/counter.wasm");
+    let bytes = std::fs::read(&app).with_context(|| format!("{} (make apps)", app.display()))?;
+    let mut manifest = AppFile::parse(&bytes)?.manifest;
+    manifest.version = "9.0.0".into();
+    let next = dir.join("counter-9.0.0.wasm");
+    std::fs::write(&next, pack(&component_code(&bytes)?, &manifest)?)?;
+    say("the site's asset origin (trellis asset serve) holds the app and the bundle:");
+    say("twins take both by their piece roots from it, every block checked against the signed root");
     let site = dir.join("site");
     std::fs::create_dir_all(&site).with_context(|| site.display().to_string())?;
     std::fs::copy(&broken, site.join("broken.raucb")).context("the bundle at the asset origin")?;
+    std::fs::copy(&next, site.join("counter-9.0.0.wasm")).context("the app at the asset origin")?;
     let _site_origin = op.asset_origin(&site)?;
     say("the operator sets up the fleet and registers the devices");
     op.run(&["setup"])?;
@@ -150,16 +158,18 @@ fn run(args: &Args) -> Result<()> {
         }
     });
     let controller = op.controller(300)?;
+    let audit_log = || {
+        rt.block_on(async {
+            let link =
+                trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "operator"), None, false)
+                    .await?;
+            anyhow::Ok(sim::events(&link).await)
+        })
+    };
     let result = (|| -> Result<()> {
         op.run(&["devices"])?;
 
         say("an app release, rolled out in waves: one device, then half, then the rest");
-        let app = args.build.join("apps/counter.wasm");
-        let bytes = std::fs::read(&app).with_context(|| format!("{} (make apps)", app.display()))?;
-        let mut manifest = AppFile::parse(&bytes)?.manifest;
-        manifest.version = "9.0.0".into();
-        let next = dir.join("counter-9.0.0.wasm");
-        std::fs::write(&next, pack(&component_code(&bytes)?, &manifest)?)?;
         op.run(&["release", "create", "counter-9.0.0", "--key", s(&release_key), "--app", s(&next), "--board", BOARD])?;
         let said = op.run(&[
             "deploy",
@@ -179,6 +189,18 @@ fn run(args: &Args) -> Result<()> {
             let device = device.as_mut().context("a twin")?;
             device.seen("app running app=\"counter\" version=9.0.0", BOOT_TIMEOUT)?;
             println!("{id}: counter 9.0.0 running (its console)");
+        }
+        let events = audit_log()?;
+        for (id, _, _) in &machines {
+            let how = events
+                .iter()
+                .find(|e| {
+                    e.device == *id && e.release == "counter-9.0.0" && e.kind == trellis_fleet::EventKind::Downloaded
+                })
+                .and_then(|e| e.reason.clone())
+                .unwrap_or_default();
+            ensure!(how.starts_with("app counter by asset:") && !how.contains("whole"), "{id}: {how:?}");
+            println!("{id}: downloaded {how}");
         }
         op.run(&["devices"])?;
 
@@ -223,12 +245,7 @@ fn run(args: &Args) -> Result<()> {
         ensure!(reason.contains(first.as_str()) && reason.contains("rolled back"), "the halt names {first}: {halted}");
         ensure!(halted["members"].as_object().is_some_and(|m| m.len() == 1), "no one else got it: {halted}");
         op.run(&["devices"])?;
-        let events = rt.block_on(async {
-            let link =
-                trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "operator"), None, false)
-                    .await?;
-            anyhow::Ok(sim::events(&link).await)
-        })?;
+        let events = audit_log()?;
         let audit: Vec<_> = events.iter().filter(|e| e.device == *first && e.release == "os-demo-2").collect();
         println!("{first}'s audit log for os-demo-2:");
         for e in &audit {
