@@ -3,7 +3,8 @@
 #   1. every package is Config.in + NAME.mk + NAME.hash, and Config.in sources each;
 #   2. every BR2_ symbol a defconfig sets or unsets is one Buildroot (the pinned
 #      release: buildroot-external/br2-symbols.txt) or our Config.in files define;
-#   3. the kernel options the Pi's and the twin's fragments share are identical.
+#   3. the kernel options the Pi's and the twin's fragments share are identical, 48-bit
+#      addresses among them.
 # With BUILDROOT=DIR (a Buildroot tree of the pinned release; make br-check), also
 #   4. `make <defconfig>` with our tree keeps every symbol the defconfig sets, and
 #   5. Buildroot's utils/check-package passes on our files.
@@ -39,6 +40,8 @@ if ! diff <(shared "$a") <(shared "$b") >/dev/null; then
   diff <(shared "$a") <(shared "$b") >&2 || true
 fi
 [ -n "$(shared "$a")" ] || err "$a has no shared block"
+# The runtime's pool reserves 4 GiB of address space per app memory, about 1 TiB (docs/runtime.md).
+grep -qx 'CONFIG_ARM64_VA_BITS_48=y' <(shared "$a") || err "$a: the kernels need CONFIG_ARM64_VA_BITS_48=y (the runtime's memory pool)"
 
 # 4, 5. Against a Buildroot tree.
 if [ -n "${BUILDROOT:-}" ]; then
