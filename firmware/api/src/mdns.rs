@@ -85,11 +85,21 @@ pub fn announce_service_via(
     port: u16,
     txt: &[(&str, &str)],
 ) -> Result<Announcer, MdnsError> {
+    announce_on_host(mdns_port, service, instance, &format!("{instance}.local."), port, txt)
+}
+
+/// [`announce_service_via`] with the addresses under host name `host`.
+fn announce_on_host(
+    mdns_port: u16,
+    service: &str,
+    instance: &str,
+    host: &str,
+    port: u16,
+    txt: &[(&str, &str)],
+) -> Result<Announcer, MdnsError> {
     let daemon = ServiceDaemon::new_with_port(mdns_port).map_err(err)?;
     let properties: Vec<(&str, &str)> = txt.to_vec();
-    let info = ServiceInfo::new(service, instance, &format!("{instance}.local."), "", port, &properties[..])
-        .map_err(err)?
-        .enable_addr_auto();
+    let info = ServiceInfo::new(service, instance, host, "", port, &properties[..]).map_err(err)?.enable_addr_auto();
     let fullname = info.get_fullname().to_owned();
     daemon.register(info).map_err(err)?;
     Ok(Announcer { daemon, fullname })
@@ -181,11 +191,24 @@ pub fn watch_via(mdns_port: u16, service: &str, found: impl Fn(&Found) + Send + 
     Ok(Watcher { daemon, thread: Some(thread) })
 }
 
+/// The TXT key of the tag a device announces its pieces with.
+const SELF_TAG: &str = "tag";
+
+/// A tag no other process on the LAN has: 64 bits from the standard
+/// library's per-process random hash keys, the process and the time.
+fn self_tag() -> String {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{:016x}", std::collections::hash_map::RandomState::new().hash_one((std::process::id(), now)))
+}
+
 /// Join a LAN's sharing of pieces as `name`: announce this device's piece
-/// server on `port` as [`PIECES_SERVICE`] (none: it only asks), and call
-/// `found` with each other device's name and address (`ip:port`, its first
-/// IPv4 address that is not a loopback one) as it appears. Both last until
-/// the guards are dropped.
+/// server on `port` as [`PIECES_SERVICE`] (none: it only asks), as
+/// `NAME-TAG` (TAG: 8 hex digits of a random tag, which its TXT record
+/// carries whole), and call `found` with each other device's name and
+/// address (`ip:port`, its first IPv4 address that is not a loopback one)
+/// as it appears, never with its own. Both last until the guards are
+/// dropped.
 ///
 /// # Errors
 /// The mDNS sockets cannot be opened, or the thread cannot be started.
@@ -195,10 +218,18 @@ pub fn join_pieces(
     port: Option<u16>,
     found: impl Fn(&str, &str) + Send + 'static,
 ) -> Result<(Option<Announcer>, Watcher), MdnsError> {
-    let announcer = port.map(|port| announce_service_via(mdns_port, PIECES_SERVICE, name, port, &[])).transpose()?;
-    let me = name.to_owned();
+    // Devices of one image may share a host name: the instance and its
+    // addresses are named with a random tag as well, so no two devices'
+    // announcements collide (mDNS would rename one, and resolve the name
+    // to either), and its own announcement is known by the tag.
+    let tag = self_tag();
+    let instance = format!("{name}-{}", &tag[..8]);
+    let host = format!("{instance}.local.");
+    let announcer = port
+        .map(|port| announce_on_host(mdns_port, PIECES_SERVICE, &instance, &host, port, &[(SELF_TAG, &tag)]))
+        .transpose()?;
     let watcher = watch_via(mdns_port, PIECES_SERVICE, move |peer| {
-        if peer.name == me {
+        if peer.txt.get(SELF_TAG) == Some(&tag) {
             return;
         }
         if let Some(addr) = peer.addresses.iter().find(|a| !a.starts_with('[') && !a.starts_with("127.")) {

@@ -4,8 +4,10 @@
 //! each other and from the origin only what no peer holds; devices that find
 //! each other by announcement (mDNS) instead of being told; then devices
 //! running `trellis asset sync` on signed releases, where an urgent release
-//! overtakes a running one. Needs root (`ip netns`, `tc`), as `make
-//! test` runs it. Everything made is removed when a test ends, failed or not
+//! overtakes a running one; and two runtimes (`trellis-runtime`) of one
+//! host name, the second reading an app's asset from the first, found by
+//! announcement, with the origin gone. Needs root (`ip netns`, `tc`), as
+//! `make test` runs it. Everything made is removed when a test ends, failed or not
 //! (`support/lan.rs`).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
@@ -256,4 +258,76 @@ fn on_a_lan_devices_find_their_peers_by_announcement() {
         started.elapsed().as_secs_f64(),
         origin_sent as f64 / size as f64
     );
+}
+
+/// The runtime (`trellis-runtime`) beside `trellis`, as cargo builds both.
+fn runtime_binary() -> std::path::PathBuf {
+    let path = Path::new(support::lan::TRELLIS).with_file_name("trellis-runtime");
+    assert!(path.exists(), "{}: build it first (cargo build -p trellis-runtime)", path.display());
+    path
+}
+
+/// The reader fixture reading all of asset `weights` (id `id`, `len` bytes) as it starts.
+fn reader_app(id: &str, len: usize) -> Vec<u8> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let code = std::fs::read(root.join("wasm-apps/target/wasm32-wasip2/release/reader.wasm"))
+        .expect("the reader fixture: make apps");
+    let text = std::fs::read_to_string(root.join("wasm-apps/fixtures/reader/trellis.toml")).unwrap();
+    let mut manifest = trellis_appfmt::Manifest::from_toml(&text).unwrap();
+    manifest.assets.insert("weights".into(), format!("sha256:{id}"));
+    manifest.config.insert("read-at-start".into(), format!("weights 0 {len}"));
+    manifest.limits.call_ms = 60_000;
+    trellis_appfmt::pack(&code, &manifest).unwrap()
+}
+
+/// Runtime `k` of the LAN (`trellis-runtime`, no hardware): asset sources
+/// the origin and the peers it finds by mDNS, its blocks shared on its
+/// address; its apps and state under `dir`. Every runtime has this
+/// machine's host name, as devices of one image may.
+fn runtime_node(lan: &Lan, k: usize, dir: &Path) -> Node {
+    let home = dir.join(format!("runtime-{k}"));
+    std::fs::create_dir_all(home.join("apps")).unwrap();
+    let config = format!(
+        "apps-dir = {:?}\nstate-dir = {:?}\n\n[assets]\norigin = {:?}\nshare = \"{}:8471\"\nlan = true\n",
+        home.join("apps"),
+        home.join("state"),
+        lan.addr(0),
+        lan.ip(k)
+    );
+    std::fs::write(home.join("runtime.toml"), config).unwrap();
+    let args = ["--config", &home.join("runtime.toml").display().to_string(), "--board", "none"].map(String::from);
+    lan.start_program(k, &runtime_binary(), &args)
+}
+
+/// Apps' assets on a LAN, through the runtime: a device whose app read its
+/// weights from the origin serves them; another device of the same host
+/// name, finding it by announcement (`[assets] lan = true`, mDNS; never
+/// itself) with the origin gone, reads them from it, verified, byte for byte.
+#[test]
+fn on_a_lan_a_runtime_reads_an_apps_asset_from_a_peer_it_found_by_announcement() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bytes, id) = release_of(dir.path(), 1 << 20);
+    let fnv = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let read = format!("read at start: ok {} {fnv:016x}", bytes.len());
+    let app = reader_app(&id, bytes.len());
+    let lan = Lan::new("apps", 3);
+    let mut origin = origin(&lan, dir.path());
+
+    std::fs::create_dir_all(dir.path().join("runtime-1/apps")).unwrap();
+    std::fs::write(dir.path().join("runtime-1/apps/reader.wasm"), &app).unwrap();
+    let first = runtime_node(&lan, 1, dir.path());
+    first.wait_containing(&read, "runtime 1 reads the weights from the origin");
+    origin.kill();
+
+    let sent_before = lan.sent(1);
+    let second = runtime_node(&lan, 2, dir.path());
+    let found = second.wait_containing("found a peer on the LAN", "runtime 2 finds runtime 1");
+    assert!(found.contains(&format!("{}:8471", lan.ip(1))), "{found}");
+    let apps = dir.path().join("runtime-2/apps");
+    std::fs::write(apps.join("reader.tmp"), &app).unwrap();
+    std::fs::rename(apps.join("reader.tmp"), apps.join("reader.wasm")).unwrap();
+    second.wait_containing(&read, "runtime 2 reads the weights from runtime 1, the origin gone");
+    let served = lan.sent(1) - sent_before;
+    assert!(served >= bytes.len() as u64, "runtime 1 sent {served} bytes for weights of {}", bytes.len());
+    drop(first);
 }

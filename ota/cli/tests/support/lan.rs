@@ -111,6 +111,11 @@ impl Lan {
         String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
     }
 
+    /// `program` with `args` in node `k`'s namespace; its stdout's lines come on the channel.
+    pub fn start_program(&self, k: usize, program: &Path, args: &[String]) -> Node {
+        Node::spawn(Command::new("ip").args(["netns", "exec", &self.ns(k)]).arg(program).args(args))
+    }
+
     /// `trellis` with `args` in node `k`'s namespace; its stdout's lines come on the channel.
     pub fn start(&self, k: usize, args: &[String]) -> Node {
         Node::spawn(Command::new("ip").args(["netns", "exec", &self.ns(k), TRELLIS]).args(args))
@@ -134,6 +139,21 @@ pub struct Node {
 }
 
 impl Node {
+    /// The first line containing `text`, within the deadline.
+    pub fn wait_containing(&self, text: &str, what: &str) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(_) => {}
+                Err(e) => {
+                    let errors = self.errors.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
+                    panic!("{what}: no line containing {text:?} ({e}); its stderr ended:\n{errors}")
+                }
+            }
+        }
+    }
+
     /// Start `command`; its stdout's lines come on the channel.
     pub fn spawn(command: &mut Command) -> Self {
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
