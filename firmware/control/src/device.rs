@@ -173,6 +173,12 @@ pub trait Device: Send + Sync {
         None
     }
 
+    /// The attempt that fetched artifacts by their root
+    /// ([`Device::fetch_by_root`]) has ended, installed or not: what it
+    /// fetched is kept only as far as the device runs it (until then it is
+    /// kept whatever else is installed).
+    fn fetches_done(&self) {}
+
     /// Install the firmware bundle `bundle` (a file on the device, a URL
     /// RAUC streams it from, or a piece root the device streams from its
     /// asset sources) through RAUC, reporting progress.

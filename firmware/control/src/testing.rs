@@ -57,6 +57,8 @@ pub struct FakeDevice {
     pub sources: Option<BTreeMap<String, Vec<u8>>>,
     /// Each root [`Device::fetch_by_root`] was asked for, in order.
     pub fetched_by_root: Mutex<Vec<String>>,
+    /// How many times [`Device::fetches_done`] was called.
+    pub fetches_done: std::sync::atomic::AtomicUsize,
     /// Another installation runs (the status's `last_update` says which):
     /// every install is refused as busy.
     pub installing: AtomicBool,
@@ -95,6 +97,7 @@ impl FakeDevice {
             stream_fails: None,
             sources: None,
             fetched_by_root: Mutex::default(),
+            fetches_done: std::sync::atomic::AtomicUsize::new(0),
             installing: AtomicBool::new(false),
             progress: vec![
                 Progress { percent: 0, message: "Installing".into() },
@@ -268,8 +271,15 @@ impl Device for FakeDevice {
         Some(match sources.get(root) {
             Some(bytes) if bytes.len() as u64 == size => Ok(bytes.clone()),
             Some(bytes) => Err(format!("asset:{root} is {} bytes, the release names {size}", bytes.len())),
-            None => Err(format!("asset {root}: no peer or origin holds it")),
+            // What the runtime answers when no source holds it.
+            None => Err(format!(
+                "asset {root} from (no origin): no asset origin is configured, and neither the device nor a peer holds what was asked"
+            )),
         })
+    }
+
+    fn fetches_done(&self) {
+        self.fetches_done.fetch_add(1, Ordering::SeqCst);
     }
 
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -449,7 +449,11 @@ impl Agent {
         {
             return Ok(());
         }
-        match self.attempt(link, &desired).await {
+        let attempted = self.attempt(link, &desired).await;
+        // What it fetched by root is kept only as far as the device runs it.
+        let device = Arc::clone(&self.device);
+        let _ = tokio::task::spawn_blocking(move || device.fetches_done()).await;
+        match attempted {
             Ok(()) => Ok(()),
             Err(Stop::Offline(e)) => Err(e),
             Err(Stop::Trial) => Ok(()),

@@ -78,7 +78,23 @@ impl CompileCache {
                 None
             }
         };
-        Self { dir, engine_hash, key, memory: HashMap::new() }
+        let cache = Self { dir, engine_hash, key, memory: HashMap::new() };
+        cache.forget_other_engines();
+        cache
+    }
+
+    /// Remove the entries another engine made (a firmware whose runtime
+    /// compiles differently ran before): this one can never load them.
+    fn forget_other_engines(&self) {
+        let ours = format!("-{}.cwasm", self.engine_hash);
+        for entry in std::fs::read_dir(&self.dir).into_iter().flatten().filter_map(Result::ok) {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.ends_with(".cwasm") && !name.ends_with(&ours) {
+                tracing::info!(entry = name, "compile cache entry of another engine: removed");
+                remove(&entry.path());
+            }
+        }
     }
 
     fn path(&self, code_sha256: &[u8; 32]) -> PathBuf {
@@ -350,6 +366,23 @@ mod tests {
             let mut third = CompileCache::new(&engine, cache_dir, &key);
             assert_eq!(get(&mut third, &engine, &code_a).unwrap().1, CompileSource::Disk, "{what}: cached again");
         }
+    }
+
+    #[test]
+    fn entries_of_another_engine_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cache_dir, key) = (dir.path().join("cache"), dir.path().join("cache.key"));
+        let engine = engine();
+        get(&mut CompileCache::new(&engine, cache_dir.clone(), &key), &engine, &wat::parse_str(CODE_A).unwrap())
+            .unwrap();
+        let ours = entries(&cache_dir);
+        let other = cache_dir.join(format!("{}-0123456789abcdef.cwasm", "ab".repeat(32)));
+        std::fs::write(&other, b"compiled by another engine").unwrap();
+        std::fs::write(cache_dir.join("notes.txt"), b"not an entry").unwrap();
+        let _cache = CompileCache::new(&engine, cache_dir.clone(), &key);
+        assert!(!other.exists(), "another engine's entry is removed");
+        assert!(ours.iter().all(|p| p.exists()) && !ours.is_empty(), "this engine's entries stay");
+        assert!(cache_dir.join("notes.txt").exists(), "what is not an entry stays");
     }
 
     #[test]

@@ -126,9 +126,22 @@ pub struct RuntimeDevice {
     firmware: Option<Arc<dyn Firmware>>,
     streams_firmware: bool,
     /// A release's apps fetched by their piece root (with asset sources).
-    artifacts: Option<Arc<trellis_assets::Fetcher>>,
+    artifacts: Option<Artifacts>,
     logs: Arc<LogBook>,
     started: Instant,
+}
+
+/// The apps' pieces a device fetches by their root, and what it keeps.
+struct Artifacts {
+    fetcher: trellis_assets::Fetcher,
+    /// Roots fetched by an attempt that has not ended: never removed.
+    fetching: std::sync::Mutex<std::collections::HashSet<trellis_assets::AssetId>>,
+    /// One keep pass at a time.
+    pass: std::sync::Mutex<()>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl std::fmt::Debug for RuntimeDevice {
@@ -145,7 +158,11 @@ impl RuntimeDevice {
     /// peers again; without, what an earlier configuration kept is removed.
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
         let logs = LogBook::start(runtime.events());
-        let artifacts = runtime.artifact_fetcher(&config).map(Arc::new);
+        let artifacts = runtime.artifact_fetcher(&config).map(|fetcher| Artifacts {
+            fetcher,
+            fetching: std::sync::Mutex::default(),
+            pass: std::sync::Mutex::default(),
+        });
         if artifacts.is_none() {
             let kept = config.state_dir.join(paths::state::ARTIFACTS);
             match std::fs::remove_dir_all(&kept) {
@@ -162,28 +179,43 @@ impl RuntimeDevice {
 
     /// Keep (and serve to the peers) the apps' pieces this device fetched
     /// whose file an app on it is now, when it shares its blocks; remove
-    /// the rest: a version replaced or refused, an app removed. Only app
-    /// files the size of a kept asset are hashed.
+    /// the rest (a version replaced or refused, an app removed), except
+    /// what an attempt still running fetched ([`Device::fetch_by_root`] until
+    /// [`Device::fetches_done`]). Only app files the size of a kept asset
+    /// are hashed. When the apps directory or one of those files cannot be
+    /// read, nothing is removed (logged).
     fn keep_artifacts(&self) {
-        let Some(fetcher) = &self.artifacts else { return };
-        let held = fetcher.held();
+        let Some(a) = &self.artifacts else { return };
+        let _one_pass = lock(&a.pass);
+        let held = a.fetcher.held();
         if held.is_empty() {
             return;
         }
-        let mut keep = std::collections::HashSet::new();
-        let listed = trellis_layout::AppsDir::new(&self.config.apps_dir).list().unwrap_or_default();
-        for (_, path) in listed.iter().filter(|_| fetcher.shared_on().is_some()) {
-            let Ok(len) = std::fs::metadata(path).map(|m| m.len()) else { continue };
-            if !held.iter().any(|(_, size)| *size == len) {
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(path) else { continue };
-            let id = trellis_assets::Index::of(&bytes).id();
-            if held.iter().any(|(held, _)| *held == id) {
-                keep.insert(id);
+        let mut running = std::collections::HashSet::new();
+        if a.fetcher.shared_on().is_some() {
+            let dir = trellis_layout::AppsDir::new(&self.config.apps_dir);
+            let listed = match dir.list() {
+                Ok(listed) => listed,
+                Err(e) => return tracing::warn!(dir = %dir.dir().display(), "apps' pieces kept as they are: {e}"),
+            };
+            for (_, path) in listed {
+                let len = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) => return tracing::warn!(path = %path.display(), "apps' pieces kept as they are: {e}"),
+                };
+                if !held.iter().any(|(_, size)| *size == len) {
+                    continue;
+                }
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) => return tracing::warn!(path = %path.display(), "apps' pieces kept as they are: {e}"),
+                };
+                running.insert(trellis_assets::Index::of(&bytes).id());
             }
         }
-        match fetcher.retain(&keep) {
+        let mut keep = running.clone();
+        keep.extend(lock(&a.fetching).iter().copied());
+        match a.fetcher.retain(&keep) {
             Ok(removed) => {
                 for r in removed {
                     tracing::info!(asset = %r.id, kib = r.bytes / 1024, "no app runs these pieces: removed");
@@ -191,8 +223,8 @@ impl RuntimeDevice {
             }
             Err(e) => tracing::warn!("{e}"),
         }
-        for id in keep {
-            if let Err(e) = fetcher.share_asset(id) {
+        for id in running.into_iter().filter(|id| held.iter().any(|(h, _)| h == id)) {
+            if let Err(e) = a.fetcher.share_asset(id) {
                 tracing::warn!("not shared: {e}");
             }
         }
@@ -277,16 +309,25 @@ impl Device for RuntimeDevice {
     }
 
     fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
-        let fetcher = self.artifacts.as_ref()?;
+        let a = self.artifacts.as_ref()?;
         let read = || {
             let id: trellis_assets::AssetId = root.parse().map_err(|e| format!("asset:{root}: {e}"))?;
-            let held = fetcher.size(id).map_err(|e| e.to_string())?;
+            lock(&a.fetching).insert(id);
+            let held = a.fetcher.size(id).map_err(|e| e.to_string())?;
             if held != size {
                 return Err(format!("asset:{root} is {held} bytes, the release names {size}"));
             }
-            fetcher.read(id, 0, size).map_err(|e| e.to_string())
+            a.fetcher.read(id, 0, size).map_err(|e| e.to_string())
         };
         Some(read())
+    }
+
+    fn fetches_done(&self) {
+        let Some(a) = &self.artifacts else { return };
+        if std::mem::take(&mut *lock(&a.fetching)).is_empty() {
+            return;
+        }
+        self.keep_artifacts();
     }
 
     fn install_firmware(&self, bundle: &Bundle, progress: &mut dyn FnMut(&Progress)) -> Result<UpdateRecord, String> {

@@ -292,25 +292,29 @@ fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
     assert_eq!(next.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed), 1);
 }
 
-/// A release's app fetched by its piece root comes from the device's asset
-/// sources, each block checked; its pieces are served to the peers only once
-/// the device runs that very file, beside the apps' assets. They go when the
-/// install is refused, when another version replaces the app, and when the
-/// device has no asset sources any more. A size other than the release's is
-/// refused.
+/// A release's apps fetched by their piece root come from the device's
+/// asset sources, each block checked; their pieces are served to the peers
+/// only once the device runs those very files, beside the apps' assets.
+/// While the attempt runs, what it fetched stays whatever else is installed
+/// (a release of two apps keeps both); once it ends, pieces of a refused
+/// install or of an attempt that installed nothing go, and so does a
+/// version another replaced, and everything when the device has no asset
+/// sources any more. A size other than the release's is refused.
 #[test]
-fn an_app_fetched_by_its_root_is_shared_while_it_runs() {
+fn apps_fetched_by_their_root_are_shared_while_they_run() {
     use std::sync::Arc;
     use trellis_control::Device;
     use trellis_runtime::device::RuntimeDevice;
     let dir = tempfile::tempdir().unwrap();
     let mut v2 = manifest("counter");
     v2.version = "2.0.0".into();
-    let (v1, v2) = (example("counter"), pack("counter", &v2));
-    std::fs::write(dir.path().join("counter-1.tpk"), &v1).unwrap();
-    std::fs::write(dir.path().join("counter-2.tpk"), &v2).unwrap();
+    let (v1, v2, blinky) = (example("counter"), pack("counter", &v2), example("blinky"));
+    for (name, bytes) in [("counter-1", &v1), ("counter-2", &v2), ("blinky", &blinky)] {
+        std::fs::write(dir.path().join(format!("{name}.tpk")), bytes).unwrap();
+    }
     let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
-    let (r1, r2) = (trellis_assets::Index::of(&v1).id(), trellis_assets::Index::of(&v2).id());
+    let root = |bytes: &[u8]| trellis_assets::Index::of(bytes).id();
+    let (r1, r2, rb) = (root(&v1), root(&v2), root(&blinky));
     let _server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
     let assets = AssetsConfig {
         origin: Some(_server.addr().to_string()),
@@ -328,35 +332,44 @@ fn an_app_fetched_by_its_root_is_shared_while_it_runs() {
     let kept = |id: trellis_assets::AssetId| config.state_dir.join("artifacts").join(id.to_string()).exists();
     let peers = trellis_assets::PeerList::new();
     peers.add(&shared);
-    // Another device of the site, the first its only source.
-    let next = || {
+    // Another device of the site, the first its only source: whether it reads `id` from it.
+    let served = |id: trellis_assets::AssetId, bytes: &[u8]| {
         let peer = tempfile::tempdir().unwrap();
         let fetcher = trellis_assets::Fetcher::new(None, peer.path().to_path_buf(), String::new());
-        (fetcher.with_peers(peers.clone()), peer)
+        fetcher.with_peers(peers.clone()).read(id, 0, bytes.len() as u64).is_ok_and(|read| read == bytes)
     };
     let by_root =
         |id: trellis_assets::AssetId, size: usize| device.fetch_by_root(&id.to_string(), size as u64).unwrap();
 
+    // A release of two apps: both fetched, then installed one after the other.
     let too_long = by_root(r1, v1.len() + 1).unwrap_err();
     assert!(too_long.contains(&format!("asset:{r1} is {} bytes, the release names", v1.len())), "{too_long}");
-    let fetched = by_root(r1, v1.len()).unwrap();
-    assert_eq!(fetched, v1);
-    assert!(next().0.read(r1, 0, 10).is_err(), "offered before it runs");
-    device.install_app("counter", &fetched).unwrap();
-    let (peer, _tmp) = next();
-    assert_eq!(peer.read(r1, 0, v1.len() as u64).unwrap(), v1, "from the device, while it runs");
-    assert!(peer.stats.from_peers.load(std::sync::atomic::Ordering::Relaxed) > 0);
+    let (counter, blinky_fetched) = (by_root(r1, v1.len()).unwrap(), by_root(rb, blinky.len()).unwrap());
+    assert_eq!((&counter, &blinky_fetched), (&v1, &blinky));
+    assert!(!served(r1, &v1), "offered before it runs");
+    device.install_app("counter", &counter).unwrap();
+    assert!(kept(rb), "the release's other app, fetched and not installed yet, stays");
+    assert!(!served(rb, &blinky), "and is not offered");
+    device.install_app("blinky", &blinky_fetched).unwrap();
+    device.fetches_done();
+    assert!(served(r1, &v1) && served(rb, &blinky), "both served from the device while they run");
 
-    // Fetched, then refused (the file is counter's, installed as another app): not kept.
+    // Fetched, then refused (the file is counter's, installed as another app): gone once the attempt ends.
     let fetched = by_root(r2, v2.len()).unwrap();
     assert!(device.install_app("other", &fetched).is_err());
+    device.fetches_done();
     assert!(!kept(r2), "a refused app's pieces are removed");
-    assert!(kept(r1), "the running app's stay");
+    assert!(kept(r1) && kept(rb), "the running apps' stay");
+    // Fetched, and the attempt ends before installing it: gone.
+    by_root(r2, v2.len()).unwrap();
+    device.fetches_done();
+    assert!(!kept(r2), "an attempt that installed nothing keeps nothing");
     // Fetched and running: the version it replaced goes, and is no longer served.
     device.install_app("counter", &by_root(r2, v2.len()).unwrap()).unwrap();
-    assert!(kept(r2) && !kept(r1));
-    assert!(next().0.read(r1, 0, 10).is_err(), "the replaced version is no longer served");
-    assert_eq!(next().0.read(r2, 0, 10).unwrap(), v2[..10]);
+    device.fetches_done();
+    assert!(kept(r2) && !kept(r1) && kept(rb));
+    assert!(!served(r1, &v1), "the replaced version is no longer served");
+    assert!(served(r2, &v2));
 
     // The same device without asset sources keeps nothing.
     let mut plain = config.clone();
