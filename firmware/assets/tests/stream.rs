@@ -269,7 +269,9 @@ fn a_written_bundles_blocks_are_served_to_the_peers_until_the_next_one_or_a_roll
     // Restarted (the trial boot): offered again once the lifecycle says it
     // is the bundle written (`Rauc::settled` at start).
     drop((stream_a, apps));
-    let (_apps, shared, stream_a) = device_a(shared.port());
+    // On another port: the one before may not be free yet (its listener
+    // closes on a thread of its own).
+    let (_apps, shared, stream_a) = device_a(0);
     assert_eq!(block(shared, &id).status, 404, "not offered before it is said to be written");
     stream_a.installed(&id);
 
