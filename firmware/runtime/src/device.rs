@@ -163,14 +163,6 @@ impl RuntimeDevice {
             fetching: std::sync::Mutex::default(),
             pass: std::sync::Mutex::default(),
         });
-        if artifacts.is_none() {
-            let kept = config.state_dir.join(paths::state::ARTIFACTS);
-            match std::fs::remove_dir_all(&kept) {
-                Ok(()) => tracing::info!(path = %kept.display(), "apps' pieces removed: no asset sources"),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(path = %kept.display(), "{e}"),
-            }
-        }
         let device =
             Self { runtime, config, firmware: None, streams_firmware: false, artifacts, logs, started: Instant::now() };
         device.keep_artifacts();
@@ -210,7 +202,10 @@ impl RuntimeDevice {
                     Ok(bytes) => bytes,
                     Err(e) => return tracing::warn!(path = %path.display(), "apps' pieces kept as they are: {e}"),
                 };
-                running.insert(trellis_assets::Index::of(&bytes).id());
+                let id = trellis_assets::Index::of(&bytes).id();
+                if held.iter().any(|(h, _)| *h == id) {
+                    running.insert(id);
+                }
             }
         }
         let mut keep = running.clone();
@@ -223,7 +218,7 @@ impl RuntimeDevice {
             }
             Err(e) => tracing::warn!("{e}"),
         }
-        for id in running.into_iter().filter(|id| held.iter().any(|(h, _)| h == id)) {
+        for id in running {
             if let Err(e) = a.fetcher.share_asset(id) {
                 tracing::warn!("not shared: {e}");
             }

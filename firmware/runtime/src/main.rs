@@ -123,15 +123,6 @@ fn start_updates(runtime: &std::sync::Arc<Runtime>, config: &RuntimeConfig) -> R
     let mut rauc = DbusRauc::new(policy.stream_tls.clone());
     let stream = runtime.bundle_stream(config);
     let streams = stream.is_some();
-    if !config.assets.as_ref().is_some_and(trellis_runtime::config::AssetsConfig::names_bundle_sources) {
-        // Blocks kept by an image that streamed bundles, should it no longer.
-        let kept = config.state_dir.join(paths::state::BUNDLES);
-        match std::fs::remove_dir_all(&kept) {
-            Ok(()) => tracing::info!(path = %kept.display(), "streamed blocks removed: no asset sources"),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %kept.display(), "{e}"),
-        }
-    }
     if let Some(server) = &stream {
         rauc = rauc.with_assets(Arc::clone(server));
     }

@@ -200,7 +200,8 @@ impl Runtime {
     /// apps' assets when `[assets] share` is set. Nothing is pushed
     /// ahead of RAUC's reads: which blocks an adaptive install reads depends
     /// on what the device's slots hold. `None` without an origin or a peer
-    /// named, or when loopback cannot be listened on (logged).
+    /// named (then blocks an earlier configuration kept are removed), or
+    /// when loopback cannot be listened on (logged).
     #[must_use]
     pub fn bundle_stream(&self, config: &RuntimeConfig) -> Option<Arc<trellis_assets::StreamServer>> {
         let fetcher = self.release_fetcher(config, paths::state::BUNDLES)?;
@@ -216,7 +217,8 @@ impl Runtime {
     /// origin), each block verified; kept under `STATE_DIR/artifacts` and
     /// served to the peers beside the apps' assets only as its device says
     /// ([`crate::device::RuntimeDevice`]: while an app runs that very file).
-    /// `None` without an origin or a peer named.
+    /// `None` without an origin or a peer named (then pieces an earlier
+    /// configuration kept are removed).
     #[must_use]
     pub fn artifact_fetcher(&self, config: &RuntimeConfig) -> Option<trellis_assets::Fetcher> {
         self.release_fetcher(config, paths::state::ARTIFACTS)
@@ -224,10 +226,19 @@ impl Runtime {
 
     /// A fetcher of what releases carry, kept under `STATE_DIR/dir`: from
     /// the apps' asset sources, shared through their server only as told
-    /// ([`trellis_assets::Fetcher::share_asset`]).
+    /// ([`trellis_assets::Fetcher::share_asset`]). Without sources, what an
+    /// image that had them kept there is removed.
     fn release_fetcher(&self, config: &RuntimeConfig, dir: &str) -> Option<trellis_assets::Fetcher> {
-        let assets = config.assets.as_ref().filter(|a| a.names_bundle_sources())?;
-        let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), config.state_dir.join(dir), String::new())
+        let root = config.state_dir.join(dir);
+        let Some(assets) = config.assets.as_ref().filter(|a| a.names_bundle_sources()) else {
+            match std::fs::remove_dir_all(&root) {
+                Ok(()) => tracing::info!(path = %root.display(), "kept blocks removed: no asset sources"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %root.display(), "{e}"),
+            }
+            return None;
+        };
+        let fetcher = trellis_assets::Fetcher::new(assets.origin.clone(), root, String::new())
             .with_peers(self.services.assets.peers())
             .sharing_through(&self.services.assets);
         Some(fetcher)

@@ -259,21 +259,28 @@ fn get_range(url: &str, range: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// A device with no apps whose asset origin is `origin`, sharing its blocks
+/// on loopback; and its configuration.
+fn sharing_device(origin: &Server) -> (support::TestRuntime, trellis_runtime::RuntimeConfig) {
+    let assets = AssetsConfig {
+        origin: Some(origin.addr().to_string()),
+        peers: Vec::new(),
+        share: Some("127.0.0.1:0".parse().unwrap()),
+        lan: false,
+    };
+    let dev = device(&[], |c| c.assets = Some(assets.clone()));
+    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.state());
+    config.assets = Some(assets);
+    (dev, config)
+}
+
 /// A firmware bundle named by its piece root streams through the runtime
 /// from the origin, and once it is written what the install read is served
 /// to the device's peers on the address its apps' assets are shared on.
 #[test]
 fn a_written_bundles_blocks_are_shared_beside_the_apps_assets() {
     let (_dir, bytes, id, server) = weights_origin();
-    let assets = AssetsConfig {
-        origin: Some(server.addr().to_string()),
-        peers: Vec::new(),
-        share: Some("127.0.0.1:0".parse().unwrap()),
-        lan: false,
-    };
-    let dev = device(&[], |c| c.assets = Some(assets.clone()));
-    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.dir.path().join("state"));
-    config.assets = Some(assets);
+    let (dev, config) = sharing_device(&server);
     let stream = dev.runtime.bundle_stream(&config).expect("an origin is named: bundles stream");
     let id: trellis_assets::AssetId = id.parse().unwrap();
     let ticket = stream.open(&id).unwrap();
@@ -316,15 +323,7 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
     let root = |bytes: &[u8]| trellis_assets::Index::of(bytes).id();
     let (r1, r2, rb) = (root(&v1), root(&v2), root(&blinky));
     let _server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
-    let assets = AssetsConfig {
-        origin: Some(_server.addr().to_string()),
-        peers: Vec::new(),
-        share: Some("127.0.0.1:0".parse().unwrap()),
-        lan: false,
-    };
-    let dev = device(&[], |c| c.assets = Some(assets.clone()));
-    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.state());
-    config.assets = Some(assets);
+    let (dev, config) = sharing_device(&_server);
     let shared = dev.runtime.assets_shared_on().unwrap().to_string();
     let support::TestRuntime { runtime, dir: _state, .. } = dev;
     let runtime = Arc::new(runtime);

@@ -141,14 +141,19 @@ pub struct Node {
 impl Node {
     /// The first line containing `text`, within the deadline.
     pub fn wait_containing(&self, text: &str, what: &str) -> String {
-        let end = Instant::now() + DEADLINE;
+        self.wait_line(|line| line.contains(text), &format!("containing {text:?}"), what, DEADLINE)
+    }
+
+    /// The first line `wanted` accepts (described as `which`), within `deadline`.
+    fn wait_line(&self, wanted: impl Fn(&str) -> bool, which: &str, what: &str, deadline: Duration) -> String {
+        let end = Instant::now() + deadline;
         loop {
             match self.lines.recv_timeout(end.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.contains(text) => return line,
+                Ok(line) if wanted(&line) => return line,
                 Ok(_) => {}
                 Err(e) => {
                     let errors = self.errors.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
-                    panic!("{what}: no line containing {text:?} ({e}); its stderr ended:\n{errors}")
+                    panic!("{what}: no line {which} ({e}); its stderr ended:\n{errors}")
                 }
             }
         }
@@ -187,18 +192,7 @@ impl Node {
 
     /// The first line starting with `prefix`, within `deadline`.
     pub fn wait_within(&self, prefix: &str, what: &str, deadline: Duration) -> String {
-        let end = Instant::now() + deadline;
-        loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.starts_with(prefix) => return line,
-                Ok(_) => {}
-                Err(e) => {
-                    let errors = self.errors.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n");
-                    panic!("{what}: no line starting {prefix:?} ({e}); its stderr ended:\n{errors}")
-                }
-            }
-        }
+        self.wait_line(|line| line.starts_with(prefix), &format!("starting {prefix:?}"), what, deadline)
     }
 
     /// The JSON report `trellis asset fetch` prints when it holds the release.
