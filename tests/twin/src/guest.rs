@@ -306,33 +306,13 @@ impl Guest {
     /// The command failed or did not finish within `timeout`.
     pub fn sh_timeout(&mut self, command: &str, timeout: Duration) -> Result<String, Error> {
         self.seq += 1;
-        // Output lines are tagged, so log lines the kernel, init and the runtime print on
-        // the same console meanwhile are told apart; the command runs in a subshell.
-        let (tag, end) = (format!("@@O{} ", self.seq), format!("@@E{}.", self.seq));
         let from = self.console.lock().lines.len();
-        self.type_line(&format!(
-            "( {command} ) >/tmp/.sh.out 2>&1; r=$?; sed 's/^/@@O{n} /' /tmp/.sh.out; echo @@E{n}.$r",
-            n = self.seq
-        ))?;
+        self.type_line(&typed_command(command, self.seq))?;
         let deadline = Instant::now() + timeout;
         let mut state = self.console.lock();
         loop {
             let lines = &state.lines[from.min(state.lines.len())..];
-            // The typed command's echo holds the tags too: it is the line with the `sed` call
-            // or, wrapped by the terminal, its tail (matched whole: output may well contain
-            // "sed ", as gpioinfo's "unused " does).
-            let echo = |l: &Line| l.text.contains("sed 's/^/@@O") || l.text.contains("/.sh.out;");
-            let stop = lines.iter().position(|l| {
-                !echo(l) && l.text.trim_end().rsplit_once(&end).is_some_and(|(_, code)| code.parse::<i32>().is_ok())
-            });
-            if let Some(e) = stop {
-                let output: Vec<&str> = lines[..e]
-                    .iter()
-                    .filter(|l| !echo(l))
-                    .filter_map(|l| l.text.split_once(&tag).map(|(_, rest)| rest))
-                    .collect();
-                let code = lines[e].text.trim_end().rsplit_once(&end).map_or(-1, |(_, c)| c.parse().unwrap_or(-1));
-                let output = output.join("\n");
+            if let Some((output, code)) = command_output(lines.iter().map(|l| l.text.as_str()), self.seq) {
                 return if code == 0 {
                     Ok(output)
                 } else {
@@ -396,11 +376,68 @@ impl Guest {
     }
 }
 
+/// The line [`Guest::sh_timeout`] types for command number `n`: the command runs in a
+/// subshell, each line of its output is printed tagged `@@O<n> ` and its exit status as
+/// `@@E<n>.<status>`, so log lines the kernel, init and the runtime print on the same console
+/// meanwhile are told apart. The tags are spelled split by quotes (`@@O'7' `), so the
+/// terminal's echo of the typed line, however it wraps it, never holds them.
+fn typed_command(command: &str, n: u32) -> String {
+    format!("( {command} ) >/tmp/.sh.out 2>&1; r=$?; sed 's/^/@@O'{n}' /' /tmp/.sh.out; echo @@E''{n}.$r")
+}
+
+/// What command number `n` printed and its exit status, once its status line is among
+/// `lines` (the console's lines since it was typed).
+fn command_output<'a>(lines: impl Iterator<Item = &'a str>, n: u32) -> Option<(String, i32)> {
+    let (tag, end) = (format!("@@O{n} "), format!("@@E{n}."));
+    let mut output = Vec::new();
+    for line in lines {
+        if let Some(code) = line.trim_end().rsplit_once(&end).and_then(|(_, c)| c.parse().ok()) {
+            return Some((output.join("\n"), code));
+        }
+        if let Some((_, rest)) = line.split_once(&tag) {
+            output.push(rest);
+        }
+    }
+    None
+}
+
 impl Drop for Guest {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The console as it looks after `sh_timeout` typed command 7, whose output is `B`: the
+    /// shell's echo of the typed line, wrapped by the terminal at `width` columns, then the
+    /// output and the status.
+    fn console(width: usize, status: &str) -> Vec<String> {
+        let echo: Vec<char> = format!("~ # {}", typed_command("trellis-boot get-current", 7)).chars().collect();
+        let mut lines: Vec<String> = echo.chunks(width).map(|c| c.iter().collect()).collect();
+        lines.extend(["[   12.345678] random: crng init done".into(), "@@O7 B".into(), status.into()]);
+        lines
+    }
+
+    #[test]
+    fn a_commands_output_is_its_tagged_lines_however_the_terminal_wraps_the_echo() {
+        for width in 1..120 {
+            let lines = console(width, "@@E7.0");
+            let got = command_output(lines.iter().map(String::as_str), 7);
+            assert_eq!(got, Some(("B".into(), 0)), "echo wrapped at {width} columns:\n{}", lines.join("\n"));
+        }
+    }
+
+    #[test]
+    fn a_command_is_not_done_before_its_status_and_its_status_is_its_own() {
+        let lines = console(30, "@@E7.3");
+        assert_eq!(command_output(lines.iter().map(String::as_str), 7), Some(("B".into(), 3)));
+        assert_eq!(command_output(lines[..lines.len() - 1].iter().map(String::as_str), 7), None);
+        assert_eq!(command_output(lines.iter().map(String::as_str), 6), None, "another command's tags");
     }
 }
