@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::download::PeerList;
 use crate::server::{Origin, Server};
@@ -21,6 +21,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A peer is on the LAN: it answers at once or is not there.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a peer has for its whole answer to one request (a block is 64
+/// KiB: half a second at 1 Mbit/s), however it dribbles it.
+pub const PEER_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a peer that did not answer in time, or could not be reached,
+/// is not asked (it may be restarting, or overloaded, or hostile).
+pub const PEER_BENCH: Duration = Duration::from_secs(30);
 /// Why a read failed when nothing on the device or at a peer had it.
 pub(crate) const NO_ORIGIN: &str =
     "no asset origin is configured, and neither the device nor a peer holds what was asked";
@@ -44,7 +50,7 @@ pub struct FetchStats {
 
 /// A kept connection to a server of assets (the origin or a peer).
 pub(crate) struct Conn {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Timed>,
     writer: TcpStream,
 }
 
@@ -56,15 +62,56 @@ impl Conn {
         path: &str,
         headers: &[(&str, String)],
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
-        for (name, value) in headers {
-            req.push_str(&format!("{name}: {value}\r\n"));
-        }
-        req.push_str("\r\n");
-        self.writer.write_all(req.as_bytes())?;
+        self.writer.write_all(request(host, path, headers).as_bytes())?;
         wire::read_response(&mut self.reader)
     }
+
+    /// [`Conn::get`] answered whole within `deadline`, however the bytes
+    /// trickle in (a peer is not trusted to answer at a useful pace).
+    pub(crate) fn get_within(&mut self, host: &str, path: &str, deadline: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+        self.reader.get_mut().until = Some(Instant::now() + deadline);
+        let answer = self.get(host, path, &[]);
+        self.reader.get_mut().until = None;
+        answer
+    }
 }
+
+/// A `GET` request's head.
+fn request(host: &str, path: &str, headers: &[(&str, String)]) -> String {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    req.push_str("\r\n");
+    req
+}
+
+/// The reading side of a connection: each read waits at most
+/// [`IO_TIMEOUT`], or until `until` when that is set.
+struct Timed {
+    stream: TcpStream,
+    until: Option<Instant>,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let wait = match self.until {
+            None => IO_TIMEOUT,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, OVERRAN));
+                }
+                left.min(IO_TIMEOUT)
+            }
+        };
+        self.stream.set_read_timeout(Some(wait))?;
+        self.stream.read(buf)
+    }
+}
+
+/// Why a request with a deadline failed when its answer was not whole in time.
+pub(crate) const OVERRAN: &str = "no whole answer in time";
 
 /// An asset [`Fetcher::retain`] removed from the device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +144,13 @@ pub struct Fetcher {
     banned: Mutex<HashSet<String>>,
     /// Peers that rolled an asset back (`410 Gone`): not asked for it again.
     withdrawn: Mutex<HashSet<(String, AssetId)>>,
+    /// Peers that did not answer in time or could not be reached, and until
+    /// when they are not asked.
+    benched: Mutex<HashMap<String, Instant>>,
+    /// A peer's time for one answer, and how long one that overran it is
+    /// not asked.
+    peer_deadline: Duration,
+    peer_bench: Duration,
     /// The blocks this device holds, served to its peers (a server of its
     /// own, or another fetcher's: [`Fetcher::sharing_through`]).
     server: Option<Arc<Server>>,
@@ -129,6 +183,9 @@ impl Fetcher {
             peers: PeerList::new(),
             banned: Mutex::new(HashSet::new()),
             withdrawn: Mutex::new(HashSet::new()),
+            benched: Mutex::new(HashMap::new()),
+            peer_deadline: PEER_DEADLINE,
+            peer_bench: PEER_BENCH,
             server: None,
             share_opened: false,
             stats: FetchStats::default(),
@@ -143,6 +200,17 @@ impl Fetcher {
     #[must_use]
     pub fn with_peers(mut self, peers: PeerList) -> Self {
         self.peers = peers;
+        self
+    }
+
+    /// Give a peer `deadline` for its whole answer to one request (an index
+    /// or a block; [`PEER_DEADLINE`] unless set); one that overruns it, or
+    /// cannot be reached, is not asked for `bench` ([`PEER_BENCH`]), so a
+    /// slow or stalling peer costs one deadline, not one per block.
+    #[must_use]
+    pub fn with_peer_deadline(mut self, deadline: Duration, bench: Duration) -> Self {
+        self.peer_deadline = deadline;
+        self.peer_bench = bench;
         self
     }
 
@@ -230,15 +298,35 @@ impl Fetcher {
     }
 
     /// The peers to ask for asset `id`: not banned, nor having rolled it
-    /// back, in the order they were found.
+    /// back, nor benched, in the order they were found.
     fn trusted_peers(&self, id: AssetId) -> Vec<String> {
         let banned = self.banned();
         let withdrawn = self.withdrawn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut benched = self.benched.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        benched.retain(|_, until| *until > now);
         self.peers
             .peers()
             .into_iter()
-            .filter(|p| !banned.contains(p) && !withdrawn.contains(&(p.clone(), id)))
+            .filter(|p| !banned.contains(p) && !withdrawn.contains(&(p.clone(), id)) && !benched.contains_key(p))
             .collect()
+    }
+
+    /// One request to `peer` within the peer deadline; a peer that cannot
+    /// be reached or does not answer in time is benched.
+    fn ask_peer(&self, peer: &str, id: AssetId, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let answer = peer_get(peer, path, self.peer_deadline);
+        if let Err(e) = &answer {
+            tracing::info!(
+                asset = %id, peer,
+                "the peer did not answer ({e}): not asked for {} s", self.peer_bench.as_secs_f32()
+            );
+            self.benched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(peer.to_owned(), Instant::now() + self.peer_bench);
+        }
+        answer
     }
 
     /// Whether `answer` says `peer` rolled asset `id` back (`410 Gone`);
@@ -261,7 +349,7 @@ impl Fetcher {
     /// the asset's.
     fn index_from_peers(&self, id: AssetId) -> Option<Index> {
         for peer in self.trusted_peers(id) {
-            let answer = peer_get(&peer, &format!("/v1/assets/{id}/index"));
+            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/index"));
             if self.gone(&peer, id, &answer) {
                 continue;
             }
@@ -281,7 +369,7 @@ impl Fetcher {
         let id = store.id();
         for peer in self.trusted_peers(id) {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let answer = peer_get(&peer, &format!("/v1/assets/{id}/blocks/{n}"));
+            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"));
             if self.gone(&peer, id, &answer) {
                 continue;
             }
@@ -549,9 +637,12 @@ impl Fetcher {
     }
 }
 
-/// One `GET` to a peer, on a connection of its own.
-fn peer_get(peer: &str, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-    connect_within(peer, PEER_CONNECT_TIMEOUT)?.get(peer, path, &[])
+/// One `GET` to a peer, on a connection of its own, answered whole within
+/// `deadline` (the connection included).
+fn peer_get(peer: &str, path: &str, deadline: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+    let until = Instant::now() + deadline;
+    let mut conn = connect_within(peer, PEER_CONNECT_TIMEOUT.min(deadline))?;
+    conn.get_within(peer, path, until.saturating_duration_since(Instant::now()))
 }
 
 /// Connect to a server of assets (`host:port`), with the client's timeouts.
@@ -567,7 +658,7 @@ fn connect_within(origin: &str, timeout: Duration) -> std::io::Result<Conn> {
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 s.set_nodelay(true)?;
-                return Ok(Conn { reader: BufReader::new(s.try_clone()?), writer: s });
+                return Ok(Conn { reader: BufReader::new(Timed { stream: s.try_clone()?, until: None }), writer: s });
             }
             Err(e) => last = e,
         }

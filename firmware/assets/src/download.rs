@@ -61,6 +61,11 @@ pub struct DownloadOptions {
     /// A peer that does not answer (not up yet, restarting, gone) is asked
     /// again every `poll` and dropped when it has not answered for this long.
     pub peer_retry: Duration,
+    /// How long a peer has for its whole answer to one request (what it
+    /// holds, the index, a block). One that overruns it with a block is
+    /// dropped from the download: it held that block from the other
+    /// sources for that long, and a hostile peer would hold it for ever.
+    pub peer_deadline: Duration,
     /// How long a peer's word that it is fetching a block from the origin
     /// keeps this device from asking the origin for the same block.
     pub claim_ttl: Duration,
@@ -81,6 +86,7 @@ impl Default for DownloadOptions {
             poll: Duration::from_millis(200),
             stall: Duration::from_secs(60),
             peer_retry: Duration::from_secs(10),
+            peer_deadline: crate::client::PEER_DEADLINE,
             claim_ttl: Duration::from_secs(5),
             seed: 1,
             pause: None,
@@ -184,6 +190,20 @@ pub struct DownloadReport {
 /// # Errors
 /// No source sent an index that matches, or the store cannot be made.
 pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, Vec<Banned>), AssetError> {
+    open_within(root, id, sources, crate::client::PEER_DEADLINE)
+}
+
+/// [`open`], a peer having `deadline` for the index
+/// ([`DownloadOptions::peer_deadline`]).
+///
+/// # Errors
+/// As [`open`].
+pub fn open_within(
+    root: &Path,
+    id: AssetId,
+    sources: &Sources,
+    deadline: Duration,
+) -> Result<(BlockStore, Vec<Banned>), AssetError> {
     let mut banned = Vec::new();
     if let Some(index) = BlockStore::cached_index(root, &id) {
         return Ok((BlockStore::open(root, &id, &index)?, banned));
@@ -198,7 +218,10 @@ pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, 
             if banned.iter().any(|b| &b.peer == source) {
                 continue;
             }
-            let got = connect(source).and_then(|mut c| c.get(source, &format!("/v1/assets/{id}/index"), &[]));
+            let path = format!("/v1/assets/{id}/index");
+            let got = connect(source).and_then(|mut c| {
+                if is_peer { c.get_within(source, &path, deadline) } else { c.get(source, &path, &[]) }
+            });
             match got {
                 Ok((200, body)) => match Index::decode(&body, &id) {
                     Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
@@ -476,13 +499,25 @@ pub(crate) fn rolled_back_reason(body: &[u8]) -> String {
     why.chars().take(REASON_MAX).collect()
 }
 
-/// One block from a server: its bytes, or why not.
-fn fetch(conn: &mut Option<Conn>, server: &str, id: AssetId, n: u32) -> Result<Vec<u8>, String> {
+/// One block from a server (a peer's answer whole within `deadline`): its
+/// bytes, or why not.
+fn fetch(
+    conn: &mut Option<Conn>,
+    server: &str,
+    id: AssetId,
+    n: u32,
+    deadline: Option<Duration>,
+) -> Result<Vec<u8>, String> {
     if conn.is_none() {
         *conn = Some(connect(server).map_err(|e| format!("connecting: {e}"))?);
     }
     let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
-    let (status, body) = c.get(server, &format!("/v1/assets/{id}/blocks/{n}"), &[]).map_err(|e| {
+    let path = format!("/v1/assets/{id}/blocks/{n}");
+    let answer = match deadline {
+        Some(d) => c.get_within(server, &path, d),
+        None => c.get(server, &path, &[]),
+    };
+    let (status, body) = answer.map_err(|e| {
         *conn = None;
         e.to_string()
     })?;
@@ -517,7 +552,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                     }
                 }
                 let Some(c) = conn.as_mut() else { continue 'peer };
-                let held = match c.get(peer, &format!("/v1/assets/{id}/have"), &[]) {
+                let held = match c.get_within(peer, &format!("/v1/assets/{id}/have"), shared.options.peer_deadline) {
                     Ok((200, body)) => have(&body, len),
                     // It does not hold the asset (yet: it may be about to fetch it too).
                     Ok((404, _)) => Some((Bitfield::empty(len), None)),
@@ -554,7 +589,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 }
             };
             let Some(n) = n else { continue 'peer };
-            match fetch(&mut conn, peer, id, n) {
+            let asked_at = Instant::now();
+            match fetch(&mut conn, peer, id, n, Some(shared.options.peer_deadline)) {
                 Ok(data) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => continue 'peer,
                     Ok(false) => {
@@ -565,6 +601,12 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                     }
                     Err(e) => return shared.fail(e),
                 },
+                Err(reason) if asked_at.elapsed() >= shared.options.peer_deadline => {
+                    let reason = format!("block {n}: {reason} ({} s)", shared.options.peer_deadline.as_secs_f32());
+                    tracing::info!(asset = %id, peer, "peer dropped: {reason}");
+                    shared.lock().report.lost.push((peer.to_owned(), reason));
+                    return shared.drop_peer(i, Some(n));
+                }
                 Err(reason) => (reason, Some(n)),
             }
         };
@@ -627,7 +669,7 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         };
         let claim = |n| shared.store.lock().unwrap_or_else(PoisonError::into_inner).fetching_from_origin(n);
         claim(Some(n));
-        let fetched = fetch(&mut conn, origin, id, n);
+        let fetched = fetch(&mut conn, origin, id, n, None);
         claim(None);
         match fetched {
             Ok(data) => match shared.keep(n, &data, None) {

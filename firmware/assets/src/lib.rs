@@ -38,7 +38,7 @@ mod store;
 pub mod stream;
 mod wire;
 
-pub use client::{FetchStats, Fetcher, Removed};
+pub use client::{FetchStats, Fetcher, PEER_BENCH, PEER_DEADLINE, Removed};
 pub use download::{DownloadOptions, DownloadReport, PeerList, Sources};
 pub use index::{AssetId, BLOCK_SIZE, Index, MAX_SIZE};
 pub use queue::{Finished, Job, Queue};

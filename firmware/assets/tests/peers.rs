@@ -305,3 +305,70 @@ fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
     assert_eq!((report.from_peers.values().sum::<u32>(), report.from_origin), (20, 21), "{report:?}");
     assert_eq!(held(&device), bytes);
 }
+
+/// A peer that says it holds every block and then trickles them would hold
+/// the block it was asked for, from every other source, for as long as it
+/// pleased: it has `peer_deadline` for a whole answer, is dropped from the
+/// download when it overruns it with a block, and the rest come from the
+/// good peer and the origin.
+#[test]
+fn a_peer_that_trickles_its_blocks_is_dropped_and_the_download_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (trickler, asked) = common::trickling(41);
+    let (good, _) = peer(&dir.path().join("good"), &bytes, 0..30);
+    let sources = Sources {
+        origin: Some(origin.addr().to_string()),
+        peers: vec![trickler.to_string(), good.addr().to_string()],
+        found: None,
+    };
+    let options = DownloadOptions { peer_deadline: Duration::from_millis(300), ..options() };
+
+    let (store, banned) = download::open_within(&dir.path().join("c"), id, &sources, options.peer_deadline).unwrap();
+    assert!(banned.is_empty(), "a slow index is no lie: {banned:?}");
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "its index was asked for, and taken from the next source");
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(held(&store), bytes);
+    let lost: Vec<_> = report.lost.iter().filter(|(p, _)| p == &trickler.to_string()).collect();
+    assert_eq!(lost.len(), 1, "{report:?}");
+    assert!(lost[0].1.contains("no whole answer in time"), "{}", lost[0].1);
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "it was asked for one block, and dropped");
+    assert_eq!(report.from_peers.get(&trickler.to_string()), None);
+    assert_eq!(report.from_peers.get(&good.addr().to_string()), Some(&30));
+}
+
+/// A device reading an asset block by block asks a peer that trickled an
+/// answer no more until its bench is over: one slow peer costs one
+/// deadline, not one per block; then it is asked again (it may have been
+/// busy).
+#[test]
+fn a_reader_asks_a_peer_that_trickled_again_only_after_its_bench() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (trickler, asked) = common::trickling(41);
+    let peers = trellis_assets::PeerList::new();
+    peers.add(&trickler.to_string());
+    let bench = Duration::from_secs(1);
+    let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("c"), String::new())
+        .with_peers(peers)
+        .with_peer_deadline(Duration::from_millis(300), bench);
+
+    let first = std::time::Instant::now();
+    assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for the index only, then benched");
+    // Its trickle would last 10 s: the read waited for its deadline only.
+    assert!(first.elapsed() < Duration::from_secs(5), "the trickling peer held the read {:?}", first.elapsed());
+    // Its bench began when its index overran, before the read ended.
+    std::thread::sleep(bench + Duration::from_millis(100));
+    assert_eq!(
+        device.read(id, 20 * u64::from(BLOCK_SIZE), 2 * u64::from(BLOCK_SIZE)).unwrap(),
+        bytes[20 * BS..22 * BS]
+    );
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "asked again once its bench was over, for one block");
+    assert_eq!(device.stats.from_peers.load(Ordering::Relaxed), 0);
+}

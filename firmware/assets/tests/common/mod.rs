@@ -28,6 +28,22 @@ pub fn noise_from(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
+/// The path of the next request on a connection (its headers skipped);
+/// `None` when the client closed it.
+fn request_path(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    Some(line.split_whitespace().nth(1).unwrap_or("").to_owned())
+}
+
 /// A hostile origin: serves the real index, and block `bad` with one bit
 /// flipped for the first `lies` requests of it.
 #[allow(dead_code)] // the CLI's tests do not use it
@@ -42,19 +58,7 @@ pub fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU3
             let Ok(stream) = stream else { return };
             let mut reader = BufReader::new(stream.try_clone().unwrap());
             let mut writer = stream;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
-                // Skip the headers.
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                }
+            while let Some(path) = request_path(&mut reader) {
                 let body = if path.ends_with("/index") {
                     index.encode()
                 } else {
@@ -75,4 +79,48 @@ pub fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU3
         }
     });
     (addr, served)
+}
+
+/// A hostile peer that says it holds every block of an asset of `blocks`
+/// blocks (`/have` answered at once) but trickles its index and blocks:
+/// a head that promises 100,000 bytes, then a byte every 20 ms, for at
+/// most 10 s a request. Counts the index and block requests.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while let Some(path) = request_path(&mut reader) {
+                    if path.ends_with("/have") {
+                        let body = "ff".repeat(blocks.div_ceil(8) as usize);
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                        if writer.write_all(head.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n").is_err() {
+                        return;
+                    }
+                    for _ in 0..500 {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        if writer.write_all(b"x").is_err() {
+                            return;
+                        }
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    (addr, asked)
 }
