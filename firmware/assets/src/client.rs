@@ -46,6 +46,8 @@ pub struct FetchStats {
     pub refused: AtomicU64,
     /// Blocks a peer on the LAN sent (and matched the index).
     pub from_peers: AtomicU64,
+    /// Blocks the origin sent, asked for or pushed ahead (and matched the index).
+    pub from_origin: AtomicU64,
 }
 
 /// A kept connection to a server of assets (the origin or a peer).
@@ -583,6 +585,7 @@ impl Fetcher {
                 store.commit()?;
                 return Err(AssetError::Corrupt { id, block: n, server: origin.clone(), attempts: 1 });
             }
+            self.stats.from_origin.fetch_add(1, Ordering::Relaxed);
             if n % 16 == 15 {
                 store.commit()?;
             }
@@ -617,6 +620,7 @@ impl Fetcher {
                     continue;
                 }
                 if store.put_unsynced(block, data)? {
+                    self.stats.from_origin.fetch_add(1, Ordering::Relaxed);
                     if i > 0 {
                         self.stats.pushed.fetch_add(1, Ordering::Relaxed);
                     }

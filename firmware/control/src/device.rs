@@ -39,6 +39,30 @@ pub enum Consent {
     },
 }
 
+/// A release artifact read by its piece root ([`Device::fetch_by_root`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByRoot {
+    /// Its bytes, every block checked against the root.
+    pub bytes: Vec<u8>,
+    /// Blocks that crossed the network for it (the rest were on the device).
+    pub fetched: u64,
+    /// Of those, the blocks LAN peers sent (the rest came from the origin).
+    pub from_peers: u64,
+}
+
+impl ByRoot {
+    /// Where its blocks came from, as an event reason says it:
+    /// `3 of 17 blocks from LAN peers`, or `on the device already`.
+    #[must_use]
+    pub fn sources(&self) -> String {
+        if self.fetched == 0 {
+            "on the device already".into()
+        } else {
+            format!("{} of {} blocks from LAN peers", self.from_peers, self.fetched)
+        }
+    }
+}
+
 /// Why an app operation did not happen; in every case whatever ran before
 /// runs on and the apps directory is as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -168,7 +192,7 @@ pub trait Device: Send + Sync {
     /// # Errors
     /// (Inside the `Some`.) No source holds it or could be reached, or its
     /// size is not `size`.
-    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<ByRoot, String>> {
         let _ = (root, size);
         None
     }

@@ -17,7 +17,7 @@ pub mod socket;
 pub mod testing;
 mod types;
 
-pub use device::{AppError, AppInstalled, Consent, Device};
+pub use device::{AppError, AppInstalled, ByRoot, Consent, Device};
 pub use types::{
     AppSummary, Bundle, DeviceStatus, FirmwareStatus, Phase, Progress, SlotInfo, Slots, UpdateRecord, is_refusal,
 };

@@ -26,7 +26,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use trellis_layout::AppsDir;
 
 use crate::{
-    AppError, AppInstalled, AppSummary, Bundle, Consent, Device, DeviceStatus, FirmwareStatus, Phase, Progress,
+    AppError, AppInstalled, AppSummary, Bundle, ByRoot, Consent, Device, DeviceStatus, FirmwareStatus, Phase, Progress,
     UpdateRecord,
 };
 
@@ -265,11 +265,14 @@ impl Device for FakeDevice {
         self.streams_firmware
     }
 
-    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<ByRoot, String>> {
         let sources = self.sources.as_ref()?;
         lock(&self.fetched_by_root).push(root.to_owned());
         Some(match sources.get(root) {
-            Some(bytes) if bytes.len() as u64 == size => Ok(bytes.clone()),
+            // Every 64 KiB block from the origin.
+            Some(bytes) if bytes.len() as u64 == size => {
+                Ok(ByRoot { bytes: bytes.clone(), fetched: size.div_ceil(65_536), from_peers: 0 })
+            }
             Some(bytes) => Err(format!("asset:{root} is {} bytes, the release names {size}", bytes.len())),
             // What the runtime answers when no source holds it.
             None => Err(format!(

@@ -762,13 +762,14 @@ impl Agent {
         let by_root = format!("app {} by asset:{root}", app.name);
         match fetched {
             None => Ok((self.fetch(link, release, &app.name, &app.sha256, app.size, None).await?, None)),
-            Some(Ok(bytes)) => {
+            Some(Ok(got)) => {
                 // The root and the hash are both the publisher's: bytes that
                 // match one and not the other mean a release made wrong.
                 release
-                    .check_artifact(&app.name, &bytes)
+                    .check_artifact(&app.name, &got.bytes)
                     .map_err(|e| Stop::Failed(format!("{by_root}: {e}"), EventKind::Refused))?;
-                Ok((bytes, Some(by_root)))
+                let how = format!("{by_root} ({})", got.sources());
+                Ok((got.bytes, Some(how)))
             }
             Some(Err(why)) => {
                 tracing::warn!(release = %release.id, "{by_root}: {why}; fetching it whole");

@@ -603,7 +603,11 @@ async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
         .into_iter()
         .find(|e| e.device == "pi-6" && e.release == "thermostat-2.1.0" && e.kind == EventKind::Downloaded);
     let how = downloaded.and_then(|e| e.reason).unwrap_or_default();
-    assert_eq!(how, format!("app thermostat by asset:{root}"));
+    assert_eq!(
+        how,
+        format!("app thermostat by asset:{root} (0 of 1 blocks from LAN peers)"),
+        "the reason says where the blocks came from"
+    );
     let done = || d.device.fetches_done.load(std::sync::atomic::Ordering::SeqCst);
     assert!(done() >= 1, "the device was told the attempt ended");
     let before = done();

@@ -5,11 +5,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use trellis_control::{
-    AppError, AppInstalled, AppSummary, Bundle, Consent, Device, DeviceStatus, FirmwareStatus, Progress, UpdateRecord,
+    AppError, AppInstalled, AppSummary, Bundle, ByRoot, Consent, Device, DeviceStatus, FirmwareStatus, Progress,
+    UpdateRecord,
 };
 use trellis_update::{Platform, Rauc, Reboot, Updater};
 
@@ -138,6 +140,8 @@ struct Artifacts {
     fetching: std::sync::Mutex<std::collections::HashSet<trellis_assets::AssetId>>,
     /// One keep pass at a time.
     pass: std::sync::Mutex<()>,
+    /// One fetch by root at a time.
+    reading: std::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -162,6 +166,7 @@ impl RuntimeDevice {
             fetcher,
             fetching: std::sync::Mutex::default(),
             pass: std::sync::Mutex::default(),
+            reading: std::sync::Mutex::default(),
         });
         let device =
             Self { runtime, config, firmware: None, streams_firmware: false, artifacts, logs, started: Instant::now() };
@@ -303,16 +308,24 @@ impl Device for RuntimeDevice {
         self.firmware.is_some() && self.streams_firmware
     }
 
-    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<Vec<u8>, String>> {
+    fn fetch_by_root(&self, root: &str, size: u64) -> Option<Result<ByRoot, String>> {
         let a = self.artifacts.as_ref()?;
+        let stats = &a.fetcher.stats;
+        let blocks = || (stats.from_peers.load(Ordering::Relaxed), stats.from_origin.load(Ordering::Relaxed));
         let read = || {
             let id: trellis_assets::AssetId = root.parse().map_err(|e| format!("asset:{root}: {e}"))?;
+            // One fetch at a time (the agent's attempt), so the counters' growth is this one's.
+            let _one = lock(&a.reading);
             lock(&a.fetching).insert(id);
+            let before = blocks();
             let held = a.fetcher.size(id).map_err(|e| e.to_string())?;
             if held != size {
                 return Err(format!("asset:{root} is {held} bytes, the release names {size}"));
             }
-            a.fetcher.read(id, 0, size).map_err(|e| e.to_string())
+            let bytes = a.fetcher.read(id, 0, size).map_err(|e| e.to_string())?;
+            let (peers, origin) = blocks();
+            let from_peers = peers - before.0;
+            Ok(ByRoot { bytes, fetched: from_peers + (origin - before.1), from_peers })
         };
         Some(read())
     }

@@ -274,6 +274,18 @@ fn sharing_device(origin: &Server) -> (support::TestRuntime, trellis_runtime::Ru
     (dev, config)
 }
 
+/// A device with no apps whose asset origin is `origin` and whose LAN peer
+/// is `peer`, and its state directory.
+fn device_with_peer(origin: &Server, peer: &str) -> (trellis_runtime::device::RuntimeDevice, tempfile::TempDir) {
+    let assets =
+        AssetsConfig { origin: Some(origin.addr().to_string()), peers: vec![peer.into()], share: None, lan: false };
+    let dev = device(&[], |c| c.assets = Some(assets.clone()));
+    let mut config = trellis_runtime::RuntimeConfig::new(dev.apps(), dev.state());
+    config.assets = Some(assets);
+    let support::TestRuntime { runtime, dir, .. } = dev;
+    (trellis_runtime::device::RuntimeDevice::new(std::sync::Arc::new(runtime), config), dir)
+}
+
 /// A firmware bundle named by its piece root streams through the runtime
 /// from the origin, and once it is written what the install read is served
 /// to the device's peers on the address its apps' assets are shared on.
@@ -344,7 +356,13 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
     let too_long = by_root(r1, v1.len() + 1).unwrap_err();
     assert!(too_long.contains(&format!("asset:{r1} is {} bytes, the release names", v1.len())), "{too_long}");
     let (counter, blinky_fetched) = (by_root(r1, v1.len()).unwrap(), by_root(rb, blinky.len()).unwrap());
-    assert_eq!((&counter, &blinky_fetched), (&v1, &blinky));
+    assert_eq!((&counter.bytes, &blinky_fetched.bytes), (&v1, &blinky));
+    let blocks = |bytes: &[u8]| (bytes.len() as u64).div_ceil(64 * 1024);
+    assert_eq!((counter.fetched, counter.from_peers), (blocks(&v1), 0), "every block from the origin");
+    assert_eq!(counter.sources(), format!("0 of {} blocks from LAN peers", blocks(&v1)));
+    let again = by_root(r1, v1.len()).unwrap();
+    assert_eq!((again.bytes.len(), again.sources().as_str()), (v1.len(), "on the device already"));
+    let (counter, blinky_fetched) = (counter.bytes, blinky_fetched.bytes);
     assert!(!served(r1, &v1), "offered before it runs");
     device.install_app("counter", &counter).unwrap();
     assert!(kept(rb), "the release's other app, fetched and not installed yet, stays");
@@ -354,7 +372,7 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
     assert!(served(r1, &v1) && served(rb, &blinky), "both served from the device while they run");
 
     // Fetched, then refused (the file is counter's, installed as another app): gone once the attempt ends.
-    let fetched = by_root(r2, v2.len()).unwrap();
+    let fetched = by_root(r2, v2.len()).unwrap().bytes;
     assert!(device.install_app("other", &fetched).is_err());
     device.fetches_done();
     assert!(!kept(r2), "a refused app's pieces are removed");
@@ -364,11 +382,17 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
     device.fetches_done();
     assert!(!kept(r2), "an attempt that installed nothing keeps nothing");
     // Fetched and running: the version it replaced goes, and is no longer served.
-    device.install_app("counter", &by_root(r2, v2.len()).unwrap()).unwrap();
+    device.install_app("counter", &by_root(r2, v2.len()).unwrap().bytes).unwrap();
     device.fetches_done();
     assert!(kept(r2) && !kept(r1) && kept(rb));
     assert!(!served(r1, &v1), "the replaced version is no longer served");
     assert!(served(r2, &v2));
+
+    // A device of the same site whose peer is the first: every block from it, and it says so.
+    let (neighbour, _its_state) = device_with_peer(&_server, &shared);
+    let got = neighbour.fetch_by_root(&r2.to_string(), v2.len() as u64).unwrap().unwrap();
+    assert_eq!(got.bytes, v2);
+    assert_eq!((got.fetched, got.from_peers), (blocks(&v2), blocks(&v2)), "{}", got.sources());
 
     // The same device without asset sources keeps nothing.
     let mut plain = config.clone();

@@ -193,6 +193,20 @@ impl Twin {
         Ok(Self { dir: dir.to_owned(), image: copy, share, tryboot: false, boots: 0, ports })
     }
 
+    /// Make this twin the site's LAN peer: the blocks it shares (guest port
+    /// 8471) are forwarded from the host's [`SITE_PEER_PORT`], which every
+    /// twin's `[assets] peers` names (`10.0.2.2:8471`). So the other twins
+    /// read what this one holds, as devices on one LAN do. Before it boots.
+    ///
+    /// # Errors
+    /// The port is taken on the host.
+    pub fn serve_as_site_peer(&mut self) -> Result<(), Error> {
+        std::net::TcpListener::bind(("127.0.0.1", SITE_PEER_PORT))
+            .map_err(|e| Error::Qemu(format!("the site's peer port 127.0.0.1:{SITE_PEER_PORT}: {e}")))?;
+        self.ports.share = SITE_PEER_PORT;
+        Ok(())
+    }
+
     /// The twin's disk (only touch it while the device is off).
     #[must_use]
     pub fn image(&self) -> &Path {

@@ -111,7 +111,11 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
             .then(|| e.reason.clone())
             .flatten()
     });
-    let app_root = how.as_deref().and_then(|h| h.strip_prefix("app counter by asset:")).map(str::to_owned);
+    let app_root = how
+        .as_deref()
+        .and_then(|h| h.strip_prefix("app counter by asset:"))
+        .and_then(|h| h.split_once(" (").filter(|(_, sources)| sources.ends_with("blocks from LAN peers)")))
+        .map(|(root, _)| root.to_owned());
     let app_root = app_root.unwrap_or_else(|| panic!("the twin fetched counter by its piece root: {how:?}"));
     // Its pieces stay while it runs that file, for the twin's peers.
     assert_eq!(device.sh("ls /data/trellis/artifacts")?.trim(), app_root, "the app's pieces are kept");

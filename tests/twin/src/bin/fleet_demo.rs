@@ -45,6 +45,13 @@ fn say(text: &str) {
     println!("\n== {text}");
 }
 
+/// `(fetched, from peers)` from a `downloaded` reason's `(N of M blocks from LAN peers)`.
+fn sources_of(how: &str) -> Option<(u64, u64)> {
+    let inner = how.rsplit_once(" (")?.1.strip_suffix(" blocks from LAN peers)")?;
+    let (peers, fetched) = inner.split_once(" of ")?;
+    Some((fetched.parse().ok()?, peers.parse().ok()?))
+}
+
 fn main() -> ExitCode {
     match run(&Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -88,8 +95,12 @@ fn run(args: &Args) -> Result<()> {
 
     say(&format!("{} twins boot; each is provisioned with its own certificate", twins.len()));
     let mut machines = Vec::new();
-    for id in &twins {
+    for (i, id) in twins.iter().enumerate() {
         let mut twin = Twin::new(&format!("fleet-demo-{id}"))?;
+        if i == 0 {
+            // The others' LAN peer (their `[assets] peers`): what it holds, they read from it.
+            twin.serve_as_site_peer()?;
+        }
         let device = twin.boot()?;
         machines.push((id.clone(), twin, Some(device)));
     }
@@ -132,7 +143,8 @@ fn run(args: &Args) -> Result<()> {
     let next = dir.join("counter-9.0.0.wasm");
     std::fs::write(&next, pack(&component_code(&bytes)?, &manifest)?)?;
     say("the site's asset origin (trellis asset serve) holds the app and the bundle:");
-    say("twins take both by their piece roots from it, every block checked against the signed root");
+    say("twins take both by their piece roots, every block checked against the signed root,");
+    say(&format!("from their LAN peer ({}, which shares what it runs) first, then from the origin", twins[0]));
     let site = dir.join("site");
     std::fs::create_dir_all(&site).with_context(|| site.display().to_string())?;
     std::fs::copy(&broken, site.join("broken.raucb")).context("the bundle at the asset origin")?;
@@ -191,7 +203,7 @@ fn run(args: &Args) -> Result<()> {
             println!("{id}: counter 9.0.0 running (its console)");
         }
         let events = audit_log()?;
-        for (id, _, _) in &machines {
+        for (i, (id, _, _)) in machines.iter().enumerate() {
             let how = events
                 .iter()
                 .find(|e| {
@@ -200,6 +212,15 @@ fn run(args: &Args) -> Result<()> {
                 .and_then(|e| e.reason.clone())
                 .unwrap_or_default();
             ensure!(how.starts_with("app counter by asset:") && !how.contains("whole"), "{id}: {how:?}");
+            // The first wave is the first twin: the origin sent it every block; the
+            // second twin's wave came after it ran the app, so its LAN peer sent them all.
+            let (fetched, from_peers) = sources_of(&how).with_context(|| format!("{id}: {how:?}"))?;
+            ensure!(fetched > 0, "{id} fetched no block: {how:?}");
+            if i == 0 {
+                ensure!(from_peers == 0, "{id} has no peer that holds it: {how:?}");
+            } else {
+                ensure!(from_peers == fetched, "{id} did not take every block from its LAN peer: {how:?}");
+            }
             println!("{id}: downloaded {how}");
         }
         op.run(&["devices"])?;
