@@ -11,9 +11,10 @@
 //! fetching from the origin itself (chosen by the same picker: devices that
 //! start together ask it for different blocks, then share them). A device
 //! says which block it is fetching from the origin in its `/have`; such a
-//! claim counts for [`DownloadOptions::claim_ttl`] at most, so a peer that
-//! claims a block and never fetches it delays that block by no more than
-//! that.
+//! claim counts for [`DownloadOptions::claim_ttl`] or twice the longest a
+//! block from the origin has taken this device (a slow uplink shared by
+//! many), whichever is longer, so a peer that claims a block and never
+//! fetches it delays that block by no more than that.
 //!
 //! Every block is checked against the asset's index before it is kept (the
 //! index against the asset's id, which the publisher signed), in a
@@ -67,9 +68,13 @@ pub struct DownloadOptions {
     /// sources for that long, and a hostile peer would hold it for ever.
     pub peer_deadline: Duration,
     /// How long a peer's word that it is fetching a block from the origin
-    /// keeps this device from asking the origin for the same block.
+    /// keeps this device from asking the origin for the same block, at
+    /// least: twice the longest a block from the origin has taken this
+    /// download, when that is longer.
     pub claim_ttl: Duration,
-    /// Seeds the pickers' tie-breaking (each source's picker gets its own).
+    /// Seeds the pickers' tie-breaking (each source's picker gets its own):
+    /// random unless set, so that devices starting together with the same
+    /// view ask the origin for different blocks.
     pub seed: u64,
     /// Set (from another thread) to pause the download: its sources stop
     /// within `poll`, the blocks verified so far stay in the store, and
@@ -88,7 +93,11 @@ impl Default for DownloadOptions {
             peer_retry: Duration::from_secs(10),
             peer_deadline: crate::client::PEER_DEADLINE,
             claim_ttl: Duration::from_secs(5),
-            seed: 1,
+            seed: {
+                use std::hash::BuildHasher;
+                // Random keys per process (from the OS) and per call.
+                std::collections::hash_map::RandomState::new().hash_one(0_u8)
+            },
             pause: None,
         }
     }
@@ -268,6 +277,8 @@ struct State {
     claims: Vec<Option<(u32, Instant)>>,
     /// Why the origin did not answer, while it does not.
     origin_unreachable: Option<String>,
+    /// The longest a block from the origin has taken.
+    origin_block: Duration,
     report: DownloadReport,
     last_block: Instant,
     failed: Option<AssetError>,
@@ -389,6 +400,7 @@ pub fn download(
         heard: vec![false; sources.peers.len()],
         claims: vec![None; sources.peers.len()],
         origin_unreachable: None,
+        origin_block: Duration::ZERO,
         report,
         last_block: Instant::now(),
         failed: None,
@@ -653,8 +665,10 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                     for n in (0..s.mine.len()).filter(|&n| s.availability.count(n) == 0) {
                         nowhere.set(n);
                     }
+                    // A peer's fetch from the origin takes about as long as ours.
+                    let ttl = shared.options.claim_ttl.max(s.origin_block * 2);
                     for &(n, since) in s.claims.iter().flatten() {
-                        if since.elapsed() < shared.options.claim_ttl {
+                        if since.elapsed() < ttl {
                             nowhere.clear(n);
                         }
                     }
@@ -669,13 +683,19 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         };
         let claim = |n| shared.store.lock().unwrap_or_else(PoisonError::into_inner).fetching_from_origin(n);
         claim(Some(n));
-        let fetched = fetch(&mut conn, origin, id, n, None);
+        let asked = Instant::now();
+        // The claim stands until the block is kept: between the two, a peer
+        // reading `/have` would see it neither claimed nor held, and ask the
+        // origin for it too.
+        let fetched = fetch(&mut conn, origin, id, n, None).map(|data| shared.keep(n, &data, None));
         claim(None);
         match fetched {
-            Ok(data) => match shared.keep(n, &data, None) {
+            Ok(kept) => match kept {
                 Ok(true) => {
                     errors = 0;
-                    shared.lock().origin_unreachable = None;
+                    let mut s = shared.lock();
+                    s.origin_unreachable = None;
+                    s.origin_block = s.origin_block.max(asked.elapsed());
                 }
                 Ok(false) => {
                     refused += 1;
@@ -715,6 +735,26 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// Devices of a site start a download together with the same view
+    /// (nothing held, nothing claimed): with one seed they would all ask
+    /// the origin for the same first block (a 32-device site took a tenth
+    /// of the release from it twice over).
+    #[test]
+    fn devices_left_to_the_defaults_ask_the_origin_for_different_blocks() {
+        let (nothing, all) = (Bitfield::empty(320), Availability::new(320));
+        let mut nowhere = Bitfield::empty(320);
+        for n in 0..320 {
+            nowhere.set(n);
+        }
+        let first: std::collections::HashSet<u32> = (0..32)
+            .map(|_| {
+                let options = DownloadOptions::default();
+                Picker::new(options.strategy, options.seed).pick(&nowhere, &nothing, &nothing, &all).unwrap()
+            })
+            .collect();
+        assert!(first.len() > 16, "32 devices' first picks: {first:?}");
+    }
 
     #[test]
     fn a_bitmap_from_a_server_is_read_bit_by_bit_and_bad_hex_is_refused() {

@@ -277,6 +277,42 @@ fn a_block_a_peer_fetches_from_the_origin_is_not_asked_of_the_origin_again_and_a
     assert!(took < ttl * 4, "and no longer than that: {took:?}");
 }
 
+/// Behind a slow uplink a block from the origin takes longer than
+/// `claim_ttl`: a peer's claim on a block counts for twice the longest
+/// block this device has had from the origin, so it is not asked for a
+/// block a peer is still fetching from it (with 32 devices sharing a
+/// 2 Mbit/s uplink, a block took 8 s and claims of 5 s made a sixth of
+/// the origin's blocks copies); a claim that is never made good still
+/// expires.
+#[test]
+fn a_claim_lasts_as_long_as_a_block_from_the_origin_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let delay = Duration::from_millis(800);
+    let slow = common::delaying(origin.addr(), delay);
+    // The peer holds blocks 0..39 and claims block 40; the device takes
+    // block 39 from the origin (800 ms), then leaves 40 to the peer
+    // until its claim is twice that old, then takes it (800 ms more).
+    let (claimer, store) = peer(&dir.path().join("a"), &bytes, 0..39);
+    store.lock().unwrap().fetching_from_origin(Some(40));
+    let sources = Sources { origin: Some(slow.to_string()), peers: vec![claimer.addr().to_string()], found: None };
+    let device = Mutex::new(download::open(&dir.path().join("device"), id, &sources).unwrap().0);
+    let started = std::time::Instant::now();
+    let options = DownloadOptions { claim_ttl: Duration::from_millis(100), ..options() };
+    let report = download::download(&device, &sources, &options).unwrap();
+    let took = started.elapsed();
+    assert_eq!(held(&device), bytes);
+    assert_eq!(report.from_origin, 2, "{report:?}");
+    // The index came through the slow uplink too (before `started`).
+    assert!(
+        took >= delay * 3,
+        "block 40 was asked of the origin while the claim was younger than 2 × 800 ms: {took:?}"
+    );
+    assert!(took < delay * 6, "and no longer than that: {took:?}");
+}
+
 #[test]
 fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
     let dir = tempfile::tempdir().unwrap();

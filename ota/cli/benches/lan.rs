@@ -18,7 +18,10 @@
 //! extends the curve to 1,000 and 10,000 devices (`LAN_EXTEND`). Prints
 //! Markdown tables; each run's time, when its first device was done and
 //! what the site delivered in all go to stderr as it ends.
-//! `LAN_CLIENT_SERVER=0` runs only the swarm (no client–server, no table).
+//! `LAN_CLIENT_SERVER=0` leaves client–server and the calibration out (its
+//! rows say so). `LAN_MBIT` and `LAN_UPLINK_MBIT` set the devices' links
+//! and the origin's uplink (100 and 10): a slower site needs less of what
+//! this machine's emulated links carry for the same ratio to the bound.
 
 #![allow(clippy::unwrap_used, clippy::cast_precision_loss, clippy::missing_panics_doc)]
 
@@ -36,9 +39,28 @@ use trellis_swarm::{Capacity, Strategy, jain_index};
 const MIB: usize = 1 << 20;
 /// The release.
 const SIZE: usize = 20 * MIB;
-/// The devices' links, each way, and the origin's uplink, in Mbit/s.
+/// The devices' links, each way, and the origin's uplink, in Mbit/s, unless
+/// `LAN_MBIT` and `LAN_UPLINK_MBIT` say otherwise.
 const LAN_MBIT: f64 = 100.0;
 const UPLINK_MBIT: f64 = 10.0;
+
+/// The site's rates: the devices' links and the origin's uplink, in Mbit/s.
+#[derive(Clone, Copy)]
+struct Rates {
+    lan: f64,
+    uplink: f64,
+}
+
+impl Rates {
+    fn from_env() -> Self {
+        let rate = |var: &str, default: f64| {
+            std::env::var(var)
+                .ok()
+                .map_or(default, |v| v.trim().parse().unwrap_or_else(|_| panic!("{var}={v}: not a rate in Mbit/s")))
+        };
+        Self { lan: rate("LAN_MBIT", LAN_MBIT), uplink: rate("LAN_UPLINK_MBIT", UPLINK_MBIT) }
+    }
+}
 /// The asset protocol's block.
 const BLOCK: u64 = 64 * 1024;
 
@@ -116,13 +138,13 @@ fn fetch_all(lan: &Lan, dir: &Path, id: &str, bytes: &[u8], strategy: Option<&st
 }
 
 /// The simulated site: `n` devices, every rate times `efficiency`.
-fn scenario(n: usize, efficiency: f64, strategy: Strategy) -> Scenario {
-    let lan = Capacity { up: bytes_per_s(LAN_MBIT) * efficiency, down: bytes_per_s(LAN_MBIT) * efficiency };
+fn scenario(rates: Rates, n: usize, efficiency: f64, strategy: Strategy) -> Scenario {
+    let lan = Capacity { up: bytes_per_s(rates.lan) * efficiency, down: bytes_per_s(rates.lan) * efficiency };
     Scenario {
         piece_bytes: BLOCK,
         strategy,
         origin: OriginPolicy::Unheld,
-        ..Scenario::site(n, lan, bytes_per_s(UPLINK_MBIT) * efficiency, SIZE as u64)
+        ..Scenario::site(n, lan, bytes_per_s(rates.uplink) * efficiency, SIZE as u64)
     }
 }
 
@@ -130,8 +152,12 @@ fn main() {
     let counts = sizes("LAN_SIZES", &[8, 16, 32]);
     let extend = sizes("LAN_EXTEND", &[1000, 10_000]);
     let f = SIZE as f64;
+    let rates = Rates::from_env();
+    let client_server = !std::env::var("LAN_CLIENT_SERVER").is_ok_and(|v| v == "0");
     println!(
-        "\n{LAN_MBIT} Mbit/s links, the origin behind a {UPLINK_MBIT} Mbit/s uplink; 20 MiB in {} KiB blocks\n",
+        "\n{} Mbit/s links, the origin behind a {} Mbit/s uplink; 20 MiB in {} KiB blocks\n",
+        rates.lan,
+        rates.uplink,
         BLOCK / 1024
     );
     println!(
@@ -142,33 +168,44 @@ fn main() {
     let mut efficiencies = Vec::new();
     for &n in &counts {
         let lan = Lan::new(&format!("bench{n}"), n + 1);
+        lan.uplink(&format!("{}mbit", rates.uplink));
         for k in 1..=n {
-            lan.shape(k, &format!("{LAN_MBIT}mbit"));
+            lan.shape(k, &format!("{}mbit", rates.lan));
         }
         let dir = tempfile::tempdir().unwrap();
         let (bytes, id) = release_of(dir.path(), SIZE);
         let _origin = origin(&lan, dir.path());
-        let bound = scenario(n, 1.0, Strategy::RarestFirst).bound();
+        let bound = scenario(rates, n, 1.0, Strategy::RarestFirst).bound();
         // Client–server takes N·F over the uplink: its deadline, with room.
-        let cs_bound = n as f64 * f / bytes_per_s(UPLINK_MBIT);
+        let cs_bound = n as f64 * f / bytes_per_s(rates.uplink);
         let deadline = Duration::from_secs_f64(cs_bound * 3.0 + 120.0);
         let rarest = fetch_all(&lan, &dir.path().join("rarest"), &id, &bytes, Some("rarest-first"), deadline);
         let random = fetch_all(&lan, &dir.path().join("random"), &id, &bytes, Some("random"), deadline);
-        if std::env::var("LAN_CLIENT_SERVER").is_ok_and(|v| v == "0") {
-            // Only the swarm's runs (their lines on stderr): no table row, no calibration.
+        let egress =
+            |m: &Measured| format!("{:.2} ({:.2})", m.origin_wire as f64 / f, (m.origin_blocks * BLOCK) as f64 / f);
+        let nominal = sim::run(&scenario(rates, n, 1.0, Strategy::RarestFirst)).all_done_s();
+        if !client_server {
+            println!(
+                "| {n} | {bound:.1} s | {:.1} s ({:.2}×) | {:.1} s ({:.2}×) | not run ({cs_bound:.1} s) | {} / {} | {:.3} / {:.3} | {nominal:.1} s / not calibrated | — |",
+                rarest.seconds,
+                rarest.seconds / bound,
+                random.seconds,
+                random.seconds / bound,
+                egress(&rarest),
+                egress(&random),
+                rarest.fairness(),
+                random.fairness(),
+            );
             continue;
         }
         let server = fetch_all(&lan, &dir.path().join("server"), &id, &bytes, None, deadline);
         // The goodput through the origin's link, as a share of its rate.
         let efficiency = cs_bound / server.seconds;
-        let nominal = sim::run(&scenario(n, 1.0, Strategy::RarestFirst)).all_done_s();
-        let model = sim::run(&scenario(n, efficiency, Strategy::RarestFirst));
+        let model = sim::run(&scenario(rates, n, efficiency, Strategy::RarestFirst));
         let calibrated = model.all_done_s();
         let residual = rarest.seconds / calibrated;
         residuals.push(residual);
         efficiencies.push(efficiency);
-        let egress =
-            |m: &Measured| format!("{:.2} ({:.2})", m.origin_wire as f64 / f, (m.origin_blocks * BLOCK) as f64 / f);
         println!(
             "| {n} | {bound:.1} s | {:.1} s ({:.2}×) | {:.1} s ({:.2}×) | {:.1} s ({cs_bound:.1} s) | {} / {} | {:.3} / {:.3} | {nominal:.1} s / {calibrated:.1} s ({:.2}) | {residual:.2} |",
             rarest.seconds,
@@ -194,14 +231,14 @@ fn main() {
     println!("| devices | bound | simulated, calibrated | × measured ÷ simulated | ÷ bound | client–server |");
     println!("|---|---|---|---|---|---|");
     for &n in &extend {
-        let s = scenario(n, efficiency, Strategy::RarestFirst);
-        let bound = scenario(n, 1.0, Strategy::RarestFirst).bound();
+        let s = scenario(rates, n, efficiency, Strategy::RarestFirst);
+        let bound = scenario(rates, n, 1.0, Strategy::RarestFirst).bound();
         let simulated = sim::run(&s).all_done_s();
         let predicted = simulated * residual;
         println!(
             "| {n} | {bound:.1} s | {simulated:.1} s | {predicted:.1} s | {:.2}× | {:.1} s |",
             predicted / bound,
-            n as f64 * f / bytes_per_s(UPLINK_MBIT),
+            n as f64 * f / bytes_per_s(rates.uplink),
         );
     }
 }

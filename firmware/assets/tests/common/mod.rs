@@ -124,3 +124,66 @@ pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
     });
     (addr, asked)
 }
+
+/// A slow uplink in front of `to`: each request's answer is held back
+/// `delay` before it is passed on (one connection at a time, as the asset
+/// client keeps one).
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn delaying(to: SocketAddr, delay: std::time::Duration) -> SocketAddr {
+    use std::io::Read;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            std::thread::spawn(move || {
+                let Ok(server) = std::net::TcpStream::connect(to) else { return };
+                let mut from_client = BufReader::new(client.try_clone().unwrap());
+                let mut to_client = client;
+                let mut from_server = BufReader::new(server.try_clone().unwrap());
+                let mut to_server = server;
+                // One request (a line, headers, no body) and its answer at a time.
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if from_client.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    if to_server.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut answer = String::new();
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        if from_server.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        answer.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if from_server.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(delay);
+                    if to_client.write_all(answer.as_bytes()).and_then(|()| to_client.write_all(&body)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}

@@ -73,6 +73,31 @@ impl Lan {
         lan
     }
 
+    /// The origin's uplink (node 0's link, out of it) at `rate` (`tc`
+    /// notation) instead of 10 Mbit/s.
+    #[allow(dead_code)] // the tests keep 10 Mbit/s
+    pub fn uplink(&self, rate: &str) {
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(0),
+            "tc",
+            "qdisc",
+            "replace",
+            "dev",
+            "eth0",
+            "root",
+            "tbf",
+            "rate",
+            rate,
+            "burst",
+            "10kb",
+            "latency",
+            "400ms",
+        ]);
+    }
+
     /// Node `k`'s link to the bridge limited to `rate` (`tc` notation,
     /// `100mbit`) each way: its uploads on its side, its downloads on the
     /// bridge's port. The bucket holds what the link carries in 5 ms.
