@@ -46,9 +46,6 @@ use crate::{AssetError, AssetId, BlockStore, Index, wire};
 /// download fails (a peer gets one).
 const ORIGIN_ATTEMPTS: u32 = 3;
 
-/// Rounds over the sources [`open`] makes while one of them does not answer.
-const OPEN_ROUNDS: u32 = 3;
-
 /// How a download behaves.
 #[derive(Debug, Clone)]
 pub struct DownloadOptions {
@@ -194,16 +191,20 @@ pub struct DownloadReport {
 /// else from the first peer whose index matches the id, else the origin.
 /// Peers whose index does not match are returned, to be banned. While a
 /// source does not answer at all, every source is asked again a second
-/// later, three rounds in all.
+/// later, for up to the default `stall` ([`open_within`]).
 ///
 /// # Errors
 /// No source sent an index that matches, or the store cannot be made.
 pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, Vec<Banned>), AssetError> {
-    open_within(root, id, sources, crate::client::PEER_DEADLINE)
+    open_within(root, id, sources, &DownloadOptions::default())
 }
 
-/// [`open`], a peer having `deadline` for the index
-/// ([`DownloadOptions::peer_deadline`]).
+/// [`open`] with `options`: a peer has [`DownloadOptions::peer_deadline`]
+/// for the index, and while a source does not answer at all the sources are
+/// asked again every second for up to [`DownloadOptions::stall`], as a
+/// download asks an origin that does not answer (32 devices starting at
+/// once behind a saturated uplink: one's connection to the origin timed out
+/// three times in a row).
 ///
 /// # Errors
 /// As [`open`].
@@ -211,16 +212,17 @@ pub fn open_within(
     root: &Path,
     id: AssetId,
     sources: &Sources,
-    deadline: Duration,
+    options: &DownloadOptions,
 ) -> Result<(BlockStore, Vec<Banned>), AssetError> {
     let mut banned = Vec::new();
     if let Some(index) = BlockStore::cached_index(root, &id) {
         return Ok((BlockStore::open(root, &id, &index)?, banned));
     }
     let mut last = String::from("no source to ask");
+    let started = Instant::now();
     // A source that does not answer at all (a saturated uplink drops
-    // packets) is asked again, up to `OPEN_ROUNDS` times in all.
-    for round in 1..=OPEN_ROUNDS {
+    // packets) is asked again, until `stall` has passed.
+    loop {
         let mut unanswered = false;
         let all = sources.peers.iter().map(|p| (p, true)).chain(sources.origin.iter().map(|o| (o, false)));
         for (source, is_peer) in all {
@@ -229,7 +231,7 @@ pub fn open_within(
             }
             let path = format!("/v1/assets/{id}/index");
             let got = connect(source).and_then(|mut c| {
-                if is_peer { c.get_within(source, &path, deadline) } else { c.get(source, &path, &[]) }
+                if is_peer { c.get_within(source, &path, options.peer_deadline) } else { c.get(source, &path, &[]) }
             });
             match got {
                 Ok((200, body)) => match Index::decode(&body, &id) {
@@ -247,7 +249,7 @@ pub fn open_within(
                 }
             }
         }
-        if !unanswered || round == OPEN_ROUNDS {
+        if !unanswered || started.elapsed() >= options.stall {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));

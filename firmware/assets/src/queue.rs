@@ -147,7 +147,7 @@ impl Queue {
         while let Some((job, pause)) = self.next() {
             let (store, sources) = match stores.get(&job.id) {
                 Some((store, sources)) => (Arc::clone(store), sources.clone()),
-                None => match download::open_within(root, job.id, sources, options.peer_deadline) {
+                None => match download::open_within(root, job.id, sources, options) {
                     Ok((store, banned)) => {
                         let store = Arc::new(Mutex::new(store));
                         opened(&store);

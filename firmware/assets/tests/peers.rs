@@ -31,6 +31,24 @@ fn origin(dir: &Path, bytes: &[u8]) -> Server {
     Server::start(origin, LOOPBACK.parse().unwrap()).unwrap()
 }
 
+/// The origin of [`origin`], on `addr` from `after` on (nothing listens
+/// there before: an uplink that drops every packet).
+fn origin_after(
+    dir: &Path,
+    bytes: &[u8],
+    addr: std::net::SocketAddr,
+    after: Duration,
+) -> std::thread::JoinHandle<Server> {
+    let (dir, bytes) = (dir.to_owned(), bytes.to_vec());
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        std::fs::create_dir_all(dir.join("origin")).unwrap();
+        std::fs::write(dir.join("origin/release.raucb"), &bytes).unwrap();
+        let origin = Origin::from_dir(&dir.join("origin"), OriginConfig::default()).unwrap();
+        Server::start(origin, addr).unwrap()
+    })
+}
+
 /// A device on the LAN holding `blocks` of the release, sharing them.
 fn peer(root: &Path, bytes: &[u8], blocks: std::ops::Range<u32>) -> (Server, Arc<Mutex<BlockStore>>) {
     let index = Index::of(bytes);
@@ -326,20 +344,37 @@ fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
     let device = Mutex::new(
         download::open(&dir.path().join("device"), id, &Sources { origin: None, ..sources.clone() }).unwrap().0,
     );
-    let late = std::thread::spawn({
-        let (dir, bytes) = (dir.path().to_owned(), bytes.clone());
-        move || {
-            std::thread::sleep(Duration::from_secs(1));
-            std::fs::create_dir_all(dir.join("origin")).unwrap();
-            std::fs::write(dir.join("origin/release.raucb"), &bytes).unwrap();
-            let origin = Origin::from_dir(&dir.join("origin"), OriginConfig::default()).unwrap();
-            Server::start(origin, addr).unwrap()
-        }
-    });
+    let late = origin_after(dir.path(), &bytes, addr, Duration::from_secs(1));
     let report = download::download(&device, &sources, &options()).unwrap();
     let _origin = late.join().unwrap();
     assert_eq!((report.from_peers.values().sum::<u32>(), report.from_origin), (20, 21), "{report:?}");
     assert_eq!(held(&device), bytes);
+}
+
+/// Nothing listens on the origin's address for the first 3.5 s (a
+/// saturated uplink dropping every packet): the device asks again every
+/// second until it answers, within `stall`, and gets the index.
+#[test]
+fn an_index_is_asked_for_again_until_the_origin_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let addr = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap();
+    let late = origin_after(dir.path(), &bytes, addr, Duration::from_millis(3500));
+    let sources = Sources { origin: Some(addr.to_string()), peers: Vec::new(), found: None };
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options()).unwrap();
+    assert_eq!(store.index().size, bytes.len() as u64);
+    let _origin = late.join().unwrap();
+    // And gives up once `stall` has passed.
+    let dead = Sources {
+        origin: Some(std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap().to_string()),
+        ..sources
+    };
+    let started = std::time::Instant::now();
+    let stall = Duration::from_secs(2);
+    let e = download::open_within(&dir.path().join("other"), id, &dead, &DownloadOptions { stall, ..options() });
+    assert!(e.unwrap_err().to_string().contains("no source sent its index"));
+    assert!(started.elapsed() >= stall && started.elapsed() < stall * 3, "{:?}", started.elapsed());
 }
 
 /// A peer that says it holds every block and then trickles them would hold
@@ -362,7 +397,7 @@ fn a_peer_that_trickles_its_blocks_is_dropped_and_the_download_finishes() {
     };
     let options = DownloadOptions { peer_deadline: Duration::from_millis(300), ..options() };
 
-    let (store, banned) = download::open_within(&dir.path().join("c"), id, &sources, options.peer_deadline).unwrap();
+    let (store, banned) = download::open_within(&dir.path().join("c"), id, &sources, &options).unwrap();
     assert!(banned.is_empty(), "a slow index is no lie: {banned:?}");
     assert_eq!(asked.load(Ordering::SeqCst), 1, "its index was asked for, and taken from the next source");
     let store = Mutex::new(store);

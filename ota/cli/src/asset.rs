@@ -283,7 +283,7 @@ fn fetch(id: &str, swarm: &Swarm, linger: bool) -> Result<()> {
     let started = Instant::now();
     let found = PeerList::new();
     let sources = swarm.sources(&found);
-    let (store, banned) = download::open(&swarm.store, id, &sources)?;
+    let (store, banned) = download::open_within(&swarm.store, id, &sources, &swarm.options())?;
     let store = Arc::new(Mutex::new(store));
     let server = swarm.share(Origin::sharing(std::slice::from_ref(&store)))?;
     let _lan = swarm.join_lan(&found)?;
