@@ -108,7 +108,16 @@ impl Read for Timed {
             }
         };
         self.stream.set_read_timeout(Some(wait))?;
-        self.stream.read(buf)
+        match self.stream.read(buf) {
+            // The deadline ran out while it waited: the answer was not whole in time.
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                    && self.until.is_some_and(|u| Instant::now() >= u) =>
+            {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, OVERRAN))
+            }
+            other => other,
+        }
     }
 }
 

@@ -13,8 +13,9 @@
 //! says which block it is fetching from the origin in its `/have`; such a
 //! claim counts for [`DownloadOptions::claim_ttl`] or twice the longest a
 //! block from the origin has taken this device (a slow uplink shared by
-//! many), whichever is longer, so a peer that claims a block and never
-//! fetches it delays that block by no more than that.
+//! many; at most half of [`DownloadOptions::stall`]), whichever is longer,
+//! so a peer that claims a block and never fetches it delays that block by
+//! no more than that.
 //!
 //! Every block is checked against the asset's index before it is kept (the
 //! index against the asset's id, which the publisher signed), in a
@@ -45,6 +46,13 @@ use crate::{AssetError, AssetId, BlockStore, Index, wire};
 /// Copies of a block the origin may send that do not match before the
 /// download fails (a peer gets one).
 const ORIGIN_ATTEMPTS: u32 = 3;
+
+/// Rounds over the sources [`open`] makes while a peer does not answer (the
+/// origin is asked again for up to `stall`).
+const PEER_ROUNDS: u32 = 3;
+
+/// Why [`open_within`] gave up when its `pause` was set.
+pub const PAUSED: &str = "paused before its index arrived";
 
 /// How a download behaves.
 #[derive(Debug, Clone)]
@@ -191,7 +199,7 @@ pub struct DownloadReport {
 /// else from the first peer whose index matches the id, else the origin.
 /// Peers whose index does not match are returned, to be banned. While a
 /// source does not answer at all, every source is asked again a second
-/// later, for up to the default `stall` ([`open_within`]).
+/// later ([`open_within`], with the default options).
 ///
 /// # Errors
 /// No source sent an index that matches, or the store cannot be made.
@@ -200,11 +208,13 @@ pub fn open(root: &Path, id: AssetId, sources: &Sources) -> Result<(BlockStore, 
 }
 
 /// [`open`] with `options`: a peer has [`DownloadOptions::peer_deadline`]
-/// for the index, and while a source does not answer at all the sources are
+/// for the index; while the origin does not answer at all the sources are
 /// asked again every second for up to [`DownloadOptions::stall`], as a
 /// download asks an origin that does not answer (32 devices starting at
 /// once behind a saturated uplink: one's connection to the origin timed out
-/// three times in a row).
+/// three times in a row); while only a peer does not, three rounds in all.
+/// Set, [`DownloadOptions::pause`] ends it before the next source is asked,
+/// with [`PAUSED`].
 ///
 /// # Errors
 /// As [`open`].
@@ -220,13 +230,18 @@ pub fn open_within(
     }
     let mut last = String::from("no source to ask");
     let started = Instant::now();
-    // A source that does not answer at all (a saturated uplink drops
-    // packets) is asked again, until `stall` has passed.
-    loop {
-        let mut unanswered = false;
+    let paused = || options.pause.as_ref().is_some_and(|p| p.load(Ordering::Relaxed));
+    // A source that does not answer at all is asked again a second later:
+    // a peer (it may be starting) three rounds in all, the origin (a
+    // saturated uplink drops packets) until `stall` has passed.
+    for round in 1.. {
+        let (mut unanswered, mut origin_unanswered) = (false, false);
         let all = sources.peers.iter().map(|p| (p, true)).chain(sources.origin.iter().map(|o| (o, false)));
         for (source, is_peer) in all {
-            if banned.iter().any(|b| &b.peer == source) {
+            if paused() {
+                return Err(AssetError::Fetch { id, server: describe(sources), reason: PAUSED.into() });
+            }
+            if banned.iter().any(|b| &b.peer == source) || (round > 1 && started.elapsed() >= options.stall) {
                 continue;
             }
             let path = format!("/v1/assets/{id}/index");
@@ -245,11 +260,13 @@ pub fn open_within(
                 Ok((status, body)) => last = format!("{source}: {status}: {}", String::from_utf8_lossy(&body)),
                 Err(e) => {
                     unanswered = true;
+                    origin_unanswered |= !is_peer;
                     last = format!("{source}: {e}");
                 }
             }
         }
-        if !unanswered || started.elapsed() >= options.stall {
+        let again = (unanswered && round < PEER_ROUNDS) || (origin_unanswered && started.elapsed() < options.stall);
+        if !again {
             break;
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -667,8 +684,9 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                     for n in (0..s.mine.len()).filter(|&n| s.availability.count(n) == 0) {
                         nowhere.set(n);
                     }
-                    // A peer's fetch from the origin takes about as long as ours.
-                    let ttl = shared.options.claim_ttl.max(s.origin_block * 2);
+                    // A peer's fetch from the origin takes about as long as ours
+                    // (never counted for more than half of `stall`).
+                    let ttl = shared.options.claim_ttl.max((s.origin_block * 2).min(shared.options.stall / 2));
                     for &(n, since) in s.claims.iter().flatten() {
                         if since.elapsed() < ttl {
                             nowhere.clear(n);

@@ -147,7 +147,12 @@ impl Queue {
         while let Some((job, pause)) = self.next() {
             let (store, sources) = match stores.get(&job.id) {
                 Some((store, sources)) => (Arc::clone(store), sources.clone()),
-                None => match download::open_within(root, job.id, sources, options) {
+                None => match download::open_within(
+                    root,
+                    job.id,
+                    sources,
+                    &DownloadOptions { pause: Some(Arc::clone(&pause)), ..options.clone() },
+                ) {
                     Ok((store, banned)) => {
                         let store = Arc::new(Mutex::new(store));
                         opened(&store);
@@ -156,6 +161,11 @@ impl Queue {
                         entry.0.banned.extend(banned);
                         stores.insert(job.id, (Arc::clone(&store), sources.clone()));
                         (store, sources)
+                    }
+                    // An urgent job came while the index had not: it goes first.
+                    Err(_) if pause.load(Ordering::Relaxed) => {
+                        self.requeue(job);
+                        continue;
                     }
                     Err(e) => {
                         self.ended();

@@ -323,7 +323,7 @@ fn a_claim_lasts_as_long_as_a_block_from_the_origin_takes() {
     let took = started.elapsed();
     assert_eq!(held(&device), bytes);
     assert_eq!(report.from_origin, 2, "{report:?}");
-    // The index came through the slow uplink too (before `started`).
+    // (The index came from the peer, before `started`.)
     assert!(
         took >= delay * 3,
         "block 40 was asked of the origin while the claim was younger than 2 × 800 ms: {took:?}"
@@ -375,6 +375,15 @@ fn an_index_is_asked_for_again_until_the_origin_answers() {
     let e = download::open_within(&dir.path().join("other"), id, &dead, &DownloadOptions { stall, ..options() });
     assert!(e.unwrap_err().to_string().contains("no source sent its index"));
     assert!(started.elapsed() >= stall && started.elapsed() < stall * 3, "{:?}", started.elapsed());
+    // A peer that is down is asked three rounds in all, whatever `stall`:
+    // the origin answered (it does not hold the asset).
+    let empty = Server::start(Origin::sharing(&[]), LOOPBACK.parse().unwrap()).unwrap();
+    let down = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap().to_string();
+    let sources = Sources { origin: Some(empty.addr().to_string()), peers: vec![down], found: None };
+    let started = std::time::Instant::now();
+    let e = download::open_within(&dir.path().join("third"), id, &sources, &options()).unwrap_err().to_string();
+    assert!(e.contains("404"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(6), "a peer that is down held it {:?}", started.elapsed());
 }
 
 /// A peer that says it holds every block and then trickles them would hold
@@ -442,4 +451,47 @@ fn a_reader_asks_a_peer_that_trickled_again_only_after_its_bench() {
     );
     assert_eq!(asked.load(Ordering::SeqCst), 2, "asked again once its bench was over, for one block");
     assert_eq!(device.stats.from_peers.load(Ordering::Relaxed), 0);
+}
+
+/// An urgent job pushed while a normal one waits for its index (the origin
+/// does not answer) goes first: the wait ends before the next source is
+/// asked, and the normal job comes back after it.
+#[test]
+fn an_urgent_job_does_not_wait_behind_an_index_that_does_not_come() {
+    use trellis_assets::{Job, Queue};
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let urgent_id = Index::of(&bytes).id();
+    // The LAN peer holds the urgent release; nothing answers on the origin's address.
+    let (lan_peer, _store) = peer(&dir.path().join("peer"), &bytes, 0..41);
+    let nowhere = std::net::TcpListener::bind(LOOPBACK).unwrap().local_addr().unwrap().to_string();
+    let sources = Sources { origin: Some(nowhere), peers: vec![lan_peer.addr().to_string()], found: None };
+    let queue = Arc::new(Queue::new());
+    queue.push([Job { name: "normal".into(), id: AssetId([7; 32]), urgent: false }]);
+    // Without the pause, the normal job would wait this long for its index.
+    let stall = Duration::from_secs(8);
+    let options = DownloadOptions { stall, ..options() };
+    let started = std::time::Instant::now();
+    let runner = std::thread::spawn({
+        let (queue, root) = (Arc::clone(&queue), dir.path().join("device"));
+        move || {
+            let mut ended = Vec::new();
+            queue.run(
+                &root,
+                &sources,
+                &options,
+                |_| {},
+                |f| ended.push((f.job.name, f.result.is_ok(), started.elapsed())),
+            );
+            ended
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    queue.push([Job { name: "urgent".into(), id: urgent_id, urgent: true }]);
+    queue.close();
+    let ended = runner.join().unwrap();
+    let order: Vec<(&str, bool)> = ended.iter().map(|(n, ok, _)| (n.as_str(), *ok)).collect();
+    assert_eq!(order, [("urgent", true), ("normal", false)], "{ended:?}");
+    assert!(ended[0].2 < stall / 2, "the urgent job waited: {ended:?}");
+    assert!(dir.path().join("device").join(urgent_id.to_string()).exists());
 }
