@@ -69,9 +69,15 @@ impl Conn {
     }
 
     /// [`Conn::get`] answered whole within `deadline`, however the bytes
-    /// trickle in (a peer is not trusted to answer at a useful pace).
-    pub(crate) fn get_within(&mut self, host: &str, path: &str, deadline: Duration) -> std::io::Result<(u16, Vec<u8>)> {
-        self.reader.get_mut().until = Some(Instant::now() + deadline);
+    /// trickle in (a peer is not trusted to answer at a useful pace);
+    /// `None`: no deadline, as [`Conn::get`] (the origin).
+    pub(crate) fn get_within(
+        &mut self,
+        host: &str,
+        path: &str,
+        deadline: Option<Duration>,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        self.reader.get_mut().until = deadline.map(|d| Instant::now() + d);
         let answer = self.get(host, path, &[]);
         self.reader.get_mut().until = None;
         answer
@@ -655,7 +661,7 @@ impl Fetcher {
 fn peer_get(peer: &str, path: &str, deadline: Duration) -> std::io::Result<(u16, Vec<u8>)> {
     let until = Instant::now() + deadline;
     let mut conn = connect_within(peer, PEER_CONNECT_TIMEOUT.min(deadline))?;
-    conn.get_within(peer, path, until.saturating_duration_since(Instant::now()))
+    conn.get_within(peer, path, Some(until.saturating_duration_since(Instant::now())))
 }
 
 /// Connect to a server of assets (`host:port`), with the client's timeouts.

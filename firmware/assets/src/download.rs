@@ -245,9 +245,8 @@ pub fn open_within(
                 continue;
             }
             let path = format!("/v1/assets/{id}/index");
-            let got = connect(source).and_then(|mut c| {
-                if is_peer { c.get_within(source, &path, options.peer_deadline) } else { c.get(source, &path, &[]) }
-            });
+            let got =
+                connect(source).and_then(|mut c| c.get_within(source, &path, is_peer.then_some(options.peer_deadline)));
             match got {
                 Ok((200, body)) => match Index::decode(&body, &id) {
                     Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
@@ -544,11 +543,7 @@ fn fetch(
     }
     let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
     let path = format!("/v1/assets/{id}/blocks/{n}");
-    let answer = match deadline {
-        Some(d) => c.get_within(server, &path, d),
-        None => c.get(server, &path, &[]),
-    };
-    let (status, body) = answer.map_err(|e| {
+    let (status, body) = c.get_within(server, &path, deadline).map_err(|e| {
         *conn = None;
         e.to_string()
     })?;
@@ -583,20 +578,23 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                     }
                 }
                 let Some(c) = conn.as_mut() else { continue 'peer };
-                let held = match c.get_within(peer, &format!("/v1/assets/{id}/have"), shared.options.peer_deadline) {
-                    Ok((200, body)) => have(&body, len),
-                    // It does not hold the asset (yet: it may be about to fetch it too).
-                    Ok((404, _)) => Some((Bitfield::empty(len), None)),
-                    // It rolled the asset back: it will not serve it again.
-                    Ok((410, body)) => {
-                        let why = rolled_back_reason(&body);
-                        tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
-                        shared.lock().report.rolled_back.push((peer.to_owned(), why));
-                        return shared.drop_peer(i, None);
-                    }
-                    Ok((status, body)) => break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None),
-                    Err(e) => break 'round (e.to_string(), None),
-                };
+                let held =
+                    match c.get_within(peer, &format!("/v1/assets/{id}/have"), Some(shared.options.peer_deadline)) {
+                        Ok((200, body)) => have(&body, len),
+                        // It does not hold the asset (yet: it may be about to fetch it too).
+                        Ok((404, _)) => Some((Bitfield::empty(len), None)),
+                        // It rolled the asset back: it will not serve it again.
+                        Ok((410, body)) => {
+                            let why = rolled_back_reason(&body);
+                            tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
+                            shared.lock().report.rolled_back.push((peer.to_owned(), why));
+                            return shared.drop_peer(i, None);
+                        }
+                        Ok((status, body)) => {
+                            break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None);
+                        }
+                        Err(e) => break 'round (e.to_string(), None),
+                    };
                 let Some((held, claim)) = held else { break 'round ("its bitmap is not hex".into(), None) };
                 down_since = None;
                 shared.heard(i, Some(held), claim);

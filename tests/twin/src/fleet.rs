@@ -185,6 +185,27 @@ pub fn rollout_id(said: &str) -> String {
     said.strip_prefix("rollout ").and_then(|r| r.split(':').next()).unwrap_or_default().to_owned()
 }
 
+/// App `app` as a `downloaded` event's reason says the device took it by
+/// its piece root: `app NAME by asset:ROOT (P of F blocks from LAN peers)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenByRoot {
+    /// The piece root.
+    pub root: String,
+    /// Blocks that crossed the network.
+    pub fetched: u64,
+    /// Of those, the blocks LAN peers sent.
+    pub from_peers: u64,
+}
+
+/// What `how` (a `downloaded` reason) says of app `app` taken by its piece
+/// root; `None` when it says something else (fetched whole, another app).
+#[must_use]
+pub fn taken_by_root(how: &str, app: &str) -> Option<TakenByRoot> {
+    let (root, sources) = how.strip_prefix(&format!("app {app} by asset:"))?.split_once(" (")?;
+    let (peers, fetched) = sources.strip_suffix(" blocks from LAN peers)")?.split_once(" of ")?;
+    Some(TakenByRoot { root: root.to_owned(), fetched: fetched.parse().ok()?, from_peers: peers.parse().ok()? })
+}
+
 /// An edge node: the host build of `trellis-runtime` with no hardware
 /// (`--board none`) and `[fleet]` configured as device `id` of `group` (its
 /// certificate issued by `pki`), hosting `apps` (name, packed file) and
@@ -278,5 +299,20 @@ impl Drop for EdgeNode {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_downloaded_reason_says_where_an_apps_blocks_came_from_or_nothing() {
+        let how = "app counter by asset:ab12 (2 of 3 blocks from LAN peers)";
+        let taken = TakenByRoot { root: "ab12".into(), fetched: 3, from_peers: 2 };
+        assert_eq!(taken_by_root(how, "counter"), Some(taken));
+        assert_eq!(taken_by_root(how, "blinky"), None, "another app");
+        assert_eq!(taken_by_root("app counter by asset:ab12: no source (x); fetched whole", "counter"), None);
+        assert_eq!(taken_by_root("app counter by asset:ab12 (on the device already)", "counter"), None);
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use trellis_fleet::sim::{self, Pki, Sim};
-use trellis_twin::fleet::{Operator, provision, rollout_id};
+use trellis_twin::fleet::{Operator, provision, rollout_id, taken_by_root};
 use trellis_twin::operator::text;
 use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Outcome, Twin, repack};
 
@@ -111,11 +111,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
             .then(|| e.reason.clone())
             .flatten()
     });
-    let app_root = how
-        .as_deref()
-        .and_then(|h| h.strip_prefix("app counter by asset:"))
-        .and_then(|h| h.split_once(" (").filter(|(_, sources)| sources.ends_with("blocks from LAN peers)")))
-        .map(|(root, _)| root.to_owned());
+    let app_root = how.as_deref().and_then(|h| taken_by_root(h, "counter")).map(|t| t.root);
     let app_root = app_root.unwrap_or_else(|| panic!("the twin fetched counter by its piece root: {how:?}"));
     // Its pieces stay while it runs that file, for the twin's peers.
     assert_eq!(device.sh("ls /data/trellis/artifacts")?.trim(), app_root, "the app's pieces are kept");

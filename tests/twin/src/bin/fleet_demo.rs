@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
 use trellis_appfmt::{AppFile, component_code, pack};
 use trellis_fleet::sim::{self, Pki, Sim};
-use trellis_twin::fleet::{EdgeNode, Operator, provision, rollout_id};
+use trellis_twin::fleet::{EdgeNode, Operator, TakenByRoot, provision, rollout_id, taken_by_root};
 use trellis_twin::{BOOT_TIMEOUT, EXAMPLES, Twin, set_temperature};
 
 /// Run the fleet demo.
@@ -43,13 +43,6 @@ const EDGE: &str = "edge-1";
 
 fn say(text: &str) {
     println!("\n== {text}");
-}
-
-/// `(fetched, from peers)` from a `downloaded` reason's `(N of M blocks from LAN peers)`.
-fn sources_of(how: &str) -> Option<(u64, u64)> {
-    let inner = how.rsplit_once(" (")?.1.strip_suffix(" blocks from LAN peers)")?;
-    let (peers, fetched) = inner.split_once(" of ")?;
-    Some((fetched.parse().ok()?, peers.parse().ok()?))
 }
 
 fn main() -> ExitCode {
@@ -211,10 +204,10 @@ fn run(args: &Args) -> Result<()> {
                 })
                 .and_then(|e| e.reason.clone())
                 .unwrap_or_default();
-            ensure!(how.starts_with("app counter by asset:") && !how.contains("whole"), "{id}: {how:?}");
             // The first wave is the first twin: the origin sent it every block; the
             // second twin's wave came after it ran the app, so its LAN peer sent them all.
-            let (fetched, from_peers) = sources_of(&how).with_context(|| format!("{id}: {how:?}"))?;
+            let TakenByRoot { fetched, from_peers, .. } =
+                taken_by_root(&how, "counter").with_context(|| format!("{id} did not take it by its root: {how:?}"))?;
             ensure!(fetched > 0, "{id} fetched no block: {how:?}");
             if i == 0 {
                 ensure!(from_peers == 0, "{id} has no peer that holds it: {how:?}");
