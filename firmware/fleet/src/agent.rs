@@ -814,13 +814,16 @@ impl Agent {
         };
         let (bytes, actual, got) = match result {
             Ok(r) => r,
+            Err(Download::Missing(e)) => {
+                cleanup();
+                return Err(Stop::Failed(
+                    format!("artifact {name} of release {}: {e}", release.id),
+                    EventKind::Refused,
+                ));
+            }
             Err(Download::Link(e)) => {
                 cleanup();
-                return Err(if e.to_string().contains("not found") {
-                    Stop::Failed(format!("artifact {name} of release {}: {e}", release.id), EventKind::Refused)
-                } else {
-                    Stop::Offline(e)
-                });
+                return Err(Stop::Offline(e));
             }
             Err(Download::TooBig) => {
                 cleanup();
@@ -862,7 +865,10 @@ fn falls_back(why: &str) -> bool {
 
 /// Why a download stopped.
 enum Download {
-    /// The server: try again later.
+    /// The object store says it does not hold the object: refused.
+    Missing(FleetError),
+    /// The server, the store or the client library (its stream away, a
+    /// connection lost, a panic): try again later, whatever the error says.
     Link(FleetError),
     /// More bytes than the release names.
     TooBig,
@@ -879,8 +885,11 @@ async fn download(
     file: Option<PathBuf>,
 ) -> Result<(Vec<u8>, String, u64), Download> {
     let store = link.artifacts().await.map_err(Download::Link)?;
-    let mut reader =
-        store.get(&object).await.map_err(|e| Download::Link(FleetError::nats(format!("fetching {object}"), e)))?;
+    let mut reader = store.get(&object).await.map_err(|e| {
+        let missing = e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound;
+        let e = FleetError::nats(format!("fetching {object}"), e);
+        if missing { Download::Missing(e) } else { Download::Link(e) }
+    })?;
     let file_error = |p: &Path, e: std::io::Error| Download::File(format!("{}: {e}", p.display()));
     let mut out = match &file {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| file_error(p, e))?),

@@ -1,6 +1,8 @@
 //! The device agent against a real `nats-server`: artifacts with a wrong
 //! hash and releases with a wrong signature or for another board are
-//! refused and reported, and nothing reaches the device; consent deferral
+//! refused and reported, and nothing reaches the device; an object store
+//! that is away for a while costs a retry, an object it does not hold is
+//! refused; consent deferral
 //! and a maintenance window hold an update until allowed (on a fake clock);
 //! firmware goes through its trial boot and a roll-back is reported; events
 //! made while the server is away are delivered when it is back; firmware
@@ -123,6 +125,49 @@ async fn artifacts_and_releases_that_do_not_check_are_refused_and_reported() {
     ops::publish(&f.operator, &good, &artifacts).await.unwrap();
     desire(&f.operator, "pi-1", &DesiredState::release(&good.id)).await;
     until(20, "the good release running", || async { d.runs("thermostat", "2.1.0") }).await;
+    d.stop();
+}
+
+/// An object store that is not there for a while (its stream gone, as
+/// while a cluster loses the server that held it) costs the device a retry,
+/// not the release: only an object the store says it does not hold is
+/// refused. The store's errors then say "stream not found", which the agent
+/// once took for the object's absence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_that_is_away_for_a_while_is_retried_and_a_missing_object_refused() {
+    let f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.start().await;
+    f.operator.js.delete_object_store(names::ARTIFACTS).await.unwrap();
+    let (release, artifacts) = sim::release("thermostat-2.0.0", &f.key, &[("thermostat", "2.0.0")]);
+    f.operator.put(names::RELEASES, &release.id, release.to_json()).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+    until(20, "the device downloading", || async {
+        report(&f.operator, "pi-1").await.is_some_and(|r| r.phase == "downloading")
+    })
+    .await;
+    // Long enough for several attempts (the agent retries within a second).
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(d.runs("thermostat", "1.0.0"));
+    let refused = sim::events(&f.operator).await.into_iter().find(|e| e.kind == EventKind::Refused);
+    assert!(refused.is_none(), "an object store away refused the release: {refused:?}");
+    // The store is back with the artifact: the release goes through.
+    // (The events stream's reservation takes all of this test server's
+    // storage: it goes too, and setup makes both again, the store first; the
+    // device's outbox sends its events again.)
+    f.operator.js.delete_stream(names::EVENTS_STREAM).await.unwrap();
+    ops::setup(&f.operator, 1).await.unwrap();
+    let store = f.operator.artifacts().await.unwrap();
+    let mut bytes: &[u8] = &artifacts[0].1;
+    store.put(format!("sha256-{}", release.apps[0].sha256).as_str(), &mut bytes).await.unwrap();
+    until(30, "the release running", || async { d.runs("thermostat", "2.0.0") }).await;
+
+    // The store is there but does not hold the artifact: refused, named.
+    let (missing, _) = sim::release("thermostat-2.0.1", &f.key, &[("thermostat", "2.0.1")]);
+    f.operator.put(names::RELEASES, &missing.id, missing.to_json()).await.unwrap();
+    desire(&f.operator, "pi-1", &DesiredState::release(&missing.id)).await;
+    let why = refusal(&f.operator, "pi-1", &missing.id).await;
+    assert!(why.contains("artifact thermostat") && why.contains("not found"), "{why}");
     d.stop();
 }
 
