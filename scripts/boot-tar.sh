@@ -3,7 +3,7 @@
 #   boot-tar.sh DIR OUT   ->  OUT, a tar of what DIR holds
 # Only names and bytes count (sorted, owned by root, mode 0644, mtime 0): the
 # same boot files make the same boot.tar in every build, so the image can name
-# it in RAUC's status before any bundle exists (board/qemu-aarch64/rauc-seed.sh),
+# it in RAUC's status before any bundle exists (rootfs-overlay/usr/lib/trellis/rauc-seed.sh),
 # and RAUC skips a boot slot that already holds it.
 set -euo pipefail
 dir=${1:?usage: boot-tar.sh DIR OUT}

@@ -4,9 +4,10 @@
 #   2. every BR2_ symbol a defconfig sets or unsets is one Buildroot (the pinned
 #      release: buildroot-external/br2-symbols.txt) or our Config.in files define;
 #   3. the kernel options the Pi's and the twin's fragments share are identical, 48-bit
-#      addresses among them.
+#      addresses among them; our patches of Buildroot's packages are in Buildroot's shape.
 # With BUILDROOT=DIR (a Buildroot tree of the pinned release; make br-check), also
-#   4. `make <defconfig>` with our tree keeps every symbol the defconfig sets, and
+#   4. `make <defconfig>` with our tree keeps every symbol the defconfig sets, our
+#      patches are for the versions of the packages it ships (scripts/br-patches.sh), and
 #   5. Buildroot's utils/check-package passes on our files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,17 @@ for cfg in "$ext"/configs/*_defconfig; do
   while read -r sym; do
     grep -qxF "$sym" <<<"$known" || err "$(basename "$cfg"): $sym is not a Buildroot $(head -1 "$ext/br2-symbols.txt" | grep -oE '[0-9]{4}\.[0-9.]+') option nor one of ours"
   done < <(sed -nE 's/^(BR2_[A-Za-z0-9_]+)=.*/\1/p; s/^# (BR2_[A-Za-z0-9_]+) is not set$/\1/p' "$cfg")
+done
+
+# 2b. Our patches of Buildroot's packages (patches/PACKAGE/VERSION/NNNN-*.patch, in
+#     the shape Buildroot's check-package wants: a commit message with Upstream: and
+#     Signed-off-by:).
+for p in "$ext"/patches/*/*/*; do
+  [ -e "$p" ] || continue
+  case $(basename "$p") in [0-9][0-9][0-9][0-9]-*.patch) ;; *) err "$p is not named NNNN-*.patch"; continue ;; esac
+  grep -q '^Upstream: ' "$p" || err "$p has no Upstream: line"
+  grep -q '^Signed-off-by: ' "$p" || err "$p has no Signed-off-by: line"
+  grep -q '^diff --git ' "$p" || err "$p changes nothing"
 done
 
 # 3. The shared kernel options.
@@ -56,11 +68,12 @@ if [ -n "${BUILDROOT:-}" ]; then
       grep -qxF "$line" "$out/$name/.config" || err "$name: '$line' did not survive make $name (a dependency is missing)"
     done < <(grep -E '^BR2_[A-Za-z0-9_]+=' "$cfg")
   done
+  scripts/br-patches.sh "$BUILDROOT" || err "our patches do not match $BUILDROOT's packages (above)"
   # Debian's python3 has python3-magic, which check-package needs (a pyenv one may not).
   py=/usr/bin/python3
   [ -x "$py" ] || py=python3
   (cd "$BUILDROOT" && "$py" ./utils/check-package -b "$OLDPWD/$ext"/Config.in "$OLDPWD/$ext"/external.mk \
-    "$OLDPWD/$ext"/package/*/*) || err "utils/check-package found problems"
+    "$OLDPWD/$ext"/package/*/* "$OLDPWD/$ext"/patches/*/*/*) || err "utils/check-package found problems"
 fi
 
 [ "$fail" = 0 ] && echo "br-check: $(find "$ext/package" -mindepth 1 -maxdepth 1 -type d | wc -l) packages, $(find "$ext/configs" -name '*_defconfig' | wc -l) defconfigs: ok"

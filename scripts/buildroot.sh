@@ -46,6 +46,8 @@ if [ ! -f "$vendor/.stamp" ] || [ Cargo.lock -nt "$vendor/.stamp" ]; then
   touch "$vendor/.stamp"
 fi
 
+scripts/br-patches.sh "$br"
+
 mkdir -p "$out"
 make -C "$br" O="$top/$out" BR2_EXTERNAL="$top/buildroot-external" "$defconfig"
 make -C "$br" O="$top/$out" TRELLIS_VENDOR_DIR="$vendor"

@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# The twin's RAUC: RAUC 1.8 (Debian bookworm's upstream source tarball, checked against its
-# SHA-256, with board/qemu-aarch64/rauc-1.8-*.patch applied) cross-built for aarch64 with
-# streaming (HTTP range requests through the kernel's network block device), network, JSON
-# and the D-Bus service; GPT off. Debian's rauc
-# package is the same version built without streaming; Buildroot builds it with
-# BR2_PACKAGE_RAUC_STREAMING for the Pi.
+# The twin's RAUC, the Pi's RAUC: RAUC 1.15.2, the release Buildroot 2026.05.1 builds for
+# the Pi, from Debian's copy of its source tarball (the same bytes: the SHA-256 Buildroot's
+# package/rauc/rauc.hash pins), with the Pi's patches (buildroot-external/patches/rauc/1.15.2)
+# applied, cross-built for aarch64 with meson and the options Buildroot's defconfig gives it:
+# the D-Bus service, network, streaming (HTTP range requests through the kernel's network
+# block device), JSON; GPT off.
 #   rauc-build.sh OUT     ->  OUT: the aarch64 rauc binary (not stripped)
-# Built once per key (this script, the source's hash, board/qemu-aarch64/rauc-build-packages.txt,
-# the cross compiler) into ${TRELLIS_CACHE:-~/.cache/trellis}/rauc/<key>/rauc; one build per
-# key at a time (flock). Headers and link libraries: Debian's arm64 -dev packages
-# (scripts/debs.sh), unpacked beside the runtime libraries of debian-packages.txt.
+# Built once per key (this script, the source's hash, the patches, the package lists, the
+# cross compiler) into ${TRELLIS_CACHE:-~/.cache/trellis}/rauc/<key>/rauc; one build per key
+# at a time (flock). Headers and link libraries: Debian's arm64 -dev packages
+# (board/qemu-aarch64/rauc-build-packages.txt, scripts/debs.sh), unpacked beside the runtime
+# libraries of debian-packages.txt; pkg-config reads their .pc files in that sysroot.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: rauc-build.sh OUT}
 board=board/qemu-aarch64
-version=1.8
-sha256=d233247c1763b1c56c851d0adef2094b7aa2fcd72decf524a8ac0419188e0978
+version=1.15.2
+sha256=127a24cde208c65b837ae978c695a00730f1094ee8b6c7d48cf58ef846eae340
 url=${RAUC_SOURCE_URL:-http://deb.debian.org/debian/pool/main/r/rauc/rauc_$version.orig.tar.xz}
+patches=buildroot-external/patches/rauc/$version
 cross=aarch64-linux-gnu
 top=${TRELLIS_CACHE:-$HOME/.cache/trellis}
 
-command -v "$cross-gcc" >/dev/null || { echo "rauc-build: $cross-gcc is missing (apt-get install gcc-aarch64-linux-gnu)" >&2; exit 1; }
-command -v gdbus-codegen >/dev/null || { echo "rauc-build: gdbus-codegen is missing (apt-get install libglib2.0-dev-bin)" >&2; exit 1; }
+for tool in "$cross-gcc" meson ninja pkg-config gdbus-codegen; do
+  command -v "$tool" >/dev/null || { echo "rauc-build: $tool is missing (scripts/setup.sh --cross)" >&2; exit 1; }
+done
+ls "$patches"/*.patch >/dev/null 2>&1 || { echo "rauc-build: no patches in $patches" >&2; exit 1; }
 
 key=$( {
   echo "$sha256"
-  cat "$0" "$board/rauc-build-packages.txt" "$board/debian-packages.txt" "$board/rauc-$version"-*.patch
+  cat "$0" "$board/rauc-build-packages.txt" "$board/debian-packages.txt" "$patches"/*.patch
   "$cross-gcc" --version | head -1
+  meson --version
 } | sha256sum | cut -c1-16)
 cache=$top/rauc/$key
 mkdir -p "$(dirname "$cache")"
@@ -53,42 +58,68 @@ if [ ! -x "$cache/rauc" ]; then
   debs_extract "$top/debs" "$sysroot" "${packages[@]}"
   tar -xJf "$tarball" -C "$work"
   src=$work/rauc-$version
-  # git apply relative to the source alone (its own repository: inside another work
-  # tree git would skip paths outside it and still succeed).
-  git -C "$src" init -q
-  for p in "$board/rauc-$version"-*.patch; do
-    git -C "$src" apply --whitespace=nowarn "$PWD/$p" || { echo "rauc-build: $p does not apply" >&2; exit 1; }
+  # As Buildroot applies them (support/scripts/apply-patches.sh: patch -p1, in order).
+  for p in "$patches"/*.patch; do
+    patch -d "$src" -p1 -s --no-backup-if-mismatch <"$p" || { echo "rauc-build: $p does not apply" >&2; exit 1; }
   done
-  for mark in 'ctx.broken = TRUE' 'server not responding: %s' 'the slot is being rewritten' \
-    'names no image while it is rewritten' 'cannot be synced'; do
-    grep -qF "$mark" "$src"/src/{nbd,update_handler,install,config_file}.c \
+  for mark in 'server not responding: %s' 'ctx.broken = TRUE' 'the slot is being rewritten' 'cannot be synced' \
+    'g_subprocess_force_exit(sproc)'; do
+    grep -qF "$mark" "$src"/src/{nbd,update_handler,status_file}.c \
       || { echo "rauc-build: the patches are not in $src/src ($mark)" >&2; exit 1; }
   done
   lib=$sysroot/usr/lib/$cross
-  # pkg-config is not used: the flags of each library, as its .pc file gives them, with the
-  # sysroot's paths (pkg-config would want every Requires.private's -dev package too).
+  # The -dev packages' absolute links (libdbus-1.so -> /lib/...) point into the sysroot.
+  find "$sysroot" -type l -lname '/*' | while IFS= read -r l; do ln -sfn "$sysroot$(readlink "$l")" "$l"; done
+  # pkg-config on the sysroot's .pc files. Their private dependencies (pcre2, zlib,
+  # libmount... of glib) are not needed to build against a shared library and have no
+  # -dev package here: each gets an empty .pc file, so pkg-config does not refuse.
+  stubs=$work/pc-stubs
+  mkdir -p "$stubs"
+  wanted=(glib-2.0 gio-2.0 gio-unix-2.0 openssl json-glib-1.0 dbus-1 libcurl libnl-genl-3.0)
+  for _ in $(seq 1 20); do
+    if why=$(PKG_CONFIG_SYSROOT_DIR=$sysroot PKG_CONFIG_LIBDIR=$lib/pkgconfig:$sysroot/usr/share/pkgconfig:$stubs \
+      pkg-config --cflags --libs "${wanted[@]}" 2>&1 >/dev/null); then break; fi
+    absent=$(sed -n "s/^Package '\([^']*\)', required by .*/\1/p" <<<"$why" | sort -u)
+    [ -n "$absent" ] || { echo "$why" >&2; echo "rauc-build: pkg-config cannot resolve ${wanted[*]} in $sysroot" >&2; exit 1; }
+    for m in $absent; do
+      printf 'Name: %s\nDescription: a private dependency, not built against\nVersion: 999\n' "$m" >"$stubs/$m.pc"
+    done
+  done
+  cat >"$work/cross.ini" <<CROSS
+[binaries]
+c = '$cross-gcc'
+ar = '$cross-ar'
+strip = '$cross-strip'
+pkgconfig = 'pkg-config'
+
+[properties]
+sys_root = '$sysroot'
+pkg_config_libdir = ['$lib/pkgconfig', '$sysroot/usr/share/pkgconfig', '$stubs']
+
+[built-in options]
+c_link_args = ['-L$sysroot/lib/$cross', '-Wl,-rpath-link,$lib', '-Wl,-rpath-link,$sysroot/lib/$cross']
+
+[host_machine]
+system = 'linux'
+cpu_family = 'aarch64'
+cpu = 'cortex-a72'
+endian = 'little'
+CROSS
   echo "rauc-build: building RAUC $version with streaming for aarch64 ($key)"
-  (
-    cd "$src"
-    ./configure -q --host="$cross" --prefix=/usr --sysconfdir=/etc --localstatedir=/var \
-      --enable-streaming --enable-network --enable-json --enable-service --disable-gpt \
-      --with-systemdunitdir=no --with-dbuspolicydir=/usr/share/dbus-1/system.d \
-      --with-dbussystemservicedir=/usr/share/dbus-1/system-services \
-      --with-dbusinterfacesdir=/usr/share/dbus-1/interfaces \
-      PKG_CONFIG=/bin/false \
-      GLIB_CFLAGS="-I$sysroot/usr/include/glib-2.0 -I$lib/glib-2.0/include -I$sysroot/usr/include/gio-unix-2.0" \
-      GLIB_LIBS="-lgio-2.0 -lgobject-2.0 -lglib-2.0" \
-      CURL_CFLAGS="-I$sysroot/usr/include/$cross" CURL_LIBS="-lcurl-gnutls" \
-      OPENSSL_CFLAGS="-I$sysroot/usr/include -I$sysroot/usr/include/$cross" OPENSSL_LIBS="-lssl -lcrypto" \
-      JSON_GLIB_CFLAGS="-I$sysroot/usr/include/json-glib-1.0" JSON_GLIB_LIBS="-ljson-glib-1.0" \
-      DBUS1_CFLAGS="-I$sysroot/usr/include/dbus-1.0 -I$lib/dbus-1.0/include" DBUS1_LIBS="-ldbus-1" \
-      NL3_CFLAGS="-I$sysroot/usr/include/libnl3" NL3_LIBS="-lnl-genl-3 -lnl-3" \
-      LDFLAGS="-L$lib -L$sysroot/lib/$cross -Wl,-rpath-link,$lib -Wl,-rpath-link,$sysroot/lib/$cross"
-    grep -qx '#define ENABLE_STREAMING 1' config.h || { echo "rauc-build: configure turned streaming off" >&2; exit 1; }
-    make -s -j"$(nproc)" rauc >"$work/make.log" 2>&1 || { tail -30 "$work/make.log" >&2; echo "rauc-build: make failed" >&2; exit 1; }
-  )
+  meson setup "$work/build" "$src" --cross-file "$work/cross.ini" --prefix=/usr --sysconfdir=/etc \
+    --localstatedir=/var --buildtype=release --wrap-mode=nodownload -Dservice=true -Dnetwork=true -Dstreaming=true \
+    -Djson=enabled -Dgpt=disabled -Dcomposefs=disabled -Dtests=false -Dhtmldocs=false -Dmanpages=false \
+    -Ddbuspolicydir=/usr/share/dbus-1/system.d -Ddbussystemservicedir=/usr/share/dbus-1/system-services \
+    -Ddbusinterfacesdir=/usr/share/dbus-1/interfaces -Dsystemdunitdir=no >"$work/meson.log" 2>&1 \
+    || { tail -30 "$work/meson.log" >&2; echo "rauc-build: meson setup failed" >&2; exit 1; }
+  grep -qx '#define ENABLE_STREAMING 1' "$work/build/config.h" \
+    || { echo "rauc-build: meson turned streaming off" >&2; exit 1; }
+  # Installed (into a staging directory) rather than taken from the build tree: meson's
+  # install drops the build's run path into the sysroot.
+  { ninja -C "$work/build" && DESTDIR=$work/dest meson install -C "$work/build" --no-rebuild; } >"$work/ninja.log" 2>&1 \
+    || { tail -30 "$work/ninja.log" >&2; echo "rauc-build: the build failed" >&2; exit 1; }
   mkdir -p "$cache.tmp"
-  install -m 0755 "$src/rauc" "$cache.tmp/rauc"
+  install -m 0755 "$work/dest/usr/bin/rauc" "$cache.tmp/rauc"
   rm -rf "$cache"; mv "$cache.tmp" "$cache"
 fi
 flock -u 8

@@ -29,7 +29,9 @@ if [ "${1:-}" = "--cross" ]; then
   # The twin: its kernel (Debian's source, built with the cross compiler), the image tools, QEMU.
   APT_PACKAGES+=(linux-source-6.1 make flex bison bc kmod libssl-dev libelf-dev xz-utils
     genimage squashfs-tools dosfstools mtools f2fs-tools qemu-system-arm
-    rauc openssl curl libglib2.0-dev-bin)
+    rauc openssl curl)
+  # The twin's RAUC, cross-built with meson (scripts/rauc-build.sh).
+  APT_PACKAGES+=(meson ninja-build pkgconf libglib2.0-dev-bin)
   TARGETS+=(aarch64-unknown-linux-gnu)
   # Debian's arm64 packages (RAUC, dbus, f2fs-tools, busybox) go into the twin's root filesystem.
   if ! dpkg --print-foreign-architectures | grep -qx arm64; then

@@ -14,7 +14,7 @@ out=$build/twin
 
 scripts/dev-keys.sh "$build/keys"
 scripts/twin-kernel.sh "$out/Image"
-key=$(scripts/inputs-key.sh "$0" scripts/twin-rootfs.sh scripts/twin-squashfs.sh scripts/debs.sh scripts/rauc-build.sh scripts/boot-tar.sh scripts/boot-slot-files.sh "$board" rootfs-overlay \
+key=$(scripts/inputs-key.sh "$0" scripts/twin-rootfs.sh scripts/twin-squashfs.sh scripts/debs.sh scripts/rauc-build.sh scripts/boot-tar.sh scripts/boot-slot-files.sh scripts/boot-slots.sh board/rpi4/post-build.sh "$board" rootfs-overlay \
   target/aarch64-unknown-linux-gnu/release/trellis{-init,-runtime,-boot,} "$build/apps" \
   "${RAUC_KEYRING:-$build/keys/ca.cert.pem}" "${APP_TRUST_KEY:-$build/keys/apps.pub}" "$out/Image" "$out/Image.modules")
 if [ -f "$out/trellis.img" ] && [ -f "$out/boot.vfat" ] && [ -f "$out/rootfs.squashfs" ] \

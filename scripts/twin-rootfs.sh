@@ -51,29 +51,12 @@ rm -f "$stage/README.md"
 # unless RAUC_KEYRING names a production one).
 keyring=${RAUC_KEYRING:-$build/keys/ca.cert.pem}
 [ -f "$keyring" ] || { echo "twin-rootfs: no RAUC keyring at $keyring (scripts/dev-keys.sh $build/keys)" >&2; exit 1; }
-RAUC_KEYRING=$keyring APP_TRUST_KEY=${APP_TRUST_KEY:-$build/keys/apps.pub} board/rpi4/post-build.sh "$stage" qemu-aarch64
-cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
-# What the image's boot slots hold, for RAUC's status at first boot
-# (board/qemu-aarch64/rauc-seed.sh): the boot.tar a bundle of this build
-# carries (made from boot slot A's files, scripts/twin-bundle.sh), and each
-# slot's files as genimage.cfg puts them there (scripts/boot-slot-files.sh).
+# BINARIES_DIR: genimage's inputs that are not the board's (the kernel), for the
+# list of the boot slots' files post-build.sh makes.
 [ -f "$out/Image" ] || { echo "twin-rootfs: $out/Image is missing (scripts/twin-kernel.sh)" >&2; exit 1; }
-# genimage's inputs (scripts/twin-image.sh): the kernel from the build, the rest from the board.
-input() { if [ "$1" = Image ]; then echo "$out/Image"; else echo "$board/$1"; fi; }
-bootdir=$(mktemp -d "${TMPDIR:-/tmp}/trellis-boot.XXXXXX")
-slot_files() { scripts/boot-slot-files.sh "$board/genimage.cfg" "boot-$1.vfat"; }
-while read -r name source; do cp "$(input "$source")" "$bootdir/$name"; done < <(slot_files a)
-scripts/boot-tar.sh "$bootdir" "$out/boot.tar"
-{
-  echo "tar $(sha256sum <"$out/boot.tar" | cut -d' ' -f1) $(stat -c %s "$out/boot.tar")"
-  for slot in 0 1; do
-    letter=$( ((slot)) && echo b || echo a)
-    while read -r name source; do
-      echo "boot.$slot $(sha256sum <"$(input "$source")" | cut -d' ' -f1) $name"
-    done < <(slot_files "$letter")
-  done
-} >"$stage/usr/share/trellis/boot-slots"
-rm -rf "$bootdir" "$out/boot.tar"
+RAUC_KEYRING=$keyring APP_TRUST_KEY=${APP_TRUST_KEY:-$build/keys/apps.pub} BINARIES_DIR=$out \
+  board/rpi4/post-build.sh "$stage" qemu-aarch64
+cp "$build"/apps/*.wasm "$stage/usr/share/trellis/apps/"
 if [ -d "$out/Image.modules/lib/modules" ]; then
   cp -a "$out/Image.modules/lib/modules" "$stage/lib/"
 fi

@@ -3,7 +3,7 @@
 #   post-build.sh TARGET_DIR BOARD        BOARD: rpi4 or qemu-aarch64 (BR2_ROOTFS_POST_SCRIPT_ARGS)
 # Puts the board's Trellis configuration into the root filesystem: init's (checked
 # with the host's `trellis-init --check`) and the runtime's configuration, RAUC's
-# system.conf and keyring, the release file.
+# system.conf and keyring, the list of the boot slots' files, the release file.
 # The keyring is the development CA (scripts/dev-keys.sh into build/keys)
 # unless RAUC_KEYRING names a production one.
 set -euo pipefail
@@ -36,11 +36,12 @@ cp "$board/runtime.toml" "$target/etc/trellis/runtime.toml"
 if [ -f "$board/hardware.sh" ]; then
   install -D -m 0755 "$board/hardware.sh" "$target/usr/lib/trellis/hardware.sh"
 fi
-# A board whose boot slots RAUC skips when they hold the bundle's boot files
-# names them in RAUC's status at first boot (the twin: rauc-seed.sh).
-if [ -f "$board/rauc-seed.sh" ]; then
-  install -D -m 0755 "$board/rauc-seed.sh" "$target/usr/lib/trellis/rauc-seed.sh"
-fi
+# What the image's boot slots hold (genimage.cfg, from the board's files and
+# Buildroot's BINARIES_DIR), which /usr/lib/trellis/rauc-seed.sh names in RAUC's
+# status at first boot: RAUC then skips a boot slot that holds the bundle's boot
+# files (install-same=false), and a streamed install does not fetch them.
+: "${BINARIES_DIR:?post-build: BINARIES_DIR is not set (Buildroot sets it: the kernel and the boot firmware)}"
+"$top/scripts/boot-slots.sh" "$board/genimage.cfg" "$target/usr/share/trellis/boot-slots" "$board" "$BINARIES_DIR"
 cp "$board/rauc/system.conf" "$target/etc/rauc/system.conf"
 cp "$board/chrony.conf" "$target/etc/trellis/chrony.conf"
 

@@ -97,11 +97,21 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
     let _ = std::fs::remove_dir_all(&work);
     let (target, images) = (work.join("target"), work.join("images"));
     std::fs::create_dir_all(&target).expect("target");
+    // BINARIES_DIR as Buildroot leaves it before its post-build hook: the
+    // kernel, the device tree, the firmware and its overlays.
+    write(&images.join("Image"), &vec![0x5a; 4 << 20]);
+    write(&images.join("bcm2711-rpi-4-b.dtb"), b"dtb");
+    write(&images.join("rpi-firmware/start4.elf"), b"firmware");
+    write(&images.join("rpi-firmware/fixup4.dat"), b"fixup");
+    write(&images.join("rpi-firmware/overlays/disable-bt.dtbo"), b"overlay");
+    write(&images.join("rpi-firmware/overlays/README"), b"the overlays");
+    std::fs::copy(root().join("board/rpi4/config.txt"), images.join("rpi-firmware/config.txt")).expect("config");
     // Buildroot's post-build hook on `target`, with `env` set.
     let post_build = |env: &[(&str, &str)]| {
         let o = Command::new(root().join("board/rpi4/post-build.sh"))
             .arg(&target)
             .arg("rpi4")
+            .env("BINARIES_DIR", &images)
             .envs(env.iter().copied())
             .output()
             .expect("post-build");
@@ -127,14 +137,6 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
     post_build(&[("APP_TRUST_KEY", "none")]);
     assert!(!target.join("etc/trellis/trust/apps.pub").exists(), "APP_TRUST_KEY=none left a trusted key");
 
-    // BINARIES_DIR as Buildroot leaves it: the kernel, the device tree, the
-    // firmware, the root filesystem (the twin's real one).
-    write(&images.join("Image"), &vec![0x5a; 4 << 20]);
-    write(&images.join("bcm2711-rpi-4-b.dtb"), b"dtb");
-    write(&images.join("rpi-firmware/start4.elf"), b"firmware");
-    write(&images.join("rpi-firmware/fixup4.dat"), b"fixup");
-    write(&images.join("rpi-firmware/overlays/disable-bt.dtbo"), b"overlay");
-    std::fs::copy(root().join("board/rpi4/config.txt"), images.join("rpi-firmware/config.txt")).expect("config");
     std::fs::copy(root().join("build/twin/rootfs.squashfs"), images.join("rootfs.squashfs")).expect("make twin-image");
     let o = Command::new(root().join("board/rpi4/post-image.sh"))
         .arg(&images)
@@ -159,4 +161,42 @@ fn the_pi_board_hooks_make_the_root_filesystem_card_and_bundle() {
     let text = String::from_utf8_lossy(&info.stdout);
     assert!(info.status.success(), "rauc info: {}", String::from_utf8_lossy(&info.stderr));
     assert!(text.contains("\"compatible\":\"trellis-rpi4\""), "{text}");
+
+    // The root filesystem's list for RAUC's status at first boot
+    // (rauc-seed.sh) names the boot.tar this build's bundle carries and,
+    // for each boot slot, exactly the files genimage put in it.
+    let seed = std::fs::read_to_string(target.join("usr/share/trellis/boot-slots")).expect("boot-slots");
+    let parsed: serde_json::Value = serde_json::from_str(&text).expect("rauc info JSON");
+    let boot_tar = parsed["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find_map(|i| i.get("boot"))
+        .unwrap_or_else(|| panic!("no boot image in {text}"));
+    assert_eq!(
+        seed.lines().next(),
+        Some(format!("tar {} {}", boot_tar["checksum"].as_str().expect("checksum"), boot_tar["size"]).as_str()),
+        "{seed}"
+    );
+    for (slot, image) in [("boot.0", "boot-a.vfat"), ("boot.1", "boot-b.vfat")] {
+        let listed: Vec<&str> = seed.lines().filter_map(|l| l.strip_prefix(slot).map(str::trim)).collect();
+        assert_eq!(listed, files_in_fat(&images.join(image), &work.join(image)), "{slot} in {seed}");
+    }
+    // A directory genimage copies (the firmware's overlays) is listed file by file.
+    assert!(seed.lines().any(|l| l.starts_with("boot.1 ") && l.ends_with(" overlays/README")), "{seed}");
+}
+
+/// "SHA256 NAME" for every file in a FAT image, sorted by name.
+fn files_in_fat(image: &Path, dir: &Path) -> Vec<String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let o = Command::new("mcopy").args(["-s", "-n", "-i"]).arg(image).arg("::*").arg(dir).output().expect("mcopy");
+    assert!(o.status.success(), "mcopy {}: {}", image.display(), String::from_utf8_lossy(&o.stderr));
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg("find . -type f | sed 's|^\\./||' | LC_ALL=C sort | while IFS= read -r f; do echo \"$(sha256sum <\"$f\" | cut -d' ' -f1) $f\"; done")
+        .current_dir(dir)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_owned).collect()
 }

@@ -9,7 +9,7 @@
 # writes it as before. It never stops RAUC from starting: what it cannot do it
 # says, and leaves the status file alone.
 #   rauc-seed.sh [SEED [STATUS [SYSTEM_CONF]]]
-# SEED: the image's list (scripts/twin-rootfs.sh): "tar SHA256 SIZE", then one
+# SEED: the image's list (scripts/boot-slots.sh, run by board/rpi4/post-build.sh): "tar SHA256 SIZE", then one
 # "SLOT SHA256 FILE" per file each boot slot must hold and nothing else.
 set -u
 seed=${1:-/usr/share/trellis/boot-slots}
