@@ -27,13 +27,14 @@ input() {
   return 1
 }
 
-# A slot's files as genimage puts them there, staged in DIR.
+# A slot's files as genimage puts them there (a link as the file it names), staged in DIR.
 stage() {
-  local name source path
+  local name source path files
+  files=$(scripts/boot-slot-files.sh "$cfg" "boot-$1.vfat")
   while read -r name source; do
     path=$(input "$source")
-    cp -a "$path" "$2/$name"
-  done < <(scripts/boot-slot-files.sh "$cfg" "boot-$1.vfat")
+    cp -rL "$path" "$2/$name"
+  done <<<"$files"
 }
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-boot-slots.XXXXXX")

@@ -7,8 +7,8 @@
 # version would build it without our fixes: refused here, naming both versions.
 # Run by scripts/buildroot.sh before it builds and by scripts/br-check.sh.
 set -euo pipefail
+br=$(realpath -m "${1:?usage: br-patches.sh BUILDROOT_DIR}")
 cd "$(dirname "$0")/.."
-br=${1:?usage: br-patches.sh BUILDROOT_DIR}
 fail=0
 for dir in buildroot-external/patches/*/*/; do
   [ -d "$dir" ] || continue
@@ -16,7 +16,7 @@ for dir in buildroot-external/patches/*/*/; do
   package=$(basename "$(dirname "$dir")")
   mk=$br/package/$package/$package.mk
   var=$(tr 'a-z-' 'A-Z_' <<<"$package")_VERSION
-  ships=$(sed -n "s/^$var = //p" "$mk" 2>/dev/null)
+  ships=$(sed -n "s/^$var = //p" "$mk" 2>/dev/null || true)
   if [ "$ships" != "$version" ]; then
     echo "br-patches: $dir patches $package $version, but $br ships ${ships:-no $package}: its fixes would not be applied (port them)" >&2
     fail=1

@@ -10,7 +10,8 @@
 # about 8 MiB) instead of the whole 64 MiB image.
 # The description ends with the app interface the bundle's runtime provides (wit/trellis.wit's
 # package, `apps: trellis:app@0.1.2`), where `trellis fleet release create` reads it into the
-# release (RAUC 1.8's manifest has no field of its own for it); APP_INTERFACE replaces it.
+# release (a field of the description, which every RAUC reads, rather than a [meta] section,
+# which the host's RAUC 1.8 that makes the bundle does not write); APP_INTERFACE replaces it.
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
