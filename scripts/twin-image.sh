@@ -15,7 +15,8 @@ out=$build/twin
 scripts/dev-keys.sh "$build/keys"
 scripts/twin-kernel.sh "$out/Image"
 key=$(scripts/inputs-key.sh "$0" scripts/twin-rootfs.sh scripts/twin-squashfs.sh scripts/debs.sh scripts/rauc-build.sh scripts/boot-tar.sh scripts/boot-slot-files.sh scripts/boot-slots.sh board/rpi4/post-build.sh "$board" rootfs-overlay \
-  target/aarch64-unknown-linux-gnu/release/trellis{-init,-runtime,-boot,} "$build/apps" \
+  buildroot-external/patches/rauc \
+  target/aarch64-unknown-linux-gnu/release/trellis{-init,-runtime,-boot,-delta,} "$build/apps" \
   "${RAUC_KEYRING:-$build/keys/ca.cert.pem}" "${APP_TRUST_KEY:-$build/keys/apps.pub}" "$out/Image" "$out/Image.modules")
 if [ -f "$out/trellis.img" ] && [ -f "$out/boot.vfat" ] && [ -f "$out/rootfs.squashfs" ] \
   && [ "$(cat "$out/inputs.key" 2>/dev/null)" = "$key" ]; then
