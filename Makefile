@@ -24,7 +24,7 @@ CROSS_ENV  := CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gc
               CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
               CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64-static -L /usr/aarch64-linux-gnu"
 
-.PHONY: help setup setup-host lint-build lint-other host-tests lan-tests beside-twin twin-stories lang-apps bench-assets bench-delta bench-swarm bench-lan bench-transport classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
+.PHONY: help setup setup-host runtime-variants lint-build lint-other host-tests lan-tests beside-twin twin-stories lang-apps bench-assets bench-delta bench-swarm bench-lan bench-transport classifier bench-inference cross-inference check qemu-session apps cli cross cross-release twin-image bundle qemu test-twin compare bench-twin fleet-demo bench-fleet setup-br rpi4 qemu-br flash br-check test-aarch64 lint test test-steps demo bench fuzz clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -93,11 +93,19 @@ cross-inference:
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
 
+# The device's binaries, one build: the device's CLI without `trellis run` (no wasmtime),
+# the runtime with the Linux backends.
+DEVICE_SELECTION := --no-default-features --bins \
+  -p trellis-init -p trellis-runtime -p trellis-boot -p trellis-delta -p trellis-cli -p trellis-hal \
+  --features trellis-runtime/linux,trellis-hal/linux
+
 cross-release:
-	@# One build: the device's CLI without `trellis run` (no wasmtime), the runtime with the Linux backends.
-	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) --no-default-features --bins \
-	  -p trellis-init -p trellis-runtime -p trellis-boot -p trellis-cli -p trellis-hal \
-	  --features trellis-runtime/linux,trellis-hal/linux
+	$(CROSS_ENV) $(CARGO) build --release --target $(DEVICE) $(DEVICE_SELECTION)
+
+# The twin's root filesystem with the runtime rebuilt from a copy of the source, unchanged
+# and with one line changed (build/twin/variants/; the code-change update test's releases).
+runtime-variants: twin-image
+	DEVICE_SELECTION="$(DEVICE_SELECTION)" scripts/runtime-variant.sh $(BUILD) $(BUILD)/twin/variants base log-line
 
 twin-image: setup apps cross-release ## Build the device twin's disk image (build/twin/trellis.img)
 	scripts/twin-image.sh $(BUILD)
@@ -117,7 +125,7 @@ qemu-session: ## `make qemu` with a scripted session: the example apps run, then
 # HOST_SELECTION): every test file of tests/twin, and the harness's own unit tests.
 TWIN_TESTS := $(patsubst tests/twin/tests/%.rs,--test %,$(wildcard tests/twin/tests/*.rs))
 
-test-twin: bundle lang-apps ## The device-twin tests: boot the image in QEMU and play the user's stories
+test-twin: bundle runtime-variants lang-apps ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(MAKE) --no-print-directory twin-stories
 
 # The stories alone, on the image and apps already built (`make test` builds them first).
@@ -197,7 +205,7 @@ test-steps: setup lint-build
 	$(MAKE) --no-print-directory demo
 	$(MAKE) --no-print-directory cross-release
 	scripts/aarch64-smoke.sh $(BUILD)
-	$(MAKE) --no-print-directory bundle
+	$(MAKE) --no-print-directory bundle runtime-variants
 	scripts/background.sh --wait $(BUILD)/host-tests.log $(MAKE) --no-print-directory host-tests beside-twin -- \
 	  $(MAKE) --no-print-directory twin-stories
 	scripts/background.sh --wait $(BUILD)/lan-tests.log $(MAKE) --no-print-directory lan-tests -- \
@@ -240,9 +248,9 @@ bench-swarm: ## A site's swarm in the discrete-event simulation: 8 to 10,000 dev
 bench-lan: ## A site's LAN in network namespaces (root): 8, 16, 32 devices sharing a release, beside the Kumar-Ross bound, client-server and the calibrated simulation
 	$(CARGO) bench -p trellis-cli --no-default-features --bench lan
 
-bench-delta: cross-release bundle ## What one changed line of the runtime costs to fetch: RAUC's adaptive mode vs casync, xdelta3, zstd --patch-from (one run)
+bench-delta: cli cross-release bundle ## What one changed line of the runtime costs to fetch: RAUC's adaptive mode vs casync, xdelta3, zstd --patch-from, the firmware delta (one run)
 	@scripts/setup.sh --bench
-	scripts/bench-delta.sh $(BUILD)
+	DEVICE_SELECTION="$(DEVICE_SELECTION)" scripts/bench-delta.sh $(BUILD)
 
 bench-transport: ## What a library for the LAN's transport would add to the device: bao-tree, and iroh with iroh-blobs, beside tokio and rustls (aarch64, stripped, in a squashfs), each run once
 	scripts/transport-size.sh $(BUILD)

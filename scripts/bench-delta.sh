@@ -11,8 +11,9 @@
 # found in no slot: the base image), the same for the tree as an EROFS image (lz4hc, 4 KiB
 # physical clusters: compressed yet block-aligned), casync's chunk store (64 KiB average
 # chunks, zstd, the chunks the base's store lacks), an xdelta3 patch of the image against
-# the base, zstd --patch-from of the image, and xdelta3 and bsdiff of the runtime binary
-# alone (what a per-file, executable-aware delta would send), each beside the image and
+# the base, zstd --patch-from of the image, xdelta3 and bsdiff of the runtime binary
+# alone, and the firmware delta a bundle carries (trellis-delta: the tree's changed files
+# as bsdiff patches, checked to rebuild the image bit for bit), each beside the image and
 # the whole bundle. One run.
 # Prints a table and writes it to BUILD_DIR/delta/delta.md.
 set -euo pipefail
@@ -20,29 +21,15 @@ cd "$(dirname "$0")/.."
 build=${1:?usage: bench-delta.sh BUILD_DIR}
 image=$build/twin/rootfs.squashfs
 out=$build/delta
-target=aarch64-unknown-linux-gnu
 [ -f "$image" ] || { echo "bench-delta: $image is missing (make twin-image)" >&2; exit 1; }
 for t in casync xdelta3 zstd unsquashfs mkfs.erofs bsdiff; do
   command -v "$t" >/dev/null || { echo "bench-delta: $t is missing (scripts/setup.sh --bench)" >&2; exit 1; }
 done
-top=$(pwd)
-bin=$top/target/$target/release/trellis-runtime
-[ -x "$bin" ] || { echo "bench-delta: $bin is missing (make cross-release)" >&2; exit 1; }
 rm -rf "$out"; mkdir -p "$out"
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-delta.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# The variants build into the checkout's target directory (its registry crates are
-# shared); cargo puts each build's runtime binary at the same path (a hard link to its
-# file in deps/), so the checkout's is kept aside and put back as a file of its own.
-cp -a "$bin" "$work/trellis-runtime.checkout"
-trap 'rm -f "$bin"; cp -a "$work/trellis-runtime.checkout" "$bin"; rm -rf "$work"' EXIT
-
-# The source, copied (not the build trees): its workspace crates build apart from the
-# checkout's, the registry's crates are shared through the same target directory.
-src=$work/src
-mkdir -p "$src"
-tar -C . --exclude=./target --exclude=./build --exclude=./output --exclude=./.git -cf - . | tar -C "$src" -xf -
-unsquashfs -q -no-progress -d "$work/tree" "$image" >/dev/null
+# The base and the variants, from one copy of the source (scripts/runtime-variant.sh).
+DEVICE_SELECTION=${DEVICE_SELECTION:-} scripts/runtime-variant.sh "$build" "$work/img" base constant log-line
 bundle_size=$(stat -c %s "$build/twin/update.raucb" 2>/dev/null || echo 0)
 
 mib() { awk -v b="$1" 'BEGIN { printf "%.2f MiB", b / 1048576 }'; }
@@ -62,38 +49,14 @@ PY
 
 
 {
-  echo "| change | image | RAUC block-hash-index | the same on EROFS | casync (64 KiB chunks) | xdelta3 of the image | zstd --patch-from | xdelta3 of the runtime binary | bsdiff of the runtime binary |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| change | image | RAUC block-hash-index | the same on EROFS | casync (64 KiB chunks) | xdelta3 of the image | zstd --patch-from | xdelta3 of the runtime binary | bsdiff of the runtime binary | trellis-delta (the tree's changes, rebuilt bit for bit) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
 } >"$out/delta.md"
 
-base=$work/base.squashfs
+base=$work/img/base.squashfs
 for kind in base constant log-line; do
-  cp firmware/runtime/src/device.rs "$src/firmware/runtime/src/device.rs"
-  case $kind in
-    base) ;;
-    constant)
-      sed -i 's/^pub const REBOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);/pub const REBOOT_GRACE: std::time::Duration = std::time::Duration::from_secs(2);/' \
-        "$src/firmware/runtime/src/device.rs" ;;
-    log-line)
-      sed -i 's/^        std::thread::sleep(REBOOT_GRACE);/        tracing::info!("rebooting into the trial in {} ms", REBOOT_GRACE.as_millis());\n        std::thread::sleep(REBOOT_GRACE);/' \
-        "$src/firmware/runtime/src/device.rs" ;;
-  esac
-  if [ "$kind" != base ] && cmp -s firmware/runtime/src/device.rs "$src/firmware/runtime/src/device.rs"; then
-    echo "bench-delta: the $kind change did not apply to firmware/runtime/src/device.rs" >&2; exit 1
-  fi
-  echo "bench-delta: building the runtime with the $kind change"
-  start=$(date +%s)
-  rm -f "$bin"
-  (cd "$src" && CARGO_TARGET_DIR=$top/target \
-    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-    cargo build -q --release --target "$target" --no-default-features -p trellis-runtime --features trellis-runtime/linux) \
-    >/dev/null 2>"$work/build.log" || true
-  [ -x "$bin" ] || { tail -20 "$work/build.log" >&2; echo "bench-delta: the $kind build failed" >&2; exit 1; }
-  echo "bench-delta: built in $(( $(date +%s) - start )) s"
-  cp -a "$work/tree" "$work/new"
-  install -m 0755 "$bin" "$work/new/usr/bin/trellis-runtime"
-  aarch64-linux-gnu-strip "$work/new/usr/bin/trellis-runtime"
-  scripts/twin-squashfs.sh "$work/new" "$work/$kind.squashfs"
+  rm -rf "$work/new"
+  unsquashfs -q -no-progress -d "$work/new" "$work/img/$kind.squashfs" >/dev/null
   mkfs.erofs --quiet -zlz4hc -T"$(sed -n 's/^TRELLIS_BUILD_TIME=//p' "$work/new/etc/trellis/release")" --all-root \
     -U 6f1d1a2e-7c2b-4b7e-9d35-5a1f0c3e2b10 "$work/$kind.erofs" "$work/new" >/dev/null
   if [ "$kind" = base ]; then
@@ -102,22 +65,24 @@ for kind in base constant log-line; do
     find "$work/store" -name '*.cacnk' -printf '%P\n' | sort >"$work/base.chunks"
     continue
   fi
-  size=$(stat -c %s "$work/$kind.squashfs")
-  blocks=$(( $(missing_blocks "$base" "$work/$kind.squashfs") * 4096 ))
+  image=$work/img/$kind.squashfs
+  size=$(stat -c %s "$image")
+  blocks=$(( $(missing_blocks "$base" "$image") * 4096 ))
   erofs_blocks=$(( $(missing_blocks "$work/base.erofs" "$work/$kind.erofs") * 4096 ))
   rm -rf "$work/store2"; cp -a "$work/store" "$work/store2"
-  casync make --store="$work/store2" "$work/$kind.caibx" "$work/$kind.squashfs" >/dev/null 2>&1
+  casync make --store="$work/store2" "$work/$kind.caibx" "$image" >/dev/null 2>&1
   casync_bytes=$(comm -13 "$work/base.chunks" <(find "$work/store2" -name '*.cacnk' -printf '%P\n' | sort) \
     | (cd "$work/store2" && xargs -r stat -c %s) | awk '{ s += $1 } END { print s + 0 }')
   casync_bytes=$(( casync_bytes + $(stat -c %s "$work/$kind.caibx") ))
-  xdelta3 -e -9 -f -s "$base" "$work/$kind.squashfs" "$work/$kind.xd3"
-  zstd -q -19 --long=27 --patch-from="$base" -f "$work/$kind.squashfs" -o "$work/$kind.zst" 2>/dev/null
+  xdelta3 -e -9 -f -s "$base" "$image" "$work/$kind.xd3"
+  zstd -q -19 --long=27 --patch-from="$base" -f "$image" -o "$work/$kind.zst" 2>/dev/null
   xdelta3 -e -9 -f -s "$work/base/usr/bin/trellis-runtime" "$work/new/usr/bin/trellis-runtime" "$work/$kind.bin.xd3"
   bsdiff "$work/base/usr/bin/trellis-runtime" "$work/new/usr/bin/trellis-runtime" "$work/$kind.bsdiff"
+  scripts/twin-squashfs.sh --delta "$base" "$image" "$work/$kind.delta" >/dev/null
   rm -rf "$work/new"
   row="| $kind | $(mib "$size") (EROFS $(mib "$(stat -c %s "$work/$kind.erofs")")) |"
   for b in "$blocks" "$erofs_blocks" "$casync_bytes" "$(stat -c %s "$work/$kind.xd3")" "$(stat -c %s "$work/$kind.zst")" \
-    "$(stat -c %s "$work/$kind.bin.xd3")" "$(stat -c %s "$work/$kind.bsdiff")"; do
+    "$(stat -c %s "$work/$kind.bin.xd3")" "$(stat -c %s "$work/$kind.bsdiff")" "$(stat -c %s "$work/$kind.delta")"; do
     row="$row $(mib "$b") ($(pct "$b" "$size") of the image$( [ "$bundle_size" -gt 0 ] && echo ", $(pct "$b" "$bundle_size") of the bundle")) |"
   done
   echo "$row" >>"$out/delta.md"

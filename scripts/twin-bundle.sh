@@ -12,6 +12,10 @@
 # package, `apps: trellis:app@0.1.2`), where `trellis fleet release create` reads it into the
 # release (a field of the description, which every RAUC reads, rather than a [meta] section,
 # which the host's RAUC 1.8 that makes the bundle does not write); APP_INTERFACE replaces it.
+# DELTA_FROM names the root filesystem image of a release the bundle updates from: the
+# bundle then carries the firmware delta from it (rootfs.delta, scripts/twin-squashfs.sh
+# --delta), from which a device running that release rebuilds the new image in RAUC's
+# pre-install handler instead of fetching its blocks.
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +47,10 @@ mcopy -s -m -n -i "$boot_image" '::*' "$content/boot/" \
 scripts/boot-tar.sh "$content/boot" "$content/boot.tar"
 rm -rf "${content:?}/boot"
 cp "$rootfs_image" "$content/rootfs.squashfs"
+if [ -n "${DELTA_FROM:-}" ]; then
+  [ -f "$DELTA_FROM" ] || { echo "twin-bundle: DELTA_FROM=$DELTA_FROM is missing" >&2; exit 1; }
+  scripts/twin-squashfs.sh --delta "$DELTA_FROM" "$rootfs_image" "$content/rootfs.delta"
+fi
 cp "$board/rauc/hook.sh" "$content/hook.sh"
 chmod +x "$content/hook.sh"
 cat >"$content/manifest.raucm" <<MANIFEST

@@ -20,7 +20,7 @@ cache=${TRELLIS_CACHE:-$HOME/.cache/trellis}/debs
 readelf=aarch64-linux-gnu-readelf
 strip=aarch64-linux-gnu-strip
 
-for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot" "$bins/trellis"; do
+for f in "$bins/trellis-init" "$bins/trellis-runtime" "$bins/trellis-boot" "$bins/trellis-delta" "$bins/trellis"; do
   [ -x "$f" ] || { echo "twin-rootfs: $f is missing (make cross-release)" >&2; exit 1; }
 done
 ls "$build"/apps/*.wasm >/dev/null 2>&1 || { echo "twin-rootfs: no apps in $build/apps (make apps)" >&2; exit 1; }
@@ -42,8 +42,9 @@ ln -s /run "$stage/var/run"
 install -m 0755 "$bins/trellis-init" "$stage/sbin/init"
 install -m 0755 "$bins/trellis-runtime" "$stage/usr/bin/trellis-runtime"
 install -m 0755 "$bins/trellis-boot" "$stage/usr/bin/trellis-boot"
+install -m 0755 "$bins/trellis-delta" "$stage/usr/bin/trellis-delta"
 install -m 0755 "$bins/trellis" "$stage/usr/bin/trellis"
-"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot" "$stage/usr/bin/trellis"
+"$strip" "$stage/sbin/init" "$stage/usr/bin/trellis-runtime" "$stage/usr/bin/trellis-boot" "$stage/usr/bin/trellis-delta" "$stage/usr/bin/trellis"
 cp -a rootfs-overlay/. "$stage/"
 rm -f "$stage/README.md"
 # The board's configuration, keyring and release file, as Buildroot's post-build hook
@@ -63,7 +64,7 @@ fi
 
 # Programs from the Debian packages (path in the package = path in the rootfs).
 programs=(usr/bin/dbus-daemon sbin/mkfs.f2fs sbin/fsck.f2fs sbin/mkfs.vfat bin/busybox usr/sbin/chronyd
-  usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon sbin/tc)
+  usr/bin/gpioinfo usr/bin/gpioget usr/bin/gpioset usr/bin/gpiomon sbin/tc usr/bin/mksquashfs usr/bin/unsquashfs)
 for p in "${programs[@]}"; do
   [ -e "$sysroot/$p" ] || { echo "twin-rootfs: $p is not in the Debian packages" >&2; exit 1; }
   mkdir -p "$stage/$(dirname "$p")"
@@ -106,7 +107,8 @@ while IFS= read -r applet; do
 done < <(qemu-aarch64-static "$stage/bin/busybox" --list-full)
 
 # 3. Every program runs: checked under qemu-user against this tree only.
-for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/trellis --version" "usr/bin/rauc --version" \
+for p in "sbin/init --version" "usr/bin/trellis-runtime --version" "usr/bin/trellis-boot --version" "usr/bin/trellis-delta --version" \
+  "usr/bin/mksquashfs -version" "usr/bin/trellis --version" "usr/bin/rauc --version" \
   "usr/bin/dbus-daemon --version" "sbin/mkfs.f2fs -V" "usr/sbin/chronyd --version"; do
   read -r -a cmd <<<"$p"
   if ! qemu-aarch64-static -L "$stage" "$stage/${cmd[0]}" "${cmd[@]:1}" >/dev/null 2>&1; then

@@ -11,18 +11,34 @@
 #       blocks instead of 128 KiB: no 4 KiB block is the same, everything is fetched
 #   twin-variant-bundle.sh BUILD_DIR reblocked OUT  the same with 32 KiB blocks: nothing
 #       in common with the image nor with `rebuilt` (installed over a slot holding it)
+#   twin-variant-bundle.sh BUILD_DIR code-base OUT  the image's root filesystem with its
+#       runtime rebuilt from a copy of the source (BUILD_DIR/twin/variants/base.squashfs,
+#       make runtime-variants)
+#   twin-variant-bundle.sh BUILD_DIR code-line OUT  the same with one line of the runtime's
+#       code changed (variants/log-line.squashfs), and the firmware delta from code-base
 # VERSION names the bundle's version (default: the kind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-usage="usage: twin-variant-bundle.sh BUILD_DIR small|tweaked|bootfile|rebuilt|reblocked OUT"
+usage="usage: twin-variant-bundle.sh BUILD_DIR small|tweaked|bootfile|rebuilt|reblocked|code-base|code-line OUT"
 build=${1:?$usage}
 kind=${2:?$usage}
 out=${3:?$usage}
 twin=$build/twin
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-variant.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-unsquashfs -q -no-progress -d "$work/root" "$twin/rootfs.squashfs" >/dev/null
+variants=$twin/variants
 case $kind in
+  code-base | code-line)
+    image=$variants/base.squashfs
+    [ "$kind" = code-line ] && image=$variants/log-line.squashfs
+    [ -f "$image" ] || { echo "twin-variant-bundle: $image is missing (make runtime-variants)" >&2; exit 1; }
+    cp "$image" "$work/rootfs.squashfs"
+    if [ "$kind" = code-line ]; then export DELTA_FROM=$variants/base.squashfs; fi
+    ;;
+  *) unsquashfs -q -no-progress -d "$work/root" "$twin/rootfs.squashfs" >/dev/null ;;
+esac
+case $kind in
+  code-base | code-line) ;;
   small | tweaked)
     echo "TRELLIS_VARIANT=$kind" >>"$work/root/etc/trellis/release"
     scripts/twin-squashfs.sh "$work/root" "$work/rootfs.squashfs"

@@ -45,6 +45,14 @@ pub const AUTOBOOT_MOUNT: &str = "/run/trellis/autoboot";
 /// Where the slot hook mounts a boot slot to rewrite its `cmdline.txt`.
 pub const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
 
+/// RAUC's system configuration (its `data-directory` holds each slot's stored
+/// block hash index).
+pub const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
+/// Where RAUC's pre-install handler (`trellis-delta rauc-pre-install`) unpacks
+/// the running root filesystem to rebuild the new one from a delta: tmpfs, removed
+/// after each install.
+pub const DELTA_WORK: &str = "/run/trellis/delta";
+
 /// The user database (the streaming sandbox user's ids are read from it).
 pub const PASSWD: &str = "/etc/passwd";
 /// RAUC's streaming sandbox user (`[streaming] sandbox-user` in its

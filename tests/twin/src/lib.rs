@@ -284,6 +284,25 @@ impl Twin {
         self.boot()
     }
 
+    /// After an install of firmware `version`: the device restarts into the
+    /// trial by itself (within `wait`), the example apps run, the health gate
+    /// commits, and `trellis device status` says so. Returns the new boot.
+    ///
+    /// # Errors
+    /// The device does not restart, the apps or the commit do not come in time.
+    ///
+    /// # Panics
+    /// The status does not name `version` as committed.
+    pub fn trial_committed(&mut self, device: Guest, wait: Duration, version: &str) -> Result<Guest, Error> {
+        let mut device = self.restarted(device, wait)?;
+        device.wait_apps_running(&EXAMPLES)?;
+        device.seen("phase=Committed", BOOT_TIMEOUT)?;
+        device.wait_console()?;
+        let s = device.sh("trellis device status")?;
+        assert!(s.contains(&format!("last update: committed: {version}")), "{s}");
+        Ok(device)
+    }
+
     /// A boot whose kernel never gets going: when no kernel line comes within
     /// `wait`, the power is cycled, as a person or an external watchdog would;
     /// the firmware then boots the primary slot. Returns the new boot.

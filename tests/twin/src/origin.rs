@@ -112,19 +112,24 @@ impl Origin {
         self.state.requests.load(Ordering::SeqCst)
     }
 
-    /// Bytes of `file` asked for at least once (the union of the ranges
-    /// asked for): what a reader that never reads a byte twice would fetch.
+    /// The byte ranges of `file` asked for so far (first, last), in order.
     #[must_use]
-    pub fn distinct(&self, file: &str) -> u64 {
-        let mut ranges: Vec<(u64, u64)> = self
-            .state
+    pub fn ranges(&self, file: &str) -> Vec<(u64, u64)> {
+        self.state
             .ranges
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter(|(f, _, _)| f == file)
             .map(|(_, a, b)| (*a, *b))
-            .collect();
+            .collect()
+    }
+
+    /// Bytes of `file` asked for at least once (the union of the ranges
+    /// asked for): what a reader that never reads a byte twice would fetch.
+    #[must_use]
+    pub fn distinct(&self, file: &str) -> u64 {
+        let mut ranges = self.ranges(file);
         ranges.sort_unstable();
         let (mut total, mut end) = (0, 0);
         for (first, last) in ranges {

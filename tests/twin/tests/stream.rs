@@ -83,12 +83,7 @@ fn install_and_commit(twin: &mut Twin, mut device: Guest, url: &str, version: &s
     device.wait_for("running as UID 990, GID 990", Duration::from_secs(300))?;
     let fetched = chunks_fetched(&mut device)?;
     device.wait_for(&format!("installed {version} into slot"), Duration::from_secs(900))?;
-    let mut device = twin.restarted(device, Duration::from_secs(120))?;
-    device.wait_apps_running(&EXAMPLES)?;
-    device.seen("phase=Committed", BOOT_TIMEOUT)?;
-    device.wait_console()?;
-    let s = device.sh("trellis device status")?;
-    assert!(s.contains(&format!("last update: committed: {version}")), "{s}");
+    let device = twin.trial_committed(device, Duration::from_secs(120), version)?;
     Ok((device, fetched))
 }
 
@@ -334,12 +329,7 @@ fn streamed_installs_fetch_only_what_changed_and_resume_after_cuts() -> Outcome 
     // attempt read and had not written yet (1.45 when each attempt fetched
     // boot.tar again).
     assert!(fetched < rebuilt * 12 / 10, "{fetched} bytes fetched for a {rebuilt}-byte bundle cut three times");
-    let mut device = twin.restarted(device, Duration::from_secs(120))?;
-    device.wait_apps_running(&EXAMPLES)?;
-    device.seen("phase=Committed", BOOT_TIMEOUT)?;
-    device.wait_console()?;
-    let s = device.sh("trellis device status")?;
-    assert!(s.contains("last update: committed: 2.2.0-rebuilt"), "{s}");
+    let mut device = twin.trial_committed(device, Duration::from_secs(120), "2.2.0-rebuilt")?;
     nothing_stored(&mut device)?;
 
     // 3. A power cut at 60 % of a bundle that shares no block with either
