@@ -4,9 +4,10 @@
 # For each KIND, OUT/KIND.squashfs: BUILD_DIR/twin/rootfs.squashfs with the runtime
 # built for aarch64 (release, stripped) from a copy of the checkout, unchanged (base)
 # or with one line of firmware/runtime/src/device.rs changed, packed the way every
-# twin image is (scripts/twin-squashfs.sh). All kinds come from the same copy: a build
-# from another path names its symbols differently, so only images of one copy differ
-# by the change alone. What the change is:
+# twin image is (scripts/twin-squashfs.sh). All kinds come from the same copy, whose
+# workspace crates have a version of their own (0.1.0-variant): they build apart from
+# the checkout's in the same target directory and never take their place, and the
+# images of two kinds differ by the change alone. What the change is:
 #   constant  REBOOT_GRACE 1 s -> 2 s (one immediate in the code)
 #   log-line  one tracing::info! line added where the runtime reboots into a trial
 #             (it logs "rebooting into the trial in 1000 ms")
@@ -47,11 +48,16 @@ put_back() {
 }
 trap put_back EXIT
 
-# The source, copied (not the build trees) to a path of its own: its workspace crates
-# build apart from the checkout's, the registry's crates are shared.
+# The source, copied (not the build trees), its workspace crates given a version of
+# their own (above); the registry's crates are shared.
 src=$work/src
 mkdir -p "$src"
 tar -C . --exclude=./target --exclude=./build --exclude=./output --exclude=./.git -cf - . | tar -C "$src" -xf -
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"$/\1/p' Cargo.toml)
+[ -n "$version" ] || { echo "runtime-variant: Cargo.toml's [workspace.package] has no version" >&2; exit 1; }
+sed -i "/^\[workspace.package\]/,/^\[/s/^version = \"$version\"$/version = \"$version-variant\"/" "$src/Cargo.toml"
+grep -q "^version = \"$version-variant\"$" "$src/Cargo.toml" \
+  || { echo "runtime-variant: could not give the copy a version of its own" >&2; exit 1; }
 unsquashfs -q -no-progress -d "$work/tree" "$image" >/dev/null
 
 for kind in "$@"; do

@@ -14,8 +14,8 @@
 # which the host's RAUC 1.8 that makes the bundle does not write); APP_INTERFACE replaces it.
 # DELTA_FROM names the root filesystem image of a release the bundle updates from: the
 # bundle then carries the firmware delta from it (rootfs.delta, scripts/twin-squashfs.sh
-# --delta), from which a device running that release rebuilds the new image in RAUC's
-# pre-install handler instead of fetching its blocks.
+# --delta), from which a device running that release rebuilds the new image in the
+# bundle's slot hook (hooks=pre-install) instead of fetching its blocks.
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +73,7 @@ hooks=post-install
 [image.rootfs]
 filename=rootfs.squashfs
 adaptive=block-hash-index
+hooks=pre-install
 MANIFEST
 rm -f "$out"
 rauc bundle --cert="$cert" --key="$key" --keyring="$keyring" "$content" "$out" >/dev/null

@@ -27,6 +27,8 @@ twin=$build/twin
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-variant.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 variants=$twin/variants
+# Only code-line carries a delta, whatever the caller's environment says.
+unset DELTA_FROM
 case $kind in
   code-base | code-line)
     image=$variants/base.squashfs

@@ -47,6 +47,69 @@ pub struct Recipe {
     pub sort: Option<String>,
 }
 
+/// mksquashfs options a recipe may hold without a value, and with one (and what
+/// the value may be). Nothing else: the recipe runs as root on the device, and
+/// mksquashfs would take a stray path for a source, or run a pseudo file's command.
+const RECIPE_FLAGS: &[&str] = &[
+    "-noappend",
+    "-all-root",
+    "-quiet",
+    "-no-progress",
+    "-nopad",
+    "-no-xattrs",
+    "-xattrs",
+    "-no-fragments",
+    "-always-use-fragments",
+    "-no-duplicates",
+    "-exports",
+    "-no-exports",
+    "-no-sparse",
+];
+const RECIPE_OPTIONS: &[&str] = &["-comp", "-b", "-mkfs-time", "-all-time", "-processors", "-Xcompression-level"];
+const COMPRESSORS: &[&str] = &["gzip", "lzo", "lz4", "xz", "zstd", "lzma"];
+
+impl Recipe {
+    /// Refuses a recipe with an option not in the lists above, a value that is
+    /// not a compressor's name or a number (a block size may end in K or M), an
+    /// environment variable other than `SOURCE_DATE_EPOCH` (a number), or no
+    /// `-noappend` (a slot holding an image would be appended to).
+    pub fn check(&self) -> Result<(), String> {
+        let number = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+        let mut args = self.args.iter();
+        let mut noappend = false;
+        while let Some(a) = args.next() {
+            if RECIPE_FLAGS.contains(&a.as_str()) {
+                noappend |= a == "-noappend";
+                continue;
+            }
+            if !RECIPE_OPTIONS.contains(&a.as_str()) {
+                return Err(format!("mksquashfs option {a:?} is not one a recipe may hold"));
+            }
+            let v = args.next().ok_or_else(|| format!("mksquashfs option {a} has no value"))?;
+            let ok = match a.as_str() {
+                "-comp" => COMPRESSORS.contains(&v.as_str()),
+                "-b" => number(v.trim_end_matches(['K', 'M', 'k', 'm'])),
+                _ => number(v),
+            };
+            if !ok {
+                return Err(format!("mksquashfs option {a} {v:?}: not a valid value"));
+            }
+        }
+        if !noappend {
+            return Err("the recipe has no -noappend".into());
+        }
+        for (k, v) in &self.env {
+            if k != "SOURCE_DATE_EPOCH" || !number(v) {
+                return Err(format!("environment {k}={v:?}: only SOURCE_DATE_EPOCH, a number"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file of a delta larger than this is refused (it is held in memory).
+pub const MAX_FILE: u64 = 1 << 30;
+
 /// What a tree entry carries besides its content: permission bits, owner, time.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Meta {
@@ -196,15 +259,46 @@ impl Delta {
         let header: Header = serde_json::from_slice(&json).map_err(|e| bad(format!("header: {e}")))?;
         let payload_at = 12 + u64::from(len);
         let delta = Delta { header, path: path.to_path_buf(), file, payload_at, payload_len: total - payload_at };
+        delta.header.recipe.check().map_err(|e| bad(format!("recipe: {e}")))?;
+        // Paths once each, the root only as a directory, every directory before
+        // what is in it: applying then goes through nothing but the directories
+        // it made or found.
+        let mut dirs = std::collections::HashSet::from([String::new()]);
+        let mut seen = std::collections::HashSet::new();
         for entry in &delta.header.entries {
-            if let Node::File { content: Content::Patch { at, len, .. } | Content::Data { at, len }, .. } = &entry.node
-                && at.checked_add(*len).is_none_or(|end| end > delta.payload_len)
-            {
-                return Err(bad(format!(
-                    "entry {:?} points past the payload's {} bytes",
-                    entry.path, delta.payload_len
-                )));
+            let p = &entry.path;
+            if !seen.insert(p.as_str()) {
+                return Err(bad(format!("entry {p:?} is there twice")));
             }
+            if p.is_empty() {
+                if entry.node != Node::Dir {
+                    return Err(bad("the root entry is not a directory".into()));
+                }
+                continue;
+            }
+            let parent = p.rsplit_once('/').map_or("", |(d, _)| d);
+            if !dirs.contains(parent) {
+                return Err(bad(format!("entry {p:?} comes before its directory {parent:?}")));
+            }
+            match &entry.node {
+                Node::Dir => {
+                    dirs.insert(p.clone());
+                }
+                Node::File { size, content, .. } => {
+                    if *size > MAX_FILE {
+                        return Err(bad(format!("entry {p:?} is {size} bytes, over {MAX_FILE}")));
+                    }
+                    if let Content::Patch { at, len, .. } | Content::Data { at, len } = content
+                        && at.checked_add(*len).is_none_or(|end| end > delta.payload_len)
+                    {
+                        return Err(bad(format!("entry {p:?} points past the payload's {} bytes", delta.payload_len)));
+                    }
+                }
+                Node::Symlink { .. } => {}
+            }
+        }
+        if delta.header.removed.iter().any(String::is_empty) {
+            return Err(bad("the root cannot be removed".into()));
         }
         Ok(delta)
     }

@@ -20,7 +20,8 @@
 //! - [`tree`]: comparing two trees and applying a delta to a tree.
 //! - [`squashfs`]: unpacking and packing images with squashfs-tools, and the whole
 //!   rebuild (`rebuild`) that both the maker's check and the device run.
-//! - [`rauc`]: RAUC's pre-install handler: which slot to rebuild from and into.
+//! - [`rauc`]: the bundle's slot hook before RAUC writes the root filesystem:
+//!   which slot to rebuild from, into the slot RAUC is about to write.
 
 pub mod error;
 pub mod format;

@@ -1,5 +1,5 @@
 //! `trellis-delta`: make a firmware delta on the build machine, rebuild an image
-//! from one, show one, and RAUC's pre-install handler on the device.
+//! from one, show one, and the bundle's slot hook on the device.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use trellis_delta::format::{Delta, Recipe};
-use trellis_delta::rauc::{self, HandlerEnv, Outcome};
+use trellis_delta::rauc::{self, HookEnv, Outcome, SystemConf};
 use trellis_delta::squashfs::{self, Tools};
 
 #[derive(Parser)]
@@ -59,9 +59,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// RAUC's pre-install handler (`[handlers] pre-install=` in system.conf).
-    /// Never fails the install: what it cannot do, RAUC fetches.
-    RaucPreInstall,
+    /// The bundle's slot hook before RAUC writes the root filesystem
+    /// (`slot-pre-install`). Never fails the install: what it cannot rebuild,
+    /// RAUC fetches.
+    RaucSlotPreInstall,
 }
 
 fn main() -> ExitCode {
@@ -142,32 +143,47 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
-        Command::RaucPreInstall => {
-            let env = HandlerEnv::from_vars(|k| std::env::var(k).ok()).context("trellis-delta rauc-pre-install")?;
-            let conf = trellis_layout::paths::RAUC_SYSTEM_CONF;
-            let data_dir = std::fs::read_to_string(conf).ok().and_then(|t| rauc::data_directory(&t));
-            let work = PathBuf::from(trellis_layout::paths::DELTA_WORK);
-            for outcome in rauc::pre_install(&env, data_dir.as_deref(), &tools, &work) {
-                match outcome {
-                    Ok(Outcome::NoDelta { slot }) => tracing::info!("slot {slot}: no delta in the bundle"),
-                    Ok(Outcome::NoBase { slot, delta }) => {
-                        tracing::info!("slot {slot}: no other slot holds the base of {}", delta.display());
-                    }
-                    Ok(Outcome::Rebuilt { slot, from, delta, identical, millis }) => tracing::info!(
-                        "slot {slot}: rebuilt from slot {from} and {} in {millis} ms: {}",
-                        delta.display(),
-                        if identical {
-                            "the bundle's image, bit for bit"
-                        } else {
-                            "not the bundle's image; RAUC fetches what differs"
-                        }
-                    ),
-                    Err(e) => tracing::warn!("{e}; RAUC fetches what the slots lack"),
-                }
-            }
-        }
+        Command::RaucSlotPreInstall => slot_pre_install(&tools),
     }
     Ok(())
+}
+
+/// The slot hook: every outcome and error is logged (RAUC shows the hook's
+/// output in its log), none fails the install.
+fn slot_pre_install(tools: &Tools) {
+    let env = match HookEnv::from_vars(|k| std::env::var(k).ok()) {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!("{e}; RAUC fetches what the slots lack");
+            return;
+        }
+    };
+    let conf_path = trellis_layout::paths::RAUC_SYSTEM_CONF;
+    let conf = match std::fs::read_to_string(conf_path) {
+        Ok(text) => SystemConf::parse(&text),
+        Err(e) => {
+            tracing::warn!("{conf_path}: {e}; RAUC fetches what the slots lack");
+            return;
+        }
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let work = PathBuf::from(trellis_layout::paths::DELTA_WORK);
+    match rauc::slot_pre_install(&env, &conf, tools, &work, &mountinfo) {
+        Ok(Outcome::NoDelta { slot }) => tracing::info!("slot {slot}: no delta in the bundle"),
+        Ok(Outcome::NoBase { slot, delta }) => {
+            tracing::info!("slot {slot}: no other slot holds the base of {}", delta.display());
+        }
+        Ok(Outcome::Rebuilt { slot, from, delta, identical, millis }) => tracing::info!(
+            "slot {slot}: rebuilt from slot {from} and {} in {millis} ms: {}",
+            delta.display(),
+            if identical {
+                "the bundle's image, bit for bit"
+            } else {
+                "not the bundle's image; RAUC fetches what differs"
+            }
+        ),
+        Err(e) => tracing::warn!("slot {}: {e}; RAUC fetches what the slots lack", env.slot.name),
+    }
 }
 
 /// A scratch directory under the system's temporary directory, removed on drop.

@@ -1,15 +1,18 @@
-//! RAUC's pre-install handler (`[handlers] pre-install=` in `system.conf`).
+//! The bundle's slot hook before RAUC writes the root filesystem
+//! (`[image.rootfs] hooks=pre-install`, the bundle's `hook.sh`:
+//! `trellis-delta rauc-slot-pre-install`).
 //!
-//! RAUC runs it after it has checked and mounted the bundle (for a streamed
-//! bundle: through the network block device, so only what is read is fetched)
-//! and before it writes any slot. For each target slot whose image has a delta in
-//! the bundle (a `*.delta` file at the bundle's root whose new image is the one
-//! RAUC is about to install), and another slot of the same class holding the
-//! delta's base, the handler rebuilds the image into the target slot and removes
-//! the slot's stored block hash index, so RAUC's adaptive install hashes the slot
-//! afresh, finds the image's blocks there and fetches none of them. Whatever
-//! happens, the install goes on: RAUC checks every block it takes from a slot
-//! against the bundle's signed hash index and fetches the ones that differ.
+//! RAUC runs it once it has checked the bundle (signature, compatible, version),
+//! marked the target slot non-bootable and its status pending, and before it
+//! writes the slot; for a streamed bundle, through the network block device, so
+//! only what is read is fetched. When the bundle has a delta (a `*.delta` file at
+//! its root) whose new image is the one RAUC is about to write, and another slot
+//! of the class holds the delta's base, the hook rebuilds the image into the
+//! target slot and removes the slot's stored block hash index, so RAUC's adaptive
+//! install hashes the slot afresh, finds the image's blocks there and fetches
+//! none of them. Whatever happens, the install goes on (the hook's caller never
+//! fails it): RAUC checks every block it takes from a slot against the bundle's
+//! signed hash index and fetches the ones that differ.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,7 +21,7 @@ use crate::Error;
 use crate::format::Delta;
 use crate::squashfs::{self, Tools};
 
-/// A slot as RAUC's handler environment describes it.
+/// A slot of RAUC's `system.conf`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Slot {
     pub name: String,
@@ -26,75 +29,79 @@ pub struct Slot {
     pub device: PathBuf,
 }
 
-/// A slot RAUC is about to write, and the image it writes there.
+/// What RAUC tells the slot hook: the bundle's mount point, the slot it is about
+/// to write and the image it writes there.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
+pub struct HookEnv {
+    pub bundle: PathBuf,
     pub slot: Slot,
     pub image: String,
     /// The image's SHA-256 from the bundle's manifest.
     pub digest: String,
 }
 
-/// What RAUC tells a handler: the bundle's mount point, every slot, the targets.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HandlerEnv {
-    pub bundle: PathBuf,
-    pub slots: Vec<Slot>,
-    pub targets: Vec<Target>,
+impl HookEnv {
+    /// From RAUC's slot hook variables (`RAUC_BUNDLE_MOUNT_POINT`,
+    /// `RAUC_SLOT_{NAME,CLASS,DEVICE}`, `RAUC_IMAGE_{NAME,DIGEST}`), read through
+    /// `var`.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<HookEnv, Error> {
+        let need =
+            |name: &str| var(name).filter(|v| !v.is_empty()).ok_or_else(|| Error::Env(format!("{name} is not set")));
+        Ok(HookEnv {
+            bundle: PathBuf::from(need("RAUC_BUNDLE_MOUNT_POINT")?),
+            slot: Slot {
+                name: need("RAUC_SLOT_NAME")?,
+                class: need("RAUC_SLOT_CLASS")?,
+                device: PathBuf::from(need("RAUC_SLOT_DEVICE")?),
+            },
+            image: need("RAUC_IMAGE_NAME")?,
+            digest: need("RAUC_IMAGE_DIGEST")?,
+        })
+    }
 }
 
-impl HandlerEnv {
-    /// From RAUC's variables (`RAUC_BUNDLE_MOUNT_POINT`, `RAUC_SLOTS`,
-    /// `RAUC_TARGET_SLOTS`, `RAUC_SLOT_{NAME,CLASS,DEVICE}_N`,
-    /// `RAUC_IMAGE_{NAME,DIGEST}_N`), read through `var`.
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<HandlerEnv, Error> {
-        let need = |name: &str| var(name).ok_or_else(|| Error::Env(format!("{name} is not set")));
-        let bundle = PathBuf::from(need("RAUC_BUNDLE_MOUNT_POINT")?);
-        let slot = |n: &str| -> Result<Slot, Error> {
-            Ok(Slot {
-                name: need(&format!("RAUC_SLOT_NAME_{n}"))?,
-                class: need(&format!("RAUC_SLOT_CLASS_{n}"))?,
-                device: PathBuf::from(need(&format!("RAUC_SLOT_DEVICE_{n}"))?),
-            })
-        };
-        let slots = need("RAUC_SLOTS")?.split_whitespace().map(slot).collect::<Result<Vec<_>, _>>()?;
-        let mut targets = Vec::new();
-        for n in need("RAUC_TARGET_SLOTS")?.split_whitespace() {
-            // A target slot of a class the bundle has no image for has no name.
-            let (Some(image), Some(digest)) =
-                (var(&format!("RAUC_IMAGE_NAME_{n}")), var(&format!("RAUC_IMAGE_DIGEST_{n}")))
-            else {
-                continue;
-            };
-            if image.is_empty() || digest.is_empty() {
+/// What the hook needs of `system.conf`: every slot, and `[system]`'s
+/// `data-directory`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SystemConf {
+    pub slots: Vec<Slot>,
+    pub data_directory: Option<PathBuf>,
+}
+
+impl SystemConf {
+    /// From the text of `system.conf` (an INI file; `[slot.CLASS.N]` sections
+    /// with `device=`).
+    pub fn parse(text: &str) -> SystemConf {
+        let mut conf = SystemConf::default();
+        let mut section = String::new();
+        for line in text.lines().map(str::trim) {
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_string();
                 continue;
             }
-            targets.push(Target { slot: slot(n)?, image, digest });
+            let Some((key, value)) = line.split_once('=') else { continue };
+            let (key, value) = (key.trim(), value.trim());
+            if section == "system" && key == "data-directory" {
+                conf.data_directory = Some(PathBuf::from(value));
+            } else if key == "device"
+                && let Some(name) = section.strip_prefix("slot.")
+                && let Some((class, _)) = name.rsplit_once('.')
+            {
+                conf.slots.push(Slot {
+                    name: name.to_string(),
+                    class: class.to_string(),
+                    device: PathBuf::from(value),
+                });
+            }
         }
-        Ok(HandlerEnv { bundle, slots, targets })
+        conf
     }
 }
 
-/// `data-directory` of RAUC's `[system]` section, from the text of `system.conf`.
-pub fn data_directory(system_conf: &str) -> Option<PathBuf> {
-    let mut in_system = false;
-    for line in system_conf.lines().map(str::trim) {
-        if line.starts_with('[') {
-            in_system = line == "[system]";
-        } else if in_system
-            && let Some((k, v)) = line.split_once('=')
-            && k.trim() == "data-directory"
-        {
-            return Some(PathBuf::from(v.trim()));
-        }
-    }
-    None
-}
-
-/// What the handler did for one target slot.
+/// What the hook did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The bundle has no delta to this target's image.
+    /// The bundle has no delta to this image.
     NoDelta { slot: String },
     /// No other slot of the class holds the delta's base.
     NoBase { slot: String, delta: PathBuf },
@@ -143,37 +150,61 @@ pub fn remove_stored_indexes(data_dir: &Path, name: &str) -> Result<usize, Error
     Ok(removed)
 }
 
-/// Runs the handler for every target: rebuilds what it can (see the module's
-/// documentation). `data_dir` is RAUC's data directory, `work` scratch space on a
-/// file system with room for the unpacked tree (it is removed at the end).
-pub fn pre_install(
-    env: &HandlerEnv,
-    data_dir: Option<&Path>,
-    tools: &Tools,
-    work: &Path,
-) -> Vec<Result<Outcome, Error>> {
-    let mut out = Vec::new();
-    for target in &env.targets {
-        out.push(one(env, target, data_dir, tools, work));
+/// Whether the block device (or file) `device` is mounted, from the text of
+/// `/proc/self/mountinfo` (its major:minor, or its path for a file).
+fn mounted(device: &Path, mountinfo: &str) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = std::fs::metadata(device) else { return false };
+    if !meta.file_type().is_block_device() {
+        return false;
     }
-    let _ = std::fs::remove_dir_all(work);
-    out
+    let rdev = meta.rdev();
+    let id = format!("{}:{}", rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    mountinfo.lines().any(|l| l.split_whitespace().nth(2) == Some(id.as_str()))
 }
 
-fn one(
-    env: &HandlerEnv,
-    target: &Target,
-    data_dir: Option<&Path>,
+/// Runs the hook (see the module's documentation). `work` is scratch space on a
+/// file system with room for the unpacked tree (removed at the end), `mountinfo`
+/// the text of `/proc/self/mountinfo`.
+pub fn slot_pre_install(
+    env: &HookEnv,
+    conf: &SystemConf,
     tools: &Tools,
     work: &Path,
+    mountinfo: &str,
 ) -> Result<Outcome, Error> {
-    let slot = target.slot.name.clone();
-    let deltas = deltas_to(&env.bundle, &target.digest)?;
+    let result = rebuild_slot(env, conf, tools, work, mountinfo);
+    let _ = std::fs::remove_dir_all(work);
+    result
+}
+
+fn rebuild_slot(
+    env: &HookEnv,
+    conf: &SystemConf,
+    tools: &Tools,
+    work: &Path,
+    mountinfo: &str,
+) -> Result<Outcome, Error> {
+    let slot = env.slot.name.clone();
+    let deltas = deltas_to(&env.bundle, &env.digest)?;
     if deltas.is_empty() {
         return Ok(Outcome::NoDelta { slot });
     }
-    let others: Vec<&Slot> =
-        env.slots.iter().filter(|s| s.class == target.slot.class && s.device != target.slot.device).collect();
+    // The device node itself, not a link to it (init's stable names are links):
+    // mksquashfs writes into a block device, but would replace a link by a file.
+    let target = std::fs::canonicalize(&env.slot.device).map_err(|e| Error::io(&env.slot.device, e))?;
+    if mounted(&target, mountinfo) {
+        return Err(Error::Unsupported { path: target, reason: "the target slot is mounted".into() });
+    }
+    let others: Vec<&Slot> = conf
+        .slots
+        .iter()
+        .filter(|s| {
+            s.class == env.slot.class
+                && s.name != env.slot.name
+                && std::fs::canonicalize(&s.device).is_ok_and(|d| d != target)
+        })
+        .collect();
     // The first delta whose base another slot holds.
     let mut found = None;
     'deltas: for delta in &deltas {
@@ -193,21 +224,18 @@ fn one(
     };
     tracing::info!(
         "rebuilding {} ({}) in slot {slot} from slot {} and {}",
-        target.image,
-        target.digest,
+        env.image,
+        env.digest,
         base.name,
         delta.path().display()
     );
     // The slot's stored index describes what it holds now; from here on it will not.
-    if let Some(dir) = data_dir {
-        remove_stored_indexes(dir, &target.slot.name)?;
+    if let Some(dir) = &conf.data_directory {
+        remove_stored_indexes(dir, &env.slot.name)?;
     }
     std::fs::create_dir_all(work).map_err(|e| Error::io(work, e))?;
-    // The device node itself, not a link to it (init's stable names are links):
-    // mksquashfs writes into a block device, but would replace a link by a file.
-    let device = std::fs::canonicalize(&target.slot.device).map_err(|e| Error::io(&target.slot.device, e))?;
     let started = Instant::now();
-    let got = squashfs::rebuild(tools, &base.device, delta, work, &device)?;
+    let got = squashfs::rebuild(tools, &base.device, delta, work, &target)?;
     Ok(Outcome::Rebuilt {
         slot,
         from: base.name.clone(),

@@ -3,7 +3,7 @@
 //!
 //! The rebuild runs the same `mksquashfs` (version and options) that packed the
 //! new image: on the build machine to check the delta before it is shipped, on the
-//! device in RAUC's pre-install handler. squashfs-tools packs a tree to the same
+//! device in the bundle's slot hook. squashfs-tools packs a tree to the same
 //! bytes whatever the machine (amd64 and aarch64 give the same image), given the
 //! same options, times (`SOURCE_DATE_EPOCH`) and sort file.
 
@@ -108,16 +108,28 @@ pub fn make(tools: &Tools, base: &Path, new: &Path, recipe: &Recipe, work: &Path
     let (base_tree, new_tree) = (work.join("base"), work.join("new"));
     unpack(tools, base, &base_tree)?;
     unpack(tools, new, &new_tree)?;
+    recipe.check().map_err(|reason| Error::Format { path: out.to_path_buf(), reason: format!("recipe: {reason}") })?;
     let mut payload = Payload::default();
     let (removed, entries, stats) = tree::diff(&base_tree, &new_tree, &mut payload)?;
     let header = Header { base: base_id, image: new_id, recipe: recipe.clone(), removed, entries };
     payload.write(&header, out)?;
-    for t in [&base_tree, &new_tree] {
-        std::fs::remove_dir_all(t).map_err(|e| Error::io(t, e))?;
-    }
-    let check = work.join("check.squashfs");
-    let got = rebuild(tools, base, &Delta::open(out)?, work, &check)?;
-    std::fs::remove_file(&check).map_err(|e| Error::io(&check, e))?;
+    // From here on a delta that was not checked is not kept.
+    let checked = (|| {
+        for t in [&base_tree, &new_tree] {
+            std::fs::remove_dir_all(t).map_err(|e| Error::io(t, e))?;
+        }
+        let check = work.join("check.squashfs");
+        let got = rebuild(tools, base, &Delta::open(out)?, work, &check)?;
+        std::fs::remove_file(&check).map_err(|e| Error::io(&check, e))?;
+        Ok(got)
+    })();
+    let got = match checked {
+        Ok(got) => got,
+        Err(e) => {
+            let _ = std::fs::remove_file(out);
+            return Err(e);
+        }
+    };
     if got != header.image {
         std::fs::remove_file(out).map_err(|e| Error::io(out, e))?;
         return Err(Error::NotReproduced {

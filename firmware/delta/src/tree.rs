@@ -138,19 +138,11 @@ pub fn diff(base: &Path, new: &Path, payload: &mut Payload) -> Result<(Vec<Strin
                     if same_meta {
                         continue;
                     }
+                    refuse_links(base, new, path, before, s)?;
                     stats.meta_only += 1;
                     Node::File { sha256, size: s.size, content: Content::Base { path: path.clone() } }
                 } else {
-                    for (tree, st) in [(new, Some(s)), (base, before)] {
-                        if let Some(st) = st
-                            && st.nlink > 1
-                        {
-                            return Err(Error::Unsupported {
-                                path: join(tree, path),
-                                reason: format!("a changed file with {} hard links", st.nlink),
-                            });
-                        }
-                    }
+                    refuse_links(base, new, path, before, s)?;
                     let index = by_hash.get_or_insert_with(|| hash_files(base, &old));
                     let content = if let Some(from) = index.get(&sha256) {
                         stats.moved += 1;
@@ -183,6 +175,22 @@ pub fn diff(base: &Path, new: &Path, payload: &mut Payload) -> Result<(Vec<Strin
         entries.push(Entry { path: path.clone(), node, meta: s.meta });
     }
     Ok((removed, entries, stats))
+}
+
+/// A changed file with more than one link in either tree is refused: applying
+/// writes a new file, which would part it from its other names.
+fn refuse_links(base: &Path, new: &Path, path: &str, before: Option<&Stat>, now: &Stat) -> Result<(), Error> {
+    for (tree, st) in [(new, Some(now)), (base, before)] {
+        if let Some(st) = st
+            && st.nlink > 1
+        {
+            return Err(Error::Unsupported {
+                path: join(tree, path),
+                reason: format!("a changed file with {} hard links", st.nlink),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// SHA-256 of every regular file of a tree (files that cannot be read are left out).
@@ -253,15 +261,18 @@ fn set_meta(path: &Path, meta: &Meta, is_link: bool) -> Result<(), Error> {
 pub fn apply(root: &Path, delta: &Delta) -> Result<(), Error> {
     let header = &delta.header;
     let mut contents: HashMap<&str, Vec<u8>> = HashMap::new();
+    let blob = |entry: &Entry, at: u64, len: u64, limit: u64| {
+        delta.blob(at, len, limit).map_err(|e| Error::entry(&entry.path, e.to_string()))
+    };
     for entry in &header.entries {
         let Node::File { sha256, size, content } = &entry.node else { continue };
         let data = match content {
-            Content::Base { path } => read(&under(root, path)?)?,
-            Content::Data { at, len } => delta.blob(*at, *len, *size)?,
+            Content::Base { path } => read_file(root, path)?,
+            Content::Data { at, len } => blob(entry, *at, *len, *size)?,
             Content::Patch { path, at, len } => {
-                let old = read(&under(root, path)?)?;
+                let old = read_file(root, path)?;
                 let patch =
-                    delta.blob(*at, *len, size.saturating_mul(4).saturating_add(old.len() as u64 + (1 << 20)))?;
+                    blob(entry, *at, *len, size.saturating_mul(4).saturating_add(old.len() as u64 + (1 << 20)))?;
                 let mut out = Vec::with_capacity(*size as usize);
                 bsdiff::patch(&old, &mut &patch[..], &mut out)
                     .map_err(|e| Error::entry(&entry.path, format!("the patch of {path} does not apply: {e}")))?;
@@ -318,7 +329,22 @@ pub fn apply(root: &Path, delta: &Delta) -> Result<(), Error> {
     }
     dirs.sort_by(|a, b| b.path.cmp(&a.path));
     for entry in dirs {
-        set_meta(&under(root, &entry.path)?, &entry.meta, false)?;
+        let at = under(root, &entry.path)?;
+        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+            return Err(Error::entry(&entry.path, "is no longer a directory"));
+        }
+        set_meta(&at, &entry.meta, false)?;
     }
     Ok(())
+}
+
+/// The bytes of the base tree's regular file at `rel` (a link there is refused:
+/// it could lead out of the tree).
+fn read_file(root: &Path, rel: &str) -> Result<Vec<u8>, Error> {
+    let at = under(root, rel)?;
+    match fs::symlink_metadata(&at) {
+        Ok(m) if m.is_file() => read(&at),
+        Ok(_) => Err(Error::entry(rel, "the base's file to take is not a regular file")),
+        Err(e) => Err(Error::io(&at, e)),
+    }
 }

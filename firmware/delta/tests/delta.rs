@@ -1,6 +1,6 @@
 //! Firmware deltas with the real squashfs-tools: made from two images, checked to
 //! rebuild the new one bit for bit, refused when they would not, and applied by
-//! RAUC's pre-install handler to slots (regular files standing in for partitions).
+//! the bundle's slot hook to slots (regular files standing in for partitions).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -10,7 +10,7 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
 use trellis_delta::format::{Content, Delta, Entry, Header, ImageId, Meta, Node, Payload, Recipe};
-use trellis_delta::rauc::{self, HandlerEnv, Outcome, Slot, Target};
+use trellis_delta::rauc::{self, HookEnv, Outcome, Slot, SystemConf};
 use trellis_delta::squashfs::{self, Tools};
 use trellis_delta::{Error, sha256_hex, sha256_prefix};
 
@@ -160,21 +160,29 @@ fn a_delta_applied_to_another_base_or_corrupted_writes_nothing() {
     assert!(err.to_string().contains("wrong magic"), "{err}");
 }
 
-/// A delta of the test's own with one entry at `path`.
+/// A delta of the test's own with the root and one file at `path`.
 fn one_entry_delta(dir: &Path, base: &Path, path: &str) -> PathBuf {
     let mut payload = Payload::default();
     let data = b"written where it must not be".to_vec();
     let (at, len) = payload.push(&data);
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 };
     let header = Header {
         base: squashfs::image_id(base).unwrap(),
         image: ImageId { sha256: "0".repeat(64), size: 4096 },
         recipe: recipe("131072"),
         removed: vec![],
-        entries: vec![Entry {
-            path: path.into(),
-            node: Node::File { sha256: sha256_hex(&data), size: data.len() as u64, content: Content::Data { at, len } },
-            meta: Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 },
-        }],
+        entries: vec![
+            Entry { path: String::new(), node: Node::Dir, meta },
+            Entry {
+                path: path.into(),
+                node: Node::File {
+                    sha256: sha256_hex(&data),
+                    size: data.len() as u64,
+                    content: Content::Data { at, len },
+                },
+                meta,
+            },
+        ],
     };
     let out = dir.join(format!("e{}.delta", path.len()));
     payload.write(&header, &out).unwrap();
@@ -185,17 +193,113 @@ fn one_entry_delta(dir: &Path, base: &Path, path: &str) -> PathBuf {
 fn an_entry_that_leads_out_of_the_tree_is_refused() {
     let im = images(&recipe("131072"));
     // `etc/resolv.conf` is a link to /run/resolv.conf in the base: writing
-    // through it would leave the tree.
+    // through it would leave the tree. Each is refused when the delta is
+    // opened: its directory is not one the delta makes or finds.
     for path in ["../escaped", "/etc/escaped", "etc/resolv.conf/x", "etc/./x"] {
-        let delta = Delta::open(&one_entry_delta(im.dir.path(), &im.base, path)).unwrap();
-        let target = im.dir.path().join("target.img");
-        let err = squashfs::rebuild(&Tools::default(), &im.base, &delta, &work(im.dir.path(), "w"), &target)
-            .expect_err("a path out of the tree");
-        assert!(matches!(err, Error::Entry { .. }), "{path}: {err}");
+        let err = Delta::open(&one_entry_delta(im.dir.path(), &im.base, path)).expect_err(path);
+        assert!(matches!(err, Error::Format { .. }), "{path}: {err}");
         assert!(err.to_string().contains(path), "names the entry: {err}");
-        assert!(!target.exists());
     }
+    // A file taken from a link of the base: refused when applied (reading it
+    // would follow the link out of the tree).
+    let meta = Meta { mode: 0o644, uid: 0, gid: 0, mtime: 0 };
+    let header = Header {
+        base: squashfs::image_id(&im.base).unwrap(),
+        image: ImageId { sha256: "0".repeat(64), size: 4096 },
+        recipe: recipe("131072"),
+        removed: vec![],
+        entries: vec![
+            Entry { path: String::new(), node: Node::Dir, meta },
+            Entry { path: "etc".into(), node: Node::Dir, meta },
+            Entry {
+                path: "etc/copy".into(),
+                node: Node::File {
+                    sha256: "0".repeat(64),
+                    size: 1,
+                    content: Content::Base { path: "etc/resolv.conf".into() },
+                },
+                meta,
+            },
+        ],
+    };
+    let out = im.dir.path().join("through-link.delta");
+    Payload::default().write(&header, &out).unwrap();
+    let delta = Delta::open(&out).unwrap();
+    let target = im.dir.path().join("target.img");
+    let err = squashfs::rebuild(&Tools::default(), &im.base, &delta, &work(im.dir.path(), "w"), &target)
+        .expect_err("a file read through a link");
+    assert!(err.to_string().contains("etc/resolv.conf") && err.to_string().contains("not a regular file"), "{err}");
+    assert!(!target.exists());
     assert!(!im.dir.path().join("escaped").exists() && !Path::new("/etc/escaped").exists());
+}
+
+/// A delta of the test's own: `entries` (paths and nodes, a file's content
+/// taken whole), and `recipe`.
+fn crafted(dir: &Path, base: &Path, name: &str, entries: &[(&str, Node)], recipe: Recipe) -> PathBuf {
+    let meta = Meta { mode: 0o755, uid: 0, gid: 0, mtime: 0 };
+    let header = Header {
+        base: squashfs::image_id(base).unwrap(),
+        image: ImageId { sha256: "0".repeat(64), size: 4096 },
+        recipe,
+        removed: vec![],
+        entries: entries.iter().map(|(p, n)| Entry { path: (*p).to_string(), node: n.clone(), meta }).collect(),
+    };
+    let out = dir.join(name);
+    Payload::default().write(&header, &out).unwrap();
+    out
+}
+
+/// A crafted delta: its name, entries, recipe, and what the refusal says.
+type Case<'a> = (&'a str, Vec<(&'a str, Node)>, Recipe, &'a str);
+
+#[test]
+fn a_delta_that_could_lead_out_of_the_tree_or_run_anything_is_refused_when_opened() {
+    let im = images(&recipe("131072"));
+    let d = im.dir.path();
+    let link = |t: &str| Node::Symlink { target: t.into() };
+    let cases: Vec<Case> = vec![
+        ("root-link", vec![("", link("/data")), ("x", Node::Dir)], recipe("131072"), "root entry is not a directory"),
+        ("twice", vec![("", Node::Dir), ("a", Node::Dir), ("a", link("/etc"))], recipe("131072"), "there twice"),
+        ("orphan", vec![("", Node::Dir), ("a/b", Node::Dir)], recipe("131072"), "before its directory"),
+        (
+            "destination",
+            vec![("", Node::Dir)],
+            Recipe { args: vec!["/dev/mmcblk0".into(), "-noappend".into()], ..recipe("131072") },
+            "not one a recipe may hold",
+        ),
+        (
+            "pseudo",
+            vec![("", Node::Dir)],
+            Recipe { args: vec!["-noappend".into(), "-p".into(), "x f 644 0 0 id".into()], ..recipe("131072") },
+            "not one a recipe may hold",
+        ),
+        (
+            "preload",
+            vec![("", Node::Dir)],
+            Recipe { env: BTreeMap::from([("LD_PRELOAD".into(), "/x.so".into())]), ..recipe("131072") },
+            "only SOURCE_DATE_EPOCH",
+        ),
+        (
+            "append",
+            vec![("", Node::Dir)],
+            Recipe { args: vec!["-comp".into(), "zstd".into()], ..recipe("131072") },
+            "no -noappend",
+        ),
+        (
+            "comp",
+            vec![("", Node::Dir)],
+            Recipe { args: vec!["-noappend".into(), "-comp".into(), "$(id)".into()], ..recipe("131072") },
+            "not a valid value",
+        ),
+    ];
+    for (name, entries, r, says) in cases {
+        let path = crafted(d, &im.base, &format!("{name}.delta"), &entries, r);
+        let err = Delta::open(&path).expect_err(name);
+        assert!(err.to_string().contains(says), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("{name}.delta")), "names the file: {err}");
+    }
+    // The twin's own recipe is one a recipe may hold.
+    assert_eq!(recipe("131072").check(), Ok(()));
 }
 
 /// Slots as files: `rootfs.0` holds the base image (then zeros, as a partition
@@ -203,7 +307,8 @@ fn an_entry_that_leads_out_of_the_tree_is_refused() {
 /// the delta; RAUC's data directory a stored index for each slot.
 struct Site {
     im: Images,
-    env: HandlerEnv,
+    env: HookEnv,
+    conf: SystemConf,
     data: PathBuf,
 }
 
@@ -231,82 +336,84 @@ fn site(with_delta: bool, digest: Option<String>) -> Site {
         let dir = work(&data, &format!("slot.{slot}/hash-abc"));
         fs::write(dir.join("block-hash-index"), [1u8; 64]).unwrap();
     }
-    let slot = |name: &str, dev: &str| Slot { name: name.into(), class: "rootfs".into(), device: d.join(dev) };
+    let text = format!(
+        "[system]\ncompatible=x\ndata-directory={}\n\n[slot.rootfs.0]\ndevice={}\n\n[slot.boot.0]\ndevice=/dev/null\n\n[slot.rootfs.1]\ndevice={}\n",
+        data.display(),
+        d.join("slot-a").display(),
+        d.join("slot-b").display()
+    );
+    let conf = SystemConf::parse(&text);
     let digest = digest.unwrap_or_else(|| squashfs::image_id(&im.new).unwrap().sha256);
-    let env = HandlerEnv {
+    let env = HookEnv {
         bundle,
-        slots: vec![slot("rootfs.0", "slot-a"), slot("rootfs.1", "slot-b")],
-        targets: vec![Target { slot: slot("rootfs.1", "slot-b"), image: "rootfs.squashfs".into(), digest }],
+        slot: Slot { name: "rootfs.1".into(), class: "rootfs".into(), device: d.join("slot-b") },
+        image: "rootfs.squashfs".into(),
+        digest,
     };
-    Site { im, env, data }
+    Site { im, env, conf, data }
 }
 
 #[test]
-fn the_pre_install_handler_rebuilds_the_image_into_the_target_slot_and_drops_its_stored_index() {
+fn the_slot_hook_rebuilds_the_image_into_the_target_slot_and_drops_its_stored_index() {
     let s = site(true, None);
+    assert_eq!(s.conf.slots.len(), 3);
     let work = s.im.dir.path().join("run-delta");
-    let outcomes = rauc::pre_install(&s.env, Some(&s.data), &Tools::default(), &work);
-    let [Ok(Outcome::Rebuilt { slot, from, identical, .. })] = &outcomes[..] else { panic!("{outcomes:?}") };
+    let outcome = rauc::slot_pre_install(&s.env, &s.conf, &Tools::default(), &work, "");
+    let Ok(Outcome::Rebuilt { slot, from, identical, .. }) = &outcome else { panic!("{outcome:?}") };
     assert_eq!((slot.as_str(), from.as_str(), *identical), ("rootfs.1", "rootfs.0", true));
     let new = fs::read(&s.im.new).unwrap();
     assert_eq!(sha256_prefix(&s.im.dir.path().join("slot-b"), new.len() as u64).unwrap(), sha256_hex(&new));
     assert!(!s.data.join("slot.rootfs.1/hash-abc/block-hash-index").exists(), "the target's stale index is kept");
     assert!(s.data.join("slot.rootfs.0/hash-abc/block-hash-index").exists(), "the running slot's index was removed");
-    assert!(!work.exists(), "the scratch tree outlived the handler");
+    assert!(!work.exists(), "the scratch tree outlived the hook");
 }
 
 #[test]
-fn without_a_matching_delta_or_base_the_handler_leaves_the_slot_to_rauc() {
+fn without_a_matching_delta_or_base_the_slot_hook_leaves_the_slot_to_rauc() {
     // A bundle whose image the delta does not make: nothing done.
     let s = site(true, Some("f".repeat(64)));
-    let before = fs::read(s.im.dir.path().join("slot-b")).unwrap();
-    let outcomes = rauc::pre_install(&s.env, Some(&s.data), &Tools::default(), &s.im.dir.path().join("w9"));
-    assert!(matches!(&outcomes[..], [Ok(Outcome::NoDelta { .. })]), "{outcomes:?}");
+    let outcome = rauc::slot_pre_install(&s.env, &s.conf, &Tools::default(), &s.im.dir.path().join("w9"), "");
+    assert!(matches!(&outcome, Ok(Outcome::NoDelta { .. })), "{outcome:?}");
 
     // No slot holds the delta's base: the target and its index are left alone.
     let mut s = site(true, None);
-    s.env.slots[0].device = s.im.dir.path().join("slot-b");
+    let before = fs::read(s.im.dir.path().join("slot-b")).unwrap();
     fs::write(s.im.dir.path().join("slot-c"), noise(1 << 20, 5)).unwrap();
-    s.env.slots[0].device = s.im.dir.path().join("slot-c");
-    let outcomes = rauc::pre_install(&s.env, Some(&s.data), &Tools::default(), &s.im.dir.path().join("w8"));
-    assert!(matches!(&outcomes[..], [Ok(Outcome::NoBase { .. })]), "{outcomes:?}");
+    s.conf.slots[0].device = s.im.dir.path().join("slot-c");
+    let outcome = rauc::slot_pre_install(&s.env, &s.conf, &Tools::default(), &s.im.dir.path().join("w8"), "");
+    assert!(matches!(&outcome, Ok(Outcome::NoBase { .. })), "{outcome:?}");
     assert_eq!(fs::read(s.im.dir.path().join("slot-b")).unwrap(), before);
     assert!(s.data.join("slot.rootfs.1/hash-abc/block-hash-index").exists());
 }
 
 #[test]
-fn the_handler_reads_what_rauc_tells_it() {
+fn the_slot_hook_reads_what_rauc_tells_it() {
     let vars = BTreeMap::from([
         ("RAUC_BUNDLE_MOUNT_POINT", "/run/rauc/bundle"),
-        ("RAUC_SLOTS", "1 2 3 4"),
-        ("RAUC_TARGET_SLOTS", "2 4"),
-        ("RAUC_SLOT_NAME_1", "rootfs.0"),
-        ("RAUC_SLOT_CLASS_1", "rootfs"),
-        ("RAUC_SLOT_DEVICE_1", "/dev/rootdisk0p5"),
-        ("RAUC_SLOT_NAME_2", "rootfs.1"),
-        ("RAUC_SLOT_CLASS_2", "rootfs"),
-        ("RAUC_SLOT_DEVICE_2", "/dev/rootdisk0p6"),
-        ("RAUC_IMAGE_NAME_2", "rootfs.squashfs"),
-        ("RAUC_IMAGE_DIGEST_2", "ab12"),
-        ("RAUC_SLOT_NAME_3", "boot.0"),
-        ("RAUC_SLOT_CLASS_3", "boot"),
-        ("RAUC_SLOT_DEVICE_3", "/dev/rootdisk0p2"),
-        ("RAUC_SLOT_NAME_4", "boot.1"),
-        ("RAUC_SLOT_CLASS_4", "boot"),
-        ("RAUC_SLOT_DEVICE_4", "/dev/rootdisk0p3"),
-        ("RAUC_IMAGE_NAME_4", "boot.tar"),
-        ("RAUC_IMAGE_DIGEST_4", "cd34"),
+        ("RAUC_SLOT_NAME", "rootfs.1"),
+        ("RAUC_SLOT_CLASS", "rootfs"),
+        ("RAUC_SLOT_DEVICE", "/dev/rootdisk0p6"),
+        ("RAUC_IMAGE_NAME", "rootfs.squashfs"),
+        ("RAUC_IMAGE_DIGEST", "ab12"),
     ]);
-    let env = HandlerEnv::from_vars(|k| vars.get(k).map(|v| (*v).to_string())).unwrap();
-    assert_eq!(env.slots.len(), 4);
-    assert_eq!(env.targets.len(), 2);
-    assert_eq!(env.targets[0].slot.device, Path::new("/dev/rootdisk0p6"));
-    assert_eq!(env.targets[0].digest, "ab12");
-    let err = HandlerEnv::from_vars(|k| (k != "RAUC_SLOTS").then(|| vars.get(k).map(|v| (*v).to_string())).flatten())
-        .unwrap_err();
-    assert!(err.to_string().contains("RAUC_SLOTS"), "{err}");
+    let env = HookEnv::from_vars(|k| vars.get(k).map(|v| (*v).to_string())).unwrap();
+    assert_eq!(env.slot.device, Path::new("/dev/rootdisk0p6"));
+    assert_eq!(env.digest, "ab12");
+    let err =
+        HookEnv::from_vars(|k| (k != "RAUC_IMAGE_DIGEST").then(|| vars.get(k).map(|v| (*v).to_string())).flatten())
+            .unwrap_err();
+    assert!(err.to_string().contains("RAUC_IMAGE_DIGEST"), "{err}");
 
-    let conf = "[system]\ncompatible=x\ndata-directory=/data/trellis/rauc\n\n[slot.rootfs.0]\ndata-directory=/nope\n";
-    assert_eq!(rauc::data_directory(conf), Some(PathBuf::from("/data/trellis/rauc")));
-    assert_eq!(rauc::data_directory("[system]\ncompatible=x\n"), None);
+    let conf = SystemConf::parse(
+        "[system]\ncompatible=x\ndata-directory=/data/trellis/rauc\n\n[slot.rootfs.0]\ndevice=/dev/rootdisk0p5\nbootname=A\n\n[slot.boot.0]\ndevice=/dev/rootdisk0p2\n",
+    );
+    assert_eq!(conf.data_directory, Some(PathBuf::from("/data/trellis/rauc")));
+    assert_eq!(
+        conf.slots,
+        vec![
+            Slot { name: "rootfs.0".into(), class: "rootfs".into(), device: "/dev/rootdisk0p5".into() },
+            Slot { name: "boot.0".into(), class: "boot".into(), device: "/dev/rootdisk0p2".into() },
+        ]
+    );
+    assert_eq!(SystemConf::parse("[system]\ncompatible=x\n").data_directory, None);
 }

@@ -48,7 +48,7 @@ pub const SLOT_MOUNT: &str = "/run/trellis/boot-slot";
 /// RAUC's system configuration (its `data-directory` holds each slot's stored
 /// block hash index).
 pub const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
-/// Where RAUC's pre-install handler (`trellis-delta rauc-pre-install`) unpacks
+/// Where the bundle's slot hook (`trellis-delta rauc-slot-pre-install`) unpacks
 /// the running root filesystem to rebuild the new one from a delta: tmpfs, removed
 /// after each install.
 pub const DELTA_WORK: &str = "/run/trellis/delta";
