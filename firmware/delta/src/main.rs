@@ -76,8 +76,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn scratch(name: &str) -> Result<tempdir::Dir> {
-    tempdir::Dir::new(name)
+/// A scratch directory under the system's temporary directory, removed on drop.
+fn scratch(name: &str) -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix(&format!("trellis-delta-{name}-")).tempdir().context("a scratch directory")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -183,36 +184,5 @@ fn slot_pre_install(tools: &Tools) {
             }
         ),
         Err(e) => tracing::warn!("slot {}: {e}; RAUC fetches what the slots lack", env.slot.name),
-    }
-}
-
-/// A scratch directory under the system's temporary directory, removed on drop.
-mod tempdir {
-    use std::path::{Path, PathBuf};
-
-    pub struct Dir(PathBuf);
-
-    impl Dir {
-        pub fn new(name: &str) -> anyhow::Result<Dir> {
-            let base = std::env::temp_dir();
-            for n in 0..1000u32 {
-                let p = base.join(format!("trellis-delta-{name}-{}-{n}", std::process::id()));
-                match std::fs::create_dir(&p) {
-                    Ok(()) => return Ok(Dir(p)),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(anyhow::anyhow!("{}: {e}", p.display())),
-                }
-            }
-            anyhow::bail!("no free scratch directory under {}", base.display())
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }

@@ -445,6 +445,21 @@ pub fn variant_bundle(kind: &str, out: &Path, version: &str) -> u64 {
     std::fs::metadata(out).expect("the bundle").len()
 }
 
+/// The size of `file` inside the bundle `bundle` (a squashfs), from its listing.
+///
+/// # Panics
+/// `unsquashfs` cannot list the bundle, or `file` is not in it.
+#[must_use]
+pub fn size_in_bundle(bundle: &Path, file: &str) -> u64 {
+    let o = std::process::Command::new("unsquashfs").arg("-lls").arg(bundle).output().expect("unsquashfs");
+    let text = String::from_utf8_lossy(&o.stdout);
+    text.lines()
+        .find(|l| l.ends_with(&format!("/{file}")))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{file} is not in {}: {text}", bundle.display()))
+}
+
 /// Set the temperature the twin's TMP102 reads: register 0 (12 bits, 0.0625 °C
 /// each, left-justified) into i2c-stub's byte registers 0 and 1, on the stub's bus.
 ///

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use trellis_twin::origin::Origin;
-use trellis_twin::{EXAMPLES, Error, Guest, Outcome, Twin, variant_bundle};
+use trellis_twin::{EXAMPLES, Error, Guest, Outcome, Twin, size_in_bundle, variant_bundle};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -77,15 +77,7 @@ fn a_code_change_streams_as_its_delta_and_the_new_runtime_runs() -> Outcome {
         .unwrap_or_else(|| panic!("no count in {:?}", stats.text));
     device.wait_for("installed 3.0.1-line into slot", Duration::from_secs(900))?;
     let fetched = origin.served() - before;
-    let delta = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "unsquashfs -lls '{}' rootfs.delta | awk '/rootfs.delta$/ {{ print $3 }}'",
-            dir.join("line.raucb").display()
-        ))
-        .output()
-        .expect("unsquashfs");
-    let delta: u64 = String::from_utf8_lossy(&delta.stdout).trim().parse().expect("the delta's size in the bundle");
+    let delta = size_in_bundle(&dir.join("line.raucb"), "rootfs.delta");
     eprintln!(
         "a line of the runtime's code changed: {fetched} bytes fetched of a {line}-byte bundle ({:.2} %; the delta \
          {delta} bytes), {chunks} chunks of the root filesystem read from the bundle, {:.0} s to installed; {}",

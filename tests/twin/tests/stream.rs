@@ -25,22 +25,12 @@ use trellis_assets::{AssetId, BlockStore, Index};
 use trellis_twin::ntp::NtpServer;
 use trellis_twin::origin::{Origin, server_tls, test_ca};
 use trellis_twin::{
-    BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, SITE_ORIGIN_PORT, SITE_PEER_PORT, Twin, variant_bundle,
+    BOOT_TIMEOUT, EXAMPLES, Error, Guest, Outcome, SITE_ORIGIN_PORT, SITE_PEER_PORT, Twin, size_in_bundle,
+    variant_bundle,
 };
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// The size of `file` inside the bundle `bundle` (a squashfs), from its listing.
-fn size_in_bundle(bundle: &Path, file: &str) -> u64 {
-    let o = Command::new("unsquashfs").arg("-lls").arg(bundle).output().expect("unsquashfs");
-    let text = String::from_utf8_lossy(&o.stdout);
-    text.lines()
-        .find(|l| l.ends_with(&format!("/{file}")))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("{file} is not in {}: {text}", bundle.display()))
 }
 
 /// The 4 KiB chunks of the root filesystem in `bundle` that are neither all
