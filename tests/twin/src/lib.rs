@@ -55,7 +55,7 @@ pub enum Error {
     #[error("qemu: {0}")]
     Qemu(String),
     /// Something did not show up on the console in time.
-    #[error("{what} (console: {log}); last lines:\n{tail}")]
+    #[error("{what} (console: {log}); last lines:\n{tail}\n(timed out waiting for: {what})")]
     Timeout {
         /// What was awaited.
         what: String,

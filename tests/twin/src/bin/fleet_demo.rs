@@ -249,10 +249,16 @@ fn run(args: &Args) -> Result<()> {
         let trial = twin.restarted(stopped, Duration::from_secs(600))?;
         ensure!(trial.partition == 3, "{first}: the trial boot runs slot B");
         println!("{first}: trial boot of slot B; the health gate waits for its apps");
+        let trial_log = trial.log_path().to_owned();
         let back = twin.restarted(trial, Duration::from_secs(300))?;
         ensure!(back.partition == 2, "{first}: back on slot A");
         let device = device.insert(back);
-        device.seen("fleet: RolledBack", BOOT_TIMEOUT)?;
+        // The agent reports the roll-back once it reads the gate's verdict: in the
+        // trial boot, if it looks before the reboot is through, or else in the next.
+        let trial_console = std::fs::read_to_string(&trial_log).with_context(|| trial_log.display().to_string())?;
+        if !trial_console.contains("fleet: RolledBack") {
+            device.seen("fleet: RolledBack", BOOT_TIMEOUT)?;
+        }
         println!("{first}: back on slot A by itself");
         let halted = op.wait_rollout(&id, "halted", Duration::from_secs(300))?;
         let reason = halted["reason"].as_str().unwrap_or_default().to_owned();
