@@ -135,7 +135,7 @@ twin-stories:
 setup-br:
 	@scripts/setup.sh --buildroot
 
-rpi4: setup-br apps ## Build the Pi 4 card image and update bundle with Buildroot (output/rpi4/images/; needs the internet)
+rpi4: setup-br apps ## Build the Pi 4 card image and update bundle with Buildroot (output/rpi4/images/; needs the internet); DELTA_FROM=OLD/rootfs.squashfs adds the firmware delta
 	scripts/buildroot.sh $(BUILD) trellis_rpi4_defconfig output/rpi4
 
 qemu-br: setup-br apps ## The same for the twin's board with Buildroot (output/qemu-aarch64/images/)

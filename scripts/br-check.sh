@@ -7,7 +7,9 @@
 #      addresses among them; our patches of Buildroot's packages are in Buildroot's shape.
 # With BUILDROOT=DIR (a Buildroot tree of the pinned release; make br-check), also
 #   4. `make <defconfig>` with our tree keeps every symbol the defconfig sets, our
-#      patches are for the versions of the packages it ships (scripts/br-patches.sh), and
+#      patches are for the versions of the packages it ships (scripts/br-patches.sh), the
+#      firmware delta's recipe (scripts/br-squashfs.sh) follows its fs/squashfs/squashfs.mk
+#      and takes each defconfig's settings, and
 #   5. Buildroot's utils/check-package passes on our files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,7 +69,12 @@ if [ -n "${BUILDROOT:-}" ]; then
     while IFS= read -r line; do
       grep -qxF "$line" "$out/$name/.config" || err "$name: '$line' did not survive make $name (a dependency is missing)"
     done < <(grep -E '^BR2_[A-Za-z0-9_]+=' "$cfg")
+    BR2_CONFIG=$out/$name/.config scripts/br-squashfs.sh --recipe >/dev/null \
+      || err "$name: scripts/br-squashfs.sh cannot make a firmware delta's recipe (above)"
   done
+  mk=$(sha256sum "$BUILDROOT/fs/squashfs/squashfs.mk" | cut -d' ' -f1)
+  grep -q "$mk" scripts/br-squashfs.sh \
+    || err "$BUILDROOT/fs/squashfs/squashfs.mk ($mk) is not the one scripts/br-squashfs.sh follows"
   scripts/br-patches.sh "$BUILDROOT" || err "our patches do not match $BUILDROOT's packages (above)"
   # Debian's python3 has python3-magic, which check-package needs (a pyenv one may not).
   py=/usr/bin/python3

@@ -48,6 +48,15 @@ fi
 
 scripts/br-patches.sh "$br"
 
+# DELTA_FROM (the root filesystem image of the release the devices run): the bundle also
+# carries the firmware delta from it (board/rpi4/post-image.sh), made on this machine.
+if [ -n "${DELTA_FROM:-}" ]; then
+  [ -f "$DELTA_FROM" ] || { echo "buildroot: DELTA_FROM=$DELTA_FROM is missing" >&2; exit 1; }
+  DELTA_FROM=$(realpath "$DELTA_FROM")
+  cargo build --release --locked -p trellis-delta
+  export DELTA_FROM TRELLIS_DELTA=$top/target/release/trellis-delta
+fi
+
 mkdir -p "$out"
 make -C "$br" O="$top/$out" BR2_EXTERNAL="$top/buildroot-external" "$defconfig"
 make -C "$br" O="$top/$out" TRELLIS_VENDOR_DIR="$vendor"

@@ -15,7 +15,9 @@
 # DELTA_FROM names the root filesystem image of a release the bundle updates from: the
 # bundle then carries the firmware delta from it (rootfs.delta, scripts/twin-squashfs.sh
 # --delta), from which a device running that release rebuilds the new image in the
-# bundle's slot hook (hooks=pre-install) instead of fetching its blocks.
+# bundle's slot hook (hooks=pre-install) instead of fetching its blocks. DELTA_WITH names
+# the script that makes it with the recipe that packed the images: scripts/twin-squashfs.sh
+# (the default, the twin's own images) or scripts/br-squashfs.sh (Buildroot's).
 # Needs the image built first (make twin-image).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,7 +51,7 @@ rm -rf "${content:?}/boot"
 cp "$rootfs_image" "$content/rootfs.squashfs"
 if [ -n "${DELTA_FROM:-}" ]; then
   [ -f "$DELTA_FROM" ] || { echo "twin-bundle: DELTA_FROM=$DELTA_FROM is missing" >&2; exit 1; }
-  scripts/twin-squashfs.sh --delta "$DELTA_FROM" "$rootfs_image" "$content/rootfs.delta"
+  "${DELTA_WITH:-scripts/twin-squashfs.sh}" --delta "$DELTA_FROM" "$rootfs_image" "$content/rootfs.delta"
 fi
 cp "$board/rauc/hook.sh" "$content/hook.sh"
 chmod +x "$content/hook.sh"

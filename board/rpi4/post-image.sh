@@ -3,7 +3,9 @@
 #   post-image.sh BINARIES_DIR BOARD      BOARD: rpi4 or qemu-aarch64
 # Makes the slot images, the card image (genimage, board/BOARD/genimage.cfg:
 # sdcard.img for the Pi, trellis.img for the twin) and the signed update
-# bundle (update.raucb, scripts/twin-bundle.sh with the board's compatible).
+# bundle (update.raucb, scripts/twin-bundle.sh with the board's compatible). With
+# DELTA_FROM (the root filesystem image of the release devices run now) the bundle also
+# carries the firmware delta from it, made with Buildroot's recipe (scripts/br-squashfs.sh).
 set -euo pipefail
 images=${1:?usage: post-image.sh BINARIES_DIR BOARD}
 board_name=${2:?usage: post-image.sh BINARIES_DIR BOARD}
@@ -35,5 +37,6 @@ cp "$images/boot-a.vfat" "$images/boot.vfat"
 
 compatible=$(sed -n 's/^compatible=//p' "$board/rauc/system.conf")
 BOOT_IMAGE=$images/boot.vfat ROOTFS_IMAGE=$images/rootfs.squashfs COMPATIBLE=$compatible \
+  DELTA_WITH=$top/scripts/br-squashfs.sh \
   "$top/scripts/twin-bundle.sh" "$top/build" "$images/update.raucb"
 echo "post-image: $images/$disk and $images/update.raucb"

@@ -417,3 +417,87 @@ fn the_slot_hook_reads_what_rauc_tells_it() {
     );
     assert_eq!(SystemConf::parse("[system]\ncompatible=x\n").data_directory, None);
 }
+
+/// Buildroot's `.config` for the root filesystem as our defconfigs make it (zstd,
+/// the default 128K blocks, padded, no extreme compression), with `edit` applied.
+fn br_config(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
+    let text = "BR2_TARGET_ROOTFS_SQUASHFS=y\nBR2_TARGET_ROOTFS_SQUASHFS_BS_128K=y\n\
+        BR2_TARGET_ROOTFS_SQUASHFS_BS=\"128K\"\nBR2_TARGET_ROOTFS_SQUASHFS_PAD=y\n\
+        BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y\n# BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP is not set\n";
+    let path = dir.join(".config");
+    fs::write(&path, edit(text.to_string())).unwrap();
+    path
+}
+
+/// `scripts/br-squashfs.sh --delta BASE NEW OUT` with `config` as BR2_CONFIG.
+fn br_delta(config: &Path, base: &Path, new: &Path, out: &Path) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/br-squashfs.sh");
+    std::process::Command::new(script)
+        .arg("--delta")
+        .args([base, new, out])
+        .env("BR2_CONFIG", config)
+        .env("TRELLIS_DELTA", env!("CARGO_BIN_EXE_trellis-delta"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_delta_between_images_buildroot_made_rebuilds_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bt, nt) = (dir.path().join("bt"), dir.path().join("nt"));
+    base_tree(&bt);
+    new_tree(&nt);
+    // Buildroot packs under fakeroot: owners are the tree's, not all root.
+    for t in [&bt, &nt] {
+        std::os::unix::fs::chown(t.join("usr/bin/tool"), Some(1000), Some(1000)).unwrap();
+    }
+    // What fs/squashfs/squashfs.mk runs for our defconfigs: the base as a build without
+    // BR2_REPRODUCIBLE (created now, the tree's times), the new one with it (Buildroot
+    // exports SOURCE_DATE_EPOCH: the creation time, and later file times clamped to it).
+    let (base, new) = (dir.path().join("base.squashfs"), dir.path().join("new.squashfs"));
+    for (tree, image, epoch) in [(&bt, &base, None), (&nt, &new, Some("1700000000"))] {
+        let mut cmd = std::process::Command::new("mksquashfs");
+        cmd.arg(tree).arg(image).args([
+            "-noappend",
+            "-processors",
+            "2",
+            "-b",
+            "128K",
+            "-comp",
+            "zstd",
+            "-quiet",
+            "-no-progress",
+        ]);
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        if let Some(epoch) = epoch {
+            cmd.env("SOURCE_DATE_EPOCH", epoch);
+        }
+        assert!(cmd.status().unwrap().success(), "mksquashfs {}", image.display());
+    }
+
+    let out = dir.path().join("rootfs.delta");
+    let made = br_delta(&br_config(dir.path(), |c| c), &base, &new, &out);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let delta = Delta::open(&out).unwrap();
+    let args = delta.header.recipe.args.join(" ");
+    assert!(args.contains("-mkfs-time 1700000000") && args.contains("-b 128K -comp zstd"), "{args}");
+    let again = dir.path().join("again.squashfs");
+    squashfs::rebuild(&Tools::default(), &base, &delta, &work(dir.path(), "w"), &again).unwrap();
+    assert_eq!(fs::read(&again).unwrap(), fs::read(&new).unwrap());
+
+    // Settings a delta cannot follow are refused at build time, naming them, and nothing is kept.
+    let unpadded = br_config(dir.path(), |c| c.replace("SQUASHFS_PAD=y", "SQUASHFS_PAD=n"));
+    let lz4 = br_config(&work(dir.path(), "lz4"), |c| {
+        c.replace("SQUASHFS4_ZSTD=y", "SQUASHFS4_LZ4=y").replace(
+            "# BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP is not set",
+            "BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP=y",
+        ) + "BR2_TARGET_ROOTFS_SQUASHFS_COMP_OPTS=\"-Xhc\"\n"
+    });
+    for (config, named) in [(unpadded, "BR2_TARGET_ROOTFS_SQUASHFS_PAD"), (lz4, "-Xhc")] {
+        fs::remove_file(&out).unwrap_or(());
+        let refused = br_delta(&config, &base, &new, &out);
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success() && said.contains(named), "{named}: {said}");
+        assert!(!out.exists(), "{named}: a delta was kept");
+    }
+}
