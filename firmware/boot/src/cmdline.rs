@@ -37,6 +37,10 @@ mod tests {
         let b = include_str!("../../../board/qemu-aarch64/cmdline-b.txt");
         assert_eq!(for_slot(a, Slot::B), b);
         assert_eq!(for_slot(b, Slot::A), a);
+        let a = include_str!("../../../board/rpi4/cmdline-a.txt");
+        let b = include_str!("../../../board/rpi4/cmdline-b.txt");
+        assert_eq!(for_slot(a, Slot::B), b);
+        assert_eq!(for_slot(b, Slot::A), a);
         assert_eq!(
             for_slot("console=serial0 root=/dev/mmcblk0p5 rootwait", Slot::B),
             "console=serial0 root=/dev/mmcblk0p6 rootwait rauc.slot=B\n"

@@ -92,10 +92,12 @@ fn a_code_change_streams_as_its_delta_and_the_new_runtime_runs() -> Outcome {
     assert_eq!(left.trim(), "0", "the rebuild's tree outlived the install");
     assert_eq!(chunks, 0, "RAUC read chunks of the image from the bundle: the rebuilt slot lacked them");
     // What is fetched is the delta and RAUC's fixed reads (the manifest and
-    // signature, the image's block hash index, the verity tree: about 0.6 MB
-    // here), not the changed binary's blocks (about a third of the bundle).
+    // signature, the image's block hash index, the verity tree's blocks over
+    // what was read: about 0.3 MB here; with dm-verity's default prefetch of
+    // 256 KiB clusters of the tree, which the kernel command line switches off,
+    // 0.6 MB), not the changed binary's blocks (about a third of the bundle).
     assert!(
-        fetched < delta + (1 << 20) && fetched < line / 10,
+        fetched < delta + (512 << 10) && fetched < line / 10,
         "the code change fetched {fetched} bytes of a {line}-byte bundle with a {delta}-byte delta"
     );
 
