@@ -45,6 +45,33 @@ pub fn built_for(imports: &[String]) -> Option<String> {
     imported_versions(imports).into_iter().map(|(_, v)| v).max_by_key(|v| semver_triple(v)).map(str::to_owned)
 }
 
+/// Component `code` as if built against interface version `to` instead of
+/// `from`: every `@FROM` in it (the `trellis:app` imports and exports and
+/// their type information) rewritten to `@TO`. For fixtures standing in for
+/// an app built against another patch of the interface: the versions must be
+/// as long as each other (the binary stays valid); `None` when they are not,
+/// or when the code names no `@FROM`.
+#[must_use]
+pub fn retarget_interface(code: &[u8], from: &str, to: &str) -> Option<Vec<u8>> {
+    let (from, to) = (format!("@{from}"), format!("@{to}"));
+    if from.len() != to.len() {
+        return None;
+    }
+    let mut out = code.to_vec();
+    let mut found = false;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from.as_bytes() {
+            out[i..i + from.len()].copy_from_slice(to.as_bytes());
+            found = true;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    found.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,6 +86,13 @@ mod tests {
         assert!(interface_compatible("1.0.0", "1.4.0"));
         assert!(!interface_compatible("1.0.0", "2.0.0"));
         assert!(!interface_compatible("x", "1.4.0"));
+        let code = b"\0asm trellis:app/log@0.1.2 trellis:app/state@0.1.2";
+        assert_eq!(
+            retarget_interface(code, "0.1.2", "0.1.0").as_deref(),
+            Some(&b"\0asm trellis:app/log@0.1.0 trellis:app/state@0.1.0"[..])
+        );
+        assert_eq!(retarget_interface(code, "0.1.2", "0.1.10"), None, "another length");
+        assert_eq!(retarget_interface(code, "0.2.0", "0.1.0"), None, "not named");
         assert!(!interface_compatible("", "0.1.2"), "an import without a version");
     }
 

@@ -14,7 +14,9 @@ mod manifest;
 pub use container::{
     AppFile, FormatError, NativeCode, SignatureInfo, component_code, interface_imports, pack, sign, with_native,
 };
-pub use interface::{INTERFACE_PACKAGE, built_for, imported_versions, interface_compatible, semver_triple};
+pub use interface::{
+    INTERFACE_PACKAGE, built_for, imported_versions, interface_compatible, retarget_interface, semver_triple,
+};
 pub use keys::{KeyError, KeyId, SigningKey, TrustList, generate_key, load_signing_key, write_key_pair};
 pub use manifest::{
     FLEET_PREFIX, FleetGrants, GpioLine, HostPattern, I2cGrant, Limits, LineBias, Manifest, ManifestError, Permissions,

@@ -237,30 +237,18 @@ fn a_counter_survives_a_swap() {
     assert!(matches!(log, RuntimeEvent::Log { .. }));
 }
 
-/// `code` as if built against an older patch of the interface: every
-/// `trellis:app/...@0.1.2` name (imports, the `state` export, type info)
-/// rewritten to `@0.1.0` (same length, so the binary stays valid).
-fn built_against_0_1_0(code: &[u8]) -> Vec<u8> {
-    let (new, old) = (b"@0.1.2", b"@0.1.0");
-    let mut out = code.to_vec();
-    let mut i = 0;
-    while i + new.len() <= out.len() {
-        if &out[i..i + new.len()] == new {
-            out[i..i + new.len()].copy_from_slice(old);
-        }
-        i += 1;
-    }
-    assert_ne!(out, code, "the component names its interface version");
-    out
-}
-
 /// An app built against 0.1.0 runs on this 0.1.2 runtime (wasmtime's linker
 /// resolves its `@0.1.0` imports to the `@0.1.2` definitions) and hands its
 /// state over through its `state@0.1.0` export.
 #[test]
 fn an_app_built_against_an_older_patch_runs_and_hands_over_its_state() {
     let fast = with_config(manifest("counter"), &[("period-ms", "20")]);
-    let old = trellis_appfmt::pack(&built_against_0_1_0(&support::component("counter")), &fast).unwrap();
+    let old = trellis_appfmt::pack(
+        &trellis_appfmt::retarget_interface(&support::component("counter"), "0.1.2", "0.1.0")
+            .expect("the component names its interface version"),
+        &fast,
+    )
+    .unwrap();
     let dev = device(&[("counter", old)], |_| {});
     dev.wait_started("counter", "1.0.0");
     let values = dev.runtime.subscribe("counter/value");

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use trellis_appfmt::{AppFile, load_signing_key};
+use trellis_appfmt::{
+    AppFile, Manifest, built_for, interface_compatible, interface_imports, load_signing_key, semver_triple,
+};
 use trellis_fleet::clock::{Clock, SystemClock};
 use trellis_fleet::controller::Controller;
 use trellis_fleet::link::{Credentials, Link};
@@ -216,9 +218,9 @@ pub enum ReleaseCommand {
         /// The board it is for.
         #[arg(long, default_value = "rpi4")]
         board: String,
-        /// The app interface its apps need.
-        #[arg(long, default_value = "0.1.2")]
-        app_interface: String,
+        /// The app interface its apps need [default: the newest any of them was built for].
+        #[arg(long)]
+        app_interface: Option<String>,
         /// `critical`: not held by maintenance windows or apps' consent.
         #[arg(long, default_value = "normal")]
         urgency: String,
@@ -404,7 +406,7 @@ async fn dispatch(link: &Link, command: FleetCommand) -> Result<()> {
                 firmware_version,
                 firmware_app_interface,
                 &board,
-                &app_interface,
+                app_interface,
                 &urgency,
                 firmware_first,
             )?;
@@ -538,6 +540,35 @@ fn print_state(r: &Rollout, json: bool) -> Result<()> {
 /// Each artifact's name (an app's, or `firmware`) and bytes.
 type Artifacts = Vec<(String, Vec<u8>)>;
 
+/// The app interface a release's apps need: `given`, which every app must run
+/// on, or the newest any of them was built for (this build's own, from
+/// `wit/trellis.wit`, when none imports the interface).
+fn needed_interface(given: Option<String>, apps: &[(Manifest, Option<String>, Vec<u8>)]) -> Result<String> {
+    let built = apps.iter().filter_map(|(m, v, _)| Some((m, v.as_deref()?)));
+    if let Some(given) = given {
+        if semver_triple(&given).is_none() {
+            bail!("--app-interface {given:?} is not a version like 0.1.2");
+        }
+        if let Some((m, v)) = built.clone().find(|(_, v)| !interface_compatible(v, &given)) {
+            bail!(
+                "--app-interface {given}: app {} {} was built for {v}, which a runtime providing {given} does not run",
+                m.name,
+                m.version
+            );
+        }
+        return Ok(given);
+    }
+    let newest = built.map(|(_, v)| v).max_by_key(|v| semver_triple(v));
+    Ok(newest.map_or_else(wit_interface, str::to_owned))
+}
+
+/// The `trellis:app` version of this build's `wit/trellis.wit`.
+fn wit_interface() -> String {
+    let wit = include_str!("../../../wit/trellis.wit");
+    let package = wit.lines().find_map(|l| l.trim().strip_prefix("package trellis:app@"));
+    package.map(|v| v.trim_end_matches(';').to_owned()).unwrap_or_default()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn build_release(
     id: &str,
@@ -547,12 +578,20 @@ fn build_release(
     firmware_version: Option<String>,
     firmware_app_interface: Option<String>,
     board: &str,
-    app_interface: &str,
+    app_interface: Option<String>,
     urgency: &str,
     firmware_first: bool,
 ) -> Result<(Release, Artifacts)> {
     let key = load_signing_key(key)?;
-    let mut release = Release::new(id, board, app_interface);
+    let mut files = Vec::new();
+    for path in apps {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let file = AppFile::parse(&bytes).with_context(|| path.display().to_string())?;
+        let imports = interface_imports(&bytes).with_context(|| path.display().to_string())?;
+        files.push((file.manifest, built_for(&imports), bytes));
+    }
+    let app_interface = needed_interface(app_interface, &files)?;
+    let mut release = Release::new(id, board, &app_interface);
     release.urgency = match urgency {
         "normal" => Urgency::Normal,
         "critical" => Urgency::Critical,
@@ -562,11 +601,9 @@ fn build_release(
         release.order = vec![Part::Firmware, Part::Apps];
     }
     let mut artifacts = Vec::new();
-    for path in apps {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let file = AppFile::parse(&bytes).with_context(|| path.display().to_string())?;
-        release = release.with_app(&file.manifest.name, &file.manifest.version, &bytes);
-        artifacts.push((file.manifest.name.clone(), bytes));
+    for (manifest, _, bytes) in files {
+        release = release.with_app(&manifest.name, &manifest.version, &bytes);
+        artifacts.push((manifest.name, bytes));
     }
     if let Some(path) = bundle {
         // What is not given is read from the bundle (`rauc info`); the version must be found.
@@ -722,4 +759,30 @@ fn server_config(args: &ServerConfigArgs) -> Result<()> {
     };
     println!("{}", config.render());
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, built: Option<&str>) -> (Manifest, Option<String>, Vec<u8>) {
+        let text = format!("name = \"{name}\"\nversion = \"1.0.0\"\ndescription = \"x\"\n");
+        (Manifest::from_toml(&text).unwrap(), built.map(str::to_owned), Vec::new())
+    }
+
+    #[test]
+    fn a_release_needs_the_newest_interface_its_apps_were_built_for() {
+        let apps = [app("a", Some("0.1.1")), app("b", Some("0.1.0")), app("c", None)];
+        assert_eq!(needed_interface(None, &apps).unwrap(), "0.1.1");
+        // Given by hand: every app must run on it.
+        assert_eq!(needed_interface(Some("0.1.2".into()), &apps).unwrap(), "0.1.2");
+        let err = needed_interface(Some("0.1.0".into()), &apps).unwrap_err().to_string();
+        assert!(err.contains("app a 1.0.0 was built for 0.1.1"), "{err}");
+        assert!(needed_interface(Some("one".into()), &apps).is_err());
+        // No app imports the interface: this build's.
+        let wit = wit_interface();
+        assert!(semver_triple(&wit).is_some(), "{wit:?}");
+        assert_eq!(needed_interface(None, &[app("c", None)]).unwrap(), wit);
+    }
 }

@@ -3,9 +3,11 @@
 //! operator's CLI (`trellis fleet`) through a real `nats-server`, beside
 //! simulated devices: first an app (by its piece root from the site's asset
 //! origin, for the twin), then firmware whose app interface the
-//! twin's apps do not run on (refused, naming them), then firmware streamed
-//! by its piece root from the site's asset origin through RAUC, and the
-//! trial boot. Needs `make bundle` and the host CLI (make test-twin has both).
+//! twin's apps do not run on (refused, naming them), then that firmware
+//! released with versions of the apps built for it: the apps installed
+//! first, then the firmware streamed by its piece root from the site's asset
+//! origin through RAUC, and the trial boot. Needs `make bundle` and the host
+//! CLI (make test-twin has both).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -45,7 +47,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
         assert!(made.status.success(), "{}", text(&made));
         bundle
     };
-    let bundle = make_bundle("next.raucb", "fleet-2", None);
+    let bundle = make_bundle("next.raucb", "fleet-2", Some("0.1.1"));
     // The site's asset origin (`trellis asset serve`, where the twin's
     // `[assets] origin` points), holding the bundle the firmware release names.
     let site = dir.join("site");
@@ -91,6 +93,21 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let app = dir.join("counter-9.wasm");
     std::fs::write(&app, repack("counter", |m| m.version = "9.0.0".into())).expect("app");
     std::fs::copy(&app, site.join("counter-9.wasm")).expect("the app at the asset origin");
+    // Versions of every example app as if built for app interface 0.1.1 (which the running
+    // 0.1.2 runtime runs too), for the firmware release below; the site's origin holds them.
+    let fitting: Vec<PathBuf> = EXAMPLES
+        .iter()
+        .map(|app| {
+            let packed = repack(app, |m| m.version = "9.1.0".into());
+            let manifest = trellis_appfmt::AppFile::parse(&packed).expect("a packed app").manifest;
+            let code = trellis_appfmt::component_code(&packed).expect("a component");
+            let code = trellis_appfmt::retarget_interface(&code, "0.1.2", "0.1.1").expect("built for 0.1.2");
+            let path = dir.join(format!("{app}-9.1.0.wasm"));
+            std::fs::write(&path, trellis_appfmt::pack(&code, &manifest).expect("packs")).expect("app");
+            std::fs::copy(&path, site.join(format!("{app}-9.1.0.wasm"))).expect("the app at the asset origin");
+            path
+        })
+        .collect();
     let _site_origin = op.asset_origin(&site)?;
     let said =
         fleet(&["release", "create", "counter-9.0.0", "--key", s(&release_key), "--app", s(&app), "--board", BOARD]);
@@ -151,18 +168,29 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     assert_eq!(device.sh("ls -A /data/trellis/firmware 2>/dev/null || true")?.trim(), "", "nothing of it fetched");
     fleet(&["unpin", "--device", "twin-1"]);
 
-    // Firmware: the twin is given the bundle's piece root, and RAUC streams it
-    // from the site's asset origin through the runtime (each block checked
-    // against the signed root); the trial boot commits it.
-    let said =
-        fleet(&["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle), "--board", BOARD]);
-    assert!(said.contains("published release os-fleet-2 (0 app(s), firmware)"), "{said}");
+    // The same interface, released with a version of every installed app built for 0.1.1 (the
+    // running 0.1.2 runtime runs them too): the twin installs the apps, then the firmware. It is
+    // given the bundle's piece root, and RAUC streams it from the site's asset origin through the
+    // runtime (each block checked against the signed root); the trial boot commits it.
+    let mut create = vec!["release", "create", "os-fleet-2", "--key", s(&release_key), "--bundle", s(&bundle)];
+    for app in &fitting {
+        create.extend(["--app", s(app)]);
+    }
+    create.extend(["--board", BOARD]);
+    let said = fleet(&create);
+    assert!(said.contains("published release os-fleet-2 (6 app(s), firmware)"), "{said}");
     let said =
         fleet(&["deploy", "os-fleet-2", "--group", "north", "--waves", "1,100%", "--soak-s", "0", "--errors", "50"]);
     let id = rollout_id(&said);
+    for app in EXAMPLES {
+        device.seen(&format!("app running app=\"{app}\" version=9.1.0"), BOOT_TIMEOUT)?;
+    }
     let mut device = twin.restarted(device, Duration::from_secs(400))?;
     assert_eq!(device.partition, 3, "the trial boot runs slot B");
     device.wait_apps_running(&EXAMPLES)?;
+    for app in EXAMPLES {
+        device.seen(&format!("app running app=\"{app}\" version=9.1.0"), BOOT_TIMEOUT)?;
+    }
     device.seen("phase=Committed", BOOT_TIMEOUT)?;
     op.wait_rollout(&id, "done", Duration::from_secs(180))?;
     let rows: Value = serde_json::from_str(&fleet(&["devices", "--json"])).expect("JSON");
@@ -183,15 +211,32 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let kept = device.sh("find /data/trellis/firmware -type f 2>/dev/null | wc -l")?;
     assert_eq!(kept.trim(), "0", "no copy of the bundle was kept");
     let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr], 1).await).await });
-    let root = events.iter().find_map(|e| {
-        let how = e.reason.as_deref().filter(|_| e.device == "twin-1" && e.release == "os-fleet-2")?;
-        let root = how.strip_prefix("firmware streamed as asset:").filter(|_| !how.contains("whole"))?;
-        root.split(',').next()
+    let hows: Vec<&str> = events
+        .iter()
+        .filter(|e| e.device == "twin-1" && e.release == "os-fleet-2")
+        .filter_map(|e| e.reason.as_deref())
+        .collect();
+    // The firmware's root, from the install's event (the apps' download was announced before it).
+    let root = hows.iter().find_map(|how| {
+        let (_, root) = how.split_once("firmware streamed as asset:").filter(|_| !how.contains("whole"))?;
+        root.split([',', ')']).next()
     });
-    let root = root.unwrap_or_else(|| panic!("the twin streamed the firmware by its piece root: {events:#?}"));
+    let root = root.unwrap_or_else(|| panic!("the twin streamed the firmware by its piece root: {hows:#?}"));
     // What RAUC read of it stays, for the twin's peers (`[assets] share`).
     assert_eq!(device.sh("ls /data/trellis/bundles")?.trim(), root, "the streamed bundle's blocks alone are kept");
-    assert_eq!(device.sh("ls /data/trellis/artifacts")?.trim(), app_root, "and the running app's, across the reboot");
+    // And the pieces of the apps it runs, taken by their roots from the site's origin, across
+    // the reboot; those of counter 9.0.0, which it no longer runs, are gone.
+    let mut app_roots: Vec<String> = EXAMPLES
+        .iter()
+        .map(|app| {
+            let taken = hows.iter().flat_map(|how| how.split("; ")).find_map(|how| taken_by_root(how, app));
+            taken.unwrap_or_else(|| panic!("the twin took {app} 9.1.0 by its piece root: {hows:#?}")).root
+        })
+        .collect();
+    app_roots.sort();
+    assert!(!app_roots.contains(&app_root));
+    let kept = device.sh("ls /data/trellis/artifacts")?;
+    assert_eq!(kept.split_whitespace().collect::<Vec<_>>(), app_roots, "the running apps' pieces are kept");
     drop(sims);
     drop(server);
     Ok(())
