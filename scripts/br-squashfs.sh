@@ -9,43 +9,58 @@
 # file times, owners and modes are in the delta itself. It is checked to rebuild NEW from
 # BASE bit for bit before it is kept, so a recipe that differs from Buildroot's stops here.
 # The device rebuilds with its own mksquashfs: Buildroot's target squashfs is the same
-# release as the host-squashfs that made NEW. Options a recipe may not hold (-Xhc, -Xbcj:
-# extreme compression for lz4 and xz) are refused by trellis-delta, naming them.
+# release as the host-squashfs that made NEW, and must have NEW's compressor. Settings a
+# recipe cannot follow are refused, naming them: unpadded images, no compression, and the
+# compressors' options but -Xcompression-level (-Xhc, -Xbcj: extreme lz4 and xz).
 # squashfs.mk's -processors is left out: the output does not depend on it.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 usage="usage: BR2_CONFIG=.config br-squashfs.sh --delta BASE NEW OUT | --recipe"
 mode=${1:-}
 [ "$mode" = --delta ] || [ "$mode" = --recipe ] || { echo "$usage" >&2; exit 2; }
-config=${BR2_CONFIG:?br-squashfs: BR2_CONFIG is not set (Buildroot sets it for post-image scripts)}
+# Paths as given, from where it was called.
+abs() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+config=$(abs "${BR2_CONFIG:?br-squashfs: BR2_CONFIG is not set (Buildroot sets it for post-image scripts)}")
 [ -f "$config" ] || { echo "br-squashfs: BR2_CONFIG=$config is missing" >&2; exit 1; }
+if [ "$mode" = --delta ]; then
+  base=$(abs "${2:?$usage}")
+  new=$(abs "${3:?$usage}")
+  out=$(abs "${4:?$usage}")
+fi
+cd "$(dirname "$0")/.."
+refuse() { echo "br-squashfs: $config: $*" >&2; exit 1; }
 
-# A symbol's value in the .config: y, a string without its quotes, or empty when unset.
-symbol() { sed -n "s/^$1=\"\{0,1\}\([^\"]*\)\"\{0,1\}\$/\1/p" "$config"; }
+# A symbol's value in the .config, as Buildroot's qstrip gives it: y, a string without its
+# quotes, or empty when unset.
+symbol() { sed -n "s/^$1=//p" "$config" | sed 's/^"\(.*\)"$/\1/'; }
 
-[ "$(symbol BR2_TARGET_ROOTFS_SQUASHFS)" = y ] || { echo "br-squashfs: $config builds no squashfs root filesystem" >&2; exit 1; }
+[ "$(symbol BR2_TARGET_ROOTFS_SQUASHFS)" = y ] || refuse "it builds no squashfs root filesystem"
 # Unpadded, the image's end on a slot is not known: the device could not name what it rebuilt.
 [ "$(symbol BR2_TARGET_ROOTFS_SQUASHFS_PAD)" = y ] \
-  || { echo "br-squashfs: a firmware delta needs BR2_TARGET_ROOTFS_SQUASHFS_PAD=y (padded images)" >&2; exit 1; }
+  || refuse "a firmware delta needs BR2_TARGET_ROOTFS_SQUASHFS_PAD=y (padded images)"
 block=$(symbol BR2_TARGET_ROOTFS_SQUASHFS_BS)
-[ -n "$block" ] || { echo "br-squashfs: $config has no BR2_TARGET_ROOTFS_SQUASHFS_BS" >&2; exit 1; }
+[ -n "$block" ] || refuse "no BR2_TARGET_ROOTFS_SQUASHFS_BS"
 comp=gzip
 for c in lz4 lzo lzma xz zstd; do
   if [ "$(symbol "BR2_TARGET_ROOTFS_SQUASHFS4_${c^^}")" = y ]; then comp=$c; fi
 done
-if [ "$(symbol BR2_TARGET_ROOTFS_SQUASHFS4_NONE)" = y ]; then comp=none; fi
+[ "$(symbol BR2_TARGET_ROOTFS_SQUASHFS4_NONE)" != y ] \
+  || refuse "BR2_TARGET_ROOTFS_SQUASHFS4_NONE (-no-compression) is not in what a firmware delta's recipe may hold"
+# The device rebuilds with its own mksquashfs: it must have the compressor.
+[ "$(symbol "BR2_PACKAGE_SQUASHFS_${comp^^}")" = y ] \
+  || refuse "the image is $comp-compressed, but the device's squashfs has no $comp (BR2_PACKAGE_SQUASHFS_${comp^^})"
 args=(-noappend -b "$block")
-# squashfs.mk splits the options on white space, as this does.
+# squashfs.mk splits the options on white space, as this does; of the compressors' options a
+# recipe may hold only -Xcompression-level N (extreme compression: gzip, lzo and zstd).
 read -r -a extra <<<"$(symbol BR2_TARGET_ROOTFS_SQUASHFS_COMP_OPTS)"
-args+=("${extra[@]}")
-if [ "$comp" = none ]; then args+=(-no-compression); else args+=(-comp "$comp"); fi
+if [ "${#extra[@]}" -gt 0 ] && { [ "${#extra[@]}" -ne 2 ] || [ "${extra[0]}" != -Xcompression-level ] \
+  || ! [[ ${extra[1]} =~ ^[0-9]+$ ]]; }; then
+  refuse "BR2_TARGET_ROOTFS_SQUASHFS_COMP_OPTS=\"${extra[*]}\": of the compressors' options a firmware delta's recipe may hold only -Xcompression-level N"
+fi
+args+=("${extra[@]}" -comp "$comp")
 if [ "$mode" = --recipe ]; then
   printf '%s\n' "${args[@]}"
   exit 0
 fi
-base=${2:?$usage}
-new=${3:?$usage}
-out=${4:?$usage}
 delta=${TRELLIS_DELTA:-target/debug/trellis-delta}
 [ -x "$delta" ] || { echo "br-squashfs: $delta is missing (cargo build -p trellis-delta)" >&2; exit 1; }
 

@@ -52,7 +52,10 @@ scripts/br-patches.sh "$br"
 # carries the firmware delta from it (board/rpi4/post-image.sh), made on this machine.
 if [ -n "${DELTA_FROM:-}" ]; then
   [ -f "$DELTA_FROM" ] || { echo "buildroot: DELTA_FROM=$DELTA_FROM is missing" >&2; exit 1; }
-  DELTA_FROM=$(realpath "$DELTA_FROM")
+  # A copy: the build writes its own output/*/images/rootfs.squashfs, which it may name.
+  copy=$(cd "$build" && pwd)/delta-base.squashfs
+  cp "$DELTA_FROM" "$copy"
+  DELTA_FROM=$copy
   cargo build --release --locked -p trellis-delta
   export DELTA_FROM TRELLIS_DELTA=$top/target/release/trellis-delta
 fi

@@ -46,8 +46,9 @@ pub fn built_for(imports: &[String]) -> Option<String> {
 }
 
 /// Component `code` as if built against interface version `to` instead of
-/// `from`: every `@FROM` in it (the `trellis:app` imports and exports and
-/// their type information) rewritten to `@TO`. For fixtures standing in for
+/// `from`: every `@FROM` in it rewritten to `@TO` (the `trellis:app` imports
+/// and exports and their type information, and any other `@FROM` bytes: a
+/// blunt tool, for fixtures only). For fixtures standing in for
 /// an app built against another patch of the interface: the versions must be
 /// as long as each other (the binary stays valid); `None` when they are not,
 /// or when the code names no `@FROM`.

@@ -419,9 +419,11 @@ fn the_slot_hook_reads_what_rauc_tells_it() {
 }
 
 /// Buildroot's `.config` for the root filesystem as our defconfigs make it (zstd,
-/// the default 128K blocks, padded, no extreme compression), with `edit` applied.
+/// the default 128K blocks, padded, no extreme compression; the device's squashfs
+/// with zstd), with `edit` applied.
 fn br_config(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
-    let text = "BR2_TARGET_ROOTFS_SQUASHFS=y\nBR2_TARGET_ROOTFS_SQUASHFS_BS_128K=y\n\
+    let text = "BR2_PACKAGE_SQUASHFS=y\nBR2_PACKAGE_SQUASHFS_GZIP=y\n# BR2_PACKAGE_SQUASHFS_XZ is not set\n\
+        BR2_PACKAGE_SQUASHFS_ZSTD=y\nBR2_TARGET_ROOTFS_SQUASHFS=y\nBR2_TARGET_ROOTFS_SQUASHFS_BS_128K=y\n\
         BR2_TARGET_ROOTFS_SQUASHFS_BS=\"128K\"\nBR2_TARGET_ROOTFS_SQUASHFS_PAD=y\n\
         BR2_TARGET_ROOTFS_SQUASHFS4_ZSTD=y\n# BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP is not set\n";
     let path = dir.join(".config");
@@ -431,10 +433,13 @@ fn br_config(dir: &Path, edit: impl FnOnce(String) -> String) -> PathBuf {
 
 /// `scripts/br-squashfs.sh --delta BASE NEW OUT` with `config` as BR2_CONFIG.
 fn br_delta(config: &Path, base: &Path, new: &Path, out: &Path) -> std::process::Output {
+    br_squashfs(config, &[Path::new("--delta"), base, new, out])
+}
+
+fn br_squashfs(config: &Path, args: &[&Path]) -> std::process::Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/br-squashfs.sh");
     std::process::Command::new(script)
-        .arg("--delta")
-        .args([base, new, out])
+        .args(args)
         .env("BR2_CONFIG", config)
         .env("TRELLIS_DELTA", env!("CARGO_BIN_EXE_trellis-delta"))
         .output()
@@ -476,7 +481,10 @@ fn a_delta_between_images_buildroot_made_rebuilds_the_new_one() {
     }
 
     let out = dir.path().join("rootfs.delta");
-    let made = br_delta(&br_config(dir.path(), |c| c), &base, &new, &out);
+    let config = br_config(dir.path(), |c| c);
+    let recipe = br_squashfs(&config, &[Path::new("--recipe")]);
+    assert_eq!(String::from_utf8_lossy(&recipe.stdout), "-noappend\n-b\n128K\n-comp\nzstd\n");
+    let made = br_delta(&config, &base, &new, &out);
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let delta = Delta::open(&out).unwrap();
     let args = delta.header.recipe.args.join(" ");
@@ -486,14 +494,20 @@ fn a_delta_between_images_buildroot_made_rebuilds_the_new_one() {
     assert_eq!(fs::read(&again).unwrap(), fs::read(&new).unwrap());
 
     // Settings a delta cannot follow are refused at build time, naming them, and nothing is kept.
-    let unpadded = br_config(dir.path(), |c| c.replace("SQUASHFS_PAD=y", "SQUASHFS_PAD=n"));
+    let unpadded = br_config(&work(dir.path(), "unpadded"), |c| {
+        c.replace("BR2_TARGET_ROOTFS_SQUASHFS_PAD=y", "# BR2_TARGET_ROOTFS_SQUASHFS_PAD is not set")
+    });
     let lz4 = br_config(&work(dir.path(), "lz4"), |c| {
         c.replace("SQUASHFS4_ZSTD=y", "SQUASHFS4_LZ4=y").replace(
             "# BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP is not set",
             "BR2_TARGET_ROOTFS_SQUASHFS_EXTREME_COMP=y",
-        ) + "BR2_TARGET_ROOTFS_SQUASHFS_COMP_OPTS=\"-Xhc\"\n"
+        ) + "BR2_PACKAGE_SQUASHFS_LZ4=y\nBR2_TARGET_ROOTFS_SQUASHFS_COMP_OPTS=\"-Xhc\"\n"
     });
-    for (config, named) in [(unpadded, "BR2_TARGET_ROOTFS_SQUASHFS_PAD"), (lz4, "-Xhc")] {
+    // xz, which the device's mksquashfs could not pack.
+    let xz = br_config(&work(dir.path(), "xz"), |c| c.replace("SQUASHFS4_ZSTD=y", "SQUASHFS4_XZ=y"));
+    for (config, named) in
+        [(unpadded, "BR2_TARGET_ROOTFS_SQUASHFS_PAD"), (lz4, "-Xhc"), (xz, "BR2_PACKAGE_SQUASHFS_XZ")]
+    {
         fs::remove_file(&out).unwrap_or(());
         let refused = br_delta(&config, &base, &new, &out);
         let said = String::from_utf8_lossy(&refused.stderr);

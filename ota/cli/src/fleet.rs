@@ -540,26 +540,33 @@ fn print_state(r: &Rollout, json: bool) -> Result<()> {
 /// Each artifact's name (an app's, or `firmware`) and bytes.
 type Artifacts = Vec<(String, Vec<u8>)>;
 
-/// The app interface a release's apps need: `given`, which every app must run
-/// on, or the newest any of them was built for (this build's own, from
-/// `wit/trellis.wit`, when none imports the interface).
+/// The app interface a release's apps need: `given`, or the newest any of them
+/// was built for (this build's own, from `wit/trellis.wit`, when none imports
+/// the interface). Every app must run on it: an app whose import names no
+/// version, or of another line than the rest, is refused by name.
 fn needed_interface(given: Option<String>, apps: &[(Manifest, Option<String>, Vec<u8>)]) -> Result<String> {
-    let built = apps.iter().filter_map(|(m, v, _)| Some((m, v.as_deref()?)));
-    if let Some(given) = given {
-        if semver_triple(&given).is_none() {
-            bail!("--app-interface {given:?} is not a version like 0.1.2");
-        }
-        if let Some((m, v)) = built.clone().find(|(_, v)| !interface_compatible(v, &given)) {
-            bail!(
-                "--app-interface {given}: app {} {} was built for {v}, which a runtime providing {given} does not run",
-                m.name,
-                m.version
-            );
-        }
-        return Ok(given);
+    let built: Vec<(&Manifest, &str)> = apps.iter().filter_map(|(m, v, _)| Some((m, v.as_deref()?))).collect();
+    if let Some((m, v)) = built.iter().find(|(_, v)| semver_triple(v).is_none()) {
+        bail!("app {} {} imports trellis:app without a version like 0.1.2 ({v:?})", m.name, m.version);
     }
-    let newest = built.map(|(_, v)| v).max_by_key(|v| semver_triple(v));
-    Ok(newest.map_or_else(wit_interface, str::to_owned))
+    let (needed, by) = match given {
+        Some(given) if semver_triple(&given).is_none() => {
+            bail!("--app-interface {given:?} is not a version like 0.1.2")
+        }
+        Some(given) => (given, "--app-interface"),
+        None => {
+            let newest = built.iter().map(|(_, v)| *v).max_by_key(|v| semver_triple(v));
+            (newest.map_or_else(wit_interface, str::to_owned), "the newest its apps were built for")
+        }
+    };
+    if let Some((m, v)) = built.iter().find(|(_, v)| !interface_compatible(v, &needed)) {
+        bail!(
+            "app interface {needed} ({by}): app {} {} was built for {v}, which a runtime providing {needed} does not run",
+            m.name,
+            m.version
+        );
+    }
+    Ok(needed)
 }
 
 /// The `trellis:app` version of this build's `wit/trellis.wit`.
@@ -779,6 +786,11 @@ mod tests {
         assert_eq!(needed_interface(Some("0.1.2".into()), &apps).unwrap(), "0.1.2");
         let err = needed_interface(Some("0.1.0".into()), &apps).unwrap_err().to_string();
         assert!(err.contains("app a 1.0.0 was built for 0.1.1"), "{err}");
+        // Apps of two lines: no interface runs both.
+        let err = needed_interface(None, &[app("a", Some("0.1.1")), app("d", Some("1.0.0"))]).unwrap_err().to_string();
+        assert!(err.contains("app a 1.0.0 was built for 0.1.1") && err.contains("1.0.0 (the newest"), "{err}");
+        let err = needed_interface(None, &[app("e", Some(""))]).unwrap_err().to_string();
+        assert!(err.contains("app e 1.0.0 imports trellis:app without a version"), "{err}");
         assert!(needed_interface(Some("one".into()), &apps).is_err());
         // No app imports the interface: this build's.
         let wit = wit_interface();
