@@ -50,7 +50,7 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	done
 
 lang-apps: setup apps ## The apps in C and Python (build/lang-apps/), the classifier (build/heavy-apps/), the Python ones and the classifier precompiled for the Pi and signed (build/pi-apps/): not seeded into device images
-	$(MAKE) --no-print-directory classifier
+	$(MAKE) --no-print-directory classifier cross-inference
 	scripts/python-apps.sh $(BUILD) $(TRELLIS)
 	@mkdir -p $(BUILD)/lang-apps
 	@for app in $(C_APPS); do \
@@ -85,10 +85,11 @@ bench-inference: ## The classifier's inference, Wasm (through the runtime) vs na
 	$(MAKE) --no-print-directory classifier INFERENCE_FEATURES="--features trellis-inference/tract" NATIVE_PROFILE=inference
 	scripts/bench-inference.sh $(BUILD)
 
-# The classifier's native benchmark for the Pi (aarch64): run it in the twin or under qemu-user.
+# The classifier's native benchmark for the Pi (aarch64), in NATIVE_PROFILE: the twin's classifier
+# test runs it in the guest beside the app; on a Pi, run it beside the app for the ratio.
 cross-inference:
 	scripts/models.sh
-	cd wasm-apps && $(CROSS_ENV) $(CARGO) build --profile inference --target $(DEVICE) -p classifier-bench
+	cd wasm-apps && $(CROSS_ENV) $(CARGO) build --profile $(NATIVE_PROFILE) --target $(DEVICE) -p classifier-bench
 
 cross: ## Build the device binaries (init, runtime) for the Pi (aarch64, glibc)
 	$(CROSS_ENV) $(CARGO) build --target $(DEVICE) -p trellis-init -p trellis-runtime -p trellis-boot --features trellis-runtime/linux --bins
