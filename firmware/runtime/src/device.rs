@@ -128,7 +128,7 @@ pub struct RuntimeDevice {
     firmware: Option<Arc<dyn Firmware>>,
     streams_firmware: bool,
     /// A release's apps fetched by their piece root (with asset sources).
-    artifacts: Option<Artifacts>,
+    artifacts: Option<Arc<Artifacts>>,
     logs: Arc<LogBook>,
     started: Instant,
 }
@@ -160,14 +160,28 @@ impl RuntimeDevice {
     /// peers) it fetches a release's apps by their piece root
     /// ([`Device::fetch_by_root`]); what it keeps of them it serves to its
     /// peers again; without, what an earlier configuration kept is removed.
+    /// What it keeps follows the apps directory: an app file copied in,
+    /// replaced or removed there, or a fallback to an app's last good copy,
+    /// runs the same pass as an install through the device.
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
         let logs = LogBook::start(runtime.events());
-        let artifacts = runtime.artifact_fetcher(&config).map(|fetcher| Artifacts {
-            fetcher,
-            fetching: std::sync::Mutex::default(),
-            pass: std::sync::Mutex::default(),
-            reading: std::sync::Mutex::default(),
+        let artifacts = runtime.artifact_fetcher(&config).map(|fetcher| {
+            Arc::new(Artifacts {
+                fetcher,
+                fetching: std::sync::Mutex::default(),
+                pass: std::sync::Mutex::default(),
+                reading: std::sync::Mutex::default(),
+            })
         });
+        if let Some(a) = &artifacts {
+            let (events, kept, dir) = (runtime.events(), Arc::downgrade(a), config.apps_dir.clone());
+            let follow = std::thread::Builder::new()
+                .name("artifacts".into())
+                .spawn(move || follow_apps_dir(&events, &kept, &dir));
+            if let Err(e) = follow {
+                tracing::warn!("apps' pieces follow the device's installs only: {e}");
+            }
+        }
         let device =
             Self { runtime, config, firmware: None, streams_firmware: false, artifacts, logs, started: Instant::now() };
         device.keep_artifacts();
@@ -182,15 +196,43 @@ impl RuntimeDevice {
     /// are hashed. When the apps directory or one of those files cannot be
     /// read, nothing is removed (logged).
     fn keep_artifacts(&self) {
-        let Some(a) = &self.artifacts else { return };
-        let _one_pass = lock(&a.pass);
-        let held = a.fetcher.held();
+        if let Some(a) = &self.artifacts {
+            a.keep(&self.config.apps_dir);
+        }
+    }
+
+    /// App `name` as the status shows it.
+    fn summary(&self, name: &str) -> Result<AppSummary, AppError> {
+        apps(&self.runtime).into_iter().find(|a| a.name == name).ok_or_else(|| AppError::NotFound(name.to_owned()))
+    }
+
+    /// The same, with firmware updates through `firmware`.
+    #[must_use]
+    pub fn with_firmware(mut self, firmware: Arc<dyn Firmware>) -> Self {
+        self.firmware = Some(firmware);
+        self
+    }
+
+    /// Bundles named by their piece root stream from the device's asset
+    /// sources ([`Runtime::bundle_stream`] runs).
+    #[must_use]
+    pub const fn streaming_firmware(mut self, streams: bool) -> Self {
+        self.streams_firmware = streams;
+        self
+    }
+}
+
+impl Artifacts {
+    /// [`RuntimeDevice::keep_artifacts`] for the apps in `apps_dir`.
+    fn keep(&self, apps_dir: &std::path::Path) {
+        let _one_pass = lock(&self.pass);
+        let held = self.fetcher.held();
         if held.is_empty() {
             return;
         }
         let mut running = std::collections::HashSet::new();
-        if a.fetcher.shared_on().is_some() {
-            let dir = trellis_layout::AppsDir::new(&self.config.apps_dir);
+        if self.fetcher.shared_on().is_some() {
+            let dir = trellis_layout::AppsDir::new(apps_dir);
             let listed = match dir.list() {
                 Ok(listed) => listed,
                 Err(e) => return tracing::warn!(dir = %dir.dir().display(), "apps' pieces kept as they are: {e}"),
@@ -214,8 +256,8 @@ impl RuntimeDevice {
             }
         }
         let mut keep = running.clone();
-        keep.extend(lock(&a.fetching).iter().copied());
-        match a.fetcher.retain(&keep) {
+        keep.extend(lock(&self.fetching).iter().copied());
+        match self.fetcher.retain(&keep) {
             Ok(removed) => {
                 for r in removed {
                     tracing::info!(asset = %r.id, kib = r.bytes / 1024, "no app runs these pieces: removed");
@@ -224,30 +266,33 @@ impl RuntimeDevice {
             Err(e) => tracing::warn!("{e}"),
         }
         for id in running {
-            if let Err(e) = a.fetcher.share_asset(id) {
+            if let Err(e) = self.fetcher.share_asset(id) {
                 tracing::warn!("not shared: {e}");
             }
         }
     }
+}
 
-    /// App `name` as the status shows it.
-    fn summary(&self, name: &str) -> Result<AppSummary, AppError> {
-        apps(&self.runtime).into_iter().find(|a| a.name == name).ok_or_else(|| AppError::NotFound(name.to_owned()))
-    }
-
-    /// The same, with firmware updates through `firmware`.
-    #[must_use]
-    pub fn with_firmware(mut self, firmware: Arc<dyn Firmware>) -> Self {
-        self.firmware = Some(firmware);
-        self
-    }
-
-    /// Bundles named by their piece root stream from the device's asset
-    /// sources ([`Runtime::bundle_stream`] runs).
-    #[must_use]
-    pub const fn streaming_firmware(mut self, streams: bool) -> Self {
-        self.streams_firmware = streams;
-        self
+/// Run a keep pass after each change of an app file the device's own
+/// installs do not see (copied into or removed from the apps directory, a
+/// fallback to the last good copy), several at once as one, until the device
+/// or the runtime is gone.
+fn follow_apps_dir(
+    events: &crossbeam_channel::Receiver<crate::RuntimeEvent>,
+    kept: &std::sync::Weak<Artifacts>,
+    apps_dir: &std::path::Path,
+) {
+    use crate::RuntimeEvent as E;
+    // A removal stops its app; other stops change no file, and the pass finds that out cheaply.
+    let changes = |e: &E| matches!(e, E::Started { .. } | E::FellBack { .. } | E::Stopped { .. });
+    while let Ok(event) = events.recv() {
+        if !changes(&event) {
+            continue;
+        }
+        // What came with it is part of the same change.
+        while events.try_recv().is_ok() {}
+        let Some(artifacts) = kept.upgrade() else { return };
+        artifacts.keep(apps_dir);
     }
 }
 

@@ -401,3 +401,58 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
     assert!(device.fetch_by_root(&r2.to_string(), v2.len() as u64).is_none());
     assert!(!config.state_dir.join("artifacts").exists(), "what was kept is removed");
 }
+
+/// What a device keeps of its apps' pieces follows the apps directory, not
+/// only its own installs: a version fetched by its root and then replaced
+/// by a file copied in by hand goes and is no longer served, and an app's
+/// pieces go when its file is removed from the directory; the others stay.
+#[test]
+fn pieces_follow_apps_replaced_or_removed_in_the_apps_directory() {
+    use std::sync::Arc;
+    use trellis_control::Device;
+    let dir = tempfile::tempdir().unwrap();
+    let mut v2 = manifest("counter");
+    v2.version = "2.0.0".into();
+    let (v1, v2, blinky) = (example("counter"), pack("counter", &v2), example("blinky"));
+    std::fs::write(dir.path().join("counter-2.tpk"), &v2).unwrap();
+    std::fs::write(dir.path().join("blinky.tpk"), &blinky).unwrap();
+    let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
+    let (r2, rb) = (trellis_assets::Index::of(&v2).id(), trellis_assets::Index::of(&blinky).id());
+    let server = Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (dev, config) = sharing_device(&server);
+    let shared = dev.runtime.assets_shared_on().unwrap().to_string();
+    let support::TestRuntime { runtime, dir: _state, .. } = dev;
+    let device = trellis_runtime::device::RuntimeDevice::new(Arc::new(runtime), config.clone());
+    let kept = |id: trellis_assets::AssetId| config.state_dir.join("artifacts").join(id.to_string()).exists();
+    let served = |id: trellis_assets::AssetId, bytes: &[u8]| {
+        let (peers, peer) = (trellis_assets::PeerList::new(), tempfile::tempdir().unwrap());
+        peers.add(&shared);
+        let fetcher = trellis_assets::Fetcher::new(None, peer.path().to_path_buf(), String::new()).with_peers(peers);
+        fetcher.read(id, 0, bytes.len() as u64).is_ok_and(|read| read == bytes)
+    };
+    // The pass runs beside the runtime's swap: wait for it, bounded.
+    let gone = |id: trellis_assets::AssetId, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while kept(id) {
+            assert!(std::time::Instant::now() < deadline, "{what}: its pieces are still kept");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    for (name, id, bytes) in [("counter", r2, &v2), ("blinky", rb, &blinky)] {
+        let fetched = device.fetch_by_root(&id.to_string(), bytes.len() as u64).unwrap().unwrap();
+        device.install_app(name, &fetched.bytes).unwrap();
+    }
+    device.fetches_done();
+    assert!(served(r2, &v2) && served(rb, &blinky), "both served while they run");
+
+    // Counter 1.0.0 copied over the fetched 2.0.0 by hand: the runtime swaps, the pieces of 2.0.0 go.
+    support::install(&config.apps_dir, "counter", &v1);
+    gone(r2, "counter 2.0.0, replaced in the apps directory");
+    assert!(!served(r2, &v2), "the replaced version is no longer served");
+    assert!(kept(rb) && served(rb, &blinky), "blinky's stay");
+
+    // Blinky's file removed from the apps directory: its pieces go.
+    std::fs::remove_file(trellis_layout::AppsDir::new(&config.apps_dir).path("blinky")).unwrap();
+    gone(rb, "blinky, removed from the apps directory");
+    assert!(!served(rb, &blinky));
+}
