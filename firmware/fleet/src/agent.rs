@@ -752,36 +752,40 @@ impl Agent {
         release: &Release,
         app: &AppRef,
     ) -> Result<(Vec<u8>, Option<String>), Stop> {
-        let Some(root) = app.pieces.clone() else {
-            return Ok((self.fetch(link, release, &app.name, &app.sha256, app.size, None).await?, None));
-        };
-        let (device, asked, size) = (Arc::clone(&self.device), root.clone(), app.size);
-        let fetched = tokio::task::spawn_blocking(move || device.fetch_by_root(&asked, size))
-            .await
-            .unwrap_or_else(|e| Some(Err(e.to_string())));
-        let by_root = format!("app {} by asset:{root}", app.name);
-        match fetched {
-            None => Ok((self.fetch(link, release, &app.name, &app.sha256, app.size, None).await?, None)),
-            Some(Ok(got)) => {
-                // The root and the hash are both the publisher's: bytes that
-                // match one and not the other mean a release made wrong.
-                release
-                    .check_artifact(&app.name, &got.bytes)
-                    .map_err(|e| Stop::Failed(format!("{by_root}: {e}"), EventKind::Refused))?;
-                let how = format!("{by_root} ({})", got.sources());
-                Ok((got.bytes, Some(how)))
+        // Why the pieces did not do, when the release names a root and the device has sources.
+        let mut failed_by_root = None;
+        if let Some(root) = &app.pieces {
+            let (device, asked, size) = (Arc::clone(&self.device), root.clone(), app.size);
+            let fetched = tokio::task::spawn_blocking(move || device.fetch_by_root(&asked, size))
+                .await
+                .unwrap_or_else(|e| Some(Err(e.to_string())));
+            let by_root = format!("app {} by asset:{root}", app.name);
+            match fetched {
+                None => {}
+                Some(Ok(got)) => {
+                    // The root and the hash are both the publisher's: bytes that
+                    // match one and not the other mean a release made wrong.
+                    release
+                        .check_artifact(&app.name, &got.bytes)
+                        .map_err(|e| Stop::Failed(format!("{by_root}: {e}"), EventKind::Refused))?;
+                    let how = format!("{by_root} ({})", got.sources());
+                    return Ok((got.bytes, Some(how)));
+                }
+                Some(Err(why)) => {
+                    tracing::warn!(release = %release.id, "{by_root}: {why}; fetching it whole");
+                    failed_by_root = Some(format!("{by_root}: {why}"));
+                }
             }
-            Some(Err(why)) => {
-                tracing::warn!(release = %release.id, "{by_root}: {why}; fetching it whole");
-                let bytes = self.fetch(link, release, &app.name, &app.sha256, app.size, None).await.map_err(
-                    |stop| match stop {
-                        Stop::Failed(whole, kind) => {
-                            Stop::Failed(format!("{by_root}: {why}; fetched whole: {whole}"), kind)
-                        }
-                        other => other,
-                    },
-                )?;
-                Ok((bytes, Some(format!("{by_root}: {why}; fetched whole"))))
+        }
+        let whole = self.fetch(link, release, &app.name, &app.sha256, app.size, None).await;
+        match failed_by_root {
+            None => Ok((whole?, None)),
+            Some(why) => {
+                let bytes = whole.map_err(|stop| match stop {
+                    Stop::Failed(whole, kind) => Stop::Failed(format!("{why}; fetched whole: {whole}"), kind),
+                    other => other,
+                })?;
+                Ok((bytes, Some(format!("{why}; fetched whole"))))
             }
         }
     }
