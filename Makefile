@@ -50,7 +50,7 @@ apps: cli ## Build the example apps for wasm32-wasip2 and pack them into build/a
 	done
 
 lang-apps: setup apps ## The apps in C and Python (build/lang-apps/), the classifier (build/heavy-apps/), the Python ones and the classifier precompiled for the Pi and signed (build/pi-apps/): not seeded into device images
-	$(MAKE) --no-print-directory classifier cross-inference
+	$(MAKE) --no-print-directory classifier
 	scripts/python-apps.sh $(BUILD) $(TRELLIS)
 	@mkdir -p $(BUILD)/lang-apps
 	@for app in $(C_APPS); do \
@@ -86,8 +86,9 @@ bench-inference: ## The classifier's inference, Wasm (through the runtime) vs na
 	scripts/bench-inference.sh $(BUILD)
 
 # The classifier's native benchmark for the Pi (aarch64), in NATIVE_PROFILE: the twin's classifier
-# test runs it in the guest beside the app; on a Pi, run it beside the app for the ratio.
-cross-inference:
+# test runs it in the guest beside the app (`agreement`); on a Pi, build it with
+# NATIVE_PROFILE=inference (the app's) and run it beside the app for the board's ratio.
+cross-inference: setup
 	scripts/models.sh
 	cd wasm-apps && $(CROSS_ENV) $(CARGO) build --profile $(NATIVE_PROFILE) --target $(DEVICE) -p classifier-bench
 
@@ -126,7 +127,7 @@ qemu-session: ## `make qemu` with a scripted session: the example apps run, then
 # HOST_SELECTION): every test file of tests/twin, and the harness's own unit tests.
 TWIN_TESTS := $(patsubst tests/twin/tests/%.rs,--test %,$(wildcard tests/twin/tests/*.rs))
 
-test-twin: bundle runtime-variants lang-apps ## The device-twin tests: boot the image in QEMU and play the user's stories
+test-twin: bundle runtime-variants lang-apps cross-inference ## The device-twin tests: boot the image in QEMU and play the user's stories
 	$(MAKE) --no-print-directory twin-stories
 
 # The stories alone, on the image and apps already built (`make test` builds them first).
@@ -202,7 +203,7 @@ test: setup ## Everything: `make check`, `make demo`, aarch64, the Buildroot tre
 # --wait; QEMU leaves a third of the two cores idle). The LAN's tests, which mostly wait on
 # their 10 Mbit/s link, run beside `make qemu`'s session, which has no rate to measure.
 test-steps: setup lint-build
-	$(MAKE) --no-print-directory apps lang-apps
+	$(MAKE) --no-print-directory apps lang-apps cross-inference
 	$(MAKE) --no-print-directory demo
 	$(MAKE) --no-print-directory cross-release
 	scripts/aarch64-smoke.sh $(BUILD)

@@ -161,8 +161,8 @@ impl RuntimeDevice {
     /// ([`Device::fetch_by_root`]); what it keeps of them it serves to its
     /// peers again; without, what an earlier configuration kept is removed.
     /// What it keeps follows the apps directory: an app file copied in,
-    /// replaced or removed there, or a fallback to an app's last good copy,
-    /// runs the same pass as an install through the device.
+    /// replaced or removed there by hand runs the same pass as an install
+    /// through the device.
     pub fn new(runtime: Arc<Runtime>, config: RuntimeConfig) -> Self {
         let logs = LogBook::start(runtime.events());
         let artifacts = runtime.artifact_fetcher(&config).map(|fetcher| {
@@ -174,10 +174,10 @@ impl RuntimeDevice {
             })
         });
         if let Some(a) = &artifacts {
-            let (events, kept, dir) = (runtime.events(), Arc::downgrade(a), config.apps_dir.clone());
+            let (changes, kept, dir) = (runtime.apps_changed(), Arc::downgrade(a), config.apps_dir.clone());
             let follow = std::thread::Builder::new()
                 .name("artifacts".into())
-                .spawn(move || follow_apps_dir(&events, &kept, &dir));
+                .spawn(move || follow_apps_dir(&changes, &kept, &dir));
             if let Err(e) = follow {
                 tracing::warn!("apps' pieces follow the device's installs only: {e}");
             }
@@ -256,8 +256,12 @@ impl Artifacts {
             }
         }
         let mut keep = running.clone();
-        keep.extend(lock(&self.fetching).iter().copied());
-        match self.fetcher.retain(&keep) {
+        // Held until the rest is removed: a fetch that begins meanwhile waits.
+        let fetching = lock(&self.fetching);
+        keep.extend(fetching.iter().copied());
+        let retained = self.fetcher.retain(&keep);
+        drop(fetching);
+        match retained {
             Ok(removed) => {
                 for r in removed {
                     tracing::info!(asset = %r.id, kib = r.bytes / 1024, "no app runs these pieces: removed");
@@ -273,24 +277,17 @@ impl Artifacts {
     }
 }
 
-/// Run a keep pass after each change of an app file the device's own
-/// installs do not see (copied into or removed from the apps directory, a
-/// fallback to the last good copy), several at once as one, until the device
-/// or the runtime is gone.
+/// Run a keep pass after each change of the apps directory the runtime has
+/// handled (the device's own installs run one too; this one sees what it
+/// does not: files copied in, replaced or removed by hand), several at once
+/// as one, until the device or the runtime is gone.
 fn follow_apps_dir(
-    events: &crossbeam_channel::Receiver<crate::RuntimeEvent>,
+    changes: &crossbeam_channel::Receiver<()>,
     kept: &std::sync::Weak<Artifacts>,
     apps_dir: &std::path::Path,
 ) {
-    use crate::RuntimeEvent as E;
-    // A removal stops its app; other stops change no file, and the pass finds that out cheaply.
-    let changes = |e: &E| matches!(e, E::Started { .. } | E::FellBack { .. } | E::Stopped { .. });
-    while let Ok(event) = events.recv() {
-        if !changes(&event) {
-            continue;
-        }
-        // What came with it is part of the same change.
-        while events.try_recv().is_ok() {}
+    while changes.recv().is_ok() {
+        while changes.try_recv().is_ok() {}
         let Some(artifacts) = kept.upgrade() else { return };
         artifacts.keep(apps_dir);
     }

@@ -66,15 +66,20 @@ pub enum RuntimeEvent {
     },
 }
 
-/// Fan-out of [`RuntimeEvent`]s.
-#[derive(Default)]
-pub(crate) struct EventBus(Mutex<Vec<Sender<RuntimeEvent>>>);
+/// Fan-out of [`RuntimeEvent`]s (or of other news to observers).
+pub(crate) struct EventBus<T = RuntimeEvent>(Mutex<Vec<Sender<T>>>);
 
-impl EventBus {
-    pub fn emit(&self, event: RuntimeEvent) {
+impl<T> Default for EventBus<T> {
+    fn default() -> Self {
+        Self(Mutex::default())
+    }
+}
+
+impl<T: Clone> EventBus<T> {
+    pub fn emit(&self, event: T) {
         lock(&self.0).retain(|tx| tx.send(event.clone()).is_ok());
     }
-    pub fn subscribe(&self) -> Receiver<RuntimeEvent> {
+    pub fn subscribe(&self) -> Receiver<T> {
         let (tx, rx) = unbounded();
         lock(&self.0).push(tx);
         rx

@@ -114,6 +114,7 @@ impl Runtime {
             hw: Hardware::new(board),
             broker: Arc::new(Broker::default()),
             events: EventBus::default(),
+            apps_changed: EventBus::default(),
             epoch: Instant::now(),
             app_log: config.app_log,
             shaper,
@@ -248,6 +249,15 @@ impl Runtime {
     #[must_use]
     pub fn events(&self) -> Receiver<RuntimeEvent> {
         self.services.events.subscribe()
+    }
+
+    /// A message after each change of the apps directory the runtime has
+    /// handled: a file copied in, replaced or removed (run, refused, or put in
+    /// place for an app stopped on request), an install or a removal through
+    /// the runtime.
+    #[must_use]
+    pub fn apps_changed(&self) -> Receiver<()> {
+        self.services.apps_changed.subscribe()
     }
 
     /// Receive messages published on topics matching `pattern`.

@@ -190,6 +190,7 @@ impl Supervisor {
             self.mark_good();
             if std::mem::take(&mut self.apps_changed) {
                 self.retain_assets();
+                self.services.apps_changed.emit(());
             }
             if let Some(reply) = ticked {
                 let _ = reply.send(());

@@ -405,7 +405,9 @@ fn apps_fetched_by_their_root_are_shared_while_they_run() {
 /// What a device keeps of its apps' pieces follows the apps directory, not
 /// only its own installs: a version fetched by its root and then replaced
 /// by a file copied in by hand goes and is no longer served, and an app's
-/// pieces go when its file is removed from the directory; the others stay.
+/// pieces go when its file is removed from the directory, or replaced by a
+/// file that is refused or (the app stopped on request) not run; the others
+/// stay.
 #[test]
 fn pieces_follow_apps_replaced_or_removed_in_the_apps_directory() {
     use std::sync::Arc;
@@ -455,4 +457,24 @@ fn pieces_follow_apps_replaced_or_removed_in_the_apps_directory() {
     std::fs::remove_file(trellis_layout::AppsDir::new(&config.apps_dir).path("blinky")).unwrap();
     gone(rb, "blinky, removed from the apps directory");
     assert!(!served(rb, &blinky));
+
+    // Counter 2.0.0 fetched and installed again, then a broken file copied over it: refused, 2.0.0
+    // runs on, but the app's file is no longer that version, so its pieces go.
+    let fetched = device.fetch_by_root(&r2.to_string(), v2.len() as u64).unwrap().unwrap();
+    device.install_app("counter", &fetched.bytes).unwrap();
+    device.fetches_done();
+    assert!(served(r2, &v2));
+    support::install(&config.apps_dir, "counter", &v2[..v2.len() / 2]);
+    gone(r2, "counter 2.0.0, its file replaced by a broken one");
+
+    // The same for an app stopped on request: a file copied in is put in place, not run, and counts.
+    let fetched = device.fetch_by_root(&rb.to_string(), blinky.len() as u64).unwrap().unwrap();
+    device.install_app("blinky", &fetched.bytes).unwrap();
+    device.fetches_done();
+    device.stop_app("blinky").unwrap();
+    assert!(served(rb, &blinky), "a stopped app's file is still that very file");
+    let mut other = manifest("blinky");
+    other.version = "9.0.0".into();
+    support::install(&config.apps_dir, "blinky", &pack("blinky", &other));
+    gone(rb, "blinky, stopped, its file replaced");
 }

@@ -7,7 +7,7 @@
 //! compiling the engine under emulation (about a minute).
 //!
 //! The same engine built natively for the device's aarch64 (`classifier-bench`
-//! cross-built by `make lang-apps`) then runs in the guest on the same input:
+//! cross-built by `make cross-inference`) then runs in the guest on the same input:
 //! its top-5 and their logits agree with the app's, and the two times per
 //! inference, printed side by side, are the twin's Wasm-vs-native ratio
 //! (`docs/benchmarks.md`; under TCG a figure of the emulator, not of a Pi).
@@ -88,7 +88,7 @@ fn the_classifier_runs_on_the_device_and_agrees_with_native() -> Outcome {
 
     // The same engine natively on the device's aarch64, in the guest.
     let cross = root.join("wasm-apps/target/aarch64-unknown-linux-gnu/agreement/classifier-bench");
-    assert!(cross.exists(), "{}: build it with `make lang-apps`", cross.display());
+    assert!(cross.exists(), "{}: build it with `make cross-inference`", cross.display());
     std::fs::copy(&cross, twin.share().join("classifier-bench")).expect("copy classifier-bench for the guest");
     let said = device
         .sh_timeout(&format!("/mnt/classifier-bench --engine rten --runs {RUNS} --seed 1"), Duration::from_secs(600))?;

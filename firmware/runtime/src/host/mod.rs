@@ -51,6 +51,8 @@ pub(crate) struct Services {
     pub hw: Arc<Hardware>,
     pub broker: Arc<Broker>,
     pub events: EventBus,
+    /// Told after each change of the apps directory is handled.
+    pub apps_changed: EventBus<()>,
     pub epoch: Instant,
     /// How much each app may log.
     pub app_log: crate::config::LogPolicy,
