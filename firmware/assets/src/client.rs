@@ -77,8 +77,19 @@ impl Conn {
         path: &str,
         deadline: Option<Duration>,
     ) -> std::io::Result<(u16, Vec<u8>)> {
+        self.get_within_with(host, path, &[], deadline)
+    }
+
+    /// [`Conn::get_within`] with request `headers`.
+    pub(crate) fn get_within_with(
+        &mut self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        deadline: Option<Duration>,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
         self.reader.get_mut().until = deadline.map(|d| Instant::now() + d);
-        let answer = self.get(host, path, &[]);
+        let answer = self.get(host, path, headers);
         self.reader.get_mut().until = None;
         answer
     }

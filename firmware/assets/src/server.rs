@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::wire::{self, HAVE, ROLLED_BACK, SESSION};
+use crate::wire::{self, HAVE, ROLLED_BACK, SESSION, WANT_HAVE};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
@@ -372,6 +372,9 @@ impl Origin {
                 Ok(None) => {}
                 Err(e) => return (500, format!("reading {}: {e}", asset.describe()).into_bytes()),
             }
+        }
+        if req.header(WANT_HAVE).is_some() {
+            wire::frame(&mut body, wire::HAVE_FRAME, asset.have_hex().as_bytes());
         }
         self.stats.requested.fetch_add(1, Ordering::Relaxed);
         self.stats.pushed.fetch_add(ahead.len() as u64, Ordering::Relaxed);

@@ -34,6 +34,12 @@ pub(crate) const MAX_BODY: usize = 64 << 20;
 /// Headers the reader sends with a block request.
 pub(crate) const SESSION: &str = "trellis-session";
 pub(crate) const HAVE: &str = "trellis-have";
+/// A reader's request header asking a block's answer to end with what the
+/// server holds: one more frame, numbered [`HAVE_FRAME`] (never a block's
+/// number), carrying what `/have` would answer.
+pub(crate) const WANT_HAVE: &str = "trellis-want-have";
+/// The number of the frame that carries a `/have` answer ([`WANT_HAVE`]).
+pub(crate) const HAVE_FRAME: u32 = u32::MAX;
 /// The start of a `410 Gone` body: the peer rolled the asset back.
 pub(crate) const ROLLED_BACK: &str = "rolled back: ";
 

@@ -495,3 +495,26 @@ fn an_urgent_job_does_not_wait_behind_an_index_that_does_not_come() {
     assert!(ended[0].2 < stall / 2, "the urgent job waited: {ended:?}");
     assert!(dir.path().join("device").join(urgent_id.to_string()).exists());
 }
+
+/// A peer's answer with a block says what it holds too, so a device busy
+/// taking blocks from it does not also ask it every `poll`: taking 41
+/// blocks from one peer, each answer 20 ms on the way, with `poll` at 1 ms,
+/// the device asks it what it holds at the start and not once a block.
+#[test]
+fn a_busy_peer_says_what_it_holds_with_its_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let (full, _) = peer(&dir.path().join("a"), &bytes, 0..41);
+    let (relay, asked) = common::counting(common::delaying(full.addr(), Duration::from_millis(20)), "/have");
+    let sources = Sources { origin: None, peers: vec![relay.to_string()], found: None };
+    let options = DownloadOptions { poll: Duration::from_millis(1), ..options() };
+
+    let (store, _) = download::open_within(&dir.path().join("c"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(held(&store), bytes);
+    assert_eq!(report.from_peers.get(&relay.to_string()), Some(&41), "{report:?}");
+    let asked = asked.load(Ordering::SeqCst);
+    assert!(asked <= 2, "asked what it holds {asked} times while taking its 41 blocks");
+}

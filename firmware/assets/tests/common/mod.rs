@@ -130,12 +130,37 @@ pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
 /// client keeps one).
 #[allow(dead_code)] // the CLI's tests do not use it
 pub fn delaying(to: SocketAddr, delay: std::time::Duration) -> SocketAddr {
+    relay(to, delay, |_| {})
+}
+
+/// A relay in front of `to` that counts the requests whose path ends with
+/// `suffix`.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn counting(to: SocketAddr, suffix: &'static str) -> (SocketAddr, Arc<AtomicU32>) {
+    let count = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&count);
+    let addr = relay(to, std::time::Duration::ZERO, move |line| {
+        if line.split_whitespace().nth(1).is_some_and(|path| path.ends_with(suffix)) {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (addr, count)
+}
+
+/// Pass requests to `to` and answers back, one at a time per connection,
+/// each answer held back `delay`; `seen` is told each request's first line.
+fn relay(
+    to: SocketAddr,
+    delay: std::time::Duration,
+    seen: impl Fn(&str) + Send + Sync + Clone + 'static,
+) -> SocketAddr {
     use std::io::Read;
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for client in listener.incoming() {
             let Ok(client) = client else { return };
+            let seen = seen.clone();
             std::thread::spawn(move || {
                 let Ok(server) = std::net::TcpStream::connect(to) else { return };
                 let mut from_client = BufReader::new(client.try_clone().unwrap());
@@ -155,6 +180,7 @@ pub fn delaying(to: SocketAddr, delay: std::time::Duration) -> SocketAddr {
                             break;
                         }
                     }
+                    seen(head.lines().next().unwrap_or(""));
                     if to_server.write_all(head.as_bytes()).is_err() {
                         return;
                     }
