@@ -642,7 +642,8 @@ impl Fetcher {
                 if i == 0 && block != n {
                     return Err(self.fetch_err(id, format!("asked for block {n}, was sent block {block}")));
                 }
-                if store.has(block) {
+                // What the server holds, were it to say (this reader does not ask).
+                if block == wire::HAVE_FRAME || store.has(block) {
                     continue;
                 }
                 if store.put_unsynced(block, data)? {

@@ -56,9 +56,14 @@ const PEER_ROUNDS: u32 = 3;
 /// every peer, N² requests a round in all, so on a large site a device asks
 /// all its peers together about 30 times a second at most. (32 devices on
 /// two cores, with blocks carrying what the peer holds: 20 MiB in
-/// 27.7–28.3 s, against 32.1–32.7 s with every peer asked every 200 ms;
+/// 26.3–28.3 s, against 32.1–32.7 s with every peer asked every 200 ms;
 /// docs/benchmarks.md.)
 const HAVE_SPACING: Duration = Duration::from_millis(32);
+
+/// Up to this many blocks (a bitmap of 1 KiB in hex, a 256 MiB asset), a
+/// peer's every block comes with what it holds; beyond, only when it is
+/// about due to be asked again ([`HAVE_SPACING`]).
+const HAVE_EVERY_BLOCK: u32 = 4096;
 
 /// Why [`open_within`] gave up when its `pause` was set.
 pub const PAUSED: &str = "paused before its index arrived";
@@ -68,9 +73,9 @@ pub const PAUSED: &str = "paused before its index arrived";
 pub struct DownloadOptions {
     /// How a peer's next block is chosen.
     pub strategy: Strategy,
-    /// How often a peer is asked again what it holds, on a site of up to
-    /// six peers (on a larger one every 32 ms times the number of peers), and
-    /// how often an idle source looks for work.
+    /// How often a peer is asked again what it holds, or every 32 ms times
+    /// the number of peers when that is longer, and how often an idle source
+    /// looks for work.
     pub poll: Duration,
     /// The download fails when no block has arrived for this long.
     pub stall: Duration,
@@ -596,6 +601,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed.wrapping_add(i as u64 + 1));
     let mut conn: Option<Conn> = None;
     let mut asked: Option<Instant> = None;
+    let blocks = shared.lock().mine.len();
     // Since when the peer has not answered (it may not be up yet, or be restarting).
     let mut down_since: Option<Instant> = None;
     'peer: loop {
@@ -653,7 +659,11 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
             };
             let Some(n) = n else { continue 'peer };
             let asked_at = Instant::now();
-            match fetch_asking(&mut conn, peer, id, n, Some(shared.options.peer_deadline), true) {
+            // What it holds, with every block while its bitmap is small beside a block; for a
+            // larger asset when it is about due (a 4 GiB asset's with every block would make
+            // each answer a quarter longer).
+            let due = blocks <= HAVE_EVERY_BLOCK || asked.is_none_or(|at| at.elapsed() >= every / 2);
+            match fetch_asking(&mut conn, peer, id, n, Some(shared.options.peer_deadline), due) {
                 Ok((data, held)) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => {
                         // What it holds came with the block: no need to ask for a while.
@@ -685,6 +695,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
         // when it has not answered for `peer_retry`.
         let (reason, n) = failure;
         conn = None;
+        // Asked again what it holds, after a `poll`.
+        asked = None;
         shared.heard(i, None, None);
         if let Some(n) = n {
             shared.lock().in_flight.clear(n);
@@ -698,7 +710,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
         if s.done {
             return;
         }
-        drop(shared.idle(s));
+        drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
     }
 }
 
