@@ -60,10 +60,23 @@ const PEER_ROUNDS: u32 = 3;
 /// docs/benchmarks.md.)
 const HAVE_SPACING: Duration = Duration::from_millis(32);
 
+/// The longest [`HAVE_SPACING`] makes a peer wait to be asked again (from
+/// 63 peers on), so that a large site still learns within seconds what a
+/// peer newly holds; and never more than a quarter of
+/// [`DownloadOptions::stall`].
+const HAVE_MOST: Duration = Duration::from_secs(2);
+
 /// Up to this many blocks (a bitmap of 1 KiB in hex, a 256 MiB asset), a
 /// peer's every block comes with what it holds; beyond, only when it is
 /// about due to be asked again ([`HAVE_SPACING`]).
 const HAVE_EVERY_BLOCK: u32 = 4096;
+
+/// How long a peer's word on what it holds stands, on a site of `peers`.
+fn have_spacing(options: &DownloadOptions, peers: usize) -> Duration {
+    let peers = u32::try_from(peers).unwrap_or(u32::MAX);
+    let spaced = HAVE_SPACING.saturating_mul(peers).min(HAVE_MOST).min(options.stall / 4);
+    options.poll.max(spaced)
+}
 
 /// Why [`open_within`] gave up when its `pause` was set.
 pub const PAUSED: &str = "paused before its index arrived";
@@ -74,8 +87,8 @@ pub struct DownloadOptions {
     /// How a peer's next block is chosen.
     pub strategy: Strategy,
     /// How often a peer is asked again what it holds, or every 32 ms times
-    /// the number of peers when that is longer, and how often an idle source
-    /// looks for work.
+    /// the number of peers when that is longer (at most 2 s), and how often an
+    /// idle source looks for work.
     pub poll: Duration,
     /// The download fails when no block has arrived for this long.
     pub stall: Duration,
@@ -396,8 +409,7 @@ impl Shared<'_> {
     /// How long a peer's word on what it holds stands before it is asked
     /// again ([`HAVE_SPACING`]).
     fn have_every(&self, s: &State) -> Duration {
-        let peers = u32::try_from(s.theirs.len().saturating_sub(s.gone)).unwrap_or(u32::MAX);
-        self.options.poll.max(HAVE_SPACING.saturating_mul(peers))
+        have_spacing(self.options, s.theirs.len().saturating_sub(s.gone))
     }
 
     /// Wait until something changes or `poll` passes.
@@ -606,7 +618,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
     let mut down_since: Option<Instant> = None;
     'peer: loop {
         let failure = 'round: {
-            // What the peer holds: at the start, and again when it had nothing for us.
+            // What the peer holds: at the start, after a failure, and when its last word (an answer
+            // or a bitmap with a block) is older than `every`.
             let every = shared.have_every(&shared.lock());
             if asked.is_none_or(|at| at.elapsed() >= every) {
                 asked = Some(Instant::now());
@@ -617,7 +630,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                         Err(e) => break 'round (format!("connecting: {e}"), None),
                     }
                 }
-                let Some(c) = conn.as_mut() else { continue 'peer };
+                let Some(c) = conn.as_mut() else { break 'round ("no connection".into(), None) };
                 let held =
                     match c.get_within(peer, &format!("/v1/assets/{id}/have"), Some(shared.options.peer_deadline)) {
                         Ok((200, body)) => have(&body, len),
@@ -807,6 +820,20 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A small site's peers are asked every `poll`; a larger one's less
+    /// often, in step with their number; a very large one's still every
+    /// 2 s at most, and never so seldom that a download would stall.
+    #[test]
+    fn peers_are_asked_less_often_on_a_larger_site_within_bounds() {
+        let options = DownloadOptions::default();
+        let ms = |peers| have_spacing(&options, peers).as_millis();
+        assert_eq!((ms(0), ms(1), ms(6)), (200, 200, 200));
+        assert_eq!((ms(7), ms(15), ms(31)), (224, 480, 992));
+        assert_eq!((ms(63), ms(200), ms(100_000)), (2000, 2000, 2000));
+        let short = DownloadOptions { stall: Duration::from_secs(4), ..DownloadOptions::default() };
+        assert_eq!(have_spacing(&short, 200), Duration::from_secs(1));
+    }
 
     /// Devices of a site start a download together with the same view
     /// (nothing held, nothing claimed): with one seed they would all ask

@@ -5,8 +5,8 @@
 //!   `Trellis-Have: <bitmap hex>`: a body of frames, each `block` (u32 LE),
 //!   `len` (u32 LE) and the block's bytes. The first frame is block `n`; the
 //!   frames after it are blocks the origin predicts the reader will ask for
-//!   next and that its bitmap says it lacks. With `Trellis-Want-Have: 1` the
-//!   last frame, numbered 2³²−1 (never a block's), carries what `/have`
+//!   next and that its bitmap says it lacks. With a `Trellis-Want-Have`
+//!   header (whatever its value) the last frame, numbered 2³²−1 (never a block's), carries what `/have`
 //!   would answer (a peer's downloads ask for it instead of asking `/have`).
 //!
 //! - `GET /v1/assets/<id>/have`: the bitmap of the blocks the server holds,
