@@ -696,3 +696,46 @@ fn connect_within(origin: &str, timeout: Duration) -> std::io::Result<Conn> {
     }
     Err(last)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_body_sent_in_pieces_is_read_whole_and_the_next_short_answer_is_not_held_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        // Several blocks long, in uneven pieces, the last one short.
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(7) % 251) as u8).collect();
+        let sent = big.clone();
+        let (done, end) = mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+            wire::read_request(&mut r).unwrap().unwrap();
+            write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", sent.len()).unwrap();
+            for piece in sent.chunks(70_001) {
+                s.write_all(piece).unwrap();
+                std::thread::sleep(Duration::from_millis(30));
+            }
+            wire::read_request(&mut r).unwrap().unwrap();
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 5\r\n\r\nnope.").unwrap();
+            // The connection stays open: the reader must not wait for more.
+            let _ = end.recv_timeout(Duration::from_secs(10));
+        });
+        let mut c = connect(&addr).unwrap();
+        let started = Instant::now();
+        assert_eq!(c.get(&addr, "/big", &[]).unwrap(), (200, big));
+        // Five pieces 30 ms apart: no read waits for its timeout.
+        assert!(started.elapsed() < Duration::from_secs(2), "the long answer took {:?}", started.elapsed());
+        let started = Instant::now();
+        let (status, body) = c.get_within(&addr, "/small", Some(Duration::from_secs(3))).unwrap();
+        assert_eq!((status, body.as_slice()), (404, &b"nope."[..]));
+        assert!(started.elapsed() < Duration::from_secs(1), "the short answer took {:?}", started.elapsed());
+        done.send(()).unwrap();
+        server.join().unwrap();
+    }
+}
