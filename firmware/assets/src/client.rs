@@ -57,15 +57,23 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// One `GET` on this connection: the response's status and body.
+    /// Another handle on this connection's socket (to shut it down from
+    /// another thread).
+    pub(crate) fn socket(&self) -> std::io::Result<TcpStream> {
+        self.writer.try_clone()
+    }
+
+    /// One `GET` on this connection: the response's status and body, of at
+    /// most `max` bytes (a longer one is refused before it is read).
     pub(crate) fn get(
         &mut self,
         host: &str,
         path: &str,
         headers: &[(&str, String)],
+        max: usize,
     ) -> std::io::Result<(u16, Vec<u8>)> {
         self.writer.write_all(request(host, path, headers).as_bytes())?;
-        wire::read_response(&mut self.reader)
+        wire::read_response(&mut self.reader, max)
     }
 
     /// [`Conn::get`] answered whole within `deadline`, however the bytes
@@ -76,8 +84,9 @@ impl Conn {
         host: &str,
         path: &str,
         deadline: Option<Duration>,
+        max: usize,
     ) -> std::io::Result<(u16, Vec<u8>)> {
-        self.get_within_with(host, path, &[], deadline)
+        self.get_within_with(host, path, &[], deadline, max)
     }
 
     /// [`Conn::get_within`] with request `headers`.
@@ -87,9 +96,10 @@ impl Conn {
         path: &str,
         headers: &[(&str, String)],
         deadline: Option<Duration>,
+        max: usize,
     ) -> std::io::Result<(u16, Vec<u8>)> {
         self.reader.get_mut().until = deadline.map(|d| Instant::now() + d);
-        let answer = self.get(host, path, headers);
+        let answer = self.get(host, path, headers, max);
         self.reader.get_mut().until = None;
         answer
     }
@@ -342,8 +352,8 @@ impl Fetcher {
 
     /// One request to `peer` within the peer deadline; a peer that cannot
     /// be reached or does not answer in time is benched.
-    fn ask_peer(&self, peer: &str, id: AssetId, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
-        let answer = peer_get(peer, path, self.peer_deadline);
+    fn ask_peer(&self, peer: &str, id: AssetId, path: &str, max: usize) -> std::io::Result<(u16, Vec<u8>)> {
+        let answer = peer_get(peer, path, self.peer_deadline, max);
         if let Err(e) = &answer {
             tracing::info!(
                 asset = %id, peer,
@@ -377,7 +387,7 @@ impl Fetcher {
     /// the asset's.
     fn index_from_peers(&self, id: AssetId) -> Option<Index> {
         for peer in self.trusted_peers(id) {
-            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/index"));
+            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/index"), wire::MAX_BODY);
             if self.gone(&peer, id, &answer) {
                 continue;
             }
@@ -397,7 +407,8 @@ impl Fetcher {
         let id = store.id();
         for peer in self.trusted_peers(id) {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
-            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"));
+            let max = wire::block_answer_max(store.index().block_size as usize, store.index().count(), false);
+            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"), max);
             if self.gone(&peer, id, &answer) {
                 continue;
             }
@@ -436,7 +447,7 @@ impl Fetcher {
                 *conn = Some(connect(origin).map_err(|e| self.fetch_err(id, format!("connecting: {e}")))?);
             }
             let Some(c) = conn.as_mut() else { continue };
-            match c.get(origin, path, headers) {
+            match c.get(origin, path, headers, wire::MAX_BODY) {
                 Ok((200, body)) => {
                     self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                     return Ok(body);
@@ -670,10 +681,10 @@ impl Fetcher {
 
 /// One `GET` to a peer, on a connection of its own, answered whole within
 /// `deadline` (the connection included).
-fn peer_get(peer: &str, path: &str, deadline: Duration) -> std::io::Result<(u16, Vec<u8>)> {
+fn peer_get(peer: &str, path: &str, deadline: Duration, max: usize) -> std::io::Result<(u16, Vec<u8>)> {
     let until = Instant::now() + deadline;
     let mut conn = connect_within(peer, PEER_CONNECT_TIMEOUT.min(deadline))?;
-    conn.get_within(peer, path, Some(until.saturating_duration_since(Instant::now())))
+    conn.get_within(peer, path, Some(until.saturating_duration_since(Instant::now())), max)
 }
 
 /// Connect to a server of assets (`host:port`), with the client's timeouts.
@@ -728,11 +739,11 @@ mod tests {
         });
         let mut c = connect(&addr).unwrap();
         let started = Instant::now();
-        assert_eq!(c.get(&addr, "/big", &[]).unwrap(), (200, big));
+        assert_eq!(c.get(&addr, "/big", &[], wire::MAX_BODY).unwrap(), (200, big));
         // Five pieces 30 ms apart: no read waits for its timeout.
         assert!(started.elapsed() < Duration::from_secs(2), "the long answer took {:?}", started.elapsed());
         let started = Instant::now();
-        let (status, body) = c.get_within(&addr, "/small", Some(Duration::from_secs(3))).unwrap();
+        let (status, body) = c.get_within(&addr, "/small", Some(Duration::from_secs(3)), wire::MAX_BODY).unwrap();
         assert_eq!((status, body.as_slice()), (404, &b"nope."[..]));
         assert!(started.elapsed() < Duration::from_secs(1), "the short answer took {:?}", started.elapsed());
         done.send(()).unwrap();

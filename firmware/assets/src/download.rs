@@ -25,14 +25,17 @@
 //! named in the [`DownloadReport`]; nothing it sent is kept. A peer that
 //! cannot be reached or breaks off is asked again (it may be starting or
 //! restarting); its blocks come from the others meanwhile, and it is
-//! dropped when it has not answered for [`DownloadOptions::peer_retry`].
+//! dropped when it has not answered for [`DownloadOptions::peer_retry`],
+//! or when the blocks it says it holds have not come for that long however
+//! it answers (it would keep them from the origin).
 //! An origin that cannot be reached is asked again every poll until no
 //! block has arrived for [`DownloadOptions::stall`]; one that answers with
 //! anything but the block three times ends the download. A peer that rolled
 //! the asset back says so (`410 Gone`): it is not asked again, and the
 //! report names it ([`DownloadReport::rolled_back`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -93,7 +96,9 @@ pub struct DownloadOptions {
     /// The download fails when no block has arrived for this long.
     pub stall: Duration,
     /// A peer that does not answer (not up yet, restarting, gone) is asked
-    /// again every `poll` and dropped when it has not answered for this long.
+    /// again every `poll` and dropped when it has not answered for this long;
+    /// so is one whose answers to block requests have not been the block
+    /// for this long, since the first of them was asked.
     pub peer_retry: Duration,
     /// How long a peer has for its whole answer to one request (what it
     /// holds, the index, a block). One that overruns it with a block is
@@ -273,8 +278,9 @@ pub fn open_within(
                 continue;
             }
             let path = format!("/v1/assets/{id}/index");
-            let got =
-                connect(source).and_then(|mut c| c.get_within(source, &path, is_peer.then_some(options.peer_deadline)));
+            let got = connect(source).and_then(|mut c| {
+                c.get_within(source, &path, is_peer.then_some(options.peer_deadline), wire::MAX_BODY)
+            });
             match got {
                 Ok((200, body)) => match Index::decode(&body, &id) {
                     Ok(index) => return Ok((BlockStore::open(root, &id, &index)?, banned)),
@@ -284,7 +290,7 @@ pub fn open_within(
                     }
                     Err(e) => last = e.to_string(),
                 },
-                Ok((status, body)) => last = format!("{source}: {status}: {}", String::from_utf8_lossy(&body)),
+                Ok((status, body)) => last = format!("{source}: {status}: {}", brief(&body)),
                 Err(e) => {
                     unanswered = true;
                     origin_unanswered |= !is_peer;
@@ -337,7 +343,15 @@ struct Shared<'a> {
     state: Mutex<State>,
     wake: Condvar,
     options: &'a DownloadOptions,
+    /// The connection each source's thread uses (a peer by its number, the
+    /// origin as [`ORIGIN_CONN`]), to hang up on when the download ends: a
+    /// thread waiting for an answer then returns at once instead of when
+    /// its request runs out.
+    conns: Mutex<HashMap<usize, TcpStream>>,
 }
+
+/// The origin's key in [`Shared::conns`].
+const ORIGIN_CONN: usize = usize::MAX;
 
 impl Shared<'_> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -406,6 +420,29 @@ impl Shared<'_> {
         self.wake.notify_all();
     }
 
+    /// A connection to `server` for source `key`, kept to hang up on at the end.
+    fn connect(&self, key: usize, server: &str) -> std::io::Result<Conn> {
+        let conn = connect(server)?;
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.insert(key, conn.socket()?);
+        Ok(conn)
+    }
+
+    /// Hang up every source's connection: the download has ended.
+    fn hang_up(&self) {
+        for (_, socket) in self.conns.lock().unwrap_or_else(PoisonError::into_inner).drain() {
+            drop(socket.shutdown(std::net::Shutdown::Both));
+        }
+    }
+
+    /// The longest answer to a block request (with what the server holds,
+    /// or not) and to `/have`, for this asset.
+    fn answers_max(&self) -> (impl Fn(bool) -> usize + use<>, usize) {
+        let store = self.store.lock().unwrap_or_else(PoisonError::into_inner);
+        let (block, blocks) = (usize::try_from(store.index().block_size).unwrap_or(usize::MAX), store.index().count());
+        (move |with_have| wire::block_answer_max(block, blocks, with_have), wire::have_answer_max(blocks))
+    }
+
     /// How long a peer's word on what it holds stands before it is asked
     /// again ([`HAVE_SPACING`]).
     fn have_every(&self, s: &State) -> Duration {
@@ -458,7 +495,7 @@ pub fn download(
         failed: None,
         done: false,
     };
-    let shared = Shared { id, store, state: Mutex::new(state), wake: Condvar::new(), options };
+    let shared = Shared { id, store, state: Mutex::new(state), wake: Condvar::new(), options, conns: Mutex::default() };
     std::thread::scope(|scope| {
         for (i, peer) in sources.peers.iter().enumerate() {
             let shared = &shared;
@@ -472,6 +509,7 @@ pub fn download(
             let shared = &shared;
             scope.spawn(move || from_peer(shared, i, &peer));
         });
+        shared.hang_up();
     });
     let s = shared.state.into_inner().unwrap_or_else(PoisonError::into_inner);
     match s.failed {
@@ -492,7 +530,10 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
                 tracing::debug!(asset = %shared.id, peer, "asking a peer found on the LAN");
                 known.push(peer.clone());
                 s.theirs.push(None);
-                s.heard.push(false);
+                // The origin does not wait for a peer found later to say what it
+                // holds: anyone on the LAN can announce one (and one that never
+                // answers would hold the origin for a deadline each).
+                s.heard.push(true);
                 s.claims.push(None);
                 ask(known.len() - 1, peer);
             }
@@ -557,47 +598,64 @@ const REASON_MAX: usize = 200;
 /// without the protocol's prefix, at most [`REASON_MAX`] characters (a peer
 /// is not trusted with the size of its report).
 pub(crate) fn rolled_back_reason(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let line = text.lines().next().unwrap_or("").trim();
-    let why = line.strip_prefix(wire::ROLLED_BACK).unwrap_or(line);
+    let line = first_line(body);
+    let why = line.strip_prefix(wire::ROLLED_BACK).unwrap_or(&line);
     why.chars().take(REASON_MAX).collect()
+}
+
+/// What a server's answer says, for a report or a log: its first line, at
+/// most [`REASON_MAX`] characters.
+fn brief(body: &[u8]) -> String {
+    first_line(body).chars().take(REASON_MAX).collect()
+}
+
+/// The first line of an answer (of its first few hundred characters).
+fn first_line(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(8 * REASON_MAX)]);
+    text.lines().next().unwrap_or("").trim().to_owned()
 }
 
 /// One block from a server (a peer's answer whole within `deadline`): its
 /// bytes, or why not.
 fn fetch(
+    shared: &Shared<'_>,
+    key: usize,
     conn: &mut Option<Conn>,
     server: &str,
-    id: AssetId,
     n: u32,
     deadline: Option<Duration>,
+    max: usize,
 ) -> Result<Vec<u8>, String> {
-    fetch_asking(conn, server, id, n, deadline, false).map(|(data, _)| data)
+    fetch_asking(shared, key, conn, server, n, deadline, false, max).map(|(data, _)| data)
 }
 
 /// [`fetch`], and with `want_have` what the server holds, when it says
 /// (the body of a `/have` answer, unchecked; a peer that does not say
 /// answers the block alone).
+#[allow(clippy::too_many_arguments)]
 fn fetch_asking(
+    shared: &Shared<'_>,
+    key: usize,
     conn: &mut Option<Conn>,
     server: &str,
-    id: AssetId,
     n: u32,
     deadline: Option<Duration>,
     want_have: bool,
+    max: usize,
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+    let id = shared.id;
     if conn.is_none() {
-        *conn = Some(connect(server).map_err(|e| format!("connecting: {e}"))?);
+        *conn = Some(shared.connect(key, server).map_err(|e| format!("connecting: {e}"))?);
     }
     let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
     let path = format!("/v1/assets/{id}/blocks/{n}");
     let headers = if want_have { vec![(wire::WANT_HAVE, "1".to_owned())] } else { Vec::new() };
-    let (status, body) = c.get_within_with(server, &path, &headers, deadline).map_err(|e| {
+    let (status, body) = c.get_within_with(server, &path, &headers, deadline, max).map_err(|e| {
         *conn = None;
         e.to_string()
     })?;
     if status != 200 {
-        return Err(format!("block {n}: {status}: {}", String::from_utf8_lossy(&body)));
+        return Err(format!("block {n}: {status}: {}", brief(&body)));
     }
     let frames = wire::frames(&body).map_err(|e| format!("block {n}: {e}"))?;
     let held = frames.iter().find(|(b, _)| want_have && *b == wire::HAVE_FRAME).map(|(_, text)| text.to_vec());
@@ -614,8 +672,14 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
     let mut conn: Option<Conn> = None;
     let mut asked: Option<Instant> = None;
     let blocks = shared.lock().mine.len();
+    // The longest answers it may give (an answer that says it is longer is refused unread).
+    let (block_max, have_max) = shared.answers_max();
+    let have_path = format!("/v1/assets/{id}/have");
     // Since when the peer has not answered (it may not be up yet, or be restarting).
     let mut down_since: Option<Instant> = None;
+    // Since when the blocks asked of it have not come (since the first of
+    // them was asked): it says it holds them, which keeps them from the origin.
+    let mut failing_since: Option<Instant> = None;
     'peer: loop {
         let failure = 'round: {
             // What the peer holds: at the start, after a failure, and when its last word (an answer
@@ -625,29 +689,28 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 asked = Some(Instant::now());
                 let len = shared.lock().mine.len();
                 if conn.is_none() {
-                    match connect(peer) {
+                    match shared.connect(i, peer) {
                         Ok(c) => conn = Some(c),
                         Err(e) => break 'round (format!("connecting: {e}"), None),
                     }
                 }
                 let Some(c) = conn.as_mut() else { break 'round ("no connection".into(), None) };
-                let held =
-                    match c.get_within(peer, &format!("/v1/assets/{id}/have"), Some(shared.options.peer_deadline)) {
-                        Ok((200, body)) => have(&body, len),
-                        // It does not hold the asset (yet: it may be about to fetch it too).
-                        Ok((404, _)) => Some((Bitfield::empty(len), None)),
-                        // It rolled the asset back: it will not serve it again.
-                        Ok((410, body)) => {
-                            let why = rolled_back_reason(&body);
-                            tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
-                            shared.lock().report.rolled_back.push((peer.to_owned(), why));
-                            return shared.drop_peer(i, None);
-                        }
-                        Ok((status, body)) => {
-                            break 'round (format!("{status}: {}", String::from_utf8_lossy(&body)), None);
-                        }
-                        Err(e) => break 'round (e.to_string(), None),
-                    };
+                let held = match c.get_within(peer, &have_path, Some(shared.options.peer_deadline), have_max) {
+                    Ok((200, body)) => have(&body, len),
+                    // It does not hold the asset (yet: it may be about to fetch it too).
+                    Ok((404, _)) => Some((Bitfield::empty(len), None)),
+                    // It rolled the asset back: it will not serve it again.
+                    Ok((410, body)) => {
+                        let why = rolled_back_reason(&body);
+                        tracing::info!(asset = %id, peer, "the peer rolled the asset back: {why}");
+                        shared.lock().report.rolled_back.push((peer.to_owned(), why));
+                        return shared.drop_peer(i, None);
+                    }
+                    Ok((status, body)) => {
+                        break 'round (format!("{status}: {}", brief(&body)), None);
+                    }
+                    Err(e) => break 'round (e.to_string(), None),
+                };
                 let Some((held, claim)) = held else { break 'round ("its bitmap is not hex".into(), None) };
                 down_since = None;
                 shared.heard(i, Some(held), claim);
@@ -676,9 +739,10 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
             // larger asset when it is about due (a 4 GiB asset's with every block would make
             // each answer a quarter longer).
             let due = blocks <= HAVE_EVERY_BLOCK || asked.is_none_or(|at| at.elapsed() >= every / 2);
-            match fetch_asking(&mut conn, peer, id, n, Some(shared.options.peer_deadline), due) {
+            match fetch_asking(shared, i, &mut conn, peer, n, Some(shared.options.peer_deadline), due, block_max(due)) {
                 Ok((data, held)) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => {
+                        failing_since = None;
                         // What it holds came with the block: no need to ask for a while.
                         let len = shared.lock().mine.len();
                         if let Some((held, claim)) = held.and_then(|text| have(&text, len)) {
@@ -701,7 +765,10 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                     shared.lock().report.lost.push((peer.to_owned(), reason));
                     return shared.drop_peer(i, Some(n));
                 }
-                Err(reason) => (reason, Some(n)),
+                Err(reason) => {
+                    failing_since.get_or_insert(asked_at);
+                    (reason, Some(n))
+                }
             }
         };
         // Not answering: its blocks do not count until it does; dropped
@@ -713,6 +780,15 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
         shared.heard(i, None, None);
         if let Some(n) = n {
             shared.lock().in_flight.clear(n);
+        }
+        // A peer that answers what it holds but not with the blocks it says it
+        // holds (an error, a wrong block, each just inside the deadline) would
+        // hold them from the origin for as long as it kept that up.
+        if failing_since.is_some_and(|since| since.elapsed() >= shared.options.peer_retry) {
+            let reason = format!("{reason}; no block for {} s", shared.options.peer_retry.as_secs_f32());
+            tracing::info!(asset = %id, peer, "peer dropped: {reason}");
+            shared.lock().report.lost.push((peer.to_owned(), reason));
+            return shared.drop_peer(i, None);
         }
         if down_since.get_or_insert_with(Instant::now).elapsed() >= shared.options.peer_retry {
             tracing::info!(asset = %id, peer, "peer dropped: {reason}");
@@ -733,6 +809,7 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
     let mut refused = 0;
     let mut errors = 0;
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
+    let (block_max, _) = shared.answers_max();
     loop {
         // A block no reachable peer holds and nobody is fetching (here or,
         // as a peer said, from the origin), chosen by the picker: at random
@@ -772,7 +849,8 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         // The claim stands until the block is kept: between the two, a peer
         // reading `/have` would see it neither claimed nor held, and ask the
         // origin for it too.
-        let fetched = fetch(&mut conn, origin, id, n, None).map(|data| shared.keep(n, &data, None));
+        let fetched = fetch(shared, ORIGIN_CONN, &mut conn, origin, n, None, block_max(false))
+            .map(|data| shared.keep(n, &data, None));
         claim(None);
         match fetched {
             Ok(kept) => match kept {

@@ -24,14 +24,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::wire::{self, HAVE, ROLLED_BACK, SESSION, WANT_HAVE};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 256;
-/// A connection idle this long is closed.
+/// A connection idle this long is closed ([`OriginConfig::idle`]).
 const IDLE: Duration = Duration::from_secs(30);
 /// Most readers whose order is followed at once (the oldest are forgotten).
 const MAX_SESSIONS: usize = 4096;
@@ -43,11 +43,15 @@ pub struct OriginConfig {
     pub push: u32,
     /// Where the recorded orders are kept across restarts (`traces.json`), if anywhere.
     pub state_dir: Option<PathBuf>,
+    /// A connection that sends no whole request, or takes none of its
+    /// answer, for this long is closed: a client that stops reading, or
+    /// trickles its requests, does not hold its thread and its slot.
+    pub idle: Duration,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        Self { push: 16, state_dir: None }
+        Self { push: 16, state_dir: None, idle: IDLE }
     }
 }
 
@@ -259,7 +263,7 @@ impl Origin {
     /// [`Self::unshare`] stops serving one.
     #[must_use]
     pub fn sharing(stores: &[Arc<Mutex<BlockStore>>]) -> Self {
-        let config = OriginConfig { push: 0, state_dir: None };
+        let config = OriginConfig { push: 0, ..OriginConfig::default() };
         let origin = Self {
             assets: RwLock::default(),
             withdrawn: RwLock::default(),
@@ -287,11 +291,14 @@ impl Origin {
 
     /// Stop serving asset `id` because this device rolled it back: from now
     /// on its index, blocks and bitmap answer `410 Gone` with `reason`, so
-    /// the peers that ask see the rollback and stop asking. Sharing it again
+    /// the peers that ask see the rollback and stop asking (the first line
+    /// of `reason`, at most 1000 characters). Sharing it again
     /// ([`Origin::share`]: a sync's new attempt, a bundle written again)
     /// ends that. Whether it was served.
     pub fn withdraw(&self, id: &AssetId, reason: &str) -> bool {
-        self.withdrawn.write().unwrap_or_else(PoisonError::into_inner).insert(*id, reason.to_owned());
+        // Its first line, as long as a peer reads it.
+        let reason: String = reason.lines().next().unwrap_or("").chars().take(wire::GONE_REASON_MAX).collect();
+        self.withdrawn.write().unwrap_or_else(PoisonError::into_inner).insert(*id, reason);
         self.unshare(id)
     }
 
@@ -394,11 +401,16 @@ impl Origin {
     }
 
     fn serve_connection(&self, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_read_timeout(Some(IDLE))?;
+        stream.set_write_timeout(Some(self.config.idle))?;
         stream.set_nodelay(true)?;
-        let mut reader = BufReader::new(stream.try_clone()?);
+        let idle = self.config.idle;
+        let mut reader = BufReader::new(Within { stream: stream.try_clone()?, until: Instant::now() + idle });
         let mut writer = BufWriter::new(stream);
-        while let Some(req) = wire::read_request(&mut reader)? {
+        loop {
+            // Each request whole within `idle` of the last answer, however
+            // its bytes trickle in.
+            reader.get_mut().until = Instant::now() + idle;
+            let Some(req) = wire::read_request(&mut reader)? else { break };
             if let Some(asset) = self.whole(&req)
                 && let Backing::File { file, .. } = &asset.backing
             {
@@ -431,6 +443,23 @@ impl Origin {
             wire::write_response(&mut writer, &req, status, &body)?;
         }
         Ok(())
+    }
+}
+
+/// A connection's reading side whose reads end at `until`.
+struct Within {
+    stream: TcpStream,
+    until: Instant,
+}
+
+impl std::io::Read for Within {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no whole request in time"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        self.stream.read(buf)
     }
 }
 
@@ -475,14 +504,16 @@ impl Listener {
                         open.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     }
-                    let (serve, open) = (serve.clone(), open.clone());
+                    let (serve, slot) = (serve.clone(), open.clone());
                     let spawned = std::thread::Builder::new().name(conn_name.clone()).spawn(move || {
                         if let Err(e) = serve(stream) {
                             tracing::debug!("connection ended: {e}");
                         }
-                        open.fetch_sub(1, Ordering::SeqCst);
+                        slot.fetch_sub(1, Ordering::SeqCst);
                     });
                     if spawned.is_err() {
+                        // Its slot is free again (the connection is closed).
+                        open.fetch_sub(1, Ordering::SeqCst);
                         tracing::warn!("no thread for a connection");
                     }
                 }

@@ -60,11 +60,15 @@ impl Request {
     }
 }
 
-/// Read one head (up to the empty line) from `r`; `None` at a clean end of stream.
+/// Read one head (up to the empty line) from `r`; `None` at a clean end of
+/// stream. No more than [`MAX_HEAD`] and a byte is read, however long a
+/// line the other side sends without its end.
 fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
     let mut head = Vec::new();
     loop {
-        let n = r.read_until(b'\n', &mut head)?;
+        let room = (MAX_HEAD + 1).saturating_sub(head.len()) as u64;
+        let n = r.by_ref().take(room).read_until(b'\n', &mut head)?;
         if n == 0 {
             return if head.is_empty() { Ok(None) } else { Err(std::io::ErrorKind::UnexpectedEof.into()) };
         }
@@ -202,16 +206,39 @@ pub(crate) fn read_response_head(r: &mut impl BufRead) -> std::io::Result<(u16, 
     Ok((resp.code.unwrap_or(0), len))
 }
 
-/// Read a response: its status and body.
-pub(crate) fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<u8>)> {
+/// Read a response: its status and body, refused above `max` bytes (at
+/// most [`MAX_BODY`]) before any of it is read.
+pub(crate) fn read_response(r: &mut impl BufRead, max: usize) -> std::io::Result<(u16, Vec<u8>)> {
     let (status, len) = read_response_head(r)?;
     let len = usize::try_from(len).unwrap_or(usize::MAX);
-    if len > MAX_BODY {
-        return Err(invalid(format!("response body of {len} bytes is above {MAX_BODY}")));
+    let max = max.min(MAX_BODY);
+    if len > max {
+        return Err(invalid(format!("response body of {len} bytes is above {max}, the most this answer can need")));
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body)?;
     Ok((status, body))
+}
+
+/// Room in every answer for an error's words (a `410`'s reason is at most
+/// [`GONE_REASON_MAX`] characters).
+const ANSWER_SLACK: usize = 4096;
+/// The longest reason a server gives in a `410 Gone` (its first line).
+pub(crate) const GONE_REASON_MAX: usize = 1000;
+
+/// The longest `/have` answer for an asset of `blocks` blocks: its bitmap
+/// in hex, a second line naming the block fetched from the origin, or an
+/// error's words.
+pub(crate) fn have_answer_max(blocks: u32) -> usize {
+    2 * blocks.div_ceil(8) as usize + "\norigin ".len() + 10 + ANSWER_SLACK
+}
+
+/// The longest answer to a request for one block of at most `len` bytes
+/// (of an asset of `blocks` blocks), with what the server holds when
+/// `with_have`: a peer cannot make the device read, or keep in memory,
+/// more than what it asked for.
+pub(crate) fn block_answer_max(len: usize, blocks: u32, with_have: bool) -> usize {
+    FRAME_HEAD + len + if with_have { FRAME_HEAD + have_answer_max(blocks) } else { ANSWER_SLACK }
 }
 
 /// Whether a bitmap of blocks (the store's `have`, a `Trellis-Have` header,
@@ -219,6 +246,9 @@ pub(crate) fn read_response(r: &mut impl BufRead) -> std::io::Result<(u16, Vec<u
 pub(crate) fn holds(bitmap: &[u8], n: u32) -> bool {
     bitmap.get(n as usize / 8).is_some_and(|byte| byte & (1 << (n % 8)) != 0)
 }
+
+/// A frame's head: its block number and length.
+const FRAME_HEAD: usize = 8;
 
 /// Append one frame.
 pub(crate) fn frame(out: &mut Vec<u8>, block: u32, data: &[u8]) {
@@ -231,12 +261,12 @@ pub(crate) fn frame(out: &mut Vec<u8>, block: u32, data: &[u8]) {
 pub(crate) fn frames(mut body: &[u8]) -> Result<Vec<(u32, &[u8])>, String> {
     let mut out = Vec::new();
     while !body.is_empty() {
-        if body.len() < 8 {
+        if body.len() < FRAME_HEAD {
             return Err(format!("a frame header of {} bytes", body.len()));
         }
         let block = u32::from_le_bytes([body[0], body[1], body[2], body[3]]);
         let len = u32::from_le_bytes([body[4], body[5], body[6], body[7]]) as usize;
-        let rest = &body[8..];
+        let rest = &body[FRAME_HEAD..];
         if rest.len() < len {
             return Err(format!("block {block}'s frame says {len} bytes, {} remain", rest.len()));
         }
@@ -270,7 +300,9 @@ mod tests {
         assert!(read_request(&mut &b""[..]).unwrap().is_none());
         let mut out = Vec::new();
         write_response(&mut out, &req, 404, b"no such asset").unwrap();
-        assert_eq!(read_response(&mut &out[..]).unwrap(), (404, b"no such asset".to_vec()));
+        assert_eq!(read_response(&mut &out[..], MAX_BODY).unwrap(), (404, b"no such asset".to_vec()));
+        let e = read_response(&mut &out[..], 12).unwrap_err();
+        assert!(e.to_string().contains("response body of 13 bytes is above 12"), "{e}");
         // HEAD: the same head, no body; other methods are refused by name.
         let head = read_request(&mut &b"HEAD /v1/assets/ab/data HTTP/1.1\r\n\r\n"[..]).unwrap().unwrap();
         let mut out = Vec::new();
@@ -278,6 +310,23 @@ mod tests {
         assert!(out.ends_with(b"Content-Length: 13\r\n\r\n"), "{}", String::from_utf8_lossy(&out));
         let e = read_request(&mut &b"PUT /x HTTP/1.1\r\n\r\n"[..]).unwrap_err();
         assert!(e.to_string().contains("\"PUT\" is neither GET nor HEAD"), "{e}");
+    }
+
+    #[test]
+    fn a_head_line_without_an_end_is_refused_after_16_kib() {
+        for start in [&b"GET /v1/assets/ab/have HTTP/1.1\r\nX: "[..], b"HTTP/1.1 200 OK\r\nX: "] {
+            let mut sent = start.to_vec();
+            sent.resize(1 << 20, b'a');
+            let mut r = &sent[..];
+            let e = if start.starts_with(b"GET") {
+                read_request(&mut r).unwrap_err()
+            } else {
+                read_response_head(&mut r).unwrap_err()
+            };
+            assert!(e.to_string().contains("head larger than 16 KiB"), "{e}");
+            let read = sent.len() - r.len();
+            assert!(read <= MAX_HEAD + 1, "read {read} bytes of a head");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ const LOOPBACK: &str = "127.0.0.1:0";
 fn origin(dir: &Path, bytes: &[u8], push: u32) -> (Server, AssetId) {
     std::fs::create_dir_all(dir.join("assets")).unwrap();
     std::fs::write(dir.join("assets/weights.bin"), bytes).unwrap();
-    let config = OriginConfig { push, state_dir: Some(dir.to_owned()) };
+    let config = OriginConfig { push, state_dir: Some(dir.to_owned()), ..OriginConfig::default() };
     let origin = Origin::from_dir(&dir.join("assets"), config).unwrap();
     let id = origin.assets()[0].1;
     (Server::start(origin, LOOPBACK.parse().unwrap()).unwrap(), id)
@@ -139,9 +139,11 @@ fn a_second_reader_following_a_recorded_order_gets_its_blocks_pushed_ahead() {
     // The recorded order survives the origin's restart.
     let addr_dir = dir.path().to_owned();
     drop(server);
-    let origin =
-        Origin::from_dir(&addr_dir.join("assets"), OriginConfig { push: 8, state_dir: Some(addr_dir.clone()) })
-            .unwrap();
+    let origin = Origin::from_dir(
+        &addr_dir.join("assets"),
+        OriginConfig { push: 8, state_dir: Some(addr_dir.clone()), ..OriginConfig::default() },
+    )
+    .unwrap();
     let server = Server::start(origin, LOOPBACK.parse().unwrap()).unwrap();
     let third = fetcher(server.addr(), &addr_dir.join("c"), "device-c/boot-1");
     read_in(&third, id, &order);
@@ -165,4 +167,73 @@ fn a_whole_download_is_verified_and_kept_block_by_block() {
     assert_eq!(device.read(id, 0, bytes.len() as u64).unwrap(), bytes);
     assert_eq!(device.stats.misses.load(Ordering::Relaxed), 0, "every block was there");
     assert_eq!(BlockStore::open(&root, &id, &Index::of(&bytes)).unwrap().held(), 6);
+}
+
+/// An origin of one block that closes a connection idle for `idle`.
+fn idle_origin(dir: &Path, idle: std::time::Duration) -> (Server, AssetId) {
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    std::fs::write(dir.join("assets/weights.bin"), common::noise(BS)).unwrap();
+    let origin = Origin::from_dir(&dir.join("assets"), OriginConfig { idle, ..OriginConfig::default() }).unwrap();
+    let id = origin.assets()[0].1;
+    (Server::start(origin, LOOPBACK.parse().unwrap()).unwrap(), id)
+}
+
+/// A client that asks and never takes its answers holds its connection's
+/// thread (one of a bounded number) only until the origin's `idle` time
+/// passes without its taking any: the origin hangs up instead of sending
+/// everything it asked for.
+#[test]
+fn a_client_that_stops_reading_is_hung_up_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let idle = std::time::Duration::from_millis(500);
+    let (server, id) = idle_origin(dir.path(), idle);
+    let mut client = std::net::TcpStream::connect(server.addr()).unwrap();
+    // 400 requests of one block each, about 26 MB of answers, more than the
+    // sockets' buffers hold; none of it read for a while.
+    let asks = 400;
+    let request = format!("GET /v1/assets/{id}/blocks/0 HTTP/1.1\r\nHost: o\r\n\r\n");
+    client.write_all(request.repeat(asks).as_bytes()).unwrap();
+    std::thread::sleep(idle * 4);
+    client.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut taken = 0;
+    let mut buf = vec![0; 1 << 16];
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => taken += n,
+        }
+    }
+    assert!(taken < asks * BS, "the origin sent {taken} bytes, every answer, to a client that did not read");
+}
+
+/// A client that trickles its request (a byte now and then, each well
+/// inside the idle time) is hung up on once `idle` passes without the whole
+/// request: it does not keep its connection's thread.
+#[test]
+fn a_client_that_trickles_its_request_is_hung_up_on() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let (server, _) = idle_origin(dir.path(), std::time::Duration::from_millis(500));
+    let mut client = std::net::TcpStream::connect(server.addr()).unwrap();
+    client.write_all(b"GET /v1/assets/").unwrap();
+    let trickle = client.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let mut trickle = trickle;
+        for _ in 0..50 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            if trickle.write_all(b"a").is_err() {
+                return;
+            }
+        }
+    });
+    client.set_read_timeout(Some(std::time::Duration::from_secs(3))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0; 64];
+    let read = client.read(&mut buf);
+    assert!(
+        matches!(read, Ok(0)) || read.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "{read:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "hung up after {:?}", started.elapsed());
 }

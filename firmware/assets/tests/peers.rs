@@ -519,3 +519,101 @@ fn a_busy_peer_says_what_it_holds_with_its_blocks() {
     // Once at the start; a loaded machine may make it ask again once or twice.
     assert!(asked <= 4, "asked what it holds {asked} times while taking its 41 blocks");
 }
+
+/// A peer that says it holds every block and answers each request for one
+/// with an error, each just inside its deadline, would keep them from the
+/// origin for as long as it kept that up: it is dropped once no block has
+/// come from it for `peer_retry`, and the origin sends the rest.
+#[test]
+fn a_peer_that_says_it_holds_blocks_and_never_sends_them_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    // An uplink on which each block takes 100 ms: while the liar's word
+    // counts, the origin gets a block now and then at most.
+    let uplink = common::delaying(origin.addr(), Duration::from_millis(100));
+    let (liar, asked) = common::withholding(41, Duration::from_millis(600));
+    let sources = Sources { origin: Some(uplink.to_string()), peers: vec![liar.to_string()], found: None };
+    let options =
+        DownloadOptions { peer_retry: Duration::from_secs(1), peer_deadline: Duration::from_secs(2), ..options() };
+
+    let started = std::time::Instant::now();
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    let took = started.elapsed();
+    assert_eq!(held(&store), bytes);
+    assert_eq!(report.from_origin, 41, "{report:?}");
+    let lost: Vec<&(String, String)> = report.lost.iter().filter(|(p, _)| *p == liar.to_string()).collect();
+    assert!(lost.iter().any(|(_, why)| why.contains("503") && why.contains("no block for 1 s")), "{report:?}");
+    // Two requests of 600 ms each, then the origin alone (41 blocks of 100 ms).
+    let asked = asked.load(Ordering::SeqCst);
+    assert!(asked <= 3, "asked the liar for {asked} blocks");
+    assert!(took < Duration::from_secs(12), "took {took:?}");
+}
+
+/// A peer's answer to a block request can be no longer than the block (and
+/// what the peer holds): one that says it is 64 MiB is refused before a
+/// byte of it is read.
+#[test]
+fn a_peer_answer_longer_than_a_block_is_refused_unread() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (flood, asked, sent) = common::flooding(41);
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: vec![flood.to_string()], found: None };
+
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options()).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options()).unwrap();
+    assert_eq!(held(&store), bytes);
+    assert_eq!(report.from_origin, 41, "{report:?}");
+    let (asked, sent) = (asked.load(Ordering::SeqCst), sent.load(Ordering::SeqCst));
+    assert!(asked >= 1, "the peer was never asked for a block");
+    // What the sockets' buffers took before the device hung up, not 64 MiB an answer.
+    assert!(sent < u64::from(asked) * (16 << 20), "the peer got {sent} bytes out for {asked} answers");
+}
+
+/// A peer announced on the LAN while the download runs is asked, but the
+/// origin does not wait for it to say what it holds: anyone can announce
+/// one, and one that never answers would hold the origin for a deadline.
+/// Nor does the end of the download wait for its answer.
+#[test]
+fn the_origin_does_not_wait_for_a_peer_found_later_that_never_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    // Takes connections and requests, and never answers.
+    let silent = std::net::TcpListener::bind(LOOPBACK).unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let found = download::PeerList::new();
+    found.add(&silent_addr);
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new(), found: Some(found) };
+    let options = DownloadOptions { peer_deadline: Duration::from_secs(5), ..options() };
+
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let started = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| download::download(&store, &sources, &options).unwrap());
+        // Every block, long before the silent peer's deadline.
+        while store.lock().unwrap().held() < 41 {
+            assert!(started.elapsed() < Duration::from_secs(3), "held {} blocks", store.lock().unwrap().held());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let report = running.join().unwrap();
+        assert_eq!(report.from_origin, 41, "{report:?}");
+        // And the download ends then: it hangs up on the peer it still waits for.
+        assert!(started.elapsed() < Duration::from_secs(3), "returned after {:?}", started.elapsed());
+    });
+    assert_eq!(held(&store), bytes);
+}

@@ -64,7 +64,7 @@ fn ask(addr: SocketAddr, method: &str, path: &str, range: Option<&str>) -> Answe
 fn origin_of(dir: &std::path::Path, bytes: &[u8]) -> Server {
     std::fs::create_dir_all(dir.join("files")).unwrap();
     std::fs::write(dir.join("files/update.raucb"), bytes).unwrap();
-    let origin = Origin::from_dir(&dir.join("files"), OriginConfig { push: 16, state_dir: None }).unwrap();
+    let origin = Origin::from_dir(&dir.join("files"), OriginConfig { push: 16, ..OriginConfig::default() }).unwrap();
     Server::start(origin, "127.0.0.1:0".parse().unwrap()).unwrap()
 }
 

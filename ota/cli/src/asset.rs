@@ -315,7 +315,7 @@ fn index(file: &Path, json: bool) -> Result<()> {
 }
 
 fn serve(dir: &Path, listen: SocketAddr, push: u32, state: Option<PathBuf>) -> Result<()> {
-    let origin = Origin::from_dir(dir, OriginConfig { push, state_dir: state })?;
+    let origin = Origin::from_dir(dir, OriginConfig { push, state_dir: state, ..OriginConfig::default() })?;
     let assets = origin.assets();
     anyhow::ensure!(!assets.is_empty(), "{} holds no file to serve", dir.display());
     let server = Server::start(origin, listen).with_context(|| format!("listening on {listen}"))?;

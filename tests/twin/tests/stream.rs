@@ -103,7 +103,8 @@ fn wait_clock(device: &mut Guest) -> Result<(), Error> {
 /// block of it, verified (in a store under `peer`).
 /// Both servers and the bundle's piece root.
 fn site(dir: &Path, peer: &Path) -> (Server, Server, AssetId) {
-    let origin = AssetOrigin::from_dir(dir, OriginConfig { push: 16, state_dir: None }).expect("the asset origin");
+    let origin =
+        AssetOrigin::from_dir(dir, OriginConfig { push: 16, ..OriginConfig::default() }).expect("the asset origin");
     let (name, id) = origin.assets().pop().expect("the bundle");
     let bytes = std::fs::read(dir.join(name)).expect("the bundle");
     let index = Index::of(&bytes);

@@ -81,48 +81,112 @@ pub fn hostile(bytes: Vec<u8>, bad: u32, lies: u32) -> (SocketAddr, Arc<AtomicU3
     (addr, served)
 }
 
-/// A hostile peer that says it holds every block of an asset of `blocks`
-/// blocks (`/have` answered at once) but trickles its index and blocks:
-/// a head that promises 100,000 bytes, then a byte every 20 ms, for at
-/// most 10 s a request. Counts the index and block requests.
+/// A peer that says it holds every block of an asset of `blocks` blocks
+/// (`/have` answered at once, in full) and answers every other request
+/// with `answer(path, connection)`, which says whether to go on with the
+/// connection.
 #[allow(dead_code)] // the CLI's tests do not use it
-pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
+fn claiming_all(
+    blocks: u32,
+    answer: impl Fn(&str, &mut std::net::TcpStream) -> bool + Send + Sync + Clone + 'static,
+) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let asked = Arc::new(AtomicU32::new(0));
-    let counter = asked.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(stream) = stream else { return };
-            let counter = counter.clone();
+            let answer = answer.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut writer = stream;
                 while let Some(path) = request_path(&mut reader) {
-                    if path.ends_with("/have") {
+                    let go_on = if path.ends_with("/have") {
                         let body = "ff".repeat(blocks.div_ceil(8) as usize);
                         let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
-                        if writer.write_all(head.as_bytes()).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n").is_err() {
+                        writer.write_all(head.as_bytes()).is_ok()
+                    } else {
+                        answer(&path, &mut writer)
+                    };
+                    if !go_on {
                         return;
                     }
-                    for _ in 0..500 {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
-                        if writer.write_all(b"x").is_err() {
-                            return;
-                        }
-                    }
-                    return;
                 }
             });
         }
     });
+    addr
+}
+
+/// A hostile peer that says it holds every block of an asset of `blocks`
+/// blocks but trickles its index and blocks: a head that promises 60,000
+/// bytes (no more than a block), then a byte every 20 ms, for at most 10 s
+/// a request. Counts the index and block requests.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    let addr = claiming_all(blocks, move |_, writer| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 60000\r\n\r\n").is_err() {
+            return false;
+        }
+        for _ in 0..500 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            if writer.write_all(b"x").is_err() {
+                return false;
+            }
+        }
+        false
+    });
     (addr, asked)
+}
+
+/// A peer that says it holds all `blocks` and answers each request for one,
+/// after `delay`, with `503` instead: well inside a peer's deadline, every
+/// time. Counts the block requests.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn withholding(blocks: u32, delay: std::time::Duration) -> (SocketAddr, Arc<AtomicU32>) {
+    let asked = Arc::new(AtomicU32::new(0));
+    let counter = asked.clone();
+    let addr = claiming_all(blocks, move |path, writer| {
+        let answer: &[u8] = if path.contains("/blocks/") {
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(delay);
+            b"HTTP/1.1 503 Error\r\nContent-Length: 4\r\n\r\nbusy"
+        } else {
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"
+        };
+        writer.write_all(answer).is_ok()
+    });
+    (addr, asked)
+}
+
+/// A peer that says it holds all `blocks` (and has no index to give) and
+/// answers each request for one with a head promising 64 MiB, then as many
+/// bytes as it can send until the reader hangs up. Counts the block
+/// requests and the bytes it got out.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn flooding(blocks: u32) -> (SocketAddr, Arc<AtomicU32>, Arc<std::sync::atomic::AtomicU64>) {
+    let (asked, sent) = (Arc::new(AtomicU32::new(0)), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+    let (requests, counter) = (asked.clone(), sent.clone());
+    let addr = claiming_all(blocks, move |path, writer| {
+        if !path.contains("/blocks/") {
+            return writer.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno").is_ok();
+        }
+        requests.fetch_add(1, Ordering::SeqCst);
+        if writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n").is_err() {
+            return false;
+        }
+        let chunk = vec![0_u8; 64 * 1024];
+        for _ in 0..1024 {
+            if writer.write_all(&chunk).is_err() {
+                return false;
+            }
+            counter.fetch_add(chunk.len() as u64, Ordering::SeqCst);
+        }
+        true
+    });
+    (addr, asked, sent)
 }
 
 /// A slow uplink in front of `to`: each request's answer is held back
