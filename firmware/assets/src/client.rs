@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::download::PeerList;
 use crate::server::{Origin, Server};
-use crate::wire::{self, HAVE, SESSION};
+use crate::wire::{self, HAVE, SESSION, Timed};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Copies of a block refused before the read fails.
@@ -113,39 +113,6 @@ fn request(host: &str, path: &str, headers: &[(&str, String)]) -> String {
     }
     req.push_str("\r\n");
     req
-}
-
-/// The reading side of a connection: each read waits at most
-/// [`IO_TIMEOUT`], or until `until` when that is set.
-struct Timed {
-    stream: TcpStream,
-    until: Option<Instant>,
-}
-
-impl Read for Timed {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let wait = match self.until {
-            None => IO_TIMEOUT,
-            Some(until) => {
-                let left = until.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, OVERRAN));
-                }
-                left.min(IO_TIMEOUT)
-            }
-        };
-        self.stream.set_read_timeout(Some(wait))?;
-        match self.stream.read(buf) {
-            // The deadline ran out while it waited: the answer was not whole in time.
-            Err(e)
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
-                    && self.until.is_some_and(|u| Instant::now() >= u) =>
-            {
-                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, OVERRAN))
-            }
-            other => other,
-        }
-    }
 }
 
 /// Why a request with a deadline failed when its answer was not whole in time.
@@ -700,7 +667,8 @@ fn connect_within(origin: &str, timeout: Duration) -> std::io::Result<Conn> {
                 s.set_read_timeout(Some(IO_TIMEOUT))?;
                 s.set_write_timeout(Some(IO_TIMEOUT))?;
                 s.set_nodelay(true)?;
-                return Ok(Conn { reader: BufReader::new(Timed { stream: s.try_clone()?, until: None }), writer: s });
+                let reader = Timed { stream: s.try_clone()?, until: None, most: IO_TIMEOUT, overran: OVERRAN };
+                return Ok(Conn { reader: BufReader::new(reader), writer: s });
             }
             Err(e) => last = e,
         }

@@ -346,12 +346,20 @@ struct Shared<'a> {
     /// The connection each source's thread uses (a peer by its number, the
     /// origin as [`ORIGIN_CONN`]), to hang up on when the download ends: a
     /// thread waiting for an answer then returns at once instead of when
-    /// its request runs out.
-    conns: Mutex<HashMap<usize, TcpStream>>,
+    /// its request runs out. `None` once hung up: no more connections.
+    conns: Mutex<Option<HashMap<usize, TcpStream>>>,
 }
 
 /// The origin's key in [`Shared::conns`].
 const ORIGIN_CONN: usize = usize::MAX;
+
+/// A source a thread asks: its key in [`Shared::conns`] (a peer's number,
+/// or [`ORIGIN_CONN`]) and its address.
+#[derive(Clone, Copy)]
+struct Source<'s> {
+    key: usize,
+    addr: &'s str,
+}
 
 impl Shared<'_> {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -420,17 +428,20 @@ impl Shared<'_> {
         self.wake.notify_all();
     }
 
-    /// A connection to `server` for source `key`, kept to hang up on at the end.
-    fn connect(&self, key: usize, server: &str) -> std::io::Result<Conn> {
-        let conn = connect(server)?;
+    /// A connection to `source`, kept to hang up on at the end; none once
+    /// the download has ended.
+    fn connect(&self, source: Source<'_>) -> std::io::Result<Conn> {
+        let conn = connect(source.addr)?;
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
-        conns.insert(key, conn.socket()?);
+        let Some(conns) = conns.as_mut() else { return Err(std::io::Error::other("the download has ended")) };
+        conns.insert(source.key, conn.socket()?);
         Ok(conn)
     }
 
     /// Hang up every source's connection: the download has ended.
     fn hang_up(&self) {
-        for (_, socket) in self.conns.lock().unwrap_or_else(PoisonError::into_inner).drain() {
+        let conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner).take();
+        for socket in conns.into_iter().flat_map(HashMap::into_values) {
             drop(socket.shutdown(std::net::Shutdown::Both));
         }
     }
@@ -495,7 +506,14 @@ pub fn download(
         failed: None,
         done: false,
     };
-    let shared = Shared { id, store, state: Mutex::new(state), wake: Condvar::new(), options, conns: Mutex::default() };
+    let shared = Shared {
+        id,
+        store,
+        state: Mutex::new(state),
+        wake: Condvar::new(),
+        options,
+        conns: Mutex::new(Some(HashMap::new())),
+    };
     std::thread::scope(|scope| {
         for (i, peer) in sources.peers.iter().enumerate() {
             let shared = &shared;
@@ -619,25 +637,22 @@ fn first_line(body: &[u8]) -> String {
 /// bytes, or why not.
 fn fetch(
     shared: &Shared<'_>,
-    key: usize,
+    source: Source<'_>,
     conn: &mut Option<Conn>,
-    server: &str,
     n: u32,
     deadline: Option<Duration>,
     max: usize,
 ) -> Result<Vec<u8>, String> {
-    fetch_asking(shared, key, conn, server, n, deadline, false, max).map(|(data, _)| data)
+    fetch_asking(shared, source, conn, n, deadline, false, max).map(|(data, _)| data)
 }
 
 /// [`fetch`], and with `want_have` what the server holds, when it says
 /// (the body of a `/have` answer, unchecked; a peer that does not say
 /// answers the block alone).
-#[allow(clippy::too_many_arguments)]
 fn fetch_asking(
     shared: &Shared<'_>,
-    key: usize,
+    source: Source<'_>,
     conn: &mut Option<Conn>,
-    server: &str,
     n: u32,
     deadline: Option<Duration>,
     want_have: bool,
@@ -645,12 +660,12 @@ fn fetch_asking(
 ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
     let id = shared.id;
     if conn.is_none() {
-        *conn = Some(shared.connect(key, server).map_err(|e| format!("connecting: {e}"))?);
+        *conn = Some(shared.connect(source).map_err(|e| format!("connecting: {e}"))?);
     }
     let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
     let path = format!("/v1/assets/{id}/blocks/{n}");
     let headers = if want_have { vec![(wire::WANT_HAVE, "1".to_owned())] } else { Vec::new() };
-    let (status, body) = c.get_within_with(server, &path, &headers, deadline, max).map_err(|e| {
+    let (status, body) = c.get_within_with(source.addr, &path, &headers, deadline, max).map_err(|e| {
         *conn = None;
         e.to_string()
     })?;
@@ -689,7 +704,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 asked = Some(Instant::now());
                 let len = shared.lock().mine.len();
                 if conn.is_none() {
-                    match shared.connect(i, peer) {
+                    match shared.connect(Source { key: i, addr: peer }) {
                         Ok(c) => conn = Some(c),
                         Err(e) => break 'round (format!("connecting: {e}"), None),
                     }
@@ -739,7 +754,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
             // larger asset when it is about due (a 4 GiB asset's with every block would make
             // each answer a quarter longer).
             let due = blocks <= HAVE_EVERY_BLOCK || asked.is_none_or(|at| at.elapsed() >= every / 2);
-            match fetch_asking(shared, i, &mut conn, peer, n, Some(shared.options.peer_deadline), due, block_max(due)) {
+            let source = Source { key: i, addr: peer };
+            match fetch_asking(shared, source, &mut conn, n, Some(shared.options.peer_deadline), due, block_max(due)) {
                 Ok((data, held)) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => {
                         failing_since = None;
@@ -849,7 +865,7 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         // The claim stands until the block is kept: between the two, a peer
         // reading `/have` would see it neither claimed nor held, and ask the
         // origin for it too.
-        let fetched = fetch(shared, ORIGIN_CONN, &mut conn, origin, n, None, block_max(false))
+        let fetched = fetch(shared, Source { key: ORIGIN_CONN, addr: origin }, &mut conn, n, None, block_max(false))
             .map(|data| shared.keep(n, &data, None));
         claim(None);
         match fetched {

@@ -404,12 +404,13 @@ impl Origin {
         stream.set_write_timeout(Some(self.config.idle))?;
         stream.set_nodelay(true)?;
         let idle = self.config.idle;
-        let mut reader = BufReader::new(Within { stream: stream.try_clone()?, until: Instant::now() + idle });
+        let overran = "no whole request in time";
+        let mut reader = BufReader::new(wire::Timed { stream: stream.try_clone()?, until: None, most: idle, overran });
         let mut writer = BufWriter::new(stream);
         loop {
             // Each request whole within `idle` of the last answer, however
             // its bytes trickle in.
-            reader.get_mut().until = Instant::now() + idle;
+            reader.get_mut().until = Some(Instant::now() + idle);
             let Some(req) = wire::read_request(&mut reader)? else { break };
             if let Some(asset) = self.whole(&req)
                 && let Backing::File { file, .. } = &asset.backing
@@ -443,23 +444,6 @@ impl Origin {
             wire::write_response(&mut writer, &req, status, &body)?;
         }
         Ok(())
-    }
-}
-
-/// A connection's reading side whose reads end at `until`.
-struct Within {
-    stream: TcpStream,
-    until: Instant,
-}
-
-impl std::io::Read for Within {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no whole request in time"));
-        }
-        self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
     }
 }
 

@@ -26,7 +26,9 @@
 //!
 //! Errors are a 4xx/5xx status with a line of text saying what was wrong.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 /// Largest head (request or response line and headers).
 const MAX_HEAD: usize = 16 * 1024;
@@ -44,6 +46,42 @@ pub(crate) const WANT_HAVE: &str = "trellis-want-have";
 pub(crate) const HAVE_FRAME: u32 = u32::MAX;
 /// The start of a `410 Gone` body: the peer rolled the asset back.
 pub(crate) const ROLLED_BACK: &str = "rolled back: ";
+
+/// The reading side of a connection: each read waits at most `most`, and
+/// none goes on past `until` when that is set: then the read fails
+/// (`TimedOut`, saying `overran`), however the bytes trickle in.
+pub(crate) struct Timed {
+    pub stream: TcpStream,
+    pub until: Option<Instant>,
+    pub most: Duration,
+    pub overran: &'static str,
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let wait = match self.until {
+            None => self.most,
+            Some(until) => {
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, self.overran));
+                }
+                left.min(self.most)
+            }
+        };
+        self.stream.set_read_timeout(Some(wait))?;
+        match self.stream.read(buf) {
+            // The deadline ran out while it waited: not whole in time.
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+                    && self.until.is_some_and(|u| Instant::now() >= u) =>
+            {
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, self.overran))
+            }
+            other => other,
+        }
+    }
+}
 
 /// A parsed request.
 #[derive(Debug)]
