@@ -22,7 +22,7 @@ use trellis_control::{Bundle, Consent, Device, Phase};
 
 use crate::clock::Clock;
 use crate::error::FleetError;
-use crate::link::Link;
+use crate::link::{Entry, Link};
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
 use crate::release::{AppRef, FirmwareRef, Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
@@ -108,6 +108,10 @@ struct Local {
 }
 
 const STATE_FILE: &str = "state.json";
+/// How long a desired state older than one already read is waited out
+/// before it is taken as it is (a bucket made again numbers its revisions
+/// from 1).
+pub const LAG_MAX: Duration = Duration::from_secs(30);
 const OUTBOX: &str = "outbox";
 
 /// The device agent. [`Agent::run`] drives it.
@@ -121,6 +125,48 @@ pub struct Agent {
     progress: Option<u8>,
     wake: Arc<Notify>,
     last_report: Option<(ReportedState, u64)>,
+    /// The newest revisions of the desired state read so far.
+    seen: Seen,
+    /// Since when the replica read has lagged them.
+    lagging_since: Option<u64>,
+}
+
+/// The newest revisions of the device's own key and of its group's key read
+/// so far. Reads are direct gets, answered by whichever replica the device's
+/// server holds, and a replica may lag its leader: a read older than one
+/// made before, or a group older than the one a deletion of the device's
+/// key names, is a lagging replica's and is not followed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Seen {
+    own: u64,
+    group: u64,
+}
+
+/// A read that lags: of the group's key or the device's own, which revision
+/// it had and which one at least was expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lag {
+    group: bool,
+    revision: u64,
+    expected: u64,
+}
+
+impl Seen {
+    /// Whether `own` (and `group`, read when `own` holds no value) lag what
+    /// was read before or what `own`'s deletion follows.
+    fn lag(self, own: &Entry, group: Option<&Entry>) -> Option<Lag> {
+        if own.revision < self.own {
+            return Some(Lag { group: false, revision: own.revision, expected: self.own });
+        }
+        let group = group.filter(|_| own.value.is_none())?;
+        let expected = self.group.max(own.after.unwrap_or(0));
+        (group.revision < expected).then_some(Lag { group: true, revision: group.revision, expected })
+    }
+
+    /// What was read, taken as the newest.
+    fn read(self, own: &Entry, group: Option<&Entry>) -> Self {
+        Self { own: own.revision, group: group.map_or(self.group, |g| g.revision) }
+    }
 }
 
 impl std::fmt::Debug for Agent {
@@ -182,6 +228,8 @@ impl Agent {
             progress: None,
             wake: Arc::new(Notify::new()),
             last_report: None,
+            seen: Seen::default(),
+            lagging_since: None,
         })
     }
 
@@ -306,16 +354,39 @@ impl Agent {
         Ok(())
     }
 
-    /// The desired state: the device's own key if there is one, else its group's.
-    async fn read_desired(&self, link: &Link) -> Result<Option<DesiredState>, FleetError> {
-        for key in [names::device_key(&self.config.device), names::group_key(&self.config.group)] {
-            if let Some(bytes) = link.get(DESIRED, &key).await? {
-                let desired: DesiredState =
-                    serde_json::from_slice(&bytes).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e))?;
-                return Ok(Some(desired));
+    /// The desired state: the device's own key if there is one, else its
+    /// group's. A read that lags one made before ([`Seen`]) is an error
+    /// (the last one read is followed meanwhile) for up to [`LAG_MAX`].
+    async fn read_desired(&mut self, link: &Link) -> Result<Option<DesiredState>, FleetError> {
+        let own_key = names::device_key(&self.config.device);
+        let group_key = names::group_key(&self.config.group);
+        let own = link.entry(DESIRED, &own_key).await?;
+        let group = if own.value.is_none() { Some(link.entry(DESIRED, &group_key).await?) } else { None };
+        if let Some(lag) = self.seen.lag(&own, group.as_ref()) {
+            let now = self.clock.now_ms();
+            let since = *self.lagging_since.get_or_insert(now);
+            let key = if lag.group { &group_key } else { &own_key };
+            let what = format!("{DESIRED}/{key}");
+            if now.saturating_sub(since) < u64::try_from(LAG_MAX.as_millis()).unwrap_or(u64::MAX) {
+                return Err(FleetError::Lagging { what, revision: lag.revision, expected: lag.expected });
             }
+            tracing::warn!(
+                "{what}: revision {} read for {} s where {} was expected; taken as it is",
+                lag.revision,
+                LAG_MAX.as_secs(),
+                lag.expected
+            );
         }
-        Ok(None)
+        self.lagging_since = None;
+        self.seen = self.seen.read(&own, group.as_ref());
+        let (key, value) = match (own.value, group.and_then(|g| g.value)) {
+            (Some(v), _) => (own_key, v),
+            (None, Some(v)) => (group_key, v),
+            (None, None) => return Ok(None),
+        };
+        let desired: DesiredState =
+            serde_json::from_slice(&value).map_err(|e| FleetError::value(format!("{DESIRED}/{key}"), e))?;
+        Ok(Some(desired))
     }
 
     /// Keep a watch on the device's and the group's desired state: each
@@ -350,7 +421,10 @@ impl Agent {
             self.step(&link).await;
             // Waiting on something that changes by itself: look again soon.
             // Otherwise the watches wake it, and the poll is the safety net.
-            let busy = self.local.trial.is_some() || self.local.deferred.is_some() || self.pending_events() > 0;
+            let busy = self.local.trial.is_some()
+                || self.local.deferred.is_some()
+                || self.pending_events() > 0
+                || self.lagging_since.is_some();
             let wait = if busy { Duration::from_secs(1) } else { self.config.poll.min(self.config.heartbeat) };
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
         }
@@ -981,6 +1055,29 @@ fn percent(done: u64, total: u64) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_desired_state_older_than_one_read_before_is_a_lagging_replicas() {
+        let put = |revision| Entry { value: Some(b"{}".to_vec()), revision, after: None };
+        let gone = |revision, after| Entry { value: None, revision, after };
+        let seen = Seen { own: 7, group: 3 };
+        // The device's own key: older than read before (an earlier attempt), or not there at all.
+        assert_eq!(seen.lag(&put(5), None), Some(Lag { group: false, revision: 5, expected: 7 }));
+        assert_eq!(seen.lag(&Entry::default(), Some(&put(3))), Some(Lag { group: false, revision: 0, expected: 7 }));
+        assert_eq!(seen.lag(&put(7), None), None);
+        // Deleted: the group must be at least what its deletion names, and what was read of it.
+        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&put(3))), Some(Lag { group: true, revision: 3, expected: 8 }));
+        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&put(8))), None);
+        assert_eq!(seen.lag(&gone(9, None), Some(&put(2))), Some(Lag { group: true, revision: 2, expected: 3 }));
+        assert_eq!(seen.lag(&gone(9, None), Some(&put(3))), None);
+        // A group that was deleted too counts by its deletion's revision.
+        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&gone(10, None))), None);
+        // The group is not looked at while the device's own key holds a value.
+        assert_eq!(seen.lag(&put(9), Some(&put(1))), None);
+        // What was read becomes the newest, the group's only when read.
+        assert_eq!(seen.read(&put(9), None), Seen { own: 9, group: 3 });
+        assert_eq!(seen.read(&gone(9, None), Some(&put(4))), Seen { own: 9, group: 4 });
+    }
 
     #[test]
     fn a_stream_falls_back_to_the_whole_bundle_only_when_its_sources_failed() {

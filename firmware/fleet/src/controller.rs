@@ -202,16 +202,21 @@ impl Controller {
 
     /// Carry out a step's writes: the group's key first (so a device whose
     /// own key is deleted next finds the release there), then the devices'
-    /// keys, many at once.
+    /// keys, many at once. A device's key is deleted naming the group's
+    /// revision, so the device waits for a replica that holds it.
     async fn act(&self, rollout: &Rollout, actions: &[Action]) -> Result<(), FleetError> {
         let store = self.link.kv(DESIRED).await?;
+        let group = names::group_key(&rollout.group);
+        let mut group_revision = None;
         for action in actions {
             if let Action::DesireGroup(d) = action {
-                self.link
-                    .put(DESIRED, &names::group_key(&rollout.group), serde_json::to_vec(d).unwrap_or_default())
-                    .await?;
+                group_revision = Some(self.link.put(DESIRED, &group, serde_json::to_vec(d).unwrap_or_default()).await?);
             }
         }
+        if group_revision.is_none() && actions.iter().any(|a| matches!(a, Action::Forget(_))) {
+            group_revision = Some(self.link.get_latest(DESIRED, &group).await?.map_or(0, |s| s.revision));
+        }
+        let group_revision = group_revision.unwrap_or(0);
         // Owned (key, value or delete) pairs: the writes run concurrently.
         let writes: Vec<(String, Option<Vec<u8>>)> = actions
             .iter()
@@ -232,9 +237,7 @@ impl Controller {
                         .await
                         .map(|_| ())
                         .map_err(|e| FleetError::nats(format!("writing {DESIRED}/{key}"), e)),
-                    None => {
-                        store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))
-                    }
+                    None => self.link.delete_after(DESIRED, &key, group_revision).await,
                 }
             }
         });

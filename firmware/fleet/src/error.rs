@@ -43,6 +43,17 @@ pub enum FleetError {
         /// Why.
         source: std::io::Error,
     },
+    /// A replica answered with a value older than one already read (it lags
+    /// its leader).
+    #[error("{what}: the replica read holds revision {revision}, older than revision {expected} already known of")]
+    Lagging {
+        /// Which key (`trellis-desired/group.north`).
+        what: String,
+        /// The revision read.
+        revision: u64,
+        /// The revision known of.
+        expected: u64,
+    },
     /// The operator asked for something that cannot be done.
     #[error("{0}")]
     Refused(String),

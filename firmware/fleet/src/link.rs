@@ -49,6 +49,19 @@ pub struct Stored {
     pub stored_ms: u64,
 }
 
+/// A key as one replica holds it ([`Link::entry`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// Its value; none when deleted or never written.
+    pub value: Option<Vec<u8>>,
+    /// The revision of its last write or deletion; 0 when the replica holds
+    /// none.
+    pub revision: u64,
+    /// For a deletion made by [`Link::delete_after`]: the revision of the
+    /// bucket the deletion follows.
+    pub after: Option<u64>,
+}
+
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -167,6 +180,51 @@ impl Link {
             Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(FleetError::nats(format!("reading {bucket}/{key}"), e)),
         }
+    }
+
+    /// Key `key` of `bucket` as the replica on this client's server holds it
+    /// (a direct get, like [`Link::get`]), with its revision: what a device
+    /// needs to tell a replica that lags from one that does not
+    /// ([`crate::agent`]).
+    ///
+    /// # Errors
+    /// The server cannot be asked.
+    pub async fn entry(&self, bucket: &str, key: &str) -> Result<Entry, FleetError> {
+        use async_nats::jetstream::stream::DirectGetErrorKind;
+        let store = self.kv(bucket).await?;
+        let subject = format!("{}{key}", store.prefix);
+        match store.stream.direct_get_last_for_subject(&subject).await {
+            Ok(m) => {
+                let deleted = m.headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT");
+                let after = m.headers.get(names::AFTER_REVISION).and_then(|v| v.as_str().parse::<u64>().ok());
+                Ok(Entry { value: (!deleted).then(|| m.payload.to_vec()), revision: m.sequence, after })
+            }
+            Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Entry::default()),
+            Err(e) => Err(FleetError::nats(format!("reading {bucket}/{key}"), e)),
+        }
+    }
+
+    /// Delete `key` from `bucket`, saying in the deletion that whoever reads
+    /// it must also see revision `after` of the bucket (the write the
+    /// deletion follows, [`names::AFTER_REVISION`]): the group's desired state
+    /// a device falls back to when its own key goes.
+    ///
+    /// # Errors
+    /// The server refused or cannot be reached.
+    pub async fn delete_after(&self, bucket: &str, key: &str, after: u64) -> Result<(), FleetError> {
+        let store = self.kv(bucket).await?;
+        let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(KV_OPERATION, "DEL");
+        headers.insert(names::AFTER_REVISION, after.to_string().as_str());
+        let what = || format!("deleting {bucket}/{key}");
+        let ack = self
+            .js
+            .publish_with_headers(subject, headers, Default::default())
+            .await
+            .map_err(|e| FleetError::nats(what(), e))?;
+        ack.await.map_err(|e| FleetError::nats(what(), e))?;
+        Ok(())
     }
 
     /// Set `key` in `bucket`.

@@ -257,6 +257,18 @@ async fn desired(link: &Link, key: &str) -> Result<Option<DesiredState>, FleetEr
     }
 }
 
+/// Delete a device's own desired state `key`, so that it follows `group`
+/// again: the deletion names the group's revision as the leader holds it,
+/// and the device waits for a replica that holds that much
+/// ([`Link::delete_after`]).
+async fn forget(link: &Link, key: &str, group: Option<&str>) -> Result<(), FleetError> {
+    let after = match group {
+        Some(g) => link.get_latest(DESIRED, &names::group_key(g)).await?.map_or(0, |s| s.revision),
+        None => 0,
+    };
+    link.delete_after(DESIRED, key, after).await
+}
+
 /// Every rollout.
 ///
 /// # Errors
@@ -402,7 +414,6 @@ pub async fn abort(link: &Link, id: &str) -> Result<Rollout, FleetError> {
         Ok(())
     })
     .await?;
-    let store = link.kv(DESIRED).await?;
     for (device, m) in &rollout.members {
         if m.outcome == Outcome::Updated {
             continue;
@@ -410,7 +421,7 @@ pub async fn abort(link: &Link, id: &str) -> Result<Rollout, FleetError> {
         let key = names::device_key(device);
         // Only the key this rollout set (a pin made since stays).
         if desired(link, &key).await?.is_some_and(|d| d.rollout.as_deref() == Some(id)) {
-            store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))?;
+            forget(link, &key, Some(&rollout.group)).await?;
         }
     }
     Ok(rollout)
@@ -456,9 +467,10 @@ pub async fn unpin(link: &Link, target: &Target) -> Result<(), FleetError> {
         return Err(FleetError::Refused(format!("{key} is not pinned")));
     };
     match target {
-        Target::Device(_) => {
-            let store = link.kv(DESIRED).await?;
-            store.delete(&key).await.map_err(|e| FleetError::nats(format!("deleting {DESIRED}/{key}"), e))?;
+        Target::Device(device) => {
+            let record = link.get_latest(DEVICES, device).await?;
+            let group = record.and_then(|r| serde_json::from_slice::<DeviceRecord>(&r.value).ok()).map(|r| r.group);
+            forget(link, &key, group.as_deref()).await?;
         }
         Target::Group(_) => {
             let d = DesiredState { pinned: false, ..d };

@@ -8,7 +8,9 @@
 //! made while the server is away are delivered when it is back; firmware
 //! whose app interface an installed app was not built for is refused naming
 //! it, and installed with a version of the app that fits; a device that
-//! streams firmware is given its piece root and fetches nothing first.
+//! streams firmware is given its piece root and fetches nothing first; a
+//! device whose own key is deleted never follows an older copy of its
+//! group's.
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -700,4 +702,53 @@ async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
         "{how}"
     );
     d7.stop();
+}
+
+/// A device whose own key is deleted follows its group again, but not a
+/// copy of the group's key older than the write the deletion names. That is
+/// what the device reads when the replica on its server lags the leader at
+/// the end of a rollout (the group's key set to the release, then the
+/// devices' keys deleted): following it would take the device back to the
+/// release before. Here the group's write simply comes later. A deletion
+/// naming a write that never comes (a bucket made again) holds the device
+/// for `LAG_MAX` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_group() {
+    let f = one(&["pi-1"]).await;
+    let clock = Arc::new(ManualClock::at(1_796_169_600_000));
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    d.clock = clock.clone();
+    d.start().await;
+    for v in ["2.0.0", "3.0.0", "4.0.0"] {
+        let (release, artifacts) = sim::release(&format!("thermostat-{v}"), &f.key, &[("thermostat", v)]);
+        ops::publish(&f.operator, &release, &artifacts).await.unwrap();
+    }
+    let set = |key: String, release: &'static str| {
+        let link = f.operator.clone();
+        async move { link.put(DESIRED, &key, serde_json::to_vec(&DesiredState::release(release)).unwrap()).await.unwrap() }
+    };
+    let (group, own) = (names::group_key("north"), names::device_key("pi-1"));
+    set(group.clone(), "thermostat-2.0.0").await;
+    until(20, "pi-1 on its group's 2.0.0", || async { d.runs("thermostat", "2.0.0") }).await;
+    let revision = set(own.clone(), "thermostat-3.0.0").await;
+    until(20, "pi-1 on its own 3.0.0", || async { d.runs("thermostat", "3.0.0") }).await;
+
+    // Deleted after a group write that this server does not hold yet (the
+    // deletion is revision + 1, the group's write will be revision + 2).
+    f.operator.delete_after(DESIRED, &own, revision + 2).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(d.runs("thermostat", "3.0.0") && !d.runs("thermostat", "2.0.0"), "{:?}", d.apps());
+    // The write comes: the device follows its group.
+    assert_eq!(set(group.clone(), "thermostat-4.0.0").await, revision + 2);
+    until(20, "pi-1 on its group's 4.0.0", || async { d.runs("thermostat", "4.0.0") }).await;
+
+    // Deleted after a write that never comes: waited out for LAG_MAX, then
+    // the group is followed as it is.
+    let revision = set(own.clone(), "thermostat-3.0.0").await;
+    until(20, "pi-1 on its own 3.0.0 again", || async { d.runs("thermostat", "3.0.0") }).await;
+    f.operator.delete_after(DESIRED, &own, revision + 1_000).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert!(d.runs("thermostat", "3.0.0"), "{:?}", d.apps());
+    clock.advance(u64::try_from(trellis_fleet::agent::LAG_MAX.as_millis()).unwrap());
+    until(20, "pi-1 on its group's 4.0.0 after LAG_MAX", || async { d.runs("thermostat", "4.0.0") }).await;
 }
