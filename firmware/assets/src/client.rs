@@ -317,21 +317,49 @@ impl Fetcher {
             .collect()
     }
 
-    /// One request to `peer` within the peer deadline; a peer that cannot
-    /// be reached or does not answer in time is benched.
-    fn ask_peer(&self, peer: &str, id: AssetId, path: &str, max: usize) -> std::io::Result<(u16, Vec<u8>)> {
-        let answer = peer_get(peer, path, self.peer_deadline, max);
-        if let Err(e) = &answer {
-            tracing::info!(
-                asset = %id, peer,
-                "the peer did not answer ({e}): not asked for {} s", self.peer_bench.as_secs_f32()
-            );
+    /// Until when one read may ask peers before it goes to the origin: a
+    /// peer deadline in all, however many peers there are (anyone on the LAN
+    /// can announce some that never answer). With no origin, every peer is
+    /// asked.
+    fn peers_until(&self) -> Option<Instant> {
+        self.origin.as_ref().map(|_| Instant::now() + self.peer_deadline)
+    }
+
+    /// One request to `peer` within the peer deadline and before `until`;
+    /// a peer that cannot be reached, does not answer in time or answers
+    /// with an error (other than not holding it, 404, or having rolled it
+    /// back, 410) is benched. `None` when `until` has passed.
+    fn ask_peer(
+        &self,
+        peer: &str,
+        id: AssetId,
+        path: &str,
+        max: usize,
+        until: Option<Instant>,
+    ) -> Option<std::io::Result<(u16, Vec<u8>)>> {
+        let deadline = match until {
+            Some(until) => until.saturating_duration_since(Instant::now()).min(self.peer_deadline),
+            None => self.peer_deadline,
+        };
+        if deadline.is_zero() {
+            return None;
+        }
+        let answer = peer_get(peer, path, deadline, max);
+        let failed = match &answer {
+            Err(e) => Some(format!("it did not answer ({e})")),
+            Ok((status, body)) if !matches!(status, 200 | 404 | 410) => {
+                Some(format!("it answered {status}: {}", crate::download::brief(body)))
+            }
+            Ok(_) => None,
+        };
+        if let Some(why) = failed {
+            tracing::info!(asset = %id, peer, "{why}: not asked for {} s", self.peer_bench.as_secs_f32());
             self.benched
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(peer.to_owned(), Instant::now() + self.peer_bench);
         }
-        answer
+        Some(answer)
     }
 
     /// Whether `answer` says `peer` rolled asset `id` back (`410 Gone`);
@@ -353,8 +381,9 @@ impl Fetcher {
     /// The index of `id` from the first peer that has it and whose copy is
     /// the asset's.
     fn index_from_peers(&self, id: AssetId) -> Option<Index> {
+        let until = self.peers_until();
         for peer in self.trusted_peers(id) {
-            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/index"), wire::MAX_BODY);
+            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/index"), wire::MAX_BODY, until)?;
             if self.gone(&peer, id, &answer) {
                 continue;
             }
@@ -372,10 +401,13 @@ impl Fetcher {
     /// peer that does not hold it answers 404 and the next one is asked.
     fn block_from_peers(&self, store: &mut BlockStore, n: u32) -> Result<bool, AssetError> {
         let id = store.id();
+        let until = self.peers_until();
         for peer in self.trusted_peers(id) {
-            self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let max = wire::block_answer_max(store.index().block_size as usize, store.index().count(), false);
-            let answer = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"), max);
+            let Some(answer) = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"), max, until) else {
+                break;
+            };
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
             if self.gone(&peer, id, &answer) {
                 continue;
             }

@@ -81,6 +81,15 @@ fn have_spacing(options: &DownloadOptions, peers: usize) -> Duration {
     options.poll.max(spaced)
 }
 
+/// How many peers a download asks at once unless told
+/// ([`DownloadOptions::max_peers`]); as many as BitTorrent clients keep
+/// connections to for one torrent, and more than a 32-device site needs.
+pub const MAX_PEERS: usize = 32;
+
+/// How many peers found on the LAN a [`PeerList`] keeps (the first ones
+/// found): what a list announced by a hostile host may cost.
+pub const MAX_FOUND: usize = 256;
+
 /// Why [`open_within`] gave up when its `pause` was set.
 pub const PAUSED: &str = "paused before its index arrived";
 
@@ -120,6 +129,11 @@ pub struct DownloadOptions {
     /// A later download of the same store goes on from there
     /// ([`crate::queue`] pauses a download for an urgent one).
     pub pause: Option<Arc<AtomicBool>>,
+    /// At most this many peers are asked at once (a thread each), in the
+    /// order they were given and found; another takes the place of each
+    /// one dropped. Anyone on the LAN can announce peers, and a thread for
+    /// each would let them have as many as they like.
+    pub max_peers: usize,
 }
 
 impl Default for DownloadOptions {
@@ -137,6 +151,7 @@ impl Default for DownloadOptions {
                 std::collections::hash_map::RandomState::new().hash_one(0_u8)
             },
             pause: None,
+            max_peers: MAX_PEERS,
         }
     }
 }
@@ -166,10 +181,15 @@ impl PeerList {
         Self::default()
     }
 
-    /// Add `peer` (`host:port`); whether it was new.
+    /// Add `peer` (`host:port`); whether it was new. The list keeps the
+    /// first [`MAX_FOUND`] peers and no more.
     pub fn add(&self, peer: &str) -> bool {
         let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if list.iter().any(|p| p == peer) {
+            return false;
+        }
+        if list.len() >= MAX_FOUND {
+            tracing::debug!(peer, "{MAX_FOUND} peers known already: not kept");
             return false;
         }
         list.push(peer.to_owned());
@@ -497,7 +517,8 @@ pub fn download(
         availability: Availability::new(count),
         theirs: vec![None; sources.peers.len()],
         gone: 0,
-        heard: vec![false; sources.peers.len()],
+        // Those asked at once are waited for; those that wait their turn are not.
+        heard: (0..sources.peers.len()).map(|i| i >= options.max_peers.max(1)).collect(),
         claims: vec![None; sources.peers.len()],
         origin_unreachable: None,
         origin_block: Duration::ZERO,
@@ -515,10 +536,6 @@ pub fn download(
         conns: Mutex::new(Some(HashMap::new())),
     };
     std::thread::scope(|scope| {
-        for (i, peer) in sources.peers.iter().enumerate() {
-            let shared = &shared;
-            scope.spawn(move || from_peer(shared, i, peer));
-        }
         if let Some(origin) = &sources.origin {
             let shared = &shared;
             scope.spawn(move || from_origin(shared, origin));
@@ -537,15 +554,17 @@ pub fn download(
 }
 
 /// Wait for the end: every block, a failure, a stall, or no source left.
-/// Meanwhile each peer added to [`Sources::found`] is handed to `ask` with
-/// its number (a thread that asks it).
+/// Meanwhile each peer given or added to [`Sources::found`] is handed to
+/// `ask` with its number (a thread that asks it), at most
+/// [`DownloadOptions::max_peers`] not yet dropped at a time.
 fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, String)) {
     let mut known = sources.peers.clone();
+    let mut waiting: std::collections::VecDeque<(usize, String)> = known.iter().cloned().enumerate().collect();
+    let mut asked = 0;
     let mut s = shared.lock();
     while !s.done {
         for peer in sources.found.as_ref().map(PeerList::peers).unwrap_or_default() {
             if !known.contains(&peer) {
-                tracing::debug!(asset = %shared.id, peer, "asking a peer found on the LAN");
                 known.push(peer.clone());
                 s.theirs.push(None);
                 // The origin does not wait for a peer found later to say what it
@@ -553,8 +572,17 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
                 // answers would hold the origin for a deadline each).
                 s.heard.push(true);
                 s.claims.push(None);
-                ask(known.len() - 1, peer);
+                waiting.push_back((known.len() - 1, peer));
             }
+        }
+        while asked - s.gone < shared.options.max_peers.max(1)
+            && let Some((i, peer)) = waiting.pop_front()
+        {
+            if i >= sources.peers.len() {
+                tracing::debug!(asset = %shared.id, peer, "asking a peer found on the LAN");
+            }
+            asked += 1;
+            ask(i, peer);
         }
         if shared.options.pause.as_ref().is_some_and(|p| p.load(Ordering::SeqCst)) {
             s.report.paused = true;
@@ -623,7 +651,7 @@ pub(crate) fn rolled_back_reason(body: &[u8]) -> String {
 
 /// What a server's answer says, for a report or a log: its first line, at
 /// most [`REASON_MAX`] characters.
-fn brief(body: &[u8]) -> String {
+pub(crate) fn brief(body: &[u8]) -> String {
     first_line(body).chars().take(REASON_MAX).collect()
 }
 

@@ -453,6 +453,41 @@ fn a_reader_asks_a_peer_that_trickled_again_only_after_its_bench() {
     assert_eq!(device.stats.from_peers.load(Ordering::Relaxed), 0);
 }
 
+/// A read spends one peer deadline in all on peers before it goes to the
+/// origin, however many are listed that never answer; and a peer that
+/// answers a block request with an error is benched as one that does not
+/// answer is, not asked again for every block.
+#[test]
+fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (silent, contacted) = silent_peers(10);
+    let peers = trellis_assets::PeerList::new();
+    for peer in &silent {
+        peers.add(peer);
+    }
+    let deadline = Duration::from_millis(300);
+    let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("c"), String::new())
+        .with_peers(peers)
+        .with_peer_deadline(deadline, Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    assert_eq!(device.read(id, 0, u64::from(BLOCK_SIZE)).unwrap(), bytes[..BS]);
+    // The index and the block: at most a deadline each on the peers.
+    assert!(started.elapsed() < 3 * deadline, "the silent peers held the read {:?}", started.elapsed());
+    assert!(contacted.load(Ordering::SeqCst) <= 2, "{} silent peers asked", contacted.load(Ordering::SeqCst));
+
+    let (withholding, asked) = common::withholding(41, Duration::from_millis(50));
+    let peers = trellis_assets::PeerList::new();
+    peers.add(&withholding.to_string());
+    let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("d"), String::new())
+        .with_peers(peers)
+        .with_peer_deadline(deadline, Duration::from_secs(60));
+    assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, answered 503, and benched");
+}
+
 /// An urgent job pushed while a normal one waits for its index (the origin
 /// does not answer) goes first: the wait ends before the next source is
 /// asked, and the normal job comes back after it.
@@ -574,6 +609,94 @@ fn a_peer_answer_longer_than_a_block_is_refused_unread() {
     assert!(asked >= 1, "the peer was never asked for a block");
     // What the sockets' buffers took before the device hung up, not 64 MiB an answer.
     assert!(sent < u64::from(asked) * (16 << 20), "the peer got {sent} bytes out for {asked} answers");
+}
+
+/// Listeners on loopback that take connections and requests and never
+/// answer; how many of them were connected to.
+fn silent_peers(n: usize) -> (Vec<String>, Arc<std::sync::atomic::AtomicUsize>) {
+    let contacted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let addrs = (0..n)
+        .map(|_| {
+            let silent = std::net::TcpListener::bind(LOOPBACK).unwrap();
+            let addr = silent.local_addr().unwrap().to_string();
+            let contacted = Arc::clone(&contacted);
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for stream in silent.incoming().flatten() {
+                    if held.is_empty() {
+                        contacted.fetch_add(1, Ordering::SeqCst);
+                    }
+                    held.push(stream);
+                }
+            });
+            addr
+        })
+        .collect();
+    (addrs, contacted)
+}
+
+/// Anyone on the LAN can announce peers: a download asks a few at a time
+/// (`max_peers`), not one thread for each, and the list of those found
+/// keeps the first `MAX_FOUND`.
+#[test]
+fn a_flood_of_peers_announced_on_the_lan_is_asked_a_few_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    // 41 blocks take about 1.2 s from the origin.
+    let uplink = common::delaying(origin.addr(), Duration::from_millis(30));
+    let (silent, contacted) = silent_peers(40);
+    let found = download::PeerList::new();
+    for peer in &silent {
+        assert!(found.add(peer));
+    }
+    let sources = Sources { origin: Some(uplink.to_string()), peers: Vec::new(), found: Some(found.clone()) };
+    let options = DownloadOptions {
+        max_peers: 4,
+        peer_retry: Duration::from_secs(60),
+        peer_deadline: Duration::from_secs(60),
+        ..options()
+    };
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(report.from_origin, 41, "{report:?}");
+    assert_eq!(held(&store), bytes);
+    let asked = contacted.load(Ordering::SeqCst);
+    assert!((1..=4).contains(&asked), "{asked} of the 40 silent peers were asked at once");
+
+    for n in 0..download::MAX_FOUND {
+        found.add(&format!("127.0.0.1:{}", 10_000 + n));
+    }
+    assert!(!found.add("127.0.0.1:9999"));
+    assert_eq!(found.peers().len(), download::MAX_FOUND);
+    assert_eq!(found.peers()[..40], silent[..]);
+}
+
+/// A peer that waits its turn is asked once one asked before it is dropped.
+#[test]
+fn a_peer_waiting_its_turn_is_asked_when_one_before_it_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let (silent, contacted) = silent_peers(2);
+    let (holder, _) = peer(&dir.path().join("holder"), &bytes, 0..41);
+    let mut peers = silent.clone();
+    peers.push(holder.addr().to_string());
+    let sources = Sources { origin: None, peers, found: None };
+    let options = DownloadOptions {
+        max_peers: 2,
+        peer_retry: Duration::from_secs(1),
+        peer_deadline: Duration::from_millis(300),
+        ..options()
+    };
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(report.from_peers.get(&holder.addr().to_string()), Some(&41), "{report:?}");
+    assert_eq!(contacted.load(Ordering::SeqCst), 2);
+    assert_eq!(held(&store), bytes);
 }
 
 /// A peer announced on the LAN while the download runs is asked, but the
