@@ -326,9 +326,10 @@ impl Fetcher {
     }
 
     /// One request to `peer` within the peer deadline and before `until`;
-    /// a peer that cannot be reached, does not answer in time or answers
-    /// with an error (other than not holding it, 404, or having rolled it
-    /// back, 410) is benched. `None` when `until` has passed.
+    /// a peer that cannot be reached or does not answer in time (having had
+    /// half its deadline at least), or answers with an error (other than
+    /// not holding it, 404, or having rolled it back, 410) is benched.
+    /// `None` when `until` has passed.
     fn ask_peer(
         &self,
         peer: &str,
@@ -346,6 +347,8 @@ impl Fetcher {
         }
         let answer = peer_get(peer, path, deadline, max);
         let failed = match &answer {
+            // Not in the little time the read had left: the next read asks it again.
+            Err(_) if deadline < self.peer_deadline / 2 => None,
             Err(e) => Some(format!("it did not answer ({e})")),
             Ok((status, body)) if !matches!(status, 200 | 404 | 410) => {
                 Some(format!("it answered {status}: {}", crate::download::brief(body)))

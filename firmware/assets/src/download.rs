@@ -86,8 +86,9 @@ fn have_spacing(options: &DownloadOptions, peers: usize) -> Duration {
 /// connections to for one torrent, and more than a 32-device site needs.
 pub const MAX_PEERS: usize = 32;
 
-/// How many peers found on the LAN a [`PeerList`] keeps (the first ones
-/// found): what a list announced by a hostile host may cost.
+/// How many peers found on the LAN a [`PeerList`] keeps (the last ones
+/// added), and how many a download keeps waiting their turn: what a list
+/// announced by a hostile host may cost.
 pub const MAX_FOUND: usize = 256;
 
 /// Why [`open_within`] gave up when its `pause` was set.
@@ -131,8 +132,9 @@ pub struct DownloadOptions {
     pub pause: Option<Arc<AtomicBool>>,
     /// At most this many peers are asked at once (a thread each), in the
     /// order they were given and found; another takes the place of each
-    /// one dropped. Anyone on the LAN can announce peers, and a thread for
-    /// each would let them have as many as they like.
+    /// one dropped, and of each that has sent no block for `peer_retry`
+    /// (it waits its turn again). Anyone on the LAN can announce peers, and
+    /// a thread for each would let them have as many as they like.
     pub max_peers: usize,
 }
 
@@ -182,15 +184,17 @@ impl PeerList {
     }
 
     /// Add `peer` (`host:port`); whether it was new. The list keeps the
-    /// first [`MAX_FOUND`] peers and no more.
+    /// last [`MAX_FOUND`] peers added: the one added longest ago makes room
+    /// (an address no longer in use, or one of a flood; a peer still there
+    /// announces itself again).
     pub fn add(&self, peer: &str) -> bool {
         let mut list = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if list.iter().any(|p| p == peer) {
             return false;
         }
         if list.len() >= MAX_FOUND {
-            tracing::debug!(peer, "{MAX_FOUND} peers known already: not kept");
-            return false;
+            let old = list.remove(0);
+            tracing::debug!(peer, "{MAX_FOUND} peers known: {old} makes room");
         }
         list.push(peer.to_owned());
         true
@@ -355,6 +359,10 @@ struct State {
     last_block: Instant,
     failed: Option<AssetError>,
     done: bool,
+    /// How many peers wait their turn to be asked.
+    waiting: usize,
+    /// Peers that made room for those waiting, to wait their turn again.
+    rotated: Vec<usize>,
 }
 
 struct Shared<'a> {
@@ -448,6 +456,22 @@ impl Shared<'_> {
         self.wake.notify_all();
     }
 
+    /// Peer `i` has sent no block for `peer_retry`: if others wait their
+    /// turn, it makes room (its word on what it holds no longer counts, its
+    /// connection is closed) and waits its turn again; whether it did.
+    fn rotate(&self, i: usize) -> bool {
+        if self.lock().waiting == 0 {
+            return false;
+        }
+        self.heard(i, None, None);
+        if let Some(conns) = self.conns.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            conns.remove(&i);
+        }
+        self.lock().rotated.push(i);
+        self.wake.notify_all();
+        true
+    }
+
     /// A connection to `source`, kept to hang up on at the end; none once
     /// the download has ended.
     fn connect(&self, source: Source<'_>) -> std::io::Result<Conn> {
@@ -477,7 +501,7 @@ impl Shared<'_> {
     /// How long a peer's word on what it holds stands before it is asked
     /// again ([`HAVE_SPACING`]).
     fn have_every(&self, s: &State) -> Duration {
-        have_spacing(self.options, s.theirs.len().saturating_sub(s.gone))
+        have_spacing(self.options, s.theirs.len().saturating_sub(s.gone + s.waiting))
     }
 
     /// Wait until something changes or `poll` passes.
@@ -526,6 +550,8 @@ pub fn download(
         last_block: Instant::now(),
         failed: None,
         done: false,
+        waiting: 0,
+        rotated: Vec::new(),
     };
     let shared = Shared {
         id,
@@ -556,14 +582,17 @@ pub fn download(
 /// Wait for the end: every block, a failure, a stall, or no source left.
 /// Meanwhile each peer given or added to [`Sources::found`] is handed to
 /// `ask` with its number (a thread that asks it), at most
-/// [`DownloadOptions::max_peers`] not yet dropped at a time.
+/// [`DownloadOptions::max_peers`] at a time: each peer is asked, waits its
+/// turn, or is gone.
 fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, String)) {
     let mut known = sources.peers.clone();
     let mut waiting: std::collections::VecDeque<(usize, String)> = known.iter().cloned().enumerate().collect();
-    let mut asked = 0;
     let mut s = shared.lock();
     while !s.done {
         for peer in sources.found.as_ref().map(PeerList::peers).unwrap_or_default() {
+            if waiting.len() >= MAX_FOUND {
+                break;
+            }
             if !known.contains(&peer) {
                 known.push(peer.clone());
                 s.theirs.push(None);
@@ -575,15 +604,19 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
                 waiting.push_back((known.len() - 1, peer));
             }
         }
-        while asked - s.gone < shared.options.max_peers.max(1)
+        for i in std::mem::take(&mut s.rotated) {
+            tracing::debug!(asset = %shared.id, peer = known[i], "no block from the peer for a while: it waits its turn");
+            waiting.push_back((i, known[i].clone()));
+        }
+        while s.theirs.len() - s.gone - waiting.len() < shared.options.max_peers.max(1)
             && let Some((i, peer)) = waiting.pop_front()
         {
             if i >= sources.peers.len() {
                 tracing::debug!(asset = %shared.id, peer, "asking a peer found on the LAN");
             }
-            asked += 1;
             ask(i, peer);
         }
+        s.waiting = waiting.len();
         if shared.options.pause.as_ref().is_some_and(|p| p.load(Ordering::SeqCst)) {
             s.report.paused = true;
             s.done = true;
@@ -723,7 +756,13 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
     // Since when the blocks asked of it have not come (since the first of
     // them was asked): it says it holds them, which keeps them from the origin.
     let mut failing_since: Option<Instant> = None;
+    // Since when no block has come from it: with nothing to give for
+    // `peer_retry`, it makes room for a peer that waits its turn.
+    let mut useful_since = Instant::now();
     'peer: loop {
+        if useful_since.elapsed() >= shared.options.peer_retry && shared.rotate(i) {
+            return;
+        }
         let failure = 'round: {
             // What the peer holds: at the start, after a failure, and when its last word (an answer
             // or a bitmap with a block) is older than `every`.
@@ -787,6 +826,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 Ok((data, held)) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => {
                         failing_since = None;
+                        useful_since = Instant::now();
                         // What it holds came with the block: no need to ask for a while.
                         let len = shared.lock().mine.len();
                         if let Some((held, claim)) = held.and_then(|text| have(&text, len)) {

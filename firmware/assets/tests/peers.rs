@@ -468,15 +468,18 @@ fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
     for peer in &silent {
         peers.add(peer);
     }
-    let deadline = Duration::from_millis(300);
+    let deadline = Duration::from_millis(500);
     let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("c"), String::new())
         .with_peers(peers)
         .with_peer_deadline(deadline, Duration::from_secs(60));
     let started = std::time::Instant::now();
     assert_eq!(device.read(id, 0, u64::from(BLOCK_SIZE)).unwrap(), bytes[..BS]);
-    // The index and the block: at most a deadline each on the peers.
-    assert!(started.elapsed() < 3 * deadline, "the silent peers held the read {:?}", started.elapsed());
-    assert!(contacted.load(Ordering::SeqCst) <= 2, "{} silent peers asked", contacted.load(Ordering::SeqCst));
+    // The index and the block: a deadline each on the peers (one each
+    // would take 10 deadlines for the index alone).
+    assert!(started.elapsed() < 5 * deadline, "the silent peers held the read {:?}", started.elapsed());
+    // Each had one peer's full deadline, and maybe one more peer what was left.
+    let asked = contacted.load(Ordering::SeqCst);
+    assert!((2..=4).contains(&asked), "{asked} silent peers asked");
 
     let (withholding, asked) = common::withholding(41, Duration::from_millis(50));
     let peers = trellis_assets::PeerList::new();
@@ -666,12 +669,43 @@ fn a_flood_of_peers_announced_on_the_lan_is_asked_a_few_at_a_time() {
     let asked = contacted.load(Ordering::SeqCst);
     assert!((1..=4).contains(&asked), "{asked} of the 40 silent peers were asked at once");
 
-    for n in 0..download::MAX_FOUND {
-        found.add(&format!("127.0.0.1:{}", 10_000 + n));
+    // The list keeps the last MAX_FOUND added: the oldest make room.
+    let flood: Vec<String> = (0..download::MAX_FOUND).map(|n| format!("127.0.0.1:{}", 10_000 + n)).collect();
+    for peer in &flood {
+        assert!(found.add(peer));
     }
-    assert!(!found.add("127.0.0.1:9999"));
+    assert_eq!(found.peers(), flood);
+    assert!(found.add(&silent[0]));
     assert_eq!(found.peers().len(), download::MAX_FOUND);
-    assert_eq!(found.peers()[..40], silent[..]);
+    assert_eq!(found.peers()[..download::MAX_FOUND - 1], flood[1..]);
+    assert_eq!(found.peers().last(), Some(&silent[0]));
+}
+
+/// A peer that answers but has nothing to give (it holds nothing, or says
+/// so) makes room after `peer_retry` for one that waits its turn, and
+/// waits its turn again.
+#[test]
+fn a_peer_with_nothing_to_give_makes_room_for_one_waiting_its_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let (empty_a, _a) = peer(&dir.path().join("a"), &bytes, 0..0);
+    let (empty_b, _b) = peer(&dir.path().join("b"), &bytes, 0..0);
+    let (holder, _) = peer(&dir.path().join("holder"), &bytes, 0..41);
+    let peers = vec![empty_a.addr().to_string(), empty_b.addr().to_string(), holder.addr().to_string()];
+    let sources = Sources { origin: None, peers, found: None };
+    let options = DownloadOptions {
+        max_peers: 2,
+        peer_retry: Duration::from_secs(1),
+        stall: Duration::from_secs(8),
+        ..options()
+    };
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(report.from_peers.get(&holder.addr().to_string()), Some(&41), "{report:?}");
+    assert!(report.lost.is_empty(), "nobody was dropped: {report:?}");
+    assert_eq!(held(&store), bytes);
 }
 
 /// A peer that waits its turn is asked once one asked before it is dropped.

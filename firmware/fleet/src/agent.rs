@@ -152,14 +152,17 @@ struct Lag {
 }
 
 impl Seen {
-    /// Whether `own` (and `group`, read when `own` holds no value) lag what
-    /// was read before or what `own`'s deletion follows.
-    fn lag(self, own: &Entry, group: Option<&Entry>) -> Option<Lag> {
+    /// Whether `own` (and `group`, key `group_key`, read when `own` holds no
+    /// value) lag what was read before or what `own`'s deletion follows
+    /// (when it names that key: a device moved to another group since
+    /// follows that one's key as it is).
+    fn lag(self, own: &Entry, group: Option<&Entry>, group_key: &str) -> Option<Lag> {
         if own.revision < self.own {
             return Some(Lag { group: false, revision: own.revision, expected: self.own });
         }
         let group = group.filter(|_| own.value.is_none())?;
-        let expected = self.group.max(own.after.unwrap_or(0));
+        let after = own.after.as_ref().filter(|a| a.key == group_key).map_or(0, |a| a.revision);
+        let expected = self.group.max(after);
         (group.revision < expected).then_some(Lag { group: true, revision: group.revision, expected })
     }
 
@@ -360,11 +363,24 @@ impl Agent {
     async fn read_desired(&mut self, link: &Link) -> Result<Option<DesiredState>, FleetError> {
         let own_key = names::device_key(&self.config.device);
         let group_key = names::group_key(&self.config.group);
-        let own = link.entry(DESIRED, &own_key).await?;
-        let group = if own.value.is_none() { Some(link.entry(DESIRED, &group_key).await?) } else { None };
-        if let Some(lag) = self.seen.lag(&own, group.as_ref()) {
+        let read = async {
+            let own = link.entry(DESIRED, &own_key).await?;
+            let group = if own.value.is_none() { Some(link.entry(DESIRED, &group_key).await?) } else { None };
+            Ok::<_, FleetError>((own, group))
+        };
+        let (own, group) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                // Only reads that lag one after the other count towards LAG_MAX.
+                self.lagging_since = None;
+                return Err(e);
+            }
+        };
+        if let Some(lag) = self.seen.lag(&own, group.as_ref(), &group_key) {
             let now = self.clock.now_ms();
+            // A clock set back starts the wait again rather than prolonging it.
             let since = *self.lagging_since.get_or_insert(now);
+            let since = if since > now { *self.lagging_since.insert(now) } else { since };
             let key = if lag.group { &group_key } else { &own_key };
             let what = format!("{DESIRED}/{key}");
             if now.saturating_sub(since) < u64::try_from(LAG_MAX.as_millis()).unwrap_or(u64::MAX) {
@@ -1055,25 +1071,35 @@ fn percent(done: u64, total: u64) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::After;
 
     #[test]
     fn a_desired_state_older_than_one_read_before_is_a_lagging_replicas() {
+        const GROUP: &str = "group.north";
         let put = |revision| Entry { value: Some(b"{}".to_vec()), revision, after: None };
-        let gone = |revision, after| Entry { value: None, revision, after };
+        let gone = |revision, after: Option<(&str, u64)>| Entry {
+            value: None,
+            revision,
+            after: after.map(|(key, revision)| After { key: key.into(), revision }),
+        };
         let seen = Seen { own: 7, group: 3 };
+        let lag = |own: &Entry, group: Option<&Entry>| seen.lag(own, group, GROUP);
         // The device's own key: older than read before (an earlier attempt), or not there at all.
-        assert_eq!(seen.lag(&put(5), None), Some(Lag { group: false, revision: 5, expected: 7 }));
-        assert_eq!(seen.lag(&Entry::default(), Some(&put(3))), Some(Lag { group: false, revision: 0, expected: 7 }));
-        assert_eq!(seen.lag(&put(7), None), None);
+        assert_eq!(lag(&put(5), None), Some(Lag { group: false, revision: 5, expected: 7 }));
+        assert_eq!(lag(&Entry::default(), Some(&put(3))), Some(Lag { group: false, revision: 0, expected: 7 }));
+        assert_eq!(lag(&put(7), None), None);
         // Deleted: the group must be at least what its deletion names, and what was read of it.
-        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&put(3))), Some(Lag { group: true, revision: 3, expected: 8 }));
-        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&put(8))), None);
-        assert_eq!(seen.lag(&gone(9, None), Some(&put(2))), Some(Lag { group: true, revision: 2, expected: 3 }));
-        assert_eq!(seen.lag(&gone(9, None), Some(&put(3))), None);
+        let after = Some((GROUP, 8));
+        assert_eq!(lag(&gone(9, after), Some(&put(3))), Some(Lag { group: true, revision: 3, expected: 8 }));
+        assert_eq!(lag(&gone(9, after), Some(&put(8))), None);
+        assert_eq!(lag(&gone(9, None), Some(&put(2))), Some(Lag { group: true, revision: 2, expected: 3 }));
+        assert_eq!(lag(&gone(9, None), Some(&put(3))), None);
+        // A deletion that names another group's key (the device has moved since) holds nothing.
+        assert_eq!(lag(&gone(9, Some(("group.south", 8))), Some(&put(3))), None);
         // A group that was deleted too counts by its deletion's revision.
-        assert_eq!(seen.lag(&gone(9, Some(8)), Some(&gone(10, None))), None);
+        assert_eq!(lag(&gone(9, after), Some(&gone(10, None))), None);
         // The group is not looked at while the device's own key holds a value.
-        assert_eq!(seen.lag(&put(9), Some(&put(1))), None);
+        assert_eq!(lag(&put(9), Some(&put(1))), None);
         // What was read becomes the newest, the group's only when read.
         assert_eq!(seen.read(&put(9), None), Seen { own: 9, group: 3 });
         assert_eq!(seen.read(&gone(9, None), Some(&put(4))), Seen { own: 9, group: 4 });

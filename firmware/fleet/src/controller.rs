@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use crate::clock::Clock;
 use crate::error::FleetError;
-use crate::link::Link;
+use crate::link::{After, Link};
 use crate::names::{self, DESIRED, DEVICES, REPORTED, ROLLOUTS};
 use crate::ops::{self, DeviceRecord};
 use crate::rollout::{Action, Outcome, Rollout, State};
@@ -216,7 +216,7 @@ impl Controller {
         if group_revision.is_none() && actions.iter().any(|a| matches!(a, Action::Forget(_))) {
             group_revision = Some(self.link.get_latest(DESIRED, &group).await?.map_or(0, |s| s.revision));
         }
-        let group_revision = group_revision.unwrap_or(0);
+        let after = After { key: group, revision: group_revision.unwrap_or(0) };
         // Owned (key, value or delete) pairs: the writes run concurrently.
         let writes: Vec<(String, Option<Vec<u8>>)> = actions
             .iter()
@@ -228,6 +228,7 @@ impl Controller {
                 Action::DesireGroup(_) => None,
             })
             .collect();
+        let after = &after;
         let writes = writes.into_iter().map(|(key, value)| {
             let store = store.clone();
             async move {
@@ -237,7 +238,7 @@ impl Controller {
                         .await
                         .map(|_| ())
                         .map_err(|e| FleetError::nats(format!("writing {DESIRED}/{key}"), e)),
-                    None => self.link.delete_after(DESIRED, &key, group_revision).await,
+                    None => self.link.delete_after(DESIRED, &key, Some(after)).await,
                 }
             }
         });

@@ -57,9 +57,29 @@ pub struct Entry {
     /// The revision of its last write or deletion; 0 when the replica holds
     /// none.
     pub revision: u64,
-    /// For a deletion made by [`Link::delete_after`]: the revision of the
-    /// bucket the deletion follows.
-    pub after: Option<u64>,
+    /// For a deletion made by [`Link::delete_after`]: the write it follows.
+    pub after: Option<After>,
+}
+
+/// A write a deletion follows ([`names::AFTER`]): whoever reads the deletion
+/// must see key `key` at `revision` or later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    /// The key written.
+    pub key: String,
+    /// Its revision.
+    pub revision: u64,
+}
+
+impl After {
+    fn header(&self) -> String {
+        format!("{} {}", self.key, self.revision)
+    }
+
+    fn parse(header: &str) -> Option<Self> {
+        let (key, revision) = header.split_once(' ')?;
+        Some(Self { key: key.to_owned(), revision: revision.parse().ok()? })
+    }
 }
 
 /// How long one request may take.
@@ -196,7 +216,7 @@ impl Link {
         match store.stream.direct_get_last_for_subject(&subject).await {
             Ok(m) => {
                 let deleted = m.headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT");
-                let after = m.headers.get(names::AFTER_REVISION).and_then(|v| v.as_str().parse::<u64>().ok());
+                let after = m.headers.get(names::AFTER).and_then(|v| After::parse(v.as_str()));
                 Ok(Entry { value: (!deleted).then(|| m.payload.to_vec()), revision: m.sequence, after })
             }
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => Ok(Entry::default()),
@@ -205,18 +225,19 @@ impl Link {
     }
 
     /// Delete `key` from `bucket`, saying in the deletion that whoever reads
-    /// it must also see revision `after` of the bucket (the write the
-    /// deletion follows, [`names::AFTER_REVISION`]): the group's desired state
-    /// a device falls back to when its own key goes.
+    /// it must also see the write `after` ([`names::AFTER`]): the group's
+    /// desired state a device falls back to when its own key goes.
     ///
     /// # Errors
     /// The server refused or cannot be reached.
-    pub async fn delete_after(&self, bucket: &str, key: &str, after: u64) -> Result<(), FleetError> {
+    pub async fn delete_after(&self, bucket: &str, key: &str, after: Option<&After>) -> Result<(), FleetError> {
         let store = self.kv(bucket).await?;
         let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(KV_OPERATION, "DEL");
-        headers.insert(names::AFTER_REVISION, after.to_string().as_str());
+        if let Some(after) = after {
+            headers.insert(names::AFTER, after.header().as_str());
+        }
         let what = || format!("deleting {bucket}/{key}");
         let ack = self
             .js
@@ -234,5 +255,19 @@ impl Link {
     pub async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64, FleetError> {
         let store = self.kv(bucket).await?;
         store.put(key, value.into()).await.map_err(|e| FleetError::nats(format!("writing {bucket}/{key}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::After;
+
+    #[test]
+    fn the_write_a_deletion_follows_reads_back_as_written() {
+        let after = After { key: "group.north".into(), revision: 42 };
+        assert_eq!(After::parse(&after.header()), Some(after));
+        for bad in ["", "group.north", "group.north x", "42"] {
+            assert_eq!(After::parse(bad), None, "{bad:?}");
+        }
     }
 }

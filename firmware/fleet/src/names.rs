@@ -15,10 +15,11 @@ pub const DEVICES: &str = "trellis-devices";
 /// The stream of every device's events (the fleet's audit log).
 pub const EVENTS_STREAM: &str = "TRELLIS_EVENTS";
 
-/// The header of a deletion in a key-value bucket that names the revision of
-/// the bucket it follows: a device whose own desired state is deleted falls
-/// back to its group's, and must not take a replica's older copy of it.
-pub const AFTER_REVISION: &str = "Trellis-After-Revision";
+/// The header of a deletion in a key-value bucket that names a write it
+/// follows, as `<key> <revision>`: a device whose own desired state is
+/// deleted falls back to its group's, and must not take a replica's older
+/// copy of it.
+pub const AFTER: &str = "Trellis-After";
 
 /// The stream JetStream keeps a key-value bucket in.
 #[must_use]

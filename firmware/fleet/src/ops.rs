@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::FleetError;
-use crate::link::{Link, Stored};
+use crate::link::{After, Link, Stored};
 use crate::names::{self, ARTIFACTS, DESIRED, DEVICES, RELEASES, REPORTED, ROLLOUTS};
 use crate::release::Release;
 use crate::rollout::{Outcome, Plan, Rollout, State};
@@ -123,10 +123,19 @@ async fn entries_once<T: serde::de::DeserializeOwned>(
 ) -> Result<BTreeMap<String, (T, u64)>, FleetError> {
     let store = link.kv(bucket).await?;
     let what = || format!("listing {bucket}");
-    let mut keys = store.keys().await.map_err(|e| FleetError::nats(what(), e))?;
+    // The keys as the bucket's leader holds them (the stream's subjects; a
+    // key watcher's consumer may sit on a replica that lags, and miss a key
+    // written a moment before); deleted ones read as none below.
+    let mut subjects =
+        store.stream.info_with_subjects(format!("{}>", store.prefix)).await.map_err(|e| FleetError::nats(what(), e))?;
+    let mut keys = Vec::new();
+    while let Some(subject) = subjects.next().await {
+        let (subject, _) = subject.map_err(|e| FleetError::nats(what(), e))?;
+        keys.extend(subject.strip_prefix(store.prefix.as_str()).map(str::to_owned));
+    }
+    keys.sort();
     let mut out = BTreeMap::new();
-    while let Some(key) = keys.next().await {
-        let key = key.map_err(|e| FleetError::nats(what(), e))?;
+    for key in keys {
         if let Some(Stored { value, stored_ms, .. }) = link.get_latest(bucket, &key).await? {
             match serde_json::from_slice(&value) {
                 Ok(v) => {
@@ -258,15 +267,19 @@ async fn desired(link: &Link, key: &str) -> Result<Option<DesiredState>, FleetEr
 }
 
 /// Delete a device's own desired state `key`, so that it follows `group`
-/// again: the deletion names the group's revision as the leader holds it,
-/// and the device waits for a replica that holds that much
+/// again: the deletion names the group's key and its revision as the
+/// leader holds it, and the device waits for a replica that holds that much
 /// ([`Link::delete_after`]).
 async fn forget(link: &Link, key: &str, group: Option<&str>) -> Result<(), FleetError> {
     let after = match group {
-        Some(g) => link.get_latest(DESIRED, &names::group_key(g)).await?.map_or(0, |s| s.revision),
-        None => 0,
+        Some(g) => {
+            let key = names::group_key(g);
+            let revision = link.get_latest(DESIRED, &key).await?.map_or(0, |s| s.revision);
+            Some(After { key, revision })
+        }
+        None => None,
     };
-    link.delete_after(DESIRED, key, after).await
+    link.delete_after(DESIRED, key, after.as_ref()).await
 }
 
 /// Every rollout.

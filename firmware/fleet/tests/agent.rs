@@ -25,7 +25,7 @@ use trellis_control::testing::FakeDevice;
 use trellis_control::{AppError, AppInstalled, Consent, Device, DeviceStatus, Progress, UpdateRecord};
 use trellis_fleet::agent::Agent;
 use trellis_fleet::clock::ManualClock;
-use trellis_fleet::link::Link;
+use trellis_fleet::link::{After, Link};
 use trellis_fleet::names::{self, DESIRED};
 use trellis_fleet::sim;
 use trellis_fleet::state::Window;
@@ -735,7 +735,8 @@ async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_gr
 
     // Deleted after a group write that this server does not hold yet (the
     // deletion is revision + 1, the group's write will be revision + 2).
-    f.operator.delete_after(DESIRED, &own, revision + 2).await.unwrap();
+    let after = |revision| Some(After { key: group.clone(), revision });
+    f.operator.delete_after(DESIRED, &own, after(revision + 2).as_ref()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(d.runs("thermostat", "3.0.0") && !d.runs("thermostat", "2.0.0"), "{:?}", d.apps());
     // The write comes: the device follows its group.
@@ -746,7 +747,7 @@ async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_gr
     // the group is followed as it is.
     let revision = set(own.clone(), "thermostat-3.0.0").await;
     until(20, "pi-1 on its own 3.0.0 again", || async { d.runs("thermostat", "3.0.0") }).await;
-    f.operator.delete_after(DESIRED, &own, revision + 1_000).await.unwrap();
+    f.operator.delete_after(DESIRED, &own, after(revision + 1_000).as_ref()).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     assert!(d.runs("thermostat", "3.0.0"), "{:?}", d.apps());
     clock.advance(u64::try_from(trellis_fleet::agent::LAG_MAX.as_millis()).unwrap());
