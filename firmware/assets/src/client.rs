@@ -325,11 +325,12 @@ impl Fetcher {
         self.origin.as_ref().map(|_| Instant::now() + self.peer_deadline)
     }
 
-    /// One request to `peer` within the peer deadline and before `until`;
-    /// a peer that cannot be reached or does not answer in time (having had
-    /// half its deadline at least), or answers with an error (other than
-    /// not holding it, 404, or having rolled it back, 410) is benched.
-    /// `None` when `until` has passed.
+    /// One request to `peer` within the peer deadline and before `until`,
+    /// if half its deadline is left at least (`None` otherwise). A peer that
+    /// cannot be reached, does not answer in time, answers with an error
+    /// (other than not holding it, 404, or having rolled it back, 410), or
+    /// takes more than half its deadline to answer anything but the block
+    /// is benched: one slow to say it holds nothing would cost every read.
     fn ask_peer(
         &self,
         peer: &str,
@@ -342,16 +343,18 @@ impl Fetcher {
             Some(until) => until.saturating_duration_since(Instant::now()).min(self.peer_deadline),
             None => self.peer_deadline,
         };
-        if deadline.is_zero() {
+        if deadline < self.peer_deadline / 2 {
             return None;
         }
+        let asked = Instant::now();
         let answer = peer_get(peer, path, deadline, max);
         let failed = match &answer {
-            // Not in the little time the read had left: the next read asks it again.
-            Err(_) if deadline < self.peer_deadline / 2 => None,
             Err(e) => Some(format!("it did not answer ({e})")),
             Ok((status, body)) if !matches!(status, 200 | 404 | 410) => {
                 Some(format!("it answered {status}: {}", crate::download::brief(body)))
+            }
+            Ok((status, _)) if *status != 200 && asked.elapsed() > self.peer_deadline / 2 => {
+                Some(format!("it took {:.1} s to answer {status}", asked.elapsed().as_secs_f32()))
             }
             Ok(_) => None,
         };

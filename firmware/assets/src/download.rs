@@ -87,8 +87,8 @@ fn have_spacing(options: &DownloadOptions, peers: usize) -> Duration {
 pub const MAX_PEERS: usize = 32;
 
 /// How many peers found on the LAN a [`PeerList`] keeps (the last ones
-/// added), and how many a download keeps waiting their turn: what a list
-/// announced by a hostile host may cost.
+/// added), and how many of them one download takes: what a list announced
+/// by a hostile host may cost.
 pub const MAX_FOUND: usize = 256;
 
 /// Why [`open_within`] gave up when its `pause` was set.
@@ -460,8 +460,13 @@ impl Shared<'_> {
     /// turn, it makes room (its word on what it holds no longer counts, its
     /// connection is closed) and waits its turn again; whether it did.
     fn rotate(&self, i: usize) -> bool {
-        if self.lock().waiting == 0 {
-            return false;
+        {
+            // One peer waiting makes room for one peer only.
+            let mut s = self.lock();
+            if s.waiting == 0 {
+                return false;
+            }
+            s.waiting -= 1;
         }
         self.heard(i, None, None);
         if let Some(conns) = self.conns.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
@@ -586,14 +591,16 @@ pub fn download(
 /// turn, or is gone.
 fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, String)) {
     let mut known = sources.peers.clone();
+    let mut seen: std::collections::HashSet<String> = known.iter().cloned().collect();
     let mut waiting: std::collections::VecDeque<(usize, String)> = known.iter().cloned().enumerate().collect();
     let mut s = shared.lock();
     while !s.done {
         for peer in sources.found.as_ref().map(PeerList::peers).unwrap_or_default() {
-            if waiting.len() >= MAX_FOUND {
+            // However many a flood announces, one download takes MAX_FOUND of them.
+            if known.len() - sources.peers.len() >= MAX_FOUND {
                 break;
             }
-            if !known.contains(&peer) {
+            if seen.insert(peer.clone()) {
                 known.push(peer.clone());
                 s.theirs.push(None);
                 // The origin does not wait for a peer found later to say what it
@@ -760,7 +767,13 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
     // `peer_retry`, it makes room for a peer that waits its turn.
     let mut useful_since = Instant::now();
     'peer: loop {
-        if useful_since.elapsed() >= shared.options.peer_retry && shared.rotate(i) {
+        // Only a peer that answers and keeps its word makes room: one that
+        // does not is dropped below.
+        if failing_since.is_none()
+            && down_since.is_none()
+            && useful_since.elapsed() >= shared.options.peer_retry
+            && shared.rotate(i)
+        {
             return;
         }
         let failure = 'round: {

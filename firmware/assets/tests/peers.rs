@@ -489,6 +489,46 @@ fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
         .with_peer_deadline(deadline, Duration::from_secs(60));
     assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
     assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, answered 503, and benched");
+
+    // Slow to say it does not hold a block (404 after 60 % of the deadline): benched too.
+    let (slow, asked) =
+        common::answering_late(41, deadline * 6 / 10, b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
+    let peers = trellis_assets::PeerList::new();
+    peers.add(&slow.to_string());
+    let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("e"), String::new())
+        .with_peers(peers)
+        .with_peer_deadline(deadline, Duration::from_secs(60));
+    assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, slow to answer 404, and benched");
+}
+
+/// A peer that keeps saying it holds every block and answers their requests
+/// with errors is dropped even while others wait their turn: it does not
+/// make room for them and come back (its word would keep those blocks from
+/// the origin for ever).
+#[test]
+fn peers_that_break_their_word_are_dropped_not_rotated() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let liars: Vec<_> = (0..3).map(|_| common::withholding(41, Duration::from_millis(50)).0.to_string()).collect();
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: liars.clone(), found: None };
+    let options = DownloadOptions {
+        max_peers: 2,
+        peer_retry: Duration::from_secs(1),
+        stall: Duration::from_secs(8),
+        ..options()
+    };
+    let (store, _) = download::open_within(&dir.path().join("device"), id, &sources, &options).unwrap();
+    let store = Mutex::new(store);
+    let report = download::download(&store, &sources, &options).unwrap();
+    assert_eq!(report.from_origin, 41, "{report:?}");
+    let mut lost: Vec<&String> = report.lost.iter().map(|(p, _)| p).collect();
+    lost.sort();
+    let mut all: Vec<&String> = liars.iter().collect();
+    all.sort();
+    assert_eq!(lost, all, "{report:?}");
 }
 
 /// An urgent job pushed while a normal one waits for its index (the origin

@@ -97,9 +97,8 @@ async fn entries<T: serde::de::DeserializeOwned>(link: &Link, bucket: &str) -> R
     Ok(stamped_entries(link, bucket).await?.into_iter().map(|(k, (v, _))| (k, v)).collect())
 }
 
-/// The same, with when the server stored each (Unix ms). Listing needs a
-/// consumer, which a cluster electing a stream's leader may not create at
-/// once: three tries.
+/// The same, with when the server stored each (Unix ms). A cluster electing
+/// a stream's leader may not answer at once: three tries.
 async fn stamped_entries<T: serde::de::DeserializeOwned>(
     link: &Link,
     bucket: &str,

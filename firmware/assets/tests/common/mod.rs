@@ -146,13 +146,21 @@ pub fn trickling(blocks: u32) -> (SocketAddr, Arc<AtomicU32>) {
 /// time. Counts the block requests.
 #[allow(dead_code)] // the CLI's tests do not use it
 pub fn withholding(blocks: u32, delay: std::time::Duration) -> (SocketAddr, Arc<AtomicU32>) {
+    answering_late(blocks, delay, b"HTTP/1.1 503 Error\r\nContent-Length: 4\r\n\r\nbusy")
+}
+
+/// A peer that says it holds all `blocks` and answers each request for one,
+/// after `delay`, with `answer`; other requests with 404 at once. Counts the
+/// block requests.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn answering_late(blocks: u32, delay: std::time::Duration, answer: &'static [u8]) -> (SocketAddr, Arc<AtomicU32>) {
     let asked = Arc::new(AtomicU32::new(0));
     let counter = asked.clone();
     let addr = claiming_all(blocks, move |path, writer| {
         let answer: &[u8] = if path.contains("/blocks/") {
             counter.fetch_add(1, Ordering::SeqCst);
             std::thread::sleep(delay);
-            b"HTTP/1.1 503 Error\r\nContent-Length: 4\r\n\r\nbusy"
+            answer
         } else {
             b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno"
         };
