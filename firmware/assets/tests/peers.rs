@@ -512,8 +512,11 @@ fn peers_that_break_their_word_are_dropped_not_rotated() {
     let bytes = release();
     let id = Index::of(&bytes).id();
     let origin = origin(dir.path(), &bytes);
+    // 41 blocks take 4 s or more from the origin: longer than the three
+    // need to be dropped, two at a time, a second each.
+    let uplink = common::delaying(origin.addr(), Duration::from_millis(100));
     let liars: Vec<_> = (0..3).map(|_| common::withholding(41, Duration::from_millis(50)).0.to_string()).collect();
-    let sources = Sources { origin: Some(origin.addr().to_string()), peers: liars.clone(), found: None };
+    let sources = Sources { origin: Some(uplink.to_string()), peers: liars.clone(), found: None };
     let options = DownloadOptions {
         max_peers: 2,
         peer_retry: Duration::from_secs(1),
