@@ -408,8 +408,8 @@ impl Fetcher {
     fn block_from_peers(&self, store: &mut BlockStore, n: u32) -> Result<bool, AssetError> {
         let id = store.id();
         let until = self.peers_until();
+        let max = wire::block_answer_max(store.index().block_size as usize, store.index().count(), false);
         for peer in self.trusted_peers(id) {
-            let max = wire::block_answer_max(store.index().block_size as usize, store.index().count(), false);
             let Some(answer) = self.ask_peer(&peer, id, &format!("/v1/assets/{id}/blocks/{n}"), max, until) else {
                 break;
             };

@@ -787,16 +787,9 @@ fn the_origin_does_not_wait_for_a_peer_found_later_that_never_answers() {
     let id = Index::of(&bytes).id();
     let origin = origin(dir.path(), &bytes);
     // Takes connections and requests, and never answers.
-    let silent = std::net::TcpListener::bind(LOOPBACK).unwrap();
-    let silent_addr = silent.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in silent.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let (silent, _) = silent_peers(1);
     let found = download::PeerList::new();
-    found.add(&silent_addr);
+    found.add(&silent[0]);
     let sources = Sources { origin: Some(origin.addr().to_string()), peers: Vec::new(), found: Some(found) };
     let options = DownloadOptions { peer_deadline: Duration::from_secs(5), ..options() };
 

@@ -38,6 +38,11 @@ pub struct Link {
 /// `DEL`, `PURGE`; none is a put).
 const KV_OPERATION: &str = "KV-Operation";
 
+/// Whether a key-value bucket's message deletes its key (or purges it).
+fn deletion(headers: &async_nats::HeaderMap) -> bool {
+    headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT")
+}
+
 /// A key's value as a bucket's leader holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -193,7 +198,7 @@ impl Link {
         let subject = format!("{}{key}", store.prefix);
         match store.stream.get_last_raw_message_by_subject(&subject).await {
             Ok(m) => {
-                let deleted = m.headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT");
+                let deleted = deletion(&m.headers);
                 let stored_ms = u64::try_from(m.time.unix_timestamp_nanos() / 1_000_000).unwrap_or(0);
                 Ok((!deleted).then(|| Stored { value: m.payload.to_vec(), revision: m.sequence, stored_ms }))
             }
@@ -215,7 +220,7 @@ impl Link {
         let subject = format!("{}{key}", store.prefix);
         match store.stream.direct_get_last_for_subject(&subject).await {
             Ok(m) => {
-                let deleted = m.headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT");
+                let deleted = deletion(&m.headers);
                 let after = m.headers.get(names::AFTER).and_then(|v| After::parse(v.as_str()));
                 Ok(Entry { value: (!deleted).then(|| m.payload.to_vec()), revision: m.sequence, after })
             }
