@@ -1043,11 +1043,14 @@ impl Drop for Watch {
     }
 }
 
-/// Follow one key: each message wakes the agent.
+/// Follow one key: each message wakes the agent. The ordered consumer makes
+/// itself again after a gap by asking for the stream's information, which a
+/// device may not ([`crate::server::device_permissions`]): the messages then
+/// end in an error and [`Agent::watch`] makes a new consumer.
 async fn follow(link: &Link, key: &str, name: &str, wake: &Notify) -> Result<(), FleetError> {
     use async_nats::jetstream::consumer;
     let what = || format!("watching {DESIRED}/{key}");
-    let stream = link.js.get_stream(names::kv_stream(DESIRED)).await.map_err(|e| FleetError::nats(what(), e))?;
+    let stream = link.stream(DESIRED).await?;
     let config = consumer::push::OrderedConfig {
         name: Some(name.to_owned()),
         filter_subject: names::kv_subject(DESIRED, key),

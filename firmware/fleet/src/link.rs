@@ -216,9 +216,8 @@ impl Link {
     /// The server cannot be asked.
     pub async fn entry(&self, bucket: &str, key: &str) -> Result<Entry, FleetError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
-        let store = self.kv(bucket).await?;
-        let subject = format!("{}{key}", store.prefix);
-        match store.stream.direct_get_last_for_subject(&subject).await {
+        let stream = self.stream(bucket).await?;
+        match stream.direct_get_last_for_subject(names::kv_subject(bucket, key)).await {
             Ok(m) => {
                 let deleted = deletion(&m.headers);
                 let after = m.headers.get(names::AFTER).and_then(|v| After::parse(v.as_str()));
@@ -253,13 +252,34 @@ impl Link {
         Ok(())
     }
 
-    /// Set `key` in `bucket`.
+    /// Set `key` in `bucket` (a put the bucket's stream acknowledges), and
+    /// return its revision. Like [`Link::entry`] it does not open the bucket.
     ///
     /// # Errors
     /// The server refused or cannot be reached.
     pub async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64, FleetError> {
-        let store = self.kv(bucket).await?;
-        store.put(key, value.into()).await.map_err(|e| FleetError::nats(format!("writing {bucket}/{key}"), e))
+        let what = || format!("writing {bucket}/{key}");
+        let ack = self
+            .js
+            .publish(names::kv_subject(bucket, key), value.into())
+            .await
+            .map_err(|e| FleetError::nats(what(), e))?;
+        Ok(ack.await.map_err(|e| FleetError::nats(what(), e))?.sequence)
+    }
+
+    /// The stream that holds `bucket`, named rather than asked for: asking
+    /// (`STREAM.INFO`, which is what opening a bucket does) can list every
+    /// key in it, so a device's permissions do not allow it on the buckets
+    /// keyed by device ([`crate::server::device_permissions`]). A direct
+    /// get, a consumer and a put need only the name.
+    ///
+    /// # Errors
+    /// `bucket` is not a valid name.
+    pub async fn stream(&self, bucket: &str) -> Result<jetstream::stream::Stream<()>, FleetError> {
+        self.js
+            .get_stream_no_info(names::kv_stream(bucket))
+            .await
+            .map_err(|e| FleetError::nats(format!("bucket {bucket}"), e))
     }
 }
 

@@ -84,9 +84,11 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
     let artifacts = object_stream(names::ARTIFACTS);
     let mut publish = vec![
         format!("{api}.INFO"),
-        format!("{api}.STREAM.INFO.{desired}"),
+        // Not on the desired and reported buckets: with a subjects filter
+        // the answer lists every key, that is every device and group. The
+        // agent names their streams instead (link::Link::stream). Releases
+        // and artifacts are readable by every device anyway.
         format!("{api}.STREAM.INFO.{releases}"),
-        format!("{api}.STREAM.INFO.{reported}"),
         format!("{api}.STREAM.INFO.{artifacts}"),
         format!("{api}.DIRECT.GET.{releases}.>"),
         // A release as the bucket's leader has it (a replica may not hold one just published).

@@ -10,6 +10,7 @@ use trellis_fleet::sim as support;
 use async_nats::jetstream::kv;
 use std::time::{Duration, Instant};
 use support::{Client, Pki};
+use trellis_fleet::link::Link;
 use trellis_fleet::names::{REPORTED, kv_stream, kv_subject};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,9 +39,8 @@ async fn reports_survive_a_killed_server() {
         }
     }
     // The server the device is connected to is the one killed.
-    let device = Client::connect(&pki, &addrs, "pi-1").await;
-    let reported = device.js.get_key_value(REPORTED).await.unwrap();
-    reported.put("pi-1", "1".into()).await.unwrap();
+    let device = Link::connect(&support::credentials(&pki, &addrs, "pi-1"), Some("pi-1"), false).await.unwrap();
+    device.put(REPORTED, "pi-1", b"1".to_vec()).await.unwrap();
 
     let killed = device.nats.server_info().port;
     let index = servers.iter().position(|s| s.addr.port() == killed).unwrap();
@@ -48,7 +48,7 @@ async fn reports_survive_a_killed_server() {
     // The client reconnects to another server and the write lands on the two left.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match reported.put("pi-1", "2".into()).await {
+        match device.put(REPORTED, "pi-1", b"2".to_vec()).await {
             Ok(_) => break,
             Err(e) => {
                 assert!(Instant::now() < deadline, "no write with one server down: {e}");

@@ -11,6 +11,7 @@ use async_nats::jetstream::{consumer, kv, stream};
 use futures_util::StreamExt;
 use std::time::Duration;
 use support::{Client, Pki};
+use trellis_fleet::link::{Entry, Link};
 use trellis_fleet::names::{self, DESIRED, RELEASES, REPORTED, device_key, group_key, kv_stream, kv_subject};
 
 async fn buckets(operator: &Client) {
@@ -48,27 +49,43 @@ async fn a_device_reads_only_its_own_desired_state_and_writes_only_its_own_repor
     let operator = Client::connect(&pki, &[server.addr], "operator").await;
     buckets(&operator).await;
     let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
 
-    // Its own desired state and its group's: readable.
-    let desired = device.js.get_key_value(DESIRED).await.unwrap();
-    assert_eq!(desired.get(device_key("pi-1")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-1"}"#);
-    assert_eq!(desired.get(group_key("north")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-n"}"#);
+    // Its own desired state and its group's: readable, as the agent reads them.
+    let value = |e: Entry| String::from_utf8(e.value.unwrap()).unwrap();
+    assert_eq!(value(link.entry(DESIRED, &device_key("pi-1")).await.unwrap()), r#"{"release":"r-1"}"#);
+    assert_eq!(value(link.entry(DESIRED, &group_key("north")).await.unwrap()), r#"{"release":"r-n"}"#);
 
     // Another device's, another group's: denied by the server.
-    assert!(desired.get(device_key("pi-2")).await.is_err(), "read another device's desired state");
+    let desired = device.js.get_stream_no_info(kv_stream(DESIRED)).await.unwrap();
+    let read = |key: String| desired.direct_get_last_for_subject(kv_subject(DESIRED, &key));
+    assert!(read(device_key("pi-2")).await.is_err(), "read another device's desired state");
     assert!(device.was_denied(&kv_subject(DESIRED, &device_key("pi-2"))).await, "{:?}", device.errors);
-    assert!(desired.get(group_key("south")).await.is_err(), "read another group's desired state");
+    assert!(read(group_key("south")).await.is_err(), "read another group's desired state");
+
+    // Nor which devices and groups there are: a stream's information lists
+    // the keys it holds when asked with a subjects filter.
+    for bucket in [DESIRED, REPORTED] {
+        let info = device.js.get_stream(kv_stream(bucket)).await;
+        assert!(info.is_err(), "asked for {bucket}'s stream information");
+        assert!(device.was_denied(&format!("$JS.API.STREAM.INFO.{}", kv_stream(bucket))).await, "{:?}", device.errors);
+        assert!(device.js.get_key_value(bucket).await.is_err(), "opened {bucket}, which asks for it");
+    }
 
     // No desired state may be written, not even its own.
-    assert!(desired.put(device_key("pi-1"), "{}".into()).await.is_err(), "wrote its own desired state");
+    assert!(link.put(DESIRED, &device_key("pi-1"), b"{}".to_vec()).await.is_err(), "wrote its own desired state");
+    let forged = device.js.publish(kv_subject(DESIRED, &device_key("pi-1")), "{}".into()).await.unwrap();
+    assert!(forged.await.is_err(), "wrote its own desired state");
     assert!(device.was_denied(&kv_subject(DESIRED, &device_key("pi-1"))).await);
     let unchanged = operator.js.get_key_value(DESIRED).await.unwrap().get(device_key("pi-1")).await.unwrap();
     assert_eq!(unchanged.unwrap().as_ref(), br#"{"release":"r-1"}"#);
 
     // Its reported state and events: writable; another device's: not.
-    let reported = device.js.get_key_value(REPORTED).await.unwrap();
-    reported.put("pi-1", "{\"healthy\":true}".into()).await.unwrap();
-    assert!(reported.put("pi-2", "{\"healthy\":false}".into()).await.is_err(), "wrote another device's report");
+    link.put(REPORTED, "pi-1", b"{\"healthy\":true}".to_vec()).await.unwrap();
+    assert!(
+        link.put(REPORTED, "pi-2", b"{\"healthy\":false}".to_vec()).await.is_err(),
+        "wrote another device's report"
+    );
     let ack = device.js.publish(names::events_subject("pi-1"), "{}".into()).await.unwrap();
     ack.await.unwrap();
     let forged = device.js.publish(names::events_subject("pi-2"), "{}".into()).await.unwrap();
@@ -94,7 +111,7 @@ async fn a_device_watches_only_its_own_key() {
     let operator = Client::connect(&pki, &[server.addr], "operator").await;
     buckets(&operator).await;
     let device = Client::connect(&pki, &[server.addr], "pi-1").await;
-    let stream = device.js.get_stream(kv_stream(DESIRED)).await.unwrap();
+    let stream = device.js.get_stream_no_info(kv_stream(DESIRED)).await.unwrap();
     let watch = |key: String| consumer::push::OrderedConfig {
         name: Some(format!("watch-{}", key.replace('.', "-"))),
         filter_subject: kv_subject(DESIRED, &key),
@@ -115,8 +132,9 @@ async fn a_device_watches_only_its_own_key() {
     assert!(stream.create_consumer(watch(device_key("pi-2"))).await.is_err(), "watched another device's key");
     let unfiltered = consumer::push::OrderedConfig { deliver_subject: device.nats.new_inbox(), ..Default::default() };
     assert!(stream.create_consumer(unfiltered).await.is_err(), "watched the whole bucket");
-    let everything = device.js.get_key_value(DESIRED).await.unwrap();
-    assert!(everything.watch_all().await.is_err(), "the client library's watch-all");
+    // What the client library's watch-all creates: one consumer on every key.
+    let all = consumer::push::OrderedConfig { filter_subject: kv_subject(DESIRED, ">"), ..watch(String::new()) };
+    assert!(stream.create_consumer(all).await.is_err(), "watched every key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
