@@ -36,8 +36,9 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde::Deserialize;
 
 use crate::http::{HttpError, read_head, reason};
-use crate::limits::{Budget, DeadlineStream, PeerSlot, PerPeer, Refuser, Slot};
+use crate::limits::{DeadlineStream, Refuser};
 use trellis_control::Device;
+use trellis_limits::{Budget, PeerSlot, PerPeer, Slot};
 
 use crate::routes::{Response, Routes};
 

@@ -152,6 +152,9 @@ pub struct Fetcher {
     /// Peers that did not answer in time or could not be reached, and until
     /// when they are not asked.
     benched: Mutex<HashMap<String, Instant>>,
+    /// For each peer, since when and how long its answers without the
+    /// block asked for have taken ([`Fetcher::ask_peer`]).
+    misses: Mutex<HashMap<String, (Instant, Duration)>>,
     /// A peer's time for one answer, and how long one that overran it is
     /// not asked.
     peer_deadline: Duration,
@@ -189,6 +192,7 @@ impl Fetcher {
             banned: Mutex::new(HashSet::new()),
             withdrawn: Mutex::new(HashSet::new()),
             benched: Mutex::new(HashMap::new()),
+            misses: Mutex::new(HashMap::new()),
             peer_deadline: PEER_DEADLINE,
             peer_bench: PEER_BENCH,
             server: None,
@@ -327,10 +331,12 @@ impl Fetcher {
 
     /// One request to `peer` within the peer deadline and before `until`,
     /// if half its deadline is left at least (`None` otherwise). A peer that
-    /// cannot be reached, does not answer in time, answers with an error
-    /// (other than not holding it, 404, or having rolled it back, 410), or
-    /// takes more than half its deadline to answer anything but the block
-    /// is benched: one slow to say it holds nothing would cost every read.
+    /// cannot be reached, does not answer in time, or answers with an error
+    /// (other than not holding it, 404, or having rolled it back, 410) is
+    /// benched. So is one whose answers without the block have taken more
+    /// than half its deadline in all since the first of them, within one
+    /// bench's time: one slow to say it holds nothing would otherwise cost
+    /// every read, each answer just under any limit set on one.
     fn ask_peer(
         &self,
         peer: &str,
@@ -353,10 +359,10 @@ impl Fetcher {
             Ok((status, body)) if !matches!(status, 200 | 404 | 410) => {
                 Some(format!("it answered {status}: {}", crate::download::brief(body)))
             }
-            Ok((status, _)) if *status != 200 && asked.elapsed() > self.peer_deadline / 2 => {
-                Some(format!("it took {:.1} s to answer {status}", asked.elapsed().as_secs_f32()))
-            }
-            Ok(_) => None,
+            Ok((200, _)) => None,
+            Ok((status, _)) => self
+                .missed(peer, asked.elapsed())
+                .map(|spent| format!("its answers without the block ({status}) took {:.1} s", spent.as_secs_f32())),
         };
         if let Some(why) = failed {
             tracing::info!(asset = %id, peer, "{why}: not asked for {} s", self.peer_bench.as_secs_f32());
@@ -366,6 +372,22 @@ impl Fetcher {
                 .insert(peer.to_owned(), Instant::now() + self.peer_bench);
         }
         Some(answer)
+    }
+
+    /// Count `took` against `peer`'s answers without the block, and the
+    /// time they have taken if that is more than half its deadline (the
+    /// count starts again after a bench's time, and after a bench).
+    fn missed(&self, peer: &str, took: Duration) -> Option<Duration> {
+        let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        misses.retain(|_, (since, _)| now.saturating_duration_since(*since) < self.peer_bench);
+        let (_, spent) = misses.entry(peer.to_owned()).or_insert((now, Duration::ZERO));
+        *spent += took;
+        let spent = *spent;
+        (spent > self.peer_deadline / 2).then(|| {
+            misses.remove(peer);
+            spent
+        })
     }
 
     /// Whether `answer` says `peer` rolled asset `id` back (`410 Gone`);

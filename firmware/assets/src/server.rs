@@ -21,16 +21,21 @@ use std::io::{BufReader, BufWriter, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use trellis_limits::{Budget, PerPeer};
 
 use crate::wire::{self, HAVE, ROLLED_BACK, SESSION, WANT_HAVE};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
+/// Most connections at once from one peer to a device sharing its blocks:
+/// a peer's download keeps one, its reads open one each at a time.
+pub const MAX_PER_PEER: usize = 16;
 /// A connection idle this long is closed ([`OriginConfig::idle`]).
 const IDLE: Duration = Duration::from_secs(30);
 /// Most readers whose order is followed at once (the oldest are forgotten).
@@ -47,11 +52,17 @@ pub struct OriginConfig {
     /// answer, for this long is closed: a client that stops reading, or
     /// trickles its requests, does not hold its thread and its slot.
     pub idle: Duration,
+    /// Most connections at once from one address (none: only the total,
+    /// [`MAX_CONNECTIONS`]). An origin leaves it unset, since a site's
+    /// devices may reach it through one address; a device sharing with its
+    /// peers on the LAN ([`Origin::sharing`]) sets [`MAX_PER_PEER`], so one
+    /// host cannot take every connection from the others.
+    pub max_per_peer: Option<usize>,
 }
 
 impl Default for OriginConfig {
     fn default() -> Self {
-        Self { push: 16, state_dir: None, idle: IDLE }
+        Self { push: 16, state_dir: None, idle: IDLE, max_per_peer: None }
     }
 }
 
@@ -194,7 +205,9 @@ pub struct Origin {
     /// Assets this device rolled back, with why: `410 Gone` and the reason.
     withdrawn: RwLock<HashMap<AssetId, String>>,
     config: OriginConfig,
-    recorder: Mutex<Recorder>,
+    /// The read orders (none on a device sharing with its peers: it pushes
+    /// nothing, so a peer's session header costs it nothing).
+    recorder: Option<Mutex<Recorder>>,
     /// What was sent.
     pub stats: OriginStats,
 }
@@ -242,7 +255,7 @@ impl Origin {
             assets: RwLock::new(assets),
             withdrawn: RwLock::default(),
             config,
-            recorder: Mutex::new(recorder),
+            recorder: Some(Mutex::new(recorder)),
             stats: OriginStats::default(),
         })
     }
@@ -263,12 +276,12 @@ impl Origin {
     /// [`Self::unshare`] stops serving one.
     #[must_use]
     pub fn sharing(stores: &[Arc<Mutex<BlockStore>>]) -> Self {
-        let config = OriginConfig { push: 0, ..OriginConfig::default() };
+        let config = OriginConfig { push: 0, max_per_peer: Some(MAX_PER_PEER), ..OriginConfig::default() };
         let origin = Self {
             assets: RwLock::default(),
             withdrawn: RwLock::default(),
             config,
-            recorder: Mutex::new(Recorder::default()),
+            recorder: None,
             stats: OriginStats::default(),
         };
         for store in stores {
@@ -319,8 +332,9 @@ impl Origin {
 
     /// Forget every recorded order (benchmarks: a run without history).
     pub fn forget(&self) {
-        let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
-        *r = Recorder::default();
+        if let Some(recorder) = &self.recorder {
+            *recorder.lock().unwrap_or_else(PoisonError::into_inner) = Recorder::default();
+        }
     }
 
     fn withdrawn_reason(&self, id: &AssetId) -> Option<String> {
@@ -360,9 +374,10 @@ impl Origin {
     fn blocks(&self, id: AssetId, asset: &Asset, n: u32, req: &wire::Request) -> (u16, Vec<u8>) {
         let have = req.header(HAVE).and_then(|h| hex::decode(h).ok()).unwrap_or_default();
         let holds = |b: u32| wire::holds(&have, b);
-        let ahead = match req.header(SESSION).filter(|s| !s.is_empty() && s.len() <= 256) {
-            Some(reader) => {
-                let mut r = self.recorder.lock().unwrap_or_else(PoisonError::into_inner);
+        let reader = req.header(SESSION).filter(|s| !s.is_empty() && s.len() <= 256);
+        let ahead = match reader.zip(self.recorder.as_ref()) {
+            Some((reader, recorder)) => {
+                let mut r = recorder.lock().unwrap_or_else(PoisonError::into_inner);
                 let ahead = r.asked(id, reader, n, &holds, self.config.push);
                 if r.record(id, reader) {
                     self.save(&r);
@@ -448,8 +463,9 @@ impl Origin {
 }
 
 /// An accept loop on its own thread: each connection served on a thread of
-/// its own by `serve`, at most `max` at once (more are closed at once),
-/// until the [`Listener`] is dropped.
+/// its own by `serve`, at most `max` at once and, with `per_peer`, at most
+/// that many from one address (more are closed at once), until the
+/// [`Listener`] is dropped.
 pub(crate) struct Listener {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
@@ -468,12 +484,14 @@ impl Listener {
         addr: SocketAddr,
         name: &str,
         max: usize,
+        per_peer: Option<usize>,
         serve: impl Fn(TcpStream) -> std::io::Result<()> + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
-        let open = Arc::new(AtomicUsize::new(0));
+        let budget = Budget::new(max);
+        let per_peer = per_peer.map(PerPeer::new);
         let serve = Arc::new(serve);
         let conn_name = format!("{name}-conn");
         let thread = {
@@ -484,20 +502,28 @@ impl Listener {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    if open.fetch_add(1, Ordering::SeqCst) >= max {
-                        open.fetch_sub(1, Ordering::SeqCst);
-                        continue;
-                    }
-                    let (serve, slot) = (serve.clone(), open.clone());
+                    // Slots are given back when the connection's thread ends,
+                    // or at once when there is none.
+                    let Some(slot) = budget.take() else { continue };
+                    let peer_slot = match (&per_peer, stream.peer_addr()) {
+                        (None, _) => None,
+                        (Some(per_peer), Ok(peer)) => match per_peer.take(peer.ip()) {
+                            Some(s) => Some(s),
+                            None => {
+                                tracing::debug!("{peer}: more than {} connections at once: closed", per_peer.max());
+                                continue;
+                            }
+                        },
+                        (Some(_), Err(_)) => continue,
+                    };
+                    let serve = serve.clone();
                     let spawned = std::thread::Builder::new().name(conn_name.clone()).spawn(move || {
+                        let _slots = (slot, peer_slot);
                         if let Err(e) = serve(stream) {
                             tracing::debug!("connection ended: {e}");
                         }
-                        slot.fetch_sub(1, Ordering::SeqCst);
                     });
                     if spawned.is_err() {
-                        // Its slot is free again (the connection is closed).
-                        open.fetch_sub(1, Ordering::SeqCst);
                         tracing::warn!("no thread for a connection");
                     }
                 }
@@ -537,8 +563,10 @@ impl Server {
     pub fn start(origin: Origin, addr: SocketAddr) -> std::io::Result<Self> {
         let origin = Arc::new(origin);
         let serving = origin.clone();
-        let listener =
-            Listener::start(addr, "asset-origin", MAX_CONNECTIONS, move |stream| serving.serve_connection(stream))?;
+        let per_peer = origin.config.max_per_peer;
+        let listener = Listener::start(addr, "asset-origin", MAX_CONNECTIONS, per_peer, move |stream| {
+            serving.serve_connection(stream)
+        })?;
         Ok(Self { origin, listener })
     }
 
@@ -575,5 +603,29 @@ mod tests {
         assert_eq!(r.asked(id, "b", 2, &|b| b == 3, 2), vec![7]);
         // A block outside the order pushes nothing.
         assert!(r.asked(id, "b", 40, &none, 2).is_empty());
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_device_sharing_with_its_peers_records_no_read_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..3 * 4096u32).map(|i| (i % 251) as u8).collect();
+        let index = Index::with_block_size(&bytes, 4096);
+        let mut store = BlockStore::open(dir.path(), &index.id(), &index).unwrap();
+        for n in 0..3u32 {
+            let at = n as usize * 4096;
+            assert!(store.put(n, &bytes[at..at + 4096]).unwrap());
+        }
+        let get = |n: u32| wire::Request {
+            method: "GET".into(),
+            path: format!("/v1/assets/{}/blocks/{n}", index.id()),
+            headers: vec![(SESSION.into(), "a peer".into())],
+        };
+        let sharing = Origin::sharing(&[Arc::new(Mutex::new(store))]);
+        for n in [2, 0, 1] {
+            assert_eq!(sharing.respond(&get(n)).0, 200);
+        }
+        let kept = sharing.recorder.as_ref().map_or(0, |r| r.lock().unwrap().sessions.len());
+        assert_eq!(kept, 0, "a peer's session is kept");
     }
 }

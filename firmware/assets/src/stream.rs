@@ -82,8 +82,9 @@ impl StreamServer {
         }
         let open = Open::default();
         let (serving, tickets) = (fetcher.clone(), open.clone());
-        let listener =
-            Listener::start(addr, "asset-stream", MAX_CONNECTIONS, move |stream| serve(&serving, &tickets, stream))?;
+        let listener = Listener::start(addr, "asset-stream", MAX_CONNECTIONS, None, move |stream| {
+            serve(&serving, &tickets, stream)
+        })?;
         Ok(Self { fetcher, open, listener })
     }
 

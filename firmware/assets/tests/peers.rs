@@ -490,16 +490,23 @@ fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
     assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
     assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, answered 503, and benched");
 
-    // Slow to say it does not hold a block (404 after 60 % of the deadline): benched too.
-    let (slow, asked) =
-        common::answering_late(41, deadline * 6 / 10, b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
-    let peers = trellis_assets::PeerList::new();
-    peers.add(&slow.to_string());
-    let device = trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join("e"), String::new())
-        .with_peers(peers)
-        .with_peer_deadline(deadline, Duration::from_secs(60));
-    assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
-    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, slow to answer 404, and benched");
+    // How often a peer that says 404 after `delay` is asked while 20 blocks are read.
+    let asks = |delay: Duration, store: &str| {
+        let (slow, asked) = common::answering_late(41, delay, b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno");
+        let peers = trellis_assets::PeerList::new();
+        peers.add(&slow.to_string());
+        let device =
+            trellis_assets::Fetcher::new(Some(origin.addr().to_string()), dir.path().join(store), String::new())
+                .with_peers(peers)
+                .with_peer_deadline(deadline, Duration::from_secs(60));
+        assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
+        asked.load(Ordering::SeqCst)
+    };
+    // Slow to say it does not hold a block (after 60 % of the deadline): benched too.
+    assert_eq!(asks(deadline * 6 / 10, "e"), 1, "asked for one block, slow to answer 404, and benched");
+    // Just under any limit on one answer (30 % of the deadline): benched
+    // once its answers have taken more than half the deadline in all.
+    assert_eq!(asks(deadline * 3 / 10, "f"), 2, "asked for two blocks, 404 each time, and benched");
 }
 
 /// A peer that keeps saying it holds every block and answers their requests
@@ -809,4 +816,60 @@ fn the_origin_does_not_wait_for_a_peer_found_later_that_never_answers() {
         assert!(started.elapsed() < Duration::from_secs(3), "returned after {:?}", started.elapsed());
     });
     assert_eq!(held(&store), bytes);
+}
+
+/// A connection to `to` from `ip` (another loopback address stands for
+/// another host on the LAN).
+fn connect_from(ip: &str, to: std::net::SocketAddr) -> std::net::TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let from: std::net::SocketAddr = format!("{ip}:0").parse().unwrap();
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    stream
+}
+
+/// The status line of the answer to `GET path` on `stream`; none when the
+/// server closed the connection instead.
+fn status_of(stream: &mut std::net::TcpStream, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: peer\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// One host on the LAN cannot take a sharing device's connections from its
+/// other peers: it is served on `MAX_PER_PEER` at once, one more is closed
+/// at once, another host is still served, and the host's slots come back
+/// when it hangs up.
+#[test]
+fn one_host_cannot_hold_every_connection_of_a_sharing_device() {
+    use trellis_assets::server::MAX_PER_PEER;
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let (server, _store) = peer(dir.path(), &bytes, 0..41);
+    let path = format!("/v1/assets/{id}/blocks/3");
+    let ok = Some("HTTP/1.1 200".to_owned());
+
+    let mut held: Vec<_> = (0..MAX_PER_PEER).map(|_| connect_from("127.0.0.1", server.addr())).collect();
+    assert_eq!(status_of(&mut held[0], &path), ok, "a connection within the limit is served");
+    assert_eq!(status_of(&mut held[MAX_PER_PEER - 1], &path), ok);
+    let mut extra = connect_from("127.0.0.1", server.addr());
+    assert_eq!(status_of(&mut extra, &path), None, "one more from the same host was served");
+    let mut other = connect_from("127.0.0.2", server.addr());
+    assert_eq!(status_of(&mut other, &path), ok, "another host is not served");
+
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if status_of(&mut connect_from("127.0.0.1", server.addr()), &path) == ok {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the host's slots did not come back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
