@@ -151,10 +151,11 @@ pub struct Fetcher {
     withdrawn: Mutex<HashSet<(String, AssetId)>>,
     /// Peers that did not answer in time or could not be reached, and until
     /// when they are not asked.
-    benched: Mutex<HashMap<String, Instant>>,
-    /// For each peer, since when and how long its answers without the
-    /// block asked for have taken ([`Fetcher::ask_peer`]).
-    misses: Mutex<HashMap<String, (Instant, Duration)>>,
+    /// (A peer benched for one asset only has that asset's id beside it.)
+    benched: Mutex<HashMap<(String, Option<AssetId>), Instant>>,
+    /// For each peer and asset, since when and how long its answers
+    /// without the block asked for have taken ([`Fetcher::ask_peer`]).
+    misses: Mutex<HashMap<(String, AssetId), (Instant, Duration)>>,
     /// A peer's time for one answer, and how long one that overran it is
     /// not asked.
     peer_deadline: Duration,
@@ -317,7 +318,12 @@ impl Fetcher {
         self.peers
             .peers()
             .into_iter()
-            .filter(|p| !banned.contains(p) && !withdrawn.contains(&(p.clone(), id)) && !benched.contains_key(p))
+            .filter(|p| {
+                !banned.contains(p)
+                    && !withdrawn.contains(&(p.clone(), id))
+                    && !benched.contains_key(&(p.clone(), None))
+                    && !benched.contains_key(&(p.clone(), Some(id)))
+            })
             .collect()
     }
 
@@ -333,10 +339,11 @@ impl Fetcher {
     /// if half its deadline is left at least (`None` otherwise). A peer that
     /// cannot be reached, does not answer in time, or answers with an error
     /// (other than not holding it, 404, or having rolled it back, 410) is
-    /// benched. So is one whose answers without the block have taken more
-    /// than half its deadline in all since the first of them, within one
-    /// bench's time: one slow to say it holds nothing would otherwise cost
-    /// every read, each answer just under any limit set on one.
+    /// benched. So, for this asset only, is one whose answers without the
+    /// block have taken more than half its deadline in all since the first
+    /// of them, within one bench's time: one slow to say it holds nothing
+    /// would otherwise cost every read, each answer just under any limit set
+    /// on one.
     fn ask_peer(
         &self,
         peer: &str,
@@ -355,37 +362,38 @@ impl Fetcher {
         let asked = Instant::now();
         let answer = peer_get(peer, path, deadline, max);
         let failed = match &answer {
-            Err(e) => Some(format!("it did not answer ({e})")),
+            Err(e) => Some((format!("it did not answer ({e})"), None)),
             Ok((status, body)) if !matches!(status, 200 | 404 | 410) => {
-                Some(format!("it answered {status}: {}", crate::download::brief(body)))
+                Some((format!("it answered {status}: {}", crate::download::brief(body)), None))
             }
             Ok((200, _)) => None,
-            Ok((status, _)) => self
-                .missed(peer, asked.elapsed())
-                .map(|spent| format!("its answers without the block ({status}) took {:.1} s", spent.as_secs_f32())),
+            Ok((status, _)) => self.missed(peer, id, asked.elapsed()).map(|spent| {
+                (format!("its answers without the block ({status}) took {:.1} s", spent.as_secs_f32()), Some(id))
+            }),
         };
-        if let Some(why) = failed {
+        if let Some((why, only)) = failed {
             tracing::info!(asset = %id, peer, "{why}: not asked for {} s", self.peer_bench.as_secs_f32());
             self.benched
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(peer.to_owned(), Instant::now() + self.peer_bench);
+                .insert((peer.to_owned(), only), Instant::now() + self.peer_bench);
         }
         Some(answer)
     }
 
-    /// Count `took` against `peer`'s answers without the block, and the
-    /// time they have taken if that is more than half its deadline (the
-    /// count starts again after a bench's time, and after a bench).
-    fn missed(&self, peer: &str, took: Duration) -> Option<Duration> {
+    /// Count `took` against `peer`'s answers without a block of asset `id`,
+    /// and the time they have taken if that is more than half its deadline
+    /// (the count starts again after a bench's time, and after a bench).
+    fn missed(&self, peer: &str, id: AssetId, took: Duration) -> Option<Duration> {
         let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
         let now = Instant::now();
         misses.retain(|_, (since, _)| now.saturating_duration_since(*since) < self.peer_bench);
-        let (_, spent) = misses.entry(peer.to_owned()).or_insert((now, Duration::ZERO));
+        let key = (peer.to_owned(), id);
+        let (_, spent) = misses.entry(key.clone()).or_insert((now, Duration::ZERO));
         *spent += took;
         let spent = *spent;
         (spent > self.peer_deadline / 2).then(|| {
-            misses.remove(peer);
+            misses.remove(&key);
             spent
         })
     }

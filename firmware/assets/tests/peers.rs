@@ -462,6 +462,10 @@ fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = release();
     let id = Index::of(&bytes).id();
+    // A second asset at the origin, for a peer benched for the first only.
+    let other = common::noise_from(2 * BS, 7);
+    std::fs::create_dir_all(dir.path().join("origin")).unwrap();
+    std::fs::write(dir.path().join("origin/other.bin"), &other).unwrap();
     let origin = origin(dir.path(), &bytes);
     let (silent, contacted) = silent_peers(10);
     let peers = trellis_assets::PeerList::new();
@@ -500,13 +504,18 @@ fn a_reader_spends_one_deadline_on_peers_and_benches_one_that_answers_errors() {
                 .with_peers(peers)
                 .with_peer_deadline(deadline, Duration::from_secs(60));
         assert_eq!(device.read(id, 0, 20 * u64::from(BLOCK_SIZE)).unwrap(), bytes[..20 * BS]);
-        asked.load(Ordering::SeqCst)
+        (asked, device)
     };
     // Slow to say it does not hold a block (after 60 % of the deadline): benched too.
-    assert_eq!(asks(deadline * 6 / 10, "e"), 1, "asked for one block, slow to answer 404, and benched");
+    let (asked, _) = asks(deadline * 6 / 10, "e");
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "asked for one block, slow to answer 404, and benched");
     // Just under any limit on one answer (30 % of the deadline): benched
-    // once its answers have taken more than half the deadline in all.
-    assert_eq!(asks(deadline * 3 / 10, "f"), 2, "asked for two blocks, 404 each time, and benched");
+    // once its answers have taken more than half the deadline in all...
+    let (asked, device) = asks(deadline * 3 / 10, "f");
+    assert_eq!(asked.load(Ordering::SeqCst), 2, "asked for two blocks, 404 each time, and benched");
+    // ...for that asset only: it is asked for another.
+    assert_eq!(device.read(Index::of(&other).id(), 0, 1).unwrap(), other[..1]);
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "not asked for another asset");
 }
 
 /// A peer that keeps saying it holds every block and answers their requests

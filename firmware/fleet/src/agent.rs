@@ -1043,19 +1043,32 @@ impl Drop for Watch {
     }
 }
 
-/// Follow one key: each message wakes the agent. The ordered consumer makes
-/// itself again after a gap by asking for the stream's information, which a
-/// device may not ([`crate::server::device_permissions`]): the messages then
-/// end in an error and [`Agent::watch`] makes a new consumer.
+/// How often the server says a watch is alive when its key does not change.
+const WATCH_HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Follow one key: each message wakes the agent. A plain push consumer, not
+/// the client library's ordered one, which makes itself again after a gap
+/// by asking for the stream's information, which a device may not
+/// ([`crate::server::device_permissions`]). This one ends with an error
+/// once two heartbeats are missed (a lost link, a consumer gone with its
+/// server), and [`Agent::watch`] makes a new one; a message missed in a gap
+/// costs nothing, since each wake-up reads the key itself.
 async fn follow(link: &Link, key: &str, name: &str, wake: &Notify) -> Result<(), FleetError> {
     use async_nats::jetstream::consumer;
     let what = || format!("watching {DESIRED}/{key}");
     let stream = link.stream(DESIRED).await?;
-    let config = consumer::push::OrderedConfig {
+    let config = consumer::push::Config {
         name: Some(name.to_owned()),
         filter_subject: names::kv_subject(DESIRED, key),
         deliver_subject: link.nats.new_inbox(),
         deliver_policy: consumer::DeliverPolicy::LastPerSubject,
+        ack_policy: consumer::AckPolicy::None,
+        max_deliver: 1,
+        idle_heartbeat: WATCH_HEARTBEAT,
+        // Gone by itself once nobody follows it (this device restarted).
+        inactive_threshold: Duration::from_secs(30),
+        num_replicas: 1,
+        memory_storage: true,
         ..Default::default()
     };
     let consumer = stream.create_consumer(config).await.map_err(|e| FleetError::nats(what(), e))?;

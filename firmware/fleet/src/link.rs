@@ -43,6 +43,16 @@ fn deletion(headers: &async_nats::HeaderMap) -> bool {
     headers.get(KV_OPERATION).is_some_and(|op| op.as_str() != "PUT")
 }
 
+/// The subject a key would make must be one literal key: the calls that do
+/// not open the bucket check it as the client library's would.
+fn check_key(bucket: &str, key: &str) -> Result<(), FleetError> {
+    if names::valid_key(key) {
+        Ok(())
+    } else {
+        Err(FleetError::value(format!("{bucket}/{key:?}"), "a key is letters, digits and -/_=. (no wildcard)"))
+    }
+}
+
 /// A key's value as a bucket's leader holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -165,22 +175,16 @@ impl Link {
     }
 
     /// The value of `key` in `bucket` (none when absent or deleted), as a
-    /// replica on the server this client is connected to has it: the buckets
-    /// allow direct gets, which a device's permissions are written for and
-    /// which spread reads over the cluster. A replica may lag the bucket's
-    /// leader, so this can miss a write made a moment before; a device does
-    /// not mind (it watches its keys), an operator's read-after-write uses
-    /// [`Link::get_latest`].
+    /// replica on the server this client is connected to has it: a direct
+    /// get ([`Link::entry`]), which a device's permissions are written for
+    /// and which spreads reads over the cluster. A replica may lag the
+    /// bucket's leader, so this can miss a write made a moment before; an
+    /// operator's read-after-write uses [`Link::get_latest`].
     ///
     /// # Errors
     /// The server cannot be asked.
     pub async fn get(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, FleetError> {
-        let store = self.kv(bucket).await?;
-        store
-            .get(key)
-            .await
-            .map(|v| v.map(|b| b.to_vec()))
-            .map_err(|e| FleetError::nats(format!("reading {bucket}/{key}"), e))
+        Ok(self.entry(bucket, key).await?.value)
     }
 
     /// The value of `key` in `bucket` as the bucket's stream leader holds it;
@@ -217,6 +221,7 @@ impl Link {
     pub async fn entry(&self, bucket: &str, key: &str) -> Result<Entry, FleetError> {
         use async_nats::jetstream::stream::DirectGetErrorKind;
         let stream = self.stream(bucket).await?;
+        check_key(bucket, key)?;
         match stream.direct_get_last_for_subject(names::kv_subject(bucket, key)).await {
             Ok(m) => {
                 let deleted = deletion(&m.headers);
@@ -258,6 +263,7 @@ impl Link {
     /// # Errors
     /// The server refused or cannot be reached.
     pub async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64, FleetError> {
+        check_key(bucket, key)?;
         let what = || format!("writing {bucket}/{key}");
         let ack = self
             .js

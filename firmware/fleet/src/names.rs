@@ -132,9 +132,31 @@ pub fn valid_id(id: &str) -> bool {
         && bytes.all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
 }
 
+/// Whether `key` can be a key of a key-value bucket as the client library
+/// has it: `[-/_=.a-zA-Z0-9]+`, neither starting nor ending with a dot (so
+/// no wildcard, no empty subject token).
+#[must_use]
+pub fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && !key.starts_with('.')
+        && !key.ends_with('.')
+        && !key.contains("..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=' | b'.'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_literal_subjects() {
+        for good in ["device.pi-1", "group.north", "pi-1", "thermostat-2.0.0"] {
+            assert!(valid_key(good), "{good}");
+        }
+        for bad in ["", ".a", "a.", "a..b", "a.*", "a.>", "a b", "device.pi-1\r\n"] {
+            assert!(!valid_key(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn ids_are_one_subject_token() {

@@ -46,6 +46,7 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
         let config = kv::Config { bucket: bucket.into(), history, num_replicas: replicas, ..Default::default() };
         link.js.create_key_value(config).await.map_err(|e| FleetError::nats(format!("creating bucket {bucket}"), e))?;
     }
+    no_rollups(link, REPORTED).await?;
     if link.js.get_object_store(ARTIFACTS).await.is_err() {
         let config = object_store::Config { bucket: ARTIFACTS.into(), num_replicas: replicas, ..Default::default() };
         link.js
@@ -67,6 +68,22 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
             .create_stream(config)
             .await
             .map_err(|e| FleetError::nats(format!("creating stream {}", names::EVENTS_STREAM), e))?;
+    }
+    Ok(())
+}
+
+/// Refuse roll-ups in `bucket`, which the client library allows in every
+/// bucket it makes: a message with `Nats-Rollup: all` on any subject of the
+/// stream purges every other one, so a device, which may write its own
+/// report, could otherwise wipe every device's. A bucket made before is
+/// changed too.
+async fn no_rollups(link: &Link, bucket: &str) -> Result<(), FleetError> {
+    let what = || format!("refusing roll-ups in bucket {bucket}");
+    let mut stream = link.js.get_stream(names::kv_stream(bucket)).await.map_err(|e| FleetError::nats(what(), e))?;
+    let mut config = stream.info().await.map_err(|e| FleetError::nats(what(), e))?.config.clone();
+    if config.allow_rollup {
+        config.allow_rollup = false;
+        link.js.update_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
     }
     Ok(())
 }

@@ -80,7 +80,6 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
     let api = "$JS.API";
     let desired = kv_stream(DESIRED);
     let releases = kv_stream(RELEASES);
-    let reported = kv_stream(REPORTED);
     let artifacts = object_stream(names::ARTIFACTS);
     let mut publish = vec![
         format!("{api}.INFO"),
@@ -93,7 +92,6 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         format!("{api}.DIRECT.GET.{releases}.>"),
         // A release as the bucket's leader has it (a replica may not hold one just published).
         format!("{api}.STREAM.MSG.GET.{releases}"),
-        format!("{api}.CONSUMER.CREATE.{releases}.>"),
         format!("{api}.DIRECT.GET.{artifacts}.>"),
         // An object's metadata (the object store reads it with a message get)
         // and its chunks (an unnamed ordered consumer): artifacts are readable by every device.
@@ -106,10 +104,8 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         names::events_subject(device),
         // Its apps' messages on the fleet bus.
         names::app_subjects_of(device),
-        format!("{api}.DIRECT.GET.{reported}.{}", kv_subject(REPORTED, device)),
         // Flow control of its consumers' deliveries.
         format!("$JS.FC.{desired}.>"),
-        format!("$JS.FC.{releases}.>"),
         format!("$JS.FC.{artifacts}.>"),
     ];
     for key in [device_key(device), group_key(group)] {

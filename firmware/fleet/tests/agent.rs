@@ -753,3 +753,32 @@ async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_gr
     clock.advance(u64::try_from(trellis_fleet::agent::LAG_MAX.as_millis()).unwrap());
     until(20, "pi-1 on its group's 4.0.0 after LAG_MAX", || async { d.runs("thermostat", "4.0.0") }).await;
 }
+
+/// A device learns of a change to its desired state from its watch, not its
+/// poll (here ten minutes): at once, and again after its server restarted
+/// and lost the watch's consumer, which the agent notices by the missed
+/// heartbeats and makes again, with a device's permissions (which do not let
+/// it ask for the stream's information).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watch_wakes_the_agent_and_is_made_again_after_its_server_restarts() {
+    let mut f = one(&["pi-1"]).await;
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut config = d.config();
+    config.poll = std::time::Duration::from_secs(600);
+    config.heartbeat = std::time::Duration::from_secs(600);
+    d.start_with(config).await;
+    until(20, "a first report", || async { report(&f.operator, "pi-1").await.is_some() }).await;
+    for (i, version) in ["2.0.0", "3.0.0"].into_iter().enumerate() {
+        if i > 0 {
+            f.server.restart();
+        }
+        let (release, artifacts) = sim::release(&format!("thermostat-{version}"), &f.key, &[("thermostat", version)]);
+        // The operator's link comes back by itself after a restart.
+        until(20, "the release published", || async { ops::publish(&f.operator, &release, &artifacts).await.is_ok() })
+            .await;
+        desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
+        until(30, &format!("thermostat {version}, woken by the watch"), || async { d.runs("thermostat", version) })
+            .await;
+    }
+    d.stop();
+}

@@ -135,6 +135,17 @@ async fn a_device_watches_only_its_own_key() {
     // What the client library's watch-all creates: one consumer on every key.
     let all = consumer::push::OrderedConfig { filter_subject: kv_subject(DESIRED, ">"), ..watch(String::new()) };
     assert!(stream.create_consumer(all).await.is_err(), "watched every key");
+
+    // No consumer on the releases, which the agent reads by message get: a
+    // push consumer delivers to any subject its maker names, and someone
+    // else may be listening there.
+    let releases = device.js.get_stream_no_info(kv_stream(RELEASES)).await.unwrap();
+    let pushed = consumer::push::Config {
+        name: Some("pushed".into()),
+        deliver_subject: names::app_subject("pi-2", "x"),
+        ..Default::default()
+    };
+    assert!(releases.create_consumer(pushed).await.is_err(), "a consumer on the releases, pushed to pi-2's subject");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,4 +204,26 @@ async fn on_the_app_bus_a_device_publishes_only_as_itself() {
     let _events = pi2.nats.subscribe("trellis.events.>").await.unwrap();
     pi2.nats.flush().await.unwrap();
     assert!(pi2.was_denied("trellis.events.>").await, "{:?}", pi2.errors);
+}
+
+/// Nothing a device writes to its own report removes another's: a roll-up
+/// (which would purge every other subject of the bucket's stream) is
+/// refused, also in a bucket made before setup refused them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_wipe_the_other_devices_reports() {
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    // The buckets as the client library makes them (roll-ups allowed), then setup.
+    buckets(&Client::connect(&pki, &[server.addr], "operator").await).await;
+    let operator = support::operator(&pki, &[server.addr], 1).await;
+    operator.put(REPORTED, "pi-2", b"{\"healthy\":true}".to_vec()).await.unwrap();
+    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    for rollup in ["all", "sub"] {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Rollup", rollup);
+        let sent = device.js.publish_with_headers(kv_subject(REPORTED, "pi-1"), headers, "{}".into()).await.unwrap();
+        assert!(sent.await.is_err(), "a roll-up ({rollup}) was stored");
+    }
+    let kept = operator.get(REPORTED, "pi-2").await.unwrap();
+    assert_eq!(kept.as_deref(), Some(b"{\"healthy\":true}".as_slice()), "pi-2's report is gone");
 }
