@@ -217,7 +217,7 @@ impl Agent {
             local.firmware = Some(config.firmware_version.clone());
         }
         // An event written just before a power cut, its number not yet saved: never overwrite it.
-        let highest = outbox_files(&outbox).iter().filter_map(|p| p.file_stem()?.to_str()?.parse::<u64>().ok()).max();
+        let highest = outbox_files(&outbox).iter().filter_map(|p| event_number(p)).max();
         if let Some(n) = highest {
             local.next_event = local.next_event.max(n + 1);
         }
@@ -265,7 +265,10 @@ impl Agent {
             kind,
             event.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
         );
-        let path = self.config.state_dir.join(OUTBOX).join(format!("{:020}.json", self.local.next_event));
+        // The random part keeps the event's id (event_id) from being guessed.
+        let nonce: u64 = rand::random();
+        let name = format!("{:020}-{nonce:016x}.json", self.local.next_event);
+        let path = self.config.state_dir.join(OUTBOX).join(name);
         self.local.next_event += 1;
         if let Err(e) = trellis_layout::write_atomic(&path, &serde_json::to_vec(&event).unwrap_or_default()) {
             tracing::error!("fleet outbox: {e}");
@@ -1018,6 +1021,17 @@ async fn download(
 /// The id the events stream deduplicates a resent event by: the device,
 /// the event's number in its outbox and the time it was made (a number
 /// reused after the state was lost comes with another time).
+/// The number an outbox file's name starts with.
+fn event_number(file: &Path) -> Option<u64> {
+    file.file_stem()?.to_str()?.split('-').next()?.parse().ok()
+}
+
+/// The id an event is sent with (`Nats-Msg-Id`), the same each time it is
+/// sent again, so the events stream stores it once. The stream drops any
+/// message whose id it has seen within its duplicate window, whoever sent
+/// it, so the id carries the random part of the outbox file's name: were it
+/// only the device, the number and the time, another device could send a
+/// device's next ids first and keep its events out of the log.
 fn event_id(device: &str, file: &Path, bytes: &[u8]) -> String {
     let number = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let at_ms = serde_json::from_slice::<Event>(bytes).map(|e| e.at_ms).unwrap_or_default();

@@ -782,3 +782,32 @@ async fn the_watch_wakes_the_agent_and_is_made_again_after_its_server_restarts()
     }
     d.stop();
 }
+
+/// Another device cannot keep a device's events out of the audit log by
+/// sending their ids first (the events stream drops a message whose id it
+/// has seen within its duplicate window, whoever sent it): here it sends,
+/// as its own events, every id pi-2's first events would have were an id
+/// only the device, the event's number and its time, on a clock it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_device_cannot_keep_a_devices_events_out_of_the_log() {
+    let f = one(&["pi-1", "pi-2"]).await;
+    let at = 1_796_169_600_000u64;
+    let pi1 = support::Client::connect(&f.pki, &[f.server.addr], "pi-1").await;
+    for n in 0..8u64 {
+        let event = serde_json::json!({ "device": "pi-1", "at-ms": at, "kind": "healthy", "release": "r" });
+        let publish = async_nats::jetstream::context::Publish::build()
+            .payload(serde_json::to_vec(&event).unwrap().into())
+            .message_id(format!("pi-2.{n:020}.{at}"));
+        pi1.js.send_publish(names::events_subject("pi-1"), publish).await.unwrap().await.unwrap();
+    }
+    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    d.clock = Arc::new(ManualClock::at(at));
+    d.start().await;
+    let stranger = trellis_appfmt::generate_key();
+    let (untrusted, artifacts) = sim::release("thermostat-2.0.1", &stranger, &[("thermostat", "2.0.1")]);
+    ops::publish(&f.operator, &untrusted, &artifacts).await.unwrap();
+    desire(&f.operator, "pi-2", &DesiredState::release(&untrusted.id)).await;
+    let why = refusal(&f.operator, "pi-2", &untrusted.id).await;
+    assert!(why.contains("not in the trust list"), "{why}");
+    d.stop();
+}
