@@ -252,12 +252,18 @@ impl Agent {
 
     /// Record an event: kept in the outbox until the server acknowledges it.
     fn event(&mut self, kind: EventKind, release: &str, reason: Option<String>) {
+        // Short enough for the events stream's largest message, escaped or not
+        // (an event too large would stay first in the outbox, unsent, for ever).
+        let clip = |text: &str, most: usize| match text.char_indices().nth(most) {
+            Some((at, _)) => format!("{}…", &text[..at]),
+            None => text.to_owned(),
+        };
         let event = Event {
             device: self.config.device.clone(),
             at_ms: self.clock.now_ms(),
             kind,
-            release: release.to_owned(),
-            reason,
+            release: clip(release, 200),
+            reason: reason.map(|r| clip(&r, 1000)),
         };
         tracing::info!(
             release,
@@ -409,27 +415,43 @@ impl Agent {
     }
 
     /// Keep a watch on the device's and the group's desired state: each
-    /// change wakes the agent. (Polling covers the gaps: a watch lost with
-    /// the link is made again.)
+    /// write to either key (a put or a deletion is a message on the key's
+    /// subject) wakes the agent, and so does the link coming back, since
+    /// what was written while it was down was not heard. A plain
+    /// subscription to each of the two subjects: the server keeps nothing
+    /// for it, and a device may create no consumer on the desired state
+    /// ([`crate::server::device_permissions`]). The poll is the safety net.
     fn watch(&self, link: &Link) -> Vec<Watch> {
-        let keys = [
-            (names::device_key(&self.config.device), format!("w-{}-d", self.config.device)),
-            (names::group_key(&self.config.group), format!("w-{}-g", self.config.device)),
+        let subjects = [
+            names::kv_subject(DESIRED, &names::device_key(&self.config.device)),
+            names::kv_subject(DESIRED, &names::group_key(&self.config.group)),
         ];
-        keys.into_iter()
-            .map(|(key, name)| {
-                let (link, wake) = (link.clone(), Arc::clone(&self.wake));
+        let mut watches: Vec<Watch> = subjects
+            .into_iter()
+            .map(|subject| {
+                let (nats, wake) = (link.nats.clone(), Arc::clone(&self.wake));
                 Watch(tokio::spawn(async move {
-                    for generation in 1u64.. {
-                        let name = format!("{name}-{}-{generation}", std::process::id());
-                        if let Err(e) = follow(&link, &key, &name, &wake).await {
-                            tracing::debug!("watching {key}: {e}");
+                    loop {
+                        match nats.subscribe(subject.clone()).await {
+                            Ok(mut messages) => {
+                                while messages.next().await.is_some() {
+                                    wake.notify_one();
+                                }
+                            }
+                            Err(e) => tracing::debug!("watching {subject}: {e}"),
                         }
                         tokio::time::sleep(Duration::from_secs(2)).await;
                     }
                 }))
             })
-            .collect()
+            .collect();
+        let (mut connections, wake) = (link.connections(), Arc::clone(&self.wake));
+        watches.push(Watch(tokio::spawn(async move {
+            while connections.changed().await.is_ok() {
+                wake.notify_one();
+            }
+        })));
+        watches
     }
 
     /// Run until the task is dropped: follow the desired state, apply it,
@@ -1018,9 +1040,6 @@ async fn download(
     Ok((bytes, hex::encode(hasher.finalize()), got))
 }
 
-/// The id the events stream deduplicates a resent event by: the device,
-/// the event's number in its outbox and the time it was made (a number
-/// reused after the state was lost comes with another time).
 /// The number an outbox file's name starts with.
 fn event_number(file: &Path) -> Option<u64> {
     file.file_stem()?.to_str()?.split('-').next()?.parse().ok()
@@ -1031,7 +1050,8 @@ fn event_number(file: &Path) -> Option<u64> {
 /// message whose id it has seen within its duplicate window, whoever sent
 /// it, so the id carries the random part of the outbox file's name: were it
 /// only the device, the number and the time, another device could send a
-/// device's next ids first and keep its events out of the log.
+/// device's next ids first and keep its events out of the log. (A number
+/// reused after the state was lost comes with another time.)
 fn event_id(device: &str, file: &Path, bytes: &[u8]) -> String {
     let number = file.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     let at_ms = serde_json::from_slice::<Event>(bytes).map(|e| e.at_ms).unwrap_or_default();
@@ -1055,43 +1075,6 @@ impl Drop for Watch {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-/// How often the server says a watch is alive when its key does not change.
-const WATCH_HEARTBEAT: Duration = Duration::from_secs(5);
-
-/// Follow one key: each message wakes the agent. A plain push consumer, not
-/// the client library's ordered one, which makes itself again after a gap
-/// by asking for the stream's information, which a device may not
-/// ([`crate::server::device_permissions`]). This one ends with an error
-/// once two heartbeats are missed (a lost link, a consumer gone with its
-/// server), and [`Agent::watch`] makes a new one; a message missed in a gap
-/// costs nothing, since each wake-up reads the key itself.
-async fn follow(link: &Link, key: &str, name: &str, wake: &Notify) -> Result<(), FleetError> {
-    use async_nats::jetstream::consumer;
-    let what = || format!("watching {DESIRED}/{key}");
-    let stream = link.stream(DESIRED).await?;
-    let config = consumer::push::Config {
-        name: Some(name.to_owned()),
-        filter_subject: names::kv_subject(DESIRED, key),
-        deliver_subject: link.nats.new_inbox(),
-        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
-        ack_policy: consumer::AckPolicy::None,
-        max_deliver: 1,
-        idle_heartbeat: WATCH_HEARTBEAT,
-        // Gone by itself once nobody follows it (this device restarted).
-        inactive_threshold: Duration::from_secs(30),
-        num_replicas: 1,
-        memory_storage: true,
-        ..Default::default()
-    };
-    let consumer = stream.create_consumer(config).await.map_err(|e| FleetError::nats(what(), e))?;
-    let mut messages = consumer.messages().await.map_err(|e| FleetError::nats(what(), e))?;
-    while let Some(m) = messages.next().await {
-        m.map_err(|e| FleetError::nats(what(), e))?;
-        wake.notify_one();
-    }
-    Ok(())
 }
 
 fn percent(done: u64, total: u64) -> u8 {
@@ -1154,6 +1137,32 @@ mod tests {
         }
     }
 
+    /// An agent's parts on a fresh state directory, on a fake clock at 0.
+    #[cfg(feature = "sim")]
+    #[allow(clippy::unwrap_used)]
+    fn parts(dir: &Path) -> (AgentConfig, Arc<trellis_control::testing::FakeDevice>, Arc<crate::clock::ManualClock>) {
+        let config = AgentConfig::new("pi-1", "north", "rpi4", "0.1.1", "1.0.0", dir);
+        let device = Arc::new(trellis_control::testing::FakeDevice::new(dir.join("apps")));
+        (config, device, Arc::new(crate::clock::ManualClock::at(0)))
+    }
+
+    #[cfg(feature = "sim")]
+    #[test]
+    fn an_event_fits_the_events_streams_largest_message_whatever_its_reason() {
+        #![allow(clippy::unwrap_used)]
+        let dir = tempfile::tempdir().unwrap();
+        let (config, device, clock) = parts(dir.path());
+        let mut agent = Agent::new(config, device, TrustList::default(), clock).unwrap();
+        // Control characters take six bytes each in JSON.
+        agent.event(EventKind::Refused, &"r".repeat(10_000), Some("\u{1}".repeat(100_000)));
+        let files = outbox_files(&dir.path().join(OUTBOX));
+        let bytes = std::fs::read(&files[0]).unwrap();
+        let most = usize::try_from(crate::ops::EVENTS_MAX_SIZE).unwrap();
+        assert!(bytes.len() <= most, "{} bytes", bytes.len());
+        let event: Event = serde_json::from_slice(&bytes).unwrap();
+        assert!(event.reason.unwrap().starts_with("\u{1}\u{1}"));
+    }
+
     /// A power cut between writing an event and saving its number: the next
     /// event gets a new number, it does not overwrite the one not yet sent.
     #[cfg(feature = "sim")]
@@ -1161,9 +1170,7 @@ mod tests {
     fn an_unsent_event_is_never_overwritten() {
         #![allow(clippy::unwrap_used)]
         let dir = tempfile::tempdir().unwrap();
-        let config = AgentConfig::new("pi-1", "north", "rpi4", "0.1.1", "1.0.0", dir.path());
-        let device = Arc::new(trellis_control::testing::FakeDevice::new(dir.path().join("apps")));
-        let clock = Arc::new(crate::clock::ManualClock::at(0));
+        let (config, device, clock) = parts(dir.path());
         let mut agent = Agent::new(config.clone(), device.clone(), TrustList::default(), clock.clone()).unwrap();
         agent.event(EventKind::Deferred, "r-1", None);
         // The number is lost with the state file; the event and a temporary file of a cut write stay.

@@ -32,6 +32,8 @@ pub struct Link {
     pub js: jetstream::Context,
     /// Buckets opened so far (opening one asks the server for its stream).
     buckets: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, kv::Store>>>,
+    /// How many times the client has connected ([`Link::connections`]).
+    connections: tokio::sync::watch::Receiver<u64>,
 }
 
 /// The header a key-value bucket's message says its operation in (`PUT`,
@@ -115,6 +117,8 @@ impl Link {
             std::fs::metadata(path).map_err(|e| FleetError::io(path, e))?;
         }
         let servers = creds.servers.join(", ");
+        let (connected, connections) = tokio::sync::watch::channel(0u64);
+        let connected = std::sync::Arc::new(connected);
         let urls = creds
             .servers
             .iter()
@@ -129,12 +133,18 @@ impl Link {
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| Duration::from_millis((250 * attempts as u64).min(5_000)))
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::ServerError(e) => tracing::warn!("fleet server: {e}"),
-                    async_nats::Event::Disconnected => tracing::info!("fleet link down"),
-                    async_nats::Event::Connected => tracing::info!("fleet link up"),
-                    other => tracing::debug!("fleet link: {other}"),
+            .event_callback(move |event| {
+                let connected = std::sync::Arc::clone(&connected);
+                async move {
+                    match event {
+                        async_nats::Event::ServerError(e) => tracing::warn!("fleet server: {e}"),
+                        async_nats::Event::Disconnected => tracing::info!("fleet link down"),
+                        async_nats::Event::Connected => {
+                            tracing::info!("fleet link up");
+                            connected.send_modify(|n| *n += 1);
+                        }
+                        other => tracing::debug!("fleet link: {other}"),
+                    }
                 }
             });
         if let Some(id) = inbox {
@@ -145,7 +155,14 @@ impl Link {
         }
         let nats = options.connect(urls).await.map_err(|e| FleetError::Connect { servers, reason: e.to_string() })?;
         let js = jetstream::new(nats.clone());
-        Ok(Self { nats, js, buckets: std::sync::Arc::default() })
+        Ok(Self { nats, js, buckets: std::sync::Arc::default(), connections })
+    }
+
+    /// Changes each time the client connects again (after a lost link or a
+    /// server's restart): what was published meanwhile was not heard.
+    #[must_use]
+    pub fn connections(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.connections.clone()
     }
 
     /// The key-value bucket `bucket`.
@@ -198,6 +215,7 @@ impl Link {
     /// The server cannot be asked.
     pub async fn get_latest(&self, bucket: &str, key: &str) -> Result<Option<Stored>, FleetError> {
         use async_nats::jetstream::stream::LastRawMessageErrorKind;
+        check_key(bucket, key)?;
         let store = self.kv(bucket).await?;
         let subject = format!("{}{key}", store.prefix);
         match store.stream.get_last_raw_message_by_subject(&subject).await {
@@ -240,6 +258,7 @@ impl Link {
     /// # Errors
     /// The server refused or cannot be reached.
     pub async fn delete_after(&self, bucket: &str, key: &str, after: Option<&After>) -> Result<(), FleetError> {
+        check_key(bucket, key)?;
         let store = self.kv(bucket).await?;
         let subject = format!("{}{key}", store.put_prefix.as_ref().unwrap_or(&store.prefix));
         let mut headers = async_nats::HeaderMap::new();

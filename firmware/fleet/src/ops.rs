@@ -32,6 +32,14 @@ const EVENTS_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
 /// again after a lost acknowledgement is stored once (an outbox resent
 /// later than this after a long outage may record an event twice).
 const EVENTS_DUPLICATE_WINDOW: Duration = Duration::from_secs(3600);
+/// The events stream's size: the oldest events go first beyond it.
+const EVENTS_MAX_BYTES: i64 = 1 << 30;
+/// Most events kept of one device (its subject): a device that floods its
+/// subject drops its own oldest events, not the other devices'.
+pub const EVENTS_PER_DEVICE: i64 = 10_000;
+/// The largest event stored (an event is a few hundred bytes; a reason is
+/// one line): with `EVENTS_PER_DEVICE`, one device holds at most 80 MiB.
+pub const EVENTS_MAX_SIZE: i32 = 8 * 1024;
 
 /// Create the fleet's buckets, object store and events stream (those that
 /// exist are left as they are), each with `replicas` copies.
@@ -54,20 +62,31 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
             .await
             .map_err(|e| FleetError::nats(format!("creating object store {ARTIFACTS}"), e))?;
     }
-    if link.js.get_stream(names::EVENTS_STREAM).await.is_err() {
-        let config = stream::Config {
-            name: names::EVENTS_STREAM.into(),
-            subjects: vec![names::EVENTS_SUBJECTS.into()],
-            max_age: EVENTS_MAX_AGE,
-            duplicate_window: EVENTS_DUPLICATE_WINDOW,
-            max_bytes: 1 << 30,
-            num_replicas: replicas,
-            ..Default::default()
-        };
-        link.js
-            .create_stream(config)
-            .await
-            .map_err(|e| FleetError::nats(format!("creating stream {}", names::EVENTS_STREAM), e))?;
+    let what = || format!("creating stream {}", names::EVENTS_STREAM);
+    match link.js.get_stream(names::EVENTS_STREAM).await {
+        Err(_) => {
+            let config = stream::Config {
+                name: names::EVENTS_STREAM.into(),
+                subjects: vec![names::EVENTS_SUBJECTS.into()],
+                max_age: EVENTS_MAX_AGE,
+                duplicate_window: EVENTS_DUPLICATE_WINDOW,
+                max_bytes: EVENTS_MAX_BYTES,
+                max_messages_per_subject: EVENTS_PER_DEVICE,
+                max_message_size: EVENTS_MAX_SIZE,
+                num_replicas: replicas,
+                ..Default::default()
+            };
+            link.js.create_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
+        }
+        // A stream made before these limits: each device's share of it.
+        Ok(mut events) => {
+            let mut config = events.info().await.map_err(|e| FleetError::nats(what(), e))?.config.clone();
+            if config.max_messages_per_subject != EVENTS_PER_DEVICE || config.max_message_size != EVENTS_MAX_SIZE {
+                config.max_messages_per_subject = EVENTS_PER_DEVICE;
+                config.max_message_size = EVENTS_MAX_SIZE;
+                link.js.update_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
+            }
+        }
     }
     Ok(())
 }

@@ -105,18 +105,19 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         // Its apps' messages on the fleet bus.
         names::app_subjects_of(device),
         // Flow control of its consumers' deliveries.
-        format!("$JS.FC.{desired}.>"),
         format!("$JS.FC.{artifacts}.>"),
     ];
+    let mut subscribe = vec![format!("{}.>", names::inbox(device)), names::APP_BUS_SUBJECTS.to_owned()];
     for key in [device_key(device), group_key(group)] {
         let subject = kv_subject(DESIRED, &key);
         publish.push(format!("{api}.DIRECT.GET.{desired}.{subject}"));
-        // Consumers whose filter is that one key (nats-server 2.9's create API names the filter).
-        publish.push(format!("{api}.CONSUMER.CREATE.{desired}.*.{subject}"));
+        // Watched by a plain subscription: a device makes no consumer on the
+        // desired state (a push consumer delivers wherever its maker says).
+        subscribe.push(subject);
     }
     json!({
         "publish": { "allow": publish },
-        "subscribe": { "allow": [format!("{}.>", names::inbox(device)), names::APP_BUS_SUBJECTS] },
+        "subscribe": { "allow": subscribe },
     })
 }
 

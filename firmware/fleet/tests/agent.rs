@@ -391,7 +391,8 @@ async fn an_event_sent_again_after_a_lost_acknowledgement_is_recorded_once() {
         release: "r-lost-ack".into(),
         reason: Some("outside the maintenance window".into()),
     };
-    let file = outbox.join(format!("{:020}.json", 0));
+    // Named as the agent names it: the number and a random part.
+    let file = outbox.join(format!("{:020}-{:016x}.json", 0, 0x5eed_u64));
     std::fs::write(&file, serde_json::to_vec(&event).unwrap()).unwrap();
     let copy = std::fs::read(&file).unwrap();
     d.start().await;
@@ -754,11 +755,10 @@ async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_gr
     until(20, "pi-1 on its group's 4.0.0 after LAG_MAX", || async { d.runs("thermostat", "4.0.0") }).await;
 }
 
-/// A device learns of a change to its desired state from its watch, not its
-/// poll (here ten minutes): at once, and again after its server restarted
-/// and lost the watch's consumer, which the agent notices by the missed
-/// heartbeats and makes again, with a device's permissions (which do not let
-/// it ask for the stream's information).
+/// A device learns of a change to its desired state from its watch (a
+/// subscription to its keys' subjects), not its poll (here ten minutes): at
+/// once, and again after its server restarted (the client subscribes again
+/// and the link coming back wakes the agent).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_wakes_the_agent_and_is_made_again_after_its_server_restarts() {
     let mut f = one(&["pi-1"]).await;

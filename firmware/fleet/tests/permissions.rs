@@ -101,9 +101,11 @@ async fn a_device_reads_only_its_own_desired_state_and_writes_only_its_own_repor
     assert!(releases.put("r-evil", "{}".into()).await.is_err(), "wrote a release");
 }
 
-/// Watching: a consumer filtered on its own key follows changes; one on
-/// another device's key, or an unfiltered one (which would see every key),
-/// cannot be created.
+/// Watching: a subscription to its own key's subject (and its group's)
+/// hears each write; one to another device's key, or to the whole bucket,
+/// is refused; and a device may create no consumer on the desired state nor
+/// on the releases (a push consumer delivers wherever its maker says, and
+/// someone else may listen there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_watches_only_its_own_key() {
     let pki = Pki::new();
@@ -111,34 +113,34 @@ async fn a_device_watches_only_its_own_key() {
     let operator = Client::connect(&pki, &[server.addr], "operator").await;
     buckets(&operator).await;
     let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let mut mine = device.nats.subscribe(kv_subject(DESIRED, &device_key("pi-1"))).await.unwrap();
+    let mut group = device.nats.subscribe(kv_subject(DESIRED, &group_key("north"))).await.unwrap();
+    device.nats.flush().await.unwrap();
+    let desired = operator.js.get_key_value(DESIRED).await.unwrap();
+    desired.put(device_key("pi-2"), r#"{"release":"r-8"}"#.into()).await.unwrap();
+    desired.put(device_key("pi-1"), r#"{"release":"r-9"}"#.into()).await.unwrap();
+    desired.put(group_key("north"), r#"{"release":"r-7"}"#.into()).await.unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(5), mine.next()).await.unwrap().unwrap();
+    assert_eq!(next.payload.as_ref(), br#"{"release":"r-9"}"#, "only its own key's change");
+    let next = tokio::time::timeout(Duration::from_secs(5), group.next()).await.unwrap().unwrap();
+    assert_eq!(next.payload.as_ref(), br#"{"release":"r-7"}"#);
+
+    for other in [kv_subject(DESIRED, &device_key("pi-2")), kv_subject(DESIRED, ">")] {
+        let _denied = device.nats.subscribe(other.clone()).await.unwrap();
+        device.nats.flush().await.unwrap();
+        assert!(device.was_denied(&other).await, "subscribed to {other}: {:?}", device.errors);
+    }
+
     let stream = device.js.get_stream_no_info(kv_stream(DESIRED)).await.unwrap();
-    let watch = |key: String| consumer::push::OrderedConfig {
-        name: Some(format!("watch-{}", key.replace('.', "-"))),
-        filter_subject: kv_subject(DESIRED, &key),
+    let own = consumer::push::OrderedConfig {
+        name: Some("own".into()),
+        filter_subject: kv_subject(DESIRED, &device_key("pi-1")),
         deliver_subject: device.nats.new_inbox(),
-        deliver_policy: consumer::DeliverPolicy::LastPerSubject,
         ..Default::default()
     };
-    let mine = stream.create_consumer(watch(device_key("pi-1"))).await.unwrap();
-    let mut messages = mine.messages().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(first.payload.as_ref(), br#"{"release":"r-1"}"#);
-    let desired = operator.js.get_key_value(DESIRED).await.unwrap();
-    desired.put(device_key("pi-1"), r#"{"release":"r-9"}"#.into()).await.unwrap();
-    desired.put(device_key("pi-2"), r#"{"release":"r-8"}"#.into()).await.unwrap();
-    let next = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
-    assert_eq!(next.payload.as_ref(), br#"{"release":"r-9"}"#, "only its own key's change");
-
-    assert!(stream.create_consumer(watch(device_key("pi-2"))).await.is_err(), "watched another device's key");
+    assert!(stream.create_consumer(own).await.is_err(), "a consumer on its own key");
     let unfiltered = consumer::push::OrderedConfig { deliver_subject: device.nats.new_inbox(), ..Default::default() };
-    assert!(stream.create_consumer(unfiltered).await.is_err(), "watched the whole bucket");
-    // What the client library's watch-all creates: one consumer on every key.
-    let all = consumer::push::OrderedConfig { filter_subject: kv_subject(DESIRED, ">"), ..watch(String::new()) };
-    assert!(stream.create_consumer(all).await.is_err(), "watched every key");
-
-    // No consumer on the releases, which the agent reads by message get: a
-    // push consumer delivers to any subject its maker names, and someone
-    // else may be listening there.
+    assert!(stream.create_consumer(unfiltered).await.is_err(), "a consumer on the whole bucket");
     let releases = device.js.get_stream_no_info(kv_stream(RELEASES)).await.unwrap();
     let pushed = consumer::push::Config {
         name: Some("pushed".into()),
@@ -206,16 +208,22 @@ async fn on_the_app_bus_a_device_publishes_only_as_itself() {
     assert!(pi2.was_denied("trellis.events.>").await, "{:?}", pi2.errors);
 }
 
+/// pi-1 and pi-2 on one server whose buckets and events stream the client
+/// library made with its defaults, then the fleet's setup on them.
+async fn set_up_after_the_client_library() -> (Pki, support::Server, trellis_fleet::link::Link) {
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    buckets(&Client::connect(&pki, &[server.addr], "operator").await).await;
+    let operator = support::operator(&pki, &[server.addr], 1).await;
+    (pki, server, operator)
+}
+
 /// Nothing a device writes to its own report removes another's: a roll-up
 /// (which would purge every other subject of the bucket's stream) is
 /// refused, also in a bucket made before setup refused them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_cannot_wipe_the_other_devices_reports() {
-    let pki = Pki::new();
-    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    // The buckets as the client library makes them (roll-ups allowed), then setup.
-    buckets(&Client::connect(&pki, &[server.addr], "operator").await).await;
-    let operator = support::operator(&pki, &[server.addr], 1).await;
+    let (pki, server, operator) = set_up_after_the_client_library().await;
     operator.put(REPORTED, "pi-2", b"{\"healthy\":true}".to_vec()).await.unwrap();
     let device = Client::connect(&pki, &[server.addr], "pi-1").await;
     for rollup in ["all", "sub"] {
@@ -226,4 +234,35 @@ async fn a_device_cannot_wipe_the_other_devices_reports() {
     }
     let kept = operator.get(REPORTED, "pi-2").await.unwrap();
     assert_eq!(kept.as_deref(), Some(b"{\"healthy\":true}".as_slice()), "pi-2's report is gone");
+}
+
+/// One device cannot push the other devices' events out of the audit log:
+/// the stream keeps at most `EVENTS_PER_DEVICE` of each device's (its
+/// subject), so a flood drops the flooder's oldest, and refuses an event
+/// larger than `EVENTS_MAX_SIZE`; also in a stream made before setup set
+/// these limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_flooding_the_audit_log_drops_only_its_own_events() {
+    use trellis_fleet::ops::{EVENTS_MAX_SIZE, EVENTS_PER_DEVICE};
+    let (pki, server, operator) = set_up_after_the_client_library().await;
+    let pi2 = Client::connect(&pki, &[server.addr], "pi-2").await;
+    pi2.js.publish(names::events_subject("pi-2"), "the one".into()).await.unwrap().await.unwrap();
+
+    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let mut acks = Vec::new();
+    for n in 0..EVENTS_PER_DEVICE + 50 {
+        acks.push(pi1.js.publish(names::events_subject("pi-1"), format!("{n}").into()).await.unwrap());
+    }
+    for ack in acks {
+        ack.await.unwrap();
+    }
+    let events = operator.js.get_stream(names::EVENTS_STREAM).await.unwrap();
+    let kept = events.get_last_raw_message_by_subject(&names::events_subject("pi-2")).await.unwrap();
+    assert_eq!(kept.payload.as_ref(), b"the one", "pi-2's event was pushed out");
+    let first = events.get_first_raw_message_by_subject(names::events_subject("pi-1"), 0).await.unwrap();
+    assert_eq!(first.payload.as_ref(), b"50", "pi-1's oldest 50 are dropped");
+
+    let large = vec![b'x'; usize::try_from(EVENTS_MAX_SIZE).unwrap() + 1];
+    let sent = pi1.js.publish(names::events_subject("pi-1"), large.into()).await;
+    assert!(sent.is_err() || sent.unwrap().await.is_err(), "an event larger than the limit was stored");
 }

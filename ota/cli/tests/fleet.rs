@@ -139,6 +139,9 @@ fn an_operator_rolls_a_release_out_and_steers_it() {
 
     // Errors name the cause, on one line.
     assert!(op.fails(&["deploy", "nothing-1.0.0", "--group", "north"]).contains("no release nothing-1.0.0"));
+    // A wildcard is not a release's id (it would read whichever release came last).
+    let err = op.fails(&["deploy", "*", "--group", "north"]);
+    assert!(err.contains("trellis-releases/\"*\"") && err.contains("no wildcard"), "{err}");
     assert!(op.fails(&["deploy", "x", "--group", "north", "--waves", "0%"]).contains("wave size \"0%\""));
     let err = op.fails(&["release", "create", "bad", "--key", s(&release_key), "--app", s(&release_key)]);
     assert!(err.contains("release.key"), "{err}");
