@@ -79,13 +79,12 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
             link.js.create_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
         }
         // A stream made before these limits: each device's share of it.
-        Ok(mut events) => {
-            let mut config = events.info().await.map_err(|e| FleetError::nats(what(), e))?.config.clone();
-            if config.max_messages_per_subject != EVENTS_PER_DEVICE || config.max_message_size != EVENTS_MAX_SIZE {
+        Ok(events) => {
+            amend(link, &events, &what, |config| {
                 config.max_messages_per_subject = EVENTS_PER_DEVICE;
                 config.max_message_size = EVENTS_MAX_SIZE;
-                link.js.update_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
-            }
+            })
+            .await?;
         }
     }
     Ok(())
@@ -98,10 +97,21 @@ pub async fn setup(link: &Link, replicas: usize) -> Result<(), FleetError> {
 /// changed too.
 async fn no_rollups(link: &Link, bucket: &str) -> Result<(), FleetError> {
     let what = || format!("refusing roll-ups in bucket {bucket}");
-    let mut stream = link.js.get_stream(names::kv_stream(bucket)).await.map_err(|e| FleetError::nats(what(), e))?;
-    let mut config = stream.info().await.map_err(|e| FleetError::nats(what(), e))?.config.clone();
-    if config.allow_rollup {
-        config.allow_rollup = false;
+    let stream = link.js.get_stream(names::kv_stream(bucket)).await.map_err(|e| FleetError::nats(what(), e))?;
+    amend(link, &stream, &what, |config| config.allow_rollup = false).await
+}
+
+/// Make `change` to `stream`'s configuration (as read when it was opened),
+/// and update the stream only if that changed anything.
+async fn amend(
+    link: &Link,
+    stream: &stream::Stream,
+    what: &dyn Fn() -> String,
+    change: impl FnOnce(&mut stream::Config),
+) -> Result<(), FleetError> {
+    let mut config = stream.cached_info().config.clone();
+    change(&mut config);
+    if config != stream.cached_info().config {
         link.js.update_stream(config).await.map_err(|e| FleetError::nats(what(), e))?;
     }
     Ok(())
