@@ -15,10 +15,7 @@
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use trellis_assets::{AssetId, Fetcher};
@@ -35,45 +32,6 @@ fn read_all(f: &Fetcher, id: AssetId) {
     }
 }
 
-/// Copy `from` to `to`, each chunk `delay` after it was read.
-fn delayed(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
-    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
-    std::thread::spawn(move || {
-        let mut buf = vec![0; 64 * 1024];
-        while let Ok(n) = from.read(&mut buf) {
-            if n == 0 || tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
-                break;
-            }
-        }
-    });
-    std::thread::spawn(move || {
-        for (due, bytes) in rx {
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            if to.write_all(&bytes).is_err() {
-                break;
-            }
-        }
-        drop(to.shutdown(std::net::Shutdown::Write));
-    });
-}
-
-/// A relay on loopback to `origin` adding `delay` each way; its address.
-fn relay(origin: &str, delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let origin = origin.to_owned();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            let server = TcpStream::connect(&origin).unwrap();
-            client.set_nodelay(true).unwrap();
-            server.set_nodelay(true).unwrap();
-            delayed(client.try_clone().unwrap(), server.try_clone().unwrap(), delay);
-            delayed(server, client, delay);
-        }
-    });
-    addr
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (origin, id, label, delay) = match args.as_slice() {
@@ -84,7 +42,8 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let origin = if delay > 0 { relay(&origin, Duration::from_micros(delay)) } else { origin };
+    let origin =
+        if delay > 0 { trellis_assets::relay::relay(&origin, Duration::from_micros(delay)).unwrap() } else { origin };
     let id: AssetId = id.parse().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let fetcher = |name: &str| Fetcher::new(Some(origin.clone()), dir.path().join(name), format!("bench-{name}"));

@@ -33,6 +33,7 @@ mod client;
 pub mod download;
 mod index;
 pub mod queue;
+pub mod relay;
 pub mod server;
 mod store;
 pub mod stream;

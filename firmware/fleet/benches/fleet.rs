@@ -11,6 +11,13 @@
 //! per size, the median reported; default 3), `FLEET_RUNTIMES`
 //! (real runtimes beside them, default 10), `TRELLIS_RUNTIME_BIN` (default
 //! `target/debug/trellis-runtime`), `FLEET_APP` (default `build/apps/counter.wasm`).
+//!
+//! Then one artifact of `FLEET_ARTIFACT_MIB` (default 20) read from the
+//! object store the two ways there are: through the client library's
+//! object store (an ordered push consumer) and by direct gets
+//! (`trellis_fleet::object::Reader`, what the agent does); time and the
+//! server's CPU time, medians of `FLEET_RUNS`; over loopback, and through
+//! a relay that adds a WAN's latency (`trellis_assets::relay`).
 
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -299,8 +306,66 @@ fn main() {
         eprint!("{line}");
         out.push_str(&line);
     }
+    let mib: usize = env_or("FLEET_ARTIFACT_MIB", "20").parse().unwrap();
+    out.push_str(&format!(
+        "\nAn artifact of {mib} MiB read from the object store, medians of {runs} runs, each on a fresh server:\n\n\
+         | link | read | time | MiB/s | server CPU |\n|---|---|---|---|---|\n"
+    ));
+    for wan in [None, Some(WAN)] {
+        let mut reads: Vec<[(f64, f64); 2]> = (0..runs.max(1)).map(|_| rt.block_on(artifact_reads(mib, wan))).collect();
+        let link = wan.map_or_else(|| "loopback".to_owned(), |d| format!("loopback + {} ms each way", d.as_millis()));
+        for (way, what) in [
+            (0, "client library's object store (ordered push consumer)".to_owned()),
+            (1, format!("direct gets, up to {} chunks ahead (`object::Reader`)", trellis_fleet::object::Window::MAX)),
+        ] {
+            reads.sort_by(|a, b| a[way].0.total_cmp(&b[way].0));
+            let (time, cpu) = reads[reads.len() / 2][way];
+            let line = format!("| {link} | {what} | {time:.2} s | {:.1} | {cpu:.2} s |\n", mib as f64 / time);
+            eprint!("{line}");
+            out.push_str(&line);
+        }
+    }
     print!("{out}");
     let dir = root().join("build/bench");
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(dir.join("fleet.md"), &out);
+}
+
+/// The WAN link of the artifact reads: a relay adds this each way (a 50 ms
+/// round trip; this host's kernel has no `netem`).
+const WAN: Duration = Duration::from_millis(25);
+
+/// Read one artifact of `mib` MiB through the client library and by direct
+/// gets, on a fresh server, over loopback or through a relay adding `delay`
+/// each way: (seconds, the server's CPU seconds) of each.
+async fn artifact_reads(mib: usize, delay: Option<Duration>) -> [(f64, f64); 2] {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let server = sim::single(&pki, &["operator"], &[]);
+    let pid = server.pid().unwrap();
+    let operator = sim::operator(&pki, &[server.addr], 1).await;
+    let bytes: Vec<u8> = (0..mib << 20).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect();
+    operator.artifacts().await.unwrap().put("bench", &mut bytes.as_slice()).await.unwrap();
+    let reader = match delay {
+        None => operator,
+        Some(delay) => {
+            let relay = trellis_assets::relay::relay(&server.addr.to_string(), delay).unwrap();
+            sim::operator(&pki, &[relay.parse().unwrap()], 1).await
+        }
+    };
+    let (t, cpu) = (Instant::now(), cpu_s(pid));
+    let mut read = Vec::with_capacity(bytes.len());
+    reader.artifacts().await.unwrap().get("bench").await.unwrap().read_to_end(&mut read).await.unwrap();
+    let library = (t.elapsed().as_secs_f64(), cpu_s(pid) - cpu);
+    assert!(read == bytes);
+    let (t, cpu) = (Instant::now(), cpu_s(pid));
+    let mut chunks =
+        trellis_fleet::object::Reader::open(&reader, trellis_fleet::names::ARTIFACTS, "bench").await.unwrap();
+    let mut read = Vec::with_capacity(bytes.len());
+    while let Some(chunk) = chunks.next_chunk().await.unwrap() {
+        read.extend_from_slice(&chunk);
+    }
+    let direct = (t.elapsed().as_secs_f64(), cpu_s(pid) - cpu);
+    assert!(read == bytes);
+    [library, direct]
 }

@@ -15,7 +15,6 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncReadExt;
 use tokio::sync::Notify;
 use trellis_appfmt::TrustList;
 use trellis_control::{Bundle, Consent, Device, Phase};
@@ -24,6 +23,7 @@ use crate::clock::Clock;
 use crate::error::FleetError;
 use crate::link::{Entry, Link};
 use crate::names::{self, DESIRED, RELEASES, REPORTED};
+use crate::object::{self, ObjectError};
 use crate::release::{AppRef, FirmwareRef, Part, Release, Urgency};
 use crate::state::{DesiredState, Event, EventKind, ReportedApp, ReportedState};
 use crate::window::Gate;
@@ -1003,35 +1003,31 @@ async fn download(
     size: u64,
     file: Option<PathBuf>,
 ) -> Result<(Vec<u8>, String, u64), Download> {
-    let store = link.artifacts().await.map_err(Download::Link)?;
-    let mut reader = store.get(&object).await.map_err(|e| {
-        let missing = e.kind() == async_nats::jetstream::object_store::GetErrorKind::NotFound;
-        let e = FleetError::nats(format!("fetching {object}"), e);
-        if missing { Download::Missing(e) } else { Download::Link(e) }
+    let mut reader = object::Reader::open(&link, names::ARTIFACTS, &object).await.map_err(|e| match e {
+        missing @ ObjectError::Missing { .. } => Download::Missing(FleetError::Refused(missing.to_string())),
+        ObjectError::Link(e) => Download::Link(e),
     })?;
+    if reader.size() > size {
+        return Err(Download::TooBig);
+    }
     let file_error = |p: &Path, e: std::io::Error| Download::File(format!("{}: {e}", p.display()));
     let mut out = match &file {
         Some(p) => Some(std::fs::File::create(p).map_err(|e| file_error(p, e))?),
         None => None,
     };
     let (mut hasher, mut bytes, mut got) = (Sha256::new(), Vec::new(), 0u64);
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| Download::Link(FleetError::nats(format!("fetching {object}"), e)))?;
-        if n == 0 {
-            break;
-        }
-        got += n as u64;
+    while let Some(chunk) = reader.next_chunk().await.map_err(|e| match e {
+        ObjectError::Link(e) => Download::Link(e),
+        missing @ ObjectError::Missing { .. } => Download::Missing(FleetError::Refused(missing.to_string())),
+    })? {
+        got += chunk.len() as u64;
         if got > size {
             return Err(Download::TooBig);
         }
-        hasher.update(&buf[..n]);
+        hasher.update(&chunk);
         match (&mut out, &file) {
-            (Some(f), Some(p)) => std::io::Write::write_all(f, &buf[..n]).map_err(|e| file_error(p, e))?,
-            _ => bytes.extend_from_slice(&buf[..n]),
+            (Some(f), Some(p)) => std::io::Write::write_all(f, &chunk).map_err(|e| file_error(p, e))?,
+            _ => bytes.extend_from_slice(&chunk),
         }
     }
     if let (Some(f), Some(p)) = (out, &file) {

@@ -16,6 +16,7 @@ pub mod controller;
 pub mod error;
 pub mod link;
 pub mod names;
+pub mod object;
 pub mod ops;
 pub mod release;
 pub mod rollout;

@@ -59,6 +59,27 @@ pub struct ServerConfig {
     pub operators: Vec<String>,
     /// The devices.
     pub devices: Vec<DeviceUser>,
+    /// Also grant devices what the agent of the release before this one
+    /// needs ([`previous_agent_grants`]), for the time a firmware update takes
+    /// to reach every device.
+    pub previous_agents: bool,
+}
+
+/// What the agent of the release before this one needs beyond
+/// [`device_permissions`]: it read artifacts through the client library's
+/// object store, which asks for the stream's information and reads through
+/// an ordered push consumer (its creation, deletion and flow control).
+#[must_use]
+pub fn previous_agent_grants() -> Vec<String> {
+    let (api, artifacts) = ("$JS.API", object_stream(names::ARTIFACTS));
+    vec![
+        format!("{api}.STREAM.INFO.{artifacts}"),
+        format!("{api}.DIRECT.GET.{artifacts}.>"),
+        format!("{api}.CONSUMER.CREATE.{artifacts}"),
+        format!("{api}.CONSUMER.CREATE.{artifacts}.>"),
+        format!("{api}.CONSUMER.DELETE.{artifacts}.>"),
+        format!("$JS.FC.{artifacts}.>"),
+    ]
 }
 
 /// The NATS user a certificate with common name `cn` (and no other subject
@@ -86,26 +107,21 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
         // Not on the desired and reported buckets: with a subjects filter
         // the answer lists every key, that is every device and group. The
         // agent names their streams instead (link::Link::stream). Releases
-        // and artifacts are readable by every device anyway.
+        // are readable by every device anyway.
         format!("{api}.STREAM.INFO.{releases}"),
-        format!("{api}.STREAM.INFO.{artifacts}"),
         format!("{api}.DIRECT.GET.{releases}.>"),
         // A release as the bucket's leader has it (a replica may not hold one just published).
         format!("{api}.STREAM.MSG.GET.{releases}"),
-        format!("{api}.DIRECT.GET.{artifacts}.>"),
-        // An object's metadata (the object store reads it with a message get)
-        // and its chunks (an unnamed ordered consumer): artifacts are readable by every device.
+        // An artifact: its metadata from the leader, its chunks by direct
+        // get (crate::object). Every device may read every artifact; no
+        // consumer, which would deliver wherever its maker says.
         format!("{api}.STREAM.MSG.GET.{artifacts}"),
-        format!("{api}.CONSUMER.CREATE.{artifacts}"),
-        format!("{api}.CONSUMER.CREATE.{artifacts}.>"),
-        format!("{api}.CONSUMER.DELETE.{artifacts}.>"),
+        format!("{api}.DIRECT.GET.{artifacts}"),
         // Its reported state (a put, or a compare-and-set on the revision), and its events.
         kv_subject(REPORTED, device),
         names::events_subject(device),
         // Its apps' messages on the fleet bus.
         names::app_subjects_of(device),
-        // Flow control of its consumers' deliveries.
-        format!("$JS.FC.{artifacts}.>"),
     ];
     let mut subscribe = vec![format!("{}.>", names::inbox(device)), names::APP_BUS_SUBJECTS.to_owned()];
     for key in [device_key(device), group_key(group)] {
@@ -126,11 +142,15 @@ impl ServerConfig {
     #[must_use]
     pub fn render(&self) -> String {
         let mut users: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
-        users.extend(
-            self.devices.iter().map(
-                |d| json!({ "user": user_for(&d.device), "permissions": device_permissions(&d.device, &d.group) }),
-            ),
-        );
+        users.extend(self.devices.iter().map(|d| {
+            let mut permissions = device_permissions(&d.device, &d.group);
+            if self.previous_agents
+                && let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow")
+            {
+                allow.extend(previous_agent_grants().into_iter().map(Value::String));
+            }
+            json!({ "user": user_for(&d.device), "permissions": permissions })
+        }));
         let mut config = json!({
             "server_name": self.name,
             "listen": self.listen.to_string(),

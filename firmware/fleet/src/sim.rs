@@ -164,8 +164,13 @@ impl Drop for Server {
 
 /// One server with JetStream and mutual TLS, its users `operators` and `devices` (id, group).
 pub fn single(pki: &Pki, operators: &[&str], devices: &[(&str, &str)]) -> Server {
+    Server::start(pki.dir.path(), single_config(pki, operators, devices))
+}
+
+/// The configuration [`single`] starts its server with.
+pub fn single_config(pki: &Pki, operators: &[&str], devices: &[(&str, &str)]) -> ServerConfig {
     let (cert, key) = pki.issue("nats-server", true);
-    let config = ServerConfig {
+    ServerConfig {
         name: "n1".into(),
         listen: free_port(),
         store_dir: pki.dir.path().join("n1-store"),
@@ -173,8 +178,8 @@ pub fn single(pki: &Pki, operators: &[&str], devices: &[(&str, &str)]) -> Server
         cluster: None,
         operators: operators.iter().map(|s| (*s).to_owned()).collect(),
         devices: devices.iter().map(|(d, g)| DeviceUser { device: (*d).to_owned(), group: (*g).to_owned() }).collect(),
-    };
-    Server::start(pki.dir.path(), config)
+        previous_agents: false,
+    }
 }
 
 /// Three servers in one cluster (JetStream replicated over them).
@@ -199,6 +204,7 @@ pub fn cluster(pki: &Pki, operators: &[&str], devices: &[(&str, &str)]) -> Vec<S
                     .iter()
                     .map(|(d, g)| DeviceUser { device: (*d).to_owned(), group: (*g).to_owned() })
                     .collect(),
+                previous_agents: false,
             };
             Server::start(pki.dir.path(), config)
         })

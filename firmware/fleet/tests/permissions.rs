@@ -266,3 +266,121 @@ async fn a_device_flooding_the_audit_log_drops_only_its_own_events() {
     let sent = pi1.js.publish(names::events_subject("pi-1"), large.into()).await;
     assert!(sent.is_err() || sent.unwrap().await.is_err(), "an event larger than the limit was stored");
 }
+
+/// A device reads an artifact with requests alone (`trellis_fleet::object`):
+/// an object the client library stored; one whose chunks lie among another
+/// object's, with a deleted message among them; and it is told, by name,
+/// of an object that is not there, one deleted, and one whose chunks are
+/// missing. It may create no consumer on the artifacts' stream: a push
+/// consumer would deliver chunks wherever the device said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_reads_artifacts_by_direct_gets_and_makes_no_consumer() {
+    use trellis_fleet::object::{self, ObjectError, Reader};
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    let operator = support::operator(&pki, &[server.addr], 1).await;
+    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
+    let read = |name: &'static str| {
+        let link = link.clone();
+        async move {
+            let mut reader = Reader::open(&link, names::ARTIFACTS, name).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = reader.next_chunk().await? {
+                bytes.extend_from_slice(&chunk);
+            }
+            assert_eq!(bytes.len() as u64, reader.size());
+            Ok::<_, ObjectError>(bytes)
+        }
+    };
+
+    // Stored by the client library: 128 KiB chunks, one after another.
+    let big: Vec<u8> = (0..700_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let store = operator.artifacts().await.unwrap();
+    store.put("big", &mut big.as_slice()).await.unwrap();
+    assert!(read("big").await.unwrap() == big, "the library's object read back other bytes");
+
+    // Chunks of "mixed" (nuid m) among those of "other" (nuid o), one of
+    // which is deleted: the reader's guesses of the next sequence land on
+    // another subject and on nothing, and it finds its way on.
+    let publish = |subject: String, payload: Vec<u8>| {
+        let js = operator.js.clone();
+        async move { js.publish(subject, payload.into()).await.unwrap().await.unwrap().sequence }
+    };
+    let (mut mixed, mut gap) = (Vec::new(), 0);
+    for (n, owner) in "mommmommmoommm".chars().enumerate() {
+        let payload = format!("{owner}{n:03};").into_bytes();
+        let subject = object::chunk_subject(names::ARTIFACTS, &owner.to_string());
+        let seq = publish(subject, payload.clone()).await;
+        if owner == 'm' {
+            mixed.extend_from_slice(&payload);
+        } else if n == 9 {
+            gap = seq;
+        }
+    }
+    let stream = operator.js.get_stream(names::object_stream(names::ARTIFACTS)).await.unwrap();
+    assert!(stream.delete_message(gap).await.unwrap());
+    let meta = |name: &str, nuid: &str, size: usize, chunks: usize| {
+        let info = serde_json::json!({ "name": name, "bucket": names::ARTIFACTS, "nuid": nuid, "size": size, "chunks": chunks });
+        publish(object::meta_subject(names::ARTIFACTS, name), serde_json::to_vec(&info).unwrap())
+    };
+    meta("mixed", "m", mixed.len(), 10).await;
+    assert_eq!(String::from_utf8(read("mixed").await.unwrap()).unwrap(), String::from_utf8(mixed.clone()).unwrap());
+
+    // Not there, deleted: the store says so, named.
+    let missing = read("nothing").await.unwrap_err();
+    assert!(
+        matches!(missing, ObjectError::Missing { .. }) && missing.to_string().contains("nothing: not found"),
+        "{missing}"
+    );
+    store.delete("big").await.unwrap();
+    let deleted = read("big").await.unwrap_err();
+    assert!(matches!(deleted, ObjectError::Missing { .. }) && deleted.to_string().contains("deleted"), "{deleted}");
+    // Chunks the metadata counts and the stream does not hold: an error to
+    // retry (a replica may lag), naming the chunk; and a size that does not add up.
+    meta("short", "m", mixed.len() + 6, 11).await;
+    let short = read("short").await.unwrap_err();
+    assert!(matches!(short, ObjectError::Link(_)) && short.to_string().contains("chunk 11 of 11 not found"), "{short}");
+    meta("long", "m", mixed.len() - 1, 10).await;
+    let long = read("long").await.unwrap_err();
+    assert!(long.to_string().contains("more than the"), "{long}");
+
+    // No consumer, not even one delivering to the device's own inbox.
+    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let artifacts = device.js.get_stream_no_info(names::object_stream(names::ARTIFACTS)).await.unwrap();
+    for deliver_subject in [names::app_subject("pi-2", "x"), device.nats.new_inbox()] {
+        let pushed = consumer::push::Config { deliver_subject, ..Default::default() };
+        assert!(artifacts.create_consumer(pushed).await.is_err(), "a consumer on the artifacts");
+    }
+    let create = format!("$JS.API.CONSUMER.CREATE.{}", names::object_stream(names::ARTIFACTS));
+    assert!(device.was_denied(&create).await, "{:?}", device.errors);
+}
+
+/// While a firmware update reaches the fleet (`server-config
+/// --previous-agents`), a device may read artifacts as the agent before
+/// this one did, through the client library's object store and its
+/// consumer, as well as by direct gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_fleet_updates_a_device_may_read_artifacts_as_the_previous_agent_did() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new();
+    let mut config = support::single_config(&pki, &["operator"], &[("pi-1", "north")]);
+    config.previous_agents = true;
+    let server = support::Server::start(pki.dir.path(), config);
+    let operator = support::operator(&pki, &[server.addr], 1).await;
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    operator.artifacts().await.unwrap().put("a", &mut bytes.as_slice()).await.unwrap();
+
+    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let mut object = device.js.get_object_store(names::ARTIFACTS).await.unwrap().get("a").await.unwrap();
+    let mut read = Vec::new();
+    object.read_to_end(&mut read).await.unwrap();
+    assert!(read == bytes, "the previous agent's read returned other bytes");
+
+    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
+    let mut reader = trellis_fleet::object::Reader::open(&link, names::ARTIFACTS, "a").await.unwrap();
+    let mut read = Vec::new();
+    while let Some(chunk) = reader.next_chunk().await.unwrap() {
+        read.extend_from_slice(&chunk);
+    }
+    assert!(read == bytes, "the reader returned other bytes");
+}

@@ -328,6 +328,10 @@ pub struct ServerConfigArgs {
     /// An operator's certificate common name (repeatable).
     #[arg(long = "operator")]
     operators: Vec<String>,
+    /// Also grant devices what the previous release's agent needs (consumers
+    /// on the artifacts' stream), while a firmware update reaches them all.
+    #[arg(long)]
+    previous_agents: bool,
     /// A device, `ID:GROUP` (repeatable).
     #[arg(long = "device")]
     devices: Vec<String>,
@@ -763,6 +767,7 @@ fn server_config(args: &ServerConfigArgs) -> Result<()> {
         cluster: args.cluster.map(|listen| Cluster { name: "trellis".into(), listen, routes: args.routes.clone() }),
         operators: args.operators.clone(),
         devices,
+        previous_agents: args.previous_agents,
     };
     println!("{}", config.render());
     Ok(())
