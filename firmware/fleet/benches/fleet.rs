@@ -313,10 +313,10 @@ fn main() {
     ));
     for wan in [None, Some(WAN)] {
         let mut reads: Vec<[(f64, f64); 2]> = (0..runs.max(1)).map(|_| rt.block_on(artifact_reads(mib, wan))).collect();
-        let link = wan.map_or_else(|| "loopback".to_owned(), |d| format!("loopback + {} ms each way", d.as_millis()));
+        let link = wan.map_or_else(|| "loopback".to_owned(), |d| format!("{} ms round trip", 2 * d.as_millis()));
         for (way, what) in [
             (0, "client library's object store (ordered push consumer)".to_owned()),
-            (1, format!("direct gets, up to {} chunks ahead (`object::Reader`)", trellis_fleet::object::Window::MAX)),
+            (1, format!("direct gets, up to {} chunks ahead", trellis_fleet::object::Window::MAX)),
         ] {
             reads.sort_by(|a, b| a[way].0.total_cmp(&b[way].0));
             let (time, cpu) = reads[reads.len() / 2][way];

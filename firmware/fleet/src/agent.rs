@@ -920,9 +920,8 @@ impl Agent {
         hex::decode_to_slice(sha256, &mut digest)
             .map_err(|_| Stop::Failed(format!("artifact {name}: bad hash"), EventKind::Refused))?;
         let object = names::artifact(&digest);
-        // In a task of its own: the client library panics on some failures
-        // while reading an object (a consumer it cannot create while the
-        // cluster moves a stream); that must cost a retry, not the agent.
+        // In a task of its own: a panic anywhere in reading it (the client
+        // library's code included) must cost a retry, not the agent.
         let task = tokio::spawn(download(link.clone(), object.clone(), size, file.map(Path::to_owned)));
         let result =
             task.await.unwrap_or_else(|e| Err(Download::Link(FleetError::nats(format!("fetching {object}"), e))));
@@ -984,7 +983,8 @@ fn falls_back(why: &str) -> bool {
 
 /// Why a download stopped.
 enum Download {
-    /// The object store says it does not hold the object: refused.
+    /// The object store says it does not hold the object, or holds a copy
+    /// that is not whole: refused.
     Missing(FleetError),
     /// The server, the store or the client library (its stream away, a
     /// connection lost, a panic): try again later, whatever the error says.
@@ -1004,7 +1004,9 @@ async fn download(
     file: Option<PathBuf>,
 ) -> Result<(Vec<u8>, String, u64), Download> {
     let mut reader = object::Reader::open(&link, names::ARTIFACTS, &object).await.map_err(|e| match e {
-        missing @ ObjectError::Missing { .. } => Download::Missing(FleetError::Refused(missing.to_string())),
+        refused @ (ObjectError::Missing { .. } | ObjectError::Corrupt { .. }) => {
+            Download::Missing(FleetError::Refused(refused.to_string()))
+        }
         ObjectError::Link(e) => Download::Link(e),
     })?;
     if reader.size() > size {
@@ -1018,7 +1020,9 @@ async fn download(
     let (mut hasher, mut bytes, mut got) = (Sha256::new(), Vec::new(), 0u64);
     while let Some(chunk) = reader.next_chunk().await.map_err(|e| match e {
         ObjectError::Link(e) => Download::Link(e),
-        missing @ ObjectError::Missing { .. } => Download::Missing(FleetError::Refused(missing.to_string())),
+        refused @ (ObjectError::Missing { .. } | ObjectError::Corrupt { .. }) => {
+            Download::Missing(FleetError::Refused(refused.to_string()))
+        }
     })? {
         got += chunk.len() as u64;
         if got > size {

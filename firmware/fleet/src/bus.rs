@@ -178,6 +178,23 @@ impl std::fmt::Debug for BusDriver {
     }
 }
 
+/// Whether a message on the bus is a server's answer to a request rather
+/// than an app's message. A server sends its answer wherever the request's
+/// reply subject says, so a device can have one arrive on the bus under
+/// another device's subject (in the devices' account; it reaches no stream,
+/// see `server::ServerConfig`). The answers a device can ask for are
+/// JetStream's: a direct get's carries the stored message's `Nats-` headers,
+/// an error a status, and the API's JSON its type. A device's bus driver
+/// publishes none of these.
+fn from_the_server(message: &async_nats::Message) -> bool {
+    message.status.is_some()
+        || message
+            .headers
+            .as_ref()
+            .is_some_and(|h| h.iter().any(|(name, _)| AsRef::<str>::as_ref(name).starts_with("Nats-")))
+        || message.payload.starts_with(br#"{"type":"io.nats.jetstream.api.v1."#)
+}
+
 /// Whether NATS subject `subject` matches `filter` (`*` one token, `>` the rest).
 fn subject_matches(filter: &str, subject: &str) -> bool {
     let mut f = filter.split('.');
@@ -281,6 +298,10 @@ impl BusDriver {
                 if !first {
                     continue;
                 }
+                if from_the_server(&message) {
+                    tracing::debug!(subject, "fleet bus: a server's answer sent to the bus, dropped");
+                    continue;
+                }
                 if let Some((device, topic)) = names::app_topic(subject) {
                     shared.counters.received.fetch_add(1, Ordering::Relaxed);
                     deliver(device, &topic, &message.payload);
@@ -293,6 +314,33 @@ impl BusDriver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_servers_answer_is_told_from_an_apps_message() {
+        let message = |payload: &'static [u8], header: Option<&str>, status: Option<u16>| async_nats::Message {
+            subject: "trellis.app.pi-2.readings.t".into(),
+            reply: None,
+            payload: payload.into(),
+            headers: header.map(|h| {
+                let mut headers = async_nats::HeaderMap::new();
+                headers.insert(h, "x");
+                headers
+            }),
+            status: status.map(|s| async_nats::StatusCode::from_u16(s).unwrap()),
+            description: None,
+            length: 0,
+        };
+        assert!(!from_the_server(&message(b"21.5", None, None)));
+        assert!(!from_the_server(&message(br#"{"t":21.5}"#, Some("App-Header"), None)));
+        assert!(from_the_server(&message(br#"{"release":"r-n"}"#, Some("Nats-Stream"), None)));
+        assert!(from_the_server(&message(b"", None, Some(404))));
+        assert!(from_the_server(&message(
+            br#"{"type":"io.nats.jetstream.api.v1.stream_info_response","config":{}}"#,
+            None,
+            None
+        )));
+    }
 
     #[test]
     fn subjects_match_filters() {

@@ -40,8 +40,11 @@ use crate::link::Link;
 /// 50 ms round trip), so the window grows by one each time a chunk comes
 /// back within a quarter of [`Window::SLOW`], up to [`Window::MAX`] (2 MiB in
 /// flight: 40 MiB/s at 50 ms); and halves when one takes longer than
-/// `SLOW`: on a slow link the last answer of a window must come well
-/// within a request's timeout (10 s), or the download starts again.
+/// `SLOW`, so that on a slow link the answers in flight stay within a
+/// request's timeout (10 s; a request that times out fails the read, and
+/// the agent starts the download again). The time is from asking to the
+/// reader taking the answer, so a caller slow between chunks (a slow disk)
+/// keeps the window small too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window(usize);
 
@@ -90,6 +93,16 @@ pub enum ObjectError {
         /// What the store holds instead.
         reason: String,
     },
+    /// The store's copy is not whole or not well formed (metadata that
+    /// does not parse, chunks the stream's leader does not hold, chunks that
+    /// do not add up to the size): the same each time it is read.
+    #[error("{object}: {reason}")]
+    Corrupt {
+        /// The object.
+        object: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The server, the store or the connection: worth trying again later.
     #[error(transparent)]
     Link(#[from] FleetError),
@@ -127,6 +140,8 @@ pub struct Reader {
     /// The sequence the next direct get asks for.
     queued: u64,
     window: Window,
+    /// A read failed: the reader is left where it was, and reads no further.
+    failed: bool,
 }
 
 impl std::fmt::Debug for Reader {
@@ -165,8 +180,12 @@ impl Reader {
             }
             Err(e) => return Err(FleetError::nats(what(), e).into()),
         };
+        let corrupt = |reason: String| ObjectError::Corrupt { object: object.into(), reason };
         let info: ObjectInfo = serde_json::from_slice(&meta.payload)
-            .map_err(|e| FleetError::value(format!("{store}/{object}'s metadata"), e))?;
+            .map_err(|e| corrupt(format!("its metadata in {store} does not parse: {e}")))?;
+        if info.chunks > 0 && (info.nuid.is_empty() || !info.nuid.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            return Err(corrupt(format!("its metadata in {store} names no valid chunk subject ({:?})", info.nuid)));
+        }
         let missing = |reason: String| ObjectError::Missing { object: object.into(), reason };
         if info.deleted {
             return Err(missing(format!("deleted from {store}")));
@@ -186,6 +205,7 @@ impl Reader {
             ahead: FuturesOrdered::new(),
             queued: 0,
             window: Window::default(),
+            failed: false,
         })
     }
 
@@ -198,14 +218,26 @@ impl Reader {
     /// The next chunk; none after the last.
     ///
     /// # Errors
-    /// [`ObjectError::Link`]: a request failed, a chunk is not on the
-    /// server that answered (a replica that lags, or a store that lost it),
-    /// or the chunks do not add up to the size the metadata says.
+    /// [`ObjectError::Corrupt`]: a chunk the stream's leader does not hold,
+    /// or chunks that do not add up to the size the metadata says;
+    /// [`ObjectError::Link`]: a request failed, or a chunk is not yet on the
+    /// replica that answered. After an error the reader reads no further.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ObjectError> {
+        if self.failed {
+            return Err(self.fault("an earlier read of it failed".into()));
+        }
+        let read = self.read().await;
+        self.failed = read.is_err();
+        read
+    }
+
+    async fn read(&mut self) -> Result<Option<Bytes>, ObjectError> {
+        let says = self.size();
         if self.chunks == self.info.chunks {
-            if self.bytes != self.size() {
-                let says = self.size();
-                return Err(self.fault(format!("{} bytes in its chunks, not the {says} its metadata says", self.bytes)));
+            if self.bytes != says {
+                return Err(
+                    self.corrupt(format!("{} bytes in its chunks, not the {says} its metadata says", self.bytes))
+                );
             }
             return Ok(None);
         }
@@ -222,8 +254,11 @@ impl Reader {
             };
             if miss {
                 // Another object's message there, or none (deleted, or not
-                // yet on the replica that answered): look on from it.
+                // yet on the replica that answered): look on from it, with
+                // the window back where it starts (what it had asked for
+                // beyond may be another object's too).
                 self.ahead = FuturesOrdered::new();
+                self.window = Window::default();
                 self.find(seq).await?
             } else {
                 self.window = self.window.after(latency);
@@ -233,9 +268,8 @@ impl Reader {
         self.next = message.sequence + 1;
         self.chunks += 1;
         self.bytes += message.payload.len() as u64;
-        if self.bytes > self.size() {
-            let says = self.size();
-            return Err(self.fault(format!("more than the {says} bytes its metadata says")));
+        if self.bytes > says {
+            return Err(self.corrupt(format!("more than the {says} bytes its metadata says")));
         }
         Ok(Some(message.payload))
     }
@@ -262,8 +296,19 @@ impl Reader {
         let message = match self.stream.direct_get_next_for_subject(&self.subject, Some(from)).await {
             Ok(m) => StreamMessage::try_from(m.message).map_err(|e| FleetError::nats(what(), e))?,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
+                // Not on the replica that answered: the leader says whether
+                // the store holds it at all.
                 let (n, of) = (self.chunks + 1, self.info.chunks);
-                return Err(self.fault(format!("chunk {n} of {of} not found on the server that answered")));
+                return Err(match self.stream.get_last_raw_message_by_subject(&self.subject).await {
+                    Ok(last) if last.sequence >= from => {
+                        self.fault(format!("chunk {n} of {of} not yet on the server that answered"))
+                    }
+                    Ok(_) => self.corrupt(format!("chunk {n} of {of} is not in the store")),
+                    Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                        self.corrupt(format!("chunk {n} of {of} is not in the store"))
+                    }
+                    Err(e) => FleetError::nats(what(), e).into(),
+                });
             }
             Err(e) => return Err(FleetError::nats(what(), e).into()),
         };
@@ -277,6 +322,10 @@ impl Reader {
 
     fn fault(&self, reason: String) -> ObjectError {
         FleetError::nats(format!("fetching {}", self.object), reason).into()
+    }
+
+    fn corrupt(&self, reason: String) -> ObjectError {
+        ObjectError::Corrupt { object: self.object.clone(), reason }
     }
 }
 

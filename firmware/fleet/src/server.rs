@@ -137,20 +137,69 @@ pub fn device_permissions(device: &str, group: &str) -> Value {
     })
 }
 
+/// The account of the fleet's streams and buckets and of its operators.
+pub const FLEET_ACCOUNT: &str = "FLEET";
+
+/// The account of the devices and of the app bus.
+pub const DEVICES_ACCOUNT: &str = "DEVICES";
+
 impl ServerConfig {
+    /// Two accounts: the fleet's (JetStream, the operators) and the
+    /// devices' (the app bus). A server sends the answer to a request to
+    /// whatever reply subject the request names, as a message of the
+    /// requester's account like any other, and a stream stores every
+    /// message of its account on its subjects: in one account, a device
+    /// could name another device's desired-state key as the reply to a
+    /// direct get of its own, and the bucket would store the answer there.
+    /// So the devices' requests reach the fleet's account through service
+    /// imports, which carry each answer back to the requester's account
+    /// only, where no stream listens. The devices' account imports the
+    /// JetStream API and the subjects of reports and events as services and
+    /// the desired state's subjects as a stream (for the watch); each
+    /// device's permissions narrow that to its own. The fleet's account
+    /// imports the app bus, for the operators.
+    fn accounts(&self) -> Value {
+        let from_fleet = |kind: &str, subject: &str| json!({ kind: { "account": FLEET_ACCOUNT, "subject": subject } });
+        let mut services = vec!["$JS.API.>".to_owned(), kv_subject(REPORTED, "*"), names::EVENTS_SUBJECTS.to_owned()];
+        let mut streams = vec![kv_subject(DESIRED, ">")];
+        if self.previous_agents {
+            // The previous agent's consumer: its flow control, and its
+            // deliveries to the device's inbox in the fleet's account.
+            services.push("$JS.FC.>".into());
+            streams.extend(self.devices.iter().map(|d| format!("{}.>", names::inbox(&d.device))));
+        }
+        let devices: Vec<Value> = self
+            .devices
+            .iter()
+            .map(|d| {
+                let mut permissions = device_permissions(&d.device, &d.group);
+                if self.previous_agents
+                    && let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow")
+                {
+                    allow.extend(previous_agent_grants().into_iter().map(Value::String));
+                }
+                json!({ "user": user_for(&d.device), "permissions": permissions })
+            })
+            .collect();
+        let mut imports: Vec<Value> = services.iter().map(|s| from_fleet("service", s)).collect();
+        imports.extend(streams.iter().map(|s| from_fleet("stream", s)));
+        let mut exports: Vec<Value> = services.iter().map(|s| json!({ "service": s })).collect();
+        exports.extend(streams.iter().map(|s| json!({ "stream": s })));
+        let operators: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
+        let bus = json!({ "stream": { "account": DEVICES_ACCOUNT, "subject": names::APP_BUS_SUBJECTS } });
+        json!({
+            FLEET_ACCOUNT: { "jetstream": "enabled", "users": operators, "exports": exports, "imports": [bus] },
+            DEVICES_ACCOUNT: {
+                "users": devices,
+                "imports": imports,
+                "exports": [{ "stream": names::APP_BUS_SUBJECTS }],
+            },
+        })
+    }
+
     /// The configuration as `nats-server -c` reads it.
     #[must_use]
     pub fn render(&self) -> String {
-        let mut users: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
-        users.extend(self.devices.iter().map(|d| {
-            let mut permissions = device_permissions(&d.device, &d.group);
-            if self.previous_agents
-                && let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow")
-            {
-                allow.extend(previous_agent_grants().into_iter().map(Value::String));
-            }
-            json!({ "user": user_for(&d.device), "permissions": permissions })
-        }));
         let mut config = json!({
             "server_name": self.name,
             "listen": self.listen.to_string(),
@@ -162,7 +211,7 @@ impl ServerConfig {
                 "verify_and_map": true,
                 "timeout": 5,
             },
-            "authorization": { "users": users },
+            "accounts": self.accounts(),
         });
         if let (Some(c), Value::Object(map)) = (&self.cluster, &mut config) {
             let routes: Vec<String> = c.routes.iter().map(|r| format!("nats-route://{r}")).collect();

@@ -335,14 +335,25 @@ async fn a_device_reads_artifacts_by_direct_gets_and_makes_no_consumer() {
     store.delete("big").await.unwrap();
     let deleted = read("big").await.unwrap_err();
     assert!(matches!(deleted, ObjectError::Missing { .. }) && deleted.to_string().contains("deleted"), "{deleted}");
-    // Chunks the metadata counts and the stream does not hold: an error to
-    // retry (a replica may lag), naming the chunk; and a size that does not add up.
+    // Chunks the metadata counts and the stream's leader does not hold,
+    // chunks that add up to more than the size, metadata that does not
+    // parse: the store's copy is not whole, named.
     meta("short", "m", mixed.len() + 6, 11).await;
     let short = read("short").await.unwrap_err();
-    assert!(matches!(short, ObjectError::Link(_)) && short.to_string().contains("chunk 11 of 11 not found"), "{short}");
+    assert!(
+        matches!(short, ObjectError::Corrupt { .. })
+            && short.to_string().contains("chunk 11 of 11 is not in the store"),
+        "{short}"
+    );
     meta("long", "m", mixed.len() - 1, 10).await;
     let long = read("long").await.unwrap_err();
-    assert!(long.to_string().contains("more than the"), "{long}");
+    assert!(matches!(long, ObjectError::Corrupt { .. }) && long.to_string().contains("more than the"), "{long}");
+    publish(object::meta_subject(names::ARTIFACTS, "garbled"), b"{not json".to_vec()).await;
+    let garbled = read("garbled").await.unwrap_err();
+    assert!(
+        matches!(garbled, ObjectError::Corrupt { .. }) && garbled.to_string().contains("does not parse"),
+        "{garbled}"
+    );
 
     // No consumer, not even one delivering to the device's own inbox.
     let device = Client::connect(&pki, &[server.addr], "pi-1").await;
@@ -383,4 +394,84 @@ async fn while_the_fleet_updates_a_device_may_read_artifacts_as_the_previous_age
         read.extend_from_slice(&chunk);
     }
     assert!(read == bytes, "the reader returned other bytes");
+}
+
+/// A server sends the answer to a request to whatever reply subject the
+/// request names, as a message like any other: were the devices in the
+/// fleet's account, a direct get of pi-1's own group's desired state, its
+/// reply subject another group's key, would be stored as that group's
+/// desired state (it was). The devices' requests reach the fleet's account
+/// through service imports, whose answers come back to the devices'
+/// account only: nothing of the fleet's changes. There, an answer sent to
+/// another device's bus subject is dropped by that device's bus driver, and
+/// one sent to its desired-state key only wakes its agent, which reads its
+/// keys by direct get.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_cannot_write_through_the_answer_to_its_request() {
+    use std::sync::{Arc, Mutex};
+    use trellis_fleet::bus::BusHandle;
+    let pki = Pki::new();
+    let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
+    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    buckets(&operator).await;
+    let pi2 = Link::connect(&support::credentials(&pki, &[server.addr], "pi-2"), Some("pi-2"), false).await.unwrap();
+    let bus = BusHandle::default();
+    let delivered = Arc::new(Mutex::new(Vec::new()));
+    let into = Arc::clone(&delivered);
+    let driver = bus.driver(Arc::new(move |device, topic, payload| {
+        into.lock().unwrap().push(format!("{device} {topic} {}", String::from_utf8_lossy(payload)));
+    }));
+    bus.set_interest(vec!["+/readings/#".into()]);
+    tokio::spawn(driver.unwrap().run(pi2, "pi-2".into()));
+    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
+    // pi-2's bus is listening once it hears pi-1.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while delivered.lock().unwrap().is_empty() {
+        pi1.nats.publish(names::app_subject("pi-1", "readings/ready"), "".into()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(std::time::Instant::now() < deadline, "pi-2's bus never heard pi-1");
+    }
+
+    let own_group = format!("$JS.API.DIRECT.GET.{}.{}", kv_stream(DESIRED), kv_subject(DESIRED, &group_key("north")));
+    let releases = format!("$JS.API.STREAM.INFO.{}", kv_stream(RELEASES));
+    let targets = [
+        kv_subject(DESIRED, &group_key("south")),
+        kv_subject(DESIRED, &device_key("pi-2")),
+        kv_subject(REPORTED, "pi-2"),
+        names::events_subject("pi-2"),
+        names::app_subject("pi-2", "readings/t"),
+    ];
+    for target in &targets {
+        for request in [&own_group, &releases] {
+            pi1.nats.publish_with_reply(request.clone(), target.clone(), "".into()).await.unwrap();
+        }
+    }
+    pi1.nats.publish(names::app_subject("pi-1", "readings/t"), "21.5".into()).await.unwrap();
+    pi1.nats.flush().await.unwrap();
+    // The answers went out: pi-1 hears one with its own inbox as the reply.
+    let own = pi1.nats.new_inbox();
+    let mut answer = pi1.nats.subscribe(own.clone()).await.unwrap();
+    pi1.nats.publish_with_reply(own_group, own, "".into()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), answer.next()).await.unwrap().unwrap();
+    assert_eq!(got.payload.as_ref(), br#"{"release":"r-n"}"#);
+
+    let desired = operator.js.get_key_value(DESIRED).await.unwrap();
+    assert_eq!(desired.get(group_key("south")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-s"}"#);
+    assert_eq!(desired.get(device_key("pi-2")).await.unwrap().unwrap().as_ref(), br#"{"release":"r-2"}"#);
+    assert!(
+        operator.js.get_key_value(REPORTED).await.unwrap().get("pi-2").await.unwrap().is_none(),
+        "pi-2's report written"
+    );
+    let events = operator.js.get_stream(names::EVENTS_STREAM).await.unwrap();
+    assert_eq!(events.cached_info().state.messages, 0, "an event stored");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !delivered.lock().unwrap().iter().any(|m| m == "pi-1 readings/t 21.5") {
+        assert!(std::time::Instant::now() < deadline, "pi-2's bus never heard pi-1's reading");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Time for any answer still on its way.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard: Vec<String> =
+        delivered.lock().unwrap().iter().filter(|m| !m.contains("readings/ready")).cloned().collect();
+    assert_eq!(heard, ["pi-1 readings/t 21.5"], "pi-2's apps heard a server's answer as pi-2's");
 }
