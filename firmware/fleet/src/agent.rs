@@ -459,6 +459,7 @@ impl Agent {
     pub async fn run(mut self, link: Link) {
         let _watches = self.watch(&link);
         loop {
+            let started = tokio::time::Instant::now();
             self.step(&link).await;
             // Waiting on something that changes by itself: look again soon.
             // Otherwise the watches wake it, and the poll is the safety net.
@@ -468,6 +469,7 @@ impl Agent {
                 || self.lagging_since.is_some();
             let wait = if busy { Duration::from_secs(1) } else { self.config.poll.min(self.config.heartbeat) };
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            tokio::time::sleep_until(started + ROUND_GAP).await;
         }
     }
 
@@ -980,6 +982,13 @@ fn falls_back(why: &str) -> bool {
     }
     ["http error code 404", "no asset sources"].iter().any(|s| lower.contains(s)) || !trellis_control::is_refusal(why)
 }
+
+/// The least time from the start of one round to the start of the next. A
+/// message on one of the device's keys wakes the agent, and another device
+/// can send one there (the answer to its own request, within the devices'
+/// account): a burst of them costs a few rounds a second, not one per
+/// message.
+pub const ROUND_GAP: Duration = Duration::from_millis(250);
 
 /// Why a download stopped.
 enum Download {

@@ -184,8 +184,11 @@ impl std::fmt::Debug for BusDriver {
 /// another device's subject (in the devices' account; it reaches no stream,
 /// see `server::ServerConfig`). The answers a device can ask for are
 /// JetStream's: a direct get's carries the stored message's `Nats-` headers,
-/// an error a status, and the API's JSON its type. A device's bus driver
-/// publishes none of these.
+/// an error a status, the API's JSON its type, and a stream's acknowledgement
+/// of a published message (a report, an event) is a JSON object of
+/// [`ACK_FIELDS`] only. A device's bus driver publishes an app's bytes,
+/// with no headers: only an app's message shaped exactly like one of these
+/// would be taken for an answer.
 fn from_the_server(message: &async_nats::Message) -> bool {
     message.status.is_some()
         || message
@@ -193,6 +196,23 @@ fn from_the_server(message: &async_nats::Message) -> bool {
             .as_ref()
             .is_some_and(|h| h.iter().any(|(name, _)| AsRef::<str>::as_ref(name).starts_with("Nats-")))
         || message.payload.starts_with(br#"{"type":"io.nats.jetstream.api.v1."#)
+        || is_publish_ack(&message.payload)
+}
+
+/// The fields of a stream's acknowledgement of a published message,
+/// `{"stream":"KV_trellis-reported","seq":7}`, or of its refusal,
+/// `{"error":{…},"stream":…,"seq":0}`.
+const ACK_FIELDS: [&str; 5] = ["stream", "seq", "domain", "duplicate", "error"];
+
+fn is_publish_ack(payload: &[u8]) -> bool {
+    if !payload.starts_with(b"{") {
+        return false;
+    }
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(payload) else {
+        return false;
+    };
+    (fields.contains_key("stream") || fields.contains_key("error"))
+        && fields.keys().all(|k| ACK_FIELDS.contains(&k.as_str()))
 }
 
 /// Whether NATS subject `subject` matches `filter` (`*` one token, `>` the rest).
@@ -340,6 +360,13 @@ mod tests {
             None,
             None
         )));
+        assert!(from_the_server(&message(br#"{"stream":"KV_trellis-reported","seq":7}"#, None, None)));
+        assert!(from_the_server(&message(
+            br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"},"stream":"KV_trellis-reported","seq":0}"#,
+            None,
+            None
+        )));
+        assert!(!from_the_server(&message(br#"{"stream":"river","flow":2.5}"#, None, None)));
     }
 
     #[test]

@@ -59,9 +59,11 @@ pub struct ServerConfig {
     pub operators: Vec<String>,
     /// The devices.
     pub devices: Vec<DeviceUser>,
-    /// Also grant devices what the agent of the release before this one
-    /// needs ([`previous_agent_grants`]), for the time a firmware update takes
-    /// to reach every device.
+    /// For the time a firmware update takes to reach every device: the
+    /// previous release's layout (everyone in one account, which lets a
+    /// device write through the answer to a request; see
+    /// [`ServerConfig::accounts`]), with what its agent needs
+    /// ([`previous_agent_grants`]) beside what this one needs.
     pub previous_agents: bool,
 }
 
@@ -160,26 +162,12 @@ impl ServerConfig {
     /// imports the app bus, for the operators.
     fn accounts(&self) -> Value {
         let from_fleet = |kind: &str, subject: &str| json!({ kind: { "account": FLEET_ACCOUNT, "subject": subject } });
-        let mut services = vec!["$JS.API.>".to_owned(), kv_subject(REPORTED, "*"), names::EVENTS_SUBJECTS.to_owned()];
-        let mut streams = vec![kv_subject(DESIRED, ">")];
-        if self.previous_agents {
-            // The previous agent's consumer: its flow control, and its
-            // deliveries to the device's inbox in the fleet's account.
-            services.push("$JS.FC.>".into());
-            streams.extend(self.devices.iter().map(|d| format!("{}.>", names::inbox(&d.device))));
-        }
+        let services = ["$JS.API.>".to_owned(), kv_subject(REPORTED, "*"), names::EVENTS_SUBJECTS.to_owned()];
+        let streams = [kv_subject(DESIRED, ">")];
         let devices: Vec<Value> = self
             .devices
             .iter()
-            .map(|d| {
-                let mut permissions = device_permissions(&d.device, &d.group);
-                if self.previous_agents
-                    && let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow")
-                {
-                    allow.extend(previous_agent_grants().into_iter().map(Value::String));
-                }
-                json!({ "user": user_for(&d.device), "permissions": permissions })
-            })
+            .map(|d| json!({ "user": user_for(&d.device), "permissions": device_permissions(&d.device, &d.group) }))
             .collect();
         let mut imports: Vec<Value> = services.iter().map(|s| from_fleet("service", s)).collect();
         imports.extend(streams.iter().map(|s| from_fleet("stream", s)));
@@ -197,6 +185,20 @@ impl ServerConfig {
         })
     }
 
+    /// Every user in the server's one account, as the previous release had
+    /// them, each device with what either agent needs.
+    fn previous_users(&self) -> Vec<Value> {
+        let mut users: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
+        users.extend(self.devices.iter().map(|d| {
+            let mut permissions = device_permissions(&d.device, &d.group);
+            if let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow") {
+                allow.extend(previous_agent_grants().into_iter().map(Value::String));
+            }
+            json!({ "user": user_for(&d.device), "permissions": permissions })
+        }));
+        users
+    }
+
     /// The configuration as `nats-server -c` reads it.
     #[must_use]
     pub fn render(&self) -> String {
@@ -211,8 +213,14 @@ impl ServerConfig {
                 "verify_and_map": true,
                 "timeout": 5,
             },
-            "accounts": self.accounts(),
         });
+        if let Value::Object(map) = &mut config {
+            if self.previous_agents {
+                map.insert("authorization".into(), json!({ "users": self.previous_users() }));
+            } else {
+                map.insert("accounts".into(), self.accounts());
+            }
+        }
         if let (Some(c), Value::Object(map)) = (&self.cluster, &mut config) {
             let routes: Vec<String> = c.routes.iter().map(|r| format!("nats-route://{r}")).collect();
             map.insert("cluster".into(), json!({ "name": c.name, "listen": c.listen.to_string(), "routes": routes }));

@@ -446,6 +446,19 @@ async fn a_device_cannot_write_through_the_answer_to_its_request() {
             pi1.nats.publish_with_reply(request.clone(), target.clone(), "".into()).await.unwrap();
         }
     }
+    // A stream's acknowledgement of pi-1's own report and event, and its
+    // refusal of a report written after a revision that is not the last,
+    // sent to pi-2's bus subject.
+    let bus_of_pi2 = names::app_subject("pi-2", "readings/t");
+    for subject in [kv_subject(REPORTED, "pi-1"), names::events_subject("pi-1")] {
+        pi1.nats.publish_with_reply(subject, bus_of_pi2.clone(), "{}".into()).await.unwrap();
+    }
+    let mut stale = async_nats::HeaderMap::new();
+    stale.insert("Nats-Expected-Last-Subject-Sequence", "999");
+    pi1.nats
+        .publish_with_reply_and_headers(kv_subject(REPORTED, "pi-1"), bus_of_pi2.clone(), stale, "{}".into())
+        .await
+        .unwrap();
     pi1.nats.publish(names::app_subject("pi-1", "readings/t"), "21.5".into()).await.unwrap();
     pi1.nats.flush().await.unwrap();
     // The answers went out: pi-1 hears one with its own inbox as the reply.
@@ -463,7 +476,7 @@ async fn a_device_cannot_write_through_the_answer_to_its_request() {
         "pi-2's report written"
     );
     let events = operator.js.get_stream(names::EVENTS_STREAM).await.unwrap();
-    assert_eq!(events.cached_info().state.messages, 0, "an event stored");
+    assert_eq!(events.cached_info().state.messages, 1, "only pi-1's own event stored");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !delivered.lock().unwrap().iter().any(|m| m == "pi-1 readings/t 21.5") {
         assert!(std::time::Instant::now() < deadline, "pi-2's bus never heard pi-1's reading");

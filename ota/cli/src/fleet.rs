@@ -328,8 +328,9 @@ pub struct ServerConfigArgs {
     /// An operator's certificate common name (repeatable).
     #[arg(long = "operator")]
     operators: Vec<String>,
-    /// Also grant devices what the previous release's agent needs (consumers
-    /// on the artifacts' stream), while a firmware update reaches them all.
+    /// For an upgrade, while the new firmware reaches every device: the
+    /// previous release's layout (one account, which lets a device write
+    /// through the answer to its own request), granting what either agent needs.
     #[arg(long)]
     previous_agents: bool,
     /// A device, `ID:GROUP` (repeatable).
