@@ -1004,6 +1004,17 @@ enum Download {
     File(String),
 }
 
+impl From<ObjectError> for Download {
+    fn from(e: ObjectError) -> Self {
+        match e {
+            refused @ (ObjectError::Missing { .. } | ObjectError::Corrupt { .. }) => {
+                Self::Missing(FleetError::Refused(refused.to_string()))
+            }
+            ObjectError::Link(e) => Self::Link(e),
+        }
+    }
+}
+
 /// Read `object` (at most `size` bytes) into memory or into `file`; the
 /// bytes (when in memory), their SHA-256 and their count.
 async fn download(
@@ -1012,12 +1023,7 @@ async fn download(
     size: u64,
     file: Option<PathBuf>,
 ) -> Result<(Vec<u8>, String, u64), Download> {
-    let mut reader = object::Reader::open(&link, names::ARTIFACTS, &object).await.map_err(|e| match e {
-        refused @ (ObjectError::Missing { .. } | ObjectError::Corrupt { .. }) => {
-            Download::Missing(FleetError::Refused(refused.to_string()))
-        }
-        ObjectError::Link(e) => Download::Link(e),
-    })?;
+    let mut reader = object::Reader::open(&link, names::ARTIFACTS, &object).await?;
     if reader.size() > size {
         return Err(Download::TooBig);
     }
@@ -1027,12 +1033,7 @@ async fn download(
         None => None,
     };
     let (mut hasher, mut bytes, mut got) = (Sha256::new(), Vec::new(), 0u64);
-    while let Some(chunk) = reader.next_chunk().await.map_err(|e| match e {
-        ObjectError::Link(e) => Download::Link(e),
-        refused @ (ObjectError::Missing { .. } | ObjectError::Corrupt { .. }) => {
-            Download::Missing(FleetError::Refused(refused.to_string()))
-        }
-    })? {
+    while let Some(chunk) = reader.next_chunk().await? {
         got += chunk.len() as u64;
         if got > size {
             return Err(Download::TooBig);

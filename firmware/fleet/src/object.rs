@@ -224,7 +224,7 @@ impl Reader {
     /// replica that answered. After an error the reader reads no further.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, ObjectError> {
         if self.failed {
-            return Err(self.fault("an earlier read of it failed".into()));
+            return Err(self.fault("an earlier read of it failed"));
         }
         let read = self.read().await;
         self.failed = read.is_err();
@@ -246,7 +246,7 @@ impl Reader {
         } else {
             self.guess();
             let Some((seq, latency, got)) = self.ahead.next().await else {
-                return Err(self.fault("no chunk asked for".into()));
+                return Err(self.fault("no chunk asked for"));
             };
             let miss = match &got {
                 Ok(m) => m.subject.as_str() != self.subject,
@@ -262,7 +262,7 @@ impl Reader {
                 self.find(seq).await?
             } else {
                 self.window = self.window.after(latency);
-                got.map_err(|e| FleetError::nats(format!("fetching {}", self.object), e))?
+                got.map_err(|e| self.fault(e))?
             }
         };
         self.next = message.sequence + 1;
@@ -292,9 +292,8 @@ impl Reader {
     /// The object's first chunk at or after sequence `from`; the guesses go
     /// on from it.
     async fn find(&mut self, from: u64) -> Result<StreamMessage, ObjectError> {
-        let what = || format!("fetching {}", self.object);
         let message = match self.stream.direct_get_next_for_subject(&self.subject, Some(from)).await {
-            Ok(m) => StreamMessage::try_from(m.message).map_err(|e| FleetError::nats(what(), e))?,
+            Ok(m) => StreamMessage::try_from(m.message).map_err(|e| self.fault(e))?,
             Err(e) if e.kind() == DirectGetErrorKind::NotFound => {
                 // Not on the replica that answered: the leader says whether
                 // the store holds it at all.
@@ -307,10 +306,10 @@ impl Reader {
                     Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
                         self.corrupt(format!("chunk {n} of {of} is not in the store"))
                     }
-                    Err(e) => FleetError::nats(what(), e).into(),
+                    Err(e) => self.fault(e),
                 });
             }
-            Err(e) => return Err(FleetError::nats(what(), e).into()),
+            Err(e) => return Err(self.fault(e)),
         };
         if message.subject.as_str() != self.subject || message.sequence < from {
             let got = format!("{} at sequence {}", message.subject, message.sequence);
@@ -320,7 +319,8 @@ impl Reader {
         Ok(message)
     }
 
-    fn fault(&self, reason: String) -> ObjectError {
+    /// A failure worth trying again, naming the object.
+    fn fault(&self, reason: impl std::fmt::Display) -> ObjectError {
         FleetError::nats(format!("fetching {}", self.object), reason).into()
     }
 

@@ -164,39 +164,38 @@ impl ServerConfig {
         let from_fleet = |kind: &str, subject: &str| json!({ kind: { "account": FLEET_ACCOUNT, "subject": subject } });
         let services = ["$JS.API.>".to_owned(), kv_subject(REPORTED, "*"), names::EVENTS_SUBJECTS.to_owned()];
         let streams = [kv_subject(DESIRED, ">")];
-        let devices: Vec<Value> = self
-            .devices
-            .iter()
-            .map(|d| json!({ "user": user_for(&d.device), "permissions": device_permissions(&d.device, &d.group) }))
-            .collect();
         let mut imports: Vec<Value> = services.iter().map(|s| from_fleet("service", s)).collect();
         imports.extend(streams.iter().map(|s| from_fleet("stream", s)));
         let mut exports: Vec<Value> = services.iter().map(|s| json!({ "service": s })).collect();
         exports.extend(streams.iter().map(|s| json!({ "stream": s })));
-        let operators: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
         let bus = json!({ "stream": { "account": DEVICES_ACCOUNT, "subject": names::APP_BUS_SUBJECTS } });
         json!({
-            FLEET_ACCOUNT: { "jetstream": "enabled", "users": operators, "exports": exports, "imports": [bus] },
+            FLEET_ACCOUNT: { "jetstream": "enabled", "users": self.operator_users(), "exports": exports, "imports": [bus] },
             DEVICES_ACCOUNT: {
-                "users": devices,
+                "users": self.device_users(&[]),
                 "imports": imports,
                 "exports": [{ "stream": names::APP_BUS_SUBJECTS }],
             },
         })
     }
 
-    /// Every user in the server's one account, as the previous release had
-    /// them, each device with what either agent needs.
-    fn previous_users(&self) -> Vec<Value> {
-        let mut users: Vec<Value> = self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect();
-        users.extend(self.devices.iter().map(|d| {
-            let mut permissions = device_permissions(&d.device, &d.group);
-            if let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow") {
-                allow.extend(previous_agent_grants().into_iter().map(Value::String));
-            }
-            json!({ "user": user_for(&d.device), "permissions": permissions })
-        }));
-        users
+    /// The operators' users: full access within their account.
+    fn operator_users(&self) -> Vec<Value> {
+        self.operators.iter().map(|cn| json!({ "user": user_for(cn) })).collect()
+    }
+
+    /// The devices' users, each with [`device_permissions`] and `more` to publish.
+    fn device_users(&self, more: &[String]) -> Vec<Value> {
+        self.devices
+            .iter()
+            .map(|d| {
+                let mut permissions = device_permissions(&d.device, &d.group);
+                if let Some(Value::Array(allow)) = permissions.pointer_mut("/publish/allow") {
+                    allow.extend(more.iter().cloned().map(Value::String));
+                }
+                json!({ "user": user_for(&d.device), "permissions": permissions })
+            })
+            .collect()
     }
 
     /// The configuration as `nats-server -c` reads it.
@@ -216,7 +215,10 @@ impl ServerConfig {
         });
         if let Value::Object(map) = &mut config {
             if self.previous_agents {
-                map.insert("authorization".into(), json!({ "users": self.previous_users() }));
+                // The previous release's one account, each device granted what either agent needs.
+                let mut users = self.operator_users();
+                users.extend(self.device_users(&previous_agent_grants()));
+                map.insert("authorization".into(), json!({ "users": users }));
             } else {
                 map.insert("accounts".into(), self.accounts());
             }

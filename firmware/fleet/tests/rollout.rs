@@ -184,8 +184,8 @@ async fn a_killed_server_loses_no_report_and_an_offline_device_catches_up() {
     assert!(!fleet.devices[3].runs("thermostat", "2.0.0"));
     // pi-4 comes back and catches up; the rollout finishes. With one of
     // three servers gone, nats-server 2.9 can take tens of seconds to serve
-    // the artifacts' stream again (its consumers and its information time
-    // out meanwhile, and the device retries), longer on a loaded machine.
+    // the artifacts' stream again (requests on it time out meanwhile, and
+    // the device retries), longer on a loaded machine.
     fleet.devices[3].start().await;
     let done = fleet.wait_state(&r.id, State::Done, 180).await;
     assert!(done.members.values().all(|m| m.outcome == Outcome::Updated));
