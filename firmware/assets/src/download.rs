@@ -29,7 +29,9 @@
 //! or when the blocks it says it holds have not come for that long however
 //! it answers (it would keep them from the origin).
 //! An origin that cannot be reached is asked again every poll until no
-//! block has arrived for [`DownloadOptions::stall`]; one that answers with
+//! block has arrived for [`DownloadOptions::stall`] (connected before a
+//! block is taken for it, so that a handshake a saturated uplink drops
+//! keeps no block from the peers); one that answers with
 //! anything but the block three times ends the download. A peer that rolled
 //! the asset back says so (`410 Gone`): it is not asked again, and the
 //! report names it ([`DownloadReport::rolled_back`]).
@@ -38,6 +40,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -480,11 +483,42 @@ impl Shared<'_> {
     /// A connection to `source`, kept to hang up on at the end; none once
     /// the download has ended.
     fn connect(&self, source: Source<'_>) -> std::io::Result<Conn> {
-        let conn = connect(source.addr)?;
+        self.register(source.key, connect(source.addr)?)
+    }
+
+    /// `conn`, kept under `key` to hang up on at the end; an error once the
+    /// download has ended.
+    fn register(&self, key: usize, conn: Conn) -> std::io::Result<Conn> {
         let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(conns) = conns.as_mut() else { return Err(std::io::Error::other("the download has ended")) };
-        conns.insert(source.key, conn.socket()?);
+        conns.insert(key, conn.socket()?);
         Ok(conn)
+    }
+
+    /// A connection to the origin, made on a thread of its own and waited
+    /// for while the download goes on; `None` when it ended first. A
+    /// handshake a saturated uplink drops is given up only after the
+    /// client's connection timeout, and a download that meanwhile got every
+    /// block from its peers does not wait for that.
+    fn connect_origin(&self, origin: &str) -> Option<std::io::Result<Conn>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let addr = origin.to_owned();
+        let spawned = std::thread::Builder::new()
+            .name("asset-origin-connect".into())
+            .spawn(move || drop(tx.send(connect(&addr))));
+        if let Err(e) = spawned {
+            return Some(Err(e));
+        }
+        loop {
+            match rx.recv_timeout(self.options.poll) {
+                Ok(conn) => return Some(conn.and_then(|c| self.register(ORIGIN_CONN, c))),
+                Err(RecvTimeoutError::Timeout) if self.lock().done => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Some(Err(std::io::Error::other("the connecting thread ended")));
+                }
+            }
+        }
     }
 
     /// Hang up every source's connection: the download has ended.
@@ -908,6 +942,25 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
     let (block_max, _) = shared.answers_max();
     loop {
+        // Connected before a block is taken: while a handshake the uplink
+        // dropped waits for its timeout, the peers may send every block.
+        if conn.is_none() {
+            match shared.connect_origin(origin) {
+                None => return,
+                Some(Ok(c)) => conn = Some(c),
+                Some(Err(e)) => {
+                    let reason = format!("connecting: {e}");
+                    tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
+                    let mut s = shared.lock();
+                    if s.done {
+                        return;
+                    }
+                    s.origin_unreachable = Some(reason);
+                    drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
+                    continue;
+                }
+            }
+        }
         // A block no reachable peer holds and nobody is fetching (here or,
         // as a peer said, from the origin), chosen by the picker: at random
         // for rarest first, so that devices starting together ask the origin

@@ -351,6 +351,53 @@ fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
     assert_eq!(held(&device), bytes);
 }
 
+/// An origin whose handshake never completes (a saturated uplink drops it;
+/// here a listener whose queue is full) holds back no block a peer has:
+/// the device does not take a block to fetch from the origin before it is
+/// connected, and the download ends when the peer has sent every block
+/// instead of when the origin's handshake gives up. (32 devices behind a
+/// 10 Mbit/s uplink: the devices whose first handshake with the origin was
+/// dropped each waited out several 5 s handshakes for one block the others
+/// all held; docs/benchmarks.md.)
+#[test]
+fn an_origin_that_cannot_be_reached_holds_back_no_block_a_peer_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let index = Index::of(&bytes);
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&LOOPBACK.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    // Its one place in the queue taken: every later handshake is dropped.
+    let _queued = std::net::TcpStream::connect(addr).unwrap();
+    // A peer that holds nothing yet, and every block a moment after the download starts.
+    let (peer, store) = peer(&dir.path().join("a"), &bytes, 0..0);
+    let sources = Sources { origin: Some(addr.to_string()), peers: vec![peer.addr().to_string()], found: None };
+    let device = Mutex::new(
+        download::open(&dir.path().join("device"), index.id(), &Sources { origin: None, ..sources.clone() }).unwrap().0,
+    );
+    let filled = {
+        let bytes = bytes.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let mut store = store.lock().unwrap();
+            for n in 0..index.count() {
+                let (start, len) = index.span(n).unwrap();
+                let start = usize::try_from(start).unwrap();
+                assert!(store.put(n, &bytes[start..start + len]).unwrap());
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let report = download::download(&device, &sources, &options()).unwrap();
+    let took = started.elapsed();
+    filled.join().unwrap();
+    assert_eq!((report.from_peers.values().sum::<u32>(), report.from_origin), (41, 0), "{report:?}");
+    assert_eq!(held(&device), bytes);
+    // A handshake with the origin gives up after 5 s.
+    assert!(took < Duration::from_secs(4), "the download took {took:?}: it waited for the origin's handshake");
+}
+
 /// Nothing listens on the origin's address for the first 3.5 s (a
 /// saturated uplink dropping every packet): the device asks again every
 /// second until it answers, within `stall`, and gets the index.
