@@ -942,30 +942,12 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
     let (block_max, _) = shared.answers_max();
     loop {
-        // Connected before a block is taken: while a handshake the uplink
-        // dropped waits for its timeout, the peers may send every block.
-        if conn.is_none() {
-            match shared.connect_origin(origin) {
-                None => return,
-                Some(Ok(c)) => conn = Some(c),
-                Some(Err(e)) => {
-                    let reason = format!("connecting: {e}");
-                    tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
-                    let mut s = shared.lock();
-                    if s.done {
-                        return;
-                    }
-                    s.origin_unreachable = Some(reason);
-                    drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
-                    continue;
-                }
-            }
-        }
         // A block no reachable peer holds and nobody is fetching (here or,
         // as a peer said, from the origin), chosen by the picker: at random
         // for rarest first, so that devices starting together ask the origin
-        // for different blocks and then share them.
-        let n = {
+        // for different blocks and then share them. None while one is due
+        // and the origin is not connected: a block is taken only once it is.
+        let picked = {
             let mut s = shared.lock();
             loop {
                 if s.done {
@@ -986,12 +968,37 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                     }
                     let State { mine, in_flight, availability, .. } = &mut *s;
                     if let Some(n) = picker.pick(&nowhere, mine, in_flight, availability) {
+                        if conn.is_none() {
+                            break None;
+                        }
                         in_flight.set(n);
-                        break n;
+                        break Some(n);
                     }
                 }
                 s = shared.idle(s);
             }
+        };
+        // Connected before a block is taken: while a handshake the uplink
+        // dropped waits for its timeout, the peers may send every block.
+        let Some(n) = picked else {
+            match shared.connect_origin(origin) {
+                None => return,
+                Some(Ok(c)) => {
+                    conn = Some(c);
+                    shared.lock().origin_unreachable = None;
+                }
+                Some(Err(e)) => {
+                    let reason = format!("connecting: {e}");
+                    tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
+                    let mut s = shared.lock();
+                    if s.done {
+                        return;
+                    }
+                    s.origin_unreachable = Some(reason);
+                    drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
+                }
+            }
+            continue;
         };
         let claim = |n| shared.store.lock().unwrap_or_else(PoisonError::into_inner).fetching_from_origin(n);
         claim(Some(n));

@@ -368,7 +368,7 @@ fn an_origin_that_cannot_be_reached_holds_back_no_block_a_peer_has() {
     listener.bind(&LOOPBACK.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
     listener.listen(0).unwrap();
     let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    // Its one place in the queue taken: every later handshake is dropped.
+    // Its one place in the queue (Linux queues backlog + 1) taken: every later handshake is dropped.
     let _queued = std::net::TcpStream::connect(addr).unwrap();
     // A peer that holds nothing yet, and every block a moment after the download starts.
     let (peer, store) = peer(&dir.path().join("a"), &bytes, 0..0);
@@ -379,7 +379,7 @@ fn an_origin_that_cannot_be_reached_holds_back_no_block_a_peer_has() {
     let filled = {
         let bytes = bytes.clone();
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_secs(1));
             let mut store = store.lock().unwrap();
             for n in 0..index.count() {
                 let (start, len) = index.span(n).unwrap();
