@@ -105,17 +105,29 @@ pub struct Server {
 
 impl Server {
     /// Start a server as `config` says and wait (at most 20 s) until it accepts clients.
+    ///
+    /// Its client port is taken again if another process bound it between
+    /// [`free_port`] and the server (tests run side by side): a server that
+    /// exits before it listens is started on another port, up to 5 times.
     pub fn start(dir: &Path, config: ServerConfig) -> Self {
         let path = dir.join(format!("{}.conf", config.name));
         let log = dir.join(format!("{}.log", config.name));
-        std::fs::write(&path, config.render()).unwrap();
         let mut server = Self { name: config.name.clone(), addr: config.listen, config, path, child: None, log };
-        server.spawn();
-        server
+        for _ in 0..5 {
+            std::fs::write(&server.path, server.config.render()).unwrap();
+            if server.spawn() {
+                return server;
+            }
+            server.config.listen = free_port();
+            server.addr = server.config.listen;
+        }
+        panic!("nats-server {} exited before it listened: {}", server.name, server.log_text());
     }
 
-    fn spawn(&mut self) {
+    /// Start the process and wait until it listens; false if it exited first.
+    fn spawn(&mut self) -> bool {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let before = usize::try_from(log.metadata().unwrap().len()).unwrap();
         let child = Command::new("nats-server")
             .arg("-c")
             .arg(&self.path)
@@ -126,10 +138,19 @@ impl Server {
             .expect("nats-server (apt install nats-server; make test installs it)");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(self.addr).is_err() {
+        // Its own log (from this start on) says it listens: a connection
+        // alone may reach another process on the port.
+        let listening = format!("Listening for client connections on {}", self.addr);
+        let says = |text: String| text.get(before..).is_some_and(|t| t.contains(&listening));
+        while !(says(self.log_text()) && TcpStream::connect(self.addr).is_ok()) {
+            if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
+                self.child = None;
+                return false;
+            }
             assert!(Instant::now() < deadline, "nats-server {} did not listen: {}", self.name, self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     pub fn log_text(&self) -> String {
@@ -152,7 +173,7 @@ impl Server {
     /// Start it again with the same configuration and storage.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn();
+        assert!(self.spawn(), "nats-server {} exited before it listened: {}", self.name, self.log_text());
     }
 }
 
