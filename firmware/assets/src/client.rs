@@ -727,6 +727,11 @@ pub(crate) fn connect(origin: &str) -> std::io::Result<Conn> {
     connect_within(origin, CONNECT_TIMEOUT)
 }
 
+/// A connection to a peer on the LAN ([`PEER_CONNECT_TIMEOUT`]).
+pub(crate) fn connect_peer(peer: &str) -> std::io::Result<Conn> {
+    connect_within(peer, PEER_CONNECT_TIMEOUT)
+}
+
 fn connect_within(origin: &str, timeout: Duration) -> std::io::Result<Conn> {
     let mut last = std::io::Error::other(format!("{origin} resolves to no address"));
     for addr in origin.to_socket_addrs()? {

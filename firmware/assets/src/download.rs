@@ -15,7 +15,12 @@
 //! block from the origin has taken this device (a slow uplink shared by
 //! many; at most half of [`DownloadOptions::stall`]), whichever is longer,
 //! so a peer that claims a block and never fetches it delays that block by
-//! no more than that.
+//! no more than that. A device that shares its blocks
+//! ([`DownloadOptions::shared_on`]) names itself to the origin, which
+//! answers a request for a block on its way to another device that named
+//! itself with that device's address: a peer of this one is then left the
+//! block as if it had claimed it; once per block, so a device that names
+//! another delays a block by no more than a claim does.
 //!
 //! Every block is checked against the asset's index before it is kept (the
 //! index against the asset's id, which the publisher signed), in a
@@ -37,7 +42,7 @@
 //! report names it ([`DownloadReport::rolled_back`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::RecvTimeoutError;
@@ -46,7 +51,7 @@ use std::time::{Duration, Instant};
 
 use trellis_swarm::{Availability, Bitfield, Picker, Strategy};
 
-use crate::client::{Conn, connect};
+use crate::client::{Conn, connect, connect_peer};
 use crate::{AssetError, AssetId, BlockStore, Index, wire};
 
 /// Copies of a block the origin may send that do not match before the
@@ -70,7 +75,7 @@ const HAVE_SPACING: Duration = Duration::from_millis(32);
 /// 63 peers on), so that a large site still learns within seconds what a
 /// peer newly holds; and never more than a quarter of
 /// [`DownloadOptions::stall`].
-const HAVE_MOST: Duration = Duration::from_secs(2);
+pub(crate) const HAVE_MOST: Duration = Duration::from_secs(2);
 
 /// Up to this many blocks (a bitmap of 1 KiB in hex, a 256 MiB asset), a
 /// peer's every block comes with what it holds; beyond, only when it is
@@ -139,6 +144,13 @@ pub struct DownloadOptions {
     /// (it waits its turn again). Anyone on the LAN can announce peers, and
     /// a thread for each would let them have as many as they like.
     pub max_peers: usize,
+    /// Where this device shares its blocks: its block requests to the
+    /// origin name it (an unspecified address, `0.0.0.0`, as the address
+    /// of the device's end of the connection), and the origin tells it when
+    /// a block is on its way to another device of the site that did so
+    /// ([`crate::server::SENT_GRACE`]). `None`: the origin sends every block
+    /// asked for.
+    pub shared_on: Option<SocketAddr>,
 }
 
 impl Default for DownloadOptions {
@@ -157,6 +169,7 @@ impl Default for DownloadOptions {
             },
             pause: None,
             max_peers: MAX_PEERS,
+            shared_on: None,
         }
     }
 }
@@ -354,6 +367,12 @@ struct State {
     /// The block each peer said it is fetching from the origin, and since
     /// when it has said so.
     claims: Vec<Option<(u32, Instant)>>,
+    /// Each peer's address, by its number.
+    addrs: Vec<String>,
+    /// The blocks the origin said were on their way to another device (a
+    /// peer of this one: since when, a claim; not a peer: `None`). Each is
+    /// asked for again without naming this device.
+    told: HashMap<u32, Option<Instant>>,
     /// Why the origin did not answer, while it does not.
     origin_unreachable: Option<String>,
     /// The longest a block from the origin has taken.
@@ -480,12 +499,6 @@ impl Shared<'_> {
         true
     }
 
-    /// A connection to `source`, kept to hang up on at the end; none once
-    /// the download has ended.
-    fn connect(&self, source: Source<'_>) -> std::io::Result<Conn> {
-        self.register(source.key, connect(source.addr)?)
-    }
-
     /// `conn`, kept under `key` to hang up on at the end; an error once the
     /// download has ended.
     fn register(&self, key: usize, conn: Conn) -> std::io::Result<Conn> {
@@ -495,23 +508,25 @@ impl Shared<'_> {
         Ok(conn)
     }
 
-    /// A connection to the origin, made on a thread of its own and waited
-    /// for while the download goes on; `None` when it ended first. A
-    /// handshake a saturated uplink drops is given up only after the
-    /// client's connection timeout, and a download that meanwhile got every
-    /// block from its peers does not wait for that.
-    fn connect_origin(&self, origin: &str) -> Option<std::io::Result<Conn>> {
+    /// A connection to `source`, kept to hang up on at the end: made on a
+    /// thread of its own and waited for while the download goes on; `None`
+    /// when it ended first. A handshake that is dropped (a saturated uplink,
+    /// a peer that is gone) is given up only after the client's connection
+    /// timeout (the origin's, or a peer's on the LAN), and a download that
+    /// meanwhile got every block does not wait for that.
+    fn connect(&self, source: Source<'_>) -> Option<std::io::Result<Conn>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let addr = origin.to_owned();
+        let addr = source.addr.to_owned();
+        let peer = source.key != ORIGIN_CONN;
         let spawned = std::thread::Builder::new()
-            .name("asset-origin-connect".into())
-            .spawn(move || drop(tx.send(connect(&addr))));
+            .name("asset-connect".into())
+            .spawn(move || drop(tx.send(if peer { connect_peer(&addr) } else { connect(&addr) })));
         if let Err(e) = spawned {
             return Some(Err(e));
         }
         loop {
             match rx.recv_timeout(self.options.poll) {
-                Ok(conn) => return Some(conn.and_then(|c| self.register(ORIGIN_CONN, c))),
+                Ok(conn) => return Some(conn.and_then(|c| self.register(source.key, c))),
                 Err(RecvTimeoutError::Timeout) if self.lock().done => return None,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -583,6 +598,8 @@ pub fn download(
         // Those asked at once are waited for; those that wait their turn are not.
         heard: (0..sources.peers.len()).map(|i| i >= options.max_peers.max(1)).collect(),
         claims: vec![None; sources.peers.len()],
+        addrs: sources.peers.clone(),
+        told: HashMap::new(),
         origin_unreachable: None,
         origin_block: Duration::ZERO,
         report,
@@ -642,6 +659,7 @@ fn watch(shared: &Shared<'_>, sources: &Sources, mut ask: impl FnMut(usize, Stri
                 // answers would hold the origin for a deadline each).
                 s.heard.push(true);
                 s.claims.push(None);
+                s.addrs.push(peer.clone());
                 waiting.push_back((known.len() - 1, peer));
             }
         }
@@ -735,22 +753,43 @@ fn first_line(body: &[u8]) -> String {
     text.lines().next().unwrap_or("").trim().to_owned()
 }
 
-/// One block from a server (a peer's answer whole within `deadline`): its
-/// bytes, or why not.
+/// What a server answered a request for a block with.
+enum Answer {
+    /// The block, and what the server holds when asked and it said.
+    Block(Vec<u8>, Option<Vec<u8>>),
+    /// The origin, to a device that named itself: the block is on its way
+    /// to the device at this address.
+    OnItsWay(String),
+}
+
+impl Answer {
+    /// The block and what the server holds; that the block is on its way
+    /// elsewhere is not an answer a peer gives.
+    fn block(self) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+        match self {
+            Self::Block(data, held) => Ok((data, held)),
+            Self::OnItsWay(to) => Err(format!("{}{to}", wire::ON_ITS_WAY)),
+        }
+    }
+}
+
+/// Block `n` from the origin, naming this device if `named`.
 fn fetch(
     shared: &Shared<'_>,
     source: Source<'_>,
     conn: &mut Option<Conn>,
     n: u32,
-    deadline: Option<Duration>,
+    named: Option<&str>,
     max: usize,
-) -> Result<Vec<u8>, String> {
-    fetch_asking(shared, source, conn, n, deadline, false, max).map(|(data, _)| data)
+) -> Result<Answer, String> {
+    fetch_asking(shared, source, conn, n, None, false, named, max)
 }
 
-/// [`fetch`], and with `want_have` what the server holds, when it says
-/// (the body of a `/have` answer, unchecked; a peer that does not say
-/// answers the block alone).
+/// Block `n` within `deadline`, with `want_have` what the server holds
+/// when it says (the body of a `/have` answer, unchecked; a peer that does
+/// not say answers the block alone); with `named`, naming this device to
+/// the origin ([`wire::PEER`]).
+#[allow(clippy::too_many_arguments)]
 fn fetch_asking(
     shared: &Shared<'_>,
     source: Source<'_>,
@@ -758,28 +797,63 @@ fn fetch_asking(
     n: u32,
     deadline: Option<Duration>,
     want_have: bool,
+    named: Option<&str>,
     max: usize,
-) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+) -> Result<Answer, String> {
     let id = shared.id;
     if conn.is_none() {
-        *conn = Some(shared.connect(source).map_err(|e| format!("connecting: {e}"))?);
+        let connected = shared.connect(source).unwrap_or_else(|| Err(std::io::Error::other("the download has ended")));
+        *conn = Some(connected.map_err(|e| format!("connecting: {e}"))?);
     }
     let Some(c) = conn.as_mut() else { return Err("no connection".into()) };
     let path = format!("/v1/assets/{id}/blocks/{n}");
-    let headers = if want_have { vec![(wire::WANT_HAVE, "1".to_owned())] } else { Vec::new() };
+    let mut headers = Vec::new();
+    if want_have {
+        headers.push((wire::WANT_HAVE, "1".to_owned()));
+    }
+    if let Some(me) = named {
+        headers.push((wire::PEER, me.to_owned()));
+    }
     let (status, body) = c.get_within_with(source.addr, &path, &headers, deadline, max).map_err(|e| {
         *conn = None;
         e.to_string()
     })?;
+    if status == 409
+        && named.is_some()
+        && let Some(to) =
+            std::str::from_utf8(&body).ok().and_then(|text| text.lines().next()?.strip_prefix(wire::ON_ITS_WAY))
+        && to.len() <= wire::PEER_MAX
+    {
+        return Ok(Answer::OnItsWay(to.to_owned()));
+    }
     if status != 200 {
         return Err(format!("block {n}: {status}: {}", brief(&body)));
     }
     let frames = wire::frames(&body).map_err(|e| format!("block {n}: {e}"))?;
     let held = frames.iter().find(|(b, _)| want_have && *b == wire::HAVE_FRAME).map(|(_, text)| text.to_vec());
     match frames.first() {
-        Some((b, data)) if *b == n => Ok((data.to_vec(), held)),
+        Some((b, data)) if *b == n => Ok(Answer::Block(data.to_vec(), held)),
         Some((b, _)) => Err(format!("asked for block {n}, was sent block {b}")),
         None => Err(format!("block {n}: an empty response")),
+    }
+}
+
+/// This device as its LAN peers reach it, for the origin ([`wire::PEER`]):
+/// where it shares, its address the one of its end of `conn` when it
+/// shares on every address.
+fn named(conn: &Conn, shared_on: SocketAddr) -> Option<String> {
+    if !shared_on.ip().is_unspecified() {
+        return Some(shared_on.to_string());
+    }
+    let local = conn.socket().ok()?.local_addr().ok()?;
+    Some(SocketAddr::new(local.ip(), shared_on.port()).to_string())
+}
+
+/// Whether two `host:port` name the same address.
+fn same_addr(a: &str, b: &str) -> bool {
+    match (a.parse::<SocketAddr>(), b.parse::<SocketAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
     }
 }
 
@@ -819,8 +893,9 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 let len = shared.lock().mine.len();
                 if conn.is_none() {
                     match shared.connect(Source { key: i, addr: peer }) {
-                        Ok(c) => conn = Some(c),
-                        Err(e) => break 'round (format!("connecting: {e}"), None),
+                        Some(Ok(c)) => conn = Some(c),
+                        Some(Err(e)) => break 'round (format!("connecting: {e}"), None),
+                        None => return,
                     }
                 }
                 let Some(c) = conn.as_mut() else { break 'round ("no connection".into(), None) };
@@ -869,7 +944,10 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
             // each answer a quarter longer).
             let due = blocks <= HAVE_EVERY_BLOCK || asked.is_none_or(|at| at.elapsed() >= every / 2);
             let source = Source { key: i, addr: peer };
-            match fetch_asking(shared, source, &mut conn, n, Some(shared.options.peer_deadline), due, block_max(due)) {
+            let deadline = Some(shared.options.peer_deadline);
+            match fetch_asking(shared, source, &mut conn, n, deadline, due, None, block_max(due))
+                .and_then(Answer::block)
+            {
                 Ok((data, held)) => match shared.keep(n, &data, Some(peer)) {
                     Ok(true) => {
                         failing_since = None;
@@ -937,6 +1015,8 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
 fn from_origin(shared: &Shared<'_>, origin: &str) {
     let id = shared.id;
     let mut conn: Option<Conn> = None;
+    // This device, named to the origin (a connection's end, the port it shares on).
+    let mut me: Option<String> = None;
     let mut refused = 0;
     let mut errors = 0;
     let mut picker = Picker::new(shared.options.strategy, shared.options.seed);
@@ -966,6 +1046,12 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                             nowhere.clear(n);
                         }
                     }
+                    // What the origin said is on its way to a peer, likewise.
+                    for (&n, &since) in &s.told {
+                        if since.is_some_and(|since| since.elapsed() < ttl) {
+                            nowhere.clear(n);
+                        }
+                    }
                     let State { mine, in_flight, availability, .. } = &mut *s;
                     if let Some(n) = picker.pick(&nowhere, mine, in_flight, availability) {
                         if conn.is_none() {
@@ -981,34 +1067,44 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         // Connected before a block is taken: while a handshake the uplink
         // dropped waits for its timeout, the peers may send every block.
         let Some(n) = picked else {
-            match shared.connect_origin(origin) {
+            match shared.connect(Source { key: ORIGIN_CONN, addr: origin }) {
                 None => return,
                 Some(Ok(c)) => {
+                    me = shared.options.shared_on.and_then(|at| named(&c, at));
                     conn = Some(c);
                     shared.lock().origin_unreachable = None;
                 }
-                Some(Err(e)) => {
-                    let reason = format!("connecting: {e}");
-                    tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
-                    let mut s = shared.lock();
-                    if s.done {
-                        return;
-                    }
-                    s.origin_unreachable = Some(reason);
-                    drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
-                }
+                Some(Err(e)) => origin_silent(shared, origin, None, format!("connecting: {e}")),
             }
             continue;
         };
+        // Once per block: a device that names another is believed once.
+        let named = me.as_deref().filter(|_| !shared.lock().told.contains_key(&n));
         let claim = |n| shared.store.lock().unwrap_or_else(PoisonError::into_inner).fetching_from_origin(n);
         claim(Some(n));
         let asked = Instant::now();
         // The claim stands until the block is kept: between the two, a peer
         // reading `/have` would see it neither claimed nor held, and ask the
         // origin for it too.
-        let fetched = fetch(shared, Source { key: ORIGIN_CONN, addr: origin }, &mut conn, n, None, block_max(false))
-            .map(|data| shared.keep(n, &data, None));
+        let fetched = fetch(shared, Source { key: ORIGIN_CONN, addr: origin }, &mut conn, n, named, block_max(false));
         claim(None);
+        let fetched = match fetched {
+            Ok(Answer::Block(data, _)) => Ok(shared.keep(n, &data, None)),
+            // Left to the peer it goes to, as if that one had claimed it; one
+            // that is not a peer of this device does not share it: asked again.
+            Ok(Answer::OnItsWay(to)) => {
+                let mut s = shared.lock();
+                s.in_flight.clear(n);
+                // A peer that is asked (not gone, not waiting its turn).
+                let peer = s.addrs.iter().zip(&s.theirs).any(|(a, held)| held.is_some() && same_addr(a, &to));
+                tracing::debug!(asset = %id, block = n, to, peer, "the origin says the block is on its way to another device");
+                s.told.insert(n, peer.then(Instant::now));
+                drop(s);
+                shared.wake.notify_all();
+                continue;
+            }
+            Err(e) => Err(e),
+        };
         match fetched {
             Ok(kept) => match kept {
                 Ok(true) => {
@@ -1030,14 +1126,7 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
             // Not reached, or the connection broke (a saturated uplink drops
             // packets): asked again every `poll`, the peers meanwhile; the
             // download fails only when no block arrives for `stall`.
-            Err(reason) if conn.is_none() => {
-                tracing::debug!(asset = %id, origin, "the origin did not answer: {reason}");
-                let mut s = shared.lock();
-                s.in_flight.clear(n);
-                s.origin_unreachable = Some(reason);
-                drop(s);
-                std::thread::sleep(shared.options.poll);
-            }
+            Err(reason) if conn.is_none() => origin_silent(shared, origin, Some(n), reason),
             // It answered, and not with the block.
             Err(reason) => {
                 shared.lock().in_flight.clear(n);
@@ -1049,6 +1138,20 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
             }
         }
     }
+}
+
+/// The origin did not answer (`reason`; block `n` was asked, if any): the
+/// block is free for the peers, the reason goes into a stall's message, and
+/// the origin is asked again after a `poll`, or not once the download ends.
+fn origin_silent(shared: &Shared<'_>, origin: &str, n: Option<u32>, reason: String) {
+    tracing::debug!(asset = %shared.id, origin, "the origin did not answer: {reason}");
+    let mut s = shared.lock();
+    if let Some(n) = n {
+        s.in_flight.clear(n);
+        shared.wake.notify_all();
+    }
+    s.origin_unreachable = Some(reason);
+    drop(shared.wake.wait_timeout_while(s, shared.options.poll, |s| !s.done));
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use trellis_limits::{Budget, PerPeer};
 
-use crate::wire::{self, HAVE, ROLLED_BACK, SESSION, WANT_HAVE};
+use crate::wire::{self, HAVE, ON_ITS_WAY, PEER, ROLLED_BACK, SESSION, WANT_HAVE};
 use crate::{AssetError, AssetId, BlockStore, Index};
 
 /// Most connections served at once; more are closed at once.
@@ -75,6 +75,9 @@ pub struct OriginStats {
     pub requested: AtomicU64,
     /// Blocks sent ahead of a reader's request.
     pub pushed: AtomicU64,
+    /// Block requests answered that the block is on its way to another
+    /// device of the site (`409`).
+    pub on_its_way: AtomicU64,
 }
 
 struct Asset {
@@ -208,8 +211,93 @@ pub struct Origin {
     /// The read orders (none on a device sharing with its peers: it pushes
     /// nothing, so a peer's session header costs it nothing).
     recorder: Option<Mutex<Recorder>>,
+    /// The blocks on their way to devices that named themselves
+    /// ([`PEER`]), by the network they go to.
+    sending: Mutex<HashMap<(AssetId, u32, IpAddr), Sent>>,
+    /// The connections served so far.
+    connections: AtomicU64,
     /// What was sent.
     pub stats: OriginStats,
+}
+
+/// How long after a block has reached a device that named itself
+/// ([`PEER`]) another device asking for it is told it is with that one:
+/// a device's word on what it holds reaches its peers within this
+/// ([`crate::download`] asks each at least this often).
+pub const SENT_GRACE: Duration = crate::download::HAVE_MOST;
+
+/// The most blocks the origin keeps track of at once (on their way to a
+/// device that named itself, or sent within [`SENT_GRACE`]); beyond, a
+/// block is sent as to a device that did not name itself. A site of 32
+/// devices needs a few dozen.
+const SENDING_MAX: usize = 1024;
+
+/// A block on its way to a device, or sent to it lately.
+struct Sent {
+    /// The device's address, as it named itself.
+    to: String,
+    /// The connection sending it.
+    conn: u64,
+    /// When its answer was taken (the device asked for its next block, or hung up).
+    done: Option<Instant>,
+}
+
+/// The network a device asks from, as the origin sees it: the address's
+/// /24 (IPv4) or /64 (IPv6). A site's devices behind one NAT share its
+/// address, and those the origin reaches directly on one LAN its /24;
+/// another site's devices, naming the same private addresses, are apart.
+fn network(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(Ipv4Addr::from(v4.to_bits() & !0xff)),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => network(IpAddr::V4(v4)),
+            None => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// What a connection sends to a device that named itself: the block on its
+/// way, done when the device asks for its next one or the connection ends.
+struct Serving<'o> {
+    origin: &'o Origin,
+    /// This connection's number.
+    conn: u64,
+    /// The network it comes from (`None`: unknown, nothing is tracked).
+    net: Option<IpAddr>,
+    block: Option<(AssetId, u32, IpAddr)>,
+}
+
+impl<'o> Serving<'o> {
+    fn new(origin: &'o Origin, from: Option<SocketAddr>) -> Self {
+        let conn = origin.connections.fetch_add(1, Ordering::Relaxed);
+        Self { origin, conn, net: from.map(|a| network(a.ip())), block: None }
+    }
+
+    /// The device took the block whole (or the connection ended).
+    fn done(&mut self) {
+        if let Some(key) = self.block.take()
+            && let Some(sent) = self.origin.lock_sending().get_mut(&key)
+            && sent.conn == self.conn
+        {
+            sent.done.get_or_insert_with(Instant::now);
+        }
+    }
+
+    /// The block was not sent after all (an error, a block not held).
+    fn forget(&mut self) {
+        if let Some(key) = self.block.take() {
+            let mut sending = self.origin.lock_sending();
+            if sending.get(&key).is_some_and(|sent| sent.conn == self.conn) {
+                sending.remove(&key);
+            }
+        }
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.done();
+    }
 }
 
 impl std::fmt::Debug for Origin {
@@ -256,8 +344,35 @@ impl Origin {
             withdrawn: RwLock::default(),
             config,
             recorder: Some(Mutex::new(recorder)),
+            sending: Mutex::default(),
+            connections: AtomicU64::new(0),
             stats: OriginStats::default(),
         })
+    }
+
+    fn lock_sending(&self) -> std::sync::MutexGuard<'_, HashMap<(AssetId, u32, IpAddr), Sent>> {
+        self.sending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Block `n` of `id` goes to the device at `to` on `serving`'s
+    /// connection now, unless it is on its way to another device of the same
+    /// network, or reached one within [`SENT_GRACE`]: then that one's
+    /// address.
+    fn send_to(&self, id: AssetId, n: u32, to: &str, serving: &mut Serving<'_>) -> Result<(), String> {
+        let Some(net) = serving.net else { return Ok(()) };
+        let key = (id, n, net);
+        let mut sending = self.lock_sending();
+        sending.retain(|_, sent| sent.done.is_none_or(|at| at.elapsed() < SENT_GRACE));
+        if let Some(sent) = sending.get(&key)
+            && sent.to != to
+        {
+            return Err(sent.to.clone());
+        }
+        if sending.len() < SENDING_MAX || sending.contains_key(&key) {
+            sending.insert(key, Sent { to: to.to_owned(), conn: serving.conn, done: None });
+            serving.block = Some(key);
+        }
+        Ok(())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<AssetId, Arc<Asset>>> {
@@ -282,6 +397,8 @@ impl Origin {
             withdrawn: RwLock::default(),
             config,
             recorder: None,
+            sending: Mutex::default(),
+            connections: AtomicU64::new(0),
             stats: OriginStats::default(),
         };
         for store in stores {
@@ -347,7 +464,7 @@ impl Origin {
         self.get(&id.parse().ok()?).filter(|a| matches!(a.backing, Backing::File { .. }))
     }
 
-    fn respond(&self, req: &wire::Request) -> (u16, Vec<u8>) {
+    fn respond(&self, req: &wire::Request, serving: &mut Serving<'_>) -> (u16, Vec<u8>) {
         let parts: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
         let (id, rest) = match parts.as_slice() {
             ["v1", "assets", id, rest @ ..] => (*id, rest),
@@ -365,13 +482,38 @@ impl Origin {
                 let Some(n) = n.parse::<u32>().ok().filter(|&n| n < asset.index.count()) else {
                     return (404, format!("asset {id} has no block {n} ({} blocks)", asset.index.count()).into_bytes());
                 };
-                self.blocks(asset_id, &asset, n, req)
+                self.blocks(asset_id, &asset, n, req, serving)
             }
             _ => (404, format!("no such path {}", req.path).into_bytes()),
         }
     }
 
-    fn blocks(&self, id: AssetId, asset: &Asset, n: u32, req: &wire::Request) -> (u16, Vec<u8>) {
+    fn blocks(
+        &self,
+        id: AssetId,
+        asset: &Asset,
+        n: u32,
+        req: &wire::Request,
+        serving: &mut Serving<'_>,
+    ) -> (u16, Vec<u8>) {
+        // A device of a site that names itself is not sent a block that is
+        // on its way to another: it takes it from that one.
+        let named = req.header(PEER).filter(|to| !to.is_empty() && to.len() <= wire::PEER_MAX && !req.is_head());
+        if let Some(to) = named
+            && let Err(other) = self.send_to(id, n, to, serving)
+        {
+            self.stats.on_its_way.fetch_add(1, Ordering::Relaxed);
+            return (409, format!("{ON_ITS_WAY}{other}").into_bytes());
+        }
+        let answer = self.block_answer(id, asset, n, req);
+        if answer.0 != 200 {
+            serving.forget();
+        }
+        answer
+    }
+
+    /// The answer to a request for block `n`: it and the blocks pushed ahead.
+    fn block_answer(&self, id: AssetId, asset: &Asset, n: u32, req: &wire::Request) -> (u16, Vec<u8>) {
         let have = req.header(HAVE).and_then(|h| hex::decode(h).ok()).unwrap_or_default();
         let holds = |b: u32| wire::holds(&have, b);
         let reader = req.header(SESSION).filter(|s| !s.is_empty() && s.len() <= 256);
@@ -422,11 +564,14 @@ impl Origin {
         let overran = "no whole request in time";
         let mut reader = BufReader::new(wire::Timed { stream: stream.try_clone()?, until: None, most: idle, overran });
         let mut writer = BufWriter::new(stream);
+        let mut serving = Serving::new(self, writer.get_ref().peer_addr().ok());
         loop {
             // Each request whole within `idle` of the last answer, however
             // its bytes trickle in.
             reader.get_mut().until = Some(Instant::now() + idle);
             let Some(req) = wire::read_request(&mut reader)? else { break };
+            // The device took the last answer whole: it asks again.
+            serving.done();
             if let Some(asset) = self.whole(&req)
                 && let Backing::File { file, .. } = &asset.backing
             {
@@ -452,7 +597,7 @@ impl Origin {
                 writer.flush()?;
                 continue;
             }
-            let (status, body) = self.respond(&req);
+            let (status, body) = self.respond(&req, &mut serving);
             if !req.is_head() {
                 self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             }
@@ -605,6 +750,68 @@ mod tests {
         assert!(r.asked(id, "b", 40, &none, 2).is_empty());
     }
 
+    /// A site's devices that name themselves are sent each block once: the
+    /// others of the same network are told which device it is on its way
+    /// to, while it is and for [`SENT_GRACE`] after.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_block_on_its_way_to_a_device_that_named_itself_is_not_sent_to_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..4 * crate::BLOCK_SIZE).map(|i| (i % 251) as u8).collect();
+        std::fs::write(dir.path().join("release"), &bytes).unwrap();
+        let origin = Origin::from_dir(dir.path(), OriginConfig::default()).unwrap();
+        let id = Index::of(&bytes).id();
+        let request = |method: &str, n: u32, me: Option<&str>| wire::Request {
+            method: method.into(),
+            path: format!("/v1/assets/{id}/blocks/{n}"),
+            headers: me.map(|me| vec![(PEER.into(), me.into())]).unwrap_or_default(),
+        };
+        let ask = |n, me, serving: &mut Serving<'_>| {
+            let (status, body) = origin.respond(&request("GET", n, me), serving);
+            (status, if status == 200 { String::new() } else { String::from_utf8(body).unwrap() })
+        };
+        let ok = (200, String::new());
+        let on_its_way = |to: &str| (409, format!("on its way to {to}"));
+        let site = |host: u8| Some(SocketAddr::from(([192, 168, 1, host], 40000)));
+        let net = network(site(2).unwrap().ip());
+        let (a, b, c) = (Some("10.0.0.2:8471"), Some("10.0.0.3:8471"), Some("10.0.0.4:8471"));
+        let mut to_a = Serving::new(&origin, site(2));
+        assert_eq!(ask(1, a, &mut to_a), ok);
+        let mut to_b = Serving::new(&origin, site(3));
+        assert_eq!(ask(1, b, &mut to_b), on_its_way("10.0.0.2:8471"));
+        assert_eq!(origin.stats.on_its_way.load(Ordering::Relaxed), 1);
+        // Another site's device (naming the same private address) and a
+        // reader that does not name itself are sent it; another block goes
+        // to b.
+        let elsewhere = Some(SocketAddr::from(([203, 0, 113, 9], 40000)));
+        assert_eq!(ask(1, b, &mut Serving::new(&origin, elsewhere)), ok);
+        assert_eq!(ask(1, None, &mut Serving::new(&origin, site(4))), ok);
+        assert_eq!(ask(2, b, &mut to_b), ok);
+        assert_eq!(ask(2, c, &mut Serving::new(&origin, site(4))), on_its_way("10.0.0.3:8471"));
+        // A HEAD sends no block, and marks none.
+        let head = origin.respond(&request("HEAD", 0, b), &mut Serving::new(&origin, site(3)));
+        assert_eq!(head.0, 200);
+        assert_eq!(ask(0, c, &mut Serving::new(&origin, site(4))), ok);
+        // Taken whole (a asks for its next block): still with a for a while...
+        to_a.done();
+        assert_eq!(ask(1, c, &mut Serving::new(&origin, site(4))), on_its_way("10.0.0.2:8471"));
+        // ...and not once that is over.
+        let long_ago = Instant::now().checked_sub(SENT_GRACE).unwrap();
+        origin.lock_sending().get_mut(&(id, 1, net)).unwrap().done = Some(long_ago);
+        assert_eq!(ask(1, c, &mut Serving::new(&origin, site(4))), ok);
+        // A device asking again on a new connection (the old one broke)
+        // takes the block over: the old connection's end does not end it.
+        let e = Some("10.0.0.5:8471");
+        let mut broken = Serving::new(&origin, site(5));
+        assert_eq!(ask(3, e, &mut broken), ok);
+        let mut again = Serving::new(&origin, site(5));
+        assert_eq!(ask(3, e, &mut again), ok);
+        drop(broken);
+        assert!(origin.lock_sending()[&(id, 3, net)].done.is_none(), "another connection ended the block");
+        drop(again);
+        assert!(origin.lock_sending()[&(id, 3, net)].done.is_some(), "a connection that ended sends no more");
+    }
+
     #[test]
     #[allow(clippy::unwrap_used)]
     fn a_device_sharing_with_its_peers_records_no_read_order() {
@@ -623,7 +830,7 @@ mod tests {
         };
         let sharing = Origin::sharing(&[Arc::new(Mutex::new(store))]);
         for n in [2, 0, 1] {
-            assert_eq!(sharing.respond(&get(n)).0, 200);
+            assert_eq!(sharing.respond(&get(n), &mut Serving::new(&sharing, None)).0, 200);
         }
         let kept = sharing.recorder.as_ref().map_or(0, |r| r.lock().unwrap().sessions.len());
         assert_eq!(kept, 0, "a peer's session is kept");

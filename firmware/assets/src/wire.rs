@@ -8,6 +8,12 @@
 //!   next and that its bitmap says it lacks. With a `Trellis-Want-Have`
 //!   header (whatever its value) the last frame, numbered 2³²−1 (never a block's), carries what `/have`
 //!   would answer (a peer's downloads ask for it instead of asking `/have`).
+//!   With `Trellis-Peer: <host:port>` (a device of a site naming itself as
+//!   its LAN peers reach it), the answer is `409 Conflict` with
+//!   `on its way to <host:port>` when the block is on its way to another
+//!   device of the same network that named itself, or reached it within
+//!   the last 2 s: that one will hold it, and the origin's uplink is not
+//!   spent on it twice.
 //!
 //! - `GET /v1/assets/<id>/have`: the bitmap of the blocks the server holds,
 //!   as hex (bit `n % 8` of byte `n / 8` is block `n`): every block at the
@@ -42,6 +48,14 @@ pub(crate) const HAVE: &str = "trellis-have";
 /// server holds: one more frame, numbered [`HAVE_FRAME`] (never a block's
 /// number), carrying what `/have` would answer.
 pub(crate) const WANT_HAVE: &str = "trellis-want-have";
+/// A device's block request to the origin naming the device, as its LAN
+/// peers reach it (`host:port`, at most [`PEER_MAX`] bytes).
+pub(crate) const PEER: &str = "trellis-peer";
+/// The longest [`PEER`] the origin heeds.
+pub(crate) const PEER_MAX: usize = 256;
+/// The start of the origin's `409` answer to a [`PEER`] request: the block
+/// is on its way to the device named after it.
+pub(crate) const ON_ITS_WAY: &str = "on its way to ";
 /// The number of the frame that carries a `/have` answer ([`WANT_HAVE`]).
 pub(crate) const HAVE_FRAME: u32 = u32::MAX;
 /// The start of a `410 Gone` body: the peer rolled the asset back.
@@ -154,6 +168,7 @@ pub(crate) fn write_response(w: &mut impl Write, req: &Request, status: u16, bod
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        409 => "Conflict",
         410 => "Gone",
         416 => "Range Not Satisfiable",
         502 => "Bad Gateway",

@@ -331,6 +331,103 @@ fn a_claim_lasts_as_long_as_a_block_from_the_origin_takes() {
     assert!(took < delay * 6, "and no longer than that: {took:?}");
 }
 
+/// Another device of the site asks the origin for block `n`, naming
+/// itself `to`, and takes the answer; the connection it keeps open.
+fn asked_by(origin: &Server, id: trellis_assets::AssetId, n: u32, to: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(origin.addr()).unwrap();
+    write!(conn, "GET /v1/assets/{id}/blocks/{n} HTTP/1.1\r\nHost: origin\r\nTrellis-Peer: {to}\r\n\r\n").unwrap();
+    let mut head = [0; 12];
+    conn.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200", "the first to name itself is sent the block");
+    conn
+}
+
+/// Where a device shares its blocks, on every address: it names itself
+/// to the origin by its end of the connection.
+fn sharing_on() -> Option<std::net::SocketAddr> {
+    Some("0.0.0.0:8471".parse().unwrap())
+}
+
+/// A device that shares its blocks names itself to the origin; a block the
+/// origin is sending to a peer of the device is left to that peer, and the
+/// origin sends it once.
+#[test]
+fn a_block_the_origin_sends_a_peer_is_taken_from_the_peer_not_sent_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let index = Index::of(&bytes);
+    let origin = origin(dir.path(), &bytes);
+    // The peer is being sent block 5 by the origin, and holds it 1 s later.
+    let (peer, store) = peer(&dir.path().join("a"), &bytes, 0..0);
+    let _to_peer = asked_by(&origin, index.id(), 5, &peer.addr().to_string());
+    let got = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        let (start, len) = Index::of(&release()).span(5).unwrap();
+        let start = usize::try_from(start).unwrap();
+        assert!(store.lock().unwrap().put(5, &release()[start..start + len]).unwrap());
+    });
+    // The device lacks block 5 alone.
+    let sources =
+        Sources { origin: Some(origin.addr().to_string()), peers: vec![peer.addr().to_string()], found: None };
+    let mut lacking = download::open(&dir.path().join("device"), index.id(), &sources).unwrap().0;
+    for n in (0..index.count()).filter(|&n| n != 5) {
+        let (start, len) = index.span(n).unwrap();
+        let start = usize::try_from(start).unwrap();
+        assert!(lacking.put(n, &bytes[start..start + len]).unwrap());
+    }
+    let device = Mutex::new(lacking);
+    let ttl = Duration::from_secs(5);
+    let options = DownloadOptions { shared_on: sharing_on(), claim_ttl: ttl, ..options() };
+    let started = std::time::Instant::now();
+    let report = download::download(&device, &sources, &options).unwrap();
+    let took = started.elapsed();
+    got.join().unwrap();
+    assert_eq!(held(&device), bytes);
+    assert_eq!(origin.origin().stats.on_its_way.load(Ordering::Relaxed), 1, "the origin said block 5 is on its way");
+    assert_eq!(report.from_peers.get(&peer.addr().to_string()), Some(&1), "block 5 came from the peer: {report:?}");
+    assert_eq!(report.from_origin, 0, "{report:?}");
+    let requested = origin.origin().stats.requested.load(Ordering::Relaxed);
+    assert_eq!(requested, 1, "the origin sent block 5 once (to the peer)");
+    assert!(took < ttl, "the block came when the peer held it, not when its claim ran out: {took:?}");
+}
+
+/// The origin's word that a block is on its way elsewhere is believed once
+/// per block, and only of a peer: a block on its way to a device that is
+/// not a peer is asked for again at once, one on its way to a peer that
+/// never holds it when the claim runs out, each time without naming the
+/// device, and the origin sends it.
+#[test]
+fn a_block_on_its_way_to_a_stranger_or_a_peer_that_never_holds_it_comes_from_the_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let (peer, _store) = peer(&dir.path().join("a"), &bytes, 0..0);
+    // Long for the stranger: not waited for at all; short for the peer: waited for once.
+    let ttls = [Duration::from_secs(8), Duration::from_millis(1500)];
+    for (k, to) in ["10.9.9.9:8471".to_owned(), peer.addr().to_string()].into_iter().enumerate() {
+        let origin = origin(&dir.path().join(format!("origin-{k}")), &bytes);
+        let sources =
+            Sources { origin: Some(origin.addr().to_string()), peers: vec![peer.addr().to_string()], found: None };
+        let _elsewhere = asked_by(&origin, id, 5, &to);
+        let device = Mutex::new(download::open(&dir.path().join(format!("device-{k}")), id, &sources).unwrap().0);
+        let ttl = ttls[k];
+        let options = DownloadOptions { shared_on: sharing_on(), claim_ttl: ttl, ..options() };
+        let started = std::time::Instant::now();
+        let report = download::download(&device, &sources, &options).unwrap();
+        let took = started.elapsed();
+        assert_eq!(held(&device), bytes);
+        assert_eq!(origin.origin().stats.on_its_way.load(Ordering::Relaxed), 1, "said once, of {to}");
+        assert_eq!(report.from_origin, 41, "on its way to {to}: {report:?}");
+        if k == 0 {
+            assert!(took < ttl, "a block on its way to a stranger waited: {took:?}");
+        } else {
+            assert!(took >= ttl, "the peer's block waited for its claim to run out: {took:?}");
+            assert!(took < ttl + Duration::from_secs(8), "and not much longer: {took:?}");
+        }
+    }
+}
+
 #[test]
 fn an_origin_that_does_not_answer_at_first_is_asked_again_until_it_does() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,12 +461,7 @@ fn an_origin_that_cannot_be_reached_holds_back_no_block_a_peer_has() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = release();
     let index = Index::of(&bytes);
-    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener.bind(&LOOPBACK.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    listener.listen(0).unwrap();
-    let addr = listener.local_addr().unwrap().as_socket().unwrap();
-    // Its one place in the queue (Linux queues backlog + 1) taken: every later handshake is dropped.
-    let _queued = std::net::TcpStream::connect(addr).unwrap();
+    let (_listener, _queued, addr) = dropping_handshakes();
     // A peer that holds nothing yet, and every block a moment after the download starts.
     let (peer, store) = peer(&dir.path().join("a"), &bytes, 0..0);
     let sources = Sources { origin: Some(addr.to_string()), peers: vec![peer.addr().to_string()], found: None };
@@ -396,6 +488,41 @@ fn an_origin_that_cannot_be_reached_holds_back_no_block_a_peer_has() {
     assert_eq!(held(&device), bytes);
     // A handshake with the origin gives up after 5 s.
     assert!(took < Duration::from_secs(4), "the download took {took:?}: it waited for the origin's handshake");
+}
+
+/// A listener on loopback whose handshakes are all dropped (a host that is
+/// gone, a link that drops every packet): its one place in the queue
+/// (Linux queues backlog + 1) is taken.
+fn dropping_handshakes() -> (socket2::Socket, std::net::TcpStream, std::net::SocketAddr) {
+    let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.bind(&LOOPBACK.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let queued = std::net::TcpStream::connect(addr).unwrap();
+    (listener, queued, addr)
+}
+
+/// A peer given that does not answer the handshake (switched off) holds
+/// the origin back for a peer's connection timeout on the LAN (1 s), not
+/// the origin's (5 s): the origin waits for the peers given to say what
+/// they hold, or to fail.
+#[test]
+fn a_peer_that_drops_the_handshake_holds_the_origin_back_for_a_lan_timeout_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = release();
+    let id = Index::of(&bytes).id();
+    let origin = origin(dir.path(), &bytes);
+    let (_listener, _queued, gone) = dropping_handshakes();
+    let sources = Sources { origin: Some(origin.addr().to_string()), peers: vec![gone.to_string()], found: None };
+    let device = Mutex::new(
+        download::open(&dir.path().join("device"), id, &Sources { peers: vec![], ..sources.clone() }).unwrap().0,
+    );
+    let started = std::time::Instant::now();
+    let report = download::download(&device, &sources, &options()).unwrap();
+    let took = started.elapsed();
+    assert_eq!(held(&device), bytes);
+    assert_eq!(report.from_origin, 41, "{report:?}");
+    assert!(took < Duration::from_secs(3), "the download waited {took:?} for the peer's handshake");
 }
 
 /// Nothing listens on the origin's address for the first 3.5 s (a

@@ -14,8 +14,9 @@
 //!   calibrated: every rate times the goodput the client–server run measured
 //!   through the origin's link.
 //!
-//! Then the calibrated simulation, times the mean of measured over simulated,
-//! extends the curve to 1,000 and 10,000 devices (`LAN_EXTEND`). Prints
+//! Then the calibrated simulation, times the mean of measured over simulated
+//! (rarest-first's and random's each), extends the curve to 1,000 and 10,000
+//! devices (`LAN_EXTEND`) for both piece choices. Prints
 //! Markdown tables; each run's time, when its first device was done and
 //! what the site delivered in all go to stderr as it ends.
 //! `LAN_CLIENT_SERVER=0` leaves client–server and the calibration out (its
@@ -204,7 +205,9 @@ fn main() {
         let model = sim::run(&scenario(rates, n, efficiency, Strategy::RarestFirst));
         let calibrated = model.all_done_s();
         let residual = rarest.seconds / calibrated;
-        residuals.push(residual);
+        // Random piece choice's own (the extension compares the two).
+        let random_residual = random.seconds / sim::run(&scenario(rates, n, efficiency, Strategy::Random)).all_done_s();
+        residuals.push((residual, random_residual));
         efficiencies.push(efficiency);
         println!(
             "| {n} | {bound:.1} s | {:.1} s ({:.2}×) | {:.1} s ({:.2}×) | {:.1} s ({cs_bound:.1} s) | {} / {} | {:.3} / {:.3} | {nominal:.1} s / {calibrated:.1} s ({:.2}) | {residual:.2} |",
@@ -224,20 +227,27 @@ fn main() {
         return;
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let (efficiency, residual) = (mean(&efficiencies), mean(&residuals));
+    let efficiency = mean(&efficiencies);
+    let residual = mean(&residuals.iter().map(|r| r.0).collect::<Vec<_>>());
+    let random_residual = mean(&residuals.iter().map(|r| r.1).collect::<Vec<_>>());
     println!(
-        "\nthe simulation calibrated: rates × {efficiency:.3} (the origin link's goodput), times × {residual:.2} (measured ÷ simulated, mean of the sizes above)\n"
+        "\nthe simulation calibrated: rates × {efficiency:.3} (the origin link's goodput), times × {residual:.2} rarest-first and × {random_residual:.2} random (measured ÷ simulated, mean of the sizes above)\n"
     );
-    println!("| devices | bound | simulated, calibrated | × measured ÷ simulated | ÷ bound | client–server |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| devices | bound | rarest-first: simulated, calibrated | × measured ÷ simulated (÷ bound) | random: simulated, calibrated | × measured ÷ simulated (÷ bound) | client–server |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for &n in &extend {
-        let s = scenario(rates, n, efficiency, Strategy::RarestFirst);
         let bound = scenario(rates, n, 1.0, Strategy::RarestFirst).bound();
-        let simulated = sim::run(&s).all_done_s();
-        let predicted = simulated * residual;
+        let run = |strategy, residual: f64| {
+            let simulated = sim::run(&scenario(rates, n, efficiency, strategy)).all_done_s();
+            let predicted = simulated * residual;
+            format!("{simulated:.1} s | {predicted:.1} s ({:.2}×)", predicted / bound)
+        };
         println!(
-            "| {n} | {bound:.1} s | {simulated:.1} s | {predicted:.1} s | {:.2}× | {:.1} s |",
-            predicted / bound,
+            "| {n} | {bound:.1} s | {} | {} | {:.1} s |",
+            run(Strategy::RarestFirst, residual),
+            run(Strategy::Random, random_residual),
             n as f64 * f / bytes_per_s(rates.uplink),
         );
     }

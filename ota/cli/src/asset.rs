@@ -134,10 +134,12 @@ impl Swarm {
         Ok(Some(joined))
     }
 
-    fn options(&self) -> DownloadOptions {
+    /// How to download, sharing on `server` if any (named to the origin).
+    fn options(&self, server: Option<&Server>) -> DownloadOptions {
         DownloadOptions {
             stall: Duration::from_secs(self.stall_s),
             strategy: self.strategy,
+            shared_on: server.map(Server::addr),
             ..DownloadOptions::default()
         }
     }
@@ -178,8 +180,8 @@ fn report_json(report: &DownloadReport) -> serde_json::Value {
 fn sync(dir: &Path, trust: &TrustList, swarm: &Swarm, linger: bool) -> Result<()> {
     let started = Instant::now();
     let found = PeerList::new();
-    let (sources, options) = (swarm.sources(&found), swarm.options());
     let server = swarm.share(Origin::sharing(&[]))?;
+    let (sources, options) = (swarm.sources(&found), swarm.options(server.as_ref()));
     let _lan = swarm.join_lan(&found)?;
     let queue = Queue::new();
     let print = |mut line: serde_json::Value| {
@@ -283,11 +285,11 @@ fn fetch(id: &str, swarm: &Swarm, linger: bool) -> Result<()> {
     let started = Instant::now();
     let found = PeerList::new();
     let sources = swarm.sources(&found);
-    let (store, banned) = download::open_within(&swarm.store, id, &sources, &swarm.options())?;
+    let (store, banned) = download::open_within(&swarm.store, id, &sources, &swarm.options(None))?;
     let store = Arc::new(Mutex::new(store));
     let server = swarm.share(Origin::sharing(std::slice::from_ref(&store)))?;
     let _lan = swarm.join_lan(&found)?;
-    let mut report = download::download(&store, &sources.without(&banned), &swarm.options())?;
+    let mut report = download::download(&store, &sources.without(&banned), &swarm.options(server.as_ref()))?;
     report.banned.splice(0..0, banned);
     let mut out = report_json(&report);
     out["id"] = id.to_string().into();
