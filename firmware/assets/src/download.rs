@@ -19,8 +19,9 @@
 //! ([`DownloadOptions::shared_on`]) names itself to the origin, which
 //! answers a request for a block on its way to another device that named
 //! itself with that device's address: a peer of this one is then left the
-//! block as if it had claimed it; once per block, so a device that names
-//! another delays a block by no more than a claim does.
+//! block as if it had claimed it, until the peer says it neither fetches
+//! nor holds it; once per block, so a device that names another delays a
+//! block by no more than a claim does.
 //!
 //! Every block is checked against the asset's index before it is kept (the
 //! index against the asset's id, which the publisher signed), in a
@@ -370,9 +371,10 @@ struct State {
     /// Each peer's address, by its number.
     addrs: Vec<String>,
     /// The blocks the origin said were on their way to another device (a
-    /// peer of this one: since when, a claim; not a peer: `None`). Each is
-    /// asked for again without naming this device.
-    told: HashMap<u32, Option<Instant>>,
+    /// peer of this one: its number and since when, a claim until that peer
+    /// says otherwise; not a peer: `None`). Each is asked for again without
+    /// naming this device.
+    told: HashMap<u32, Option<(usize, Instant)>>,
     /// Why the origin did not answer, while it does not.
     origin_unreachable: Option<String>,
     /// The longest a block from the origin has taken.
@@ -447,7 +449,7 @@ impl Shared<'_> {
 
     /// Peer `i` is gone: its blocks no longer count, the one it was sending is free.
     fn drop_peer(&self, i: usize, n: Option<u32>) {
-        self.heard(i, None, None);
+        self.heard(i, None, None, None);
         let mut s = self.lock();
         s.gone += 1;
         if let Some(n) = n {
@@ -457,10 +459,10 @@ impl Shared<'_> {
         self.wake.notify_all();
     }
 
-    /// Peer `i` said what it holds (`Some`) and which block it is fetching
-    /// from the origin, or did not answer (`None`: its blocks do not count
-    /// until it does).
-    fn heard(&self, i: usize, held: Option<Bitfield>, claim: Option<u32>) {
+    /// Peer `i` said what it holds (`Some`, in answer to a request sent at
+    /// `asked`) and which block it is fetching from the origin, or did not
+    /// answer (`None`: its blocks do not count until it does).
+    fn heard(&self, i: usize, held: Option<Bitfield>, claim: Option<u32>, asked: Option<Instant>) {
         let mut s = self.lock();
         s.claims[i] = match (s.claims[i], claim) {
             (Some((old, since)), Some(n)) if old == n => Some((n, since)),
@@ -468,6 +470,17 @@ impl Shared<'_> {
         };
         if let Some(old) = s.theirs[i].take() {
             s.availability.remove(&old);
+        }
+        // The origin said a block was on its way to this peer: an answer
+        // asked for since that neither claims nor holds it says it is not
+        // (a device of another site with the same address), and the block
+        // is not left to the peer any longer.
+        if let (Some(held), Some(asked)) = (&held, asked) {
+            for (&n, told) in &mut s.told {
+                if told.is_some_and(|(peer, since)| peer == i && since < asked && !held.has(n) && claim != Some(n)) {
+                    *told = None;
+                }
+            }
         }
         if let Some(held) = held {
             s.availability.add(&held);
@@ -490,7 +503,7 @@ impl Shared<'_> {
             }
             s.waiting -= 1;
         }
-        self.heard(i, None, None);
+        self.heard(i, None, None, None);
         if let Some(conns) = self.conns.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
             conns.remove(&i);
         }
@@ -917,7 +930,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                 };
                 let Some((held, claim)) = held else { break 'round ("its bitmap is not hex".into(), None) };
                 down_since = None;
-                shared.heard(i, Some(held), claim);
+                shared.heard(i, Some(held), claim, asked);
             }
             let n = {
                 let mut s = shared.lock();
@@ -955,7 +968,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
                         // What it holds came with the block: no need to ask for a while.
                         let len = shared.lock().mine.len();
                         if let Some((held, claim)) = held.and_then(|text| have(&text, len)) {
-                            shared.heard(i, Some(held), claim);
+                            shared.heard(i, Some(held), claim, Some(asked_at));
                             asked = Some(Instant::now());
                         }
                         continue 'peer;
@@ -986,7 +999,7 @@ fn from_peer(shared: &Shared<'_>, i: usize, peer: &str) {
         conn = None;
         // Asked again what it holds, after a `poll`.
         asked = None;
-        shared.heard(i, None, None);
+        shared.heard(i, None, None, None);
         if let Some(n) = n {
             shared.lock().in_flight.clear(n);
         }
@@ -1047,8 +1060,8 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                         }
                     }
                     // What the origin said is on its way to a peer, likewise.
-                    for (&n, &since) in &s.told {
-                        if since.is_some_and(|since| since.elapsed() < ttl) {
+                    for (&n, &told) in &s.told {
+                        if told.is_some_and(|(_, since)| since.elapsed() < ttl) {
                             nowhere.clear(n);
                         }
                     }
@@ -1090,15 +1103,17 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
         claim(None);
         let fetched = match fetched {
             Ok(Answer::Block(data, _)) => Ok(shared.keep(n, &data, None)),
-            // Left to the peer it goes to, as if that one had claimed it; one
-            // that is not a peer of this device does not share it: asked again.
+            // Left to the peer it goes to, as if that one had claimed it,
+            // until the peer says otherwise; one that is not a peer of this
+            // device does not share it: the block is not held back.
             Ok(Answer::OnItsWay(to)) => {
                 let mut s = shared.lock();
                 s.in_flight.clear(n);
                 // A peer that is asked (not gone, not waiting its turn).
-                let peer = s.addrs.iter().zip(&s.theirs).any(|(a, held)| held.is_some() && same_addr(a, &to));
-                tracing::debug!(asset = %id, block = n, to, peer, "the origin says the block is on its way to another device");
-                s.told.insert(n, peer.then(Instant::now));
+                let peer = s.addrs.iter().zip(&s.theirs).position(|(a, held)| held.is_some() && same_addr(a, &to));
+                let is_peer = peer.is_some();
+                tracing::debug!(asset = %id, block = n, to, is_peer, "the origin says the block is on its way to another device");
+                s.told.insert(n, peer.map(|i| (i, Instant::now())));
                 drop(s);
                 shared.wake.notify_all();
                 continue;

@@ -601,7 +601,11 @@ impl Origin {
             if !req.is_head() {
                 self.stats.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
             }
-            wire::write_response(&mut writer, &req, status, &body)?;
+            if let Err(e) = wire::write_response(&mut writer, &req, status, &body) {
+                // The device did not get it.
+                serving.forget();
+                return Err(e);
+            }
         }
         Ok(())
     }

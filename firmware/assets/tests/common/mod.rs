@@ -205,6 +205,13 @@ pub fn delaying(to: SocketAddr, delay: std::time::Duration) -> SocketAddr {
     relay(to, delay, |_| {})
 }
 
+/// A slow uplink the other way: each request is held back `delay` before
+/// it reaches `to`.
+#[allow(dead_code)] // the CLI's tests do not use it
+pub fn delaying_requests(to: SocketAddr, delay: std::time::Duration) -> SocketAddr {
+    relay(to, std::time::Duration::ZERO, move |_| std::thread::sleep(delay))
+}
+
 /// A relay in front of `to` that counts the requests whose path ends with
 /// `suffix`.
 #[allow(dead_code)] // the CLI's tests do not use it
