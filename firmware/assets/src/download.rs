@@ -833,8 +833,7 @@ fn fetch_asking(
     })?;
     if status == 409
         && named.is_some()
-        && let Some(to) =
-            std::str::from_utf8(&body).ok().and_then(|text| text.lines().next()?.strip_prefix(wire::ON_ITS_WAY))
+        && let Some(to) = first_line(&body).strip_prefix(wire::ON_ITS_WAY)
         && to.len() <= wire::PEER_MAX
     {
         return Ok(Answer::OnItsWay(to.to_owned()));
@@ -1054,14 +1053,10 @@ fn from_origin(shared: &Shared<'_>, origin: &str) {
                     // A peer's fetch from the origin takes about as long as ours
                     // (never counted for more than half of `stall`).
                     let ttl = shared.options.claim_ttl.max((s.origin_block * 2).min(shared.options.stall / 2));
-                    for &(n, since) in s.claims.iter().flatten() {
+                    // What the origin said is on its way to a peer counts as that peer's claim.
+                    let told = s.told.iter().filter_map(|(&n, told)| told.map(|(_, since)| (n, since)));
+                    for (n, since) in s.claims.iter().flatten().copied().chain(told) {
                         if since.elapsed() < ttl {
-                            nowhere.clear(n);
-                        }
-                    }
-                    // What the origin said is on its way to a peer, likewise.
-                    for (&n, &told) in &s.told {
-                        if told.is_some_and(|(_, since)| since.elapsed() < ttl) {
                             nowhere.clear(n);
                         }
                     }

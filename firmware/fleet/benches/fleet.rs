@@ -155,7 +155,7 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
     let users: Vec<(&str, &str)> = sims_ids.iter().chain(&rt_ids).map(|d| (d.as_str(), GROUP)).collect();
     let server = sim::single(&pki, &["operator", "controller"], &users);
     let pid = server.pid().unwrap();
-    let operator = sim::operator(&pki, &[server.addr], 1).await;
+    let operator = sim::operator(&pki, &[server.addr()], 1).await;
     for d in sims_ids.iter().chain(&rt_ids) {
         ops::register(&operator, d, GROUP, sim::BOARD).await.unwrap();
     }
@@ -165,7 +165,7 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
     let mut sims = Vec::new();
     let mut apis = Vec::new();
     for id in &sims_ids {
-        let mut s = Sim::new(&pki, &[server.addr], id, GROUP, trust.clone());
+        let mut s = Sim::new(&pki, &[server.addr()], id, GROUP, trust.clone());
         let mut config = s.config();
         config.poll = Duration::from_secs(30);
         config.heartbeat = Duration::from_secs(30);
@@ -175,7 +175,7 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
         apis.push(trellis_api::serve(&api, s.device.clone()).unwrap());
         sims.push(s);
     }
-    let reals: Vec<RealRuntime> = rt_ids.iter().map(|id| real_runtime(&pki, server.addr, id, &api_cert)).collect();
+    let reals: Vec<RealRuntime> = rt_ids.iter().map(|id| real_runtime(&pki, server.addr(), id, &api_cert)).collect();
 
     // Every device's reports, as they change.
     let reported = operator.kv(REPORTED).await.unwrap();
@@ -189,7 +189,7 @@ async fn measure(n: usize, runtimes: usize, app: &[u8], app_next: &[u8]) -> Row 
     let connect_s = t_connect.elapsed().as_secs_f64();
 
     let controller_link =
-        trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "controller"), None, false)
+        trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr()], "controller"), None, false)
             .await
             .unwrap();
     let controller =
@@ -343,13 +343,13 @@ async fn artifact_reads(mib: usize, delay: Option<Duration>) -> [(f64, f64); 2] 
     let pki = Pki::new();
     let server = sim::single(&pki, &["operator"], &[]);
     let pid = server.pid().unwrap();
-    let operator = sim::operator(&pki, &[server.addr], 1).await;
+    let operator = sim::operator(&pki, &[server.addr()], 1).await;
     let bytes: Vec<u8> = (0..mib << 20).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3]).collect();
     operator.artifacts().await.unwrap().put("bench", &mut bytes.as_slice()).await.unwrap();
     let reader = match delay {
         None => operator,
         Some(delay) => {
-            let relay = trellis_assets::relay::relay(&server.addr.to_string(), delay).unwrap();
+            let relay = trellis_assets::relay::relay(&server.addr().to_string(), delay).unwrap();
             sim::operator(&pki, &[relay.parse().unwrap()], 1).await
         }
     };

@@ -96,7 +96,6 @@ pub fn free_port() -> SocketAddr {
 /// A running `nats-server`, killed when dropped.
 pub struct Server {
     pub name: String,
-    pub addr: SocketAddr,
     pub config: ServerConfig,
     path: PathBuf,
     child: Option<Child>,
@@ -112,14 +111,13 @@ impl Server {
     pub fn start(dir: &Path, config: ServerConfig) -> Self {
         let path = dir.join(format!("{}.conf", config.name));
         let log = dir.join(format!("{}.log", config.name));
-        let mut server = Self { name: config.name.clone(), addr: config.listen, config, path, child: None, log };
+        let mut server = Self { name: config.name.clone(), config, path, child: None, log };
         for _ in 0..5 {
             std::fs::write(&server.path, server.config.render()).unwrap();
             if server.spawn() {
                 return server;
             }
             server.config.listen = free_port();
-            server.addr = server.config.listen;
         }
         panic!("nats-server {} exited before it listened: {}", server.name, server.log_text());
     }
@@ -140,9 +138,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         // Its own log (from this start on) says it listens: a connection
         // alone may reach another process on the port.
-        let listening = format!("Listening for client connections on {}", self.addr);
+        let listening = format!("Listening for client connections on {}", self.addr());
         let says = |text: String| text.get(before..).is_some_and(|t| t.contains(&listening));
-        while !(says(self.log_text()) && TcpStream::connect(self.addr).is_ok()) {
+        while !(says(self.log_text()) && TcpStream::connect(self.addr()).is_ok()) {
             if self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_some()) {
                 self.child = None;
                 return false;
@@ -151,6 +149,12 @@ impl Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         true
+    }
+
+    /// The address its clients connect to.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.config.listen
     }
 
     pub fn log_text(&self) -> String {

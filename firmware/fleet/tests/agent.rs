@@ -42,7 +42,7 @@ async fn one(devices: &[&str]) -> One {
     let pki = Pki::new();
     let users: Vec<(&str, &str)> = devices.iter().map(|d| (*d, "north")).collect();
     let server = support::single(&pki, &["operator"], &users);
-    let operator = support::operator(&pki, &[server.addr], 1).await;
+    let operator = support::operator(&pki, &[server.addr()], 1).await;
     One { pki, server, operator, key: trellis_appfmt::generate_key() }
 }
 
@@ -72,7 +72,7 @@ async fn refusal(link: &Link, device: &str, release: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn artifacts_and_releases_that_do_not_check_are_refused_and_reported() {
     let f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.start().await;
 
     // The object store holds other bytes under the artifact's name (a tampered store).
@@ -138,7 +138,7 @@ async fn artifacts_and_releases_that_do_not_check_are_refused_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_object_store_that_is_away_for_a_while_is_retried_and_a_missing_object_refused() {
     let f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.start().await;
     f.operator.js.delete_object_store(names::ARTIFACTS).await.unwrap();
     let (release, artifacts) = sim::release("thermostat-2.0.0", &f.key, &[("thermostat", "2.0.0")]);
@@ -176,7 +176,7 @@ async fn an_object_store_that_is_away_for_a_while_is_retried_and_a_missing_objec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_the_operator_stopped_is_healthy_and_named_when_a_release_needs_it() {
     let f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.start().await;
     d.device.stop_app("thermostat").unwrap();
     // Stopped on purpose is not sick: the device reports itself healthy.
@@ -200,7 +200,7 @@ async fn consent_and_a_maintenance_window_hold_an_update_until_allowed() {
     let f = one(&["pi-1"]).await;
     // 2026-12-02 (a Wednesday) 01:00 UTC.
     let clock = Arc::new(ManualClock::at(1_796_169_600_000 + 3_600_000));
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.clock = clock.clone();
     *d.device.defer.lock().unwrap() = Some(("press".into(), 600));
     d.start().await;
@@ -311,7 +311,7 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
     ops::publish(&f.operator, &release, &[("firmware".into(), bundle.clone())]).await.unwrap();
 
     // pi-1 installs; while it reboots into the trial the server goes away.
-    let d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     let gate = Arc::new((Mutex::new(false), Condvar::new()));
     let held = Arc::new(HeldReboot { inner: d.device.clone(), gate: gate.clone() });
     let link = Link::connect(&d.creds, Some("pi-1"), true).await.unwrap();
@@ -358,7 +358,7 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
     );
 
     // pi-2's trial boot fails its health gate: rolled back, reported, not tried again.
-    let mut d2 = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    let mut d2 = Sim::new(&f.pki, &[f.server.addr()], "pi-2", "north", sim::trust(&f.key));
     Arc::get_mut(&mut d2.device).unwrap().rolls_back =
         Some("not healthy within 60 s of boot: thermostat: failed".into());
     d2.start().await;
@@ -381,7 +381,7 @@ async fn firmware_commits_after_its_trial_and_events_wait_for_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_sent_again_after_a_lost_acknowledgement_is_recorded_once() {
     let f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     let outbox = d.dir.path().join("fleet/outbox");
     std::fs::create_dir_all(&outbox).unwrap();
     let event = trellis_fleet::Event {
@@ -419,7 +419,7 @@ async fn an_event_sent_again_after_a_lost_acknowledgement_is_recorded_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firmware_that_would_break_an_installed_app_is_refused_unless_the_release_carries_one_that_fits() {
     let f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.device.status.lock().unwrap().apps[0].interface = Some(sim::INTERFACE.into());
     d.start().await;
     let bundle = b"RAUC BUNDLE 1.9.0".to_vec();
@@ -475,7 +475,7 @@ async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_noth
     let root = release.firmware.as_ref().unwrap().pieces.clone().unwrap();
     ops::publish(&f.operator, &release, &[]).await.unwrap();
 
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     Arc::get_mut(&mut d.device).unwrap().streams_firmware = true;
     d.start().await;
     desire(&f.operator, "pi-1", &DesiredState::release(&release.id)).await;
@@ -496,7 +496,7 @@ async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_noth
     assert!(events[0].reason.as_deref().is_some_and(|r| r.contains(&format!("streamed as asset:{root}"))));
     d.stop();
 
-    let mut d2 = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    let mut d2 = Sim::new(&f.pki, &[f.server.addr()], "pi-2", "north", sim::trust(&f.key));
     d2.start().await;
     desire(&f.operator, "pi-2", &DesiredState::release(&release.id)).await;
     let why = refusal(&f.operator, "pi-2", &release.id).await;
@@ -507,7 +507,7 @@ async fn a_device_that_streams_firmware_is_given_the_piece_root_and_fetches_noth
     // pi-3 streams, but its site's sources do not hold the bundle: it is
     // fetched whole from the object store and installed from the file. Where
     // the object store lacks it too, both reasons are reported.
-    let mut d3 = Sim::new(&f.pki, &[f.server.addr], "pi-3", "north", sim::trust(&f.key));
+    let mut d3 = Sim::new(&f.pki, &[f.server.addr()], "pi-3", "north", sim::trust(&f.key));
     let device = Arc::get_mut(&mut d3.device).unwrap();
     device.streams_firmware = true;
     device.stream_fails = Some("failed to configure streaming: server not responding".into());
@@ -549,7 +549,7 @@ async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
     let release = Release::new("os-2.3.0", sim::BOARD, sim::INTERFACE).with_firmware("2.3.0", &bundle).signed(&f.key);
     let root = release.firmware.as_ref().unwrap().pieces.clone().unwrap();
     ops::publish(&f.operator, &release, &[]).await.unwrap();
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-4", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-4", "north", sim::trust(&f.key));
     let device = Arc::get_mut(&mut d.device).unwrap();
     device.streams_firmware = true;
     device.installing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -589,7 +589,7 @@ async fn a_firmware_install_the_device_resumed_is_followed_not_started_again() {
 
     // Another device's resumed install fails for good before its trial: a
     // failure of the release, not a rollback (no slot was switched).
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-5", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-5", "north", sim::trust(&f.key));
     let device = Arc::get_mut(&mut d.device).unwrap();
     device.streams_firmware = true;
     device.installing.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -635,7 +635,7 @@ async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
     let crossed = crossed.signed(&f.key);
     ops::publish(&f.operator, &crossed, &[]).await.unwrap();
 
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-6", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-6", "north", sim::trust(&f.key));
     let held = [(root.clone(), sim::app("thermostat", "2.1.0")), (root_of(&other), other)];
     Arc::get_mut(&mut d.device).unwrap().sources = Some(held.into_iter().collect());
     d.start().await;
@@ -675,7 +675,7 @@ async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
     // pi-7's sources do not hold it: whole from the object store.
     let (whole, artifacts) = sim::release("thermostat-2.1.1", &f.key, &[("thermostat", "2.1.1")]);
     ops::publish(&f.operator, &whole, &artifacts).await.unwrap();
-    let mut d7 = Sim::new(&f.pki, &[f.server.addr], "pi-7", "north", sim::trust(&f.key));
+    let mut d7 = Sim::new(&f.pki, &[f.server.addr()], "pi-7", "north", sim::trust(&f.key));
     Arc::get_mut(&mut d7.device).unwrap().sources = Some(std::collections::BTreeMap::new());
     d7.start().await;
     desire(&f.operator, "pi-7", &DesiredState::release(&release.id)).await;
@@ -717,7 +717,7 @@ async fn a_device_with_asset_sources_fetches_apps_by_their_piece_root() {
 async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_group() {
     let f = one(&["pi-1"]).await;
     let clock = Arc::new(ManualClock::at(1_796_169_600_000));
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     d.clock = clock.clone();
     d.start().await;
     for v in ["2.0.0", "3.0.0", "4.0.0"] {
@@ -762,7 +762,7 @@ async fn a_device_whose_own_key_is_deleted_never_follows_an_older_copy_of_its_gr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_wakes_the_agent_and_is_made_again_after_its_server_restarts() {
     let mut f = one(&["pi-1"]).await;
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-1", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-1", "north", sim::trust(&f.key));
     let mut config = d.config();
     config.poll = std::time::Duration::from_secs(600);
     config.heartbeat = std::time::Duration::from_secs(600);
@@ -792,7 +792,7 @@ async fn the_watch_wakes_the_agent_and_is_made_again_after_its_server_restarts()
 async fn another_device_cannot_keep_a_devices_events_out_of_the_log() {
     let f = one(&["pi-1", "pi-2"]).await;
     let at = 1_796_169_600_000u64;
-    let pi1 = support::Client::connect(&f.pki, &[f.server.addr], "pi-1").await;
+    let pi1 = support::Client::connect(&f.pki, &[f.server.addr()], "pi-1").await;
     for n in 0..8u64 {
         let event = serde_json::json!({ "device": "pi-1", "at-ms": at, "kind": "healthy", "release": "r" });
         let publish = async_nats::jetstream::context::Publish::build()
@@ -800,7 +800,7 @@ async fn another_device_cannot_keep_a_devices_events_out_of_the_log() {
             .message_id(format!("pi-2.{n:020}.{at}"));
         pi1.js.send_publish(names::events_subject("pi-1"), publish).await.unwrap().await.unwrap();
     }
-    let mut d = Sim::new(&f.pki, &[f.server.addr], "pi-2", "north", sim::trust(&f.key));
+    let mut d = Sim::new(&f.pki, &[f.server.addr()], "pi-2", "north", sim::trust(&f.key));
     d.clock = Arc::new(ManualClock::at(at));
     d.start().await;
     let stranger = trellis_appfmt::generate_key();

@@ -17,7 +17,7 @@ use trellis_fleet::names::{REPORTED, kv_stream, kv_subject};
 async fn reports_survive_a_killed_server() {
     let pki = Pki::new();
     let mut servers = support::cluster(&pki, &["operator"], &[("pi-1", "north")]);
-    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
     let operator = Client::connect(&pki, &addrs, "operator").await;
     // The cluster elects its meta leader after the routes are up: retry the first create.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -43,7 +43,7 @@ async fn reports_survive_a_killed_server() {
     device.put(REPORTED, "pi-1", b"1".to_vec()).await.unwrap();
 
     let killed = device.nats.server_info().port;
-    let index = servers.iter().position(|s| s.addr.port() == killed).unwrap();
+    let index = servers.iter().position(|s| s.addr().port() == killed).unwrap();
     servers[index].kill();
     // The client reconnects to another server and the write lands on the two left.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -90,7 +90,7 @@ async fn an_operator_reads_what_was_just_written_whichever_server_it_asks() {
     use trellis_fleet::{ops, rollout::Plan, sim};
     let pki = Pki::new();
     let servers = support::cluster(&pki, &["operator"], &[("pi-1", "north")]);
-    let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+    let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
     let writer = support::operator(&pki, &addrs[..1], 3).await;
     let readers = [support::operator(&pki, &addrs[1..2], 3).await, support::operator(&pki, &addrs[2..], 3).await];
     ops::register(&writer, "pi-1", "north", sim::BOARD).await.unwrap();

@@ -46,10 +46,10 @@ async fn buckets(operator: &Client) {
 async fn a_device_reads_only_its_own_desired_state_and_writes_only_its_own_reports() {
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    let operator = Client::connect(&pki, &[server.addr()], "operator").await;
     buckets(&operator).await;
-    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
-    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
+    let device = Client::connect(&pki, &[server.addr()], "pi-1").await;
+    let link = Link::connect(&support::credentials(&pki, &[server.addr()], "pi-1"), Some("pi-1"), false).await.unwrap();
 
     // Its own desired state and its group's: readable, as the agent reads them.
     let value = |e: Entry| String::from_utf8(e.value.unwrap()).unwrap();
@@ -110,9 +110,9 @@ async fn a_device_reads_only_its_own_desired_state_and_writes_only_its_own_repor
 async fn a_device_watches_only_its_own_key() {
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    let operator = Client::connect(&pki, &[server.addr()], "operator").await;
     buckets(&operator).await;
-    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let device = Client::connect(&pki, &[server.addr()], "pi-1").await;
     let mut mine = device.nats.subscribe(kv_subject(DESIRED, &device_key("pi-1"))).await.unwrap();
     let mut group = device.nats.subscribe(kv_subject(DESIRED, &group_key("north"))).await.unwrap();
     device.nats.flush().await.unwrap();
@@ -154,9 +154,9 @@ async fn a_device_watches_only_its_own_key() {
 async fn on_the_app_bus_a_device_publishes_only_as_itself() {
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    let operator = Client::connect(&pki, &[server.addr], "operator").await;
-    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
-    let pi2 = Client::connect(&pki, &[server.addr], "pi-2").await;
+    let operator = Client::connect(&pki, &[server.addr()], "operator").await;
+    let pi1 = Client::connect(&pki, &[server.addr()], "pi-1").await;
+    let pi2 = Client::connect(&pki, &[server.addr()], "pi-2").await;
     // A device may follow every device's apps (the apps' grants narrow it, in the runtime).
     let mut heard = pi2.nats.subscribe(names::APP_BUS_SUBJECTS).await.unwrap();
     let mut operator_heard = operator.nats.subscribe(names::APP_BUS_SUBJECTS).await.unwrap();
@@ -213,8 +213,8 @@ async fn on_the_app_bus_a_device_publishes_only_as_itself() {
 async fn set_up_after_the_client_library() -> (Pki, support::Server, trellis_fleet::link::Link) {
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    buckets(&Client::connect(&pki, &[server.addr], "operator").await).await;
-    let operator = support::operator(&pki, &[server.addr], 1).await;
+    buckets(&Client::connect(&pki, &[server.addr()], "operator").await).await;
+    let operator = support::operator(&pki, &[server.addr()], 1).await;
     (pki, server, operator)
 }
 
@@ -225,7 +225,7 @@ async fn set_up_after_the_client_library() -> (Pki, support::Server, trellis_fle
 async fn a_device_cannot_wipe_the_other_devices_reports() {
     let (pki, server, operator) = set_up_after_the_client_library().await;
     operator.put(REPORTED, "pi-2", b"{\"healthy\":true}".to_vec()).await.unwrap();
-    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let device = Client::connect(&pki, &[server.addr()], "pi-1").await;
     for rollup in ["all", "sub"] {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Rollup", rollup);
@@ -245,10 +245,10 @@ async fn a_device_cannot_wipe_the_other_devices_reports() {
 async fn a_device_flooding_the_audit_log_drops_only_its_own_events() {
     use trellis_fleet::ops::{EVENTS_MAX_SIZE, EVENTS_PER_DEVICE};
     let (pki, server, operator) = set_up_after_the_client_library().await;
-    let pi2 = Client::connect(&pki, &[server.addr], "pi-2").await;
+    let pi2 = Client::connect(&pki, &[server.addr()], "pi-2").await;
     pi2.js.publish(names::events_subject("pi-2"), "the one".into()).await.unwrap().await.unwrap();
 
-    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let pi1 = Client::connect(&pki, &[server.addr()], "pi-1").await;
     let mut acks = Vec::new();
     for n in 0..EVENTS_PER_DEVICE + 50 {
         acks.push(pi1.js.publish(names::events_subject("pi-1"), format!("{n}").into()).await.unwrap());
@@ -278,8 +278,8 @@ async fn a_device_reads_artifacts_by_direct_gets_and_makes_no_consumer() {
     use trellis_fleet::object::{self, ObjectError, Reader};
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    let operator = support::operator(&pki, &[server.addr], 1).await;
-    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
+    let operator = support::operator(&pki, &[server.addr()], 1).await;
+    let link = Link::connect(&support::credentials(&pki, &[server.addr()], "pi-1"), Some("pi-1"), false).await.unwrap();
     let read = |name: &'static str| {
         let link = link.clone();
         async move {
@@ -356,7 +356,7 @@ async fn a_device_reads_artifacts_by_direct_gets_and_makes_no_consumer() {
     );
 
     // No consumer, not even one delivering to the device's own inbox.
-    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let device = Client::connect(&pki, &[server.addr()], "pi-1").await;
     let artifacts = device.js.get_stream_no_info(names::object_stream(names::ARTIFACTS)).await.unwrap();
     for deliver_subject in [names::app_subject("pi-2", "x"), device.nats.new_inbox()] {
         let pushed = consumer::push::Config { deliver_subject, ..Default::default() };
@@ -377,17 +377,17 @@ async fn while_the_fleet_updates_a_device_may_read_artifacts_as_the_previous_age
     let mut config = support::single_config(&pki, &["operator"], &[("pi-1", "north")]);
     config.previous_agents = true;
     let server = support::Server::start(pki.dir.path(), config);
-    let operator = support::operator(&pki, &[server.addr], 1).await;
+    let operator = support::operator(&pki, &[server.addr()], 1).await;
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     operator.artifacts().await.unwrap().put("a", &mut bytes.as_slice()).await.unwrap();
 
-    let device = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let device = Client::connect(&pki, &[server.addr()], "pi-1").await;
     let mut object = device.js.get_object_store(names::ARTIFACTS).await.unwrap().get("a").await.unwrap();
     let mut read = Vec::new();
     object.read_to_end(&mut read).await.unwrap();
     assert!(read == bytes, "the previous agent's read returned other bytes");
 
-    let link = Link::connect(&support::credentials(&pki, &[server.addr], "pi-1"), Some("pi-1"), false).await.unwrap();
+    let link = Link::connect(&support::credentials(&pki, &[server.addr()], "pi-1"), Some("pi-1"), false).await.unwrap();
     let mut reader = trellis_fleet::object::Reader::open(&link, names::ARTIFACTS, "a").await.unwrap();
     let mut read = Vec::new();
     while let Some(chunk) = reader.next_chunk().await.unwrap() {
@@ -412,9 +412,9 @@ async fn a_device_cannot_write_through_the_answer_to_its_request() {
     use trellis_fleet::bus::BusHandle;
     let pki = Pki::new();
     let server = support::single(&pki, &["operator"], &[("pi-1", "north"), ("pi-2", "south")]);
-    let operator = Client::connect(&pki, &[server.addr], "operator").await;
+    let operator = Client::connect(&pki, &[server.addr()], "operator").await;
     buckets(&operator).await;
-    let pi2 = Link::connect(&support::credentials(&pki, &[server.addr], "pi-2"), Some("pi-2"), false).await.unwrap();
+    let pi2 = Link::connect(&support::credentials(&pki, &[server.addr()], "pi-2"), Some("pi-2"), false).await.unwrap();
     let bus = BusHandle::default();
     let delivered = Arc::new(Mutex::new(Vec::new()));
     let into = Arc::clone(&delivered);
@@ -423,7 +423,7 @@ async fn a_device_cannot_write_through_the_answer_to_its_request() {
     }));
     bus.set_interest(vec!["+/readings/#".into()]);
     tokio::spawn(driver.unwrap().run(pi2, "pi-2".into()));
-    let pi1 = Client::connect(&pki, &[server.addr], "pi-1").await;
+    let pi1 = Client::connect(&pki, &[server.addr()], "pi-1").await;
     // pi-2's bus is listening once it hears pi-1.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while delivered.lock().unwrap().is_empty() {

@@ -39,7 +39,7 @@ impl Fleet {
         let ids: Vec<String> = (1..=n).map(|i| format!("pi-{i}")).collect();
         let users: Vec<(&str, &str)> = ids.iter().map(|d| (d.as_str(), GROUP)).collect();
         let servers = support::cluster(&pki, &["operator", "controller-1", "controller-2"], &users);
-        let addrs: Vec<_> = servers.iter().map(|s| s.addr).collect();
+        let addrs: Vec<_> = servers.iter().map(|s| s.addr()).collect();
         let operator = support::operator(&pki, &addrs, 3).await;
         let key = trellis_appfmt::generate_key();
         let mut devices = Vec::new();
@@ -174,7 +174,7 @@ async fn a_killed_server_loses_no_report_and_an_offline_device_catches_up() {
     .await;
     // One server goes (the one the operator is connected to, so it fails over too).
     let port = fleet.operator.nats.server_info().port;
-    let i = fleet.servers.iter().position(|s| s.addr.port() == port).unwrap();
+    let i = fleet.servers.iter().position(|s| s.addr().port() == port).unwrap();
     fleet.servers[i].kill();
     // The others get the release; the rollout waits for pi-4.
     until(120, "pi-2 and pi-3 updated", || async { fleet.devices[1..3].iter().all(|d| d.runs("thermostat", "2.0.0")) })

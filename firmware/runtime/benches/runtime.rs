@@ -138,7 +138,7 @@ fn fleet_bus_round_trip(rounds: usize, per_round: usize) -> (Vec<f64>, Vec<f64>)
         let (cert, key) = pki.issue(id, false);
         let fleet: trellis_runtime::fleet::FleetConfig = toml::from_str(&format!(
             "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ndevice = \"{id}\"\ngroup = \"bench\"\n",
-            server.addr,
+            server.addr(),
             pki.ca().display(),
             cert.display(),
             key.display()
@@ -170,8 +170,8 @@ fn fleet_bus_round_trip(rounds: usize, per_round: usize) -> (Vec<f64>, Vec<f64>)
     // The native pair, on subjects of their own, with the same certificates.
     let (a, b) = rt.block_on(async {
         (
-            sim::Client::connect(&pki, &[server.addr], "bench-dev").await,
-            sim::Client::connect(&pki, &[server.addr], "bench-edge").await,
+            sim::Client::connect(&pki, &[server.addr()], "bench-dev").await,
+            sim::Client::connect(&pki, &[server.addr()], "bench-edge").await,
         )
     });
     let mut pings = rt.block_on(b.nats.subscribe("trellis.app.*.native.ping")).unwrap();

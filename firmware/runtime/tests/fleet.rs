@@ -30,7 +30,7 @@ fn a_provisioned_runtime_follows_its_desired_state_and_a_busy_app_holds_the_upda
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let pki = Pki::new();
     let server = sim::single(&pki, &["operator"], &[("rt-1", "north")]);
-    let operator = rt.block_on(sim::operator(&pki, &[server.addr], 1));
+    let operator = rt.block_on(sim::operator(&pki, &[server.addr()], 1));
     let key = trellis_appfmt::generate_key();
 
     // A device running counter 1.0.0 and an app that says when it is busy (asking again every 2 s).
@@ -50,7 +50,7 @@ fn a_provisioned_runtime_follows_its_desired_state_and_a_busy_app_holds_the_upda
         format!(
             "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ndevice = \"rt-1\"\ngroup = \"north\"\n\
              board = \"{}\"\npoll-s = 1\ntrust = [\"{}\"]\n",
-            server.addr,
+            server.addr(),
             pki.ca().display(),
             cert.display(),
             cert_key.display(),

@@ -26,7 +26,7 @@ fn fleet_toml(pki: &Pki, server: &Server, id: &str, cert_of: &str, group: &str) 
     let (cert, key) = pki.issue(cert_of, false);
     format!(
         "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\ndevice = \"{id}\"\ngroup = \"{group}\"\n",
-        server.addr,
+        server.addr(),
         pki.ca().display(),
         cert.display(),
         key.display(),
@@ -138,7 +138,7 @@ fn a_device_credential_cannot_publish_as_another_device() {
     let _in_rt = rt.enter();
     let pki = Pki::new();
     let server = sim::single(&pki, &["operator"], &DEVICES);
-    let operator = rt.block_on(sim::Client::connect(&pki, &[server.addr], "operator"));
+    let operator = rt.block_on(sim::Client::connect(&pki, &[server.addr()], "operator"));
     let mut seen = rt.block_on(operator.nats.subscribe("trellis.app.>")).unwrap();
     // dev-1's certificate, configured to call itself dev-2: the server refuses its subjects.
     let forger = device(&[("publisher", publisher("fleet/demo/ticks", "demo/#"))], |_| {});
@@ -241,7 +241,7 @@ fn the_aggregator_on_an_edge_node_summarises_devices_and_they_take_its_setpoint(
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let pki = Pki::new();
     let server = sim::single(&pki, &["operator"], &DEVICES);
-    let _operator = rt.block_on(sim::operator(&pki, &[server.addr], 1));
+    let _operator = rt.block_on(sim::operator(&pki, &[server.addr()], 1));
     // The edge node: the aggregator, and a thermostat that has no hardware there.
     let aggregator = pack("aggregator", &on_sensor("aggregator", &[("period-ms", "300")]));
     let edge = EdgeNode::start(&pki, &server, &[("aggregator", aggregator), ("thermostat", example("thermostat"))]);

@@ -107,7 +107,7 @@ fn an_operator_rolls_a_release_out_and_steers_it() {
         &context,
         format!(
             "servers = [\"tls://{}\"]\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\n",
-            server.addr,
+            server.addr(),
             s(&pki.ca()),
             s(&cert),
             s(&key)
@@ -129,7 +129,8 @@ fn an_operator_rolls_a_release_out_and_steers_it() {
     for d in ids {
         assert!(op.ok(&["register", d, "--group", "north"]).contains(&format!("registered {d} in group north")));
     }
-    let mut devices: Vec<Sim> = ids.iter().map(|d| Sim::new(&pki, &[server.addr], d, "north", trust.clone())).collect();
+    let mut devices: Vec<Sim> =
+        ids.iter().map(|d| Sim::new(&pki, &[server.addr()], d, "north", trust.clone())).collect();
     rt.block_on(async {
         for d in &mut devices {
             d.start().await;

@@ -65,8 +65,8 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let mut twin = Twin::new("fleet")?;
     let mut device = twin.boot()?;
     device.wait_apps_running(&EXAMPLES)?;
-    provision(&twin, &mut device, &pki, server.addr.port(), "twin-1", "north")?;
-    let op = Operator::new(&pki, server.addr, &dir)?;
+    provision(&twin, &mut device, &pki, server.addr().port(), "twin-1", "north")?;
+    let op = Operator::new(&pki, server.addr(), &dir)?;
     let fleet = |args: &[&str]| op.run(args).unwrap_or_else(|e| panic!("{e}"));
     fleet(&["setup"]);
     for (d, g) in devices {
@@ -75,7 +75,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let mut sims: Vec<Sim> = ["sim-1", "sim-2"]
         .iter()
         .map(|d| {
-            let mut sim = Sim::new(&pki, &[server.addr], d, "north", trust.clone());
+            let mut sim = Sim::new(&pki, &[server.addr()], d, "north", trust.clone());
             sim.board = BOARD.into();
             sim
         })
@@ -122,7 +122,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     let status = fleet(&["rollout", "status", &id]);
     assert!(status.contains("done, wave 2 of 2") || status.contains("Done, wave 2 of 2"), "{status}");
     assert!(status.contains("wave 2 (100%): 2 updated, 0 failed, 0 pending"), "{status}");
-    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr], 1).await).await });
+    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr()], 1).await).await });
     let how = events.iter().find_map(|e| {
         (e.device == "twin-1" && e.release == "counter-9.0.0" && e.kind == trellis_fleet::EventKind::Downloaded)
             .then(|| e.reason.clone())
@@ -210,7 +210,7 @@ fn a_twin_takes_part_in_rollouts_of_an_app_and_of_firmware() -> Outcome {
     device.wait_console()?;
     let kept = device.sh("find /data/trellis/firmware -type f 2>/dev/null | wc -l")?;
     assert_eq!(kept.trim(), "0", "no copy of the bundle was kept");
-    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr], 1).await).await });
+    let events = rt.block_on(async { sim::events(&sim::operator(&pki, &[server.addr()], 1).await).await });
     let hows: Vec<&str> = events
         .iter()
         .filter(|e| e.device == "twin-1" && e.release == "os-fleet-2")

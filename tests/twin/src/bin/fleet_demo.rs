@@ -84,7 +84,7 @@ fn run(args: &Args) -> Result<()> {
     let mut users: Vec<(&str, &str)> = twins.iter().chain(&sims).map(|d| (d.as_str(), GROUP)).collect();
     users.push((EDGE, "edge"));
     let server = sim::single(&pki, &["operator"], &users);
-    println!("listening on {}", server.addr);
+    println!("listening on {}", server.addr());
 
     say(&format!("{} twins boot; each is provisioned with its own certificate", twins.len()));
     let mut machines = Vec::new();
@@ -100,7 +100,7 @@ fn run(args: &Args) -> Result<()> {
     for (id, twin, device) in &mut machines {
         let device = device.as_mut().context("a twin")?;
         device.wait_apps_running(&EXAMPLES)?;
-        provision(twin, device, &pki, server.addr.port(), id, GROUP)?;
+        provision(twin, device, &pki, server.addr().port(), id, GROUP)?;
         println!("{id}: the fleet agent runs");
     }
 
@@ -113,7 +113,7 @@ fn run(args: &Args) -> Result<()> {
     }
     let aggregator = args.build.join("edge-apps/aggregator.wasm");
     let bytes = std::fs::read(&aggregator).with_context(|| format!("{} (make apps)", aggregator.display()))?;
-    let edge = EdgeNode::start(&dir.join("edge"), &pki, server.addr.port(), EDGE, "edge", &[("aggregator", bytes)])?;
+    let edge = EdgeNode::start(&dir.join("edge"), &pki, server.addr().port(), EDGE, "edge", &[("aggregator", bytes)])?;
     let line = edge.wait_log(&format!("following {} devices", twins.len()), BOOT_TIMEOUT)?;
     println!("{EDGE}: {}", line.split(" INFO ").nth(1).unwrap_or(&line));
     // The aggregator's summary: the fleet's mean, and the setpoint it asks for
@@ -127,7 +127,7 @@ fn run(args: &Args) -> Result<()> {
         println!("{id}: {}", line.text.split(" INFO ").nth(1).unwrap_or(&line.text));
     }
 
-    let mut op = Operator::new(&pki, server.addr, &dir)?;
+    let mut op = Operator::new(&pki, server.addr(), &dir)?;
     op.echo = true;
     let app = args.build.join("apps/counter.wasm");
     let bytes = std::fs::read(&app).with_context(|| format!("{} (make apps)", app.display()))?;
@@ -152,7 +152,7 @@ fn run(args: &Args) -> Result<()> {
     let mut simulated: Vec<Sim> = sims
         .iter()
         .map(|d| {
-            let mut sim = Sim::new(&pki, &[server.addr], d, GROUP, trust.clone());
+            let mut sim = Sim::new(&pki, &[server.addr()], d, GROUP, trust.clone());
             sim.board = BOARD.into();
             sim
         })
@@ -166,7 +166,7 @@ fn run(args: &Args) -> Result<()> {
     let audit_log = || {
         rt.block_on(async {
             let link =
-                trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr], "operator"), None, false)
+                trellis_fleet::link::Link::connect(&sim::credentials(&pki, &[server.addr()], "operator"), None, false)
                     .await?;
             anyhow::Ok(sim::events(&link).await)
         })
