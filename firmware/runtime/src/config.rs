@@ -159,6 +159,21 @@ impl Default for LogPolicy {
     }
 }
 
+/// Whether compiled app code is announced to a system profiler (`profiler`
+/// in `runtime.toml`, `trellis run --profile`): wasmtime's own strategies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profiler {
+    /// Nothing announced (the default).
+    #[default]
+    None,
+    /// `/tmp/perf-PID.map`: `perf report` names each app function it samples.
+    Perfmap,
+    /// `jit-PID.dump` in the runtime's working directory: with `perf record -k mono`
+    /// and `perf inject --jit`, `perf annotate` shows the compiled instructions too.
+    Jitdump,
+}
+
 /// Per-app CPU shares through cgroup v2 (`[cgroups]`; absent: apps are not
 /// put in cgroups). See `cgroup.rs` and docs/runtime.md.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -290,6 +305,9 @@ pub struct RuntimeConfig {
     /// Where missing asset blocks are fetched from (absent: nowhere).
     #[serde(default)]
     pub assets: Option<AssetsConfig>,
+    /// Announce compiled app code to `perf` (default: none).
+    #[serde(default)]
+    pub profiler: Profiler,
 }
 
 impl RuntimeConfig {
@@ -335,6 +353,7 @@ impl RuntimeConfig {
             cgroups: None,
             network: None,
             assets: None,
+            profiler: Profiler::None,
         }
     }
 
@@ -438,6 +457,16 @@ certificate = \"/x\"\n",
         let elsewhere: RuntimeConfig = toml::from_str("[cgroups]\npath = \"/sys/fs/cgroup/rt\"\n").unwrap();
         assert_eq!(elsewhere.cgroups.unwrap().path, Path::new("/sys/fs/cgroup/rt"));
         assert!(toml::from_str::<RuntimeConfig>("[cgroups]\nweight = 1\n").is_err());
+    }
+
+    #[test]
+    fn the_profiler_is_off_unless_named_and_an_unknown_one_is_refused_by_name() {
+        let off: RuntimeConfig = toml::from_str("").unwrap();
+        assert_eq!(off.profiler, Profiler::None);
+        let on: RuntimeConfig = toml::from_str("profiler = \"jitdump\"\n").unwrap();
+        assert_eq!(on.profiler, Profiler::Jitdump);
+        let e = toml::from_str::<RuntimeConfig>("profiler = \"vtune\"\n").unwrap_err().to_string();
+        assert!(e.contains("vtune") && e.contains("perfmap"), "{e}");
     }
 
     #[test]

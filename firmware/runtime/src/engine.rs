@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use trellis_appfmt::Limits;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy};
 
 use crate::RuntimeError;
 use crate::bindings::App;
+use crate::config::Profiler;
 use crate::host::HostState;
 
 /// Address space each linear memory reserves: all a 32-bit index reaches.
@@ -30,7 +31,10 @@ const MEMORY_GUARD: u64 = 32 << 20;
 /// `max_apps` 32 reserves about 1 TiB, untouched and uncommitted: the
 /// images' kernels have 48-bit addresses (`CONFIG_ARM64_VA_BITS_48`); on a
 /// 39-bit kernel lower `max-apps` to 8.
-pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
+///
+/// `profiler` announces the code it compiles (or loads from the cache) to
+/// `perf`; it changes no instruction of it.
+pub(crate) fn engine(max_apps: u32, profiler: Profiler) -> Result<Engine, RuntimeError> {
     let instances = max_apps.max(1) * 2;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(instances)
@@ -42,6 +46,11 @@ pub(crate) fn engine(max_apps: u32) -> Result<Engine, RuntimeError> {
         .max_unused_warm_slots(4);
     let mut config = code_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    config.profiler(match profiler {
+        Profiler::None => ProfilingStrategy::None,
+        Profiler::Perfmap => ProfilingStrategy::PerfMap,
+        Profiler::Jitdump => ProfilingStrategy::JitDump,
+    });
     Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
 }
 

@@ -39,7 +39,7 @@ pub use broker::Message;
 pub use cache::CompileSource;
 pub use cgroup::CgroupError;
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use config::{BoardConfig, CgroupConfig, CrashPolicy, HardwarePolicy, LogPolicy, RuntimeConfig};
+pub use config::{BoardConfig, CgroupConfig, CrashPolicy, HardwarePolicy, LogPolicy, Profiler, RuntimeConfig};
 pub use consent::{CONSENT_MARGIN, MAX_DEFERRAL_S};
 pub use engine::precompile;
 pub use error::{Fault, LoadError, RuntimeError};

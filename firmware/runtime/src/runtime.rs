@@ -99,7 +99,7 @@ impl Runtime {
         if config.require_signatures && trust.is_empty() {
             tracing::warn!("signatures are required but no key is trusted: every app will be refused");
         }
-        let engine = crate::engine::engine(config.max_apps)?;
+        let engine = crate::engine::engine(config.max_apps, config.profiler)?;
         let linker = crate::engine::linker(&engine)?;
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick())?;
         // Per-app rate limits: like CPU shares, never a reason not to run apps.

@@ -145,6 +145,23 @@ fn assert_fault_is_contained(mode: &str, expect: impl Fn(&Fault) -> bool) {
 }
 
 #[test]
+fn the_perfmap_profiler_names_the_apps_compiled_functions_for_perf() {
+    // wasmtime's perf map is the process's: /tmp/perf-PID.map (no other test here asks for it).
+    let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    let dev = device(&[("counter", example("counter"))], |c| c.profiler = trellis_runtime::Profiler::Perfmap);
+    dev.wait_started("counter", "1.0.0");
+    let text = std::fs::read_to_string(&map).unwrap_or_else(|e| panic!("{}: {e}", map.display()));
+    let _ = std::fs::remove_file(&map);
+    // One line a function: start address, size (hex) and name.
+    let functions: Vec<_> = text
+        .lines()
+        .filter_map(|l| l.splitn(3, ' ').nth(2))
+        .filter(|name| name.starts_with("wasm[0]::function["))
+        .collect();
+    assert!(functions.len() > 10, "the app's functions are not in {}:\n{text}", map.display());
+}
+
+#[test]
 fn an_infinite_loop_is_cut_by_the_deadline() {
     assert_fault_is_contained("spin", |f| *f == Fault::Deadline { ms: 100 });
 }
