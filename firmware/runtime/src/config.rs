@@ -174,6 +174,19 @@ pub enum Profiler {
     Jitdump,
 }
 
+impl Profiler {
+    /// Its name and the file it writes, for messages.
+    #[must_use]
+    pub fn describe(self) -> String {
+        let pid = std::process::id();
+        match self {
+            Self::None => "none".into(),
+            Self::Perfmap => format!("perfmap (/tmp/perf-{pid}.map)"),
+            Self::Jitdump => format!("jitdump (./jit-{pid}.dump)"),
+        }
+    }
+}
+
 /// Per-app CPU shares through cgroup v2 (`[cgroups]`; absent: apps are not
 /// put in cgroups). See `cgroup.rs` and docs/runtime.md.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

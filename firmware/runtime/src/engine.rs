@@ -33,7 +33,9 @@ const MEMORY_GUARD: u64 = 32 << 20;
 /// 39-bit kernel lower `max-apps` to 8.
 ///
 /// `profiler` announces the code it compiles (or loads from the cache) to
-/// `perf`; it changes no instruction of it.
+/// `perf`; it changes no instruction of it. A profiler that cannot start
+/// (its file cannot be written) is logged and left out: never a reason not
+/// to run apps.
 pub(crate) fn engine(max_apps: u32, profiler: Profiler) -> Result<Engine, RuntimeError> {
     let instances = max_apps.max(1) * 2;
     let mut pool = PoolingAllocationConfig::default();
@@ -46,12 +48,26 @@ pub(crate) fn engine(max_apps: u32, profiler: Profiler) -> Result<Engine, Runtim
         .max_unused_warm_slots(4);
     let mut config = code_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config.profiler(match profiler {
-        Profiler::None => ProfilingStrategy::None,
-        Profiler::Perfmap => ProfilingStrategy::PerfMap,
-        Profiler::Jitdump => ProfilingStrategy::JitDump,
+    let strategy = match profiler {
+        Profiler::None => None,
+        Profiler::Perfmap => Some(ProfilingStrategy::PerfMap),
+        Profiler::Jitdump => Some(ProfilingStrategy::JitDump),
+    };
+    let profiled = strategy.map(|strategy| {
+        let mut profiled = config.clone();
+        profiled.profiler(strategy);
+        Engine::new(&profiled)
     });
-    Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))
+    let profiler_error = match profiled {
+        Some(Ok(engine)) => return Ok(engine),
+        Some(Err(e)) => Some(e),
+        None => None,
+    };
+    let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
+    if let Some(e) = profiler_error {
+        tracing::warn!("profiler {} cannot start ({e:#}): apps run without it", profiler.describe());
+    }
+    Ok(engine)
 }
 
 /// Every setting of the engine that shapes the code it compiles: the

@@ -148,17 +148,63 @@ fn assert_fault_is_contained(mode: &str, expect: impl Fn(&Fault) -> bool) {
 fn the_perfmap_profiler_names_the_apps_compiled_functions_for_perf() {
     // wasmtime's perf map is the process's: /tmp/perf-PID.map (no other test here asks for it).
     let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", std::process::id()));
+    // wasmtime appends: a map left by an earlier process of the same id must not count.
+    let _ = std::fs::remove_file(&map);
     let dev = device(&[("counter", example("counter"))], |c| c.profiler = trellis_runtime::Profiler::Perfmap);
     dev.wait_started("counter", "1.0.0");
     let text = std::fs::read_to_string(&map).unwrap_or_else(|e| panic!("{}: {e}", map.display()));
     let _ = std::fs::remove_file(&map);
-    // One line a function: start address, size (hex) and name.
-    let functions: Vec<_> = text
+    // One line a function: start address and size (hex), and its name.
+    let functions = text
         .lines()
-        .filter_map(|l| l.splitn(3, ' ').nth(2))
-        .filter(|name| name.starts_with("wasm[0]::function["))
-        .collect();
-    assert!(functions.len() > 10, "the app's functions are not in {}:\n{text}", map.display());
+        .filter(|l| {
+            let mut fields = l.splitn(3, ' ');
+            let hex = |f: Option<&str>| {
+                f.is_some_and(|f| u64::from_str_radix(f.trim_start_matches("0x"), 16).is_ok_and(|n| n > 0))
+            };
+            hex(fields.next()) && hex(fields.next()) && fields.next().is_some_and(|name| !name.is_empty())
+        })
+        .count();
+    assert!(functions > 10, "the app's functions are not in {}:\n{text}", map.display());
+}
+
+/// `jitdump` writes `jit-PID.dump` into the working directory, which a test
+/// can set only in a process of its own: this test runs itself again, once
+/// in a directory that exists and once in one that is gone.
+#[test]
+fn the_jitdump_profiler_writes_beside_the_runtime_and_one_that_cannot_write_stops_no_app() {
+    const CHILD: &str = "TRELLIS_TEST_JITDUMP_IN";
+    if let Ok(mode) = std::env::var(CHILD) {
+        let dir = tempfile::tempdir().unwrap();
+        let cwd = dir.path().join("cwd");
+        std::fs::create_dir(&cwd).unwrap();
+        std::env::set_current_dir(&cwd).unwrap();
+        if mode == "gone" {
+            std::fs::remove_dir(&cwd).unwrap();
+        }
+        let dev = device(&[("counter", example("counter"))], |c| c.profiler = trellis_runtime::Profiler::Jitdump);
+        dev.wait_started("counter", "1.0.0");
+        let dump = cwd.join(format!("jit-{}.dump", std::process::id()));
+        if mode == "here" {
+            let size = std::fs::metadata(&dump).unwrap_or_else(|e| panic!("{}: {e}", dump.display())).len();
+            assert!(size > 0, "{} is empty", dump.display());
+        }
+        return;
+    }
+    let name = "the_jitdump_profiler_writes_beside_the_runtime_and_one_that_cannot_write_stops_no_app";
+    for mode in ["here", "gone"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1"])
+            .env(CHILD, mode)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "working directory {mode}:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
