@@ -182,7 +182,10 @@ impl Profiler {
         match self {
             Self::None => "none".into(),
             Self::Perfmap => format!("perfmap (/tmp/perf-{pid}.map)"),
-            Self::Jitdump => format!("jitdump (./jit-{pid}.dump)"),
+            Self::Jitdump => {
+                let dir = std::env::current_dir().map_or_else(|_| ".".into(), |d| d.display().to_string());
+                format!("jitdump ({dir}/jit-{pid}.dump)")
+            }
         }
     }
 }

@@ -25,8 +25,8 @@ const MEMORY_GUARD: u64 = 32 << 20;
 /// side by side during a swap). Each linear memory reserves 4 GiB of address
 /// space and a 32 MiB guard after it, so compiled code needs no explicit
 /// bounds check: a 32-bit index plus any offset below the guard lands in
-/// memory or in the guard, which traps (MobileNetV2 runs a fifth faster
-/// through rten, an eighth through tract, than with 256 MiB reservations
+/// memory or in the guard, which traps (MobileNetV2 takes a fifth less time
+/// through rten, an eighth less through tract, than with 256 MiB reservations
 /// and explicit checks). The pool of
 /// `max_apps` 32 reserves about 1 TiB, untouched and uncommitted: the
 /// images' kernels have 48-bit addresses (`CONFIG_ARM64_VA_BITS_48`); on a
