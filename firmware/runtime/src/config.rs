@@ -174,6 +174,16 @@ pub enum Profiler {
     Jitdump,
 }
 
+/// `trellis run --profile NAME`: the names `runtime.toml` takes, and its
+/// error, which lists them.
+impl std::str::FromStr for Profiler {
+    type Err = serde::de::value::Error;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::deserialize(serde::de::IntoDeserializer::into_deserializer(name))
+    }
+}
+
 impl Profiler {
     /// Its name and the file it writes, for messages.
     #[must_use]
@@ -483,6 +493,9 @@ certificate = \"/x\"\n",
         assert_eq!(on.profiler, Profiler::Jitdump);
         let e = toml::from_str::<RuntimeConfig>("profiler = \"vtune\"\n").unwrap_err().to_string();
         assert!(e.contains("vtune") && e.contains("perfmap"), "{e}");
+        assert_eq!("perfmap".parse::<Profiler>().unwrap(), Profiler::Perfmap);
+        let e = "vtune".parse::<Profiler>().unwrap_err().to_string();
+        assert!(e.contains("vtune") && e.contains("jitdump"), "{e}");
     }
 
     #[test]

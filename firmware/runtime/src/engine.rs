@@ -48,26 +48,23 @@ pub(crate) fn engine(max_apps: u32, profiler: Profiler) -> Result<Engine, Runtim
         .max_unused_warm_slots(4);
     let mut config = code_config();
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    let new = |config: &Config| Engine::new(config).map_err(|e| RuntimeError::Engine(format!("{e:#}")));
     let strategy = match profiler {
-        Profiler::None => None,
-        Profiler::Perfmap => Some(ProfilingStrategy::PerfMap),
-        Profiler::Jitdump => Some(ProfilingStrategy::JitDump),
+        Profiler::None => return new(&config),
+        Profiler::Perfmap => ProfilingStrategy::PerfMap,
+        Profiler::Jitdump => ProfilingStrategy::JitDump,
     };
-    let profiled = strategy.map(|strategy| {
-        let mut profiled = config.clone();
-        profiled.profiler(strategy);
-        Engine::new(&profiled)
-    });
-    let profiler_error = match profiled {
-        Some(Ok(engine)) => return Ok(engine),
-        Some(Err(e)) => Some(e),
-        None => None,
-    };
-    let engine = Engine::new(&config).map_err(|e| RuntimeError::Engine(format!("{e:#}")))?;
-    if let Some(e) = profiler_error {
-        tracing::warn!("profiler {} cannot start ({e:#}): apps run without it", profiler.describe());
+    let mut profiled = config.clone();
+    profiled.profiler(strategy);
+    match Engine::new(&profiled) {
+        Ok(engine) => Ok(engine),
+        Err(e) => {
+            // Blamed on the profiler only if the engine starts without it.
+            let engine = new(&config)?;
+            tracing::warn!("profiler {} cannot start ({e:#}): apps run without it", profiler.describe());
+            Ok(engine)
+        }
     }
-    Ok(engine)
 }
 
 /// Every setting of the engine that shapes the code it compiles: the

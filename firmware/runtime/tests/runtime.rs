@@ -189,7 +189,8 @@ fn the_jitdump_profiler_writes_beside_the_runtime_and_one_that_cannot_write_stop
         if mode == "here" {
             // A code-load record per compiled function, each with its name.
             let bytes = std::fs::read(&dump).unwrap_or_else(|e| panic!("{}: {e}", dump.display()));
-            let records = bytes.windows(18).filter(|w| *w == b"wasm[0]::function[").count();
+            let name = b"wasm[0]::function[";
+            let records = bytes.windows(name.len()).filter(|w| w == name).count();
             assert!(records > 10, "{}: {records} functions recorded", dump.display());
         }
         return;

@@ -252,15 +252,7 @@ struct RunArgs {
     /// Announce the apps' compiled code to `perf`: `perfmap` (`perf report` names app
     /// functions) or `jitdump` (`perf annotate` shows their instructions; docs/runtime.md).
     #[arg(long, value_name = "PROFILER")]
-    profile: Option<RunProfiler>,
-}
-
-/// `trellis run --profile`: the runtime's `profiler` setting.
-#[cfg(feature = "run")]
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum RunProfiler {
-    Perfmap,
-    Jitdump,
+    profile: Option<trellis_runtime::Profiler>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -602,11 +594,7 @@ fn run_apps(args: &RunArgs) -> Result<()> {
     }
     config.require_signatures = args.require_signatures;
     config.trust.clone_from(&args.trust);
-    config.profiler = match args.profile {
-        None => trellis_runtime::Profiler::None,
-        Some(RunProfiler::Perfmap) => trellis_runtime::Profiler::Perfmap,
-        Some(RunProfiler::Jitdump) => trellis_runtime::Profiler::Jitdump,
-    };
+    config.profiler = args.profile.unwrap_or_default();
     let board = SimBoard::standard();
     board.temperature.set(args.temperature);
     board.gpio.on_output_change(|line, level| tracing::info!(target: "sim", "GPIO {line} -> {level:?}"));
